@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the stand-ins the tests need, then runs every test.
+# This is the README's test command and what .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-test-deps.sh
+export FLAGSTREAM_TEST_DEPS="$PWD/.test-deps"
+cargo build --bins
+cargo nextest run --all-targets --no-fail-fast
+cargo test --doc

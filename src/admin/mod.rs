@@ -1,0 +1,1 @@
+//! Placeholder: owned by the `flagstream serve` work (issue 4).

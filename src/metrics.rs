@@ -1,0 +1,1 @@
+//! Placeholder: every metric name in one place (owned by the `flagstream serve` work).
