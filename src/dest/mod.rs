@@ -17,6 +17,8 @@
 //! 4. Errors carry a human-readable reason that names the target (stream, topic, path), for
 //!    logs, `/v1/destinations` and `flagstream test-destination`.
 
+pub mod spec;
+
 use std::fmt;
 use std::time::Duration;
 
@@ -24,6 +26,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::event::Schema;
+pub use spec::DestinationSpec;
 
 /// Limits a destination imposes on batches; the engine cuts batches within them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

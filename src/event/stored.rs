@@ -69,7 +69,12 @@ pub fn encode_header(meta: &StoredMeta<'_>, out: &mut Vec<u8>) {
     out.push(meta.format.map(InboundFormat::code).unwrap_or(0));
     out.push(meta.schema_version.unwrap_or(0));
     out.push(0);
-    for field in [meta.environment, meta.payload_id, meta.tags, meta.user_agent] {
+    for field in [
+        meta.environment,
+        meta.payload_id,
+        meta.tags,
+        meta.user_agent,
+    ] {
         let field = truncate_utf8(field, u16::MAX as usize);
         out.extend_from_slice(&(field.len() as u16).to_le_bytes());
         out.extend_from_slice(field.as_bytes());
@@ -172,7 +177,10 @@ mod tests {
         let mut payload = Vec::new();
         encode_header(&meta, &mut payload);
         for cut in 0..payload.len() {
-            assert!(decode(&payload[..cut]).is_err(), "prefix {cut} must not decode");
+            assert!(
+                decode(&payload[..cut]).is_err(),
+                "prefix {cut} must not decode"
+            );
         }
     }
 
