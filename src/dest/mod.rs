@@ -17,7 +17,11 @@
 //! 4. Errors carry a human-readable reason that names the target (stream, topic, path), for
 //!    logs, `/v1/destinations` and `flagstream test-destination`.
 
+pub mod file;
+pub mod log;
+pub mod registry;
 pub mod spec;
+pub mod units;
 
 use std::fmt;
 use std::time::Duration;
