@@ -34,6 +34,9 @@ use serde::Serialize;
 use crate::dest::units::parse_duration;
 use crate::wal::RetryState;
 
+/// The longest `Retry-After` honoured; a target asking for more is retried after this.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
 /// When to retry and when to give up. Filled from `--retry-*` flags and per-destination keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -101,7 +104,8 @@ impl RetryPolicy {
         } else {
             Duration::from_millis(rng.random_range(0..=duration_ms(ceiling)))
         };
-        let mut wait = jittered.max(retry_after.unwrap_or_default());
+        let requested = retry_after.unwrap_or_default().min(self.longest_wait());
+        let mut wait = jittered.max(requested);
         if let Some(deadline) = deadline_ms {
             wait = wait.min(Duration::from_millis(deadline - now_ms));
         }
@@ -117,15 +121,21 @@ impl RetryPolicy {
             .min(self.max_backoff)
     }
 
+    /// The longest single wait: `max_backoff`, or up to [`RETRY_AFTER_CAP`] when the target
+    /// asked for it with `Retry-After`.
+    pub fn longest_wait(&self) -> Duration {
+        self.max_backoff.max(self.initial_backoff).max(RETRY_AFTER_CAP)
+    }
+
     /// How long a restarted engine must still wait before retrying a batch whose persisted
-    /// state says `state`: never longer than `max_backoff` (a clock that jumped backwards must
-    /// not park a destination for days).
+    /// state says `state`: never longer than [`RetryPolicy::longest_wait`] (a clock that
+    /// jumped backwards must not park a destination for days).
     pub fn remaining_wait(&self, state: &RetryState, now_ms: u64) -> Duration {
         if state.attempts == 0 {
             return Duration::ZERO;
         }
         let wait = Duration::from_millis(state.next_attempt_unix_ms.saturating_sub(now_ms));
-        wait.min(self.max_backoff.max(self.initial_backoff))
+        wait.min(self.longest_wait())
     }
 }
 
@@ -327,7 +337,7 @@ mod tests {
             next_attempt_unix_ms: u64::MAX,
             ..state
         };
-        assert_eq!(p.remaining_wait(&far, 0), p.max_backoff);
+        assert_eq!(p.remaining_wait(&far, 0), RETRY_AFTER_CAP);
         assert_eq!(p.remaining_wait(&RetryState::default(), 0), Duration::ZERO);
     }
 
