@@ -23,15 +23,29 @@ async fn delivers_every_event_once_in_log_order_with_stable_ids() {
     let wal = open_wal(dir.path());
     let keys = append_records(&wal, 0, 30, 7).await;
     let remote = Remote::accepting("remote", limits(10, 20));
-    let delivery = start(&wal, dir.path(), vec![configured(remote.clone(), fast_retry(Some(3)), 1)]);
+    let delivery = start(
+        &wal,
+        dir.path(),
+        vec![configured(remote.clone(), fast_retry(Some(3)), 1)],
+    );
 
-    wait_until("all delivered", WAIT, || remote.delivered_keys().len() >= keys.len()).await;
-    assert_eq!(remote.delivered_keys(), keys, "concurrency 1 delivers in log order, once");
+    wait_until("all delivered", WAIT, || {
+        remote.delivered_keys().len() >= keys.len()
+    })
+    .await;
+    assert_eq!(
+        remote.delivered_keys(),
+        keys,
+        "concurrency 1 delivers in log order, once"
+    );
     let sent = remote.sent();
     assert!(sent.iter().all(|s| s.keys.len() <= 10));
     let ids: HashSet<&str> = sent.iter().map(|s| s.batch_id.as_str()).collect();
     assert_eq!(ids.len(), sent.len(), "batch ids are unique");
-    assert!(sent.windows(2).all(|w| w[0].batch_id < w[1].batch_id), "ids sort in log order");
+    assert!(
+        sent.windows(2).all(|w| w[0].batch_id < w[1].batch_id),
+        "ids sort in log order"
+    );
 
     wait_until("cursor at the end", WAIT, || {
         delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
@@ -58,7 +72,10 @@ async fn the_cursor_advances_only_over_the_contiguous_acked_prefix() {
     let (release2, held2) = (release.clone(), held.clone());
     // The first batch is held until released; later batches complete at once (out of order).
     let remote = Remote::new("remote", limits(5, 20), move |batch, _| {
-        let first = batch.items.iter().any(|item| item.payload.windows(4).any(|w| w == b"r0e0"));
+        let first = batch
+            .items
+            .iter()
+            .any(|item| item.payload.windows(4).any(|w| w == b"r0e0"));
         let (release, held) = (release2.clone(), held2.clone());
         async move {
             if first {
@@ -69,9 +86,16 @@ async fn the_cursor_advances_only_over_the_contiguous_acked_prefix() {
         }
         .boxed()
     });
-    let delivery = start(&wal, dir.path(), vec![configured(remote.clone(), fast_retry(Some(3)), 4)]);
+    let delivery = start(
+        &wal,
+        dir.path(),
+        vec![configured(remote.clone(), fast_retry(Some(3)), 4)],
+    );
 
-    wait_until("later batches delivered", WAIT, || remote.delivered_keys().len() >= 15).await;
+    wait_until("later batches delivered", WAIT, || {
+        remote.delivered_keys().len() >= 15
+    })
+    .await;
     assert!(held.load(Ordering::SeqCst));
     // Let the engine persist a few times while batch 1 is outstanding.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -107,9 +131,21 @@ async fn partial_failures_resend_only_the_retriable_items_and_dead_letter_the_pe
             if call == 0 {
                 SendOutcome::Partial {
                     failures: vec![
-                        ItemFailure { index: 1, retriable: true, reason: "throttled".into() },
-                        ItemFailure { index: 3, retriable: true, reason: "internal".into() },
-                        ItemFailure { index: 4, retriable: false, reason: "too large".into() },
+                        ItemFailure {
+                            index: 1,
+                            retriable: true,
+                            reason: "throttled".into(),
+                        },
+                        ItemFailure {
+                            index: 3,
+                            retriable: true,
+                            reason: "internal".into(),
+                        },
+                        ItemFailure {
+                            index: 4,
+                            retriable: false,
+                            reason: "too large".into(),
+                        },
                     ],
                     throttled: false,
                 }
@@ -119,7 +155,11 @@ async fn partial_failures_resend_only_the_retriable_items_and_dead_letter_the_pe
         }
         .boxed()
     });
-    let delivery = start(&wal, dir.path(), vec![configured(remote.clone(), fast_retry(Some(3)), 1)]);
+    let delivery = start(
+        &wal,
+        dir.path(),
+        vec![configured(remote.clone(), fast_retry(Some(3)), 1)],
+    );
     wait_until("cursor at the end", WAIT, || {
         delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
     })
@@ -127,8 +167,15 @@ async fn partial_failures_resend_only_the_retriable_items_and_dead_letter_the_pe
     let sent = remote.sent();
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert_eq!(sent[0].keys, keys);
-    assert_eq!(sent[1].keys, vec![keys[1].clone(), keys[3].clone()], "only retriable items resent");
-    assert_eq!(sent[0].batch_id, sent[1].batch_id, "a resend keeps the batch id");
+    assert_eq!(
+        sent[1].keys,
+        vec![keys[1].clone(), keys[3].clone()],
+        "only retriable items resent"
+    );
+    assert_eq!(
+        sent[0].batch_id, sent[1].batch_id,
+        "a resend keeps the batch id"
+    );
     delivery.shutdown().await;
 
     let dead = read_dead_letters(&dead_letter_file(dir.path(), "remote")).unwrap();
@@ -147,11 +194,19 @@ async fn retriable_failures_back_off_then_dead_letter_when_the_budget_is_spent()
     let keys = append_records(&wal, 0, 1, 3).await;
     let remote = Remote::new("remote", limits(10, 20), |_, _| {
         async {
-            SendOutcome::Retriable { reason: "HTTP 503".into(), retry_after: None, throttled: false }
+            SendOutcome::Retriable {
+                reason: "HTTP 503".into(),
+                retry_after: None,
+                throttled: false,
+            }
         }
         .boxed()
     });
-    let delivery = start(&wal, dir.path(), vec![configured(remote.clone(), fast_retry(Some(2)), 1)]);
+    let delivery = start(
+        &wal,
+        dir.path(),
+        vec![configured(remote.clone(), fast_retry(Some(2)), 1)],
+    );
     wait_until("cursor moves past the dead-lettered batch", WAIT, || {
         delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
     })
@@ -163,12 +218,25 @@ async fn retriable_failures_back_off_then_dead_letter_when_the_budget_is_spent()
     }
     let status = delivery.status("remote").unwrap();
     assert_eq!(status.dead_lettered_events, 3);
-    assert!(status.last_error.as_deref().unwrap_or("").contains("503"), "{status:?}");
+    assert!(
+        status.last_error.as_deref().unwrap_or("").contains("503"),
+        "{status:?}"
+    );
     delivery.shutdown().await;
     let dead = read_dead_letters(&dead_letter_file(dir.path(), "remote")).unwrap();
-    let dead_keys: Vec<String> = dead.iter().map(|d| event_key(d.payload.get().as_bytes())).collect();
-    assert_eq!(dead_keys, keys, "nothing dropped: every event is in the dead-letter store");
-    assert!(dead[0].reason.contains("gave up after 3 failed attempts"), "{}", dead[0].reason);
+    let dead_keys: Vec<String> = dead
+        .iter()
+        .map(|d| event_key(d.payload.get().as_bytes()))
+        .collect();
+    assert_eq!(
+        dead_keys, keys,
+        "nothing dropped: every event is in the dead-letter store"
+    );
+    assert!(
+        dead[0].reason.contains("gave up after 3 failed attempts"),
+        "{}",
+        dead[0].reason
+    );
     assert!(dead[0].reason.contains("503"));
 }
 
@@ -191,7 +259,11 @@ async fn retry_after_is_honoured() {
         }
         .boxed()
     });
-    let delivery = start(&wal, dir.path(), vec![configured(remote.clone(), fast_retry(Some(3)), 1)]);
+    let delivery = start(
+        &wal,
+        dir.path(),
+        vec![configured(remote.clone(), fast_retry(Some(3)), 1)],
+    );
     wait_until("delivered", WAIT, || remote.delivered_keys().len() == 1).await;
     let sent = remote.sent();
     assert!(sent[1].at.duration_since(sent[0].at) >= Duration::from_millis(400));
@@ -206,7 +278,12 @@ async fn permanent_failures_oversized_and_invalid_events_go_to_dead_letters() {
     let seq = wal.next_seq();
     append_events(
         &wal,
-        &[custom_event(0, 0, 8), custom_event(0, 1, 5000), "42".to_string(), custom_event(0, 3, 8)],
+        &[
+            custom_event(0, 0, 8),
+            custom_event(0, 1, 5000),
+            "42".to_string(),
+            custom_event(0, 3, 8),
+        ],
     )
     .await;
     // Record 1: rejected by the target for good.
@@ -214,17 +291,26 @@ async fn permanent_failures_oversized_and_invalid_events_go_to_dead_letters() {
     let mut small = limits(10, 20);
     small.max_item_bytes = 1024;
     let remote = Remote::new("remote", small, |batch, _| {
-        let rejected = batch.items.iter().any(|item| item.payload.windows(4).any(|w| w == b"r1e0"));
+        let rejected = batch
+            .items
+            .iter()
+            .any(|item| item.payload.windows(4).any(|w| w == b"r1e0"));
         async move {
             if rejected {
-                SendOutcome::Permanent { reason: "schema rejected".into() }
+                SendOutcome::Permanent {
+                    reason: "schema rejected".into(),
+                }
             } else {
                 SendOutcome::Delivered
             }
         }
         .boxed()
     });
-    let delivery = start(&wal, dir.path(), vec![configured(remote.clone(), fast_retry(Some(3)), 1)]);
+    let delivery = start(
+        &wal,
+        dir.path(),
+        vec![configured(remote.clone(), fast_retry(Some(3)), 1)],
+    );
     wait_until("cursor at the end", WAIT, || {
         delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
     })
@@ -233,12 +319,23 @@ async fn permanent_failures_oversized_and_invalid_events_go_to_dead_letters() {
     assert_eq!(sorted(remote.delivered_keys()), vec!["r0e0", "r0e3"]);
 
     let dead = read_dead_letters(&dead_letter_file(dir.path(), "remote")).unwrap();
-    let by_position: HashMap<(u64, u32), &str> =
-        dead.iter().map(|d| ((d.seq, d.event), d.reason.as_str())).collect();
+    let by_position: HashMap<(u64, u32), &str> = dead
+        .iter()
+        .map(|d| ((d.seq, d.event), d.reason.as_str()))
+        .collect();
     assert_eq!(dead.len(), 3, "{dead:?}");
-    assert!(by_position[&(seq, 1)].contains("oversized"), "{by_position:?}");
-    assert!(by_position[&(seq, 2)].contains("invalid"), "{by_position:?}");
-    assert!(by_position[&(seq + 1, 0)].contains("schema rejected"), "{by_position:?}");
+    assert!(
+        by_position[&(seq, 1)].contains("oversized"),
+        "{by_position:?}"
+    );
+    assert!(
+        by_position[&(seq, 2)].contains("invalid"),
+        "{by_position:?}"
+    );
+    assert!(
+        by_position[&(seq + 1, 0)].contains("schema rejected"),
+        "{by_position:?}"
+    );
     let invalid = dead.iter().find(|d| d.event == 2).unwrap();
     assert_eq!(invalid.payload.get(), "42", "the raw invalid event is kept");
 }
@@ -274,13 +371,19 @@ async fn a_dead_destination_does_not_slow_the_others() {
     .await;
     let stuck_status = delivery.status("stuck").unwrap();
     assert_eq!(stuck_status.cursor.seq, first_seq);
-    assert_eq!(stuck_status.in_flight_batches, 2, "bounded by its concurrency");
+    assert_eq!(
+        stuck_status.in_flight_batches, 2,
+        "bounded by its concurrency"
+    );
     assert!(stuck_status.lag.records >= 25);
     // Shutdown is bounded by the grace period even with a send that never returns.
     tokio::time::timeout(Duration::from_secs(5), delivery.shutdown())
         .await
         .expect("shutdown finishes despite a hung destination");
-    assert_eq!(wal.open_cursor("stuck").unwrap().state().acked.seq, first_seq);
+    assert_eq!(
+        wal.open_cursor("stuck").unwrap().state().acked.seq,
+        first_seq
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,18 +391,31 @@ async fn pause_stops_sending_and_resume_continues() {
     let dir = tempfile::tempdir().unwrap();
     let wal = open_wal(dir.path());
     let remote = Remote::accepting("remote", limits(10, 20));
-    let delivery = start(&wal, dir.path(), vec![configured(remote.clone(), fast_retry(None), 1)]);
+    let delivery = start(
+        &wal,
+        dir.path(),
+        vec![configured(remote.clone(), fast_retry(None), 1)],
+    );
     delivery.pause("remote").unwrap();
     assert!(delivery.pause("nope").is_err());
     let keys = append_records(&wal, 0, 3, 3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(remote.sent().is_empty(), "paused destination sent something");
+    assert!(
+        remote.sent().is_empty(),
+        "paused destination sent something"
+    );
     let status = delivery.status("remote").unwrap();
     assert_eq!(status.state, DeliveryState::Paused);
     assert!(status.paused);
     delivery.resume("remote").unwrap();
-    wait_until("delivered after resume", WAIT, || remote.delivered_keys().len() == keys.len()).await;
-    assert_eq!(delivery.status("remote").unwrap().state, DeliveryState::Running);
+    wait_until("delivered after resume", WAIT, || {
+        remote.delivered_keys().len() == keys.len()
+    })
+    .await;
+    assert_eq!(
+        delivery.status("remote").unwrap().state,
+        DeliveryState::Running
+    );
     delivery.shutdown().await;
 }
 
@@ -308,12 +424,23 @@ async fn status_serialises_for_the_admin_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let wal = open_wal(dir.path());
     let remote = Remote::accepting("remote", limits(10, 20));
-    let delivery = start(&wal, dir.path(), vec![configured(remote, fast_retry(None), 1)]);
+    let delivery = start(
+        &wal,
+        dir.path(),
+        vec![configured(remote, fast_retry(None), 1)],
+    );
     let json = serde_json::to_value(delivery.statuses()).unwrap();
     let first = &json[0];
     assert_eq!(first["name"], "remote");
     assert_eq!(first["state"], "running");
-    for field in ["cursor", "lag", "retry", "dead_lettered_events", "last_error", "in_flight_batches"] {
+    for field in [
+        "cursor",
+        "lag",
+        "retry",
+        "dead_lettered_events",
+        "last_error",
+        "in_flight_batches",
+    ] {
         assert!(first.get(field).is_some(), "missing {field}: {first}");
     }
     delivery.shutdown().await;

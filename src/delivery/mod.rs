@@ -221,7 +221,7 @@ impl Delivery {
             let status = Arc::new(StatusCell {
                 name: name.clone(),
                 kind: destination.kind().to_string(),
-                schema: format!("{schema:?}").to_ascii_lowercase(),
+                schema: schema.name().to_string(),
                 concurrency,
                 dead_letter_path: dead_file.path().display().to_string(),
                 current: Mutex::new(WorkerStatus {

@@ -124,7 +124,9 @@ impl RetryPolicy {
     /// The longest single wait: `max_backoff`, or up to [`RETRY_AFTER_CAP`] when the target
     /// asked for it with `Retry-After`.
     pub fn longest_wait(&self) -> Duration {
-        self.max_backoff.max(self.initial_backoff).max(RETRY_AFTER_CAP)
+        self.max_backoff
+            .max(self.initial_backoff)
+            .max(RETRY_AFTER_CAP)
     }
 
     /// How long a restarted engine must still wait before retrying a batch whose persisted

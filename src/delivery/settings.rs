@@ -12,7 +12,7 @@
 //! | `retry_max_attempts` | retries before dead-lettering, or `unlimited` | `--retry-max-attempts` |
 //! | `retry_max_age` | time since the first failure before dead-lettering, or `unlimited` | `--retry-max-age` |
 //! | `retry_initial_backoff` / `retry_max_backoff` | backoff bounds | the `--retry-*` flags |
-//! | `project` | project name written into exported envelopes | `--project` (`default`) |
+//! | `project`, `expand_summaries`, `mparticle_*` | schema options (see `event::ExportOptions`) | `--project` (`default`) |
 //!
 //! Names are part of the on-disk state (cursor and dead-letter file names), so the defaults
 //! are stable when destinations are *appended*: the first `file` destination is always `file`.
@@ -73,6 +73,7 @@ impl DeliverySettings {
             retry: defaults.retry,
             export: ExportOptions {
                 project: defaults.project.clone(),
+                ..ExportOptions::default()
             },
             filter: FilterConfig::default(),
         }
@@ -131,9 +132,7 @@ impl DeliverySettings {
             settings.retry.max_backoff = parse_duration(&raw)
                 .map_err(|err| spec.error(format!("option `retry_max_backoff`: {err}")))?;
         }
-        if let Some(project) = spec.take("project") {
-            settings.export.project = project;
-        }
+        settings.export = take_export(spec, defaults)?;
         settings.filter = take_filter(spec)?;
         Ok(settings)
     }
@@ -176,6 +175,29 @@ pub fn default_concurrency(kind: &str) -> usize {
         "file" => 2,
         _ => 4,
     }
+}
+
+/// Hand the remaining options to the schema options (`project`, `expand_summaries`,
+/// `mparticle_*`); keep what they do not recognise.
+fn take_export(
+    spec: &mut DestinationSpec,
+    defaults: &DeliveryDefaults,
+) -> Result<ExportOptions, DestError> {
+    let options = std::mem::take(&mut spec.options);
+    let params: Vec<(&str, &str)> = options
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    let (mut export, leftovers) =
+        ExportOptions::from_query(&params).map_err(|err| spec.error(err))?;
+    if export.project.is_empty() {
+        export.project = defaults.project.clone();
+    }
+    spec.options = leftovers
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+    Ok(export)
 }
 
 /// Hand the remaining options to the event filter; keep what it does not recognise.
@@ -303,6 +325,71 @@ mod tests {
         assert_eq!(limits.max_item_bytes, 100_000);
         assert_eq!(limits.per_item_overhead, 10);
         assert_eq!(limits.linger, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn take_from_consumes_delivery_schema_and_filter_keys_and_leaves_the_rest() {
+        let mut spec = DestinationSpec::parse(
+            "kinesis://s?schema=segment&batch_max_events=100&batch_max_bytes=1MiB&linger=2s\
+             &concurrency=3&retry_max_attempts=unlimited&retry_max_age=1h\
+             &retry_initial_backoff=1s&retry_max_backoff=1m&project=acme&kinds=feature,custom\
+             &region=us-east-1",
+        )
+        .unwrap();
+        let defaults = DeliveryDefaults::default();
+        let settings = DeliverySettings::take_from(&mut spec, "k".into(), &defaults).unwrap();
+        assert_eq!(settings.name, "k");
+        assert_eq!(settings.schema, Some(Schema::Segment));
+        assert_eq!(settings.batch_max_events, Some(100));
+        assert_eq!(settings.batch_max_bytes, Some(1 << 20));
+        assert_eq!(settings.linger, Some(Duration::from_secs(2)));
+        assert_eq!(settings.concurrency, Some(3));
+        assert_eq!(settings.retry.max_attempts, None);
+        assert_eq!(settings.retry.max_age, Some(Duration::from_secs(3600)));
+        assert_eq!(settings.retry.initial_backoff, Duration::from_secs(1));
+        assert_eq!(settings.retry.max_backoff, Duration::from_secs(60));
+        assert_eq!(settings.export.project, "acme");
+        assert_ne!(settings.filter, FilterConfig::default());
+        let left: Vec<&str> = spec.options.keys().map(String::as_str).collect();
+        assert_eq!(left, vec!["region"]);
+    }
+
+    #[test]
+    fn defaults_apply_when_keys_are_absent() {
+        let mut spec = DestinationSpec::parse("log:").unwrap();
+        let defaults = DeliveryDefaults {
+            retry: RetryPolicy {
+                max_attempts: Some(9),
+                ..RetryPolicy::default()
+            },
+            project: "proj".into(),
+        };
+        let settings = DeliverySettings::take_from(&mut spec, "log".into(), &defaults).unwrap();
+        assert_eq!(settings.retry.max_attempts, Some(9));
+        assert_eq!(settings.export.project, "proj");
+        assert_eq!(settings.schema, None);
+        assert_eq!(settings.effective_concurrency("log"), 1);
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        for (url, needle) in [
+            ("log:?schema=xml", "schema"),
+            ("log:?batch_max_events=0", "batch_max_events"),
+            ("log:?batch_max_bytes=lots", "batch_max_bytes"),
+            ("log:?linger=soon", "linger"),
+            ("log:?concurrency=-1", "concurrency"),
+            ("log:?retry_max_attempts=many", "retry_max_attempts"),
+            ("log:?retry_max_age=forever", "retry_max_age"),
+            ("log:?sample_rate=2", "sample_rate"),
+        ] {
+            let mut spec = DestinationSpec::parse(url).unwrap();
+            let err =
+                DeliverySettings::take_from(&mut spec, "x".into(), &DeliveryDefaults::default())
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+        }
     }
 
     #[test]

@@ -13,8 +13,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use flagstream::delivery::{
-    ConfiguredDestination, Delivery, DeliveryDefaults, DeliverySettings, EngineOptions,
-    RetryPolicy,
+    ConfiguredDestination, Delivery, DeliveryDefaults, DeliverySettings, EngineOptions, RetryPolicy,
 };
 use flagstream::dest::{Batch, BatchLimits, DestError, Destination, SendOutcome};
 use flagstream::event::stored::{encode_header, StoredMeta};
@@ -69,10 +68,17 @@ pub async fn append_events(wal: &Wal, events: &[String]) -> u64 {
 }
 
 /// Append `records` records of `per_record` small custom events; returns every event key.
-pub async fn append_records(wal: &Wal, first_record: usize, records: usize, per_record: usize) -> Vec<String> {
+pub async fn append_records(
+    wal: &Wal,
+    first_record: usize,
+    records: usize,
+    per_record: usize,
+) -> Vec<String> {
     let mut keys = Vec::new();
     for record in first_record..first_record + records {
-        let events: Vec<String> = (0..per_record).map(|i| custom_event(record, i, 8)).collect();
+        let events: Vec<String> = (0..per_record)
+            .map(|i| custom_event(record, i, 8))
+            .collect();
         keys.extend((0..per_record).map(|i| format!("r{record}e{i}")));
         append_events(wal, &events).await;
     }
@@ -132,7 +138,9 @@ impl Remote {
 
     /// A target that accepts everything at once.
     pub fn accepting(name: &str, limits: BatchLimits) -> Arc<Self> {
-        Remote::new(name, limits, |_, _| async { SendOutcome::Delivered }.boxed())
+        Remote::new(name, limits, |_, _| {
+            async { SendOutcome::Delivered }.boxed()
+        })
     }
 
     /// (batch id, keys) of every send as it started, answered or not.
@@ -170,7 +178,11 @@ impl Destination for Remote {
     fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, SendOutcome> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         let outcome = (self.script)(batch, call);
-        let keys: Vec<String> = batch.items.iter().map(|item| event_key(&item.payload)).collect();
+        let keys: Vec<String> = batch
+            .items
+            .iter()
+            .map(|item| event_key(&item.payload))
+            .collect();
         let batch_id = batch.id.clone();
         self.started
             .lock()
