@@ -385,3 +385,456 @@ fn unix_ms_now() -> u64 {
 
 /// How long a request waits for in-flight room before it gets 503 `overloaded`.
 pub const DEFAULT_INFLIGHT_WAIT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use http_body_util::BodyExt;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::event::stored;
+    use crate::ingest::Environments;
+
+    /// What the fake WAL does with appends.
+    #[derive(Clone, Copy)]
+    enum Behaviour {
+        Store,
+        Full,
+        Fatal,
+        /// Store, but only after `release` is notified.
+        Block,
+    }
+
+    struct FakeSink {
+        behaviour: Mutex<Behaviour>,
+        records: Mutex<Vec<(u8, u32, Vec<u8>)>>,
+        release: Notify,
+    }
+
+    impl FakeSink {
+        fn new(behaviour: Behaviour) -> Arc<Self> {
+            Arc::new(FakeSink {
+                behaviour: Mutex::new(behaviour),
+                records: Mutex::new(Vec::new()),
+                release: Notify::new(),
+            })
+        }
+        fn set(&self, behaviour: Behaviour) {
+            *self.behaviour.lock().unwrap() = behaviour;
+        }
+        fn records(&self) -> Vec<(u8, u32, Vec<u8>)> {
+            self.records.lock().unwrap().clone()
+        }
+    }
+
+    impl RecordSink for FakeSink {
+        fn append<'a>(
+            &'a self,
+            request: AppendRequest<'a>,
+        ) -> BoxFuture<'a, Result<AppendReceipt, WalError>> {
+            Box::pin(async move {
+                let behaviour = *self.behaviour.lock().unwrap();
+                match behaviour {
+                    Behaviour::Full => {
+                        return Err(WalError::Full {
+                            needed: 1,
+                            available: 0,
+                        })
+                    }
+                    Behaviour::Fatal => return Err(WalError::Fatal("fdatasync failed".into())),
+                    Behaviour::Block => self.release.notified().await,
+                    Behaviour::Store => {}
+                }
+                let mut records = self.records.lock().unwrap();
+                records.push((request.tag, request.event_count, request.parts.concat()));
+                Ok(AppendReceipt {
+                    seq: records.len() as u64 - 1,
+                })
+            })
+        }
+    }
+
+    const BULK: &str = r#"[{"kind":"index","creationDate":1,"context":{"kind":"user","key":"u"}},
+        {"kind":"custom","creationDate":2,"key":"purchase","context":{"kind":"user","key":"u"}}]"#;
+
+    fn settings() -> IngestSettings {
+        IngestSettings {
+            environments: Environments::parse_flags(&["prod=sdk-1,client-1,api-1".into()]).unwrap(),
+            ..IngestSettings::default()
+        }
+    }
+
+    fn request(
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Request<Full<Bytes>> {
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(Full::new(Bytes::from(body))).unwrap()
+    }
+
+    async fn send(
+        ingest: &Ingest,
+        request: Request<Full<Bytes>>,
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let response = ingest.handle(request).await;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes().to_vec();
+        (parts.status, parts.headers, body)
+    }
+
+    fn error_code(body: &[u8]) -> String {
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert!(
+            json["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{json}"
+        );
+        json["error"].as_str().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn bulk_is_stored_with_its_metadata_and_answered_202() {
+        let sink = FakeSink::new(Behaviour::Store);
+        let ingest = Ingest::new(settings(), sink.clone());
+        let (status, _, body) = send(
+            &ingest,
+            request(
+                "POST",
+                "/bulk",
+                &[
+                    ("authorization", "sdk-1"),
+                    ("x-launchdarkly-payload-id", "p-1"),
+                    ("x-launchdarkly-event-schema", "4"),
+                    ("x-launchdarkly-tags", "application-id/web"),
+                    ("user-agent", "PythonClient/9.18.2"),
+                ],
+                BULK.into(),
+            ),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let records = sink.records();
+        assert_eq!(records.len(), 1);
+        let (tag, events, payload) = &records[0];
+        assert_eq!(*tag, InboundFormat::LdBulk.code());
+        assert_eq!(*events, 2);
+        let stored = stored::decode(payload).unwrap();
+        assert_eq!(stored.environment, "prod");
+        assert_eq!(stored.payload_id, Some("p-1"));
+        assert_eq!(stored.schema_version, Some(4));
+        assert_eq!(stored.tags, Some("application-id/web"));
+        assert_eq!(stored.user_agent, Some("PythonClient/9.18.2"));
+        assert_eq!(stored.body, BULK.as_bytes(), "stored byte for byte");
+    }
+
+    #[tokio::test]
+    async fn gzip_bodies_are_stored_decompressed() {
+        let sink = FakeSink::new(Behaviour::Store);
+        let ingest = Ingest::new(settings(), sink.clone());
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(BULK.as_bytes()).unwrap();
+        let gz = encoder.finish().unwrap();
+        let (status, _, _) = send(
+            &ingest,
+            request(
+                "POST",
+                "/mobile/events/bulk",
+                &[("authorization", "sdk-1"), ("content-encoding", "gzip")],
+                gz,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let stored = stored::decode(&sink.records()[0].2).unwrap().body.to_vec();
+        assert_eq!(stored, BULK.as_bytes());
+    }
+
+    #[tokio::test]
+    async fn a_retried_payload_is_acknowledged_without_a_second_append() {
+        let sink = FakeSink::new(Behaviour::Store);
+        let ingest = Ingest::new(settings(), sink.clone());
+        for _ in 0..3 {
+            let (status, _, _) = send(
+                &ingest,
+                request(
+                    "POST",
+                    "/bulk",
+                    &[
+                        ("authorization", "sdk-1"),
+                        ("x-launchdarkly-payload-id", "same"),
+                    ],
+                    BULK.into(),
+                ),
+            )
+            .await;
+            assert_eq!(status, StatusCode::ACCEPTED);
+        }
+        assert_eq!(sink.records().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_append_is_not_remembered_so_the_retry_is_stored() {
+        let sink = FakeSink::new(Behaviour::Full);
+        let ingest = Ingest::new(settings(), sink.clone());
+        let post = || {
+            request(
+                "POST",
+                "/bulk",
+                &[
+                    ("authorization", "sdk-1"),
+                    ("x-launchdarkly-payload-id", "retry-me"),
+                ],
+                BULK.into(),
+            )
+        };
+        let (status, headers, body) = send(&ingest, post()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert_eq!(error_code(&body), "wal_full");
+        sink.set(Behaviour::Fatal);
+        let (status, headers, body) = send(&ingest, post()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(headers.get(header::RETRY_AFTER).is_none());
+        assert_eq!(error_code(&body), "wal_unavailable");
+        sink.set(Behaviour::Store);
+        assert_eq!(send(&ingest, post()).await.0, StatusCode::ACCEPTED);
+        assert_eq!(sink.records().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn refusals_store_nothing_and_each_has_its_status() {
+        let sink = FakeSink::new(Behaviour::Store);
+        let mut small = settings();
+        small.max_body_bytes = 64 * 1024;
+        let ingest = Ingest::new(small, sink.clone());
+        let auth = ("authorization", "sdk-1");
+        let cases: Vec<(Request<Full<Bytes>>, StatusCode, &str)> = vec![
+            (
+                request("POST", "/bulk", &[auth], b"[{\"kind\":".to_vec()),
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+            ),
+            (
+                request("POST", "/bulk", &[auth], b"{\"kind\":\"custom\"}".to_vec()),
+                StatusCode::BAD_REQUEST,
+                "wrong_shape",
+            ),
+            (
+                request("POST", "/bulk", &[("authorization", "nope")], BULK.into()),
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+            ),
+            (
+                request("POST", "/bulk", &[], BULK.into()),
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+            ),
+            (
+                request("POST", "/bulk", &[auth], vec![b' '; 64 * 1024 + 1]),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+            ),
+            (
+                request(
+                    "POST",
+                    "/bulk",
+                    &[auth, ("content-encoding", "br")],
+                    BULK.into(),
+                ),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+            ),
+            (
+                request(
+                    "POST",
+                    "/bulk",
+                    &[auth, ("content-encoding", "gzip")],
+                    BULK.into(),
+                ),
+                StatusCode::BAD_REQUEST,
+                "invalid_gzip",
+            ),
+            (
+                request("GET", "/bulk", &[auth], vec![]),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+            ),
+            (
+                request("POST", "/nope", &[auth], BULK.into()),
+                StatusCode::NOT_FOUND,
+                "not_found",
+            ),
+            (
+                request("GET", "/a/client-1.gif", &[], vec![]),
+                StatusCode::BAD_REQUEST,
+                "invalid_pixel_payload",
+            ),
+        ];
+        for (request, status, code) in cases {
+            let what = format!("{} {}", request.method(), request.uri());
+            let (got, _, body) = send(&ingest, request).await;
+            assert_eq!(got, status, "{what}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(error_code(&body), code, "{what}");
+        }
+        assert!(sink.records().is_empty(), "nothing partial is stored");
+    }
+
+    #[tokio::test]
+    async fn browser_routes_answer_cors_and_the_pixel_is_decoded() {
+        use base64::Engine;
+        let sink = FakeSink::new(Behaviour::Store);
+        let ingest = Ingest::new(settings(), sink.clone());
+        let (status, headers, _) = send(
+            &ingest,
+            request(
+                "OPTIONS",
+                "/events/bulk/client-1",
+                &[("origin", "https://app.example")],
+                vec![],
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert_eq!(
+            headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example"
+        );
+        assert!(headers[header::ACCESS_CONTROL_ALLOW_HEADERS]
+            .to_str()
+            .unwrap()
+            .contains("X-LaunchDarkly-Payload-ID"));
+        let (status, headers, _) = send(
+            &ingest,
+            request("POST", "/events/bulk/client-1", &[], BULK.into()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        let (status, headers, _) = send(
+            &ingest,
+            request("POST", "/events/bulk/unknown-env", &[], BULK.into()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "*",
+            "errors carry CORS too"
+        );
+
+        let d = base64::engine::general_purpose::STANDARD.encode(BULK);
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("d", &d)
+            .finish();
+        let (status, headers, body) = send(
+            &ingest,
+            request("GET", &format!("/a/client-1.gif?{query}"), &[], vec![]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(headers[header::CONTENT_TYPE], "image/gif");
+        assert_eq!(&body[..6], b"GIF89a");
+        let records = sink.records();
+        assert_eq!(records.len(), 2);
+        assert_eq!(stored::decode(&records[1].2).unwrap().body, BULK.as_bytes());
+    }
+
+    #[tokio::test]
+    async fn goff_collector_and_generic_answers() {
+        let sink = FakeSink::new(Behaviour::Store);
+        let ingest = Ingest::new(settings(), sink.clone());
+        let goff = r#"{"meta":{"provider":"py"},"events":[{"kind":"feature","userKey":"u","creationDate":1,"key":"f","variation":"on","value":true,"default":false}]}"#;
+        let (status, _, body) = send(
+            &ingest,
+            request(
+                "POST",
+                "/v1/data/collector",
+                &[("x-api-key", "api-1")],
+                goff.into(),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["ingestedContentCount"], 1);
+        let (status, _, body) = send(
+            &ingest,
+            request(
+                "POST",
+                "/v1/events",
+                &[("authorization", "Bearer api-1")],
+                BULK.into(),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["accepted"], 2);
+    }
+
+    #[tokio::test]
+    async fn in_flight_bytes_are_bounded() {
+        let sink = FakeSink::new(Behaviour::Block);
+        let mut tight = settings();
+        tight.max_body_bytes = 4096;
+        tight.max_inflight_bytes = 4096;
+        tight.inflight_wait = Duration::from_millis(50);
+        let ingest = Arc::new(Ingest::new(tight, sink.clone()));
+        let first = {
+            let ingest = ingest.clone();
+            tokio::spawn(async move {
+                let mut body = BULK.as_bytes().to_vec();
+                body.resize(3000, b' ');
+                send(
+                    &ingest,
+                    request(
+                        "POST",
+                        "/bulk",
+                        &[("authorization", "sdk-1"), ("content-length", "3000")],
+                        body,
+                    ),
+                )
+                .await
+                .0
+            })
+        };
+        // Wait until the first request holds its permits (it blocks inside the append).
+        while ingest.inflight.available_permits() == 4096 {
+            tokio::task::yield_now().await;
+        }
+        let mut body = BULK.as_bytes().to_vec();
+        body.resize(2000, b' ');
+        let (status, headers, body) = send(
+            &ingest,
+            request(
+                "POST",
+                "/bulk",
+                &[("authorization", "sdk-1"), ("content-length", "2000")],
+                body,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error_code(&body), "overloaded");
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        sink.release.notify_one();
+        assert_eq!(first.await.unwrap(), StatusCode::ACCEPTED);
+        assert_eq!(
+            ingest.inflight.available_permits(),
+            4096,
+            "permits are returned"
+        );
+    }
+}
