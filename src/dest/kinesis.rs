@@ -635,19 +635,21 @@ impl KinesisDestination {
 
     async fn send_batch(&self, batch: &Batch) -> SendOutcome {
         let (records, mut failures) = plan_records(batch, &self.partition_keys, self.aggregate);
-        let requests = split_requests(&records);
-        let results = futures::future::join_all(
-            requests
-                .iter()
-                .map(|range| self.put_records(&records[range.clone()])),
-        )
-        .await;
-
         let mut throttled = false;
         let mut first_failure: Option<RequestFailure> = None;
-        for (range, result) in requests.into_iter().zip(results) {
+        // One request after the other, never concurrently: records of one context must reach
+        // their shard in batch order, and concurrent requests could overtake each other. After
+        // a whole request fails, the rest are not attempted (same cause, and sending them would
+        // put later events of a context ahead of earlier ones); they are reported with it.
+        for range in split_requests(&records) {
             let request_records = &records[range];
-            match result {
+            if let Some(failure) = &first_failure {
+                for record in request_records {
+                    fail_record_with(&mut failures, record, failure);
+                }
+                continue;
+            }
+            match self.put_records(request_records).await {
                 Ok(verdict) => {
                     throttled |= verdict.throttled;
                     failures.extend(verdict.failures);
@@ -657,7 +659,7 @@ impl KinesisDestination {
                     for record in request_records {
                         fail_record_with(&mut failures, record, &failure);
                     }
-                    first_failure.get_or_insert(failure);
+                    first_failure = Some(failure);
                 }
             }
         }
