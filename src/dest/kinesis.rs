@@ -663,7 +663,12 @@ impl KinesisDestination {
                 }
             }
         }
-        summarize(batch.items.len(), failures, throttled, first_failure)
+        summarize(
+            batch.items.len(),
+            failures,
+            throttled,
+            first_failure.map(|failure| failure.reason),
+        )
     }
 
     /// One `PutRecords` call; `Ok` carries the per-record verdict.
@@ -799,12 +804,14 @@ fn fail_record_with(
 }
 
 /// Fold item failures into one outcome: nothing failed → delivered; everything failed the same
-/// way (all retriable, or all permanent) → a batch-level outcome; otherwise partial.
+/// way (all retriable, or all permanent) → a batch-level outcome carrying `batch_reason` (the
+/// first whole-request error) or the first item's reason; otherwise partial. Shared with the
+/// Pub/Sub destination, whose per-message results fold the same way.
 pub(crate) fn summarize(
     item_count: usize,
     mut failures: Vec<ItemFailure>,
     throttled: bool,
-    request_failure: Option<RequestFailure>,
+    batch_reason: Option<String>,
 ) -> SendOutcome {
     if failures.is_empty() {
         return SendOutcome::Delivered;
@@ -812,9 +819,7 @@ pub(crate) fn summarize(
     failures.sort_by_key(|failure| failure.index);
     failures.dedup_by_key(|failure| failure.index);
     if failures.len() == item_count {
-        let reason = request_failure
-            .map(|failure| failure.reason)
-            .unwrap_or_else(|| failures[0].reason.clone());
+        let reason = batch_reason.unwrap_or_else(|| failures[0].reason.clone());
         if failures.iter().all(|failure| failure.retriable) {
             return SendOutcome::Retriable {
                 reason,

@@ -407,6 +407,12 @@ impl PubSubDestination {
     }
 
     async fn send_batch(&self, batch: &Batch) -> SendOutcome {
+        let outcome = self.publish_batch(batch).await;
+        self.record_metrics(&outcome);
+        outcome
+    }
+
+    async fn publish_batch(&self, batch: &Batch) -> SendOutcome {
         let mut failures: Vec<ItemFailure> = Vec::new();
         let mut pending = Vec::with_capacity(batch.items.len());
         for (index, item) in batch.items.iter().enumerate() {
@@ -454,7 +460,6 @@ impl PubSubDestination {
         let mut throttled = false;
         let mut first_failure: Option<PublishFailure> = None;
         let mut paused_keys = BTreeSet::new();
-        let mut failed_requests = 0usize;
         for ((index, ordering_key), result) in results {
             if let Err(error) = result {
                 let failure = classify_publish_error(&error, &self.topic);
@@ -467,23 +472,17 @@ impl PubSubDestination {
                 if !ordering_key.is_empty() {
                     paused_keys.insert(ordering_key);
                 }
-                failed_requests += 1;
                 first_failure.get_or_insert(failure);
             }
         }
         for key in paused_keys {
             self.publisher.resume_publish(key);
         }
-        self.record_metrics(failures.is_empty(), failed_requests, throttled);
         let outcome = summarize(
             batch.items.len(),
             failures,
             throttled,
-            first_failure.map(|failure| super::kinesis::RequestFailure {
-                retriable: failure.retriable,
-                throttled: failure.throttled,
-                reason: failure.reason,
-            }),
+            first_failure.map(|failure| failure.reason),
         );
         if let SendOutcome::Permanent { reason } | SendOutcome::Retriable { reason, .. } = &outcome
         {
@@ -492,14 +491,18 @@ impl PubSubDestination {
         outcome
     }
 
-    fn record_metrics(&self, ok: bool, failed_messages: usize, throttled: bool) {
-        let outcome = match (ok, throttled) {
-            (true, _) => "ok",
-            (false, true) => "throttled",
-            (false, false) if failed_messages > 0 => "error",
-            (false, false) => "partial",
+    /// Count this publish. The client hides its individual RPCs (it may split a batch per
+    /// ordering key), so one send counts as one request here.
+    fn record_metrics(&self, outcome: &SendOutcome) {
+        let (label, throttled) = match outcome {
+            SendOutcome::Delivered => ("ok", false),
+            SendOutcome::Partial { throttled, .. } => ("partial", *throttled),
+            SendOutcome::Retriable {
+                throttled: true, ..
+            } => ("throttled", true),
+            SendOutcome::Retriable { .. } | SendOutcome::Permanent { .. } => ("error", false),
         };
-        ::metrics::counter!(metrics::DEST_REQUESTS_TOTAL, "destination" => self.name.clone(), "outcome" => outcome)
+        ::metrics::counter!(metrics::DEST_REQUESTS_TOTAL, "destination" => self.name.clone(), "outcome" => label)
             .increment(1);
         if throttled {
             ::metrics::counter!(metrics::DEST_THROTTLED_REQUESTS_TOTAL, "destination" => self.name.clone())
