@@ -17,6 +17,8 @@
 //! 4. Errors carry a human-readable reason that names the target (stream, topic, path), for
 //!    logs, `/v1/destinations` and `flagstream test-destination`.
 
+pub mod kinesis;
+pub mod pubsub;
 pub mod spec;
 
 use std::fmt;
