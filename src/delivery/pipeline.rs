@@ -291,3 +291,205 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::delivery::batcher::CutBatch;
+    use crate::dest::BatchLimits;
+    use crate::event::stored::{encode_header, StoredMeta};
+    use crate::event::FilterConfig;
+
+    fn record(seq: u64, format: InboundFormat, body: &str) -> Record {
+        let mut payload = Vec::new();
+        encode_header(
+            &StoredMeta {
+                format: Some(format),
+                schema_version: Some(4),
+                environment: "production",
+                payload_id: "",
+                tags: "",
+                user_agent: "",
+            },
+            &mut payload,
+        );
+        payload.extend_from_slice(body.as_bytes());
+        Record {
+            seq,
+            tag: format.code(),
+            event_count: 0,
+            received_at_ms: 1_717_000_000_000,
+            payload: Bytes::from(payload),
+        }
+    }
+
+    fn pipeline(filter: &[(&str, &str)]) -> Pipeline {
+        let (config, rest) = FilterConfig::from_query(filter).unwrap();
+        assert!(rest.is_empty());
+        Pipeline::new(
+            Schema::LaunchDarkly,
+            ExportOptions {
+                project: "proj".into(),
+                ..ExportOptions::default()
+            },
+            Filter::new(&config).unwrap(),
+        )
+    }
+
+    fn batcher(acked: Position) -> Batcher {
+        let limits = BatchLimits {
+            linger: Duration::from_secs(60),
+            ..BatchLimits::default()
+        };
+        Batcher::new("d", Schema::LaunchDarkly, limits, acked, None)
+    }
+
+    fn drain(batcher: &mut Batcher) -> Vec<CutBatch> {
+        batcher.cut_lingering();
+        std::iter::from_fn(|| batcher.pop_ready()).collect()
+    }
+
+    const FEATURE: &str = r#"{"kind":"feature","creationDate":1717000000001,"key":"new-checkout","version":3,"context":{"kind":"user","key":"u1"},"variation":1,"value":true,"default":false}"#;
+    const CUSTOM: &str = r#"{"kind":"custom","creationDate":1717000000500,"key":"purchase","contextKeys":{"user":"u2"},"metricValue":4.5}"#;
+
+    #[test]
+    fn maps_events_to_envelopes_with_stable_ids() {
+        let mut p = pipeline(&[]);
+        let mut b = batcher(Position { seq: 7, event: 0 });
+        let mut dead = DeadLetterBuffer::new("d");
+        let rec = record(7, InboundFormat::LdBulk, &format!("[{FEATURE},{CUSTOM}]"));
+        let counts = p.process(&rec, &mut b, &mut dead);
+        assert_eq!(counts.batched, 2);
+        assert!(dead.is_empty());
+        let cut = drain(&mut b);
+        assert_eq!(cut.len(), 1);
+        let items = &cut[0].batch.items;
+        assert_eq!(items[0].kind, "feature");
+        assert_eq!(items[0].key.as_deref(), Some("new-checkout"));
+        assert_eq!(items[0].context_key.as_deref(), Some("u1"));
+        assert_eq!(items[1].context_key.as_deref(), Some("u2"));
+        assert_eq!(items[0].environment, "production");
+        let ctx = RecordContext {
+            format: InboundFormat::LdBulk,
+            environment: "production",
+            payload_id: None,
+            schema_version: Some(4),
+            seq: 7,
+            received_at_ms: rec.received_at_ms,
+        };
+        assert_eq!(items[1].event_id, event::event_id(&ctx, 1));
+        let envelope: serde_json::Value = serde_json::from_slice(&items[0].payload).unwrap();
+        assert_eq!(envelope["project"], "proj");
+        assert_eq!(envelope["event"]["key"], "new-checkout");
+        assert_eq!(
+            (cut[0].start, cut[0].end),
+            (Position { seq: 7, event: 0 }, Position { seq: 8, event: 0 })
+        );
+    }
+
+    #[test]
+    fn invalid_events_are_dead_lettered_without_losing_neighbours() {
+        let mut p = pipeline(&[]);
+        let mut b = batcher(Position { seq: 1, event: 0 });
+        let mut dead = DeadLetterBuffer::new("d");
+        let rec = record(
+            1,
+            InboundFormat::LdBulk,
+            &format!("[{CUSTOM},42,{FEATURE}]"),
+        );
+        let counts = p.process(&rec, &mut b, &mut dead);
+        assert_eq!(
+            (counts.batched, counts.invalid, counts.dead_lettered),
+            (2, 1, 1)
+        );
+        let (lines, count) = dead.take();
+        assert_eq!(count, 1);
+        let line: serde_json::Value = serde_json::from_slice(&lines).unwrap();
+        assert_eq!(line["event"], 1);
+        assert_eq!(line["payload"], 42);
+        assert!(
+            line["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid event"),
+            "{line}"
+        );
+        let cut = drain(&mut b);
+        assert_eq!(
+            cut[0].positions,
+            vec![Position { seq: 1, event: 0 }, Position { seq: 1, event: 2 }]
+        );
+    }
+
+    #[test]
+    fn filtered_events_are_counted_and_covered_by_the_span() {
+        let mut p = pipeline(&[("kinds", "custom")]);
+        let mut b = batcher(Position { seq: 1, event: 0 });
+        let mut dead = DeadLetterBuffer::new("d");
+        let counts = p.process(
+            &record(1, InboundFormat::LdBulk, &format!("[{FEATURE}]")),
+            &mut b,
+            &mut dead,
+        );
+        assert_eq!((counts.batched, counts.filtered), (0, 1));
+        let counts = p.process(
+            &record(2, InboundFormat::LdBulk, &format!("[{FEATURE},{CUSTOM}]")),
+            &mut b,
+            &mut dead,
+        );
+        assert_eq!((counts.batched, counts.filtered), (1, 1));
+        let cut = drain(&mut b);
+        assert!(cut[0].batch.items.is_empty(), "record 1 is an empty span");
+        assert_eq!(cut[0].end, Position { seq: 2, event: 0 });
+        assert_eq!(cut[1].batch.items.len(), 1);
+        assert_eq!(cut[1].positions, vec![Position { seq: 2, event: 1 }]);
+    }
+
+    #[test]
+    fn diagnostics_are_skipped_and_garbage_is_dead_lettered_whole() {
+        let mut p = pipeline(&[]);
+        let mut b = batcher(Position { seq: 1, event: 0 });
+        let mut dead = DeadLetterBuffer::new("d");
+        let diag = record(1, InboundFormat::LdDiagnostic, r#"{"kind":"diagnostic"}"#);
+        assert_eq!(p.process(&diag, &mut b, &mut dead), RecordCounts::default());
+        assert!(dead.is_empty());
+        let garbage = Record {
+            seq: 2,
+            tag: 0,
+            event_count: 1,
+            received_at_ms: 0,
+            payload: Bytes::from_static(b"\x09not a stored record"),
+        };
+        let counts = p.process(&garbage, &mut b, &mut dead);
+        assert_eq!(counts.dead_lettered, 1);
+        let (lines, _) = dead.take();
+        let line: serde_json::Value = serde_json::from_slice(&lines).unwrap();
+        assert!(
+            line["reason"].as_str().unwrap().contains("undecodable"),
+            "{line}"
+        );
+        assert_eq!(b.position(), Position { seq: 3, event: 0 });
+    }
+
+    #[test]
+    fn resuming_inside_a_record_skips_events_already_acked() {
+        let mut p = pipeline(&[]);
+        let mut b = batcher(Position { seq: 4, event: 1 });
+        let mut dead = DeadLetterBuffer::new("d");
+        let rec = record(
+            4,
+            InboundFormat::LdBulk,
+            &format!("[{FEATURE},42,{CUSTOM}]"),
+        );
+        let counts = p.process(&rec, &mut b, &mut dead);
+        // Event 0 is acked; the invalid event 1 and event 2 are new.
+        assert_eq!((counts.batched, counts.invalid), (1, 1));
+        let cut = drain(&mut b);
+        assert_eq!(cut[0].start, Position { seq: 4, event: 1 });
+        assert_eq!(cut[0].batch.items[0].kind, "custom");
+    }
+}

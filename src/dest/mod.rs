@@ -18,7 +18,9 @@
 //!    logs, `/v1/destinations` and `flagstream test-destination`.
 
 pub mod file;
+pub mod kinesis;
 pub mod log;
+pub mod pubsub;
 pub mod registry;
 pub mod spec;
 pub mod units;

@@ -198,18 +198,26 @@ fn context_from_object<'a>(nodes: &Nodes<'a>, kind: &'a str, obj: usize) -> Opti
 pub(crate) struct Line<'b> {
     /// 1-based line number in the body (for error messages).
     pub(crate) number: usize,
+    /// Byte offset of the line in the body.
+    pub(crate) start: usize,
     pub(crate) text: &'b [u8],
 }
 
 /// Non-blank lines of an NDJSON body (`\n` or `\r\n` separated).
 pub(crate) fn ndjson_lines(body: &[u8]) -> impl Iterator<Item = Line<'_>> {
+    let mut start = 0;
     body.split(|&b| b == b'\n')
         .enumerate()
-        .filter(|(_, text)| !text.iter().all(u8::is_ascii_whitespace))
-        .map(|(i, text)| Line {
-            number: i + 1,
-            text,
+        .map(move |(i, text)| {
+            let line = Line {
+                number: i + 1,
+                start,
+                text,
+            };
+            start += text.len() + 1;
+            line
         })
+        .filter(|line| !line.text.iter().all(u8::is_ascii_whitespace))
 }
 
 thread_local! {

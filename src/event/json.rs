@@ -14,9 +14,6 @@
 //! Invariant: every function here is total — out-of-range indices and unexpected node types
 //! return `None` (navigation) instead of panicking, so arbitrary tapes from fuzzed input are safe.
 
-// TEMP: helpers used by the schemas landing in the next commit.
-#![allow(dead_code)]
-
 use simd_json::{Node, StaticNode};
 
 /// A parsed record: the tape nodes, borrowing strings from the record's scratch copy.
@@ -174,16 +171,6 @@ pub(crate) fn as_f64(nodes: &Nodes<'_>, idx: usize) -> Option<f64> {
     }
 }
 
-#[inline]
-pub(crate) fn is_number(nodes: &Nodes<'_>, idx: usize) -> bool {
-    matches!(
-        nodes.get(idx),
-        Some(Node::Static(
-            StaticNode::U64(_) | StaticNode::I64(_) | StaticNode::F64(_)
-        ))
-    )
-}
-
 /// Human name of a value's JSON type, for error messages.
 pub(crate) fn type_name(nodes: &Nodes<'_>, idx: usize) -> &'static str {
     match nodes.get(idx) {
@@ -313,19 +300,74 @@ pub(crate) fn write_value(out: &mut Vec<u8>, nodes: &Nodes<'_>, idx: usize) {
 
 /// Append the value at `idx` as a plain string: strings unquoted, everything else as its
 /// compact JSON text (for schemas whose attributes must be strings, e.g. mParticle).
+/// The output is escaped for use *inside* a JSON string literal.
 pub(crate) fn write_value_as_string_content(out: &mut Vec<u8>, nodes: &Nodes<'_>, idx: usize) {
     match nodes.get(idx) {
         Some(Node::String(s)) => write_str_content(out, s),
-        _ => {
-            let start = out.len();
-            write_value(out, nodes, idx);
-            // Re-escape the JSON text so it can sit inside a string literal.
-            let text = out.split_off(start);
-            // JSON text is valid UTF-8 by construction.
-            let text = String::from_utf8_lossy(&text);
-            write_str_content(out, &text);
-        }
+        _ => write_json_text_content(out, nodes, idx),
     }
+}
+
+/// Append the compact JSON text of the value at `idx`, escaped so that it can sit inside a
+/// JSON string literal (`{"a":"x"}` → `{\"a\":\"x\"}`), without an intermediate buffer.
+pub(crate) fn write_json_text_content(out: &mut Vec<u8>, nodes: &Nodes<'_>, idx: usize) {
+    match nodes.get(idx) {
+        Some(Node::String(s)) => {
+            out.extend_from_slice(b"\\\"");
+            write_str_double_escaped(out, s);
+            out.extend_from_slice(b"\\\"");
+        }
+        Some(Node::Object { .. }) => {
+            out.push(b'{');
+            for (n, (key, value)) in object_iter(nodes, idx).enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"\\\"");
+                write_str_double_escaped(out, key);
+                out.extend_from_slice(b"\\\":");
+                write_json_text_content(out, nodes, value);
+            }
+            out.push(b'}');
+        }
+        Some(Node::Array { .. }) => {
+            out.push(b'[');
+            for (n, element) in array_iter(nodes, idx).enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                write_json_text_content(out, nodes, element);
+            }
+            out.push(b']');
+        }
+        // Scalars contain nothing that needs escaping.
+        _ => write_value(out, nodes, idx),
+    }
+}
+
+/// String content escaped twice (JSON text of a string, itself inside a string literal).
+fn write_str_double_escaped(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[b as usize];
+        if esc == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match esc {
+            b'"' => out.extend_from_slice(b"\\\\\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\\\\\"),
+            b'u' => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\\\u00");
+                out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+            }
+            other => out.extend_from_slice(&[b'\\', b'\\', other]),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
 }
 
 /// Small builder for `{"k":v,...}` with comma handling, so schema code reads like the table

@@ -102,20 +102,36 @@ fn parse(
     scratch: &mut Scratch,
     check: impl FnOnce(&Nodes<'_>) -> Result<u32, ValidationError>,
 ) -> Result<u32, ValidationError> {
+    parse_part(body, body, 0, scratch, check)
+}
+
+/// Parse `part`, which starts at byte `start` of `whole` (for error positions).
+fn parse_part(
+    part: &[u8],
+    whole: &[u8],
+    start: usize,
+    scratch: &mut Scratch,
+    check: impl FnOnce(&Nodes<'_>) -> Result<u32, ValidationError>,
+) -> Result<u32, ValidationError> {
+    let body = part;
     scratch.bytes.clear();
     scratch.bytes.extend_from_slice(body);
     let mut tape: Tape<'_> = std::mem::replace(&mut scratch.tape, Tape::null()).reset();
     let result = match simd_json::fill_tape(&mut scratch.bytes, &mut scratch.buffers, &mut tape) {
         Ok(()) => check(&tape.0),
-        Err(error) => Err(malformed(body, &error)),
+        Err(error) => Err(malformed(
+            whole,
+            start + error.index().min(part.len()),
+            &error,
+        )),
     };
     scratch.tape = tape.reset();
     result
 }
 
 /// `malformed_json` naming the byte offset, and the line/column for humans.
-fn malformed(body: &[u8], error: &simd_json::Error) -> ValidationError {
-    let offset = error.index().min(body.len());
+fn malformed(body: &[u8], offset: usize, error: &simd_json::Error) -> ValidationError {
+    let offset = offset.min(body.len());
     let line = body[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
     let column = offset
         - body[..offset]
@@ -123,10 +139,14 @@ fn malformed(body: &[u8], error: &simd_json::Error) -> ValidationError {
             .rposition(|&b| b == b'\n')
             .map_or(0, |p| p + 1)
         + 1;
+    let near = match error.character() {
+        Some(c) => format!(" near {c:?}"),
+        None => String::new(),
+    };
     err(
         "malformed_json",
         format!(
-            "invalid JSON at byte {offset} (line {line}, column {column}): {:?}",
+            "invalid JSON at byte {offset} (line {line}, column {column}){near}: {:?}",
             error.error()
         ),
     )
@@ -216,7 +236,7 @@ fn generic(body: &[u8], scratch: &mut Scratch) -> Result<u32, ValidationError> {
     }
     let mut count: u32 = 0;
     for line in super::decode::ndjson_lines(body) {
-        let parsed = parse(line.text, scratch, |nodes| {
+        let parsed = parse_part(line.text, body, line.start, scratch, |nodes| {
             if json::is_object(nodes, 0) {
                 Ok(1)
             } else {
@@ -239,13 +259,7 @@ fn generic(body: &[u8], scratch: &mut Scratch) -> Result<u32, ValidationError> {
                 {
                     return Ok(1);
                 }
-                return Err(match line_error.code {
-                    "malformed_json" => err(
-                        "malformed_json",
-                        format!("NDJSON line {}: {}", line.number, line_error.detail),
-                    ),
-                    _ => line_error,
-                });
+                return Err(line_error);
             }
         }
     }
@@ -345,7 +359,11 @@ mod tests {
         );
         let e = validate(InboundFormat::Generic, b"{\"a\":1}\n{\"b\":\n").unwrap_err();
         assert_eq!(e.code, "malformed_json");
-        assert!(e.detail.contains("NDJSON line 2"), "{}", e.detail);
+        assert!(
+            e.detail.contains("byte 12 (line 2, column 5)"),
+            "{}",
+            e.detail
+        );
         let e = validate(InboundFormat::Generic, b"{\"a\":1}\n[1]\n").unwrap_err();
         assert_eq!(e.code, "wrong_shape");
         assert!(e.detail.contains("line 2"), "{}", e.detail);

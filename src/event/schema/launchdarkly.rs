@@ -6,11 +6,13 @@
 //! * `id` — the stable event id (an inbound `id` field is replaced, never duplicated);
 //! * `contextKeys` — derived from `context` / legacy `user` / `userKey` when the event did not
 //!   carry it, as LaunchDarkly's export schema v2 shows both (legacy events keep `user`);
-//! * go-feature-flag events: `creationDate` normalised to milliseconds, `metadata` replaced by
-//!   the request `meta` when one was sent (the collector's rule).
+//! * go-feature-flag events: normalised like the collector does (`kind` defaults to `feature`,
+//!   empty `source` → `PROVIDER_CACHE`, request `meta` replaces `metadata`) and `creationDate`
+//!   converted to milliseconds, LaunchDarkly's unit.
 
 use super::super::decode::Origin;
 use super::super::json::{self, ObjectWriter};
+use super::gofeatureflag::{write_goff_event, TimeUnit};
 use super::Row;
 
 pub(super) fn map(row: &Row<'_, '_>, out: &mut Vec<u8>, emit: &mut dyn FnMut(&[u8])) {
@@ -27,29 +29,19 @@ pub(super) fn map(row: &Row<'_, '_>, out: &mut Vec<u8>, emit: &mut dyn FnMut(&[u
 /// The pass-through event object with `id` (and derived `contextKeys`) added.
 pub(super) fn write_event(row: &Row<'_, '_>, out: &mut Vec<u8>) {
     let event = row.event;
+    if event.origin == Origin::GoFeatureFlag {
+        write_goff_event(row, out, TimeUnit::Milliseconds, Some(row.id));
+        return;
+    }
     let nodes = event.nodes();
-    let goff = event.origin == Origin::GoFeatureFlag;
     let mut object = ObjectWriter::new(out);
-    let mut wrote_metadata = false;
     for (name, value) in json::object_iter(nodes, event.node) {
-        match name {
-            "id" => continue,
-            "creationDate" if goff => match event.creation_date_ms {
-                Some(ms) => object.u64(name, ms),
-                None => object.value(name, nodes, Some(value)),
-            },
-            "metadata" if goff && event.goff_meta.is_some() => {
-                object.value(name, nodes, event.goff_meta);
-                wrote_metadata = true;
-            }
-            _ => object.value(name, nodes, Some(value)),
+        if name != "id" {
+            object.value(name, nodes, Some(value));
         }
     }
     object.str("id", row.id);
-    if goff && !wrote_metadata && event.goff_meta.is_some() {
-        object.value("metadata", nodes, event.goff_meta);
-    }
-    if event.context_keys.is_none() && !goff {
+    if event.context_keys.is_none() {
         write_context_keys(row, &mut object);
     }
     object.finish();
@@ -161,7 +153,7 @@ mod tests {
         let row = without_id(&out[0]);
         assert_eq!(
             row,
-            r#"{"project":"p-123","environment":"production","event":{"kind":"feature","userKey":"u1","creationDate":1717000000000,"key":"f","metadata":{"env":"prod"}},"version":1}"#
+            r#"{"project":"p-123","environment":"production","event":{"kind":"feature","userKey":"u1","creationDate":1717000000000,"key":"f","metadata":{"env":"prod"},"source":"PROVIDER_CACHE"},"version":1}"#
         );
     }
 }

@@ -10,6 +10,7 @@
 //! `index`/`identify`/`summary`, as in LaunchDarkly's own integrations); the delivery engine
 //! treats "no rows" as "nothing to send" for that destination.
 
+mod fields;
 mod gofeatureflag;
 mod launchdarkly;
 mod mparticle;
@@ -19,6 +20,8 @@ mod time;
 pub mod warehouse;
 
 use std::str::FromStr;
+
+pub use gofeatureflag::write_webhook_body;
 
 use super::{Event, MapError, RecordContext};
 
@@ -183,15 +186,13 @@ pub(crate) fn map_event(
         return summary::expand(schema, &row, scratch, emit);
     }
     match schema {
-        Schema::LaunchDarkly => {
-            launchdarkly::map(&row, scratch, emit);
-            Ok(())
-        }
+        Schema::LaunchDarkly => launchdarkly::map(&row, scratch, emit),
         Schema::Segment => segment::map(&row, scratch, emit),
         Schema::MParticle => mparticle::map(&row, scratch, emit),
         Schema::GoFeatureFlag => gofeatureflag::map(&row, scratch, emit),
         Schema::Warehouse => warehouse::map(&row, scratch, emit),
     }
+    Ok(())
 }
 
 /// Everything a mapper needs about one event.

@@ -3,8 +3,6 @@
 //! civil-from-days) to stay allocation-free in the hot path; valid for all `u64` inputs up to
 //! year 9999 and clamped beyond.
 
-#![allow(dead_code)] // TEMP: used by segment (next commit).
-
 /// Largest timestamp rendered as is: 9999-12-31T23:59:59.999Z.
 const MAX_MS: u64 = 253_402_300_799_999;
 
