@@ -286,8 +286,6 @@ async fn permanent_failures_oversized_and_invalid_events_go_to_dead_letters() {
         ],
     )
     .await;
-    // Record 1: rejected by the target for good.
-    append_events(&wal, &[custom_event(1, 0, 8)]).await;
     let mut small = limits(10, 20);
     small.max_item_bytes = 1024;
     let remote = Remote::new("remote", small, |batch, _| {
@@ -311,7 +309,13 @@ async fn permanent_failures_oversized_and_invalid_events_go_to_dead_letters() {
         dir.path(),
         vec![configured(remote.clone(), fast_retry(Some(3)), 1)],
     );
-    wait_until("cursor at the end", WAIT, || {
+    wait_until("record 0 done", WAIT, || {
+        delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
+    })
+    .await;
+    // Record 1, in a batch of its own: rejected by the target for good.
+    append_events(&wal, &[custom_event(1, 0, 8)]).await;
+    wait_until("record 1 done", WAIT, || {
         delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
     })
     .await;
