@@ -229,6 +229,7 @@ impl Delivery {
                     paused: false,
                     acked: loaded.acked,
                     in_flight_batches: 0,
+                    concurrency,
                     retry: loaded.retry,
                     delivered_events: 0,
                     dead_lettered_events: loaded.dead_lettered,
