@@ -33,12 +33,24 @@ fn client() -> reqwest::Client {
 
 /// A server with the test environment and a fast-rotating file destination.
 fn start(data: &tempfile::TempDir, extra: &[&str]) -> (Flagstream, std::path::PathBuf) {
+    start_with(data, "", extra)
+}
+
+/// Like [`start`], with extra query options for the file destination (`&kinds=all`).
+fn start_with(
+    data: &tempfile::TempDir,
+    dest_options: &str,
+    extra: &[&str],
+) -> (Flagstream, std::path::PathBuf) {
     let export = data.path().join("export");
     let server = Flagstream::builder(data.path().join("data"))
         .args(["--environment", &production_env()])
         .args([
             "--dest",
-            &format!("file://{}?rotate=100ms&name=archive", export.display()),
+            &format!(
+                "file://{}?rotate=100ms&name=archive{dest_options}",
+                export.display()
+            ),
         ])
         .args(extra.iter().copied())
         .start();
@@ -603,7 +615,8 @@ async fn restart_with_a_backlog_resumes_where_it_stopped() {
 async fn the_launchdarkly_python_sdk_delivers_every_event_to_the_file_destination() {
     let python = ld_python();
     let data = tempfile::tempdir().unwrap();
-    let (server, export) = start(&data, &[]);
+    // Every kind, including `index` and `summary` (withheld by the default filter).
+    let (server, export) = start_with(&data, "&kinds=all", &[]);
     let users = 50;
     let output = Command::new(python)
         .arg(fixture("ld_sdk_driver.py"))
@@ -652,6 +665,11 @@ async fn the_launchdarkly_python_sdk_delivers_every_event_to_the_file_destinatio
         "{kinds:?}"
     );
     assert!(kinds.get("summary").copied().unwrap_or(0) >= 1, "{kinds:?}");
+    assert_eq!(
+        kinds.get("index").copied(),
+        Some(users as usize),
+        "{kinds:?}"
+    );
     let custom_ns: HashSet<u64> = markers(&events).into_iter().collect();
     assert_eq!(
         custom_ns,

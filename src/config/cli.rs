@@ -176,11 +176,11 @@ pub struct ServeArgs {
     pub wal_segment_bytes: ByteSize,
 
     /// Disk budget for all WAL segments; when full, ingest answers 503 with Retry-After.
-    #[arg(long, env = "FLAGSTREAM_WAL_MAX_BYTES", default_value = "8GiB")]
+    #[arg(long, env = "FLAGSTREAM_WAL_MAX_BYTES", default_value = "20GiB")]
     pub wal_max_bytes: ByteSize,
 
     /// Never allocate a segment when the filesystem's free space would drop below this.
-    #[arg(long, env = "FLAGSTREAM_WAL_MIN_FREE_BYTES", default_value = "512MiB")]
+    #[arg(long, env = "FLAGSTREAM_WAL_MIN_FREE_BYTES", default_value = "1GiB")]
     pub wal_min_free_bytes: ByteSize,
 
     /// When an accepted body counts as durable (the 202 waits for it).
