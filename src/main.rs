@@ -30,7 +30,7 @@ use flagstream::delivery::{self, DeliveryDefaults, EngineOptions, RetryPolicy};
 use flagstream::dest::{Batch, BatchItem, SendOutcome};
 use flagstream::event::{self, InboundFormat, RecordContext};
 use flagstream::ingest::{self, Ingest};
-use flagstream::wal::Wal;
+use flagstream::wal::{inspect, Wal};
 
 /// Exit code for configuration errors (clap uses 2 for usage errors too).
 const EXIT_CONFIG: u8 = 2;
@@ -413,12 +413,33 @@ async fn test_destination(config: ServeConfig, name: &str) -> Result<ExitCode> {
 }
 
 fn wal_command(command: WalCommand) -> Result<ExitCode> {
-    let (dir, json, verify) = match command {
-        WalCommand::Inspect { dir, json } => (dir, json, false),
-        WalCommand::Verify { dir, json } => (dir, json, true),
-    };
-    let _ = (dir, json, verify);
-    bail!("`flagstream wal` arrives with the WAL implementation")
+    match command {
+        WalCommand::Inspect { dir, json } => {
+            let report =
+                inspect::inspect(&dir).with_context(|| format!("inspecting {}", dir.display()))?;
+            print_report(&report, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        WalCommand::Verify { dir, json } => {
+            let report =
+                inspect::verify(&dir).with_context(|| format!("verifying {}", dir.display()))?;
+            print_report(&report, json)?;
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn print_report<R: std::fmt::Display + serde::Serialize>(report: &R, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 async fn bench(args: BenchArgs) -> Result<ExitCode> {

@@ -791,3 +791,50 @@ fn test_destination_sends_a_recognisable_event() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_inspect_and_verify_read_what_serve_wrote() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut server, _) = start(&data, &[]);
+    let client = client();
+    for batch in 0..3 {
+        let (code, _, _) = post(
+            &client,
+            server.url("/bulk"),
+            &[("authorization", SDK_KEY)],
+            numbered_bulk(batch * 10, 10),
+        )
+        .await;
+        assert_eq!(code, 202);
+    }
+    server.wait_delivered(TIMEOUT);
+    assert!(server.terminate().success());
+    let wal_dir = data.path().join("data/wal");
+    let binary = env!("CARGO_BIN_EXE_flagstream");
+    let verify = Command::new(binary)
+        .args(["wal", "verify", wal_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let inspect = Command::new(binary)
+        .args(["wal", "inspect", "--json", wal_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success());
+    let report: Value = serde_json::from_slice(&inspect.stdout).expect("JSON report");
+    let text = report.to_string();
+    assert!(
+        text.contains("archive"),
+        "the destination's cursor is listed: {text}"
+    );
+    let missing = Command::new(binary)
+        .args(["wal", "verify", data.path().join("nope").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+}
