@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use flagstream::admin::{self, Admin, Phase, Readiness};
 use flagstream::config::{
     self, BenchArgs, Cli, Command, ConfigError, LogFormat, ServeArgs, ServeConfig, WalCommand,
+    WalSyncArg,
 };
 use flagstream::delivery::{self, DeliveryDefaults, EngineOptions, RetryPolicy};
 use flagstream::dest::{Batch, BatchItem, SendOutcome};
@@ -443,6 +444,27 @@ fn print_report<R: std::fmt::Display + serde::Serialize>(report: &R, json: bool)
 }
 
 async fn bench(args: BenchArgs) -> Result<ExitCode> {
-    let _ = args;
-    bail!("`flagstream bench` is not built yet")
+    let wal_sync = match args.wal_sync {
+        WalSyncArg::Always => "always",
+        WalSyncArg::Interval => "interval",
+        WalSyncArg::Never => "never",
+    };
+    let options = flagstream::bench::BenchOptions {
+        url: args.url,
+        admin: args.admin,
+        connections: args.connections,
+        duration: args.duration.into(),
+        batch_events: args.batch_events,
+        wal_sync: wal_sync.to_string(),
+        data_dir: args.data_dir,
+        drain_timeout: args.drain_timeout.into(),
+        binary: std::env::current_exe().context("locating the flagstream binary")?,
+    };
+    let report = flagstream::bench::run(options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_markdown());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -263,6 +263,10 @@ pub struct BenchArgs {
     #[arg(long, env = "FLAGSTREAM_BENCH_URL")]
     pub url: Option<String>,
 
+    /// Admin address of the server given by `--url` (for the delivered-events count).
+    #[arg(long, env = "FLAGSTREAM_BENCH_ADMIN")]
+    pub admin: Option<SocketAddr>,
+
     /// Concurrent connections (each keeps one request in flight).
     #[arg(long, env = "FLAGSTREAM_BENCH_CONNECTIONS", default_value_t = 64)]
     pub connections: usize,
