@@ -102,6 +102,8 @@ impl EngineOptions {
 pub enum DeliveryError {
     #[error("destination `{0}` is configured twice")]
     DuplicateName(String),
+    #[error("destination name {0}")]
+    InvalidName(String),
     #[error("no destination named `{0}`")]
     UnknownDestination(String),
     #[error("destination `{name}`: invalid filter: {reason}")]
@@ -183,6 +185,8 @@ impl Delivery {
     ) -> Result<Delivery, DeliveryError> {
         let mut seen = HashSet::new();
         for configured in &destinations {
+            settings::validate_name(&configured.settings.name)
+                .map_err(DeliveryError::InvalidName)?;
             if !seen.insert(configured.settings.name.clone()) {
                 return Err(DeliveryError::DuplicateName(
                     configured.settings.name.clone(),
