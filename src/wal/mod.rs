@@ -377,15 +377,26 @@ impl Wal {
             .front()
             .map_or(recovered.state.next_seq, |segment| segment.base_seq);
         let (cursors, corrupt_cursors) = cursor::load_all(&options.dir.join("cursors"), first_seq)?;
-        if recovered.segments.is_empty() {
-            // No segment carries the seq counter (the files were removed): never hand out a
-            // seq a cursor already counts as delivered.
-            let highest_acked = cursors
-                .cursors
-                .values()
-                .map(|cursor| cursor.persisted_state().acked.seq)
-                .max();
-            recovered.state.next_seq = recovered.state.next_seq.max(highest_acked.unwrap_or(1));
+        // Never hand out a seq that a cursor already counts as delivered or that a file set
+        // aside as corrupt used (segment files lost or damaged): skip past them instead.
+        let highest_acked = cursors
+            .cursors
+            .values()
+            .map(|cursor| cursor.persisted_state().acked.seq)
+            .max();
+        let floor = highest_acked
+            .unwrap_or(1)
+            .max(recovered.highest_quarantined_seq.map_or(1, |seq| seq + 1));
+        if floor > recovered.state.next_seq {
+            tracing::warn!(log_end = recovered.state.next_seq, next_seq = floor,
+                "Seqs beyond the stored log are already in use (by a cursor or a damaged file); new records start after them.");
+            let state = &mut recovered.state;
+            // Records in a segment must be consecutive: continue in a new segment.
+            if let Some(mut active) = state.active.take() {
+                active.segment.seal(&mut active.writer);
+                state.unsynced.push(active.segment);
+            }
+            state.next_seq = floor;
         }
         let bytes_on_disk = recovered.state.bytes_on_disk;
         let segment_count = recovered.segments.len();
@@ -398,7 +409,7 @@ impl Wal {
             recovered.corrupt_records,
         ));
         // Finish any garbage collection a crash interrupted.
-        gc::collect_garbage(&core)?;
+        gc::collect_garbage(&core, gc::Unclaimed::Ignore)?;
         let thread_core = Arc::clone(&core);
         let sync_thread = std::thread::Builder::new()
             .name("flagstream-wal-sync".into())
@@ -590,7 +601,7 @@ impl Wal {
     /// Free every segment that all persisted cursors are past. Blocking. Returns how many
     /// segments were freed.
     pub fn collect_garbage(&self) -> Result<u64, WalError> {
-        gc::collect_garbage(&self.inner.core)
+        gc::collect_garbage(&self.inner.core, gc::Unclaimed::Report)
     }
 
     /// Final sync; later appends fail with `Closed`. Readers can still read what is stored.
