@@ -450,3 +450,30 @@ async fn interval_and_never_modes_resolve_without_waiting_and_persist_on_close()
         assert_eq!(read_all(&wal, 1).len(), 20, "{mode:?}");
     }
 }
+
+/// Ingest and delivery run these on multi-threaded runtimes (`tokio::spawn` needs `Send`).
+#[test]
+fn handles_and_futures_are_send_and_sync_where_callers_need_it() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Wal>();
+    send_sync::<Record>();
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(small_options(dir.path())).unwrap();
+    let mut reader = wal.reader(1);
+    let mut cursor = wal.open_cursor("send").unwrap();
+    let body = b"x".to_vec();
+    let parts: [&[u8]; 1] = [&body];
+    send(&wal.append(AppendRequest {
+        tag: 0,
+        event_count: 0,
+        received_at_ms: 0,
+        parts: &parts,
+    }));
+    send(&reader.next());
+    send(&wal.close());
+    send(&wal.fatal_error());
+    send(&reader);
+    send(&cursor);
+    cursor.persist(CursorState::default()).unwrap();
+}
