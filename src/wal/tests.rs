@@ -477,3 +477,58 @@ fn handles_and_futures_are_send_and_sync_where_callers_need_it() {
     send(&cursor);
     cursor.persist(CursorState::default()).unwrap();
 }
+
+/// Mappings of files GC unlinked while something still held them.
+fn deleted_mappings_under(dir: &Path) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let needle = dir.to_string_lossy().into_owned();
+    maps.lines()
+        .filter(|line| line.contains(&needle) && line.ends_with("(deleted)"))
+        .count()
+}
+
+#[tokio::test]
+async fn freed_segments_release_their_disk_space_in_every_sync_mode() {
+    for mode in [
+        SyncMode::Always,
+        SyncMode::Never,
+        SyncMode::Interval(Duration::from_millis(2)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = small_options(dir.path());
+        options.sync = mode;
+        let wal = Wal::open(options).unwrap();
+        let mut cursor = wal.open_cursor("dest").unwrap();
+        for index in 0..300u64 {
+            append(&wal, &payload_for(index, 8_000)).await;
+            if index % 20 == 19 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                cursor
+                    .persist(CursorState {
+                        acked: Position {
+                            seq: wal.next_seq(),
+                            event: 0,
+                        },
+                        ..Default::default()
+                    })
+                    .unwrap();
+                wal.collect_garbage().unwrap();
+            }
+        }
+        // Let an in-flight sync round drop the segments it holds.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stats = wal.stats();
+        assert!(stats.segments <= 3, "{mode:?}: {stats:?}");
+        assert!(
+            stats.bytes_on_disk <= 6 * SMALL_SEGMENT,
+            "{mode:?}: {stats:?}"
+        );
+        let files = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+        assert!(files <= 6, "{mode:?}: {files} files");
+        let deleted = deleted_mappings_under(dir.path());
+        assert!(
+            deleted <= 2,
+            "{mode:?}: {deleted} unlinked segments still mapped"
+        );
+    }
+}
