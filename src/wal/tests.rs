@@ -515,8 +515,6 @@ async fn freed_segments_release_their_disk_space_in_every_sync_mode() {
                 wal.collect_garbage().unwrap();
             }
         }
-        // Let an in-flight sync round drop the segments it holds.
-        tokio::time::sleep(Duration::from_millis(50)).await;
         let stats = wal.stats();
         assert!(stats.segments <= 3, "{mode:?}: {stats:?}");
         assert!(
@@ -525,7 +523,23 @@ async fn freed_segments_release_their_disk_space_in_every_sync_mode() {
         );
         let files = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
         assert!(files <= 6, "{mode:?}: {files} files");
-        let deleted = deleted_mappings_under(dir.path());
+        // A sync round in flight may still hold a segment GC had to unlink; it lets go when
+        // its fdatasync returns (slow on a loaded machine).
+        let mut deleted = deleted_mappings_under(dir.path());
+        for _ in 0..500 {
+            if deleted <= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            deleted = deleted_mappings_under(dir.path());
+        }
+        if deleted > 2 {
+            let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+            let needle = dir.path().to_string_lossy().into_owned();
+            for line in maps.lines().filter(|line| line.contains(&needle)) {
+                eprintln!("{line}");
+            }
+        }
         assert!(
             deleted <= 2,
             "{mode:?}: {deleted} unlinked segments still mapped"
