@@ -25,12 +25,13 @@ use tokio_util::sync::CancellationToken;
 use flagstream::admin::{self, Admin, Phase, Readiness};
 use flagstream::config::{
     self, BenchArgs, Cli, Command, ConfigError, LogFormat, ServeArgs, ServeConfig, WalCommand,
+    WalSyncArg,
 };
 use flagstream::delivery::{self, DeliveryDefaults, EngineOptions, RetryPolicy};
 use flagstream::dest::{Batch, BatchItem, SendOutcome};
 use flagstream::event::{self, InboundFormat, RecordContext};
 use flagstream::ingest::{self, Ingest};
-use flagstream::wal::Wal;
+use flagstream::wal::{inspect, Wal};
 
 /// Exit code for configuration errors (clap uses 2 for usage errors too).
 const EXIT_CONFIG: u8 = 2;
@@ -413,15 +414,57 @@ async fn test_destination(config: ServeConfig, name: &str) -> Result<ExitCode> {
 }
 
 fn wal_command(command: WalCommand) -> Result<ExitCode> {
-    let (dir, json, verify) = match command {
-        WalCommand::Inspect { dir, json } => (dir, json, false),
-        WalCommand::Verify { dir, json } => (dir, json, true),
-    };
-    let _ = (dir, json, verify);
-    bail!("`flagstream wal` arrives with the WAL implementation")
+    match command {
+        WalCommand::Inspect { dir, json } => {
+            let report =
+                inspect::inspect(&dir).with_context(|| format!("inspecting {}", dir.display()))?;
+            print_report(&report, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        WalCommand::Verify { dir, json } => {
+            let report =
+                inspect::verify(&dir).with_context(|| format!("verifying {}", dir.display()))?;
+            print_report(&report, json)?;
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn print_report<R: std::fmt::Display + serde::Serialize>(report: &R, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 async fn bench(args: BenchArgs) -> Result<ExitCode> {
-    let _ = args;
-    bail!("`flagstream bench` is not built yet")
+    let wal_sync = match args.wal_sync {
+        WalSyncArg::Always => "always",
+        WalSyncArg::Interval => "interval",
+        WalSyncArg::Never => "never",
+    };
+    let options = flagstream::bench::BenchOptions {
+        url: args.url,
+        admin: args.admin,
+        connections: args.connections,
+        duration: args.duration.into(),
+        batch_events: args.batch_events,
+        wal_sync: wal_sync.to_string(),
+        data_dir: args.data_dir,
+        drain_timeout: args.drain_timeout.into(),
+        binary: std::env::current_exe().context("locating the flagstream binary")?,
+    };
+    let report = flagstream::bench::run(options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_markdown());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -286,8 +286,6 @@ async fn permanent_failures_oversized_and_invalid_events_go_to_dead_letters() {
         ],
     )
     .await;
-    // Record 1: rejected by the target for good.
-    append_events(&wal, &[custom_event(1, 0, 8)]).await;
     let mut small = limits(10, 20);
     small.max_item_bytes = 1024;
     let remote = Remote::new("remote", small, |batch, _| {
@@ -311,7 +309,13 @@ async fn permanent_failures_oversized_and_invalid_events_go_to_dead_letters() {
         dir.path(),
         vec![configured(remote.clone(), fast_retry(Some(3)), 1)],
     );
-    wait_until("cursor at the end", WAIT, || {
+    wait_until("record 0 done", WAIT, || {
+        delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
+    })
+    .await;
+    // Record 1, in a batch of its own: rejected by the target for good.
+    append_events(&wal, &[custom_event(1, 0, 8)]).await;
+    wait_until("record 1 done", WAIT, || {
         delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
     })
     .await;
@@ -443,5 +447,48 @@ async fn status_serialises_for_the_admin_endpoint() {
     ] {
         assert!(first.get(field).is_some(), "missing {field}: {first}");
     }
+    delivery.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_lowers_concurrency_and_clean_deliveries_restore_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = open_wal(dir.path());
+    let keys = append_records(&wal, 0, 12, 5).await;
+    let remote = Remote::new("remote", limits(5, 20), |_, call| {
+        async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if call < 4 {
+                SendOutcome::Retriable {
+                    reason: "ProvisionedThroughputExceeded".into(),
+                    retry_after: None,
+                    throttled: true,
+                }
+            } else {
+                SendOutcome::Delivered
+            }
+        }
+        .boxed()
+    });
+    let delivery = start(
+        &wal,
+        dir.path(),
+        vec![configured(remote.clone(), fast_retry(None), 4)],
+    );
+    let mut lowest = usize::MAX;
+    let deadline = std::time::Instant::now() + WAIT;
+    while remote.delivered_keys().len() < keys.len() {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        let status = delivery.status("remote").unwrap();
+        assert!(status.in_flight_batches <= 4);
+        lowest = lowest.min(status.concurrency);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(lowest < 4, "concurrency never lowered while throttled");
+    wait_until("concurrency restored", WAIT, || {
+        delivery.status("remote").unwrap().concurrency == 4
+    })
+    .await;
+    assert_eq!(delivery.status("remote").unwrap().concurrency_limit, 4);
     delivery.shutdown().await;
 }

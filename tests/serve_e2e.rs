@@ -33,12 +33,24 @@ fn client() -> reqwest::Client {
 
 /// A server with the test environment and a fast-rotating file destination.
 fn start(data: &tempfile::TempDir, extra: &[&str]) -> (Flagstream, std::path::PathBuf) {
+    start_with(data, "", extra)
+}
+
+/// Like [`start`], with extra query options for the file destination (`&kinds=all`).
+fn start_with(
+    data: &tempfile::TempDir,
+    dest_options: &str,
+    extra: &[&str],
+) -> (Flagstream, std::path::PathBuf) {
     let export = data.path().join("export");
     let server = Flagstream::builder(data.path().join("data"))
         .args(["--environment", &production_env()])
         .args([
             "--dest",
-            &format!("file://{}?rotate=100ms&name=archive", export.display()),
+            &format!(
+                "file://{}?rotate=100ms&name=archive{dest_options}",
+                export.display()
+            ),
         ])
         .args(extra.iter().copied())
         .start();
@@ -603,7 +615,8 @@ async fn restart_with_a_backlog_resumes_where_it_stopped() {
 async fn the_launchdarkly_python_sdk_delivers_every_event_to_the_file_destination() {
     let python = ld_python();
     let data = tempfile::tempdir().unwrap();
-    let (server, export) = start(&data, &[]);
+    // Every kind, including `index` and `summary` (withheld by the default filter).
+    let (server, export) = start_with(&data, "&kinds=all", &[]);
     let users = 50;
     let output = Command::new(python)
         .arg(fixture("ld_sdk_driver.py"))
@@ -652,6 +665,11 @@ async fn the_launchdarkly_python_sdk_delivers_every_event_to_the_file_destinatio
         "{kinds:?}"
     );
     assert!(kinds.get("summary").copied().unwrap_or(0) >= 1, "{kinds:?}");
+    assert_eq!(
+        kinds.get("index").copied(),
+        Some(users as usize),
+        "{kinds:?}"
+    );
     let custom_ns: HashSet<u64> = markers(&events).into_iter().collect();
     assert_eq!(
         custom_ns,
@@ -772,4 +790,51 @@ fn test_destination_sends_a_recognisable_event() {
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_inspect_and_verify_read_what_serve_wrote() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut server, _) = start(&data, &[]);
+    let client = client();
+    for batch in 0..3 {
+        let (code, _, _) = post(
+            &client,
+            server.url("/bulk"),
+            &[("authorization", SDK_KEY)],
+            numbered_bulk(batch * 10, 10),
+        )
+        .await;
+        assert_eq!(code, 202);
+    }
+    server.wait_delivered(TIMEOUT);
+    assert!(server.terminate().success());
+    let wal_dir = data.path().join("data/wal");
+    let binary = env!("CARGO_BIN_EXE_flagstream");
+    let verify = Command::new(binary)
+        .args(["wal", "verify", wal_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let inspect = Command::new(binary)
+        .args(["wal", "inspect", "--json", wal_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success());
+    let report: Value = serde_json::from_slice(&inspect.stdout).expect("JSON report");
+    let text = report.to_string();
+    assert!(
+        text.contains("archive"),
+        "the destination's cursor is listed: {text}"
+    );
+    let missing = Command::new(binary)
+        .args(["wal", "verify", data.path().join("nope").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
 }

@@ -176,11 +176,11 @@ pub struct ServeArgs {
     pub wal_segment_bytes: ByteSize,
 
     /// Disk budget for all WAL segments; when full, ingest answers 503 with Retry-After.
-    #[arg(long, env = "FLAGSTREAM_WAL_MAX_BYTES", default_value = "8GiB")]
+    #[arg(long, env = "FLAGSTREAM_WAL_MAX_BYTES", default_value = "20GiB")]
     pub wal_max_bytes: ByteSize,
 
     /// Never allocate a segment when the filesystem's free space would drop below this.
-    #[arg(long, env = "FLAGSTREAM_WAL_MIN_FREE_BYTES", default_value = "512MiB")]
+    #[arg(long, env = "FLAGSTREAM_WAL_MIN_FREE_BYTES", default_value = "1GiB")]
     pub wal_min_free_bytes: ByteSize,
 
     /// When an accepted body counts as durable (the 202 waits for it).
@@ -262,6 +262,10 @@ pub struct BenchArgs {
     /// Post to an already running flagstream at this base URL instead of starting one.
     #[arg(long, env = "FLAGSTREAM_BENCH_URL")]
     pub url: Option<String>,
+
+    /// Admin address of the server given by `--url` (for the delivered-events count).
+    #[arg(long, env = "FLAGSTREAM_BENCH_ADMIN")]
+    pub admin: Option<SocketAddr>,
 
     /// Concurrent connections (each keeps one request in flight).
     #[arg(long, env = "FLAGSTREAM_BENCH_CONNECTIONS", default_value_t = 64)]

@@ -73,8 +73,9 @@ pub struct RetrySettings {
     pub max_backoff: Duration,
 }
 
-/// Bytes of WAL segment kept free of record payload (segment and record headers).
-const SEGMENT_OVERHEAD_BYTES: u64 = 64 * 1024;
+/// Room reserved in a WAL record for the stored metadata header in front of the body
+/// (environment, payload id, tags, user agent).
+const RECORD_METADATA_BYTES: u64 = 64 * 1024;
 
 /// Everything `flagstream serve` needs, validated.
 #[derive(Debug, Clone)]
@@ -108,22 +109,31 @@ impl ServeConfig {
 
     /// Validate parsed flags (already merged with the config file, see [`merge_config_file`]).
     pub fn from_args(args: &ServeArgs, file: Option<&ConfigFile>) -> Result<Self, ConfigError> {
-        let segment_bytes = args.wal_segment_bytes.as_u64();
-        if segment_bytes < 1024 * 1024 {
-            return Err(ConfigError::invalid(
-                "wal-segment-bytes",
-                format!("{} is below the minimum of 1MiB", args.wal_segment_bytes),
-            ));
-        }
-        let max_bytes = args.wal_max_bytes.as_u64();
-        if max_bytes < 2 * segment_bytes {
-            return Err(ConfigError::invalid(
-                "wal-max-bytes",
-                format!(
-                    "{} must hold at least two segments of --wal-segment-bytes {} (the active one and a spare)",
-                    args.wal_max_bytes, args.wal_segment_bytes
-                ),
-            ));
+        let mut wal = WalOptions::new(Self::wal_dir(&args.data_dir));
+        wal.segment_bytes = args.wal_segment_bytes.as_u64();
+        wal.max_bytes = args.wal_max_bytes.as_u64();
+        wal.min_free_bytes = args.wal_min_free_bytes.as_u64();
+        wal.sync = match args.wal_sync {
+            WalSyncArg::Always => SyncMode::Always,
+            WalSyncArg::Interval => SyncMode::Interval(args.wal_sync_interval.into()),
+            WalSyncArg::Never => SyncMode::Never,
+        };
+        wal.recovery = match args.wal_recovery {
+            cli::WalRecoveryArg::TolerateTail => RecoveryMode::TolerateTail,
+            cli::WalRecoveryArg::Strict => RecoveryMode::Strict,
+        };
+        if let Err(err) = wal.validate() {
+            let message = err.to_string();
+            let flag = if message.contains("max_bytes") {
+                "wal-max-bytes"
+            } else if message.contains("interval") {
+                "wal-sync-interval"
+            } else if message.contains("min_free") {
+                "wal-min-free-bytes"
+            } else {
+                "wal-segment-bytes"
+            };
+            return Err(ConfigError::invalid(flag, message));
         }
         let max_body = args.max_body_bytes.as_u64();
         if max_body < 1024 {
@@ -132,12 +142,14 @@ impl ServeConfig {
                 "must be at least 1KiB",
             ));
         }
-        if max_body + SEGMENT_OVERHEAD_BYTES > segment_bytes {
+        if max_body + RECORD_METADATA_BYTES > wal.max_record_bytes() {
             return Err(ConfigError::invalid(
                 "max-body-bytes",
                 format!(
-                    "{} does not fit in one WAL record: keep it at least 64KiB below --wal-segment-bytes ({})",
-                    args.max_body_bytes, args.wal_segment_bytes
+                    "{} does not fit in one WAL record of --wal-segment-bytes {}: keep it at most {}",
+                    args.max_body_bytes,
+                    args.wal_segment_bytes,
+                    bytesize::ByteSize(wal.max_record_bytes().saturating_sub(RECORD_METADATA_BYTES))
                 ),
             ));
         }
@@ -155,12 +167,6 @@ impl ServeConfig {
             return Err(ConfigError::invalid(
                 "max-connections",
                 "must be at least 1",
-            ));
-        }
-        if args.wal_sync == WalSyncArg::Interval && args.wal_sync_interval.is_zero() {
-            return Err(ConfigError::invalid(
-                "wal-sync-interval",
-                "must be longer than 0 with --wal-sync interval",
             ));
         }
 
@@ -220,21 +226,6 @@ impl ServeConfig {
             return Err(ConfigError::invalid("project", "must not be empty"));
         }
 
-        let wal = WalOptions {
-            dir: Self::wal_dir(&args.data_dir),
-            segment_bytes,
-            max_bytes,
-            min_free_bytes: args.wal_min_free_bytes.as_u64(),
-            sync: match args.wal_sync {
-                WalSyncArg::Always => SyncMode::Always,
-                WalSyncArg::Interval => SyncMode::Interval(args.wal_sync_interval.into()),
-                WalSyncArg::Never => SyncMode::Never,
-            },
-            recovery: match args.wal_recovery {
-                cli::WalRecoveryArg::TolerateTail => RecoveryMode::TolerateTail,
-                cli::WalRecoveryArg::Strict => RecoveryMode::Strict,
-            },
-        };
         let ingest = IngestSettings {
             max_body_bytes: to_usize(max_body),
             max_inflight_bytes: to_usize(inflight),
@@ -370,6 +361,11 @@ mod tests {
     fn cross_flag_errors_name_the_flag() {
         for (argv, flag) in [
             (vec!["--wal-segment-bytes", "4KiB"], "wal-segment-bytes"),
+            (vec!["--wal-segment-bytes", "1000000"], "wal-segment-bytes"),
+            (
+                vec!["--wal-sync", "interval", "--wal-sync-interval", "0s"],
+                "wal-sync-interval",
+            ),
             (
                 vec!["--wal-segment-bytes", "8MiB", "--wal-max-bytes", "8MiB"],
                 "wal-max-bytes",

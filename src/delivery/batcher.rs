@@ -168,6 +168,9 @@ pub struct Batcher {
     ready: VecDeque<CutBatch>,
     /// End of the persisted plan still to be reproduced.
     replay_end: Option<Position>,
+    /// Payload bytes of the last cut batch: the next batch's arena starts this big, so a
+    /// steady stream of full batches allocates each arena once instead of doubling its way up.
+    last_arena_len: usize,
 }
 
 impl Batcher {
@@ -197,6 +200,7 @@ impl Batcher {
             open: OpenBatch::new(acked),
             ready: VecDeque::new(),
             replay_end,
+            last_arena_len: 0,
         }
     }
 
@@ -283,7 +287,8 @@ impl Batcher {
         let open = &mut self.open;
         if open.items.is_empty() {
             open.opened_at = Some(Instant::now());
-            open.arena.reserve(bytes.min(1 << 20));
+            open.arena
+                .reserve(bytes.max(self.last_arena_len).min(self.limits.max_bytes));
         }
         let mut event_id = Some(meta.event_id);
         for (row_index, row) in rows.iter().enumerate() {
@@ -404,6 +409,9 @@ impl Batcher {
         let open = std::mem::replace(&mut self.open, OpenBatch::new(end));
         if self.replay_end.is_some_and(|plan_end| plan_end <= end) {
             self.replay_end = None;
+        }
+        if !open.arena.is_empty() {
+            self.last_arena_len = open.arena.len();
         }
         let payloads = Bytes::from(open.arena);
         let mut items = open.items;

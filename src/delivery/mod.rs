@@ -28,7 +28,10 @@
 //!   fdatasynced before the cursor position that covers them is persisted.
 //! * **Usually exactly once** (3): batches are cut deterministically from the cursor; the one
 //!   non-deterministic cut (linger) is persisted as the cursor's plan before that batch is sent.
-//!   Batch ids are `<destination>-<first seq>.<event>-<last seq>.<event>`.
+//!   Batch ids are `<destination>-<first seq>.<event>-<last seq>.<event>`. Only the *oldest*
+//!   in-flight batch's plan fits in the cursor: if a crash hits while a younger batch that was
+//!   also cut by linger is in flight, that one may be re-cut differently and its events
+//!   delivered twice under another id (at least once still holds).
 //! * **Retry state survives restarts** (4): the oldest in-flight batch's attempts, next attempt
 //!   and first failure are part of the persisted cursor.
 //! * **A slow or dead destination never slows the others** (7): each destination has its own
@@ -99,6 +102,8 @@ impl EngineOptions {
 pub enum DeliveryError {
     #[error("destination `{0}` is configured twice")]
     DuplicateName(String),
+    #[error("destination name {0}")]
+    InvalidName(String),
     #[error("no destination named `{0}`")]
     UnknownDestination(String),
     #[error("destination `{name}`: invalid filter: {reason}")]
@@ -180,6 +185,8 @@ impl Delivery {
     ) -> Result<Delivery, DeliveryError> {
         let mut seen = HashSet::new();
         for configured in &destinations {
+            settings::validate_name(&configured.settings.name)
+                .map_err(DeliveryError::InvalidName)?;
             if !seen.insert(configured.settings.name.clone()) {
                 return Err(DeliveryError::DuplicateName(
                     configured.settings.name.clone(),
@@ -229,6 +236,7 @@ impl Delivery {
                     paused: false,
                     acked: loaded.acked,
                     in_flight_batches: 0,
+                    concurrency,
                     retry: loaded.retry,
                     delivered_events: 0,
                     dead_lettered_events: loaded.dead_lettered,
@@ -355,5 +363,53 @@ impl Delivery {
             .iter()
             .find(|handle| handle.name == name)
             .ok_or_else(|| DeliveryError::UnknownDestination(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn configure_names_layers_options_and_refuses_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let export = dir.path().join("export");
+        let specs = vec![
+            DestinationSpec::parse(&format!(
+                "file://{}?rotate=1s&batch_max_events=50&kinds=feature&project=acme",
+                export.display()
+            ))
+            .unwrap(),
+            DestinationSpec::parse("log:stderr?schema=segment&concurrency=1").unwrap(),
+            DestinationSpec::parse(&format!("file://{}", dir.path().join("b").display())).unwrap(),
+        ];
+        let configured = configure(specs, &DeliveryDefaults::default(), dir.path())
+            .await
+            .unwrap();
+        let names: Vec<&str> = configured
+            .iter()
+            .map(|c| c.settings.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["file", "log", "file-2"]);
+        let file = &configured[0];
+        assert_eq!(file.destination.name(), "file");
+        assert_eq!(file.settings.batch_max_events, Some(50));
+        assert_eq!(file.settings.export.project, "acme");
+        let limits = file.settings.effective_limits(file.destination.limits());
+        assert_eq!(limits.max_items, 50);
+        assert_eq!(limits.linger, Duration::from_secs(1));
+        let log = &configured[1];
+        assert_eq!(log.destination.schema(), crate::event::Schema::Segment);
+        assert_eq!(
+            log.settings.effective_concurrency(log.destination.kind()),
+            1
+        );
+
+        let typo = vec![DestinationSpec::parse("log:?lingr=1s").unwrap()];
+        let err = configure(typo, &DeliveryDefaults::default(), dir.path())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lingr"), "{err}");
     }
 }

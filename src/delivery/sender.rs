@@ -91,6 +91,8 @@ pub struct Progress {
     pub ticket: Ticket,
     pub retry: RetryState,
     pub error: String,
+    /// The target asked us to slow down (feeds the adaptive concurrency limit).
+    pub throttled: bool,
 }
 
 /// Items given up on, with the reason.
@@ -251,6 +253,7 @@ pub async fn run(ctx: Arc<SendContext>, job: SendJob) -> SendReport {
                     ticket,
                     retry,
                     error: reason,
+                    throttled: class == ErrorClass::Throttled,
                 });
                 wait_until = Some(Instant::now() + wait);
             }

@@ -88,7 +88,10 @@ pub struct DestinationStatus {
     pub cursor: PositionView,
     pub lag: LagView,
     pub in_flight_batches: usize,
+    /// Batches allowed in flight now (lowered while the target throttles).
     pub concurrency: usize,
+    /// The configured most batches in flight.
+    pub concurrency_limit: usize,
     pub retry: Option<RetryView>,
     pub delivered_events: u64,
     pub dead_lettered_events: u64,
@@ -104,6 +107,7 @@ pub(crate) struct WorkerStatus {
     pub paused: bool,
     pub acked: Position,
     pub in_flight_batches: usize,
+    pub concurrency: usize,
     pub retry: RetryState,
     pub delivered_events: u64,
     pub dead_lettered_events: u64,
@@ -157,7 +161,8 @@ impl StatusCell {
                 seconds,
             },
             in_flight_batches: current.in_flight_batches,
-            concurrency: self.concurrency,
+            concurrency: current.concurrency,
+            concurrency_limit: self.concurrency,
             retry: RetryView::from_state(&current.retry),
             delivered_events: current.delivered_events,
             dead_lettered_events: current.dead_lettered_events,

@@ -47,6 +47,8 @@ use super::status::{DeliveryState, StatusCell, WorkerStatus};
 const DRAIN_BUDGET: usize = 256;
 /// How long to wait before reading again after a WAL read error.
 const READ_ERROR_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait for the destination's startup check.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often lag gauges are refreshed.
 const LAG_GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -145,6 +147,10 @@ pub(crate) struct Worker {
     task_tickets: HashMap<tokio::task::Id, Ticket>,
     send_ctx: Arc<SendContext>,
     progress_rx: mpsc::UnboundedReceiver<Progress>,
+    /// Configured most batches in flight.
+    concurrency_limit: usize,
+    /// Current most batches in flight: halved when the target throttles, +1 per clean
+    /// delivery back up to the limit (AIMD, as TCP and Vector's adaptive concurrency).
     concurrency: usize,
     /// Retry state inherited from the persisted cursor, for the first batch sent.
     restart_retry: Option<RetryState>,
@@ -192,6 +198,7 @@ impl Worker {
             task_tickets: HashMap::new(),
             send_ctx: parts.send_ctx,
             progress_rx: parts.progress_rx,
+            concurrency_limit: parts.concurrency.max(1),
             concurrency: parts.concurrency.max(1),
             restart_retry,
             gate: None,
@@ -223,6 +230,7 @@ impl Worker {
             );
         }
         self.publish_status();
+        self.probe_destination().await;
         loop {
             self.dispatch_ready();
             let paused = *self.paused.borrow();
@@ -282,6 +290,25 @@ impl Worker {
             }
         }
         self.finish().await;
+    }
+
+    /// Run the destination's own check once at start (creates the export directory and
+    /// removes temp files a crash left, verifies a stream exists, …). A failure is logged and
+    /// shown in the status but does not stop delivery: sends retry on their own schedule.
+    async fn probe_destination(&mut self) {
+        let destination = self.send_ctx.destination.clone();
+        let checked = tokio::select! {
+            checked = tokio::time::timeout(CHECK_TIMEOUT, destination.check()) => checked,
+            _ = self.shutdown.cancelled() => return,
+        };
+        let error = match checked {
+            Ok(Ok(())) => return,
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => format!("no answer within {CHECK_TIMEOUT:?}"),
+        };
+        tracing::warn!(destination = %self.name, %error, "destination check failed at start; delivery will retry");
+        self.set_error(format!("startup check: {error}"));
+        self.publish_status();
     }
 
     /// Decode records that are already committed, until a batch is ready.
@@ -450,7 +477,13 @@ impl Worker {
                     self.set_error(format!("batch {batch_id}: {}", group.reason));
                 }
                 self.delivered_total += delivered as u64;
-                self.in_flight.remove(&ticket.0);
+                let clean = self
+                    .in_flight
+                    .remove(&ticket.0)
+                    .is_some_and(|flight| flight.retry.attempts == 0);
+                if clean && self.concurrency < self.concurrency_limit {
+                    self.concurrency += 1;
+                }
                 self.window.ack(ticket);
                 self.publish_status();
             }
@@ -465,6 +498,10 @@ impl Worker {
     fn on_progress(&mut self, progress: Progress) {
         if let Some(flight) = self.in_flight.get_mut(&progress.ticket.0) {
             flight.retry = progress.retry;
+        }
+        if progress.throttled && self.concurrency > 1 {
+            self.concurrency = (self.concurrency / 2).max(1);
+            tracing::info!(destination = %self.name, concurrency = self.concurrency, "target throttles; lowering concurrency");
         }
         self.set_error(progress.error);
         self.publish_status();
@@ -583,6 +620,7 @@ impl Worker {
             paused,
             acked: self.window.acked(),
             in_flight_batches: self.in_flight.len(),
+            concurrency: self.concurrency,
             retry: oldest_retry,
             delivered_events: self.delivered_total,
             dead_lettered_events: self.dead.total(),

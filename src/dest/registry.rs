@@ -14,11 +14,13 @@ use std::sync::Arc;
 use crate::event::Schema;
 
 use super::file::FileDestination;
+use super::kinesis::KinesisDestination;
 use super::log::LogDestination;
+use super::pubsub::PubSubDestination;
 use super::{DestError, Destination, DestinationSpec};
 
 /// Every scheme [`build`] accepts, for `--help` and error messages.
-pub const SCHEMES: &[&str] = &["file", "log"];
+pub const SCHEMES: &[&str] = &["file", "log", "kinesis", "pubsub"];
 
 /// What constructors may need besides their own options.
 #[derive(Debug, Clone)]
@@ -39,10 +41,20 @@ pub async fn build(
     let destination: Arc<dyn Destination> = match spec.scheme.as_str() {
         "file" => Arc::new(FileDestination::from_spec(spec, context)?),
         "log" => Arc::new(LogDestination::from_spec(spec, context)?),
-        // Merge point for the `dest` branch: add
-        //   "kinesis" => Arc::new(KinesisDestination::from_spec(spec, context).await?),
-        //   "pubsub" => Arc::new(PubSubDestination::from_spec(spec, context).await?),
-        // and their schemes to SCHEMES.
+        "kinesis" => {
+            let kinesis = KinesisDestination::from_spec(spec, &context.name).await?;
+            match context.schema {
+                Some(schema) => Arc::new(kinesis.with_schema(schema)),
+                None => Arc::new(kinesis),
+            }
+        }
+        "pubsub" => {
+            let pubsub = PubSubDestination::from_spec(spec, &context.name).await?;
+            match context.schema {
+                Some(schema) => Arc::new(pubsub.with_schema(schema)),
+                None => Arc::new(pubsub),
+            }
+        }
         other => {
             return Err(spec.error(format!(
                 "unknown destination type `{other}` (supported: {})",

@@ -10,7 +10,7 @@ use base64::Engine;
 use bytes::Bytes;
 use http::header::CONTENT_ENCODING;
 use http::HeaderMap;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 
 use super::error::IngestError;
 
@@ -39,18 +39,68 @@ pub fn encoding(headers: &HeaderMap) -> Result<Encoding, IngestError> {
 }
 
 /// Collect a body of at most `limit` bytes.
+///
+/// A body over the limit is read on (and discarded, never buffered) up to `limit` more bytes
+/// before the 413 is returned: a client that is still sending when we answer would otherwise
+/// see its connection reset instead of reading the 413.
 pub async fn collect<B>(body: B, limit: usize) -> Result<Bytes, IngestError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-            Err(IngestError::BodyTooLarge { limit })
+    let mut body = std::pin::pin!(body);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| IngestError::BodyRead(err.into().to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        total = total.saturating_add(data.len());
+        if total > limit {
+            chunks.clear();
+            if total > limit.saturating_mul(2) {
+                break;
+            }
+            continue;
         }
-        Err(err) => Err(IngestError::BodyRead(err.to_string())),
+        chunks.push(data);
     }
+    if total > limit {
+        return Err(IngestError::BodyTooLarge { limit });
+    }
+    Ok(match chunks.len() {
+        // The common case: one chunk, handed on without a copy.
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut joined = Vec::with_capacity(total);
+            for chunk in &chunks {
+                joined.extend_from_slice(chunk);
+            }
+            Bytes::from(joined)
+        }
+    })
+}
+
+/// Read and discard up to `max` bytes of a body we are refusing (see [`collect`]), for at
+/// most `patience`.
+pub async fn drain<B>(body: B, max: usize, patience: std::time::Duration)
+where
+    B: hyper::body::Body<Data = Bytes>,
+{
+    let drain = async {
+        let mut body = std::pin::pin!(body);
+        let mut total = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                total = total.saturating_add(data.len());
+                if total > max {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(patience, drain).await;
 }
 
 /// Decompress a gzip body, refusing to produce more than `limit` bytes.
@@ -180,5 +230,10 @@ mod tests {
         let body = http_body_util::Full::new(Bytes::from_static(b"0123456789"));
         assert_eq!(collect(body.clone(), 10).await.unwrap().len(), 10);
         assert_eq!(collect(body, 9).await.unwrap_err().code(), "body_too_large");
+        let chunks = futures::stream::iter([&b"01234"[..], b"56789"].map(|chunk| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(chunk)))
+        }));
+        let body = http_body_util::StreamBody::new(chunks);
+        assert_eq!(&collect(body, 10).await.unwrap()[..], b"0123456789");
     }
 }

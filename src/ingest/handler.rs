@@ -184,6 +184,7 @@ impl Ingest {
             let encoding = body::encoding(&parts.headers)?;
             let declared = content_length(&parts.headers);
             if declared.is_some_and(|length| length > limit) {
+                body::drain(request_body, limit, DRAIN_PATIENCE).await;
                 return Err(IngestError::BodyTooLarge { limit });
             }
             let raw_weight = declared.unwrap_or(limit);
@@ -382,6 +383,9 @@ fn unix_ms_now() -> u64 {
         .map(|elapsed| elapsed.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// How long a refused oversized body may be drained so its sender can read the 413.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(1);
 
 /// How long a request waits for in-flight room before it gets 503 `overloaded`.
 pub const DEFAULT_INFLIGHT_WAIT: Duration = Duration::from_secs(10);

@@ -67,7 +67,7 @@ impl FlagstreamBuilder {
         // Small segments keep preallocation cheap in tests; the test's own flags win.
         let mut defaults: Vec<&str> = Vec::new();
         for (flag, value) in [
-            ("--wal-segment-bytes", "8MiB"),
+            ("--wal-segment-bytes", "16MiB"),
             ("--wal-max-bytes", "256MiB"),
             ("--wal-min-free-bytes", "64MiB"),
         ] {
