@@ -353,3 +353,74 @@ proptest! {
         });
     }
 }
+
+#[test]
+fn a_damaged_header_over_real_records_is_set_aside_and_its_seqs_are_never_reused() {
+    let dir = fast_tempdir();
+    let options = tiny_options(dir.path());
+    let lengths: Vec<usize> = (0..12).map(|_| 3_000).collect();
+    write_log(dir.path(), &options, &lengths);
+    let files = wal_files(dir.path());
+    let newest = files
+        .iter()
+        .rfind(|name| !name.starts_with("spare"))
+        .unwrap()
+        .clone();
+    let newest_path = dir.path().join("wal").join(&newest);
+    let mut bytes = std::fs::read(&newest_path).unwrap();
+    bytes[20] ^= 0xFF; // breaks the header checksum, records stay valid
+    std::fs::write(&newest_path, &bytes).unwrap();
+
+    let wal = Wal::open(options).unwrap();
+    assert!(
+        dir.path()
+            .join("wal")
+            .join(format!("{newest}.corrupt"))
+            .exists(),
+        "{:?}",
+        wal_files(dir.path())
+    );
+    let kept = read_all(&wal, 1).len() as u64;
+    assert!(kept < 12);
+    // Seqs up to 12 were used by the file set aside: the next append must not reuse them.
+    assert_eq!(block_on(append(&wal, 12, 10)).unwrap(), 13);
+    assert!(!flagstream::wal::inspect::verify(dir.path())
+        .unwrap()
+        .is_clean());
+}
+
+#[test]
+fn a_cursor_ahead_of_a_lost_tail_pushes_new_seqs_past_it() {
+    let dir = fast_tempdir();
+    let options = tiny_options(dir.path());
+    write_log(dir.path(), &options, &[100, 100, 100, 100]);
+    block_on(async {
+        let wal = Wal::open(options.clone()).unwrap();
+        let mut cursor = wal.open_cursor("dest").unwrap();
+        cursor
+            .persist(CursorState {
+                acked: Position { seq: 5, event: 0 },
+                ..Default::default()
+            })
+            .unwrap();
+    });
+    // Lose the last two records (as a power cut could, had they not been synced).
+    let segment = segment_path(dir.path(), 1);
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let cut = (HEADER_PAGE_BYTES + 2 * record_footprint(100)) as usize;
+    bytes[cut..].fill(0);
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let wal = Wal::open(options.clone()).unwrap();
+    assert_eq!(
+        wal.next_seq(),
+        5,
+        "seqs 3 and 4 may have been delivered already"
+    );
+    assert_eq!(block_on(append(&wal, 4, 100)).unwrap(), 5);
+    drop(wal);
+    let wal = Wal::open(options).unwrap();
+    let seqs: Vec<u64> = read_all(&wal, 1).iter().map(|record| record.seq).collect();
+    // Records 1 and 2 are behind the only cursor, so garbage collection was free to drop them.
+    assert_eq!(seqs, vec![5]);
+}

@@ -283,7 +283,6 @@ impl Core {
         state.dir_dirty = true;
         if state.spares.is_empty() {
             state.want_spare = true;
-            self.sync_wakeup.notify_one();
         }
         {
             let mut segments = self.segments.write();
@@ -300,6 +299,8 @@ impl Core {
             old.segment.seal(&mut old.writer);
             state.unsynced.push(old.segment);
         }
+        // Every mode syncs sealed segments promptly (see `sync.rs`).
+        self.sync_wakeup.notify_one();
         Ok(())
     }
 

@@ -24,8 +24,16 @@ use super::segment::{spare_file_name, Segment, Spare};
 use super::WalError;
 use crate::metrics as names;
 
+/// Whether a GC pass should report cursors nobody opened (not at startup: no destination
+/// has had a chance to open its cursor yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unclaimed {
+    Report,
+    Ignore,
+}
+
 /// Free every segment that all persisted cursors are past. Returns how many were freed.
-pub(crate) fn collect_garbage(core: &Core) -> Result<u64, WalError> {
+pub(crate) fn collect_garbage(core: &Core, unclaimed: Unclaimed) -> Result<u64, WalError> {
     let _one_at_a_time = core.gc_lock.lock();
     let victims = {
         // Holding the registry while choosing victims keeps `open_cursor` from creating a
@@ -34,7 +42,9 @@ pub(crate) fn collect_garbage(core: &Core) -> Result<u64, WalError> {
         let Some(min_acked) = registry.min_persisted_seq() else {
             return Ok(0);
         };
-        report_unclaimed_cursors(core, &registry, min_acked);
+        if unclaimed == Unclaimed::Report {
+            report_unclaimed_cursors(core, &registry, min_acked);
+        }
         let mut segments = core.segments.write();
         let mut victims = Vec::new();
         while segments.len() > 1 {

@@ -23,7 +23,7 @@
 //! end_offset, sealed_ms, crc32}` at offset 512. Records follow from offset 4096, 8-byte
 //! aligned: a 32-byte header `{magic 0xF1A6, kind, tag, payload_len, crc32, event_count, seq,
 //! received_at_ms}` and the payload. The record CRC-32 covers the segment id, the header and
-//! the payload. Byte-level details: [`format`]; cursor files: `cursor.rs`.
+//! the payload. Byte-level details: [`format`](mod@format); cursor files: `cursor.rs`.
 //!
 //! # Invariants
 //!
@@ -67,7 +67,7 @@
 //! | file | owns |
 //! |---|---|
 //! | `mod.rs` | public API, options, errors, this design doc |
-//! | [`format`] | header page, seal block, record framing, checksums, prefix scan, resync |
+//! | [`format`](mod@format) | header page, seal block, record framing, checksums, prefix scan, resync |
 //! | `mapping.rs` | the only `unsafe`: a mapping with frozen/unfrozen access rules |
 //! | `segment.rs` | one segment in memory: identity, seal state, sparse seq index |
 //! | `core.rs` | shared state, the append path, segment rolls, budget checks |
@@ -317,6 +317,34 @@ pub struct WalStats {
 }
 
 /// The log. Cheap to clone (an `Arc` inside).
+///
+/// ```
+/// use flagstream::wal::{AppendRequest, AckWindow, CursorState, Position, Wal, WalOptions};
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let mut options = WalOptions::new(dir.path());
+/// options.segment_bytes = 1 << 20;
+/// options.min_free_bytes = 0;
+/// let wal = Wal::open(options).unwrap();
+///
+/// // Ingest: one body, one record; resolves once it is durable.
+/// let receipt = wal
+///     .append(AppendRequest { tag: 1, event_count: 2, received_at_ms: 0, parts: &[b"[{},{}]"] })
+///     .await
+///     .unwrap();
+///
+/// // Delivery: read from the cursor, ack, persist.
+/// let mut cursor = wal.open_cursor("file").unwrap();
+/// let mut reader = wal.reader(cursor.state().acked.seq);
+/// let record = reader.next().await.unwrap();
+/// assert_eq!((record.seq, &record.payload[..]), (receipt.seq, &b"[{},{}]"[..]));
+/// let mut window = AckWindow::new(cursor.state().acked);
+/// let ticket = window.push(Position { seq: record.seq, event: 0 }, Position { seq: record.seq + 1, event: 0 });
+/// let acked = window.ack(ticket).unwrap();
+/// cursor.persist(CursorState { acked, ..cursor.state() }).unwrap();
+/// assert_eq!(wal.lag(acked.seq).records, 0);
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct Wal {
     inner: Arc<WalInner>,
@@ -377,15 +405,26 @@ impl Wal {
             .front()
             .map_or(recovered.state.next_seq, |segment| segment.base_seq);
         let (cursors, corrupt_cursors) = cursor::load_all(&options.dir.join("cursors"), first_seq)?;
-        if recovered.segments.is_empty() {
-            // No segment carries the seq counter (the files were removed): never hand out a
-            // seq a cursor already counts as delivered.
-            let highest_acked = cursors
-                .cursors
-                .values()
-                .map(|cursor| cursor.persisted_state().acked.seq)
-                .max();
-            recovered.state.next_seq = recovered.state.next_seq.max(highest_acked.unwrap_or(1));
+        // Never hand out a seq that a cursor already counts as delivered or that a file set
+        // aside as corrupt used (segment files lost or damaged): skip past them instead.
+        let highest_acked = cursors
+            .cursors
+            .values()
+            .map(|cursor| cursor.persisted_state().acked.seq)
+            .max();
+        let floor = highest_acked
+            .unwrap_or(1)
+            .max(recovered.highest_quarantined_seq.map_or(1, |seq| seq + 1));
+        if floor > recovered.state.next_seq {
+            tracing::warn!(log_end = recovered.state.next_seq, next_seq = floor,
+                "Seqs beyond the stored log are already in use (by a cursor or a damaged file); new records start after them.");
+            let state = &mut recovered.state;
+            // Records in a segment must be consecutive: continue in a new segment.
+            if let Some(mut active) = state.active.take() {
+                active.segment.seal(&mut active.writer);
+                state.unsynced.push(active.segment);
+            }
+            state.next_seq = floor;
         }
         let bytes_on_disk = recovered.state.bytes_on_disk;
         let segment_count = recovered.segments.len();
@@ -398,7 +437,7 @@ impl Wal {
             recovered.corrupt_records,
         ));
         // Finish any garbage collection a crash interrupted.
-        gc::collect_garbage(&core)?;
+        gc::collect_garbage(&core, gc::Unclaimed::Ignore)?;
         let thread_core = Arc::clone(&core);
         let sync_thread = std::thread::Builder::new()
             .name("flagstream-wal-sync".into())
@@ -590,7 +629,7 @@ impl Wal {
     /// Free every segment that all persisted cursors are past. Blocking. Returns how many
     /// segments were freed.
     pub fn collect_garbage(&self) -> Result<u64, WalError> {
-        gc::collect_garbage(&self.inner.core)
+        gc::collect_garbage(&self.inner.core, gc::Unclaimed::Report)
     }
 
     /// Final sync; later appends fail with `Closed`. Readers can still read what is stored.

@@ -49,6 +49,8 @@ pub(crate) struct Recovered {
     pub segments: VecDeque<Arc<Segment>>,
     pub state: WriterState,
     pub corrupt_records: u64,
+    /// Highest seq seen in files set aside as corrupt: seqs up to it must never be reused.
+    pub highest_quarantined_seq: Option<u64>,
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> WalError {
@@ -133,6 +135,7 @@ pub(crate) fn recover_segments(
             .next_back()
             .map_or(0, |number| number + 1),
         dir_dirty: false,
+        highest_quarantined_seq: None,
     };
     for (_, path) in spare_paths {
         recovery.adopt_spare(path)?;
@@ -168,6 +171,7 @@ pub(crate) fn recover_segments(
         },
         segments: recovery.segments,
         corrupt_records: recovery.corrupt_records,
+        highest_quarantined_seq: recovery.highest_quarantined_seq,
     })
 }
 
@@ -182,6 +186,7 @@ struct Recovery<'a> {
     corrupt_records: u64,
     next_spare_number: u64,
     dir_dirty: bool,
+    highest_quarantined_seq: Option<u64>,
 }
 
 impl Recovery<'_> {
@@ -235,7 +240,10 @@ impl Recovery<'_> {
         self.adopt_spare(spare_path)
     }
 
-    fn quarantine(&mut self, path: &Path, why: &str) -> Result<(), WalError> {
+    fn quarantine(&mut self, path: &Path, id: u64, file: &File, why: &str) -> Result<(), WalError> {
+        if let Some(seq) = highest_own_seq(file, id) {
+            self.highest_quarantined_seq = self.highest_quarantined_seq.max(Some(seq));
+        }
         let mut target = path.as_os_str().to_owned();
         target.push(".corrupt");
         tracing::error!(file = %path.display(), reason = why,
@@ -262,12 +270,14 @@ impl Recovery<'_> {
                 && header.segment_bytes <= MAX_SEGMENT_BYTES
         });
         let Some(header) = header else {
-            if newest {
+            if newest && !holds_own_records(&file, file_len, id) {
                 tracing::warn!(file = %path.display(),
                     "Newest segment has no valid header (a roll was interrupted); reusing it as a spare.");
                 return self.demote_to_spare(path, file);
             }
-            return self.quarantine(&path, "invalid segment header");
+            // Records that validate under this file's id mean real data behind a damaged
+            // header: keep the file for the operator rather than reuse it.
+            return self.quarantine(&path, id, &file, "invalid segment header");
         };
         if let Some(previous) = self.segments.back() {
             let expected = previous.end_seq();
@@ -423,6 +433,39 @@ impl Recovery<'_> {
         }
         Ok((scan.end_offset, scan.next_seq))
     }
+}
+
+/// Whether the first record slot of a segment file holds a record checksummed for segment
+/// `id` (stale records of a recycled file are bound to another id and do not count).
+fn holds_own_records(file: &File, file_len: u64, id: u64) -> bool {
+    map_whole(file, file_len).is_some_and(|writer| {
+        let window = Window::new(writer.read(HEADER_PAGE_BYTES..file_len), HEADER_PAGE_BYTES);
+        window.record_at(HEADER_PAGE_BYTES, id).is_ok()
+    })
+}
+
+/// The highest seq of any record checksummed for segment `id` in `file` (a full scan; only
+/// used on files being set aside, so their seqs are never handed out again).
+fn highest_own_seq(file: &File, id: u64) -> Option<u64> {
+    let file_len = file.metadata().ok()?.len();
+    let writer = map_whole(file, file_len)?;
+    let window = Window::new(writer.read(HEADER_PAGE_BYTES..file_len), HEADER_PAGE_BYTES);
+    let mut highest = None;
+    let mut from = HEADER_PAGE_BYTES;
+    while let Some(view) = window.find_valid_from(from, id, 0) {
+        highest = highest.max(Some(view.header.seq));
+        from = view.next_offset;
+    }
+    highest
+}
+
+fn map_whole(file: &File, file_len: u64) -> Option<MapWriter> {
+    if file_len < 2 * HEADER_PAGE_BYTES || !file_len.is_multiple_of(HEADER_PAGE_BYTES) {
+        return None;
+    }
+    SegmentMap::map(file, file_len)
+        .ok()
+        .map(|(_, writer)| writer)
 }
 
 /// Read as much of the start of `file` as fits in `buffer` (short files leave zeros).

@@ -3,8 +3,8 @@
 //! One dedicated OS thread (fdatasync blocks, so it stays off the async runtime) loops:
 //!
 //! 1. Under the writer mutex, wait until there is something to do: unsynced writes (at once
-//!    in `always` mode, at the next tick in `interval` mode, only at shutdown in `never`
-//!    mode), a spare to prepare, or shutdown.
+//!    in `always` mode, at the next tick in `interval` mode; in `never` mode only segments
+//!    sealed by a roll, and everything at shutdown), a spare to prepare, or shutdown.
 //! 2. Take a snapshot: the target seq (`next_seq`), every segment written since the last
 //!    snapshot (at most the active one plus any sealed by a roll) and the directory flag.
 //!    Appends keep going meanwhile and are covered by the next round: that is group commit.
@@ -48,7 +48,9 @@ pub(crate) fn run(core: Arc<Core>) {
                 let sync_due = match core.options.sync {
                     SyncMode::Always => state.has_unsynced_writes(),
                     SyncMode::Interval(_) => next_tick.is_some_and(|tick| Instant::now() >= tick),
-                    SyncMode::Never => false,
+                    // Only segments sealed by a roll: this keeps them from piling up
+                    // (each holds its mapping, and GC can only recycle unshared ones).
+                    SyncMode::Never => !state.unsynced.is_empty(),
                 };
                 if sync_due || state.want_spare {
                     break;
@@ -64,12 +66,19 @@ pub(crate) fn run(core: Arc<Core>) {
             let prepare_spare =
                 std::mem::take(&mut state.want_spare) && state.spares.len() < MAX_SPARES;
             let mut segments = std::mem::take(&mut state.unsynced);
-            if let Some(active) = state.active.as_mut().filter(|active| active.dirty) {
-                active.dirty = false;
-                segments.push(Arc::clone(&active.segment));
+            let mut target_seq = state.next_seq;
+            let include_active = shutting_down || core.options.sync != SyncMode::Never;
+            if let Some(active) = state.active.as_mut() {
+                if !include_active {
+                    // `never` mode: only the sealed segments become durable here.
+                    target_seq = active.segment.base_seq;
+                } else if active.dirty {
+                    active.dirty = false;
+                    segments.push(Arc::clone(&active.segment));
+                }
             }
             let job = SyncJob {
-                target_seq: state.next_seq,
+                target_seq,
                 segments,
                 sync_dir: std::mem::take(&mut state.dir_dirty),
             };
