@@ -111,9 +111,12 @@ impl Ingest {
         let origin = request.headers().get(header::ORIGIN).cloned();
         let route = match match_route(request.method(), request.uri().path()) {
             Ok(route) => route,
-            Err(err) => return self.finish("unknown", None, started, Err(err)),
+            Err(err) => {
+                let response = refuse("unknown", &err);
+                record("unknown", &response, started);
+                return response;
+            }
         };
-        let name = route.name;
         let cors = route.cors.then_some(origin);
         if route.action == Action::Preflight {
             let mut response = Response::new(Full::new(Bytes::new()));
@@ -121,45 +124,12 @@ impl Ingest {
             add_cors(&mut response, cors.as_ref(), true);
             return response;
         }
-        let outcome = self.ingest(&route, request).await;
-        let response = match &outcome {
-            Ok(accepted) => success(&route, accepted),
-            Err(_) => Response::new(Full::new(Bytes::new())),
+        let mut response = match self.ingest(&route, request).await {
+            Ok(accepted) => success(&route, &accepted),
+            Err(err) => refuse(route.name, &err),
         };
-        let mut response = self.finish(name, Some(response), started, outcome.map(|_| ()));
         add_cors(&mut response, cors.as_ref(), false);
-        response
-    }
-
-    /// Record metrics and turn an error into its response.
-    fn finish(
-        &self,
-        route: &'static str,
-        response: Option<Response<Full<Bytes>>>,
-        started: Instant,
-        outcome: Result<(), IngestError>,
-    ) -> Response<Full<Bytes>> {
-        let response = match outcome {
-            Ok(()) => response.unwrap_or_else(|| Response::new(Full::new(Bytes::new()))),
-            Err(err) => {
-                metrics::counter!(m::INGEST_REJECTED_TOTAL, "route" => route, "reason" => err.code())
-                    .increment(1);
-                if err.status().is_server_error() {
-                    tracing::warn!(route, error = %err, "request refused");
-                } else {
-                    tracing::debug!(route, error = %err, "request refused");
-                }
-                err.to_response()
-            }
-        };
-        metrics::counter!(
-            m::INGEST_REQUESTS_TOTAL,
-            "route" => route,
-            "status" => response.status().as_str().to_owned()
-        )
-        .increment(1);
-        metrics::histogram!(m::INGEST_REQUEST_DURATION_SECONDS, "route" => route)
-            .record(started.elapsed().as_secs_f64());
+        record(route.name, &response, started);
         response
     }
 
@@ -292,6 +262,30 @@ impl Drop for InflightPermit {
     fn drop(&mut self) {
         metrics::gauge!(m::INGEST_INFLIGHT_BYTES).decrement(self.weight as f64);
     }
+}
+
+/// Count and log a refusal; its JSON response.
+fn refuse(route: &'static str, err: &IngestError) -> Response<Full<Bytes>> {
+    metrics::counter!(m::INGEST_REJECTED_TOTAL, "route" => route, "reason" => err.code())
+        .increment(1);
+    if err.status().is_server_error() {
+        tracing::warn!(route, error = %err, "request refused");
+    } else {
+        tracing::debug!(route, error = %err, "request refused");
+    }
+    err.to_response()
+}
+
+/// Per-request metrics.
+fn record(route: &'static str, response: &Response<Full<Bytes>>, started: Instant) {
+    metrics::counter!(
+        m::INGEST_REQUESTS_TOTAL,
+        "route" => route,
+        "status" => response.status().as_str().to_owned()
+    )
+    .increment(1);
+    metrics::histogram!(m::INGEST_REQUEST_DURATION_SECONDS, "route" => route)
+        .record(started.elapsed().as_secs_f64());
 }
 
 fn success(route: &Route, accepted: &Accepted) -> Response<Full<Bytes>> {
