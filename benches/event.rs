@@ -15,7 +15,7 @@
 use std::hint::black_box;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use flagstream::event::{
     decode, map_event, validate, ExportOptions, Filter, FilterConfig, InboundFormat, RecordContext,
     Schema,
@@ -131,6 +131,10 @@ fn bench_cpu(c: &mut Criterion<ThreadCpuTime>) {
     let filter = Filter::new(&all).unwrap();
     let mut group = c.benchmark_group("event_cpu");
     group.throughput(Throughput::Elements(EVENTS_PER_RECORD as u64));
+    // schedstat advances at scheduler ticks (~1–4 ms): equal, ~100 ms samples keep that
+    // granularity below a few percent, where criterion's default linear sampling would start
+    // with single-iteration samples shorter than a tick.
+    group.sampling_mode(SamplingMode::Flat);
     let mut scratch = Vec::new();
     let mut row_buf = Vec::new();
     for schema in [Schema::LaunchDarkly, Schema::Segment, Schema::Warehouse] {
@@ -205,7 +209,7 @@ criterion_group! {
         .with_measurement(ThreadCpuTime)
         .sample_size(30)
         .warm_up_time(std::time::Duration::from_secs(1))
-        .measurement_time(std::time::Duration::from_secs(3));
+        .measurement_time(std::time::Duration::from_secs(4));
     targets = bench_cpu
 }
 criterion_main!(benches, cpu_benches);

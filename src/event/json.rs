@@ -208,11 +208,32 @@ static ESCAPE: [u8; 256] = {
 };
 
 /// Append `s` as a JSON string literal (with quotes).
+///
+/// Fast path for the common case of a string with nothing to escape: one check, one reserve,
+/// one copy.
 #[inline]
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    if !needs_escape(bytes) {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     out.push(b'"');
     write_str_content(out, s);
     out.push(b'"');
+}
+
+/// Whether any byte of `bytes` must be escaped in a JSON string.
+#[inline]
+fn needs_escape(bytes: &[u8]) -> bool {
+    let (words, tail) = bytes.as_chunks::<8>();
+    words
+        .iter()
+        .any(|word| word_needs_escape(u64::from_le_bytes(*word)))
+        || tail.iter().any(|&b| ESCAPE[b as usize] != 0)
 }
 
 /// Append the escaped content of `s` (no quotes).
@@ -431,6 +452,12 @@ impl<'o> ObjectWriter<'o> {
         self.first = false;
         write_str(self.out, key);
         self.out.push(b':');
+        self.out
+    }
+
+    /// The underlying buffer, for writing inside the current value.
+    #[inline]
+    pub(crate) fn buffer(&mut self) -> &mut Vec<u8> {
         self.out
     }
 
