@@ -1,6 +1,45 @@
 #!/usr/bin/env bash
-# Installs (idempotently) the real servers the integration tests talk to, under .test-deps/.
-# Each test starts its own instance on a free loopback port; nothing here starts a server.
+# Installs (idempotently) the real servers and SDKs the integration tests talk to, under
+# .test-deps/. Each test starts its own instance on a free loopback port; nothing here starts
+# a server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .test-deps
+DEPS="$PWD/.test-deps"
+
+# The LaunchDarkly Python server SDK (real /bulk payloads for tests/serve_e2e.rs).
+LD_SDK_VERSION="9.18.2"
+if ! "$DEPS/ld-python/bin/python" -c "import ldclient, sys; sys.exit(0 if ldclient.VERSION == '$LD_SDK_VERSION' else 1)" 2>/dev/null; then
+  echo "installing launchdarkly-server-sdk $LD_SDK_VERSION into $DEPS/ld-python"
+  python3 -m venv "$DEPS/ld-python"
+  "$DEPS/ld-python/bin/pip" install --quiet --disable-pip-version-check "launchdarkly-server-sdk==$LD_SDK_VERSION"
+fi
+
+# --- Kinesis and Pub/Sub stand-ins (owner: cloud destinations) -----------------------------
+# moto server (Kinesis + STS): use the machine's moto_server if present, else a venv under
+# .test-deps (tests look in .test-deps/venv/bin first, then PATH).
+if [ -x .test-deps/venv/bin/moto_server ]; then
+    :
+elif command -v moto_server >/dev/null 2>&1; then
+    echo "install-test-deps: using $(command -v moto_server)"
+else
+    echo "install-test-deps: installing moto[server] into .test-deps/venv"
+    python3 -m venv .test-deps/venv
+    .test-deps/venv/bin/pip install --quiet 'moto[server]'
+fi
+# Google's Pub/Sub emulator (Java): the tests start it directly (not via gcloud).
+PUBSUB_EMULATOR=/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator
+if [ ! -x "$PUBSUB_EMULATOR" ]; then
+    echo "install-test-deps: installing google-cloud-cli-pubsub-emulator"
+    if ! { apt-get install -y google-cloud-cli-pubsub-emulator \
+            || { apt-get update && apt-get install -y google-cloud-cli-pubsub-emulator; }; }; then
+        echo "install-test-deps: ERROR: cannot install the Pub/Sub emulator; run" >&2
+        echo "  apt-get install -y google-cloud-cli-pubsub-emulator   (Google Cloud SDK apt repo)" >&2
+        exit 1
+    fi
+fi
+if ! command -v java >/dev/null 2>&1; then
+    echo "install-test-deps: ERROR: the Pub/Sub emulator needs Java: apt-get install -y default-jre-headless" >&2
+    exit 1
+fi
+# --- end Kinesis and Pub/Sub stand-ins ------------------------------------------------------

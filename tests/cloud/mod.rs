@@ -1,0 +1,319 @@
+//! Test support for the cloud destinations: real stand-in servers and batch builders.
+//!
+//! [`StandIn`] starts moto (Kinesis, STS) or Google's Pub/Sub emulator on a free 127.0.0.1
+//! port in its own process group, waits until it accepts connections, and kills the whole
+//! group on drop, so no server outlives its test. A missing stand-in FAILS the test with the
+//! command that installs it (`scripts/install-test-deps.sh` installs both).
+//!
+//! Both stand-ins keep everything in memory: `stop` + `start` gives an empty server on the
+//! same port, so tests re-create their stream/topic after a restart.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flagstream::dest::{Batch, BatchItem};
+use flagstream::event::Schema;
+
+const PUBSUB_EMULATOR: &str =
+    "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator";
+
+/// Which stand-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Moto,
+    PubSubEmulator,
+}
+
+/// A running stand-in server (killed on drop).
+pub struct StandIn {
+    kind: Kind,
+    port: u16,
+    program: PathBuf,
+    child: Option<Child>,
+    /// Starts so far; the emulator's log gets one "Server started" line per start.
+    starts: usize,
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl StandIn {
+    /// moto server (Kinesis, STS, …) on a free port.
+    pub fn moto() -> StandIn {
+        StandIn::start_new(Kind::Moto)
+    }
+
+    /// Google's Pub/Sub emulator on a free port.
+    pub fn pubsub_emulator() -> StandIn {
+        StandIn::start_new(Kind::PubSubEmulator)
+    }
+
+    fn start_new(kind: Kind) -> StandIn {
+        let program = locate(kind);
+        let log_dir = tempfile::tempdir().unwrap();
+        let mut stand_in = StandIn {
+            kind,
+            port: free_port(),
+            program,
+            child: None,
+            starts: 0,
+            log: log_dir.path().join("stand-in.log"),
+            _log_dir: log_dir,
+        };
+        stand_in.start();
+        stand_in
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Start (again) on the same port; waits until it accepts connections.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut command = Command::new(&self.program);
+        match self.kind {
+            Kind::Moto => command.args(["-H", "127.0.0.1", "-p", &self.port.to_string()]),
+            Kind::PubSubEmulator => {
+                command.args(["--host=127.0.0.1", &format!("--port={}", self.port)])
+            }
+        };
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {:?}: {err}", self.program));
+        self.child = Some(child);
+        self.starts += 1;
+        self.wait_ready();
+    }
+
+    /// Kill the server (and its process group) and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_process_group(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // The port must be free before a restart binds it again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while connectable(self.port) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_ready(&mut self) {
+        let limit = match self.kind {
+            Kind::Moto => Duration::from_secs(30),
+            Kind::PubSubEmulator => Duration::from_secs(60),
+        };
+        let deadline = Instant::now() + limit;
+        loop {
+            if connectable(self.port) && self.ready_probe() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "{:?} exited with {status} before accepting connections; log:\n{}",
+                    self.kind,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{:?} did not accept connections on port {} within {limit:?}; log:\n{}",
+                    self.kind,
+                    self.port,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The emulator opens its port before it serves; its log line says when it does.
+    fn ready_probe(&self) -> bool {
+        match self.kind {
+            Kind::Moto => true,
+            Kind::PubSubEmulator => std::fs::read_to_string(&self.log)
+                .map(|log| log.matches("Server started").count() >= self.starts)
+                .unwrap_or(false),
+        }
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The child leads its own process group (wrapper scripts may fork the real server).
+fn kill_process_group(pid: u32) {
+    // `kill -KILL -- -PGID` via the kill(1) program keeps the tests free of `unsafe`.
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn connectable(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into(),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Find the stand-in's program, or fail with the command that installs it.
+fn locate(kind: Kind) -> PathBuf {
+    match kind {
+        Kind::Moto => {
+            let deps = std::env::var_os("FLAGSTREAM_TEST_DEPS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".test-deps"));
+            let venv = deps.join("venv/bin/moto_server");
+            if venv.is_file() {
+                return venv;
+            }
+            if let Some(found) = which("moto_server") {
+                return found;
+            }
+            panic!(
+                "moto_server (the Kinesis stand-in) is not installed. Install it with \
+                 `scripts/install-test-deps.sh` (or: python3 -m venv .test-deps/venv && \
+                 .test-deps/venv/bin/pip install 'moto[server]')"
+            );
+        }
+        Kind::PubSubEmulator => {
+            let path = PathBuf::from(PUBSUB_EMULATOR);
+            if path.is_file() {
+                return path;
+            }
+            panic!(
+                "Google's Pub/Sub emulator is not installed at {PUBSUB_EMULATOR}. Install it with \
+                 `scripts/install-test-deps.sh` (or: apt-get install -y google-cloud-cli-pubsub-emulator; \
+                 it needs Java)"
+            );
+        }
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// One test event. The payload is a LaunchDarkly-export-shaped JSON document carrying its
+/// event id, so read-back can count each event.
+pub fn item(event_id: &str, context_key: Option<&str>, payload_padding: usize) -> BatchItem {
+    let payload = serde_json::json!({
+        "project": "flagstream-test",
+        "environment": "production",
+        "version": 1,
+        "event": {
+            "kind": "feature",
+            "id": event_id,
+            "key": "new-checkout",
+            "contextKeys": {"user": context_key},
+            "value": true,
+            "padding": "x".repeat(payload_padding),
+        }
+    });
+    BatchItem {
+        event_id: event_id.to_string(),
+        payload: Bytes::from(serde_json::to_vec(&payload).unwrap()),
+        kind: "feature".to_string(),
+        key: Some("new-checkout".to_string()),
+        context_key: context_key.map(str::to_string),
+        environment: "production".to_string(),
+        received_at_ms: 1_700_000_000_000,
+    }
+}
+
+/// A batch of `count` events `"{prefix}-{i}"` spread over `contexts` context keys.
+pub fn batch(prefix: &str, count: usize, contexts: usize) -> Batch {
+    let items = (0..count)
+        .map(|i| {
+            let context = format!("user-{}", i % contexts.max(1));
+            item(&format!("{prefix}-{i}"), Some(&context), 0)
+        })
+        .collect();
+    Batch {
+        id: format!("batch-{prefix}"),
+        schema: Schema::LaunchDarkly,
+        items,
+    }
+}
+
+/// The event id inside a read-back payload.
+pub fn event_id_of(payload: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(payload).unwrap_or_else(|err| {
+        panic!(
+            "read back a non-JSON payload ({err}): {:?}",
+            String::from_utf8_lossy(payload)
+        )
+    });
+    value["event"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("payload without event.id: {value}"))
+        .to_string()
+}
+
+/// Assert that `seen` holds every id of `expected` exactly once and nothing else.
+pub fn assert_exactly_once(seen: &[String], expected: impl IntoIterator<Item = String>) {
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for id in seen {
+        *counts.entry(id.as_str()).or_default() += 1;
+    }
+    let expected: std::collections::BTreeSet<String> = expected.into_iter().collect();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|id| !counts.contains_key(id.as_str()))
+        .collect();
+    let duplicated: Vec<(&&str, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    let unexpected: Vec<&&str> = counts
+        .keys()
+        .filter(|id| !expected.contains(**id))
+        .collect();
+    assert!(
+        missing.is_empty() && duplicated.is_empty() && unexpected.is_empty(),
+        "read back {} events for {} expected; missing {:?}; duplicated {:?}; unexpected {:?}",
+        seen.len(),
+        expected.len(),
+        &missing[..missing.len().min(10)],
+        &duplicated[..duplicated.len().min(10)],
+        &unexpected[..unexpected.len().min(10)],
+    );
+}
