@@ -358,6 +358,25 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_flag() {
+        let readme = include_str!("../../README.md");
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            assert!(
+                readme.contains(&format!("| `--{long}` |")),
+                "README.md's flag table lacks --{long}"
+            );
+            if let Some(env) = arg.get_env() {
+                assert!(
+                    readme.contains(env.to_str().unwrap()),
+                    "README.md lacks {env:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn cross_flag_errors_name_the_flag() {
         for (argv, flag) in [
             (vec!["--wal-segment-bytes", "4KiB"], "wal-segment-bytes"),

@@ -193,7 +193,10 @@ impl Ingest {
                 Encoding::Gzip => raw_weight.saturating_add(limit),
             };
             let permit = self.reserve(weight).await?;
-            let raw = body::collect(request_body, limit).await?;
+            // A slow sender must not hold in-flight bytes forever.
+            let raw = tokio::time::timeout(BODY_READ_TIMEOUT, body::collect(request_body, limit))
+                .await
+                .map_err(|_| IngestError::BodyTimeout(BODY_READ_TIMEOUT))??;
             let body = match encoding {
                 Encoding::Identity => raw,
                 Encoding::Gzip => body::gunzip(&raw, limit)?,
@@ -383,6 +386,9 @@ fn unix_ms_now() -> u64 {
         .map(|elapsed| elapsed.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// How long a request body may take to arrive once its headers are in.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a refused oversized body may be drained so its sender can read the 413.
 const DRAIN_PATIENCE: Duration = Duration::from_secs(1);
@@ -786,6 +792,32 @@ mod tests {
         assert_eq!(status, StatusCode::ACCEPTED);
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["accepted"], 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_arrives_times_out_with_408_and_frees_its_bytes() {
+        let sink = FakeSink::new(Behaviour::Store);
+        let ingest = Ingest::new(settings(), sink.clone());
+        let never = futures::stream::pending::<
+            Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+        >();
+        let request = Request::builder()
+            .method("POST")
+            .uri("/bulk")
+            .header("authorization", "sdk-1")
+            .header("content-length", "100")
+            .body(http_body_util::StreamBody::new(never))
+            .unwrap();
+        let response = ingest.handle(request).await;
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(error_code(&body), "body_timeout");
+        assert_eq!(
+            ingest.inflight.available_permits(),
+            ingest.inflight_capacity,
+            "the reservation is returned"
+        );
+        assert!(sink.records().is_empty());
     }
 
     #[tokio::test]
