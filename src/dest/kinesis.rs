@@ -1156,6 +1156,37 @@ mod tests {
     }
 
     #[test]
+    fn credential_failures_are_permanent_unless_transient() {
+        let s = stream();
+        let missing = classify_credentials_error(
+            &CredentialsError::not_loaded("no providers in chain provided credentials"),
+            &s,
+        );
+        assert!(
+            !missing.retriable && missing.reason.contains("AWS credentials"),
+            "{}",
+            missing.reason
+        );
+        let timed_out = classify_credentials_error(
+            &CredentialsError::provider_timed_out(Duration::from_secs(5)),
+            &s,
+        );
+        assert!(timed_out.retriable);
+        let denied = classify_credentials_error(
+            &CredentialsError::provider_error(
+                "AccessDenied: not authorized to perform sts:AssumeRole",
+            ),
+            &s,
+        );
+        assert!(!denied.retriable);
+        let sts_down = classify_credentials_error(
+            &CredentialsError::provider_error("dispatch failure: connection refused"),
+            &s,
+        );
+        assert!(sts_down.retriable);
+    }
+
+    #[test]
     fn stream_targets_parse() {
         assert_eq!(
             StreamTarget::parse("flag-events").unwrap(),

@@ -685,6 +685,34 @@ mod tests {
     }
 
     #[test]
+    fn transport_and_credential_errors_are_classified() {
+        use google_cloud_gax::error::CredentialsError;
+        let t = topic();
+        let bad = google_cloud_pubsub::Error::authentication(CredentialsError::from_msg(
+            false,
+            "invalid_grant",
+        ));
+        let failure = classify_error(&bad, &t);
+        assert!(
+            !failure.retriable && failure.reason.contains("credentials"),
+            "{}",
+            failure.reason
+        );
+        let flaky = google_cloud_pubsub::Error::authentication(CredentialsError::from_msg(
+            true,
+            "metadata server timeout",
+        ));
+        assert!(classify_error(&flaky, &t).retriable);
+        let refused = google_cloud_pubsub::Error::io("connection refused");
+        assert!(classify_error(&refused, &t).retriable);
+        let throttled = google_cloud_pubsub::Error::http(429, Default::default(), Bytes::new());
+        let failure = classify_error(&throttled, &t);
+        assert!(failure.retriable && failure.throttled);
+        let forbidden = google_cloud_pubsub::Error::http(403, Default::default(), Bytes::new());
+        assert!(!classify_error(&forbidden, &t).retriable);
+    }
+
+    #[test]
     fn credentials_file_must_be_a_service_account_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("user.json");
