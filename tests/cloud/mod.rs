@@ -30,6 +30,9 @@ const PUBSUB_EMULATOR: &str =
 pub enum Kind {
     Moto,
     PubSubEmulator,
+    /// kinesalite (Node), a second Kinesis implementation; with a LevelDB directory its
+    /// streams and records survive a restart.
+    Kinesalite,
 }
 
 /// A running stand-in server (killed on drop).
@@ -38,6 +41,8 @@ pub struct StandIn {
     port: u16,
     program: PathBuf,
     child: Option<Child>,
+    /// kinesalite's LevelDB directory (persistent across `stop`/`start`), if any.
+    store: Option<PathBuf>,
     /// Starts so far; the emulator's log gets one "Server started" line per start.
     starts: usize,
     log: PathBuf,
@@ -55,7 +60,17 @@ impl StandIn {
         StandIn::start_new(Kind::PubSubEmulator)
     }
 
+    /// kinesalite on a free port; with `store`, backed by LevelDB in that directory so a
+    /// restart keeps streams and records (unlike moto and the Pub/Sub emulator).
+    pub fn kinesalite(store: Option<&std::path::Path>) -> StandIn {
+        StandIn::start_with(Kind::Kinesalite, store.map(std::path::Path::to_path_buf))
+    }
+
     fn start_new(kind: Kind) -> StandIn {
+        StandIn::start_with(kind, None)
+    }
+
+    fn start_with(kind: Kind, store: Option<PathBuf>) -> StandIn {
         let program = locate(kind);
         let log_dir = tempfile::tempdir().unwrap();
         let mut stand_in = StandIn {
@@ -63,6 +78,7 @@ impl StandIn {
             port: free_port(),
             program,
             child: None,
+            store,
             starts: 0,
             log: log_dir.path().join("stand-in.log"),
             _log_dir: log_dir,
@@ -98,6 +114,16 @@ impl StandIn {
             Kind::PubSubEmulator => {
                 command.args(["--host=127.0.0.1", &format!("--port={}", self.port)])
             }
+            Kind::Kinesalite => {
+                let modules = test_deps().join("kinesalite/node_modules");
+                command
+                    .arg(
+                        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cloud/kinesalite.js"),
+                    )
+                    .arg(self.port.to_string())
+                    .args(self.store.iter())
+                    .env("NODE_PATH", modules)
+            }
         };
         let child = command
             .stdin(Stdio::null())
@@ -127,7 +153,7 @@ impl StandIn {
 
     fn wait_ready(&mut self) {
         let limit = match self.kind {
-            Kind::Moto => Duration::from_secs(30),
+            Kind::Moto | Kind::Kinesalite => Duration::from_secs(30),
             Kind::PubSubEmulator => Duration::from_secs(60),
         };
         let deadline = Instant::now() + limit;
@@ -161,7 +187,7 @@ impl StandIn {
     /// The emulator opens its port before it serves; its log line says when it does.
     fn ready_probe(&self) -> bool {
         match self.kind {
-            Kind::Moto => true,
+            Kind::Moto | Kind::Kinesalite => true,
             Kind::PubSubEmulator => std::fs::read_to_string(&self.log)
                 .map(|log| log.matches("Server started").count() >= self.starts)
                 .unwrap_or(false),
@@ -205,10 +231,7 @@ fn free_port() -> u16 {
 fn locate(kind: Kind) -> PathBuf {
     match kind {
         Kind::Moto => {
-            let deps = std::env::var_os("FLAGSTREAM_TEST_DEPS")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".test-deps"));
-            let venv = deps.join("venv/bin/moto_server");
+            let venv = test_deps().join("venv/bin/moto_server");
             if venv.is_file() {
                 return venv;
             }
@@ -232,7 +255,26 @@ fn locate(kind: Kind) -> PathBuf {
                  it needs Java)"
             );
         }
+        Kind::Kinesalite => {
+            let installed = test_deps().join("kinesalite/node_modules/kinesalite/index.js");
+            match which("node") {
+                Some(node) if installed.is_file() => node,
+                _ => panic!(
+                    "kinesalite (the second Kinesis stand-in) is not installed. Install it with \
+                     `scripts/install-test-deps.sh` (or: npm install --prefix .test-deps/kinesalite \
+                     kinesalite@3.3.3; needs Node.js)"
+                ),
+            }
+        }
     }
+}
+
+/// `$FLAGSTREAM_TEST_DEPS`, or `.test-deps` in the checkout (where the install script puts
+/// the stand-ins).
+fn test_deps() -> PathBuf {
+    std::env::var_os("FLAGSTREAM_TEST_DEPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".test-deps"))
 }
 
 fn which(program: &str) -> Option<PathBuf> {
