@@ -1,1 +1,131 @@
-fn main() {}
+//! Event-model throughput: decode + filter + map per output schema, plus ingest validation.
+//!
+//! The workload is the real LaunchDarkly Python SDK payload
+//! (`tests/golden/inputs/ld-python-sdk-bulk.json`: index, feature, custom, identify and summary
+//! events, ~166 bytes each when compact) repeated with distinct context keys into one
+//! 1,000-event record, the size of a busy SDK flush. Throughput is reported in events/s;
+//! the target is ≥ 1,000,000 events/s per core for the `launchdarkly` envelope.
+//!
+//! Run: `cargo bench --bench event` (numbers are recorded in docs/performance.md).
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use flagstream::event::{
+    decode, map_event, validate, ExportOptions, Filter, FilterConfig, InboundFormat, RecordContext,
+    Schema,
+};
+
+const EVENTS_PER_RECORD: usize = 1000;
+
+/// A compact JSON array of `EVENTS_PER_RECORD` sample events with distinct users.
+fn workload() -> Vec<u8> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/inputs/ld-python-sdk-bulk.json"
+    );
+    let capture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("sample payload")).unwrap();
+    let events: Vec<String> = capture["body"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    let mut body = String::from("[");
+    for i in 0..EVENTS_PER_RECORD {
+        if i > 0 {
+            body.push(',');
+        }
+        let event = &events[i % events.len()];
+        let user = format!("user-{}", i / events.len());
+        body.push_str(&event.replace("user-0", &user).replace("user-1", &user));
+    }
+    body.push(']');
+    body.into_bytes()
+}
+
+fn ctx() -> RecordContext<'static> {
+    RecordContext {
+        format: InboundFormat::LdBulk,
+        environment: "production",
+        payload_id: Some("e4e80df9-6738-4586-acea-69200e415792"),
+        schema_version: Some(4),
+        seq: 1,
+        received_at_ms: 1_795_267_383_000,
+    }
+}
+
+/// decode → filter → map every event of the record; returns bytes written (kept alive).
+fn pipeline(
+    body: &[u8],
+    schema: Schema,
+    filter: &Filter,
+    options: &ExportOptions,
+    scratch: &mut Vec<u8>,
+    row_buf: &mut Vec<u8>,
+) -> usize {
+    let ctx = ctx();
+    let record = decode(&ctx, body, scratch).expect("decodes");
+    let mut bytes = 0;
+    for event in &record.events {
+        if filter.matches(&ctx, event) {
+            map_event(schema, options, &ctx, event, row_buf, &mut |row| {
+                bytes += row.len()
+            })
+            .expect("maps");
+        }
+    }
+    bytes
+}
+
+fn bench(c: &mut Criterion) {
+    let body = workload();
+    let options = ExportOptions {
+        project: "p-123".into(),
+        ..ExportOptions::default()
+    };
+    // All kinds, so every event is mapped (the default filter would skip index/summary).
+    let (all, _) = FilterConfig::from_query(&[("kinds", "all")]).unwrap();
+    let filter = Filter::new(&all).unwrap();
+
+    let mut group = c.benchmark_group("event");
+    group.throughput(Throughput::Elements(EVENTS_PER_RECORD as u64));
+    let mut scratch = Vec::new();
+    let mut row_buf = Vec::new();
+    for schema in [Schema::LaunchDarkly, Schema::Segment, Schema::Warehouse] {
+        group.bench_function(format!("decode_filter_map/{}", schema.name()), |b| {
+            b.iter(|| {
+                black_box(pipeline(
+                    black_box(&body),
+                    schema,
+                    &filter,
+                    &options,
+                    &mut scratch,
+                    &mut row_buf,
+                ))
+            })
+        });
+    }
+    group.bench_function("decode_only", |b| {
+        b.iter(|| {
+            let ctx = ctx();
+            let record = decode(&ctx, black_box(&body), &mut scratch).unwrap();
+            black_box(record.events.len())
+        })
+    });
+    group.bench_function("validate", |b| {
+        b.iter(|| black_box(validate(InboundFormat::LdBulk, black_box(&body)).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

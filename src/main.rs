@@ -1,1 +1,470 @@
-fn main() {}
+//! The `flagstream` binary: parse the command line, wire the library's parts together, run.
+//!
+//! Wiring only — every behaviour lives in the library. Exit codes: 0 success, 1 runtime
+//! failure (WAL locked or fatal, destination test failed, `wal verify` found problems),
+//! 2 configuration error (a message naming the flag, like clap's own usage errors).
+//!
+//! `serve` start-up order, chosen so that every failure is early and visible: logging and the
+//! metrics recorder; bind both listeners (a busy port fails fast); admin server up (`/readyz`
+//! answers 503 `recovering`); destinations built (bad options fail before any disk work); WAL
+//! recovery; delivery workers; ingest serves; ready.
+//!
+//! Shutdown (SIGTERM/SIGINT, or a fatal WAL): not ready → ingest stops accepting and drains
+//! in-flight appends → delivery persists cursors → WAL final sync → exit.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{CommandFactory, FromArgMatches};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use flagstream::admin::{self, Admin, Phase, Readiness};
+use flagstream::config::{
+    self, BenchArgs, Cli, Command, ConfigError, LogFormat, ServeArgs, ServeConfig, WalCommand,
+    WalSyncArg,
+};
+use flagstream::delivery::{self, DeliveryDefaults, EngineOptions, RetryPolicy};
+use flagstream::dest::{Batch, BatchItem, SendOutcome};
+use flagstream::event::{self, InboundFormat, RecordContext};
+use flagstream::ingest::{self, Ingest};
+use flagstream::wal::{inspect, Wal};
+
+/// Exit code for configuration errors (clap uses 2 for usage errors too).
+const EXIT_CONFIG: u8 = 2;
+
+/// A failure that maps to a specific exit code.
+#[derive(Debug)]
+struct Exit(u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+fn main() -> ExitCode {
+    let raw: Vec<OsString> = std::env::args_os().collect();
+    let matches = Cli::command().get_matches_from(&raw);
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    match run(cli, &raw, &matches) {
+        Ok(code) => code,
+        Err(err) => {
+            if let Some(Exit(code)) = err.downcast_ref::<Exit>() {
+                return ExitCode::from(*code);
+            }
+            if let Some(config) = err.downcast_ref::<ConfigError>() {
+                if let ConfigError::Clap(clap) = config {
+                    clap.exit();
+                }
+                eprintln!("flagstream: {config}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            eprintln!("flagstream: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, raw: &[OsString], matches: &clap::ArgMatches) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = load_config("serve", args, raw, matches)?;
+            runtime()?.block_on(serve(config))
+        }
+        Command::Validate(args) => {
+            let config = load_config("validate", args, raw, matches)?;
+            runtime()?.block_on(validate(config))
+        }
+        Command::TestDestination { name, serve } => {
+            let config = load_config("test-destination", serve, raw, matches)?;
+            runtime()?.block_on(test_destination(config, &name))
+        }
+        Command::Wal { command } => wal_command(command),
+        Command::Bench(args) => runtime()?.block_on(bench(args)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("flagstream")
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Merge the `--config` file (if any) under the command line, then validate.
+fn load_config(
+    subcommand: &str,
+    args: ServeArgs,
+    raw: &[OsString],
+    matches: &clap::ArgMatches,
+) -> Result<ServeConfig> {
+    let (args, file) = match args.config.clone() {
+        None => (args, None),
+        Some(path) => {
+            let sub_matches = matches
+                .subcommand_matches(subcommand)
+                .ok_or_else(|| anyhow!("no matches for subcommand {subcommand}"))?;
+            let (cli, file) = config::merge_config_file(raw, subcommand, sub_matches, &path)?;
+            let args = match cli.command {
+                Command::Serve(args) | Command::Validate(args) => args,
+                Command::TestDestination { serve, .. } => serve,
+                _ => bail!("unexpected subcommand after merging {}", path.display()),
+            };
+            (args, Some(file))
+        }
+    };
+    Ok(ServeConfig::from_args(&args, file.as_ref())?)
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests, library embedding) is harmless: keep the first.
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn delivery_defaults(config: &ServeConfig) -> DeliveryDefaults {
+    DeliveryDefaults {
+        retry: RetryPolicy {
+            max_attempts: config.retry.max_attempts,
+            max_age: config.retry.max_age,
+            initial_backoff: config.retry.initial_backoff,
+            max_backoff: config.retry.max_backoff,
+        },
+        project: config.project.clone(),
+    }
+}
+
+/// Build every destination from its spec; errors are configuration errors (exit 2).
+async fn configure_destinations(
+    config: &ServeConfig,
+) -> Result<Vec<delivery::ConfiguredDestination>> {
+    delivery::configure(
+        config.destinations.clone(),
+        &delivery_defaults(config),
+        &config.data_dir,
+    )
+    .await
+    .map_err(|err| {
+        eprintln!("flagstream: invalid value for `--dest`: {err}");
+        anyhow::Error::new(Exit(EXIT_CONFIG))
+    })
+}
+
+async fn serve(config: ServeConfig) -> Result<ExitCode> {
+    init_logging(config.log_format, &config.log_filter);
+    let prometheus = flagstream::metrics::install_recorder().context("installing metrics")?;
+    let readiness = Arc::new(Readiness::default());
+    let admin_state = Arc::new(Admin::new(Some(prometheus), readiness.clone()));
+
+    let ingest_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", config.listen))?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding --admin-listen {}", config.admin_listen))?;
+    let ingest_addr = ingest_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let admin_shutdown = CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin_state.clone(),
+        admin_shutdown.clone(),
+    ));
+    tracing::info!(%admin_addr, "admin listening");
+
+    if config.ingest.environments.is_open() {
+        tracing::warn!(
+            "no --environment configured: ingest is OPEN, every request is accepted into \
+             environment `{}`",
+            ingest::DEFAULT_ENVIRONMENT
+        );
+    }
+    let destinations = configure_destinations(&config).await?;
+
+    readiness.set(Phase::Recovering);
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating --data-dir {}", config.data_dir.display()))?;
+    let wal_options = config.wal.clone();
+    let started = std::time::Instant::now();
+    let wal = tokio::task::spawn_blocking(move || Wal::open(wal_options))
+        .await
+        .context("WAL recovery task")?
+        .context("opening the write-ahead log")?;
+    metrics::gauge!(flagstream::metrics::WAL_RECOVERY_SECONDS).set(started.elapsed().as_secs_f64());
+    tracing::info!(
+        dir = %config.wal.dir.display(),
+        first_seq = wal.first_seq(),
+        next_seq = wal.next_seq(),
+        recovery_ms = started.elapsed().as_millis() as u64,
+        "write-ahead log open"
+    );
+    admin_state.attach_wal(wal.clone());
+
+    let mut engine_options = EngineOptions::new(&config.data_dir);
+    engine_options.shutdown_grace = engine_options.shutdown_grace.min(config.shutdown_timeout);
+    let delivery = delivery::Delivery::start(&wal, destinations, &engine_options)
+        .context("starting delivery")?;
+    admin_state.attach_delivery(delivery.clone());
+
+    let ingest_state = Arc::new(Ingest::new(config.ingest.clone(), Arc::new(wal.clone())));
+    let ingest_shutdown = CancellationToken::new();
+    let ingest_task = tokio::spawn(ingest::serve(
+        ingest_listener,
+        ingest_state,
+        ingest_shutdown.clone(),
+        config.shutdown_timeout,
+    ));
+    readiness.set(Phase::Ready);
+    tracing::info!(%ingest_addr, destinations = ?delivery.names(), "ingest listening");
+
+    let fatal = wait_for_shutdown(&wal).await;
+    readiness.set(Phase::ShuttingDown);
+    tracing::info!("shutting down: draining in-flight requests");
+    ingest_shutdown.cancel();
+    let drained = ingest_task.await.unwrap_or(false);
+    tracing::info!(drained, "ingest stopped; stopping delivery");
+    delivery.shutdown().await;
+    if let Err(err) = wal.close().await {
+        tracing::error!(error = %err, "final WAL sync failed");
+        admin_shutdown.cancel();
+        let _ = admin_task.await;
+        return Ok(ExitCode::FAILURE);
+    }
+    admin_shutdown.cancel();
+    let _ = admin_task.await;
+    match fatal {
+        Some(reason) => {
+            tracing::error!(%reason, "stopped because the write-ahead log is in a fatal state");
+            Ok(ExitCode::FAILURE)
+        }
+        None => {
+            tracing::info!("shutdown complete");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Wait for SIGTERM/SIGINT (→ `None`) or a fatal WAL state (→ `Some(reason)`).
+async fn wait_for_shutdown(wal: &Wal) -> Option<String> {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => Some(signal),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM");
+                None
+            }
+        };
+    let mut fatal_check = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT received");
+                return None;
+            }
+            _ = async {
+                match terminate.as_mut() {
+                    Some(signal) => { signal.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                tracing::info!("SIGTERM received");
+                return None;
+            }
+            _ = fatal_check.tick() => {
+                if let Some(reason) = wal.stats().fatal {
+                    return Some(reason);
+                }
+            }
+        }
+    }
+}
+
+async fn validate(config: ServeConfig) -> Result<ExitCode> {
+    let destinations = configure_destinations(&config).await?;
+    println!("configuration is valid");
+    println!("  ingest:       {}", config.listen);
+    println!("  admin:        {}", config.admin_listen);
+    println!("  data dir:     {}", config.data_dir.display());
+    let environments: Vec<&str> = config.ingest.environments.names().collect();
+    if config.ingest.environments.is_open() {
+        println!("  environments: none (open: everything goes to `default`)");
+    } else {
+        println!("  environments: {}", environments.join(", "));
+    }
+    for configured in &destinations {
+        println!(
+            "  destination:  {} ({})",
+            configured.settings.name,
+            configured.destination.kind()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The flag key (and context key) of the test event, as LaunchDarkly's own test button uses.
+const TEST_EVENT_KEY: &str = "LaunchDarklyDataExportTestEvent";
+
+async fn test_destination(config: ServeConfig, name: &str) -> Result<ExitCode> {
+    init_logging(config.log_format, "warn");
+    let destinations = configure_destinations(&config).await?;
+    let Some(configured) = destinations
+        .into_iter()
+        .find(|configured| configured.settings.name == name)
+    else {
+        eprintln!("flagstream: no destination named `{name}`");
+        return Err(Exit(EXIT_CONFIG).into());
+    };
+    let destination = configured.destination.clone();
+    println!("destination {} ({})", name, destination.kind());
+    if let Err(err) = destination.check().await {
+        println!("check:   FAILED: {err}");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("check:   ok");
+
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0);
+    let body = serde_json::json!([{
+        "kind": "feature",
+        "creationDate": now_ms,
+        "key": TEST_EVENT_KEY,
+        "version": 1,
+        "context": {"kind": "user", "key": TEST_EVENT_KEY},
+        "variation": 0,
+        "value": true,
+        "default": false
+    }])
+    .to_string();
+    let payload_id = format!("flagstream-test-{now_ms}");
+    let ctx = RecordContext {
+        format: InboundFormat::LdBulk,
+        environment: "test",
+        payload_id: Some(&payload_id),
+        schema_version: Some(4),
+        seq: 0,
+        received_at_ms: now_ms,
+    };
+    let schema = configured.settings.effective_schema(destination.as_ref());
+    let mut scratch = Vec::new();
+    let decoded = event::decode(&ctx, body.as_bytes(), &mut scratch)
+        .map_err(|err| anyhow!("building the test event: {err}"))?;
+    let test_event = decoded
+        .events
+        .first()
+        .ok_or_else(|| anyhow!("the test event did not decode"))?;
+    let mut rows: Vec<Vec<u8>> = Vec::new();
+    let mut map_scratch = Vec::new();
+    event::map_event(
+        schema,
+        &configured.settings.export,
+        &ctx,
+        test_event,
+        &mut map_scratch,
+        &mut |row| rows.push(row.to_vec()),
+    )
+    .map_err(|err| anyhow!("mapping the test event to {}: {err}", schema.name()))?;
+    let items = rows
+        .into_iter()
+        .map(|row| BatchItem {
+            event_id: event::event_id(&ctx, 0),
+            payload: row.into(),
+            kind: "feature".to_string(),
+            key: Some(TEST_EVENT_KEY.to_string()),
+            context_key: Some(TEST_EVENT_KEY.to_string()),
+            environment: "test".to_string(),
+            received_at_ms: now_ms,
+        })
+        .collect();
+    let batch = Batch {
+        id: format!("{name}-test-{now_ms}"),
+        schema,
+        items,
+    };
+    let outcome = destination.send(&batch).await;
+    match &outcome {
+        SendOutcome::Delivered => {
+            println!("send:    delivered (batch {})", batch.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            println!("send:    {}: {other:?}", other.label());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn wal_command(command: WalCommand) -> Result<ExitCode> {
+    match command {
+        WalCommand::Inspect { dir, json } => {
+            let report =
+                inspect::inspect(&dir).with_context(|| format!("inspecting {}", dir.display()))?;
+            print_report(&report, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        WalCommand::Verify { dir, json } => {
+            let report =
+                inspect::verify(&dir).with_context(|| format!("verifying {}", dir.display()))?;
+            print_report(&report, json)?;
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn print_report<R: std::fmt::Display + serde::Serialize>(report: &R, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+async fn bench(args: BenchArgs) -> Result<ExitCode> {
+    let wal_sync = match args.wal_sync {
+        WalSyncArg::Always => "always",
+        WalSyncArg::Interval => "interval",
+        WalSyncArg::Never => "never",
+    };
+    let options = flagstream::bench::BenchOptions {
+        url: args.url,
+        admin: args.admin,
+        connections: args.connections,
+        duration: args.duration.into(),
+        batch_events: args.batch_events,
+        wal_sync: wal_sync.to_string(),
+        data_dir: args.data_dir,
+        drain_timeout: args.drain_timeout.into(),
+        binary: std::env::current_exe().context("locating the flagstream binary")?,
+    };
+    let report = flagstream::bench::run(options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_markdown());
+    }
+    Ok(ExitCode::SUCCESS)
+}

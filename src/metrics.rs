@@ -84,3 +84,147 @@ pub const DEST_BATCH_BYTES: &str = "flagstream_dest_batch_bytes";
 pub const DEST_SEND_DURATION_SECONDS: &str = "flagstream_dest_send_duration_seconds";
 /// Gauge{destination}: 1 while paused by the operator.
 pub const DEST_PAUSED: &str = "flagstream_dest_paused";
+
+// --- process ------------------------------------------------------------------------------
+/// Gauge: ingest connections currently open.
+pub const INGEST_OPEN_CONNECTIONS: &str = "flagstream_ingest_open_connections";
+/// Gauge: 1 once recovery finished and ingest accepts traffic, 0 while recovering or fatal.
+pub const READY: &str = "flagstream_ready";
+
+// --- recorder -----------------------------------------------------------------------------
+
+/// Latency buckets (seconds): 100 µs … 10 s, dense where group commit lives (0.5–20 ms).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+/// Count buckets (events per batch, records per fsync).
+const COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+];
+/// Size buckets (bytes per batch): 1 KiB … 16 MiB.
+const BYTE_BUCKETS: &[f64] = &[
+    1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+];
+
+/// Install the process-wide Prometheus recorder and describe every metric above.
+/// Call once, before anything records. The returned handle renders `/metrics`; call its
+/// `run_upkeep` periodically (the admin server does) to bound histogram memory.
+pub fn install_recorder(
+) -> Result<metrics_exporter_prometheus::PrometheusHandle, metrics_exporter_prometheus::BuildError>
+{
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(WAL_RECORDS_PER_FSYNC.into()), COUNT_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(DEST_BATCH_EVENTS.into()), COUNT_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(DEST_BATCH_BYTES.into()), BYTE_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+/// `# HELP` lines for `/metrics`.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        INGEST_REQUESTS_TOTAL,
+        "HTTP requests answered, by route and status"
+    );
+    describe_counter!(
+        INGEST_EVENTS_TOTAL,
+        "Events accepted into the WAL, by route"
+    );
+    describe_counter!(
+        INGEST_BYTES_TOTAL,
+        Unit::Bytes,
+        "Body bytes accepted (after gunzip)"
+    );
+    describe_counter!(
+        INGEST_REJECTED_TOTAL,
+        "Requests refused, by route and reason"
+    );
+    describe_histogram!(
+        INGEST_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Request start to response, including the WAL sync wait"
+    );
+    describe_counter!(
+        INGEST_DUPLICATE_PAYLOADS_TOTAL,
+        "SDK retries answered from the payload-id cache without a second append"
+    );
+    describe_gauge!(
+        INGEST_INFLIGHT_BYTES,
+        Unit::Bytes,
+        "Request body bytes reserved in memory"
+    );
+    describe_gauge!(INGEST_OPEN_CONNECTIONS, "Ingest connections currently open");
+    describe_gauge!(READY, "1 when recovery finished and ingest accepts traffic");
+    describe_counter!(
+        WAL_APPEND_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes appended to the WAL"
+    );
+    describe_counter!(WAL_APPEND_RECORDS_TOTAL, "Records appended to the WAL");
+    describe_gauge!(WAL_BYTES, Unit::Bytes, "Bytes of WAL segment files on disk");
+    describe_gauge!(WAL_CAPACITY_BYTES, Unit::Bytes, "WAL byte budget");
+    describe_gauge!(WAL_SEGMENTS, "WAL segment files on disk");
+    describe_histogram!(WAL_FSYNC_SECONDS, Unit::Seconds, "fdatasync latency");
+    describe_histogram!(
+        WAL_RECORDS_PER_FSYNC,
+        "Records made durable by one fdatasync"
+    );
+    describe_counter!(WAL_CORRUPT_RECORDS_TOTAL, "Corrupt WAL records skipped");
+    describe_gauge!(
+        WAL_RECOVERY_SECONDS,
+        Unit::Seconds,
+        "Duration of the last recovery"
+    );
+    describe_counter!(WAL_REJECTED_APPENDS_TOTAL, "Appends refused, by reason");
+    describe_gauge!(WAL_ORPHAN_CURSORS, "Persisted cursors no destination owns");
+    describe_counter!(
+        WAL_SEGMENTS_FREED_TOTAL,
+        "Segments freed by garbage collection"
+    );
+    describe_counter!(
+        DEST_DELIVERED_EVENTS_TOTAL,
+        "Events a destination acknowledged"
+    );
+    describe_counter!(DEST_SENDS_TOTAL, "Send attempts, by outcome");
+    describe_counter!(DEST_RETRIES_TOTAL, "Retried sends");
+    describe_counter!(DEST_THROTTLED_TOTAL, "Sends the target throttled");
+    describe_counter!(
+        DEST_DEAD_LETTERED_EVENTS_TOTAL,
+        "Events written to dead letters"
+    );
+    describe_counter!(
+        DEST_FILTERED_EVENTS_TOTAL,
+        "Events the destination's filters skipped"
+    );
+    describe_counter!(
+        DEST_INVALID_EVENTS_TOTAL,
+        "Invalid events found while decoding"
+    );
+    describe_gauge!(
+        DEST_LAG_RECORDS,
+        "Records between the cursor and the WAL end"
+    );
+    describe_gauge!(
+        DEST_LAG_BYTES,
+        Unit::Bytes,
+        "Bytes between the cursor and the WAL end"
+    );
+    describe_gauge!(
+        DEST_LAG_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest undelivered record"
+    );
+    describe_histogram!(DEST_BATCH_EVENTS, "Events per sent batch");
+    describe_histogram!(
+        DEST_BATCH_BYTES,
+        Unit::Bytes,
+        "Payload bytes per sent batch"
+    );
+    describe_histogram!(DEST_SEND_DURATION_SECONDS, Unit::Seconds, "Send latency");
+    describe_gauge!(DEST_PAUSED, "1 while paused by the operator");
+}

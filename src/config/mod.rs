@@ -1,1 +1,518 @@
-//! Placeholder: owned by the `flagstream serve` work (issue 4).
+//! Configuration: the command line ([`cli`]), the optional TOML file ([`file`]) and their
+//! resolution into one validated [`ServeConfig`].
+//!
+//! ## Sources and precedence
+//!
+//! Command line > `FLAGSTREAM_*` environment variable > `--config` file > built-in default.
+//! clap does the first, second and fourth; [`merge_config_file`] adds the file's settings as
+//! extra `--flag=value` arguments for the flags that nothing higher set, then clap parses
+//! again — so every value, wherever it came from, goes through the same parser and gets the
+//! same error message.
+//!
+//! ## Invariants
+//!
+//! * Every error names the flag (or file key) and what is accepted; `main` prints it and exits
+//!   with code 2, like clap's own usage errors.
+//! * [`ServeConfig`] is only built from values that passed validation: the rest of the program
+//!   never re-checks flags.
+//! * With no destination anywhere, the embedded default is a file destination under
+//!   `<data-dir>/export`.
+
+pub mod cli;
+pub mod file;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches};
+
+pub use cli::{BenchArgs, Cli, Command, LogFormat, ServeArgs, WalCommand, WalSyncArg};
+pub use file::ConfigFile;
+
+use crate::dest::file::FileDestination;
+use crate::dest::DestinationSpec;
+use crate::ingest::{Environments, IngestSettings};
+use crate::wal::{RecoveryMode, SyncMode, WalOptions};
+
+/// A configuration problem, naming the flag (or file) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value for `--{flag}`: {message}")]
+    Invalid { flag: &'static str, message: String },
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+}
+
+impl ConfigError {
+    fn invalid(flag: &'static str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            flag,
+            message: message.into(),
+        }
+    }
+}
+
+/// The `--retry-*` flags. `main` turns them into the delivery engine's `RetryPolicy`
+/// (same fields; `None` = unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrySettings {
+    pub max_attempts: Option<u32>,
+    pub max_age: Option<Duration>,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// Room reserved in a WAL record for the stored metadata header in front of the body
+/// (environment, payload id, tags, user agent).
+const RECORD_METADATA_BYTES: u64 = 64 * 1024;
+
+/// Everything `flagstream serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub wal: WalOptions,
+    pub ingest: IngestSettings,
+    /// Every destination, from `--dest` then the file's `[[destination]]` tables; never empty.
+    pub destinations: Vec<DestinationSpec>,
+    /// True when `destinations` is the embedded default (nothing was configured).
+    pub default_destination: bool,
+    pub retry: RetrySettings,
+    pub project: String,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub shutdown_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// Where the WAL lives inside the data dir.
+    pub fn wal_dir(data_dir: &Path) -> PathBuf {
+        data_dir.join("wal")
+    }
+
+    /// Where dead letters live inside the data dir.
+    pub fn dead_letter_dir(&self) -> PathBuf {
+        self.data_dir.join("dead-letters")
+    }
+
+    /// Validate parsed flags (already merged with the config file, see [`merge_config_file`]).
+    pub fn from_args(args: &ServeArgs, file: Option<&ConfigFile>) -> Result<Self, ConfigError> {
+        let mut wal = WalOptions::new(Self::wal_dir(&args.data_dir));
+        wal.segment_bytes = args.wal_segment_bytes.as_u64();
+        wal.max_bytes = args.wal_max_bytes.as_u64();
+        wal.min_free_bytes = args.wal_min_free_bytes.as_u64();
+        wal.sync = match args.wal_sync {
+            WalSyncArg::Always => SyncMode::Always,
+            WalSyncArg::Interval => SyncMode::Interval(args.wal_sync_interval.into()),
+            WalSyncArg::Never => SyncMode::Never,
+        };
+        wal.recovery = match args.wal_recovery {
+            cli::WalRecoveryArg::TolerateTail => RecoveryMode::TolerateTail,
+            cli::WalRecoveryArg::Strict => RecoveryMode::Strict,
+        };
+        if let Err(err) = wal.validate() {
+            let message = err.to_string();
+            let flag = if message.contains("max_bytes") {
+                "wal-max-bytes"
+            } else if message.contains("interval") {
+                "wal-sync-interval"
+            } else if message.contains("min_free") {
+                "wal-min-free-bytes"
+            } else {
+                "wal-segment-bytes"
+            };
+            return Err(ConfigError::invalid(flag, message));
+        }
+        let max_body = args.max_body_bytes.as_u64();
+        if max_body < 1024 {
+            return Err(ConfigError::invalid(
+                "max-body-bytes",
+                "must be at least 1KiB",
+            ));
+        }
+        if max_body + RECORD_METADATA_BYTES > wal.max_record_bytes() {
+            return Err(ConfigError::invalid(
+                "max-body-bytes",
+                format!(
+                    "{} does not fit in one WAL record of --wal-segment-bytes {}: keep it at most {}",
+                    args.max_body_bytes,
+                    args.wal_segment_bytes,
+                    bytesize::ByteSize(wal.max_record_bytes().saturating_sub(RECORD_METADATA_BYTES))
+                ),
+            ));
+        }
+        let inflight = args.max_inflight_bytes.as_u64();
+        if inflight < max_body {
+            return Err(ConfigError::invalid(
+                "max-inflight-bytes",
+                format!(
+                    "{} is smaller than --max-body-bytes {}: such a body could never be admitted",
+                    args.max_inflight_bytes, args.max_body_bytes
+                ),
+            ));
+        }
+        if args.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "max-connections",
+                "must be at least 1",
+            ));
+        }
+
+        let mut environment_entries = Vec::new();
+        for value in &args.environment {
+            let (name, keys) = value.split_once('=').ok_or_else(|| {
+                ConfigError::invalid(
+                    "environment",
+                    format!("`{value}` is not of the form NAME=KEY[,KEY…]"),
+                )
+            })?;
+            environment_entries.push((
+                name.trim().to_string(),
+                keys.split(',').map(str::to_string).collect::<Vec<_>>(),
+            ));
+        }
+        if let Some(file) = file {
+            environment_entries.extend(file.environments.iter().cloned());
+        }
+        let environments = Environments::from_entries(environment_entries)
+            .map_err(|message| ConfigError::invalid("environment", message))?;
+
+        let mut destinations = Vec::new();
+        for text in &args.dest {
+            let spec = DestinationSpec::parse(text)
+                .map_err(|err| ConfigError::invalid("dest", err.to_string()))?;
+            destinations.push(spec);
+        }
+        if let Some(file) = file {
+            destinations.extend(file.destinations.iter().cloned());
+        }
+        let default_destination = destinations.is_empty();
+        if default_destination {
+            destinations.push(FileDestination::default_spec(&args.data_dir));
+        }
+
+        let retry = RetrySettings {
+            max_attempts: args.retry_max_attempts.finite(),
+            max_age: args.retry_max_age.finite().map(Duration::from),
+            initial_backoff: args.retry_initial_backoff.into(),
+            max_backoff: args.retry_max_backoff.into(),
+        };
+        if retry.initial_backoff > retry.max_backoff {
+            return Err(ConfigError::invalid(
+                "retry-initial-backoff",
+                format!(
+                    "{} is longer than --retry-max-backoff {}",
+                    args.retry_initial_backoff, args.retry_max_backoff
+                ),
+            ));
+        }
+
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&args.log_level) {
+            return Err(ConfigError::invalid("log-level", err.to_string()));
+        }
+        if args.project.trim().is_empty() {
+            return Err(ConfigError::invalid("project", "must not be empty"));
+        }
+
+        let ingest = IngestSettings {
+            max_body_bytes: to_usize(max_body),
+            max_inflight_bytes: to_usize(inflight),
+            max_connections: args.max_connections,
+            dedupe_cache_size: args.dedupe_cache_size,
+            environments,
+            ..IngestSettings::default()
+        };
+        Ok(ServeConfig {
+            listen: args.listen,
+            admin_listen: args.admin_listen,
+            data_dir: args.data_dir.clone(),
+            wal,
+            ingest,
+            destinations,
+            default_destination,
+            retry,
+            project: args.project.trim().to_string(),
+            log_format: args.log_format,
+            log_filter: args.log_level.clone(),
+            shutdown_timeout: args.shutdown_timeout.into(),
+        })
+    }
+}
+
+fn to_usize(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX)
+}
+
+/// Load the `--config` file and parse the command line again with the file's settings
+/// inserted below the command line and environment variables.
+///
+/// `raw_args` is the full argv (`flagstream serve …`); `subcommand` the name of the subcommand
+/// whose flags are [`ServeArgs`]. Returns the final [`Cli`] and the loaded file.
+pub fn merge_config_file(
+    raw_args: &[OsString],
+    subcommand: &str,
+    matches: &ArgMatches,
+    path: &Path,
+) -> Result<(Cli, ConfigFile), ConfigError> {
+    let file = ConfigFile::load(path)?;
+    let known = ServeArgs::augment_args(clap::Command::new("serve"));
+    let mut extra: Vec<OsString> = Vec::new();
+    for (flag, value) in &file.settings {
+        let id = flag.replace('-', "_");
+        if !known.get_arguments().any(|arg| arg.get_id() == id.as_str()) {
+            return Err(ConfigError::File {
+                path: path.to_path_buf(),
+                message: format!("unknown setting `{flag}` (run `flagstream serve --help`)"),
+            });
+        }
+        let set_above = matches!(
+            matches.value_source(&id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if !set_above {
+            extra.push(format!("--{flag}={value}").into());
+        }
+    }
+    // Insert the file's flags right after the subcommand name, before the user's own.
+    let position = raw_args
+        .iter()
+        .position(|arg| arg == subcommand)
+        .map(|index| index + 1)
+        .unwrap_or(raw_args.len());
+    let mut args: Vec<OsString> = raw_args[..position].to_vec();
+    args.extend(extra);
+    args.extend_from_slice(&raw_args[position..]);
+    let matches = Cli::command()
+        .try_get_matches_from(args)
+        .map_err(|err| ConfigError::File {
+            path: path.to_path_buf(),
+            message: err.to_string().trim_end().to_string(),
+        })?;
+    Ok((Cli::from_arg_matches(&matches)?, file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["flagstream", "serve"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from_checked(&argv) {
+            Command::Serve(args) => args,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    impl Cli {
+        fn try_parse_from_checked(argv: &[&str]) -> Command {
+            <Cli as clap::Parser>::try_parse_from(argv).unwrap().command
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_build_a_config_with_the_embedded_file_destination() {
+        let config = ServeConfig::from_args(&serve_args(&["--data-dir", "/srv/fs"]), None).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8030");
+        assert_eq!(config.wal.dir, PathBuf::from("/srv/fs/wal"));
+        assert_eq!(config.wal.sync, SyncMode::Always);
+        assert!(config.default_destination);
+        assert_eq!(config.destinations.len(), 1);
+        assert_eq!(config.destinations[0].scheme, "file");
+        assert_eq!(config.destinations[0].target, "/srv/fs/export");
+        assert!(config.ingest.environments.is_open());
+        assert_eq!(config.retry.max_attempts, Some(5));
+        assert_eq!(config.retry.max_age, Some(Duration::from_secs(30 * 60)));
+    }
+
+    #[test]
+    fn every_flag_shows_its_default_and_env_var() {
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" {
+                continue;
+            }
+            assert!(arg.get_env().is_some(), "--{id} has no env var");
+            let has_default = !arg.get_default_values().is_empty();
+            let documented_absent = ["config", "environment", "dest"].contains(&id);
+            assert!(has_default || documented_absent, "--{id} shows no default");
+        }
+    }
+
+    #[test]
+    fn cross_flag_errors_name_the_flag() {
+        for (argv, flag) in [
+            (vec!["--wal-segment-bytes", "4KiB"], "wal-segment-bytes"),
+            (vec!["--wal-segment-bytes", "1000000"], "wal-segment-bytes"),
+            (
+                vec!["--wal-sync", "interval", "--wal-sync-interval", "0s"],
+                "wal-sync-interval",
+            ),
+            (
+                vec!["--wal-segment-bytes", "8MiB", "--wal-max-bytes", "8MiB"],
+                "wal-max-bytes",
+            ),
+            (
+                vec!["--wal-segment-bytes", "8MiB", "--max-body-bytes", "8MiB"],
+                "max-body-bytes",
+            ),
+            (
+                vec!["--max-body-bytes", "8MiB", "--max-inflight-bytes", "1MiB"],
+                "max-inflight-bytes",
+            ),
+            (vec!["--max-connections", "0"], "max-connections"),
+            (vec!["--environment", "prod"], "environment"),
+            (
+                vec!["--environment", "a=k", "--environment", "b=k"],
+                "environment",
+            ),
+            (vec!["--dest", "no-scheme"], "dest"),
+            (
+                vec!["--retry-initial-backoff", "1h", "--retry-max-backoff", "1m"],
+                "retry-initial-backoff",
+            ),
+            (vec!["--log-level", "info,=bad=x"], "log-level"),
+        ] {
+            let err = ServeConfig::from_args(&serve_args(&argv), None).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("`--{flag}`")),
+                "{argv:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn clap_rejects_bad_values_naming_the_flag_and_accepted_values() {
+        let err = <Cli as clap::Parser>::try_parse_from([
+            "flagstream",
+            "serve",
+            "--wal-sync",
+            "sometimes",
+        ])
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(
+            text.contains("--wal-sync") && text.contains("always"),
+            "{text}"
+        );
+        let err = <Cli as clap::Parser>::try_parse_from([
+            "flagstream",
+            "serve",
+            "--max-body-bytes",
+            "lots",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("--max-body-bytes"), "{err}");
+        let err = <Cli as clap::Parser>::try_parse_from([
+            "flagstream",
+            "serve",
+            "--retry-max-attempts",
+            "often",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("unlimited"), "{err}");
+    }
+
+    #[test]
+    fn unlimited_retries_and_explicit_destinations() {
+        let config = ServeConfig::from_args(
+            &serve_args(&[
+                "--retry-max-attempts",
+                "unlimited",
+                "--retry-max-age",
+                "unlimited",
+                "--dest",
+                "log:",
+                "--dest",
+                "file:///tmp/x",
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.retry.max_attempts, None);
+        assert_eq!(config.retry.max_age, None);
+        assert!(!config.default_destination);
+        assert_eq!(config.destinations.len(), 2);
+    }
+
+    #[test]
+    fn config_file_sits_below_command_line_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flagstream.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\nmax-connections = 7\nproject = \"from-file\"\n\
+             [environments]\nprod = [\"k1\"]\n[[destination]]\nurl = \"log:\"\n",
+        )
+        .unwrap();
+        let raw: Vec<OsString> = [
+            "flagstream",
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--max-connections",
+            "3",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let matches = Cli::command().try_get_matches_from(&raw).unwrap();
+        let serve_matches = matches.subcommand_matches("serve").unwrap();
+        let (cli, file) = merge_config_file(&raw, "serve", serve_matches, &path).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        let config = ServeConfig::from_args(&args, Some(&file)).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9999");
+        assert_eq!(config.ingest.max_connections, 3, "command line wins");
+        assert_eq!(config.project, "from-file");
+        assert_eq!(
+            config.ingest.environments.lookup(Some("k1")).as_deref(),
+            Some("prod")
+        );
+        assert_eq!(config.destinations[0].scheme, "log");
+    }
+
+    #[test]
+    fn config_file_errors_name_the_file_and_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flagstream.toml");
+        for (text, needle) in [
+            ("listn = \"x\"", "unknown setting `listn`"),
+            ("wal-sync = \"sometimes\"", "--wal-sync"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let raw: Vec<OsString> = ["flagstream", "serve", "--config", path.to_str().unwrap()]
+                .iter()
+                .map(OsString::from)
+                .collect();
+            let matches = Cli::command().try_get_matches_from(&raw).unwrap();
+            let serve_matches = matches.subcommand_matches("serve").unwrap();
+            let err = merge_config_file(&raw, "serve", serve_matches, &path).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("flagstream.toml") && text.contains(needle),
+                "{text}"
+            );
+        }
+    }
+}

@@ -1,1 +1,415 @@
-//! Placeholder: owned by the `flagstream serve` work (issue 4).
+//! The delivery engine: one task per destination, from its WAL cursor to acknowledged sends.
+//!
+//! ```text
+//!  WAL ──reader──▶ pipeline ──▶ batcher ──▶ dispatch ──▶ send tasks (≤ concurrency)
+//!   ▲              decode        count/bytes/   ack window      │ Delivered / Partial /
+//!   │              filter        linger cuts    (contiguous     │ Retriable (backoff) /
+//!   │              map schema    stable ids      prefix)        │ Permanent → dead letters
+//!   └── collect_garbage ◀── cursor persist (≈200 ms) ◀── dead letters fsynced ◀──┘
+//! ```
+//!
+//! ## What each module owns
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`settings`] | the delivery keys of a `--dest` URL, names, limits, concurrency |
+//! | [`pipeline`] | record → events → filter → schema rows (the per-event hot path) |
+//! | [`batcher`] | deterministic batch cutting and stable batch ids |
+//! | [`sender`] | one batch's send/classify/backoff loop |
+//! | [`retry`] | the backoff schedule and when to give up |
+//! | [`dead_letter`] | the on-disk dead-letter store |
+//! | `worker` | the per-destination task tying these together, cursor persistence |
+//! | [`status`] | the snapshot behind `GET /v1/destinations` |
+//!
+//! ## Invariants (design §2)
+//!
+//! * **At least once, or a dead letter** (2): the cursor only moves over spans whose events are
+//!   delivered, filtered out, or written to the dead-letter store — and the dead letters are
+//!   fdatasynced before the cursor position that covers them is persisted.
+//! * **Usually exactly once** (3): batches are cut deterministically from the cursor; the one
+//!   non-deterministic cut (linger) is persisted as the cursor's plan before that batch is sent.
+//!   Batch ids are `<destination>-<first seq>.<event>-<last seq>.<event>`. Only the *oldest*
+//!   in-flight batch's plan fits in the cursor: if a crash hits while a younger batch that was
+//!   also cut by linger is in flight, that one may be re-cut differently and its events
+//!   delivered twice under another id (at least once still holds).
+//! * **Retry state survives restarts** (4): the oldest in-flight batch's attempts, next attempt
+//!   and first failure are part of the persisted cursor.
+//! * **A slow or dead destination never slows the others** (7): each destination has its own
+//!   task, reader, concurrency slots and cursor; the only shared resource is WAL disk space,
+//!   which a lagging cursor pins visibly (`flagstream_dest_lag_*`).
+//! * **Bounded memory** (6): per destination at most `concurrency` batches in flight plus one
+//!   ready and one open batch, each within the destination's byte limit.
+
+pub mod batcher;
+pub mod dead_letter;
+pub mod pipeline;
+pub mod retry;
+pub mod sender;
+pub mod settings;
+pub mod status;
+mod worker;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::dest::{registry, DestError, DestinationSpec};
+use crate::event::Filter;
+use crate::wal::{Wal, WalError};
+
+pub use crate::dest::units::{parse_byte_size, parse_duration};
+pub use dead_letter::{dead_letter_path, read_dead_letters, DeadLetterEntry};
+pub use retry::{parse_max_age, parse_max_attempts, ErrorClass, RetryPolicy};
+pub use settings::{assign_names, ConfiguredDestination, DeliveryDefaults, DeliverySettings};
+pub use status::{DeliveryState, DestinationStatus};
+
+use batcher::Batcher;
+use dead_letter::DeadLetterFile;
+use pipeline::Pipeline;
+use sender::{SendContext, SendMetrics};
+use status::{StatusCell, WorkerStatus};
+use worker::{Worker, WorkerParts};
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Where `<destination>.ndjson` dead-letter files live.
+    pub dead_letter_dir: PathBuf,
+    /// How often cursors are persisted (and GC runs). Replays after a crash are bounded by
+    /// this interval times the delivery rate.
+    pub cursor_sync_interval: Duration,
+    /// How long sends already on the wire may finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl EngineOptions {
+    /// Defaults for a data directory: `<data-dir>/dead-letters`, 200 ms, 5 s.
+    pub fn new(data_dir: &Path) -> Self {
+        EngineOptions {
+            dead_letter_dir: data_dir.join("dead-letters"),
+            cursor_sync_interval: Duration::from_millis(200),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("destination `{0}` is configured twice")]
+    DuplicateName(String),
+    #[error("destination name {0}")]
+    InvalidName(String),
+    #[error("no destination named `{0}`")]
+    UnknownDestination(String),
+    #[error("destination `{name}`: invalid filter: {reason}")]
+    Filter { name: String, reason: String },
+    #[error("destination `{name}`: opening its cursor: {source}")]
+    Cursor {
+        name: String,
+        #[source]
+        source: WalError,
+    },
+    #[error("destination `{name}`: opening its dead-letter store: {source}")]
+    DeadLetters {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Turn parsed `--dest` specs into configured destinations: names, delivery keys, filter
+/// keys, then the destination's own keys; any key left over is an error naming it.
+pub async fn configure(
+    mut specs: Vec<DestinationSpec>,
+    defaults: &DeliveryDefaults,
+    data_dir: &Path,
+) -> Result<Vec<ConfiguredDestination>, DestError> {
+    let names = assign_names(&mut specs)?;
+    let mut configured = Vec::with_capacity(specs.len());
+    for (mut spec, name) in specs.into_iter().zip(names) {
+        let settings = DeliverySettings::take_from(&mut spec, name, defaults)?;
+        let context = registry::BuildContext {
+            name: settings.name.clone(),
+            schema: settings.schema,
+            data_dir: data_dir.to_path_buf(),
+        };
+        let destination = registry::build(&mut spec, &context).await?;
+        spec.finish()?;
+        configured.push(ConfiguredDestination {
+            settings,
+            destination,
+        });
+    }
+    Ok(configured)
+}
+
+struct DestinationHandle {
+    name: String,
+    paused: watch::Sender<bool>,
+    status: Arc<StatusCell>,
+}
+
+struct Shared {
+    wal: Wal,
+    destinations: Vec<DestinationHandle>,
+    shutdown: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The running engine. Cheap to clone; every clone controls the same workers.
+#[derive(Clone)]
+pub struct Delivery {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("destinations", &self.names())
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// Open each destination's cursor and dead-letter store and start its worker. Must be
+    /// called inside a tokio runtime; does small blocking file I/O (startup only).
+    pub fn start(
+        wal: &Wal,
+        destinations: Vec<ConfiguredDestination>,
+        options: &EngineOptions,
+    ) -> Result<Delivery, DeliveryError> {
+        let mut seen = HashSet::new();
+        for configured in &destinations {
+            settings::validate_name(&configured.settings.name)
+                .map_err(DeliveryError::InvalidName)?;
+            if !seen.insert(configured.settings.name.clone()) {
+                return Err(DeliveryError::DuplicateName(
+                    configured.settings.name.clone(),
+                ));
+            }
+        }
+        let shutdown = CancellationToken::new();
+        let mut handles = Vec::with_capacity(destinations.len());
+        let mut workers = Vec::with_capacity(destinations.len());
+        for ConfiguredDestination {
+            settings,
+            destination,
+        } in destinations
+        {
+            let name = settings.name.clone();
+            let filter = Filter::new(&settings.filter).map_err(|reason| DeliveryError::Filter {
+                name: name.clone(),
+                reason,
+            })?;
+            let cursor = wal
+                .open_cursor(&name)
+                .map_err(|source| DeliveryError::Cursor {
+                    name: name.clone(),
+                    source,
+                })?;
+            let loaded = cursor.state();
+            let dead_file =
+                DeadLetterFile::open(&options.dead_letter_dir, &name).map_err(|source| {
+                    DeliveryError::DeadLetters {
+                        name: name.clone(),
+                        source,
+                    }
+                })?;
+            let schema = settings.effective_schema(destination.as_ref());
+            let limits = settings.effective_limits(destination.limits());
+            let concurrency = settings.effective_concurrency(destination.kind());
+            let (paused_tx, paused_rx) = watch::channel(false);
+            let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+            let status = Arc::new(StatusCell {
+                name: name.clone(),
+                kind: destination.kind().to_string(),
+                schema: schema.name().to_string(),
+                concurrency,
+                dead_letter_path: dead_file.path().display().to_string(),
+                current: Mutex::new(WorkerStatus {
+                    state: DeliveryState::Running,
+                    paused: false,
+                    acked: loaded.acked,
+                    in_flight_batches: 0,
+                    concurrency,
+                    retry: loaded.retry,
+                    delivered_events: 0,
+                    dead_lettered_events: loaded.dead_lettered,
+                    last_error: None,
+                }),
+            });
+            let send_ctx = Arc::new(SendContext {
+                destination: destination.clone(),
+                policy: settings.retry,
+                paused: paused_rx.clone(),
+                shutdown: shutdown.clone(),
+                progress: progress_tx,
+                metrics: SendMetrics::new(&name),
+            });
+            tracing::info!(
+                destination = %name,
+                kind = destination.kind(),
+                cursor_seq = loaded.acked.seq,
+                cursor_event = loaded.acked.event,
+                max_items = limits.max_items,
+                max_bytes = limits.max_bytes,
+                linger_ms = limits.linger.as_millis() as u64,
+                concurrency,
+                "starting delivery"
+            );
+            workers.push(WorkerParts {
+                reader: wal.reader(loaded.acked.seq),
+                batcher: Batcher::new(&name, schema, limits, loaded.acked, loaded.plan),
+                pipeline: Pipeline::new(schema, settings.export.clone(), filter),
+                name: name.clone(),
+                wal: wal.clone(),
+                cursor,
+                loaded,
+                dead_file,
+                send_ctx,
+                progress_rx,
+                concurrency,
+                status: status.clone(),
+                paused: paused_rx,
+                shutdown: shutdown.clone(),
+                sync_interval: options.cursor_sync_interval,
+                shutdown_grace: options.shutdown_grace,
+            });
+            handles.push(DestinationHandle {
+                name,
+                paused: paused_tx,
+                status,
+            });
+        }
+        let tasks = workers
+            .into_iter()
+            .map(|parts| tokio::spawn(Worker::new(parts).run()))
+            .collect();
+        Ok(Delivery {
+            shared: Arc::new(Shared {
+                wal: wal.clone(),
+                destinations: handles,
+                shutdown,
+                tasks: Mutex::new(tasks),
+            }),
+        })
+    }
+
+    /// Destination names in configuration order.
+    pub fn names(&self) -> Vec<String> {
+        self.shared
+            .destinations
+            .iter()
+            .map(|handle| handle.name.clone())
+            .collect()
+    }
+
+    /// Status of every destination, in configuration order.
+    pub fn statuses(&self) -> Vec<DestinationStatus> {
+        self.shared
+            .destinations
+            .iter()
+            .map(|handle| handle.status.snapshot(&self.shared.wal))
+            .collect()
+    }
+
+    pub fn status(&self, name: &str) -> Option<DestinationStatus> {
+        self.handle(name)
+            .ok()
+            .map(|handle| handle.status.snapshot(&self.shared.wal))
+    }
+
+    /// Stop sending to `name` (batches waiting to retry wait too); reading stops as well.
+    pub fn pause(&self, name: &str) -> Result<(), DeliveryError> {
+        let handle = self.handle(name)?;
+        handle.paused.send_replace(true);
+        handle.status.update(|status| {
+            status.paused = true;
+            status.state = DeliveryState::Paused;
+        });
+        Ok(())
+    }
+
+    pub fn resume(&self, name: &str) -> Result<(), DeliveryError> {
+        let handle = self.handle(name)?;
+        handle.paused.send_replace(false);
+        handle.status.update(|status| status.paused = false);
+        Ok(())
+    }
+
+    /// Stop every worker: sends on the wire get the grace period, cursors are persisted.
+    /// Idempotent; returns when all workers have stopped.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.cancel();
+        let tasks = match self.shared.tasks.lock() {
+            Ok(mut tasks) => std::mem::take(&mut *tasks),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for task in tasks {
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "delivery worker ended abnormally");
+            }
+        }
+    }
+
+    fn handle(&self, name: &str) -> Result<&DestinationHandle, DeliveryError> {
+        self.shared
+            .destinations
+            .iter()
+            .find(|handle| handle.name == name)
+            .ok_or_else(|| DeliveryError::UnknownDestination(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn configure_names_layers_options_and_refuses_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let export = dir.path().join("export");
+        let specs = vec![
+            DestinationSpec::parse(&format!(
+                "file://{}?rotate=1s&batch_max_events=50&kinds=feature&project=acme",
+                export.display()
+            ))
+            .unwrap(),
+            DestinationSpec::parse("log:stderr?schema=segment&concurrency=1").unwrap(),
+            DestinationSpec::parse(&format!("file://{}", dir.path().join("b").display())).unwrap(),
+        ];
+        let configured = configure(specs, &DeliveryDefaults::default(), dir.path())
+            .await
+            .unwrap();
+        let names: Vec<&str> = configured
+            .iter()
+            .map(|c| c.settings.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["file", "log", "file-2"]);
+        let file = &configured[0];
+        assert_eq!(file.destination.name(), "file");
+        assert_eq!(file.settings.batch_max_events, Some(50));
+        assert_eq!(file.settings.export.project, "acme");
+        let limits = file.settings.effective_limits(file.destination.limits());
+        assert_eq!(limits.max_items, 50);
+        assert_eq!(limits.linger, Duration::from_secs(1));
+        let log = &configured[1];
+        assert_eq!(log.destination.schema(), crate::event::Schema::Segment);
+        assert_eq!(
+            log.settings.effective_concurrency(log.destination.kind()),
+            1
+        );
+
+        let typo = vec![DestinationSpec::parse("log:?lingr=1s").unwrap()];
+        let err = configure(typo, &DeliveryDefaults::default(), dir.path())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lingr"), "{err}");
+    }
+}

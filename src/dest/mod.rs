@@ -17,9 +17,13 @@
 //! 4. Errors carry a human-readable reason that names the target (stream, topic, path), for
 //!    logs, `/v1/destinations` and `flagstream test-destination`.
 
+pub mod file;
 pub mod kinesis;
+pub mod log;
 pub mod pubsub;
+pub mod registry;
 pub mod spec;
+pub mod units;
 
 use std::fmt;
 use std::time::Duration;

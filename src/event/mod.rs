@@ -1,11 +1,55 @@
-//! The event model. CONTRACT SKELETON — the event-model owner replaces the bodies (and this
-//! doc with the real module doc) but keeps every public item below, because `ingest` and
-//! `delivery` are written against them. Pure code: no I/O, no WAL.
-#![allow(unused_variables, dead_code)]
+//! The event model: every inbound format, stable event ids, routing filters and the output
+//! schemas of the Data Export. Pure code: no I/O, no WAL, no async.
+//!
+//! ## Flow
+//!
+//! ```text
+//! ingest:    body ──validate(format)──▶ event count | ValidationError (400 + code/detail)
+//! delivery:  stored::decode(payload) ─▶ RecordContext + body
+//!            decode(ctx, body, scratch) ─▶ events (+ invalid events → dead letters)
+//!            filter.matches(ctx, event) ─▶ map_event(schema, …) ─▶ rows ─▶ destination
+//!                                          event_id(ctx, index) ─▶ dedupe key
+//! ```
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`stored`] | the WAL record payload codec (metadata header + raw body) |
+//! | `validate` | ingest-time shape checks per route (array of objects, collector envelope, NDJSON) |
+//! | `decode` | simd-json tape → [`Event`]s, normalisation of legacy/go-feature-flag forms |
+//! | `id` | stable event ids ([`event_id`]) |
+//! | `filter` | [`FilterConfig`] / [`Filter`]: kinds, environments, flags, experiments, contexts, metrics, sampling |
+//! | `schema` | [`Schema`], [`ExportOptions`], [`map_event`]: launchdarkly, segment, mparticle, gofeatureflag, warehouse |
+//! | `json` | tape navigation and the allocation-free JSON writer the schemas share |
+//!
+//! ## Invariants
+//!
+//! 1. Nothing here panics on any input: bodies, stored payloads and tapes from arbitrary bytes
+//!    produce errors or invalid-event reports, never panics (fuzzed by `fuzz/event_decode`).
+//! 2. A stored body is never modified: validation and decoding parse private copies.
+//! 3. [`event_id`] is a pure function of (environment, payload id or WAL seq, index): the
+//!    same accepted event gets the same id on every delivery, forever.
+//! 4. Unknown kinds and unknown fields survive decoding and pass through the schemas that
+//!    carry whole events (`launchdarkly`, `gofeatureflag`); one bad event in a batch becomes an
+//!    [`InvalidEvent`] (reason + JSON text) and never costs its neighbours.
+//! 5. The hot path (decode → filter → map) allocates once per *record* (the tape), not per
+//!    event: events share the tape through an `Arc`, rows are written into a reused buffer.
+//!
+//! Choices on ambiguous points of the formats (`default` value vs boolean, timestamp units,
+//! legacy users, …) are documented in `docs/schemas.md`.
 
 pub mod stored;
 
-use std::str::FromStr;
+mod decode;
+mod filter;
+mod id;
+mod json;
+pub mod schema;
+mod validate;
+
+pub use decode::{ContextRef, Event, Origin};
+pub use filter::{Filter, FilterConfig, FILTER_PARAMS, KINDS_OFF_BY_DEFAULT};
+pub use id::{write_event_id, EVENT_ID_LEN};
+pub use schema::{ExportOptions, Schema, EXPORT_PARAMS};
 
 /// Which inbound route/format a body arrived in. The code is stored in every WAL record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,15 +106,21 @@ impl InboundFormat {
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("{code}: {detail}")]
 pub struct ValidationError {
-    /// `malformed_json`, `wrong_shape`, `empty_body`, …
+    /// `malformed_json`, `wrong_shape`, `empty_body`, `missing_events`.
     pub code: &'static str,
+    /// What is wrong and where (byte offset / line, array index, field name).
     pub detail: String,
 }
 
 /// Validate a body (already gunzipped) before it is stored; returns its event count.
 /// Must not modify `body` (it is stored as received).
+///
+/// Shapes: `LdBulk`/`LdMobile`/`LdBrowser` — a JSON array of objects; `LdDiagnostic` — one
+/// object (counts 0 events: diagnostics are never exported); `GoffCollector` — an object with
+/// an `events` array of objects and optional `meta`/`metadata` object; `Generic` — a JSON array
+/// of objects, NDJSON (one object per line), or a single object.
 pub fn validate(format: InboundFormat, body: &[u8]) -> Result<u32, ValidationError> {
-    todo!()
+    validate::validate(format, body)
 }
 
 /// Facts about the record an event came from; needed for ids, filters and schemas.
@@ -85,34 +135,6 @@ pub struct RecordContext<'a> {
     pub received_at_ms: u64,
 }
 
-/// A decoded event borrowing from the record's scratch buffer.
-pub struct Event<'a> {
-    _borrow: std::marker::PhantomData<&'a ()>,
-}
-
-impl<'a> Event<'a> {
-    /// Index of the event inside its record (array index / NDJSON line).
-    pub fn index(&self) -> u32 {
-        todo!()
-    }
-    /// `feature`, `custom`, `tracking`, … as sent (unknown kinds preserved).
-    pub fn kind(&self) -> &str {
-        todo!()
-    }
-    /// Flag key (feature/debug), metric key (custom/click/pageview), event key (tracking).
-    pub fn key(&self) -> Option<&str> {
-        todo!()
-    }
-    /// The key used for partitioning and sampling: the `user` context's key if present,
-    /// else the first context's key, else the legacy `userKey`.
-    pub fn context_key(&self) -> Option<&str> {
-        todo!()
-    }
-    pub fn creation_date_ms(&self) -> Option<u64> {
-        todo!()
-    }
-}
-
 /// An event that could not be understood, reported without losing its neighbours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidEvent {
@@ -124,10 +146,13 @@ pub struct InvalidEvent {
 
 /// Result of decoding one record.
 pub struct DecodedRecord<'a> {
+    /// Events in record order.
     pub events: Vec<Event<'a>>,
+    /// Events that could not be understood, in record order.
     pub invalid: Vec<InvalidEvent>,
 }
 
+/// The whole record could not be decoded (not JSON, wrong top-level shape).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
 pub struct DecodeError(pub String);
@@ -139,70 +164,14 @@ pub fn decode<'s>(
     body: &[u8],
     scratch: &'s mut Vec<u8>,
 ) -> Result<DecodedRecord<'s>, DecodeError> {
-    todo!()
+    decode::decode(ctx, body, scratch)
 }
 
 /// Stable id of an event: the same accepted event re-delivered always gets the same id.
+/// A hyphenated UUID (version 8) derived from the environment, the payload id (or the WAL seq
+/// when none was sent) and the index.
 pub fn event_id(ctx: &RecordContext<'_>, index: u32) -> String {
-    todo!()
-}
-
-/// Per-destination routing filter settings (TOML table or `--dest` query parameters).
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FilterConfig {}
-
-impl FilterConfig {
-    /// Parse the filter-related query parameters of a `--dest` URL; returns the parameters it
-    /// did not recognise so the destination can use or reject them.
-    pub fn from_query<'q>(
-        params: &[(&'q str, &'q str)],
-    ) -> Result<(Self, Vec<(&'q str, &'q str)>), String> {
-        todo!()
-    }
-}
-
-/// A compiled filter.
-#[derive(Debug, Clone)]
-pub struct Filter {}
-
-impl Filter {
-    pub fn new(config: &FilterConfig) -> Result<Self, String> {
-        todo!()
-    }
-    pub fn matches(&self, ctx: &RecordContext<'_>, event: &Event<'_>) -> bool {
-        todo!()
-    }
-}
-
-/// Output schemas of the Data Export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Schema {
-    #[default]
-    LaunchDarkly,
-    Segment,
-    MParticle,
-    GoFeatureFlag,
-    Warehouse,
-}
-
-impl FromStr for Schema {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        todo!()
-    }
-}
-
-impl Schema {
-    pub fn name(self) -> &'static str {
-        todo!()
-    }
-}
-
-/// Settings that schemas need beyond the event (project name, mParticle identity type, …).
-#[derive(Debug, Clone, Default)]
-pub struct ExportOptions {
-    pub project: String,
+    id::event_id(ctx, index)
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -220,5 +189,5 @@ pub fn map_event(
     scratch: &mut Vec<u8>,
     emit: &mut dyn FnMut(&[u8]),
 ) -> Result<(), MapError> {
-    todo!()
+    schema::map_event(schema, options, ctx, event, scratch, emit)
 }

@@ -1,0 +1,205 @@
+//! Delivery throughput: events per second from the WAL to the file destination.
+//!
+//! * `pipeline/launchdarkly` — decode → filter → map → batch for one destination, no I/O:
+//!   the per-event CPU cost of the hot path on one core.
+//! * `engine/file` — the whole engine: a WAL backlog of LaunchDarkly `/bulk` records (100
+//!   events each) delivered by one worker to the real file destination (8 MiB files, each
+//!   fdatasynced and renamed). The target is ≥ 500,000 events/s on the 2-core CI machine.
+//!
+//! Run with `cargo bench --bench delivery`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+use flagstream::delivery::batcher::Batcher;
+use flagstream::delivery::dead_letter::DeadLetterBuffer;
+use flagstream::delivery::pipeline::Pipeline;
+use flagstream::delivery::{
+    ConfiguredDestination, Delivery, DeliveryDefaults, DeliverySettings, EngineOptions,
+};
+use flagstream::dest::file::FileDestination;
+use flagstream::dest::BatchLimits;
+use flagstream::event::stored::{encode_header, StoredMeta};
+use flagstream::event::{ExportOptions, Filter, FilterConfig, InboundFormat, Schema};
+use flagstream::wal::{AppendRequest, Position, Record, RecoveryMode, SyncMode, Wal, WalOptions};
+
+const EVENTS_PER_RECORD: usize = 100;
+const RECORDS: usize = 2_000;
+
+/// A realistic server-SDK payload: index, feature and custom events, ~100 per body.
+fn body(record: usize) -> String {
+    let events: Vec<String> = (0..EVENTS_PER_RECORD)
+        .map(|i| match i % 4 {
+            0 => format!(
+                r#"{{"kind":"index","creationDate":1717000000000,"context":{{"kind":"user","key":"user-{record}-{i}","name":"Sandy"}}}}"#
+            ),
+            3 => format!(
+                r#"{{"kind":"custom","creationDate":1717000000500,"key":"purchase","contextKeys":{{"user":"user-{record}-{i}"}},"data":{{"sku":"sku-{i}"}},"metricValue":42.5}}"#
+            ),
+            _ => format!(
+                r#"{{"kind":"feature","creationDate":1717000000001,"key":"flag-{}","version":12,"context":{{"kind":"user","key":"user-{record}-{i}"}},"variation":1,"value":true,"default":false,"reason":{{"kind":"RULE_MATCH","ruleIndex":0,"ruleId":"r-abc"}}}}"#,
+                i % 17
+            ),
+        })
+        .collect();
+    format!("[{}]", events.join(","))
+}
+
+fn header() -> Vec<u8> {
+    let mut header = Vec::new();
+    encode_header(
+        &StoredMeta {
+            format: Some(InboundFormat::LdBulk),
+            schema_version: Some(4),
+            environment: "production",
+            payload_id: "",
+            tags: "",
+            user_agent: "bench",
+        },
+        &mut header,
+    );
+    header
+}
+
+fn pipeline_bench(c: &mut Criterion) {
+    let header = header();
+    let records: Vec<Record> = (0..100)
+        .map(|i| {
+            let mut payload = header.clone();
+            payload.extend_from_slice(body(i).as_bytes());
+            Record {
+                seq: i as u64,
+                tag: InboundFormat::LdBulk.code(),
+                event_count: EVENTS_PER_RECORD as u32,
+                received_at_ms: 1_717_000_000_000,
+                payload: Bytes::from(payload),
+            }
+        })
+        .collect();
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(
+        (records.len() * EVENTS_PER_RECORD) as u64,
+    ));
+    group.bench_function("launchdarkly", |b| {
+        let filter = Filter::new(&FilterConfig::default()).expect("default filter");
+        let mut pipeline = Pipeline::new(Schema::LaunchDarkly, ExportOptions::default(), filter);
+        let mut dead = DeadLetterBuffer::new("bench");
+        b.iter(|| {
+            let limits = BatchLimits {
+                max_items: 1_000_000,
+                max_bytes: 8 << 20,
+                max_item_bytes: 8 << 20,
+                per_item_overhead: 1,
+                linger: Duration::from_secs(5),
+            };
+            let mut batcher = Batcher::new(
+                "bench",
+                Schema::LaunchDarkly,
+                limits,
+                Position::default(),
+                None,
+            );
+            let mut items = 0;
+            for record in &records {
+                pipeline.process(record, &mut batcher, &mut dead);
+                while let Some(cut) = batcher.pop_ready() {
+                    items += cut.batch.items.len();
+                }
+            }
+            batcher.cut_lingering();
+            while let Some(cut) = batcher.pop_ready() {
+                items += cut.batch.items.len();
+            }
+            assert_eq!(items, records.len() * EVENTS_PER_RECORD);
+        });
+    });
+    group.finish();
+}
+
+fn fill_wal(runtime: &tokio::runtime::Runtime, dir: &Path) -> Wal {
+    let wal = Wal::open(WalOptions {
+        dir: dir.join("wal"),
+        segment_bytes: 128 << 20,
+        max_bytes: 4 << 30,
+        min_free_bytes: 0,
+        sync: SyncMode::Never,
+        recovery: RecoveryMode::TolerateTail,
+    })
+    .expect("open WAL");
+    let header = header();
+    runtime.block_on(async {
+        for record in 0..RECORDS {
+            let body = body(record);
+            let parts: [&[u8]; 2] = [&header, body.as_bytes()];
+            wal.append(AppendRequest {
+                tag: InboundFormat::LdBulk.code(),
+                event_count: EVENTS_PER_RECORD as u32,
+                received_at_ms: 1_717_000_000_000,
+                parts: &parts,
+            })
+            .await
+            .expect("append");
+        }
+    });
+    wal
+}
+
+fn engine_bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wal = fill_wal(&runtime, dir.path());
+    let end = wal.next_seq();
+    let mut group = c.benchmark_group("engine");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    group.throughput(Throughput::Elements((RECORDS * EVENTS_PER_RECORD) as u64));
+    let mut run = 0u64;
+    group.bench_function("file", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                run += 1;
+                // A fresh destination name = a fresh cursor at the start of the backlog.
+                let name = format!("file{run}");
+                let export = dir.path().join(&name);
+                let destination = FileDestination::new(
+                    &name,
+                    export.clone(),
+                    Schema::LaunchDarkly,
+                    Duration::from_millis(20),
+                    8 << 20,
+                );
+                let configured = ConfiguredDestination {
+                    settings: DeliverySettings::named(&name, &DeliveryDefaults::default()),
+                    destination: Arc::new(destination),
+                };
+                let options = EngineOptions::new(dir.path());
+                let started = Instant::now();
+                runtime.block_on(async {
+                    let delivery =
+                        Delivery::start(&wal, vec![configured], &options).expect("start");
+                    while delivery.status(&name).expect("status").cursor.seq < end {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    total += started.elapsed();
+                    delivery.shutdown().await;
+                });
+                wal.release_cursor(&name).expect("release cursor");
+                let _ = std::fs::remove_dir_all(&export);
+            }
+            total
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, pipeline_bench, engine_bench);
+criterion_main!(benches);

@@ -1,0 +1,14 @@
+//! Arbitrary bytes as a segment file, fed to recovery, the reader and `wal verify`.
+//! Run: `cd fuzz && cargo +nightly fuzz run wal_recovery`. The harness is shared with the
+//! `wal_fuzz_harness` test so the same properties run on stable in CI.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../../tests/wal_support/fuzz_harness.rs"]
+mod harness;
+
+fuzz_target!(|data: &[u8]| {
+    let scratch = std::env::temp_dir().join(format!("flagstream-fuzz-{}", std::process::id()));
+    harness::run(data, &scratch);
+});

@@ -1,0 +1,302 @@
+//! The command line: every subcommand and flag, as clap derive structs.
+//!
+//! Every serve flag has an environment variable (`FLAGSTREAM_…`) and shows its default in
+//! `--help`. Values are parsed by clap itself (sizes, durations, addresses, enums), so a bad
+//! value is reported by clap with the flag's name and the accepted values, exit code 2.
+//! Cross-flag checks (environments, destinations, size relations) happen in
+//! [`super::resolve`], which reports [`super::ConfigError`]s that also name the flag.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bytesize::ByteSize;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Self-hosted Data Export for feature-flag analytics events.
+#[derive(Debug, Parser)]
+#[command(name = "flagstream", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the ingest server, the delivery engine and the admin listener.
+    Serve(ServeArgs),
+    /// Inspect or verify a write-ahead log directory (offline; stop the server first).
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+    /// Check the flags, the config file and every destination's settings; exit 0 when valid.
+    Validate(ServeArgs),
+    /// Send one recognisable test event to the named destination and print the outcome.
+    TestDestination {
+        /// Name of a configured destination (see `GET /v1/destinations`).
+        name: String,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Load generator: posts LaunchDarkly `/bulk` batches and reports throughput and latency.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Print segments, records and cursors of a WAL directory.
+    Inspect {
+        /// The WAL directory (`<data-dir>/wal`).
+        dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record's checksum; exit 1 when anything is wrong.
+    Verify {
+        /// The WAL directory (`<data-dir>/wal`).
+        dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How appends become durable before the client gets its 202.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WalSyncArg {
+    /// fdatasync (group commit) before answering: nothing acknowledged is ever lost.
+    Always,
+    /// Answer after the copy into the log; fdatasync every `--wal-sync-interval`.
+    Interval,
+    /// Answer after the copy; the kernel writes back when it likes (a power loss loses data).
+    Never,
+}
+
+/// What recovery does with valid records after an invalid one in the tail segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WalRecoveryArg {
+    /// Keep the valid prefix; count and log what was cut.
+    TolerateTail,
+    /// Refuse to start.
+    Strict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A count that may be `unlimited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit<T> {
+    Finite(T),
+    Unlimited,
+}
+
+impl<T: std::str::FromStr> std::str::FromStr for Limit<T>
+where
+    T::Err: std::fmt::Display,
+{
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("unlimited") {
+            return Ok(Limit::Unlimited);
+        }
+        text.parse::<T>()
+            .map(Limit::Finite)
+            .map_err(|err| format!("{err} (expected a value or `unlimited`)"))
+    }
+}
+
+impl<T: Copy> Limit<T> {
+    /// `None` means unlimited.
+    pub fn finite(self) -> Option<T> {
+        match self {
+            Limit::Finite(value) => Some(value),
+            Limit::Unlimited => None,
+        }
+    }
+}
+
+/// Every setting of a running flagstream. Also accepted by `validate` and `test-destination`,
+/// and settable (by long name, without the dashes) in the `--config` TOML file.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// TOML file with the same settings (keys are the flag names without `--`), plus
+    /// `[environments]` and `[[destination]]` tables. Flags and env vars override it.
+    #[arg(long, env = "FLAGSTREAM_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address of the ingest listener (SDK traffic).
+    #[arg(long, env = "FLAGSTREAM_LISTEN", default_value = "127.0.0.1:8030")]
+    pub listen: SocketAddr,
+
+    /// Address of the admin listener (/metrics, /healthz, /readyz, /v1/destinations).
+    #[arg(
+        long,
+        env = "FLAGSTREAM_ADMIN_LISTEN",
+        default_value = "127.0.0.1:8031"
+    )]
+    pub admin_listen: SocketAddr,
+
+    /// Directory for the WAL (`wal/`), dead letters and the default file destination.
+    #[arg(long, env = "FLAGSTREAM_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Maps credentials to an environment: `NAME=KEY[,KEY…]` (SDK keys, mobile keys, client-side
+    /// IDs, API keys). Repeatable; `;` separates entries in the env var. With none, the server
+    /// is open: every request goes to environment `default`.
+    #[arg(
+        long,
+        env = "FLAGSTREAM_ENVIRONMENTS",
+        value_name = "NAME=KEY[,KEY…]",
+        value_delimiter = ';'
+    )]
+    pub environment: Vec<String>,
+
+    /// A destination as a URL: `file:///path?format=ndjson`, `log:`, `log:stderr`, … Repeatable;
+    /// `;` separates entries in the env var. With none (here and in the config file), the
+    /// default is a file destination under `<data-dir>/export`.
+    #[arg(
+        long,
+        env = "FLAGSTREAM_DEST",
+        value_name = "URL",
+        value_delimiter = ';'
+    )]
+    pub dest: Vec<String>,
+
+    /// Project name written into the LaunchDarkly export envelope.
+    #[arg(long, env = "FLAGSTREAM_PROJECT", default_value = "default")]
+    pub project: String,
+
+    /// Size of each WAL segment file (preallocated).
+    #[arg(long, env = "FLAGSTREAM_WAL_SEGMENT_BYTES", default_value = "128MiB")]
+    pub wal_segment_bytes: ByteSize,
+
+    /// Disk budget for all WAL segments; when full, ingest answers 503 with Retry-After.
+    #[arg(long, env = "FLAGSTREAM_WAL_MAX_BYTES", default_value = "20GiB")]
+    pub wal_max_bytes: ByteSize,
+
+    /// Never allocate a segment when the filesystem's free space would drop below this.
+    #[arg(long, env = "FLAGSTREAM_WAL_MIN_FREE_BYTES", default_value = "1GiB")]
+    pub wal_min_free_bytes: ByteSize,
+
+    /// When an accepted body counts as durable (the 202 waits for it).
+    #[arg(
+        long,
+        env = "FLAGSTREAM_WAL_SYNC",
+        value_enum,
+        default_value = "always"
+    )]
+    pub wal_sync: WalSyncArg,
+
+    /// fdatasync period for `--wal-sync interval`.
+    #[arg(long, env = "FLAGSTREAM_WAL_SYNC_INTERVAL", default_value = "100ms")]
+    pub wal_sync_interval: humantime::Duration,
+
+    /// What recovery does with valid records after a corrupt one in the tail segment.
+    #[arg(
+        long,
+        env = "FLAGSTREAM_WAL_RECOVERY",
+        value_enum,
+        default_value = "tolerate-tail"
+    )]
+    pub wal_recovery: WalRecoveryArg,
+
+    /// Largest accepted request body, after gunzip (bigger → 413).
+    #[arg(long, env = "FLAGSTREAM_MAX_BODY_BYTES", default_value = "10MiB")]
+    pub max_body_bytes: ByteSize,
+
+    /// Memory budget for request bodies being received, decompressed or appended at once;
+    /// requests wait for room (backpressure), then get 503.
+    #[arg(long, env = "FLAGSTREAM_MAX_INFLIGHT_BYTES", default_value = "64MiB")]
+    pub max_inflight_bytes: ByteSize,
+
+    /// Most simultaneous ingest connections; further connections wait in the accept queue.
+    #[arg(long, env = "FLAGSTREAM_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// How many recent `X-LaunchDarkly-Payload-ID`s are remembered to drop SDK retries (0 = off).
+    #[arg(long, env = "FLAGSTREAM_DEDUPE_CACHE_SIZE", default_value_t = 100_000)]
+    pub dedupe_cache_size: usize,
+
+    /// Attempts per batch before it goes to the dead letters (or `unlimited`).
+    #[arg(long, env = "FLAGSTREAM_RETRY_MAX_ATTEMPTS", default_value = "5")]
+    pub retry_max_attempts: Limit<u32>,
+
+    /// Give up on a batch (dead letters) this long after its first failure (or `unlimited`).
+    #[arg(long, env = "FLAGSTREAM_RETRY_MAX_AGE", default_value = "30m")]
+    pub retry_max_age: Limit<humantime::Duration>,
+
+    /// First retry delay; doubles per attempt, with jitter.
+    #[arg(long, env = "FLAGSTREAM_RETRY_INITIAL_BACKOFF", default_value = "1m")]
+    pub retry_initial_backoff: humantime::Duration,
+
+    /// Longest delay between two attempts.
+    #[arg(long, env = "FLAGSTREAM_RETRY_MAX_BACKOFF", default_value = "16m")]
+    pub retry_max_backoff: humantime::Duration,
+
+    /// Log format on stderr.
+    #[arg(
+        long,
+        env = "FLAGSTREAM_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info,flagstream=debug`).
+    #[arg(long, env = "FLAGSTREAM_LOG", default_value = "info")]
+    pub log_level: String,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests and deliveries may take to finish.
+    #[arg(long, env = "FLAGSTREAM_SHUTDOWN_TIMEOUT", default_value = "30s")]
+    pub shutdown_timeout: humantime::Duration,
+}
+
+/// Settings of `flagstream bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Post to an already running flagstream at this base URL instead of starting one.
+    #[arg(long, env = "FLAGSTREAM_BENCH_URL")]
+    pub url: Option<String>,
+
+    /// Admin address of the server given by `--url` (for the delivered-events count).
+    #[arg(long, env = "FLAGSTREAM_BENCH_ADMIN")]
+    pub admin: Option<SocketAddr>,
+
+    /// Concurrent connections (each keeps one request in flight).
+    #[arg(long, env = "FLAGSTREAM_BENCH_CONNECTIONS", default_value_t = 64)]
+    pub connections: usize,
+
+    /// How long to post.
+    #[arg(long, env = "FLAGSTREAM_BENCH_DURATION", default_value = "10s")]
+    pub duration: humantime::Duration,
+
+    /// Events per `/bulk` body.
+    #[arg(long, env = "FLAGSTREAM_BENCH_BATCH_EVENTS", default_value_t = 100)]
+    pub batch_events: usize,
+
+    /// `--wal-sync` of the flagstream the bench starts.
+    #[arg(
+        long,
+        env = "FLAGSTREAM_BENCH_WAL_SYNC",
+        value_enum,
+        default_value = "always"
+    )]
+    pub wal_sync: WalSyncArg,
+
+    /// Data directory of the flagstream the bench starts (a fresh temporary one by default).
+    #[arg(long, env = "FLAGSTREAM_BENCH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// How long to wait for the file destination to catch up after posting stops.
+    #[arg(long, env = "FLAGSTREAM_BENCH_DRAIN_TIMEOUT", default_value = "120s")]
+    pub drain_timeout: humantime::Duration,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

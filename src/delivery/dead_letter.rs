@@ -1,0 +1,377 @@
+//! The dead-letter store: events a destination gave up on, kept on disk with the reason.
+//!
+//! ## Format
+//!
+//! One file per destination, `<data-dir>/dead-letters/<destination>.ndjson`, one JSON object
+//! per line:
+//!
+//! ```text
+//! {"time_ms":1763734000000,"destination":"kinesis","reason":"permanent: stream not found",
+//!  "event_id":"…","seq":42,"event":3,"batch_id":"kinesis-…","payload":{…}}
+//! ```
+//!
+//! `payload` is the mapped event (the JSON the destination would have received) when it is
+//! valid JSON, otherwise the raw text as a JSON string with `"payload_encoding":"text"`
+//! (invalid events, undecodable records).
+//!
+//! ## Invariants
+//!
+//! * **Fsynced before the cursor moves past it.** Writers append lines into an in-memory
+//!   buffer ([`DeadLetterBuffer`]); the engine writes and fdatasyncs the buffer
+//!   ([`DeadLetterFile::append_durably`]) *before* it persists a cursor position, and the
+//!   position can only cover dead-lettered events after they entered the buffer. So a crash
+//!   never loses a dead letter whose events the cursor has passed. (A crash between the fsync
+//!   and the cursor persist replays those events, so a dead letter may appear twice; never
+//!   zero times.)
+//! * **Torn tails are cut.** A line is only complete with its `\n`; on open, a partial last
+//!   line (a crash mid-write) is truncated away. Its events were not yet covered by a persisted
+//!   cursor, so they are dead-lettered again after the replay.
+//! * Appends only; nothing in flagstream deletes or rewrites the file. Operators inspect it
+//!   with [`read_dead_letters`] (or any NDJSON tool) and redrive by re-posting payloads.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::wal::Position;
+
+use super::retry::unix_ms_now;
+
+/// One dead-lettered event, borrowed, as the engine records it.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetter<'a> {
+    pub reason: &'a str,
+    pub event_id: Option<&'a str>,
+    pub position: Position,
+    pub batch_id: Option<&'a str>,
+    pub payload: &'a [u8],
+}
+
+/// One line of the store, as read back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetterEntry {
+    pub time_ms: u64,
+    pub destination: String,
+    pub reason: String,
+    #[serde(default)]
+    pub event_id: Option<String>,
+    pub seq: u64,
+    pub event: u32,
+    #[serde(default)]
+    pub batch_id: Option<String>,
+    /// `text` when `payload` is a JSON string holding non-JSON raw text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_encoding: Option<String>,
+    pub payload: Box<RawValue>,
+}
+
+#[derive(Serialize)]
+struct LineOut<'a> {
+    time_ms: u64,
+    destination: &'a str,
+    reason: &'a str,
+    event_id: Option<&'a str>,
+    seq: u64,
+    event: u32,
+    batch_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_encoding: Option<&'static str>,
+    payload: Payload<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Payload<'a> {
+    Json(&'a RawValue),
+    Text(std::borrow::Cow<'a, str>),
+}
+
+/// Dead letters serialised but not yet on disk.
+#[derive(Debug, Default)]
+pub struct DeadLetterBuffer {
+    destination: String,
+    pending: Vec<u8>,
+    count: u64,
+    /// Dead letters over the destination's lifetime (carried in the cursor).
+    total: u64,
+}
+
+impl DeadLetterBuffer {
+    pub fn new(destination: &str) -> Self {
+        Self::with_total(destination, 0)
+    }
+
+    /// A buffer whose lifetime count continues from `total`.
+    pub fn with_total(destination: &str, total: u64) -> Self {
+        DeadLetterBuffer {
+            destination: destination.to_string(),
+            pending: Vec::new(),
+            count: 0,
+            total,
+        }
+    }
+
+    /// Dead letters pushed over the destination's lifetime, pending ones included.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Serialise one dead letter into the buffer.
+    pub fn push(&mut self, letter: DeadLetter<'_>) {
+        let trimmed = trim_ascii(letter.payload);
+        let json = serde_json::from_slice::<&RawValue>(trimmed).ok();
+        let (payload, encoding) = match json {
+            Some(raw) => (Payload::Json(raw), None),
+            None => (
+                Payload::Text(String::from_utf8_lossy(letter.payload)),
+                Some("text"),
+            ),
+        };
+        let line = LineOut {
+            time_ms: unix_ms_now(),
+            destination: &self.destination,
+            reason: letter.reason,
+            event_id: letter.event_id,
+            seq: letter.position.seq,
+            event: letter.position.event,
+            batch_id: letter.batch_id,
+            payload_encoding: encoding,
+            payload,
+        };
+        // Serialising plain strings and validated raw JSON into a Vec cannot fail.
+        if serde_json::to_writer(&mut self.pending, &line).is_ok() {
+            self.pending.push(b'\n');
+            self.count += 1;
+            self.total += 1;
+        }
+    }
+
+    /// Dead letters pushed since the last [`DeadLetterBuffer::take`].
+    pub fn pending_count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Take the serialised lines (and their count) for writing.
+    pub fn take(&mut self) -> (Vec<u8>, u64) {
+        (
+            std::mem::take(&mut self.pending),
+            std::mem::take(&mut self.count),
+        )
+    }
+
+    /// Put back lines whose write failed, in front of anything pushed since.
+    pub fn restore(&mut self, mut lines: Vec<u8>, count: u64) {
+        lines.append(&mut self.pending);
+        self.pending = lines;
+        self.count += count;
+    }
+}
+
+/// The on-disk file of one destination's dead letters.
+#[derive(Debug)]
+pub struct DeadLetterFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl DeadLetterFile {
+    /// `<dir>/<destination>.ndjson`, created (with `dir`) if missing; a torn last line is cut.
+    pub fn open(dir: &Path, destination: &str) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{destination}.ndjson"));
+        let created = !path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        cut_torn_tail(&mut file)?;
+        if created {
+            file.sync_all()?;
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(DeadLetterFile { path, file })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Append complete lines and fdatasync. Blocking.
+    pub fn append_durably(&self, lines: &[u8]) -> io::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        (&self.file).write_all(lines)?;
+        self.file.sync_data()
+    }
+}
+
+/// Truncate a partial last line (no trailing `\n`) left by a crash.
+fn cut_torn_tail(file: &mut File) -> io::Result<()> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    // Scan backwards in chunks for the last newline.
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let buf = &mut chunk[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(buf)?;
+        if end == len && buf.last() == Some(&b'\n') {
+            return Ok(());
+        }
+        if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            file.set_len(start + i as u64 + 1)?;
+            return file.sync_all();
+        }
+        if start == 0 {
+            file.set_len(0)?;
+            return file.sync_all();
+        }
+        end = start;
+    }
+}
+
+fn trim_ascii(bytes: &[u8]) -> &[u8] {
+    bytes.trim_ascii()
+}
+
+/// Read every dead letter of a store file (for operators, `/v1` endpoints and tests). Lines
+/// that do not parse are reported as errors naming the line number.
+pub fn read_dead_letters(path: &Path) -> io::Result<Vec<DeadLetterEntry>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    let mut entries = Vec::new();
+    for (number, line) in BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry = serde_json::from_str(&line).map_err(|err| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}:{}: {err}", path.display(), number + 1),
+            )
+        })?;
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// The store file of `destination` under `dir`.
+pub fn dead_letter_path(dir: &Path, destination: &str) -> PathBuf {
+    dir.join(format!("{destination}.ndjson"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter<'a>(reason: &'a str, payload: &'a [u8], seq: u64) -> DeadLetter<'a> {
+        DeadLetter {
+            reason,
+            event_id: Some("ev-1"),
+            position: Position { seq, event: 2 },
+            batch_id: Some("file-1"),
+            payload,
+        }
+    }
+
+    #[test]
+    fn round_trips_json_and_text_payloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = DeadLetterFile::open(dir.path(), "kinesis").unwrap();
+        let mut buffer = DeadLetterBuffer::new("kinesis");
+        buffer.push(letter("permanent: nope", br#"{"kind":"feature","n":1}"#, 7));
+        buffer.push(letter("invalid event: not json", b"{oops \"", 8));
+        assert_eq!(buffer.pending_count(), 2);
+        let (lines, count) = buffer.take();
+        assert_eq!(count, 2);
+        assert!(buffer.is_empty());
+        file.append_durably(&lines).unwrap();
+
+        let entries = read_dead_letters(file.path()).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].reason, "permanent: nope");
+        assert_eq!(entries[0].payload.get(), r#"{"kind":"feature","n":1}"#);
+        assert_eq!(entries[0].payload_encoding, None);
+        assert_eq!((entries[0].seq, entries[0].event), (7, 2));
+        assert_eq!(entries[0].destination, "kinesis");
+        assert_eq!(entries[1].payload_encoding.as_deref(), Some("text"));
+        let text: String = serde_json::from_str(entries[1].payload.get()).unwrap();
+        assert_eq!(text, "{oops \"");
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dead_letter_path(dir.path(), "d");
+        {
+            let file = DeadLetterFile::open(dir.path(), "d").unwrap();
+            let mut buffer = DeadLetterBuffer::new("d");
+            buffer.push(letter("r", b"1", 1));
+            file.append_durably(&buffer.take().0).unwrap();
+        }
+        let mut raw = OpenOptions::new().append(true).open(&path).unwrap();
+        raw.write_all(br#"{"time_ms":1,"destin"#).unwrap();
+        drop(raw);
+        assert!(
+            read_dead_letters(&path).is_err(),
+            "torn line must not parse"
+        );
+        let file = DeadLetterFile::open(dir.path(), "d").unwrap();
+        assert_eq!(read_dead_letters(&path).unwrap().len(), 1);
+        let mut buffer = DeadLetterBuffer::new("d");
+        buffer.push(letter("r2", b"2", 2));
+        file.append_durably(&buffer.take().0).unwrap();
+        let entries = read_dead_letters(&path).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1].reason, "r2");
+    }
+
+    #[test]
+    fn a_file_of_one_torn_line_becomes_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dead_letter_path(dir.path(), "d"), b"{\"half").unwrap();
+        DeadLetterFile::open(dir.path(), "d").unwrap();
+        assert_eq!(
+            std::fs::read(dead_letter_path(dir.path(), "d")).unwrap(),
+            b""
+        );
+    }
+
+    #[test]
+    fn restore_keeps_order() {
+        let mut buffer = DeadLetterBuffer::new("d");
+        buffer.push(letter("first", b"1", 1));
+        let (lines, count) = buffer.take();
+        buffer.push(letter("second", b"2", 2));
+        buffer.restore(lines, count);
+        let (lines, count) = buffer.take();
+        assert_eq!(count, 2);
+        let text = String::from_utf8(lines).unwrap();
+        assert!(text.find("first").unwrap() < text.find("second").unwrap());
+    }
+
+    #[test]
+    fn missing_store_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_dead_letters(&dir.path().join("none.ndjson"))
+            .unwrap()
+            .is_empty());
+    }
+}

@@ -1,0 +1,495 @@
+//! Record → events → filter → schema rows → batcher, for one destination.
+//!
+//! This is the per-event hot path, written to allocate little: the decode buffer, the mapping
+//! scratch and the row buffer are reused across records, rows are copied once into the open
+//! batch's arena (items share it as `Bytes` slices), and metrics are counted per record.
+//!
+//! Nothing here drops an event silently. Every event of a record ends in exactly one of: an
+//! item of a batch, "filtered" (the destination's filter or schema does not select it,
+//! counted), or a dead letter with its reason (invalid event, mapping error, oversized,
+//! undecodable record). LaunchDarkly diagnostic payloads are stored but never exported.
+
+use crate::event::stored;
+use crate::event::{
+    self, DecodedRecord, Event, ExportOptions, Filter, InboundFormat, InvalidEvent, RecordContext,
+    Schema,
+};
+use crate::wal::{Position, Record};
+
+use super::batcher::{Batcher, ItemMeta, Rows};
+use super::dead_letter::{DeadLetter, DeadLetterBuffer};
+
+/// Per-record counts, turned into metrics by the caller.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecordCounts {
+    /// Events handed to the batcher as items.
+    pub batched: u64,
+    /// Events not selected by the filter or the schema.
+    pub filtered: u64,
+    /// Structurally invalid events (dead-lettered).
+    pub invalid: u64,
+    /// Events dead-lettered for any reason (invalid included).
+    pub dead_lettered: u64,
+}
+
+impl std::ops::AddAssign for RecordCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.batched += other.batched;
+        self.filtered += other.filtered;
+        self.invalid += other.invalid;
+        self.dead_lettered += other.dead_lettered;
+    }
+}
+
+/// Reusable state for turning records into batch items.
+#[derive(Debug)]
+pub struct Pipeline {
+    schema: Schema,
+    export: ExportOptions,
+    filter: Filter,
+    decode_scratch: Vec<u8>,
+    map_scratch: Vec<u8>,
+    rows: Vec<u8>,
+    row_ends: Vec<usize>,
+    reason: String,
+}
+
+impl Pipeline {
+    pub fn new(schema: Schema, export: ExportOptions, filter: Filter) -> Self {
+        Pipeline {
+            schema,
+            export,
+            filter,
+            decode_scratch: Vec::new(),
+            map_scratch: Vec::new(),
+            rows: Vec::new(),
+            row_ends: Vec::new(),
+            reason: String::new(),
+        }
+    }
+
+    pub fn schema(&self) -> Schema {
+        self.schema
+    }
+
+    /// Feed one WAL record into `batcher`, dead-lettering what cannot be delivered.
+    pub fn process(
+        &mut self,
+        record: &Record,
+        batcher: &mut Batcher,
+        dead: &mut DeadLetterBuffer,
+    ) -> RecordCounts {
+        // Decoded events borrow the scratch buffer while `self` is used mutably below.
+        let mut scratch = std::mem::take(&mut self.decode_scratch);
+        let counts = self.process_with(record, &mut scratch, batcher, dead);
+        self.decode_scratch = scratch;
+        counts
+    }
+
+    fn process_with(
+        &mut self,
+        record: &Record,
+        scratch: &mut Vec<u8>,
+        batcher: &mut Batcher,
+        dead: &mut DeadLetterBuffer,
+    ) -> RecordCounts {
+        let mut counts = RecordCounts::default();
+        let whole_record = Position {
+            seq: record.seq,
+            event: 0,
+        };
+        let stored = match stored::decode(&record.payload) {
+            Ok(stored) => stored,
+            Err(err) => {
+                if batcher.begin_record(record.seq, 0).is_some() {
+                    let reason = format!("undecodable stored record: {err}");
+                    dead.push(DeadLetter {
+                        reason: &reason,
+                        event_id: None,
+                        position: whole_record,
+                        batch_id: None,
+                        payload: &record.payload,
+                    });
+                    counts.dead_lettered += 1;
+                    batcher.end_record();
+                }
+                return counts;
+            }
+        };
+        if stored.format == InboundFormat::LdDiagnostic {
+            if batcher.begin_record(record.seq, 0).is_some() {
+                batcher.end_record();
+            }
+            return counts;
+        }
+        let ctx = RecordContext {
+            format: stored.format,
+            environment: stored.environment,
+            payload_id: stored.payload_id,
+            schema_version: stored.schema_version,
+            seq: record.seq,
+            received_at_ms: record.received_at_ms,
+        };
+        let decoded = match event::decode(&ctx, stored.body, scratch) {
+            Ok(decoded) => decoded,
+            Err(err) => {
+                if batcher.begin_record(record.seq, 0).is_some() {
+                    let reason = format!("undecodable record body: {err}");
+                    dead.push(DeadLetter {
+                        reason: &reason,
+                        event_id: None,
+                        position: whole_record,
+                        batch_id: None,
+                        payload: stored.body,
+                    });
+                    counts.dead_lettered += 1;
+                    batcher.end_record();
+                }
+                return counts;
+            }
+        };
+        let DecodedRecord { events, invalid } = decoded;
+        let event_count = events
+            .iter()
+            .map(|event| event.index())
+            .chain(invalid.iter().map(|bad| bad.index))
+            .max()
+            .map_or(0, |max| max + 1)
+            .max(record.event_count);
+        let Some(first) = batcher.begin_record(record.seq, event_count) else {
+            return counts;
+        };
+
+        // Valid and invalid events arrive as two index-ordered lists; merge them so the
+        // batcher sees positions in order.
+        let mut invalid = invalid.into_iter().peekable();
+        for event in events.iter().filter(|event| event.index() >= first) {
+            while let Some(bad) = invalid.next_if(|bad| bad.index < event.index()) {
+                self.dead_letter_invalid(&ctx, &bad, first, batcher, dead, &mut counts);
+            }
+            self.offer_event(&ctx, event, batcher, dead, &mut counts);
+        }
+        for bad in invalid {
+            self.dead_letter_invalid(&ctx, &bad, first, batcher, dead, &mut counts);
+        }
+        batcher.end_record();
+        counts
+    }
+
+    fn dead_letter_invalid(
+        &mut self,
+        ctx: &RecordContext<'_>,
+        bad: &InvalidEvent,
+        first: u32,
+        batcher: &mut Batcher,
+        dead: &mut DeadLetterBuffer,
+        counts: &mut RecordCounts,
+    ) {
+        if bad.index < first {
+            return;
+        }
+        batcher.skip(bad.index);
+        let event_id = event::event_id(ctx, bad.index);
+        self.reason.clear();
+        self.reason.push_str("invalid event: ");
+        self.reason.push_str(&bad.reason);
+        dead.push(DeadLetter {
+            reason: &self.reason,
+            event_id: Some(&event_id),
+            position: Position {
+                seq: ctx.seq,
+                event: bad.index,
+            },
+            batch_id: None,
+            payload: bad.raw.as_bytes(),
+        });
+        counts.invalid += 1;
+        counts.dead_lettered += 1;
+    }
+
+    fn offer_event(
+        &mut self,
+        ctx: &RecordContext<'_>,
+        event: &Event<'_>,
+        batcher: &mut Batcher,
+        dead: &mut DeadLetterBuffer,
+        counts: &mut RecordCounts,
+    ) {
+        let index = event.index();
+        let position = Position {
+            seq: ctx.seq,
+            event: index,
+        };
+        if !self.filter.matches(ctx, event) {
+            batcher.skip(index);
+            counts.filtered += 1;
+            return;
+        }
+        self.rows.clear();
+        self.row_ends.clear();
+        let rows = &mut self.rows;
+        let row_ends = &mut self.row_ends;
+        let mapped = event::map_event(
+            self.schema,
+            &self.export,
+            ctx,
+            event,
+            &mut self.map_scratch,
+            &mut |row: &[u8]| {
+                rows.extend_from_slice(row);
+                row_ends.push(rows.len());
+            },
+        );
+        if let Err(err) = mapped {
+            batcher.skip(index);
+            let event_id = event::event_id(ctx, index);
+            let reason = format!("cannot map event to schema {}: {err}", self.schema.name());
+            dead.push(DeadLetter {
+                reason: &reason,
+                event_id: Some(&event_id),
+                position,
+                batch_id: None,
+                payload: b"null",
+            });
+            counts.dead_lettered += 1;
+            return;
+        }
+        if self.row_ends.is_empty() {
+            // The schema does not export this kind of event (e.g. index events to Segment).
+            batcher.skip(index);
+            counts.filtered += 1;
+            return;
+        }
+        let meta = ItemMeta {
+            event_id: event::event_id(ctx, index),
+            kind: event.kind(),
+            key: event.key(),
+            context_key: event.context_key(),
+            environment: ctx.environment,
+            received_at_ms: ctx.received_at_ms,
+        };
+        let rows = Rows {
+            bytes: &self.rows,
+            ends: &self.row_ends,
+        };
+        match batcher.offer(index, meta, rows) {
+            Ok(()) => counts.batched += 1,
+            Err(rejected) => {
+                let event_id = event::event_id(ctx, index);
+                let reason = rejected.to_string();
+                for row in rows.iter() {
+                    dead.push(DeadLetter {
+                        reason: &reason,
+                        event_id: Some(&event_id),
+                        position,
+                        batch_id: None,
+                        payload: row,
+                    });
+                }
+                counts.dead_lettered += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::delivery::batcher::CutBatch;
+    use crate::dest::BatchLimits;
+    use crate::event::stored::{encode_header, StoredMeta};
+    use crate::event::FilterConfig;
+
+    fn record(seq: u64, format: InboundFormat, body: &str) -> Record {
+        let mut payload = Vec::new();
+        encode_header(
+            &StoredMeta {
+                format: Some(format),
+                schema_version: Some(4),
+                environment: "production",
+                payload_id: "",
+                tags: "",
+                user_agent: "",
+            },
+            &mut payload,
+        );
+        payload.extend_from_slice(body.as_bytes());
+        Record {
+            seq,
+            tag: format.code(),
+            event_count: 0,
+            received_at_ms: 1_717_000_000_000,
+            payload: Bytes::from(payload),
+        }
+    }
+
+    fn pipeline(filter: &[(&str, &str)]) -> Pipeline {
+        let (config, rest) = FilterConfig::from_query(filter).unwrap();
+        assert!(rest.is_empty());
+        Pipeline::new(
+            Schema::LaunchDarkly,
+            ExportOptions {
+                project: "proj".into(),
+                ..ExportOptions::default()
+            },
+            Filter::new(&config).unwrap(),
+        )
+    }
+
+    fn batcher(acked: Position) -> Batcher {
+        let limits = BatchLimits {
+            linger: Duration::from_secs(60),
+            ..BatchLimits::default()
+        };
+        Batcher::new("d", Schema::LaunchDarkly, limits, acked, None)
+    }
+
+    fn drain(batcher: &mut Batcher) -> Vec<CutBatch> {
+        batcher.cut_lingering();
+        std::iter::from_fn(|| batcher.pop_ready()).collect()
+    }
+
+    const FEATURE: &str = r#"{"kind":"feature","creationDate":1717000000001,"key":"new-checkout","version":3,"context":{"kind":"user","key":"u1"},"variation":1,"value":true,"default":false}"#;
+    const CUSTOM: &str = r#"{"kind":"custom","creationDate":1717000000500,"key":"purchase","contextKeys":{"user":"u2"},"metricValue":4.5}"#;
+
+    #[test]
+    fn maps_events_to_envelopes_with_stable_ids() {
+        let mut p = pipeline(&[]);
+        let mut b = batcher(Position { seq: 7, event: 0 });
+        let mut dead = DeadLetterBuffer::new("d");
+        let rec = record(7, InboundFormat::LdBulk, &format!("[{FEATURE},{CUSTOM}]"));
+        let counts = p.process(&rec, &mut b, &mut dead);
+        assert_eq!(counts.batched, 2);
+        assert!(dead.is_empty());
+        let cut = drain(&mut b);
+        assert_eq!(cut.len(), 1);
+        let items = &cut[0].batch.items;
+        assert_eq!(items[0].kind, "feature");
+        assert_eq!(items[0].key.as_deref(), Some("new-checkout"));
+        assert_eq!(items[0].context_key.as_deref(), Some("u1"));
+        assert_eq!(items[1].context_key.as_deref(), Some("u2"));
+        assert_eq!(items[0].environment, "production");
+        let ctx = RecordContext {
+            format: InboundFormat::LdBulk,
+            environment: "production",
+            payload_id: None,
+            schema_version: Some(4),
+            seq: 7,
+            received_at_ms: rec.received_at_ms,
+        };
+        assert_eq!(items[1].event_id, event::event_id(&ctx, 1));
+        let envelope: serde_json::Value = serde_json::from_slice(&items[0].payload).unwrap();
+        assert_eq!(envelope["project"], "proj");
+        assert_eq!(envelope["event"]["key"], "new-checkout");
+        assert_eq!(
+            (cut[0].start, cut[0].end),
+            (Position { seq: 7, event: 0 }, Position { seq: 8, event: 0 })
+        );
+    }
+
+    #[test]
+    fn invalid_events_are_dead_lettered_without_losing_neighbours() {
+        let mut p = pipeline(&[]);
+        let mut b = batcher(Position { seq: 1, event: 0 });
+        let mut dead = DeadLetterBuffer::new("d");
+        let rec = record(
+            1,
+            InboundFormat::LdBulk,
+            &format!("[{CUSTOM},42,{FEATURE}]"),
+        );
+        let counts = p.process(&rec, &mut b, &mut dead);
+        assert_eq!(
+            (counts.batched, counts.invalid, counts.dead_lettered),
+            (2, 1, 1)
+        );
+        let (lines, count) = dead.take();
+        assert_eq!(count, 1);
+        let line: serde_json::Value = serde_json::from_slice(&lines).unwrap();
+        assert_eq!(line["event"], 1);
+        assert_eq!(line["payload"], 42);
+        assert!(
+            line["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("invalid event"),
+            "{line}"
+        );
+        let cut = drain(&mut b);
+        assert_eq!(
+            cut[0].positions,
+            vec![Position { seq: 1, event: 0 }, Position { seq: 1, event: 2 }]
+        );
+    }
+
+    #[test]
+    fn filtered_events_are_counted_and_covered_by_the_span() {
+        let mut p = pipeline(&[("kinds", "custom")]);
+        let mut b = batcher(Position { seq: 1, event: 0 });
+        let mut dead = DeadLetterBuffer::new("d");
+        let counts = p.process(
+            &record(1, InboundFormat::LdBulk, &format!("[{FEATURE}]")),
+            &mut b,
+            &mut dead,
+        );
+        assert_eq!((counts.batched, counts.filtered), (0, 1));
+        let counts = p.process(
+            &record(2, InboundFormat::LdBulk, &format!("[{FEATURE},{CUSTOM}]")),
+            &mut b,
+            &mut dead,
+        );
+        assert_eq!((counts.batched, counts.filtered), (1, 1));
+        let cut = drain(&mut b);
+        assert!(cut[0].batch.items.is_empty(), "record 1 is an empty span");
+        assert_eq!(cut[0].end, Position { seq: 2, event: 0 });
+        assert_eq!(cut[1].batch.items.len(), 1);
+        assert_eq!(cut[1].positions, vec![Position { seq: 2, event: 1 }]);
+    }
+
+    #[test]
+    fn diagnostics_are_skipped_and_garbage_is_dead_lettered_whole() {
+        let mut p = pipeline(&[]);
+        let mut b = batcher(Position { seq: 1, event: 0 });
+        let mut dead = DeadLetterBuffer::new("d");
+        let diag = record(1, InboundFormat::LdDiagnostic, r#"{"kind":"diagnostic"}"#);
+        assert_eq!(p.process(&diag, &mut b, &mut dead), RecordCounts::default());
+        assert!(dead.is_empty());
+        let garbage = Record {
+            seq: 2,
+            tag: 0,
+            event_count: 1,
+            received_at_ms: 0,
+            payload: Bytes::from_static(b"\x09not a stored record"),
+        };
+        let counts = p.process(&garbage, &mut b, &mut dead);
+        assert_eq!(counts.dead_lettered, 1);
+        let (lines, _) = dead.take();
+        let line: serde_json::Value = serde_json::from_slice(&lines).unwrap();
+        assert!(
+            line["reason"].as_str().unwrap().contains("undecodable"),
+            "{line}"
+        );
+        assert_eq!(b.position(), Position { seq: 3, event: 0 });
+    }
+
+    #[test]
+    fn resuming_inside_a_record_skips_events_already_acked() {
+        let mut p = pipeline(&[]);
+        let mut b = batcher(Position { seq: 4, event: 1 });
+        let mut dead = DeadLetterBuffer::new("d");
+        let rec = record(
+            4,
+            InboundFormat::LdBulk,
+            &format!("[{FEATURE},42,{CUSTOM}]"),
+        );
+        let counts = p.process(&rec, &mut b, &mut dead);
+        // Event 0 is acked; the invalid event 1 and event 2 are new.
+        assert_eq!((counts.batched, counts.invalid), (1, 1));
+        let cut = drain(&mut b);
+        assert_eq!(cut[0].start, Position { seq: 4, event: 1 });
+        assert_eq!(cut[0].batch.items[0].kind, "custom");
+    }
+}

@@ -1,0 +1,401 @@
+//! Per-destination delivery settings: the common keys of a `--dest` URL / `[[destination]]`
+//! table, consumed before the event filter and the destination take theirs.
+//!
+//! | key | meaning | default |
+//! |---|---|---|
+//! | `name` | unique name; names the cursor and the dead-letter file | the scheme, then `<scheme>-2`, `<scheme>-3`, … |
+//! | `schema` | output schema (`launchdarkly`, `segment`, …) | the destination's default |
+//! | `batch_max_events` | most events per batch (never above the target's limit) | the target's limit |
+//! | `batch_max_bytes` | most bytes per batch, e.g. `1MiB` (never above the target's limit) | the target's limit |
+//! | `linger` | how long a partly filled batch waits, e.g. `200ms` | the target's default |
+//! | `concurrency` | batches in flight at once | `log` 1, `file` 2, others 4 |
+//! | `retry_max_attempts` | retries before dead-lettering, or `unlimited` | `--retry-max-attempts` |
+//! | `retry_max_age` | time since the first failure before dead-lettering, or `unlimited` | `--retry-max-age` |
+//! | `retry_initial_backoff` / `retry_max_backoff` | backoff bounds | the `--retry-*` flags |
+//! | `project`, `expand_summaries`, `mparticle_*` | schema options (see `event::ExportOptions`) | `--project` (`default`) |
+//!
+//! Names are part of the on-disk state (cursor and dead-letter file names), so the defaults
+//! are stable when destinations are *appended*: the first `file` destination is always `file`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dest::units::{parse_byte_size, parse_duration};
+use crate::dest::{BatchLimits, DestError, Destination, DestinationSpec};
+use crate::event::{ExportOptions, FilterConfig, Schema};
+
+use super::retry::{parse_max_age, parse_max_attempts, RetryPolicy};
+
+/// Engine-wide defaults for per-destination settings (filled from CLI flags).
+#[derive(Debug, Clone)]
+pub struct DeliveryDefaults {
+    pub retry: RetryPolicy,
+    /// Project name for exported envelopes.
+    pub project: String,
+}
+
+impl Default for DeliveryDefaults {
+    fn default() -> Self {
+        DeliveryDefaults {
+            retry: RetryPolicy::default(),
+            project: "default".to_string(),
+        }
+    }
+}
+
+/// Delivery settings of one destination.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub name: String,
+    /// `None`: the destination's own default schema.
+    pub schema: Option<Schema>,
+    pub batch_max_events: Option<usize>,
+    pub batch_max_bytes: Option<usize>,
+    pub linger: Option<Duration>,
+    /// `None`: the default for the destination kind ([`default_concurrency`]).
+    pub concurrency: Option<usize>,
+    pub retry: RetryPolicy,
+    pub export: ExportOptions,
+    pub filter: FilterConfig,
+}
+
+impl DeliverySettings {
+    /// Settings with every default, for `name` (tests, embedded defaults).
+    pub fn named(name: &str, defaults: &DeliveryDefaults) -> Self {
+        DeliverySettings {
+            name: name.to_string(),
+            schema: None,
+            batch_max_events: None,
+            batch_max_bytes: None,
+            linger: None,
+            concurrency: None,
+            retry: defaults.retry,
+            export: ExportOptions {
+                project: defaults.project.clone(),
+                ..ExportOptions::default()
+            },
+            filter: FilterConfig::default(),
+        }
+    }
+
+    /// Consume the delivery keys (not `name`, see [`assign_names`]) and then the filter keys
+    /// from `spec`, leaving the destination's own keys in it.
+    pub fn take_from(
+        spec: &mut DestinationSpec,
+        name: String,
+        defaults: &DeliveryDefaults,
+    ) -> Result<Self, DestError> {
+        let mut settings = DeliverySettings::named(&name, defaults);
+        if let Some(schema) = spec.take("schema") {
+            settings.schema = Some(
+                schema
+                    .parse::<Schema>()
+                    .map_err(|err| spec.error(format!("option `schema`: {err}")))?,
+            );
+        }
+        settings.batch_max_events = spec.take_parsed::<usize>("batch_max_events")?;
+        if settings.batch_max_events == Some(0) {
+            return Err(spec.error("option `batch_max_events` must be at least 1"));
+        }
+        if let Some(raw) = spec.take("batch_max_bytes") {
+            let bytes = parse_byte_size(&raw)
+                .map_err(|err| spec.error(format!("option `batch_max_bytes`: {err}")))?;
+            if bytes == 0 {
+                return Err(spec.error("option `batch_max_bytes` must be at least 1"));
+            }
+            settings.batch_max_bytes = Some(bytes);
+        }
+        if let Some(raw) = spec.take("linger") {
+            settings.linger = Some(
+                parse_duration(&raw)
+                    .map_err(|err| spec.error(format!("option `linger`: {err}")))?,
+            );
+        }
+        settings.concurrency = spec.take_parsed::<usize>("concurrency")?;
+        if settings.concurrency == Some(0) {
+            return Err(spec.error("option `concurrency` must be at least 1"));
+        }
+        if let Some(raw) = spec.take("retry_max_attempts") {
+            settings.retry.max_attempts = parse_max_attempts(&raw)
+                .map_err(|err| spec.error(format!("option `retry_max_attempts`: {err}")))?;
+        }
+        if let Some(raw) = spec.take("retry_max_age") {
+            settings.retry.max_age = parse_max_age(&raw)
+                .map_err(|err| spec.error(format!("option `retry_max_age`: {err}")))?;
+        }
+        if let Some(raw) = spec.take("retry_initial_backoff") {
+            settings.retry.initial_backoff = parse_duration(&raw)
+                .map_err(|err| spec.error(format!("option `retry_initial_backoff`: {err}")))?;
+        }
+        if let Some(raw) = spec.take("retry_max_backoff") {
+            settings.retry.max_backoff = parse_duration(&raw)
+                .map_err(|err| spec.error(format!("option `retry_max_backoff`: {err}")))?;
+        }
+        settings.export = take_export(spec, defaults)?;
+        settings.filter = take_filter(spec)?;
+        Ok(settings)
+    }
+
+    /// The limits batches are cut by: the target's, narrowed by these settings.
+    pub fn effective_limits(&self, target: BatchLimits) -> BatchLimits {
+        let max_items = self
+            .batch_max_events
+            .map_or(target.max_items, |max| max.min(target.max_items))
+            .max(1);
+        let max_bytes = self
+            .batch_max_bytes
+            .map_or(target.max_bytes, |max| max.min(target.max_bytes))
+            .max(1);
+        BatchLimits {
+            max_items,
+            max_bytes,
+            max_item_bytes: target.max_item_bytes.min(max_bytes),
+            per_item_overhead: target.per_item_overhead,
+            linger: self.linger.unwrap_or(target.linger),
+        }
+    }
+
+    /// The schema events are mapped to.
+    pub fn effective_schema(&self, destination: &dyn Destination) -> Schema {
+        self.schema.unwrap_or_else(|| destination.schema())
+    }
+
+    pub fn effective_concurrency(&self, kind: &str) -> usize {
+        self.concurrency
+            .unwrap_or_else(|| default_concurrency(kind))
+    }
+}
+
+/// Batches in flight at once when not configured: `log` keeps line order (1), `file` writes
+/// files in parallel with a bounded memory footprint (2), network targets hide latency (4).
+pub fn default_concurrency(kind: &str) -> usize {
+    match kind {
+        "log" => 1,
+        "file" => 2,
+        _ => 4,
+    }
+}
+
+/// Hand the remaining options to the schema options (`project`, `expand_summaries`,
+/// `mparticle_*`); keep what they do not recognise.
+fn take_export(
+    spec: &mut DestinationSpec,
+    defaults: &DeliveryDefaults,
+) -> Result<ExportOptions, DestError> {
+    let options = std::mem::take(&mut spec.options);
+    let params: Vec<(&str, &str)> = options
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    let (mut export, leftovers) =
+        ExportOptions::from_query(&params).map_err(|err| spec.error(err))?;
+    if export.project.is_empty() {
+        export.project = defaults.project.clone();
+    }
+    spec.options = leftovers
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+    Ok(export)
+}
+
+/// Hand the remaining options to the event filter; keep what it does not recognise.
+fn take_filter(spec: &mut DestinationSpec) -> Result<FilterConfig, DestError> {
+    let options = std::mem::take(&mut spec.options);
+    let params: Vec<(&str, &str)> = options
+        .iter()
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect();
+    let (config, leftovers) = FilterConfig::from_query(&params).map_err(|err| spec.error(err))?;
+    spec.options = leftovers
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect();
+    Ok(config)
+}
+
+/// A configured destination ready for the engine.
+#[derive(Debug, Clone)]
+pub struct ConfiguredDestination {
+    pub settings: DeliverySettings,
+    pub destination: Arc<dyn Destination>,
+}
+
+/// Take each spec's `name` option (or derive one) and check that names are unique and
+/// usable as file names. Returns one name per spec, in order.
+pub fn assign_names(specs: &mut [DestinationSpec]) -> Result<Vec<String>, DestError> {
+    let explicit: Vec<Option<String>> = specs.iter_mut().map(|spec| spec.take("name")).collect();
+    let mut taken = HashSet::new();
+    for (spec, name) in specs.iter().zip(&explicit) {
+        if let Some(name) = name {
+            validate_name(name).map_err(|reason| spec.error(format!("option `name`: {reason}")))?;
+            if !taken.insert(name.clone()) {
+                return Err(spec.error(format!(
+                    "option `name`: `{name}` is used by another destination; names must be unique"
+                )));
+            }
+        }
+    }
+    let mut names = Vec::with_capacity(specs.len());
+    for (spec, name) in specs.iter().zip(explicit) {
+        let name = match name {
+            Some(name) => name,
+            None => {
+                let base = if validate_name(&spec.scheme).is_ok() {
+                    spec.scheme.clone()
+                } else {
+                    "dest".to_string()
+                };
+                let mut candidate = base.clone();
+                let mut index = 2;
+                while taken.contains(&candidate) {
+                    candidate = format!("{base}-{index}");
+                    index += 1;
+                }
+                taken.insert(candidate.clone());
+                candidate
+            }
+        };
+        names.push(name);
+    }
+    Ok(names)
+}
+
+/// Names become file names (cursor, dead letters, batch ids): 1–64 of `[A-Za-z0-9_-]`.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("`{name}` must be 1 to 64 characters long"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "`{name}` may only contain ASCII letters, digits, `_` and `-`"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specs(urls: &[&str]) -> Vec<DestinationSpec> {
+        urls.iter()
+            .map(|u| DestinationSpec::parse(u).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn default_names_are_stable_when_appending() {
+        let mut s = specs(&["file:///a", "log:", "file:///b", "file:///c?name=file-2"]);
+        let names = assign_names(&mut s).unwrap();
+        assert_eq!(names, vec!["file", "log", "file-3", "file-2"]);
+        assert!(s.iter().all(|spec| !spec.options.contains_key("name")));
+    }
+
+    #[test]
+    fn duplicate_and_bad_names_are_refused() {
+        let mut s = specs(&["file:///a?name=x", "log:?name=x"]);
+        let err = assign_names(&mut s).unwrap_err().to_string();
+        assert!(err.contains("`x`") && err.contains("unique"), "{err}");
+        let mut s = specs(&["file:///a?name=../etc"]);
+        let err = assign_names(&mut s).unwrap_err().to_string();
+        assert!(err.contains("name"), "{err}");
+    }
+
+    #[test]
+    fn limits_are_narrowed_never_widened() {
+        let target = BatchLimits {
+            max_items: 500,
+            max_bytes: 5_000_000,
+            max_item_bytes: 1_000_000,
+            per_item_overhead: 10,
+            linger: Duration::from_millis(200),
+        };
+        let mut settings = DeliverySettings::named("k", &DeliveryDefaults::default());
+        settings.batch_max_events = Some(10_000);
+        settings.batch_max_bytes = Some(100_000);
+        settings.linger = Some(Duration::from_secs(2));
+        let limits = settings.effective_limits(target);
+        assert_eq!(limits.max_items, 500);
+        assert_eq!(limits.max_bytes, 100_000);
+        assert_eq!(limits.max_item_bytes, 100_000);
+        assert_eq!(limits.per_item_overhead, 10);
+        assert_eq!(limits.linger, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn take_from_consumes_delivery_schema_and_filter_keys_and_leaves_the_rest() {
+        let mut spec = DestinationSpec::parse(
+            "kinesis://s?schema=segment&batch_max_events=100&batch_max_bytes=1MiB&linger=2s\
+             &concurrency=3&retry_max_attempts=unlimited&retry_max_age=1h\
+             &retry_initial_backoff=1s&retry_max_backoff=1m&project=acme&kinds=feature,custom\
+             &region=us-east-1",
+        )
+        .unwrap();
+        let defaults = DeliveryDefaults::default();
+        let settings = DeliverySettings::take_from(&mut spec, "k".into(), &defaults).unwrap();
+        assert_eq!(settings.name, "k");
+        assert_eq!(settings.schema, Some(Schema::Segment));
+        assert_eq!(settings.batch_max_events, Some(100));
+        assert_eq!(settings.batch_max_bytes, Some(1 << 20));
+        assert_eq!(settings.linger, Some(Duration::from_secs(2)));
+        assert_eq!(settings.concurrency, Some(3));
+        assert_eq!(settings.retry.max_attempts, None);
+        assert_eq!(settings.retry.max_age, Some(Duration::from_secs(3600)));
+        assert_eq!(settings.retry.initial_backoff, Duration::from_secs(1));
+        assert_eq!(settings.retry.max_backoff, Duration::from_secs(60));
+        assert_eq!(settings.export.project, "acme");
+        assert_ne!(settings.filter, FilterConfig::default());
+        let left: Vec<&str> = spec.options.keys().map(String::as_str).collect();
+        assert_eq!(left, vec!["region"]);
+    }
+
+    #[test]
+    fn defaults_apply_when_keys_are_absent() {
+        let mut spec = DestinationSpec::parse("log:").unwrap();
+        let defaults = DeliveryDefaults {
+            retry: RetryPolicy {
+                max_attempts: Some(9),
+                ..RetryPolicy::default()
+            },
+            project: "proj".into(),
+        };
+        let settings = DeliverySettings::take_from(&mut spec, "log".into(), &defaults).unwrap();
+        assert_eq!(settings.retry.max_attempts, Some(9));
+        assert_eq!(settings.export.project, "proj");
+        assert_eq!(settings.schema, None);
+        assert_eq!(settings.effective_concurrency("log"), 1);
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        for (url, needle) in [
+            ("log:?schema=xml", "schema"),
+            ("log:?batch_max_events=0", "batch_max_events"),
+            ("log:?batch_max_bytes=lots", "batch_max_bytes"),
+            ("log:?linger=soon", "linger"),
+            ("log:?concurrency=-1", "concurrency"),
+            ("log:?retry_max_attempts=many", "retry_max_attempts"),
+            ("log:?retry_max_age=forever", "retry_max_age"),
+            ("log:?sample_rate=2", "sample_rate"),
+        ] {
+            let mut spec = DestinationSpec::parse(url).unwrap();
+            let err =
+                DeliverySettings::take_from(&mut spec, "x".into(), &DeliveryDefaults::default())
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn concurrency_defaults_by_kind() {
+        assert_eq!(default_concurrency("log"), 1);
+        assert_eq!(default_concurrency("file"), 2);
+        assert_eq!(default_concurrency("kinesis"), 4);
+    }
+}

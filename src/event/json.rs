@@ -1,0 +1,509 @@
+//! Tape navigation and a small JSON writer: the two primitives every decoder and schema uses.
+//!
+//! simd-json parses a record into a *tape*: a flat `Vec<Node>` where an object or array node
+//! is followed by its members and carries the total count of nodes below it. We address values
+//! by their absolute index in that tape (`usize`), so an [`super::Event`] is just "the tape +
+//! the index of its object", and looking up a field is a linear scan over the object's keys
+//! (events have ~10 keys; a scan beats hashing at that size and allocates nothing).
+//!
+//! The writer appends to a `Vec<u8>` and never fails: strings are escaped per RFC 8259
+//! (fast path: no byte needs escaping → one `memcpy`), integers go through `itoa`, floats
+//! through `ryu` (shortest round-trip form, `NaN`/`inf` cannot occur because they cannot be
+//! parsed from JSON).
+//!
+//! Invariant: every function here is total — out-of-range indices and unexpected node types
+//! return `None` (navigation) instead of panicking, so arbitrary tapes from fuzzed input are safe.
+
+use simd_json::{Node, StaticNode};
+
+/// A parsed record: the tape nodes, borrowing strings from the record's scratch copy.
+pub(crate) type Nodes<'a> = [Node<'a>];
+
+/// Number of tape nodes the value at `idx` occupies, including itself.
+#[inline]
+pub(crate) fn span(nodes: &Nodes<'_>, idx: usize) -> usize {
+    match nodes.get(idx) {
+        Some(Node::Object { count, .. }) | Some(Node::Array { count, .. }) => count + 1,
+        _ => 1,
+    }
+}
+
+/// Iterator over the `(key, value index)` pairs of the object at `idx` (empty if not an object).
+pub(crate) struct ObjectIter<'t, 'a> {
+    nodes: &'t Nodes<'a>,
+    next: usize,
+    remaining: usize,
+}
+
+impl<'a> Iterator for ObjectIter<'_, 'a> {
+    type Item = (&'a str, usize);
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let key = match self.nodes.get(self.next)? {
+            Node::String(key) => *key,
+            _ => return None,
+        };
+        let value = self.next + 1;
+        self.next = value + span(self.nodes, value);
+        Some((key, value))
+    }
+}
+
+#[inline]
+pub(crate) fn object_iter<'t, 'a>(nodes: &'t Nodes<'a>, idx: usize) -> ObjectIter<'t, 'a> {
+    let remaining = match nodes.get(idx) {
+        Some(Node::Object { len, .. }) => *len,
+        _ => 0,
+    };
+    ObjectIter {
+        nodes,
+        next: idx + 1,
+        remaining,
+    }
+}
+
+/// Iterator over the element indices of the array at `idx` (empty if not an array).
+pub(crate) struct ArrayIter<'t, 'a> {
+    nodes: &'t Nodes<'a>,
+    next: usize,
+    remaining: usize,
+}
+
+impl Iterator for ArrayIter<'_, '_> {
+    type Item = usize;
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        if self.remaining == 0 || self.next >= self.nodes.len() {
+            return None;
+        }
+        self.remaining -= 1;
+        let element = self.next;
+        self.next += span(self.nodes, element);
+        Some(element)
+    }
+}
+
+#[inline]
+pub(crate) fn array_iter<'t, 'a>(nodes: &'t Nodes<'a>, idx: usize) -> ArrayIter<'t, 'a> {
+    let remaining = match nodes.get(idx) {
+        Some(Node::Array { len, .. }) => *len,
+        _ => 0,
+    };
+    ArrayIter {
+        nodes,
+        next: idx + 1,
+        remaining,
+    }
+}
+
+/// Value index of `key` in the object at `idx`.
+#[inline]
+pub(crate) fn get(nodes: &Nodes<'_>, idx: usize, key: &str) -> Option<usize> {
+    object_iter(nodes, idx).find_map(|(k, v)| (k == key).then_some(v))
+}
+
+#[inline]
+pub(crate) fn is_object(nodes: &Nodes<'_>, idx: usize) -> bool {
+    matches!(nodes.get(idx), Some(Node::Object { .. }))
+}
+
+#[inline]
+pub(crate) fn is_array(nodes: &Nodes<'_>, idx: usize) -> bool {
+    matches!(nodes.get(idx), Some(Node::Array { .. }))
+}
+
+#[inline]
+pub(crate) fn is_null(nodes: &Nodes<'_>, idx: usize) -> bool {
+    matches!(nodes.get(idx), Some(Node::Static(StaticNode::Null)))
+}
+
+#[inline]
+pub(crate) fn as_str<'a>(nodes: &Nodes<'a>, idx: usize) -> Option<&'a str> {
+    match nodes.get(idx)? {
+        Node::String(s) => Some(*s),
+        _ => None,
+    }
+}
+
+#[inline]
+pub(crate) fn as_bool(nodes: &Nodes<'_>, idx: usize) -> Option<bool> {
+    match nodes.get(idx)? {
+        Node::Static(StaticNode::Bool(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+/// A non-negative integer; floats with an exact integral value (`12.0`) are accepted too,
+/// because some SDKs serialise timestamps from doubles.
+#[inline]
+pub(crate) fn as_u64(nodes: &Nodes<'_>, idx: usize) -> Option<u64> {
+    match nodes.get(idx)? {
+        Node::Static(StaticNode::U64(n)) => Some(*n),
+        Node::Static(StaticNode::I64(n)) => u64::try_from(*n).ok(),
+        Node::Static(StaticNode::F64(f)) if f.fract() == 0.0 && *f >= 0.0 && *f < 1.8e19 => {
+            Some(*f as u64)
+        }
+        _ => None,
+    }
+}
+
+#[inline]
+pub(crate) fn as_i64(nodes: &Nodes<'_>, idx: usize) -> Option<i64> {
+    match nodes.get(idx)? {
+        Node::Static(StaticNode::U64(n)) => i64::try_from(*n).ok(),
+        Node::Static(StaticNode::I64(n)) => Some(*n),
+        Node::Static(StaticNode::F64(f)) if f.fract() == 0.0 && f.abs() < 9.2e18 => Some(*f as i64),
+        _ => None,
+    }
+}
+
+#[inline]
+pub(crate) fn as_f64(nodes: &Nodes<'_>, idx: usize) -> Option<f64> {
+    match nodes.get(idx)? {
+        Node::Static(StaticNode::U64(n)) => Some(*n as f64),
+        Node::Static(StaticNode::I64(n)) => Some(*n as f64),
+        Node::Static(StaticNode::F64(f)) => Some(*f),
+        _ => None,
+    }
+}
+
+/// Human name of a value's JSON type, for error messages.
+pub(crate) fn type_name(nodes: &Nodes<'_>, idx: usize) -> &'static str {
+    match nodes.get(idx) {
+        Some(Node::Object { .. }) => "an object",
+        Some(Node::Array { .. }) => "an array",
+        Some(Node::String(_)) => "a string",
+        Some(Node::Static(StaticNode::Bool(_))) => "a boolean",
+        Some(Node::Static(StaticNode::Null)) => "null",
+        Some(Node::Static(_)) => "a number",
+        None => "nothing",
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writer
+// ---------------------------------------------------------------------------------------------
+
+/// For each byte: 0 = copy as is, otherwise the character after the backslash
+/// (`u` = `\u00XX`).
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = b'u';
+        i += 1;
+    }
+    table[b'\n' as usize] = b'n';
+    table[b'\r' as usize] = b'r';
+    table[b'\t' as usize] = b't';
+    table[0x08] = b'b';
+    table[0x0c] = b'f';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// Append `s` as a JSON string literal (with quotes).
+#[inline]
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    write_str_content(out, s);
+    out.push(b'"');
+}
+
+/// Append the escaped content of `s` (no quotes).
+#[inline]
+pub(crate) fn write_str_content(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[b as usize];
+        if esc == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        if esc == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', esc]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+#[inline]
+pub(crate) fn write_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+#[inline]
+pub(crate) fn write_i64(out: &mut Vec<u8>, n: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+#[inline]
+pub(crate) fn write_f64(out: &mut Vec<u8>, f: f64) {
+    if f.is_finite() {
+        out.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// Append the value at `idx` as compact JSON. A missing index writes `null`.
+pub(crate) fn write_value(out: &mut Vec<u8>, nodes: &Nodes<'_>, idx: usize) {
+    match nodes.get(idx) {
+        None | Some(Node::Static(StaticNode::Null)) => out.extend_from_slice(b"null"),
+        Some(Node::Static(StaticNode::Bool(true))) => out.extend_from_slice(b"true"),
+        Some(Node::Static(StaticNode::Bool(false))) => out.extend_from_slice(b"false"),
+        Some(Node::Static(StaticNode::U64(n))) => write_u64(out, *n),
+        Some(Node::Static(StaticNode::I64(n))) => write_i64(out, *n),
+        Some(Node::Static(StaticNode::F64(f))) => write_f64(out, *f),
+        Some(Node::String(s)) => write_str(out, s),
+        Some(Node::Object { .. }) => {
+            out.push(b'{');
+            for (n, (key, value)) in object_iter(nodes, idx).enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                write_str(out, key);
+                out.push(b':');
+                write_value(out, nodes, value);
+            }
+            out.push(b'}');
+        }
+        Some(Node::Array { .. }) => {
+            out.push(b'[');
+            for (n, element) in array_iter(nodes, idx).enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                write_value(out, nodes, element);
+            }
+            out.push(b']');
+        }
+    }
+}
+
+/// Append the value at `idx` as a plain string: strings unquoted, everything else as its
+/// compact JSON text (for schemas whose attributes must be strings, e.g. mParticle).
+/// The output is escaped for use *inside* a JSON string literal.
+pub(crate) fn write_value_as_string_content(out: &mut Vec<u8>, nodes: &Nodes<'_>, idx: usize) {
+    match nodes.get(idx) {
+        Some(Node::String(s)) => write_str_content(out, s),
+        _ => write_json_text_content(out, nodes, idx),
+    }
+}
+
+/// Append the compact JSON text of the value at `idx`, escaped so that it can sit inside a
+/// JSON string literal (`{"a":"x"}` → `{\"a\":\"x\"}`), without an intermediate buffer.
+pub(crate) fn write_json_text_content(out: &mut Vec<u8>, nodes: &Nodes<'_>, idx: usize) {
+    match nodes.get(idx) {
+        Some(Node::String(s)) => {
+            out.extend_from_slice(b"\\\"");
+            write_str_double_escaped(out, s);
+            out.extend_from_slice(b"\\\"");
+        }
+        Some(Node::Object { .. }) => {
+            out.push(b'{');
+            for (n, (key, value)) in object_iter(nodes, idx).enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"\\\"");
+                write_str_double_escaped(out, key);
+                out.extend_from_slice(b"\\\":");
+                write_json_text_content(out, nodes, value);
+            }
+            out.push(b'}');
+        }
+        Some(Node::Array { .. }) => {
+            out.push(b'[');
+            for (n, element) in array_iter(nodes, idx).enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                write_json_text_content(out, nodes, element);
+            }
+            out.push(b']');
+        }
+        // Scalars contain nothing that needs escaping.
+        _ => write_value(out, nodes, idx),
+    }
+}
+
+/// String content escaped twice (JSON text of a string, itself inside a string literal).
+fn write_str_double_escaped(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc = ESCAPE[b as usize];
+        if esc == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match esc {
+            b'"' => out.extend_from_slice(b"\\\\\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\\\\\"),
+            b'u' => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\\\u00");
+                out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]);
+            }
+            other => out.extend_from_slice(&[b'\\', b'\\', other]),
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Small builder for `{"k":v,...}` with comma handling, so schema code reads like the table
+/// it implements.
+pub(crate) struct ObjectWriter<'o> {
+    out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl<'o> ObjectWriter<'o> {
+    #[inline]
+    pub(crate) fn new(out: &'o mut Vec<u8>) -> Self {
+        out.push(b'{');
+        ObjectWriter { out, first: true }
+    }
+
+    /// Start a field and return the buffer to write its value into.
+    #[inline]
+    pub(crate) fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        write_str(self.out, key);
+        self.out.push(b':');
+        self.out
+    }
+
+    #[inline]
+    pub(crate) fn str(&mut self, key: &str, value: &str) {
+        let out = self.key(key);
+        write_str(out, value);
+    }
+
+    #[inline]
+    pub(crate) fn opt_str(&mut self, key: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.str(key, value);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn raw(&mut self, key: &str, json: &[u8]) {
+        let out = self.key(key);
+        out.extend_from_slice(json);
+    }
+
+    #[inline]
+    pub(crate) fn u64(&mut self, key: &str, value: u64) {
+        let out = self.key(key);
+        write_u64(out, value);
+    }
+
+    #[inline]
+    pub(crate) fn bool(&mut self, key: &str, value: bool) {
+        self.raw(key, if value { b"true" } else { b"false" });
+    }
+
+    #[inline]
+    pub(crate) fn null(&mut self, key: &str) {
+        self.raw(key, b"null");
+    }
+
+    /// A value copied from the tape (`null` if `idx` is `None`).
+    #[inline]
+    pub(crate) fn value(&mut self, key: &str, nodes: &Nodes<'_>, idx: Option<usize>) {
+        let out = self.key(key);
+        match idx {
+            Some(idx) => write_value(out, nodes, idx),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+
+    /// A value copied from the tape, omitted when absent.
+    #[inline]
+    pub(crate) fn opt_value(&mut self, key: &str, nodes: &Nodes<'_>, idx: Option<usize>) {
+        if let Some(idx) = idx {
+            let out = self.key(key);
+            write_value(out, nodes, idx);
+        }
+    }
+
+    #[inline]
+    pub(crate) fn finish(self) {
+        self.out.push(b'}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tape(text: &str) -> Vec<Node<'static>> {
+        let bytes: &'static mut [u8] = Box::leak(text.as_bytes().to_vec().into_boxed_slice());
+        simd_json::to_tape(bytes).unwrap().0
+    }
+
+    #[test]
+    fn round_trips_compact_json() {
+        let text = r#"{"a":[1,-2,3.5,true,null,{"b":"x\"y\n\u0001"}],"c":{},"d":[]}"#;
+        let nodes = tape(text);
+        let mut out = Vec::new();
+        write_value(&mut out, &nodes, 0);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":[1,-2,3.5,true,null,{"b":"x\"y\n\u0001"}],"c":{},"d":[]}"#
+        );
+    }
+
+    #[test]
+    fn navigates_nested_objects() {
+        let nodes = tape(r#"{"x":{"y":[1,2]},"k":"v","n":12.0}"#);
+        assert_eq!(
+            get(&nodes, 0, "k").and_then(|i| as_str(&nodes, i)),
+            Some("v")
+        );
+        assert_eq!(
+            get(&nodes, 0, "n").and_then(|i| as_u64(&nodes, i)),
+            Some(12)
+        );
+        let y = get(&nodes, 0, "x")
+            .and_then(|x| get(&nodes, x, "y"))
+            .unwrap();
+        assert_eq!(array_iter(&nodes, y).count(), 2);
+        assert_eq!(get(&nodes, 0, "missing"), None);
+        assert_eq!(get(&nodes, 99, "k"), None);
+    }
+
+    #[test]
+    fn non_string_values_become_escaped_strings() {
+        let nodes = tape(r#"{"a":{"q":"\""},"b":"plain"}"#);
+        let mut out = Vec::new();
+        write_value_as_string_content(&mut out, &nodes, get(&nodes, 0, "a").unwrap());
+        assert_eq!(out, br#"{\"q\":\"\\\"\"}"#);
+        out.clear();
+        write_value_as_string_content(&mut out, &nodes, get(&nodes, 0, "b").unwrap());
+        assert_eq!(out, b"plain");
+    }
+}

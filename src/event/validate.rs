@@ -1,0 +1,372 @@
+//! Ingest-time validation: is this body worth storing?
+//!
+//! Validation checks the *shape* a route promises (a JSON array of objects, a collector
+//! envelope, …) and counts the events. It deliberately does not judge individual events
+//! (a missing `kind`, an odd timestamp): those are reported per event at delivery time as dead
+//! letters, so one bad event never costs its neighbours their acceptance.
+//!
+//! simd-json parses in place, and the body must be stored exactly as received, so we parse a
+//! copy held in a thread-local scratch buffer (reused across requests: no allocation per request
+//! once warm). The scratch is shrunk after an unusually large body so one 50 MB request does not
+//! pin 50 MB per worker thread forever.
+
+use std::cell::RefCell;
+
+use simd_json::{Buffers, Tape};
+
+use super::json::{self, Nodes};
+use super::{InboundFormat, ValidationError};
+
+/// Scratch capacity kept between calls; bigger buffers are released after use.
+const KEEP_SCRATCH_BYTES: usize = 4 << 20;
+
+struct Scratch {
+    bytes: Vec<u8>,
+    buffers: Buffers,
+    tape: Tape<'static>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        bytes: Vec::new(),
+        buffers: Buffers::default(),
+        tape: Tape::null(),
+    });
+}
+
+fn err(code: &'static str, detail: impl Into<String>) -> ValidationError {
+    ValidationError {
+        code,
+        detail: detail.into(),
+    }
+}
+
+/// See [`super::validate`].
+pub(crate) fn validate(format: InboundFormat, body: &[u8]) -> Result<u32, ValidationError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(err("empty_body", "the request body is empty"));
+    }
+    SCRATCH.with(|cell| {
+        let mut guard = match cell.try_borrow_mut() {
+            Ok(guard) => guard,
+            // Re-entrancy cannot happen (no callbacks run while borrowed), but never panic.
+            Err(_) => return validate_with_fresh_scratch(format, body),
+        };
+        let scratch = &mut *guard;
+        let result = run(format, body, scratch);
+        if scratch.bytes.capacity() > KEEP_SCRATCH_BYTES {
+            scratch.bytes = Vec::new();
+            scratch.buffers = Buffers::default();
+            scratch.tape = Tape::null();
+        }
+        result
+    })
+}
+
+fn validate_with_fresh_scratch(format: InboundFormat, body: &[u8]) -> Result<u32, ValidationError> {
+    let mut scratch = Scratch {
+        bytes: Vec::new(),
+        buffers: Buffers::default(),
+        tape: Tape::null(),
+    };
+    run(format, body, &mut scratch)
+}
+
+fn run(format: InboundFormat, body: &[u8], scratch: &mut Scratch) -> Result<u32, ValidationError> {
+    match format {
+        InboundFormat::LdBulk | InboundFormat::LdMobile | InboundFormat::LdBrowser => {
+            parse(body, scratch, |nodes| array_of_objects(nodes, "event"))
+        }
+        InboundFormat::LdDiagnostic => parse(body, scratch, |nodes| {
+            if json::is_object(nodes, 0) {
+                // Diagnostics are stored and forwarded, never exported: zero export events.
+                Ok(0)
+            } else {
+                Err(err(
+                    "wrong_shape",
+                    format!(
+                        "a diagnostic payload must be one JSON object, found {}",
+                        json::type_name(nodes, 0)
+                    ),
+                ))
+            }
+        }),
+        InboundFormat::GoffCollector => parse(body, scratch, goff_envelope),
+        InboundFormat::Generic => generic(body, scratch),
+    }
+}
+
+/// Parse `body` (a copy of it) and run `check` on the tape.
+fn parse(
+    body: &[u8],
+    scratch: &mut Scratch,
+    check: impl FnOnce(&Nodes<'_>) -> Result<u32, ValidationError>,
+) -> Result<u32, ValidationError> {
+    parse_part(body, body, 0, scratch, check)
+}
+
+/// Parse `part`, which starts at byte `start` of `whole` (for error positions).
+fn parse_part(
+    part: &[u8],
+    whole: &[u8],
+    start: usize,
+    scratch: &mut Scratch,
+    check: impl FnOnce(&Nodes<'_>) -> Result<u32, ValidationError>,
+) -> Result<u32, ValidationError> {
+    let body = part;
+    scratch.bytes.clear();
+    scratch.bytes.extend_from_slice(body);
+    let mut tape: Tape<'_> = std::mem::replace(&mut scratch.tape, Tape::null()).reset();
+    let result = match simd_json::fill_tape(&mut scratch.bytes, &mut scratch.buffers, &mut tape) {
+        Ok(()) => check(&tape.0),
+        Err(error) => Err(malformed(
+            whole,
+            start + error.index().min(part.len()),
+            &error,
+        )),
+    };
+    scratch.tape = tape.reset();
+    result
+}
+
+/// `malformed_json` naming the byte offset, and the line/column for humans.
+fn malformed(body: &[u8], offset: usize, error: &simd_json::Error) -> ValidationError {
+    let offset = offset.min(body.len());
+    let line = body[..offset].iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = offset
+        - body[..offset]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
+    let near = match error.character() {
+        Some(c) => format!(" near {c:?}"),
+        None => String::new(),
+    };
+    err(
+        "malformed_json",
+        format!(
+            "invalid JSON at byte {offset} (line {line}, column {column}){near}: {:?}",
+            error.error()
+        ),
+    )
+}
+
+fn array_of_objects(nodes: &Nodes<'_>, what: &str) -> Result<u32, ValidationError> {
+    if !json::is_array(nodes, 0) {
+        return Err(err(
+            "wrong_shape",
+            format!(
+                "expected a JSON array of {what} objects, found {}",
+                json::type_name(nodes, 0)
+            ),
+        ));
+    }
+    elements_are_objects(nodes, 0, "")
+}
+
+fn elements_are_objects(
+    nodes: &Nodes<'_>,
+    array: usize,
+    path: &str,
+) -> Result<u32, ValidationError> {
+    let mut count: u32 = 0;
+    for (index, element) in json::array_iter(nodes, array).enumerate() {
+        if !json::is_object(nodes, element) {
+            return Err(err(
+                "wrong_shape",
+                format!(
+                    "{path}[{index}] is {}, expected an event object",
+                    json::type_name(nodes, element)
+                ),
+            ));
+        }
+        count = count.saturating_add(1);
+    }
+    Ok(count)
+}
+
+fn goff_envelope(nodes: &Nodes<'_>) -> Result<u32, ValidationError> {
+    if !json::is_object(nodes, 0) {
+        return Err(err(
+            "wrong_shape",
+            format!(
+                "expected a collector object {{\"meta\": {{…}}, \"events\": […]}}, found {}",
+                json::type_name(nodes, 0)
+            ),
+        ));
+    }
+    for key in ["meta", "metadata"] {
+        if let Some(meta) = json::get(nodes, 0, key) {
+            if !json::is_object(nodes, meta) && !json::is_null(nodes, meta) {
+                return Err(err(
+                    "wrong_shape",
+                    format!(
+                        "`{key}` must be an object, found {}",
+                        json::type_name(nodes, meta)
+                    ),
+                ));
+            }
+        }
+    }
+    let Some(events) = json::get(nodes, 0, "events") else {
+        return Err(err(
+            "missing_events",
+            "the collector body has no `events` field",
+        ));
+    };
+    if !json::is_array(nodes, events) {
+        return Err(err(
+            "wrong_shape",
+            format!(
+                "`events` must be an array, found {}",
+                json::type_name(nodes, events)
+            ),
+        ));
+    }
+    elements_are_objects(nodes, events, "events")
+}
+
+/// Generic: a JSON array of objects, or NDJSON (one object per line). A single
+/// pretty-printed object spanning several lines is accepted as one event.
+fn generic(body: &[u8], scratch: &mut Scratch) -> Result<u32, ValidationError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if first == Some(b'[') {
+        return parse(body, scratch, |nodes| array_of_objects(nodes, "event"));
+    }
+    let mut count: u32 = 0;
+    for line in super::decode::ndjson_lines(body) {
+        let parsed = parse_part(line.text, body, line.start, scratch, |nodes| {
+            if json::is_object(nodes, 0) {
+                Ok(1)
+            } else {
+                Err(err(
+                    "wrong_shape",
+                    format!(
+                        "line {} is {}, expected one event object per line",
+                        line.number,
+                        json::type_name(nodes, 0)
+                    ),
+                ))
+            }
+        });
+        match parsed {
+            Ok(_) => count = count.saturating_add(1),
+            Err(line_error) => {
+                // Maybe the whole body is one (multi-line) object.
+                if count == 0
+                    && parse(body, scratch, |nodes| Ok(json::is_object(nodes, 0) as u32)) == Ok(1)
+                {
+                    return Ok(1);
+                }
+                return Err(line_error);
+            }
+        }
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(format: InboundFormat, body: &str) -> Result<u32, &'static str> {
+        validate(format, body.as_bytes()).map_err(|e| e.code)
+    }
+
+    #[test]
+    fn ld_bulk_counts_events_and_leaves_the_body_alone() {
+        let body = br#"[{"kind":"index","context":{"key":"a\nb"}},{"kind":"custom"}]"#.to_vec();
+        let copy = body.clone();
+        assert_eq!(validate(InboundFormat::LdBulk, &body), Ok(2));
+        assert_eq!(body, copy);
+        assert_eq!(code(InboundFormat::LdMobile, "[]"), Ok(0));
+    }
+
+    #[test]
+    fn ld_rejections_name_the_problem() {
+        assert_eq!(code(InboundFormat::LdBulk, "  \n"), Err("empty_body"));
+        assert_eq!(code(InboundFormat::LdBulk, ""), Err("empty_body"));
+        let e = validate(InboundFormat::LdBulk, b"[{\"kind\":}]").unwrap_err();
+        assert_eq!(e.code, "malformed_json");
+        assert!(e.detail.contains("byte 9"), "{}", e.detail);
+        let e = validate(InboundFormat::LdBrowser, b"{\"kind\":\"custom\"}").unwrap_err();
+        assert_eq!(e.code, "wrong_shape");
+        assert!(e.detail.contains("found an object"), "{}", e.detail);
+        let e = validate(InboundFormat::LdBulk, b"[{},3]").unwrap_err();
+        assert_eq!(e.code, "wrong_shape");
+        assert!(e.detail.contains("[1] is a number"), "{}", e.detail);
+    }
+
+    #[test]
+    fn diagnostic_must_be_one_object() {
+        assert_eq!(
+            code(InboundFormat::LdDiagnostic, r#"{"kind":"diagnostic"}"#),
+            Ok(0)
+        );
+        assert_eq!(code(InboundFormat::LdDiagnostic, "[]"), Err("wrong_shape"));
+    }
+
+    #[test]
+    fn goff_envelope_rules() {
+        assert_eq!(
+            code(
+                InboundFormat::GoffCollector,
+                r#"{"meta":{"a":"b"},"events":[{},{}]}"#
+            ),
+            Ok(2)
+        );
+        assert_eq!(
+            code(
+                InboundFormat::GoffCollector,
+                r#"{"metadata":{},"events":[]}"#
+            ),
+            Ok(0)
+        );
+        assert_eq!(
+            code(InboundFormat::GoffCollector, r#"{"meta":{}}"#),
+            Err("missing_events")
+        );
+        assert_eq!(
+            code(InboundFormat::GoffCollector, r#"{"events":{}}"#),
+            Err("wrong_shape")
+        );
+        assert_eq!(
+            code(InboundFormat::GoffCollector, r#"{"meta":1,"events":[]}"#),
+            Err("wrong_shape")
+        );
+        assert_eq!(code(InboundFormat::GoffCollector, "[]"), Err("wrong_shape"));
+        let e = validate(InboundFormat::GoffCollector, br#"{"events":[{},"x"]}"#).unwrap_err();
+        assert!(e.detail.contains("events[1] is a string"), "{}", e.detail);
+    }
+
+    #[test]
+    fn generic_accepts_arrays_ndjson_and_one_pretty_object() {
+        assert_eq!(
+            code(InboundFormat::Generic, r#"[{"kind":"custom"}]"#),
+            Ok(1)
+        );
+        assert_eq!(
+            code(
+                InboundFormat::Generic,
+                "{\"kind\":\"a\"}\n\n{\"kind\":\"b\"}\r\n"
+            ),
+            Ok(2)
+        );
+        assert_eq!(
+            code(InboundFormat::Generic, "{\n \"kind\": \"custom\"\n}\n"),
+            Ok(1)
+        );
+        let e = validate(InboundFormat::Generic, b"{\"a\":1}\n{\"b\":\n").unwrap_err();
+        assert_eq!(e.code, "malformed_json");
+        assert!(
+            e.detail.contains("byte 12 (line 2, column 5)"),
+            "{}",
+            e.detail
+        );
+        let e = validate(InboundFormat::Generic, b"{\"a\":1}\n[1]\n").unwrap_err();
+        assert_eq!(e.code, "wrong_shape");
+        assert!(e.detail.contains("line 2"), "{}", e.detail);
+        assert_eq!(code(InboundFormat::Generic, "\"text\""), Err("wrong_shape"));
+    }
+}

@@ -1,0 +1,138 @@
+//! The file operations the WAL performs, behind a trait so tests can inject faults.
+//!
+//! [`WalIo`] covers every operation whose failure or interruption matters for durability:
+//! preallocating files, fdatasync, directory fsync, rename, unlink, cursor-slot writes and the
+//! free-space probe. [`OsIo`] is the real implementation. A test implementation can fail the
+//! n-th sync (fsyncgate), return ENOSPC from preallocation, or "crash" at step k by failing
+//! every operation from then on — the WAL must stay consistent on disk whatever happens.
+//!
+//! Reads, `open` of existing files and memory mapping are not behind the trait: they change
+//! nothing on disk.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// File operations used by the WAL. Implementations must be thread-safe.
+pub trait WalIo: Send + Sync + fmt::Debug + 'static {
+    /// Create `path` (it must not exist) with `len` bytes of real, non-sparse storage
+    /// (fallocate), opened read-write. Not synced: the caller syncs file and directory.
+    fn allocate(&self, path: &Path, len: u64) -> io::Result<File>;
+    /// Grow an existing file to `len` bytes of real storage (used to restore a segment file
+    /// that was truncated behind our back, so it can be mapped without SIGBUS).
+    fn extend(&self, file: &File, path: &Path, len: u64) -> io::Result<()>;
+    /// fdatasync `file` (at `path`, for diagnostics and fault targeting).
+    fn sync_data(&self, file: &File, path: &Path) -> io::Result<()>;
+    /// fsync a directory, making creations, renames and unlinks in it durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Rename a file (atomic within a directory).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Unlink a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Write all of `buf` at `offset` (pwrite).
+    fn write_at(&self, file: &File, path: &Path, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Bytes available to unprivileged users on the filesystem holding `dir` (statvfs).
+    fn available_bytes(&self, dir: &Path) -> io::Result<u64>;
+}
+
+/// The real operating system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsIo;
+
+impl WalIo for OsIo {
+    fn allocate(&self, path: &Path, len: u64) -> io::Result<File> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        if let Err(error) = preallocate(&file, 0, len) {
+            // Do not leave a half-allocated file behind; the caller reports the error.
+            let _ = std::fs::remove_file(path);
+            return Err(error);
+        }
+        Ok(file)
+    }
+
+    fn extend(&self, file: &File, _path: &Path, len: u64) -> io::Result<()> {
+        let current = file.metadata()?.len();
+        if current >= len {
+            return Ok(());
+        }
+        preallocate(file, current, len)
+    }
+
+    fn sync_data(&self, file: &File, _path: &Path) -> io::Result<()> {
+        file.sync_data()
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn write_at(&self, file: &File, _path: &Path, buf: &[u8], offset: u64) -> io::Result<()> {
+        file.write_all_at(buf, offset)
+    }
+
+    fn available_bytes(&self, dir: &Path) -> io::Result<u64> {
+        let stats = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
+        Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+    }
+}
+
+/// Give `file` real blocks for `[from, to)`, growing it to at least `to` bytes.
+fn preallocate(file: &File, from: u64, to: u64) -> io::Result<()> {
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), from, to - from) {
+        Ok(()) => Ok(()),
+        // Filesystems without fallocate: write real zeros (never leave a sparse file: a
+        // sparse mapped file turns ENOSPC into SIGBUS).
+        Err(errno)
+            if errno == rustix::io::Errno::OPNOTSUPP || errno == rustix::io::Errno::NOSYS =>
+        {
+            write_zeros(file, from, to)
+        }
+        Err(errno) => Err(io::Error::from(errno)),
+    }
+}
+
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    let chunk = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let step = (to - at).min(chunk.len() as u64) as usize;
+        file.write_all_at(&chunk[..step], at)?;
+        at += step as u64;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocate_makes_a_full_sized_non_sparse_file_and_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.seg");
+        let file = OsIo.allocate(&path, 1 << 20).unwrap();
+        let metadata = file.metadata().unwrap();
+        assert_eq!(metadata.len(), 1 << 20);
+        use std::os::unix::fs::MetadataExt;
+        assert!(metadata.blocks() * 512 >= 1 << 20, "file is sparse");
+        assert_eq!(
+            OsIo.allocate(&path, 10).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        assert!(OsIo.available_bytes(dir.path()).unwrap() > 0);
+    }
+}

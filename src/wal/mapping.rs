@@ -1,0 +1,295 @@
+//! The one place the WAL touches mapped memory. Every `unsafe` block of the WAL lives here.
+//!
+//! A [`SegmentMap`] is a shared, writable mapping of one whole segment file. The rest of the
+//! WAL sees it only through a safe API whose shape makes data races impossible:
+//!
+//! * The record area `[HEADER_PAGE_BYTES, len)` is split by a monotonic `frozen_end`
+//!   watermark. Bytes below it are **frozen**: never written again for the life of the
+//!   mapping, so anyone may borrow them as `&[u8]` ([`SegmentMap::frozen`]) — this is what
+//!   zero-copy `Bytes` payloads point into.
+//! * Bytes at or above `frozen_end` may only be touched through the map's single
+//!   [`MapWriter`] (not `Clone`; writing needs `&mut MapWriter`). The borrow checker therefore
+//!   guarantees that while anyone reads unfrozen bytes through `&MapWriter`, nobody writes.
+//! * The 4 KiB header page (segment header + seal block) is copied in and out under a small
+//!   mutex and never borrowed, because sealing rewrites it while readers are active.
+//! * A mapping can be reused for a new segment (recycling) only through
+//!   [`SegmentMap::reclaim`], which succeeds only when the caller holds the *only* reference:
+//!   no reader, no `Bytes`, no writer can then observe the rewrite.
+//!
+//! Outside modification (another process truncating or writing the file) would break these
+//! guarantees; the data directory's `LOCK` and the never-truncate rule (invariant 2 in the
+//! module doc of `wal`) are what keep the kernel from turning such access into SIGBUS.
+
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use memmap2::{MmapOptions, MmapRaw};
+use parking_lot::Mutex;
+
+use super::format::HEADER_PAGE_BYTES;
+
+/// A shared writable mapping of one segment file (see the module doc for the access rules).
+#[derive(Debug)]
+pub(crate) struct SegmentMap {
+    raw: MmapRaw,
+    len: u64,
+    /// End of the frozen prefix of the record area; only grows (until `reclaim`).
+    frozen_end: AtomicU64,
+    /// Serialises copies in and out of the header page.
+    header_lock: Mutex<()>,
+}
+
+/// The unique right to write a [`SegmentMap`]'s unfrozen bytes and its header page.
+#[derive(Debug)]
+pub(crate) struct MapWriter {
+    map: Arc<SegmentMap>,
+}
+
+impl SegmentMap {
+    /// Map `file` (already allocated to `len` bytes, never sparse) read-write and shared.
+    pub(crate) fn map(file: &File, len: u64) -> io::Result<(Arc<SegmentMap>, MapWriter)> {
+        if len < 2 * HEADER_PAGE_BYTES || usize::try_from(len).is_err() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("segment length {len} is too small or does not fit in memory"),
+            ));
+        }
+        // `map_raw` is safe: it only hands out raw pointers; every dereference below is
+        // bounds-checked and justified.
+        let raw = MmapOptions::new().len(len as usize).map_raw(file)?;
+        let map = Arc::new(SegmentMap {
+            raw,
+            len,
+            frozen_end: AtomicU64::new(HEADER_PAGE_BYTES),
+            header_lock: Mutex::new(()),
+        });
+        let writer = MapWriter {
+            map: Arc::clone(&map),
+        };
+        Ok((map, writer))
+    }
+
+    /// Total mapped length (the segment file's size).
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// End of the frozen (immutable, readable) prefix of the record area. Acquire: bytes
+    /// below the returned offset are fully written.
+    pub(crate) fn frozen_end(&self) -> u64 {
+        self.frozen_end.load(Ordering::Acquire)
+    }
+
+    /// Borrow frozen bytes. Panics if `range` is not inside `[HEADER_PAGE_BYTES, frozen_end)`,
+    /// which would be a bug in the WAL (callers derive ranges from `frozen_end`).
+    pub(crate) fn frozen(&self, range: Range<u64>) -> &[u8] {
+        let frozen_end = self.frozen_end();
+        assert!(
+            range.start >= HEADER_PAGE_BYTES && range.start <= range.end && range.end <= frozen_end,
+            "frozen read {range:?} outside [{HEADER_PAGE_BYTES}, {frozen_end})"
+        );
+        // SAFETY: the range lies inside the mapping (frozen_end <= len, checked when frozen),
+        // the mapping lives as long as `&self`, and frozen bytes are never written again while
+        // this `SegmentMap` exists: writes need the `MapWriter` and are confined to offsets
+        // >= frozen_end, and `reclaim` (which resets the watermark) needs the only `Arc`, so
+        // it cannot run while this borrow exists.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.raw.as_ptr().add(range.start as usize),
+                (range.end - range.start) as usize,
+            )
+        }
+    }
+
+    /// A copy of the header page.
+    pub(crate) fn read_header_page(&self) -> [u8; HEADER_PAGE_BYTES as usize] {
+        let _guard = self.header_lock.lock();
+        let mut page = [0u8; HEADER_PAGE_BYTES as usize];
+        // SAFETY: the header page is inside the mapping (len >= 2 pages, checked in `map`),
+        // and every write to it happens in `MapWriter::write_header` under `header_lock`,
+        // which we hold, so the copy cannot race with a write.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.raw.as_ptr(), page.as_mut_ptr(), page.len());
+        }
+        page
+    }
+
+    /// Turn the last reference to a mapping into a fresh writer with nothing frozen, so the
+    /// file can be reused as a new segment. Returns the `Arc` back if anyone else holds it.
+    pub(crate) fn reclaim(map: Arc<SegmentMap>) -> Result<MapWriter, Arc<SegmentMap>> {
+        if Arc::strong_count(&map) != 1 {
+            return Err(map);
+        }
+        // With a single strong reference (and no weak ones are ever made) nobody can hold a
+        // frozen borrow or another writer, so resetting the watermark is unobservable.
+        map.frozen_end.store(HEADER_PAGE_BYTES, Ordering::Release);
+        Ok(MapWriter { map })
+    }
+}
+
+impl MapWriter {
+    /// The mapping this writer writes.
+    pub(crate) fn map(&self) -> &Arc<SegmentMap> {
+        &self.map
+    }
+
+    /// Copy `parts` back to back starting at `offset` (unfrozen bytes only).
+    pub(crate) fn write(&mut self, offset: u64, parts: &[&[u8]]) {
+        let total: u64 = parts.iter().map(|part| part.len() as u64).sum();
+        self.check_unfrozen(offset, total);
+        let mut at = offset as usize;
+        for part in parts {
+            // SAFETY: [offset, offset + total) is inside the mapping and at or above
+            // frozen_end (checked above), so no `&[u8]` from `frozen` covers it; only this
+            // writer (borrowed mutably, hence unique) writes there; `part` is ordinary memory
+            // that cannot overlap the mapping's unfrozen bytes, which nobody can borrow.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    part.as_ptr(),
+                    self.map.raw.as_mut_ptr().add(at),
+                    part.len(),
+                );
+            }
+            at += part.len();
+        }
+    }
+
+    /// Zero the unfrozen bytes in `range`.
+    pub(crate) fn zero(&mut self, range: Range<u64>) {
+        self.check_unfrozen(range.start, range.end.saturating_sub(range.start));
+        // SAFETY: same argument as `write`: the range is in bounds, unfrozen, and this writer
+        // is the only one and is borrowed mutably.
+        unsafe {
+            std::ptr::write_bytes(
+                self.map.raw.as_mut_ptr().add(range.start as usize),
+                0,
+                (range.end - range.start) as usize,
+            );
+        }
+    }
+
+    /// Borrow any bytes of the record area (frozen or not). Safe because writing needs
+    /// `&mut self`, which cannot coexist with the returned borrow.
+    pub(crate) fn read(&self, range: Range<u64>) -> &[u8] {
+        assert!(
+            range.start >= HEADER_PAGE_BYTES
+                && range.start <= range.end
+                && range.end <= self.map.len,
+            "writer read {range:?} outside the record area"
+        );
+        // SAFETY: in bounds (checked); frozen bytes are immutable, and unfrozen bytes are
+        // written only through `&mut self` (this writer is unique), which the borrow of `self`
+        // held by the returned slice excludes.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.raw.as_ptr().add(range.start as usize),
+                (range.end - range.start) as usize,
+            )
+        }
+    }
+
+    /// Make `[HEADER_PAGE_BYTES, end)` frozen (Release), publishing it to readers.
+    pub(crate) fn freeze(&mut self, end: u64) {
+        let current = self.map.frozen_end.load(Ordering::Relaxed);
+        assert!(
+            end >= current && end <= self.map.len,
+            "freeze {end} behind {current} or past the end"
+        );
+        self.map.frozen_end.store(end, Ordering::Release);
+    }
+
+    /// Overwrite the header page with `page`.
+    pub(crate) fn write_header(&mut self, page: &[u8; HEADER_PAGE_BYTES as usize]) {
+        let _guard = self.map.header_lock.lock();
+        // SAFETY: the header page is inside the mapping; it is never borrowed (only copied
+        // under `header_lock`, which we hold), and this writer is unique.
+        unsafe {
+            std::ptr::copy_nonoverlapping(page.as_ptr(), self.map.raw.as_mut_ptr(), page.len());
+        }
+    }
+
+    fn check_unfrozen(&self, offset: u64, len: u64) {
+        let frozen_end = self.map.frozen_end.load(Ordering::Relaxed);
+        let end = offset.checked_add(len).expect("write range overflows u64");
+        assert!(
+            offset >= frozen_end && end <= self.map.len,
+            "write [{offset}, {end}) not in the unfrozen area [{frozen_end}, {})",
+            self.map.len
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(len: u64) -> (tempfile::TempDir, File, Arc<SegmentMap>, MapWriter) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("m"))
+            .unwrap();
+        file.set_len(len).unwrap();
+        let (map, writer) = SegmentMap::map(&file, len).unwrap();
+        (dir, file, map, writer)
+    }
+
+    #[test]
+    fn writes_become_readable_once_frozen() {
+        let (_dir, _file, map, mut writer) = mapped(3 * HEADER_PAGE_BYTES);
+        writer.write(HEADER_PAGE_BYTES, &[b"abc", b"def"]);
+        assert_eq!(
+            writer.read(HEADER_PAGE_BYTES..HEADER_PAGE_BYTES + 6),
+            b"abcdef"
+        );
+        writer.freeze(HEADER_PAGE_BYTES + 6);
+        assert_eq!(
+            map.frozen(HEADER_PAGE_BYTES..HEADER_PAGE_BYTES + 6),
+            b"abcdef"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "not in the unfrozen area")]
+    fn frozen_bytes_cannot_be_rewritten() {
+        let (_dir, _file, _map, mut writer) = mapped(3 * HEADER_PAGE_BYTES);
+        writer.write(HEADER_PAGE_BYTES, &[b"abc"]);
+        writer.freeze(HEADER_PAGE_BYTES + 8);
+        writer.write(HEADER_PAGE_BYTES + 4, &[b"x"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside")]
+    fn unfrozen_bytes_cannot_be_borrowed_by_readers() {
+        let (_dir, _file, map, _writer) = mapped(3 * HEADER_PAGE_BYTES);
+        let _ = map.frozen(HEADER_PAGE_BYTES..HEADER_PAGE_BYTES + 1);
+    }
+
+    #[test]
+    fn reclaim_needs_the_only_reference() {
+        let (_dir, _file, map, mut writer) = mapped(3 * HEADER_PAGE_BYTES);
+        writer.freeze(HEADER_PAGE_BYTES + 8);
+        drop(writer);
+        let second = Arc::clone(&map);
+        let map = SegmentMap::reclaim(map).unwrap_err();
+        drop(second);
+        let writer = SegmentMap::reclaim(map).unwrap();
+        assert_eq!(writer.map().frozen_end(), HEADER_PAGE_BYTES);
+    }
+
+    #[test]
+    fn header_page_round_trips() {
+        let (_dir, _file, map, mut writer) = mapped(2 * HEADER_PAGE_BYTES);
+        let mut page = [0u8; HEADER_PAGE_BYTES as usize];
+        page[0] = 7;
+        page[4095] = 9;
+        writer.write_header(&page);
+        assert_eq!(map.read_header_page(), page);
+    }
+}

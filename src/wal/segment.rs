@@ -1,0 +1,287 @@
+//! One segment file in memory: its identity, its mapping, whether it is sealed, and a sparse
+//! seq → offset index for positioning readers and measuring lag.
+//!
+//! Invariants:
+//! * Records of a segment carry consecutive seqs `base_seq .. end_seq`; `end_seq` only grows
+//!   while the segment is active and is final once `sealed` is set.
+//! * `map.frozen_end()` is the committed end of the record area (readers never look past it).
+//! * The index holds one `(seq, offset)` entry at least every [`INDEX_STRIDE`] bytes of
+//!   records, plus a `covered` point up to which entries are complete; segments found sealed
+//!   at recovery start unindexed and are indexed lazily (header hops, no checksums).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::format::{RecordView, Seal, SegmentHeader, Window, HEADER_PAGE_BYTES};
+use super::io::WalIo;
+use super::mapping::{MapWriter, SegmentMap};
+
+/// Bytes of records between two index entries.
+pub(crate) const INDEX_STRIDE: u64 = 64 * 1024;
+
+/// File name of the segment with `id`.
+pub(crate) fn segment_file_name(id: u64) -> String {
+    format!("{id:020}.seg")
+}
+
+/// The id encoded in a segment file name, if it is one.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// File name of a spare (a preallocated file without a segment identity yet).
+pub(crate) fn spare_file_name(number: u64) -> String {
+    format!("spare-{number}.seg")
+}
+
+/// The number in a spare's file name, if it is one.
+pub(crate) fn parse_spare_file_name(name: &str) -> Option<u64> {
+    name.strip_prefix("spare-")?
+        .strip_suffix(".seg")?
+        .parse()
+        .ok()
+}
+
+pub(crate) fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A live segment.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub id: u64,
+    pub base_seq: u64,
+    pub path: PathBuf,
+    pub file: File,
+    pub map: Arc<SegmentMap>,
+    sealed: AtomicBool,
+    end_seq: AtomicU64,
+    index: Mutex<SeqIndex>,
+}
+
+#[derive(Debug)]
+struct SeqIndex {
+    entries: Vec<(u64, u64)>,
+    /// Entries are complete for records before this offset; the record there has this seq.
+    covered_offset: u64,
+    covered_seq: u64,
+}
+
+/// A preallocated, mapped file waiting to become a segment.
+#[derive(Debug)]
+pub(crate) struct Spare {
+    pub path: PathBuf,
+    pub file: File,
+    pub writer: MapWriter,
+}
+
+impl Spare {
+    /// Allocate a new spare file of `len` bytes and map it. The caller syncs the directory.
+    pub(crate) fn allocate(io: &dyn WalIo, path: PathBuf, len: u64) -> std::io::Result<Spare> {
+        let file = io.allocate(&path, len)?;
+        let mapped = SegmentMap::map(&file, len).map(|(_, writer)| writer);
+        match mapped {
+            Ok(writer) => Ok(Spare { path, file, writer }),
+            Err(error) => {
+                let _ = io.remove_file(&path);
+                Err(error)
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.writer.map().len()
+    }
+
+    /// Give the spare its identity: rename it to `<id>.seg` and write a fresh header page.
+    /// The caller must sync the directory before records in it count as durable.
+    pub(crate) fn into_segment(
+        mut self,
+        io: &dyn WalIo,
+        dir: &Path,
+        id: u64,
+        base_seq: u64,
+    ) -> Result<(Arc<Segment>, MapWriter), (Spare, std::io::Error)> {
+        let path = dir.join(segment_file_name(id));
+        if let Err(error) = io.rename(&self.path, &path) {
+            return Err((self, error));
+        }
+        let header = SegmentHeader {
+            segment_id: id,
+            base_seq,
+            created_unix_ms: now_unix_ms(),
+            segment_bytes: self.len(),
+        };
+        let mut page = [0u8; HEADER_PAGE_BYTES as usize];
+        header.encode_into(&mut page);
+        self.writer.write_header(&page);
+        let segment = Segment::new(id, base_seq, path, self.file, Arc::clone(self.writer.map()));
+        Ok((Arc::new(segment), self.writer))
+    }
+}
+
+impl Segment {
+    pub(crate) fn new(
+        id: u64,
+        base_seq: u64,
+        path: PathBuf,
+        file: File,
+        map: Arc<SegmentMap>,
+    ) -> Self {
+        Segment {
+            id,
+            base_seq,
+            path,
+            file,
+            map,
+            sealed: AtomicBool::new(false),
+            end_seq: AtomicU64::new(base_seq),
+            index: Mutex::new(SeqIndex {
+                entries: Vec::new(),
+                covered_offset: HEADER_PAGE_BYTES,
+                covered_seq: base_seq,
+            }),
+        }
+    }
+
+    /// Seq just past the last committed record (Acquire).
+    pub(crate) fn end_seq(&self) -> u64 {
+        self.end_seq.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed.load(Ordering::Acquire)
+    }
+
+    /// Bytes of committed records (header page excluded).
+    pub(crate) fn record_bytes(&self) -> u64 {
+        self.map.frozen_end() - HEADER_PAGE_BYTES
+    }
+
+    /// The committed record area as a parse window.
+    pub(crate) fn window(&self) -> Window<'_> {
+        let end = self.map.frozen_end();
+        Window::new(self.map.frozen(HEADER_PAGE_BYTES..end), HEADER_PAGE_BYTES)
+    }
+
+    /// Record the append of `view` (already written and frozen by the writer).
+    pub(crate) fn note_append(&self, seq: u64, offset: u64, next_offset: u64) {
+        {
+            let mut index = self.index.lock();
+            if index.covered_seq == seq && index.covered_offset == offset {
+                let due = index
+                    .entries
+                    .last()
+                    .is_none_or(|&(_, last)| offset - last >= INDEX_STRIDE);
+                if due {
+                    index.entries.push((seq, offset));
+                }
+                index.covered_offset = next_offset;
+                index.covered_seq = seq + 1;
+            }
+        }
+        self.end_seq.store(seq + 1, Ordering::Release);
+    }
+
+    /// Mark state found by recovery: records `base_seq..end_seq` end at the frozen end.
+    pub(crate) fn set_recovered(&self, end_seq: u64, sealed: bool) {
+        self.end_seq.store(end_seq, Ordering::Release);
+        self.sealed.store(sealed, Ordering::Release);
+    }
+
+    /// Write the seal block and mark the segment sealed. `writer` must be this segment's.
+    pub(crate) fn seal(&self, writer: &mut MapWriter) {
+        debug_assert!(Arc::ptr_eq(writer.map(), &self.map));
+        let end_seq = self.end_seq();
+        let seal = Seal {
+            segment_id: self.id,
+            last_seq: end_seq.wrapping_sub(1),
+            record_count: end_seq - self.base_seq,
+            end_offset: self.map.frozen_end(),
+            sealed_unix_ms: now_unix_ms(),
+        };
+        let mut page = self.map.read_header_page();
+        seal.encode_into(&mut page);
+        writer.write_header(&page);
+        self.sealed.store(true, Ordering::Release);
+    }
+
+    /// Offset of the record with `seq`, if it is committed here and reachable through valid
+    /// headers. Uses the sparse index, extending it lazily.
+    pub(crate) fn locate(&self, seq: u64) -> Option<u64> {
+        if seq < self.base_seq || seq >= self.end_seq() {
+            return None;
+        }
+        let window = self.window();
+        let mut index = self.index.lock();
+        while index.covered_seq <= seq {
+            let (offset, expected) = (index.covered_offset, index.covered_seq);
+            let view = hop(&window, offset, expected)?;
+            let due = index
+                .entries
+                .last()
+                .is_none_or(|&(_, last)| offset - last >= INDEX_STRIDE);
+            if due {
+                index.entries.push((expected, offset));
+            }
+            index.covered_offset = view.next_offset;
+            index.covered_seq = expected + 1;
+        }
+        let after = index
+            .entries
+            .partition_point(|&(entry_seq, _)| entry_seq <= seq);
+        let (mut at_seq, mut offset) = match after.checked_sub(1) {
+            Some(position) => index.entries[position],
+            None => (self.base_seq, HEADER_PAGE_BYTES),
+        };
+        drop(index);
+        while at_seq < seq {
+            offset = hop(&window, offset, at_seq)?.next_offset;
+            at_seq += 1;
+        }
+        Some(offset)
+    }
+
+    /// Header of the record with `seq` (no checksum check), for lag ages.
+    pub(crate) fn header_of(&self, seq: u64) -> Option<RecordView> {
+        let offset = self.locate(seq)?;
+        self.window().header_at(offset).ok()
+    }
+}
+
+/// Step over the record at `offset`, which must carry `expected_seq`.
+fn hop(window: &Window<'_>, offset: u64, expected_seq: u64) -> Option<RecordView> {
+    window
+        .header_at(offset)
+        .ok()
+        .filter(|view| view.header.seq == expected_seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip_and_reject_lookalikes() {
+        assert_eq!(segment_file_name(42), "00000000000000000042.seg");
+        assert_eq!(
+            parse_segment_file_name("00000000000000000042.seg"),
+            Some(42)
+        );
+        assert_eq!(parse_segment_file_name("42.seg"), None);
+        assert_eq!(parse_segment_file_name("0000000000000000004x.seg"), None);
+        assert_eq!(parse_spare_file_name(&spare_file_name(7)), Some(7));
+        assert_eq!(parse_spare_file_name("spare-.seg"), None);
+    }
+}

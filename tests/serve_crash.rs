@@ -1,0 +1,134 @@
+//! Crash safety of the whole product: `kill -9` flagstream repeatedly while clients post, then
+//! prove that every event answered with 202 reaches the file destination (at least once), and
+//! report how many arrived twice.
+//!
+//! Bounded: a fixed number of crash iterations, each a fraction of a second of load.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use support::*;
+
+const ITERATIONS: usize = 6;
+const CLIENTS: usize = 8;
+const EVENTS_PER_BODY: u64 = 100;
+
+fn start(data: &std::path::Path, export: &std::path::Path) -> Flagstream {
+    Flagstream::builder(data.join("data"))
+        .args(["--environment", &production_env()])
+        .args([
+            "--dest",
+            &format!("file://{}?rotate=50ms&name=archive", export.display()),
+        ])
+        .start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_never_loses_an_acknowledged_event() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("export");
+    let next_body = Arc::new(AtomicU64::new(0));
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(CLIENTS)
+        .build()
+        .unwrap();
+
+    for iteration in 0..ITERATIONS {
+        let mut server = start(dir.path(), &export);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for _ in 0..CLIENTS {
+            let (client, url, stop, next_body, acked) = (
+                client.clone(),
+                server.url("/bulk"),
+                stop.clone(),
+                next_body.clone(),
+                acked.clone(),
+            );
+            workers.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let body_number = next_body.fetch_add(1, Ordering::Relaxed);
+                    let body = numbered_bulk(body_number * EVENTS_PER_BODY, EVENTS_PER_BODY);
+                    let response = client
+                        .post(&url)
+                        .header("authorization", SDK_KEY)
+                        .body(body)
+                        .send()
+                        .await;
+                    match response {
+                        Ok(response) if response.status().as_u16() == 202 => {
+                            acked.lock().unwrap().push(body_number);
+                        }
+                        Ok(_) => {}
+                        // The server died under us: this body was never acknowledged.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                }
+            }));
+        }
+        let load_for = Duration::from_millis(rand::rng().random_range(300..1200));
+        tokio::time::sleep(load_for).await;
+        server.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for worker in workers {
+            worker.await.unwrap();
+        }
+        eprintln!(
+            "iteration {iteration}: killed after {load_for:?}, {} bodies acknowledged so far",
+            acked.lock().unwrap().len()
+        );
+    }
+
+    // Recover and let delivery finish.
+    let server = start(dir.path(), &export);
+    server.wait_delivered(Duration::from_secs(120));
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > ITERATIONS,
+        "the load generator got acknowledgements"
+    );
+    let expected_events = acked.len() as u64 * EVENTS_PER_BODY;
+    let events = wait_for_export(&export, expected_events as usize, Duration::from_secs(120));
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    for marker in markers(&events) {
+        *seen.entry(marker).or_default() += 1;
+    }
+    let mut missing = Vec::new();
+    for body in &acked {
+        for marker in body * EVENTS_PER_BODY..(body + 1) * EVENTS_PER_BODY {
+            if !seen.contains_key(&marker) {
+                missing.push(marker);
+            }
+        }
+    }
+    let sent_bound = next_body.load(Ordering::Relaxed) * EVENTS_PER_BODY;
+    assert!(
+        seen.keys().all(|marker| *marker < sent_bound),
+        "an event nobody sent was exported"
+    );
+    let duplicates: usize = seen.values().map(|count| count - 1).sum();
+    eprintln!(
+        "kill -9 x{ITERATIONS}: {} bodies ({} events) acknowledged, {} distinct events exported \
+         ({} from unacknowledged bodies), {duplicates} duplicate deliveries, {} missing, {:?}",
+        acked.len(),
+        expected_events,
+        seen.len(),
+        seen.len() as u64 - expected_events.min(seen.len() as u64),
+        missing.len(),
+        started.elapsed()
+    );
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events were lost, first: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}

@@ -1,0 +1,427 @@
+//! Test utilities for end-to-end tests that run the real `flagstream` binary.
+//!
+//! * [`Flagstream`] starts `flagstream serve` on ephemeral loopback ports (it binds port 0 and
+//!   the test reads the bound addresses from its JSON log), waits for `/readyz`, and kills the
+//!   process on drop. `kill9` and `terminate` simulate a crash and an orderly stop.
+//! * [`read_export`] reads every event a file destination wrote.
+//! * [`metric`] scrapes one Prometheus series from `/metrics`.
+//! * [`ld_python`] finds the LaunchDarkly Python SDK venv installed by
+//!   `scripts/install-test-deps.sh`, failing loudly (never skipping) when it is missing.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SDK_KEY: &str = "sdk-test-key";
+pub const MOBILE_KEY: &str = "mob-test-key";
+pub const CLIENT_ID: &str = "client-test-id";
+pub const API_KEY: &str = "api-test-key";
+
+/// `--environment` value mapping every test credential to `production`.
+pub fn production_env() -> String {
+    format!("production={SDK_KEY},{MOBILE_KEY},{CLIENT_ID},{API_KEY}")
+}
+
+/// A running `flagstream serve`.
+pub struct Flagstream {
+    child: Option<Child>,
+    pub ingest: SocketAddr,
+    pub admin: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+}
+
+/// Builder for [`Flagstream`]; every flag is passed through as given.
+pub struct FlagstreamBuilder {
+    data_dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl FlagstreamBuilder {
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Start and wait until `/readyz` answers 200.
+    pub fn start(self) -> Flagstream {
+        std::fs::create_dir_all(&self.data_dir).unwrap();
+        let log_path = next_log_path(&self.data_dir);
+        let log = File::create(&log_path).unwrap();
+        // Small segments keep preallocation cheap in tests; the test's own flags win.
+        let mut defaults: Vec<&str> = Vec::new();
+        for (flag, value) in [
+            ("--wal-segment-bytes", "16MiB"),
+            ("--wal-max-bytes", "256MiB"),
+            ("--wal-min-free-bytes", "64MiB"),
+        ] {
+            if !self.args.iter().any(|arg| arg == flag) {
+                defaults.extend([flag, value]);
+            }
+        }
+        let child = Command::new(env!("CARGO_BIN_EXE_flagstream"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--data-dir", self.data_dir.to_str().unwrap()])
+            .args(["--log-format", "json", "--log-level", "info"])
+            .args(&defaults)
+            .args(&self.args)
+            .env_remove("FLAGSTREAM_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn flagstream");
+        let mut server = Flagstream {
+            child: Some(child),
+            ingest: "0.0.0.0:0".parse().unwrap(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+            data_dir: self.data_dir,
+            log_path,
+        };
+        server.wait_ready(Duration::from_secs(60));
+        server
+    }
+}
+
+fn next_log_path(dir: &Path) -> PathBuf {
+    (0..)
+        .map(|n| dir.join(format!("flagstream-{n}.log")))
+        .find(|path| !path.exists())
+        .unwrap()
+}
+
+impl Flagstream {
+    pub fn builder(data_dir: impl Into<PathBuf>) -> FlagstreamBuilder {
+        FlagstreamBuilder {
+            data_dir: data_dir.into(),
+            args: Vec::new(),
+        }
+    }
+
+    /// The JSON log lines written so far.
+    pub fn log_lines(&self) -> Vec<Value> {
+        let Ok(file) = File::open(&self.log_path) else {
+            return Vec::new();
+        };
+        BufReader::new(file)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| serde_json::from_str(&line).ok())
+            .collect()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("flagstream exited early ({status}):\n{}", self.log_text());
+            }
+            let lines = self.log_lines();
+            let field = |message: &str, name: &str| {
+                lines
+                    .iter()
+                    .find(|line| line["message"] == message)
+                    .and_then(|line| line[name].as_str())
+                    .and_then(|addr| addr.parse::<SocketAddr>().ok())
+            };
+            if let (Some(ingest), Some(admin)) = (
+                field("ingest listening", "ingest_addr"),
+                field("admin listening", "admin_addr"),
+            ) {
+                self.ingest = ingest;
+                self.admin = admin;
+                if http_status(admin, "/readyz") == Some(200) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "flagstream not ready after {timeout:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ingest)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGKILL: a crash, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status (bounded).
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "flagstream did not exit after SIGTERM:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `GET /v1/destinations` as JSON.
+    pub fn destinations(&self) -> Value {
+        let body = http_get(self.admin, "/v1/destinations").expect("admin answers");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Wait until every destination has no lag and nothing in flight.
+    pub fn wait_delivered(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.destinations();
+            let idle = status["destinations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["lag"]["records"] == 0 && d["in_flight_batches"] == 0);
+            if idle {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "destinations still lagging after {timeout:?}: {status:#}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Flagstream {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal blocking HTTP/1.1 GET over loopback (for polling without a runtime).
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let (status, body) = http_request(addr, "GET", path)?;
+    (status < 600).then_some(body)
+}
+
+pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    http_request(addr, "GET", path).map(|(status, _)| status)
+}
+
+/// Blocking request with `Connection: close`; returns status and body.
+pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body)?;
+    // Chunked bodies (hyper uses them for large responses) — strip the framing.
+    let body = if response
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Some((status, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// One Prometheus series' value: the sum over series of `name` whose labels contain every
+/// `label="value"` given.
+pub fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = http_get(admin, "/metrics").expect("metrics");
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l),
+                None => (series, ""),
+            };
+            if series_name != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")));
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Every event written by a file destination under `dir`: complete `*.ndjson` files only
+/// (temp files start with `.`), in file-name order.
+pub fn read_export(dir: &Path) -> Vec<Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            name.ends_with(".ndjson") && !name.starts_with('.')
+        })
+        .collect();
+    files.sort();
+    let mut events = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            events.push(
+                serde_json::from_str(line)
+                    .unwrap_or_else(|err| panic!("{}: bad line {line}: {err}", file.display())),
+            );
+        }
+    }
+    events
+}
+
+/// Wait until the export holds at least `count` events; returns them.
+pub fn wait_for_export(dir: &Path, count: usize, timeout: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let events = read_export(dir);
+        if events.len() >= count {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} events exported after {timeout:?}",
+            events.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Count exported events by `event.kind`.
+pub fn kinds(events: &[Value]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for event in events {
+        let kind = event["event"]["kind"].as_str().unwrap_or("?").to_string();
+        *counts.entry(kind).or_default() += 1;
+    }
+    counts
+}
+
+/// A `/bulk` body of `count` custom events, each carrying `data.n` = `first + i` so tests can
+/// tell exactly which events arrived.
+pub fn numbered_bulk(first: u64, count: u64) -> String {
+    let events: Vec<String> = (first..first + count)
+        .map(|n| {
+            format!(
+                r#"{{"kind":"custom","creationDate":1717000000000,"key":"purchase","context":{{"kind":"user","key":"user-{}"}},"data":{{"n":{n}}},"metricValue":1.5}}"#,
+                n % 1000
+            )
+        })
+        .collect();
+    format!("[{}]", events.join(","))
+}
+
+/// The `data.n` marker of every exported event that has one.
+pub fn markers(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|event| event["event"]["data"]["n"].as_u64())
+        .collect()
+}
+
+/// The LaunchDarkly Python SDK's interpreter, installed by `scripts/install-test-deps.sh`.
+/// Panics (the test fails, it never skips) with the install command when missing.
+pub fn ld_python() -> PathBuf {
+    let deps = std::env::var_os("FLAGSTREAM_TEST_DEPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-deps"));
+    let python = deps.join("ld-python/bin/python");
+    let ok = python.exists()
+        && Command::new(&python)
+            .args(["-c", "import ldclient"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+    assert!(
+        ok,
+        "the LaunchDarkly Python SDK is not installed at {}; run `scripts/install-test-deps.sh` \
+         (or the whole suite with `scripts/test.sh`)",
+        python.display()
+    );
+    python
+}
+
+/// Path of a file shipped next to the tests.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(name)
+}
