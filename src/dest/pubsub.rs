@@ -221,18 +221,6 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// The attribute value of a schema (stable names; the event model's `Schema::name` is the
-/// eventual single source once implemented).
-fn schema_attribute(schema: Schema) -> &'static str {
-    match schema {
-        Schema::LaunchDarkly => "launchdarkly",
-        Schema::Segment => "segment",
-        Schema::MParticle => "mparticle",
-        Schema::GoFeatureFlag => "gofeatureflag",
-        Schema::Warehouse => "warehouse",
-    }
-}
-
 /// Cut `value` to Pub/Sub's attribute limit at a character boundary.
 fn bounded_attribute(value: &str) -> String {
     if value.len() <= MAX_ATTRIBUTE_VALUE_BYTES {
@@ -256,7 +244,7 @@ pub fn message_for(batch: &Batch, item: &BatchItem, ordering: bool) -> Message {
         ("event_id", bounded_attribute(&item.event_id)),
         ("kind", bounded_attribute(&item.kind)),
         ("environment", bounded_attribute(&item.environment)),
-        ("schema", schema_attribute(batch.schema).to_string()),
+        ("schema", batch.schema.name().to_string()),
         ("batch_id", bounded_attribute(&batch.id)),
     ];
     if let Some(key) = &item.key {

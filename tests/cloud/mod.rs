@@ -472,7 +472,7 @@ impl Flagstream {
             .arg("--data-dir")
             .arg(data_dir.path().join("data"))
             .args(["--dest", dest])
-            .args(["--wal-segment-bytes", "8MiB", "--wal-min-free-bytes", "0"])
+            .args(["--wal-segment-bytes", "16MiB", "--wal-min-free-bytes", "0"])
             .args([
                 "--retry-initial-backoff",
                 "200ms",
@@ -485,7 +485,7 @@ impl Flagstream {
                 "--retry-max-age",
                 "unlimited",
             ])
-            .args(["--log", "info,flagstream=debug"])
+            .args(["--log-level", "info,flagstream=debug"])
             .env_remove("FLAGSTREAM_CONFIG")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -552,6 +552,18 @@ impl Flagstream {
     pub async fn destinations(&self) -> serde_json::Value {
         reqwest::Client::new()
             .get(format!("{}/v1/destinations", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /v1/destinations/{name}` as JSON.
+    pub async fn destination(&self, name: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}/v1/destinations/{name}", self.admin))
             .send()
             .await
             .unwrap()
