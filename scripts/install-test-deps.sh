@@ -42,4 +42,13 @@ if ! command -v java >/dev/null 2>&1; then
     echo "install-test-deps: ERROR: the Pub/Sub emulator needs Java: apt-get install -y default-jre-headless" >&2
     exit 1
 fi
+# kinesalite (second Kinesis implementation; LevelDB-backed, so a restart keeps its data).
+if [ ! -f .test-deps/kinesalite/node_modules/kinesalite/index.js ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "install-test-deps: ERROR: kinesalite needs Node.js and npm: apt-get install -y nodejs npm" >&2
+        exit 1
+    fi
+    echo "install-test-deps: installing kinesalite@3.3.3 into .test-deps/kinesalite"
+    npm install --silent --no-audit --no-fund --prefix .test-deps/kinesalite kinesalite@3.3.3
+fi
 # --- end Kinesis and Pub/Sub stand-ins ------------------------------------------------------

@@ -195,11 +195,11 @@ fn describe() {
     describe_counter!(DEST_THROTTLED_TOTAL, "Sends the target throttled");
     describe_counter!(
         DEST_REQUESTS_TOTAL,
-        "API requests destinations made, by outcome"
+        "API requests a destination made (PutRecords, publish), by outcome"
     );
     describe_counter!(
         DEST_THROTTLED_REQUESTS_TOTAL,
-        "API requests the target throttled (wholly or partly)"
+        "API requests the target throttled, wholly or for some records"
     );
     describe_counter!(
         DEST_DEAD_LETTERED_EVENTS_TOTAL,

@@ -246,3 +246,32 @@ async fn a_failed_request_stops_the_rest_of_the_batch() {
     );
     assert_eq!(replay.requests.lock().unwrap().len(), 1);
 }
+
+/// `check()` with a role that may only put records: AWS answers `AccessDenied` to
+/// DescribeStreamSummary, which must not fail the check; a missing stream must.
+#[tokio::test]
+async fn check_tolerates_a_put_only_role_but_not_a_missing_stream() {
+    let (endpoint, replay) = replay_server(vec![Recorded {
+        status: 400,
+        body: r#"{"__type":"AccessDeniedException","message":"User: arn:aws:sts::111122223333:assumed-role/LaunchDarkly-data-export/x is not authorized to perform: kinesis:DescribeStreamSummary"}"#,
+    }])
+    .await;
+    destination(&endpoint).await.check().await.unwrap();
+    assert_eq!(replay.requests.lock().unwrap().len(), 1);
+
+    let (endpoint, _replay) = replay_server(vec![Recorded {
+        status: 400,
+        body: r#"{"__type":"ResourceNotFoundException","message":"Stream flag-events under account 111122223333 not found."}"#,
+    }])
+    .await;
+    let err = destination(&endpoint)
+        .await
+        .check()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("flag-events") && err.contains("not found"),
+        "{err}"
+    );
+}

@@ -45,6 +45,10 @@
 //! | `ResourceNotFound`, `AccessDenied`, bad credentials or signature, KMS key problems, other 4xx | permanent, naming the stream |
 //!
 //! With aggregation on, one record carries several events; a failed record fails all of them.
+//!
+//! `check()` calls `DescribeStreamSummary` (the stream exists and is writable, credentials
+//! work). A role allowed only `kinesis:PutRecord(s)` gets `AccessDenied` there; that passes
+//! with a warning, since sending would work.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -734,10 +738,29 @@ impl KinesisDestination {
             StreamTarget::Name(name) => request.stream_name(name),
             StreamTarget::Arn(arn) => request.stream_arn(arn),
         };
-        let output = request
-            .send()
-            .await
-            .map_err(|error| DestError::Check(classify_sdk_error(&error, &self.stream).reason))?;
+        let output = match request.send().await {
+            Ok(output) => output,
+            // A least-privilege role (LaunchDarkly's cross-account role grants only
+            // kinesis:PutRecord(s)) may not describe the stream; that is not a reason to
+            // refuse to start. Credentials did work: AWS authenticated the caller.
+            Err(error)
+                if error.as_service_error().and_then(|e| e.code())
+                    == Some("AccessDeniedException") =>
+            {
+                tracing::warn!(
+                    destination = %self.name,
+                    "{}: not allowed to DescribeStreamSummary; the stream's existence and write \
+                     access are not verified until the first PutRecords",
+                    self.stream
+                );
+                return Ok(());
+            }
+            Err(error) => {
+                return Err(DestError::Check(
+                    classify_sdk_error(&error, &self.stream).reason,
+                ))
+            }
+        };
         let status = output
             .stream_description_summary()
             .map(|summary| summary.stream_status().clone());
@@ -1153,6 +1176,37 @@ mod tests {
         assert!(unknown_429.retriable && unknown_429.throttled);
         let kms = classify_service_error(Some("KMSDisabledException"), None, 400, &s);
         assert!(!kms.retriable);
+    }
+
+    #[test]
+    fn credential_failures_are_permanent_unless_transient() {
+        let s = stream();
+        let missing = classify_credentials_error(
+            &CredentialsError::not_loaded("no providers in chain provided credentials"),
+            &s,
+        );
+        assert!(
+            !missing.retriable && missing.reason.contains("AWS credentials"),
+            "{}",
+            missing.reason
+        );
+        let timed_out = classify_credentials_error(
+            &CredentialsError::provider_timed_out(Duration::from_secs(5)),
+            &s,
+        );
+        assert!(timed_out.retriable);
+        let denied = classify_credentials_error(
+            &CredentialsError::provider_error(
+                "AccessDenied: not authorized to perform sts:AssumeRole",
+            ),
+            &s,
+        );
+        assert!(!denied.retriable);
+        let sts_down = classify_credentials_error(
+            &CredentialsError::provider_error("dispatch failure: connection refused"),
+            &s,
+        );
+        assert!(sts_down.retriable);
     }
 
     #[test]

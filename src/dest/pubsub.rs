@@ -45,6 +45,10 @@
 //! | `RESOURCE_EXHAUSTED`, HTTP 429 | retriable, throttled |
 //! | `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `ABORTED`, `INTERNAL`, `UNKNOWN`, `CANCELLED`, connection errors, timeouts | retriable |
 //! | `NOT_FOUND` (topic), `PERMISSION_DENIED`, `UNAUTHENTICATED`, `INVALID_ARGUMENT`, other | permanent, naming the topic |
+//!
+//! `check()` gets the topic (it exists, credentials work). A publisher-only service account
+//! (`roles/pubsub.publisher`) gets `PERMISSION_DENIED` there; that passes with a warning,
+//! since publishing would work.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -217,18 +221,6 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// The attribute value of a schema (stable names; the event model's `Schema::name` is the
-/// eventual single source once implemented).
-fn schema_attribute(schema: Schema) -> &'static str {
-    match schema {
-        Schema::LaunchDarkly => "launchdarkly",
-        Schema::Segment => "segment",
-        Schema::MParticle => "mparticle",
-        Schema::GoFeatureFlag => "gofeatureflag",
-        Schema::Warehouse => "warehouse",
-    }
-}
-
 /// Cut `value` to Pub/Sub's attribute limit at a character boundary.
 fn bounded_attribute(value: &str) -> String {
     if value.len() <= MAX_ATTRIBUTE_VALUE_BYTES {
@@ -252,7 +244,7 @@ pub fn message_for(batch: &Batch, item: &BatchItem, ordering: bool) -> Message {
         ("event_id", bounded_attribute(&item.event_id)),
         ("kind", bounded_attribute(&item.kind)),
         ("environment", bounded_attribute(&item.environment)),
-        ("schema", schema_attribute(batch.schema).to_string()),
+        ("schema", batch.schema.name().to_string()),
         ("batch_id", bounded_attribute(&batch.id)),
     ];
     if let Some(key) = &item.key {
@@ -514,6 +506,21 @@ impl PubSubDestination {
         let probe = self.admin.get_topic().set_topic(self.topic.as_str()).send();
         match tokio::time::timeout(self.timeout + Duration::from_secs(5), probe).await {
             Ok(Ok(_)) => Ok(()),
+            // roles/pubsub.publisher grants publish but not topics.get; a publisher-only
+            // service account must still pass (the first publish verifies access).
+            Ok(Err(error))
+                if error
+                    .status()
+                    .is_some_and(|s| s.code == Code::PermissionDenied) =>
+            {
+                tracing::warn!(
+                    destination = %self.name,
+                    "{}: not allowed to get the topic; its existence and publish access are not \
+                     verified until the first publish",
+                    self.topic
+                );
+                Ok(())
+            }
             Ok(Err(error)) => Err(DestError::Check(classify_error(&error, &self.topic).reason)),
             Err(_) => Err(DestError::Check(format!(
                 "{}: no answer within {:?}",
@@ -682,6 +689,34 @@ mod tests {
         ] {
             assert!(!classify_status(code, "", &t).retriable, "{code:?}");
         }
+    }
+
+    #[test]
+    fn transport_and_credential_errors_are_classified() {
+        use google_cloud_gax::error::CredentialsError;
+        let t = topic();
+        let bad = google_cloud_pubsub::Error::authentication(CredentialsError::from_msg(
+            false,
+            "invalid_grant",
+        ));
+        let failure = classify_error(&bad, &t);
+        assert!(
+            !failure.retriable && failure.reason.contains("credentials"),
+            "{}",
+            failure.reason
+        );
+        let flaky = google_cloud_pubsub::Error::authentication(CredentialsError::from_msg(
+            true,
+            "metadata server timeout",
+        ));
+        assert!(classify_error(&flaky, &t).retriable);
+        let refused = google_cloud_pubsub::Error::io("connection refused");
+        assert!(classify_error(&refused, &t).retriable);
+        let throttled = google_cloud_pubsub::Error::http(429, Default::default(), Bytes::new());
+        let failure = classify_error(&throttled, &t);
+        assert!(failure.retriable && failure.throttled);
+        let forbidden = google_cloud_pubsub::Error::http(403, Default::default(), Bytes::new());
+        assert!(!classify_error(&forbidden, &t).retriable);
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! same port, so tests re-create their stream/topic after a restart.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod kinesis;
+pub mod pubsub;
+
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -27,6 +30,9 @@ const PUBSUB_EMULATOR: &str =
 pub enum Kind {
     Moto,
     PubSubEmulator,
+    /// kinesalite (Node), a second Kinesis implementation; with a LevelDB directory its
+    /// streams and records survive a restart.
+    Kinesalite,
 }
 
 /// A running stand-in server (killed on drop).
@@ -35,6 +41,8 @@ pub struct StandIn {
     port: u16,
     program: PathBuf,
     child: Option<Child>,
+    /// kinesalite's LevelDB directory (persistent across `stop`/`start`), if any.
+    store: Option<PathBuf>,
     /// Starts so far; the emulator's log gets one "Server started" line per start.
     starts: usize,
     log: PathBuf,
@@ -52,7 +60,17 @@ impl StandIn {
         StandIn::start_new(Kind::PubSubEmulator)
     }
 
+    /// kinesalite on a free port; with `store`, backed by LevelDB in that directory so a
+    /// restart keeps streams and records (unlike moto and the Pub/Sub emulator).
+    pub fn kinesalite(store: Option<&std::path::Path>) -> StandIn {
+        StandIn::start_with(Kind::Kinesalite, store.map(std::path::Path::to_path_buf))
+    }
+
     fn start_new(kind: Kind) -> StandIn {
+        StandIn::start_with(kind, None)
+    }
+
+    fn start_with(kind: Kind, store: Option<PathBuf>) -> StandIn {
         let program = locate(kind);
         let log_dir = tempfile::tempdir().unwrap();
         let mut stand_in = StandIn {
@@ -60,6 +78,7 @@ impl StandIn {
             port: free_port(),
             program,
             child: None,
+            store,
             starts: 0,
             log: log_dir.path().join("stand-in.log"),
             _log_dir: log_dir,
@@ -77,6 +96,10 @@ impl StandIn {
         format!("127.0.0.1:{}", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Start (again) on the same port; waits until it accepts connections.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
@@ -90,6 +113,16 @@ impl StandIn {
             Kind::Moto => command.args(["-H", "127.0.0.1", "-p", &self.port.to_string()]),
             Kind::PubSubEmulator => {
                 command.args(["--host=127.0.0.1", &format!("--port={}", self.port)])
+            }
+            Kind::Kinesalite => {
+                let modules = test_deps().join("kinesalite/node_modules");
+                command
+                    .arg(
+                        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cloud/kinesalite.js"),
+                    )
+                    .arg(self.port.to_string())
+                    .args(self.store.iter())
+                    .env("NODE_PATH", modules)
             }
         };
         let child = command
@@ -120,7 +153,7 @@ impl StandIn {
 
     fn wait_ready(&mut self) {
         let limit = match self.kind {
-            Kind::Moto => Duration::from_secs(30),
+            Kind::Moto | Kind::Kinesalite => Duration::from_secs(30),
             Kind::PubSubEmulator => Duration::from_secs(60),
         };
         let deadline = Instant::now() + limit;
@@ -154,7 +187,7 @@ impl StandIn {
     /// The emulator opens its port before it serves; its log line says when it does.
     fn ready_probe(&self) -> bool {
         match self.kind {
-            Kind::Moto => true,
+            Kind::Moto | Kind::Kinesalite => true,
             Kind::PubSubEmulator => std::fs::read_to_string(&self.log)
                 .map(|log| log.matches("Server started").count() >= self.starts)
                 .unwrap_or(false),
@@ -198,10 +231,7 @@ fn free_port() -> u16 {
 fn locate(kind: Kind) -> PathBuf {
     match kind {
         Kind::Moto => {
-            let deps = std::env::var_os("FLAGSTREAM_TEST_DEPS")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".test-deps"));
-            let venv = deps.join("venv/bin/moto_server");
+            let venv = test_deps().join("venv/bin/moto_server");
             if venv.is_file() {
                 return venv;
             }
@@ -225,7 +255,26 @@ fn locate(kind: Kind) -> PathBuf {
                  it needs Java)"
             );
         }
+        Kind::Kinesalite => {
+            let installed = test_deps().join("kinesalite/node_modules/kinesalite/index.js");
+            match which("node") {
+                Some(node) if installed.is_file() => node,
+                _ => panic!(
+                    "kinesalite (the second Kinesis stand-in) is not installed. Install it with \
+                     `scripts/install-test-deps.sh` (or: npm install --prefix .test-deps/kinesalite \
+                     kinesalite@3.3.3; needs Node.js)"
+                ),
+            }
+        }
     }
+}
+
+/// `$FLAGSTREAM_TEST_DEPS`, or `.test-deps` in the checkout (where the install script puts
+/// the stand-ins).
+fn test_deps() -> PathBuf {
+    std::env::var_os("FLAGSTREAM_TEST_DEPS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".test-deps"))
 }
 
 fn which(program: &str) -> Option<PathBuf> {
@@ -316,4 +365,267 @@ pub fn assert_exactly_once(seen: &[String], expected: impl IntoIterator<Item = S
         &duplicated[..duplicated.len().min(10)],
         &unexpected[..unexpected.len().min(10)],
     );
+}
+
+/// A TCP gate between flagstream and a stand-in. Open, it forwards every connection to the
+/// stand-in; closed, it accepts and drops connections (the client sees a reset, like a down
+/// server).
+///
+/// Why: the stand-ins are in-memory, so a restarted one has no stream/topic until the test
+/// re-creates it, and a send landing in that window would get a (correct) permanent "not
+/// found". Closing the gate while the stand-in restarts and the test re-creates its
+/// resources makes the restart look, to flagstream, like an outage of a server that keeps its
+/// data — which is what the test is about.
+pub struct Gate {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    /// Start an open gate forwarding to `127.0.0.1:upstream_port`.
+    pub async fn new(upstream_port: u16) -> Gate {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let gate_open = open.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !gate_open.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let open = gate_open.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) =
+                        tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, upstream_port)).await
+                    else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    // Forward until either side closes; a closed gate cuts live connections.
+                    let mut poll = tokio::time::interval(Duration::from_millis(50));
+                    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    tokio::pin!(copy);
+                    loop {
+                        tokio::select! {
+                            _ = &mut copy => return,
+                            _ = poll.tick() => if !open.load(Ordering::SeqCst) { return },
+                        }
+                    }
+                });
+            }
+        });
+        Gate { port, open, task }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A running `flagstream serve` (the real binary), killed on drop.
+pub struct Flagstream {
+    child: Option<Child>,
+    pub ingest: String,
+    pub admin: String,
+    pub data_dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Flagstream {
+    /// Start `flagstream serve` with `--dest dest` and fast retries; waits for `/readyz`.
+    pub async fn start(dest: &str, env: &[(&str, &str)]) -> Flagstream {
+        let data_dir = tempfile::tempdir().unwrap();
+        let log = data_dir.path().join("flagstream.log");
+        let ingest = format!("127.0.0.1:{}", free_port());
+        let admin = format!("127.0.0.1:{}", free_port());
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flagstream"));
+        command
+            .args(["serve", "--listen", &ingest, "--admin-listen", &admin])
+            .arg("--data-dir")
+            .arg(data_dir.path().join("data"))
+            .args(["--dest", dest])
+            .args(["--wal-segment-bytes", "16MiB", "--wal-min-free-bytes", "0"])
+            .args([
+                "--retry-initial-backoff",
+                "200ms",
+                "--retry-max-backoff",
+                "1s",
+            ])
+            .args([
+                "--retry-max-attempts",
+                "unlimited",
+                "--retry-max-age",
+                "unlimited",
+            ])
+            .args(["--log-level", "info,flagstream=debug"])
+            .env_remove("FLAGSTREAM_CONFIG")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file);
+        let child = command.spawn().unwrap();
+        let mut flagstream = Flagstream {
+            child: Some(child),
+            ingest: format!("http://{ingest}"),
+            admin: format!("http://{admin}"),
+            data_dir,
+            log,
+        };
+        flagstream.wait_ready().await;
+        flagstream
+    }
+
+    async fn wait_ready(&mut self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = client.get(format!("{}/readyz", self.admin)).send().await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("flagstream exited with {status}; log:\n{}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "flagstream not ready in 60 s; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// POST a LaunchDarkly `/bulk` body; panics unless flagstream accepted it (202).
+    pub async fn post_bulk(&self, events: &serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/bulk", self.ingest))
+            .header("content-type", "application/json")
+            .header("x-launchdarkly-event-schema", "4")
+            .header("x-launchdarkly-payload-id", uuid_like())
+            .body(serde_json::to_vec(events).unwrap())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert_eq!(status.as_u16(), 202, "POST /bulk answered {status}: {body}");
+    }
+
+    /// `GET /v1/destinations` as JSON.
+    pub async fn destinations(&self) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}/v1/destinations", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /v1/destinations/{name}` as JSON.
+    pub async fn destination(&self, name: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .get(format!("{}/v1/destinations/{name}", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Lines of a destination's dead-letter store.
+    pub fn dead_letters(&self, destination: &str) -> Vec<serde_json::Value> {
+        let path = self
+            .data_dir
+            .path()
+            .join("data/dead-letters")
+            .join(format!("{destination}.ndjson"));
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Flagstream {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// A LaunchDarkly `/bulk` body of `count` feature events, each tagged `"testSeq":"{tag}-{i}"`
+/// (unknown fields pass through to the export), over `contexts` user contexts.
+pub fn ld_bulk(tag: &str, count: usize, contexts: usize) -> serde_json::Value {
+    let events: Vec<serde_json::Value> = (0..count)
+        .map(|i| {
+            serde_json::json!({
+                "kind": "feature",
+                "creationDate": 1_700_000_000_000u64 + i as u64,
+                "key": "new-checkout",
+                "version": 12,
+                "context": {"kind": "user", "key": format!("user-{}", i % contexts.max(1))},
+                "variation": 1,
+                "value": true,
+                "default": false,
+                "testSeq": format!("{tag}-{i}"),
+            })
+        })
+        .collect();
+    serde_json::Value::Array(events)
+}
+
+/// The `testSeq` of an exported LaunchDarkly envelope.
+pub fn test_seq_of(payload: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(payload).unwrap();
+    value["event"]["testSeq"]
+        .as_str()
+        .unwrap_or_else(|| panic!("exported event without testSeq: {value}"))
+        .to_string()
 }
