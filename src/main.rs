@@ -459,6 +459,7 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
         wal_sync: wal_sync.to_string(),
         data_dir: args.data_dir,
         drain_timeout: args.drain_timeout.into(),
+        serve_args: args.serve_args,
         binary: std::env::current_exe().context("locating the flagstream binary")?,
     };
     let report = flagstream::bench::run(options).await?;

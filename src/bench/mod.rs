@@ -42,6 +42,8 @@ pub struct BenchOptions {
     pub wal_sync: String,
     pub data_dir: Option<PathBuf>,
     pub drain_timeout: Duration,
+    /// Extra flags for the started server.
+    pub serve_args: Vec<String>,
     /// The flagstream binary to start (normally the running executable).
     pub binary: PathBuf,
 }
@@ -178,6 +180,7 @@ fn start_server(options: &BenchOptions) -> Result<Server, BenchError> {
         .arg(&data_dir)
         .args(["--wal-sync", &options.wal_sync])
         .args(["--log-format", "json", "--log-level", "info"])
+        .args(&options.serve_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
