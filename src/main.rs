@@ -131,6 +131,7 @@ fn init_logging(format: LogFormat, filter: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // A second initialisation (tests, library embedding) is harmless: keep the first.
     let _ = match format {
@@ -458,6 +459,7 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
         wal_sync: wal_sync.to_string(),
         data_dir: args.data_dir,
         drain_timeout: args.drain_timeout.into(),
+        serve_args: args.serve_args,
         binary: std::env::current_exe().context("locating the flagstream binary")?,
     };
     let report = flagstream::bench::run(options).await?;

@@ -236,3 +236,32 @@ fn describe() {
     describe_histogram!(DEST_SEND_DURATION_SECONDS, Unit::Seconds, "Send latency");
     describe_gauge!(DEST_PAUSED, "1 while paused by the operator");
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every metric name declared above, read from this file's source.
+    fn declared_names() -> Vec<&'static str> {
+        include_str!("metrics.rs")
+            .lines()
+            .filter(|line| line.starts_with("pub const ") && line.contains(": &str = \""))
+            .filter_map(|line| line.split('"').nth(1))
+            .collect()
+    }
+
+    #[test]
+    fn names_are_unique_and_prefixed() {
+        let names = declared_names();
+        assert!(names.len() > 30, "{names:?}");
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "duplicate metric name");
+        assert!(names.iter().all(|name| name.starts_with("flagstream_")));
+    }
+
+    #[test]
+    fn the_readme_documents_every_metric() {
+        let readme = include_str!("../README.md");
+        for name in declared_names() {
+            assert!(readme.contains(name), "README.md does not document {name}");
+        }
+    }
+}

@@ -132,3 +132,79 @@ async fn kill_9_under_load_never_loses_an_acknowledged_event() {
         &missing[..missing.len().min(10)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_0_and_keeps_every_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("export");
+    let mut server = start(dir.path(), &export);
+    let next_body = Arc::new(AtomicU64::new(0));
+    let acked: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut workers = Vec::new();
+    for _ in 0..CLIENTS {
+        let (client, url, stop, next_body, acked) = (
+            client.clone(),
+            server.url("/bulk"),
+            stop.clone(),
+            next_body.clone(),
+            acked.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let body_number = next_body.fetch_add(1, Ordering::Relaxed);
+                let response = client
+                    .post(&url)
+                    .header("authorization", SDK_KEY)
+                    .body(numbered_bulk(
+                        body_number * EVENTS_PER_BODY,
+                        EVENTS_PER_BODY,
+                    ))
+                    .send()
+                    .await;
+                match response {
+                    Ok(response) if response.status().as_u16() == 202 => {
+                        acked.lock().unwrap().push(body_number)
+                    }
+                    Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // SIGTERM while requests are in flight: they finish (202) or are refused, never half-done.
+    let status = tokio::task::block_in_place(|| server.terminate());
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert!(
+        status.success(),
+        "exit status {status}\n{}",
+        server.log_text()
+    );
+
+    let server = start(dir.path(), &export);
+    server.wait_delivered(Duration::from_secs(120));
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty());
+    let events = wait_for_export(
+        &export,
+        acked.len() * EVENTS_PER_BODY as usize,
+        Duration::from_secs(120),
+    );
+    let seen: std::collections::HashSet<u64> = markers(&events).into_iter().collect();
+    let missing = acked
+        .iter()
+        .flat_map(|body| body * EVENTS_PER_BODY..(body + 1) * EVENTS_PER_BODY)
+        .filter(|marker| !seen.contains(marker))
+        .count();
+    assert_eq!(
+        missing, 0,
+        "acknowledged events lost across a graceful restart"
+    );
+}

@@ -691,6 +691,18 @@ async fn the_launchdarkly_python_sdk_delivers_every_event_to_the_file_destinatio
 fn validate_and_bad_flags_exit_with_code_2_naming_the_flag() {
     let data = tempfile::tempdir().unwrap();
     let binary = env!("CARGO_BIN_EXE_flagstream");
+    // The quick start: every default, a relative data dir.
+    let quick_start = Command::new(binary)
+        .arg("validate")
+        .current_dir(data.path())
+        .env_remove("FLAGSTREAM_DATA_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        quick_start.status.success(),
+        "{}",
+        String::from_utf8_lossy(&quick_start.stderr)
+    );
     let ok = Command::new(binary)
         .args(["validate", "--data-dir", data.path().to_str().unwrap()])
         .args(["--environment", &production_env(), "--dest", "log:"])

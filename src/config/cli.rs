@@ -292,6 +292,11 @@ pub struct BenchArgs {
     #[arg(long, env = "FLAGSTREAM_BENCH_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Extra flag for the flagstream the bench starts, e.g. `--serve-arg=--wal-max-bytes=2GiB`.
+    /// Repeatable.
+    #[arg(long = "serve-arg", value_name = "FLAG", allow_hyphen_values = true)]
+    pub serve_args: Vec<String>,
+
     /// How long to wait for the file destination to catch up after posting stops.
     #[arg(long, env = "FLAGSTREAM_BENCH_DRAIN_TIMEOUT", default_value = "120s")]
     pub drain_timeout: humantime::Duration,

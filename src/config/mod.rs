@@ -109,7 +109,11 @@ impl ServeConfig {
 
     /// Validate parsed flags (already merged with the config file, see [`merge_config_file`]).
     pub fn from_args(args: &ServeArgs, file: Option<&ConfigFile>) -> Result<Self, ConfigError> {
-        let mut wal = WalOptions::new(Self::wal_dir(&args.data_dir));
+        // Absolute from here on: destinations derived from it (the embedded default) need an
+        // absolute path, and logs should say exactly where the data is.
+        let data_dir = std::path::absolute(&args.data_dir)
+            .map_err(|err| ConfigError::invalid("data-dir", err.to_string()))?;
+        let mut wal = WalOptions::new(Self::wal_dir(&data_dir));
         wal.segment_bytes = args.wal_segment_bytes.as_u64();
         wal.max_bytes = args.wal_max_bytes.as_u64();
         wal.min_free_bytes = args.wal_min_free_bytes.as_u64();
@@ -200,7 +204,7 @@ impl ServeConfig {
         }
         let default_destination = destinations.is_empty();
         if default_destination {
-            destinations.push(FileDestination::default_spec(&args.data_dir));
+            destinations.push(FileDestination::default_spec(&data_dir));
         }
 
         let retry = RetrySettings {
@@ -237,7 +241,7 @@ impl ServeConfig {
         Ok(ServeConfig {
             listen: args.listen,
             admin_listen: args.admin_listen,
-            data_dir: args.data_dir.clone(),
+            data_dir,
             wal,
             ingest,
             destinations,
@@ -343,6 +347,15 @@ mod tests {
     }
 
     #[test]
+    fn a_relative_data_dir_becomes_absolute_for_the_wal_and_the_default_destination() {
+        let config = ServeConfig::from_args(&serve_args(&[]), None).unwrap();
+        assert!(config.data_dir.is_absolute());
+        assert!(config.data_dir.ends_with("data"));
+        assert!(config.wal.dir.is_absolute());
+        assert!(Path::new(&config.destinations[0].target).is_absolute());
+    }
+
+    #[test]
     fn every_flag_shows_its_default_and_env_var() {
         let command = ServeArgs::augment_args(clap::Command::new("serve"));
         for arg in command.get_arguments() {
@@ -354,6 +367,25 @@ mod tests {
             let has_default = !arg.get_default_values().is_empty();
             let documented_absent = ["config", "environment", "dest"].contains(&id);
             assert!(has_default || documented_absent, "--{id} shows no default");
+        }
+    }
+
+    #[test]
+    fn the_readme_documents_every_flag() {
+        let readme = include_str!("../../README.md");
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            assert!(
+                readme.contains(&format!("| `--{long}` |")),
+                "README.md's flag table lacks --{long}"
+            );
+            if let Some(env) = arg.get_env() {
+                assert!(
+                    readme.contains(env.to_str().unwrap()),
+                    "README.md lacks {env:?}"
+                );
+            }
         }
     }
 

@@ -238,10 +238,21 @@ thread_local! {
     static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
 }
 
-fn parse<'s>(bytes: &'s mut [u8]) -> Result<Vec<Node<'s>>, simd_json::Error> {
-    BUFFERS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buffers) => simd_json::to_tape_with_buffers(bytes, &mut buffers).map(|t| t.0),
-        Err(_) => simd_json::to_tape(bytes).map(|t| t.0),
+/// Parse `scratch` (the JSON document) into a tape. Padding is appended to the scratch copy
+/// so simd-json can read it in place instead of copying it once more into its own buffer.
+fn parse(scratch: &mut Vec<u8>) -> Result<Vec<Node<'_>>, simd_json::Error> {
+    let len = scratch.len();
+    scratch.resize(len + simd_json::INPUT_PADDING, 0);
+    BUFFERS.with(|cell| {
+        let mut tape = simd_json::Tape::null();
+        match cell.try_borrow_mut() {
+            Ok(mut buffers) => simd_json::fill_tape_padded(scratch, len, &mut buffers, &mut tape)?,
+            Err(_) => {
+                let mut buffers = Buffers::new(len);
+                simd_json::fill_tape_padded(scratch, len, &mut buffers, &mut tape)?
+            }
+        }
+        Ok(tape.0)
     })
 }
 

@@ -208,40 +208,99 @@ static ESCAPE: [u8; 256] = {
 };
 
 /// Append `s` as a JSON string literal (with quotes).
+///
+/// Fast path for the common case of a string with nothing to escape: one check, one reserve,
+/// one copy.
 #[inline]
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    if !needs_escape(bytes) {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     out.push(b'"');
     write_str_content(out, s);
     out.push(b'"');
 }
 
+/// Whether any byte of `bytes` must be escaped in a JSON string.
+#[inline]
+fn needs_escape(bytes: &[u8]) -> bool {
+    let (words, tail) = bytes.as_chunks::<8>();
+    words
+        .iter()
+        .any(|word| word_needs_escape(u64::from_le_bytes(*word)))
+        || tail.iter().any(|&b| ESCAPE[b as usize] != 0)
+}
+
 /// Append the escaped content of `s` (no quotes).
+///
+/// Most strings in events (keys, flag keys, context keys, kinds) need no escaping, so the scan
+/// looks at 8 bytes per step (SWAR) and copies clean runs with one `memcpy`; only a word that
+/// contains a byte to escape is handled byte by byte.
 #[inline]
 pub(crate) fn write_str_content(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc = ESCAPE[b as usize];
-        if esc == 0 {
-            continue;
+    out.reserve(bytes.len());
+    let mut start = 0; // first byte not yet copied
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(word) = bytes.get(i..i + 8) {
+            let mut chunk = [0u8; 8];
+            chunk.copy_from_slice(word);
+            if !word_needs_escape(u64::from_le_bytes(chunk)) {
+                i += 8;
+                continue;
+            }
         }
-        out.extend_from_slice(&bytes[start..i]);
-        if esc == b'u' {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 0xf) as usize],
-            ]);
-        } else {
-            out.extend_from_slice(&[b'\\', esc]);
+        // Byte by byte through this word (or the tail).
+        let end = (i + 8).min(bytes.len());
+        while i < end {
+            let b = bytes[i];
+            let esc = ESCAPE[b as usize];
+            if esc != 0 {
+                out.extend_from_slice(&bytes[start..i]);
+                write_escape(out, b, esc);
+                start = i + 1;
+            }
+            i += 1;
         }
-        start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
+}
+
+/// Whether any of the 8 bytes is a control character, `"` or `\\` (exact, no false negatives;
+/// a false positive only costs the byte-by-byte path).
+#[inline(always)]
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+    let quote = w ^ (ONES * b'"' as u64);
+    let quote = quote.wrapping_sub(ONES) & !quote;
+    let backslash = w ^ (ONES * b'\\' as u64);
+    let backslash = backslash.wrapping_sub(ONES) & !backslash;
+    (below_space | quote | backslash) & HIGH != 0
+}
+
+#[inline]
+fn write_escape(out: &mut Vec<u8>, b: u8, esc: u8) {
+    if esc == b'u' {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[(b >> 4) as usize],
+            HEX[(b & 0xf) as usize],
+        ]);
+    } else {
+        out.extend_from_slice(&[b'\\', esc]);
+    }
 }
 
 #[inline]
@@ -396,6 +455,12 @@ impl<'o> ObjectWriter<'o> {
         self.out
     }
 
+    /// The underlying buffer, for writing inside the current value.
+    #[inline]
+    pub(crate) fn buffer(&mut self) -> &mut Vec<u8> {
+        self.out
+    }
+
     #[inline]
     pub(crate) fn str(&mut self, key: &str, value: &str) {
         let out = self.key(key);
@@ -475,6 +540,29 @@ mod tests {
             String::from_utf8(out).unwrap(),
             r#"{"a":[1,-2,3.5,true,null,{"b":"x\"y\n\u0001"}],"c":{},"d":[]}"#
         );
+    }
+
+    #[test]
+    fn escapes_every_special_byte_at_every_position() {
+        for special in (0u8..0x20).chain([b'"', b'\\']) {
+            for len in 0..20 {
+                for pos in 0..len {
+                    let mut text = vec![b'a'; len];
+                    text[pos] = special;
+                    let text = String::from_utf8(text).unwrap();
+                    let mut out = Vec::new();
+                    write_str(&mut out, &text);
+                    assert_eq!(
+                        String::from_utf8(out).unwrap(),
+                        serde_json::to_string(&text).unwrap(),
+                        "byte {special:#x} at {pos} of {len}"
+                    );
+                }
+            }
+        }
+        let mut out = Vec::new();
+        write_str(&mut out, "é\u{7f}\u{1F600}~ plain");
+        assert_eq!(out, "\"é\u{7f}\u{1F600}~ plain\"".as_bytes());
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub enum IngestError {
     InvalidPixel(String),
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    #[error("the request body was not received within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("{0}")]
     Invalid(ValidationError),
     #[error("write-ahead log is full; retry later")]
@@ -59,6 +61,7 @@ impl IngestError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             IngestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngestError::InvalidGzip(_)
             | IngestError::InvalidPixel(_)
             | IngestError::BodyRead(_)
@@ -82,6 +85,7 @@ impl IngestError {
             IngestError::InvalidGzip(_) => "invalid_gzip",
             IngestError::InvalidPixel(_) => "invalid_pixel_payload",
             IngestError::BodyRead(_) => "body_read_failed",
+            IngestError::BodyTimeout(_) => "body_timeout",
             IngestError::Invalid(err) => err.code,
             IngestError::WalFull => "wal_full",
             IngestError::WalUnavailable(_) => "wal_unavailable",

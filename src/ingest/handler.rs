@@ -111,9 +111,12 @@ impl Ingest {
         let origin = request.headers().get(header::ORIGIN).cloned();
         let route = match match_route(request.method(), request.uri().path()) {
             Ok(route) => route,
-            Err(err) => return self.finish("unknown", None, started, Err(err)),
+            Err(err) => {
+                let response = refuse("unknown", &err);
+                record("unknown", &response, started);
+                return response;
+            }
         };
-        let name = route.name;
         let cors = route.cors.then_some(origin);
         if route.action == Action::Preflight {
             let mut response = Response::new(Full::new(Bytes::new()));
@@ -121,45 +124,12 @@ impl Ingest {
             add_cors(&mut response, cors.as_ref(), true);
             return response;
         }
-        let outcome = self.ingest(&route, request).await;
-        let response = match &outcome {
-            Ok(accepted) => success(&route, accepted),
-            Err(_) => Response::new(Full::new(Bytes::new())),
+        let mut response = match self.ingest(&route, request).await {
+            Ok(accepted) => success(&route, &accepted),
+            Err(err) => refuse(route.name, &err),
         };
-        let mut response = self.finish(name, Some(response), started, outcome.map(|_| ()));
         add_cors(&mut response, cors.as_ref(), false);
-        response
-    }
-
-    /// Record metrics and turn an error into its response.
-    fn finish(
-        &self,
-        route: &'static str,
-        response: Option<Response<Full<Bytes>>>,
-        started: Instant,
-        outcome: Result<(), IngestError>,
-    ) -> Response<Full<Bytes>> {
-        let response = match outcome {
-            Ok(()) => response.unwrap_or_else(|| Response::new(Full::new(Bytes::new()))),
-            Err(err) => {
-                metrics::counter!(m::INGEST_REJECTED_TOTAL, "route" => route, "reason" => err.code())
-                    .increment(1);
-                if err.status().is_server_error() {
-                    tracing::warn!(route, error = %err, "request refused");
-                } else {
-                    tracing::debug!(route, error = %err, "request refused");
-                }
-                err.to_response()
-            }
-        };
-        metrics::counter!(
-            m::INGEST_REQUESTS_TOTAL,
-            "route" => route,
-            "status" => response.status().as_str().to_owned()
-        )
-        .increment(1);
-        metrics::histogram!(m::INGEST_REQUEST_DURATION_SECONDS, "route" => route)
-            .record(started.elapsed().as_secs_f64());
+        record(route.name, &response, started);
         response
     }
 
@@ -193,7 +163,10 @@ impl Ingest {
                 Encoding::Gzip => raw_weight.saturating_add(limit),
             };
             let permit = self.reserve(weight).await?;
-            let raw = body::collect(request_body, limit).await?;
+            // A slow sender must not hold in-flight bytes forever.
+            let raw = tokio::time::timeout(BODY_READ_TIMEOUT, body::collect(request_body, limit))
+                .await
+                .map_err(|_| IngestError::BodyTimeout(BODY_READ_TIMEOUT))??;
             let body = match encoding {
                 Encoding::Identity => raw,
                 Encoding::Gzip => body::gunzip(&raw, limit)?,
@@ -291,6 +264,30 @@ impl Drop for InflightPermit {
     }
 }
 
+/// Count and log a refusal; its JSON response.
+fn refuse(route: &'static str, err: &IngestError) -> Response<Full<Bytes>> {
+    metrics::counter!(m::INGEST_REJECTED_TOTAL, "route" => route, "reason" => err.code())
+        .increment(1);
+    if err.status().is_server_error() {
+        tracing::warn!(route, error = %err, "request refused");
+    } else {
+        tracing::debug!(route, error = %err, "request refused");
+    }
+    err.to_response()
+}
+
+/// Per-request metrics.
+fn record(route: &'static str, response: &Response<Full<Bytes>>, started: Instant) {
+    metrics::counter!(
+        m::INGEST_REQUESTS_TOTAL,
+        "route" => route,
+        "status" => response.status().as_str().to_owned()
+    )
+    .increment(1);
+    metrics::histogram!(m::INGEST_REQUEST_DURATION_SECONDS, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+}
+
 fn success(route: &Route, accepted: &Accepted) -> Response<Full<Bytes>> {
     tracing::trace!(
         route = route.name,
@@ -383,6 +380,9 @@ fn unix_ms_now() -> u64 {
         .map(|elapsed| elapsed.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// How long a request body may take to arrive once its headers are in.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a refused oversized body may be drained so its sender can read the 413.
 const DRAIN_PATIENCE: Duration = Duration::from_secs(1);
@@ -786,6 +786,32 @@ mod tests {
         assert_eq!(status, StatusCode::ACCEPTED);
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["accepted"], 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_arrives_times_out_with_408_and_frees_its_bytes() {
+        let sink = FakeSink::new(Behaviour::Store);
+        let ingest = Ingest::new(settings(), sink.clone());
+        let never = futures::stream::pending::<
+            Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+        >();
+        let request = Request::builder()
+            .method("POST")
+            .uri("/bulk")
+            .header("authorization", "sdk-1")
+            .header("content-length", "100")
+            .body(http_body_util::StreamBody::new(never))
+            .unwrap();
+        let response = ingest.handle(request).await;
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(error_code(&body), "body_timeout");
+        assert_eq!(
+            ingest.inflight.available_permits(),
+            ingest.inflight_capacity,
+            "the reservation is returned"
+        );
+        assert!(sink.records().is_empty());
     }
 
     #[tokio::test]

@@ -19,8 +19,10 @@
 //!   payload id, schema version, tags, user agent) followed by the body bytes as received
 //!   (after gunzip) — never re-encoded.
 //! * Refusals: 400 malformed/mis-shaped/empty/bad gzip/bad pixel, 401 credential, 404 route,
-//!   405 method, 413 size (raw or decompressed), 415 encoding, 503 WAL full / overloaded /
-//!   shutting down (with `Retry-After`) or WAL unavailable. Nothing partial is ever stored.
+//!   405 method, 408 body too slow, 413 size (raw or decompressed), 415 encoding, 503 WAL
+//!   full / overloaded / shutting down (with `Retry-After`) or WAL unavailable. Nothing partial
+//!   is ever stored.
+//! * Slow clients: headers must arrive within 30 s, the body within 60 s after them.
 //!
 //! ## Bounded memory
 //!

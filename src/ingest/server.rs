@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::handler::Ingest;
 use crate::metrics as m;
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serve `listener` until `shutdown` is cancelled, then drain for at most `grace`.
 /// Returns false if the grace period ran out with requests still in flight.
@@ -33,7 +36,13 @@ pub async fn serve(
     let connections = Arc::new(Semaphore::new(ingest.settings().max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().keep_alive(true).max_buf_size(256 * 1024);
+    builder
+        .http1()
+        .keep_alive(true)
+        .max_buf_size(256 * 1024)
+        .timer(TokioTimer::new())
+        // Slow-header clients (slowloris) lose their connection slot after this long.
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -47,17 +47,28 @@ pub(super) fn write_event(row: &Row<'_, '_>, out: &mut Vec<u8>) {
     object.finish();
 }
 
-/// `"contextKeys":{kind:key,…}` if the event refers to any context.
+/// `"contextKeys":{kind:key,…}` if the event refers to any context (one pass: the field is
+/// opened at the first context).
 fn write_context_keys(row: &Row<'_, '_>, object: &mut ObjectWriter<'_>) {
-    let mut any = false;
-    row.event.for_each_context(|_| any = true);
-    if !any {
-        return;
+    let mut started = false;
+    row.event.for_each_context(|c| {
+        let out = if started {
+            let out = object.buffer();
+            out.push(b',');
+            out
+        } else {
+            started = true;
+            let out = object.key("contextKeys");
+            out.push(b'{');
+            out
+        };
+        json::write_str(out, c.kind);
+        out.push(b':');
+        json::write_str(out, c.key);
+    });
+    if started {
+        object.buffer().push(b'}');
     }
-    let out = object.key("contextKeys");
-    let mut keys = ObjectWriter::new(out);
-    row.event.for_each_context(|c| keys.str(c.kind, c.key));
-    keys.finish();
 }
 
 #[cfg(test)]
