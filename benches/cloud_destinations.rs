@@ -7,7 +7,9 @@
 //!   (encoding, SDK serialization, signing, HTTP/gRPC), not the stand-in's work. The runtime is
 //!   single-threaded so all our tasks run on the measured thread.
 //! - `*/wall_send_1000`: wall time for the same, i.e. throughput; bounded by the stand-in
-//!   (moto is a single-threaded Python server; the emulator is an in-memory Java server).
+//!   (moto is a single-threaded Python server; kinesalite a single Node process; the emulator
+//!   an in-memory Java server). Measured first, on a fresh stream: moto slows down as its
+//!   in-memory stream grows.
 //!
 //! Run: `cargo bench --bench cloud_destinations` (starts and stops its own stand-ins).
 
@@ -23,7 +25,7 @@ use flagstream::dest::kinesis::{
 use flagstream::dest::pubsub::{message_for, PubSubDestination};
 use flagstream::dest::{Batch, Destination, DestinationSpec, SendOutcome};
 
-/// 1,000 realistic events (~330 bytes each, 100 contexts) as `parts` batches.
+/// 1,000 realistic events (≈ 190 bytes each, 100 contexts) as `parts` batches.
 fn events(prefix: &str, parts: usize) -> Vec<Batch> {
     (0..parts)
         .map(|part| cloud::batch(&format!("{prefix}-{part}"), 1_000 / parts, 100))
@@ -68,115 +70,101 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Measure sending 1,000 events (`batches`) per iteration, as CPU and as wall time.
-fn bench_send(
+/// Measure sending 1,000 events (`batches`) per iteration, as wall time and as CPU time.
+/// `fresh` builds a destination on a new, empty stream/topic; each measurement round gets
+/// one (set up outside the timed part), because moto slows down as a stream grows.
+fn bench_send<D: Destination>(
     c: &mut Criterion,
     name: &str,
-    destination: &dyn Destination,
     runtime: &tokio::runtime::Runtime,
+    fresh: impl Fn(usize) -> D,
     batches: &[Batch],
 ) {
     let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
-        .measurement_time(Duration::from_secs(20));
+        .measurement_time(Duration::from_secs(10));
     group.throughput(Throughput::Elements(1_000));
-    let send_all = || async {
-        for batch in batches {
-            let outcome = destination.send(batch).await;
-            assert_eq!(outcome, SendOutcome::Delivered);
+    let round = std::cell::Cell::new(0);
+    let measure = |clock: fn() -> Duration, iterations: u64| {
+        round.set(round.get() + 1);
+        let destination = fresh(round.get());
+        let start = clock();
+        for _ in 0..iterations {
+            runtime.block_on(async {
+                for batch in batches {
+                    assert_eq!(destination.send(batch).await, SendOutcome::Delivered);
+                }
+            });
         }
+        clock() - start
     };
-    group.bench_function("cpu_send_1000", |b| {
-        b.iter_custom(|iterations| {
-            let start = thread_cpu();
-            for _ in 0..iterations {
-                runtime.block_on(send_all());
-            }
-            thread_cpu() - start
-        })
-    });
     group.bench_function("wall_send_1000", |b| {
-        b.iter_custom(|iterations| {
-            let start = Instant::now();
-            for _ in 0..iterations {
-                runtime.block_on(send_all());
-            }
-            start.elapsed()
-        })
+        b.iter_custom(|iterations| measure(monotonic, iterations))
+    });
+    group.bench_function("cpu_send_1000", |b| {
+        b.iter_custom(|iterations| measure(thread_cpu, iterations))
     });
     group.finish();
 }
 
+/// Wall-clock time since the first call, as a `Duration` (so both clocks share a type).
+fn monotonic() -> Duration {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed()
+}
+
 fn kinesis(c: &mut Criterion) {
+    kinesis_on(c, "kinesis_moto", cloud::StandIn::moto());
+    kinesis_on(c, "kinesis_kinesalite", cloud::StandIn::kinesalite(None));
+}
+
+fn kinesis_on(c: &mut Criterion, name: &str, server: cloud::StandIn) {
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    let moto = cloud::StandIn::moto();
     let runtime = runtime();
-    let destination = runtime.block_on(async {
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(moto.endpoint())
-            .load()
-            .await;
-        let admin = aws_sdk_kinesis::Client::new(&config);
-        admin
-            .create_stream()
-            .stream_name("bench")
-            .shard_count(4)
-            .send()
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        let mut spec = DestinationSpec::parse(&format!(
-            "kinesis://bench?region=us-east-1&endpoint={}",
-            moto.endpoint()
-        ))
-        .unwrap();
-        let destination = KinesisDestination::from_spec(&mut spec, "bench")
-            .await
-            .unwrap();
-        destination.check().await.unwrap();
-        destination
-    });
-    bench_send(c, "kinesis_moto", &destination, &runtime, &events("kin", 2));
+    let admin = runtime.block_on(cloud::kinesis::client(&server));
+    let fresh = |round: usize| {
+        runtime.block_on(async {
+            let stream = format!("bench-{round}");
+            cloud::kinesis::create_stream(&admin, &stream, 4).await;
+            let url = format!(
+                "kinesis://{stream}?region=us-east-1&endpoint={}",
+                server.endpoint()
+            );
+            let mut spec = DestinationSpec::parse(&url).unwrap();
+            KinesisDestination::from_spec(&mut spec, "bench")
+                .await
+                .unwrap()
+        })
+    };
+    bench_send(c, name, &runtime, fresh, &events("kin", 2));
 }
 
 fn pubsub(c: &mut Criterion) {
     let emulator = cloud::StandIn::pubsub_emulator();
     let runtime = runtime();
-    let destination = runtime.block_on(async {
-        let topics = google_cloud_pubsub::client::TopicAdmin::builder()
+    let topics = runtime.block_on(async {
+        google_cloud_pubsub::client::TopicAdmin::builder()
             .with_endpoint(emulator.endpoint())
             .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build())
             .build()
             .await
-            .unwrap();
-        topics
-            .create_topic()
-            .set_name("projects/flagstream-bench/topics/bench")
-            .send()
-            .await
-            .unwrap();
-        let mut spec = DestinationSpec::parse(&format!(
-            "pubsub://projects/flagstream-bench/topics/bench?endpoint={}",
-            emulator.endpoint()
-        ))
-        .unwrap();
-        let destination = PubSubDestination::from_spec(&mut spec, "bench")
-            .await
-            .unwrap();
-        destination.check().await.unwrap();
-        destination
+            .unwrap()
     });
-    bench_send(
-        c,
-        "pubsub_emulator",
-        &destination,
-        &runtime,
-        &events("ps", 1),
-    );
+    let fresh = |round: usize| {
+        runtime.block_on(async {
+            let topic = format!("projects/flagstream-bench/topics/bench-{round}");
+            topics.create_topic().set_name(&topic).send().await.unwrap();
+            let url = format!("pubsub://{topic}?endpoint={}", emulator.endpoint());
+            let mut spec = DestinationSpec::parse(&url).unwrap();
+            PubSubDestination::from_spec(&mut spec, "bench")
+                .await
+                .unwrap()
+        })
+    };
+    bench_send(c, "pubsub_emulator", &runtime, fresh, &events("ps", 1));
 }
 
 criterion_group!(benches, encode, kinesis, pubsub);

@@ -3,7 +3,7 @@
 // Streams become ACTIVE at once so tests need not wait.
 const kinesalite = require('kinesalite');
 const [port, path] = process.argv.slice(2);
-const options = { path, createStreamMs: 0, deleteStreamMs: 0, updateStreamMs: 0, shardLimit: 100 };
+const options = { path, createStreamMs: 0, deleteStreamMs: 0, updateStreamMs: 0, shardLimit: 100000 };
 kinesalite(options).listen(Number(port), '127.0.0.1', () => {
   console.log(`kinesalite listening on 127.0.0.1:${port}`);
 });
