@@ -667,7 +667,7 @@ impl KinesisDestination {
                 }
             }
         }
-        summarize(
+        SendOutcome::from_item_failures(
             batch.items.len(),
             failures,
             throttled,
@@ -826,40 +826,6 @@ fn fail_record_with(
     }));
 }
 
-/// Fold item failures into one outcome: nothing failed → delivered; everything failed the same
-/// way (all retriable, or all permanent) → a batch-level outcome carrying `batch_reason` (the
-/// first whole-request error) or the first item's reason; otherwise partial. Shared with the
-/// Pub/Sub destination, whose per-message results fold the same way.
-pub(crate) fn summarize(
-    item_count: usize,
-    mut failures: Vec<ItemFailure>,
-    throttled: bool,
-    batch_reason: Option<String>,
-) -> SendOutcome {
-    if failures.is_empty() {
-        return SendOutcome::Delivered;
-    }
-    failures.sort_by_key(|failure| failure.index);
-    failures.dedup_by_key(|failure| failure.index);
-    if failures.len() == item_count {
-        let reason = batch_reason.unwrap_or_else(|| failures[0].reason.clone());
-        if failures.iter().all(|failure| failure.retriable) {
-            return SendOutcome::Retriable {
-                reason,
-                retry_after: None,
-                throttled,
-            };
-        }
-        if failures.iter().all(|failure| !failure.retriable) {
-            return SendOutcome::Permanent { reason };
-        }
-    }
-    SendOutcome::Partial {
-        failures,
-        throttled,
-    }
-}
-
 impl Destination for KinesisDestination {
     fn name(&self) -> &str {
         &self.name
@@ -975,7 +941,7 @@ mod tests {
             .contains("ProvisionedThroughputExceededException"));
         assert!(verdict.failures[1].reason.contains("InternalFailure"));
         assert!(verdict.failures[0].reason.contains("flag-events"));
-        let outcome = summarize(5, verdict.failures, verdict.throttled, None);
+        let outcome = SendOutcome::from_item_failures(5, verdict.failures, verdict.throttled, None);
         match outcome {
             SendOutcome::Partial {
                 failures,
@@ -1003,7 +969,7 @@ mod tests {
             3
         ];
         let verdict = classify_record_results(&records, &results, &stream());
-        let outcome = summarize(3, verdict.failures, verdict.throttled, None);
+        let outcome = SendOutcome::from_item_failures(3, verdict.failures, verdict.throttled, None);
         assert!(
             matches!(
                 outcome,

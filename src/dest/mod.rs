@@ -131,6 +131,42 @@ pub enum SendOutcome {
 }
 
 impl SendOutcome {
+    /// Fold per-item failures of one send into one outcome: nothing failed → delivered;
+    /// everything failed the same way (all retriable, or all permanent) → a batch-level outcome
+    /// carrying `batch_reason` (the first whole-request error) or the first item's reason;
+    /// otherwise partial, listing each failed index once. Destinations whose targets report
+    /// per-item results (Kinesis records, Pub/Sub messages) fold them through here so the
+    /// engine sees one classification rule.
+    pub fn from_item_failures(
+        item_count: usize,
+        mut failures: Vec<ItemFailure>,
+        throttled: bool,
+        batch_reason: Option<String>,
+    ) -> SendOutcome {
+        if failures.is_empty() {
+            return SendOutcome::Delivered;
+        }
+        failures.sort_by_key(|failure| failure.index);
+        failures.dedup_by_key(|failure| failure.index);
+        if failures.len() == item_count {
+            let reason = batch_reason.unwrap_or_else(|| failures[0].reason.clone());
+            if failures.iter().all(|failure| failure.retriable) {
+                return SendOutcome::Retriable {
+                    reason,
+                    retry_after: None,
+                    throttled,
+                };
+            }
+            if failures.iter().all(|failure| !failure.retriable) {
+                return SendOutcome::Permanent { reason };
+            }
+        }
+        SendOutcome::Partial {
+            failures,
+            throttled,
+        }
+    }
+
     /// Short label for metrics and logs.
     pub fn label(&self) -> &'static str {
         match self {

@@ -62,7 +62,6 @@ use google_cloud_pubsub::client::{Publisher, TopicAdmin};
 use google_cloud_pubsub::error::PublishError;
 use google_cloud_pubsub::model::Message;
 
-use super::kinesis::summarize;
 use super::{
     Batch, BatchItem, BatchLimits, DestError, Destination, DestinationSpec, ItemFailure,
     SendOutcome,
@@ -470,7 +469,7 @@ impl PubSubDestination {
         for key in paused_keys {
             self.publisher.resume_publish(key);
         }
-        let outcome = summarize(
+        let outcome = SendOutcome::from_item_failures(
             batch.items.len(),
             failures,
             throttled,
