@@ -13,7 +13,7 @@
 //!
 //! Run: `cargo bench --bench cloud_destinations` (starts and stops its own stand-ins).
 
-#[path = "../tests/cloud/mod.rs"]
+#[path = "../tests/it/support/cloud/mod.rs"]
 mod cloud;
 
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 mkdir -p .test-deps
 DEPS="$PWD/.test-deps"
 
-# The LaunchDarkly Python server SDK (real /bulk payloads for tests/serve_e2e.rs).
+# The LaunchDarkly Python server SDK (real /bulk payloads for tests/it/serve_e2e.rs).
 LD_SDK_VERSION="9.18.2"
 if ! "$DEPS/ld-python/bin/python" -c "import ldclient, sys; sys.exit(0 if ldclient.VERSION == '$LD_SDK_VERSION' else 1)" 2>/dev/null; then
   echo "installing launchdarkly-server-sdk $LD_SDK_VERSION into $DEPS/ld-python"

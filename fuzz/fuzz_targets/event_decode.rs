@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../tests/event_support/fuzz_harness.rs"]
+#[path = "../../tests/it/support/event_fuzz.rs"]
 mod harness;
 
 fuzz_target!(|data: &[u8]| harness::run(data));

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../tests/wal_support/fuzz_harness.rs"]
+#[path = "../../tests/it/support/wal_fuzz.rs"]
 mod harness;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,7 +3,7 @@
 //! `aws-sdk-kinesis` client. kinesalite can keep its data in LevelDB, so here a stop/restart
 //! is a real outage of a server that keeps its data — the strongest "nothing lost" check.
 
-mod cloud;
+use crate::support::cloud;
 
 use cloud::kinesis::{client, create_stream, read_all, use_test_credentials};
 use cloud::{assert_exactly_once, batch, event_id_of, item, StandIn};

@@ -4,7 +4,7 @@
 //!
 //! Bounded: a fixed number of crash iterations, each a fraction of a second of load.
 
-mod support;
+use crate::support::serve as support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -2,7 +2,6 @@
 //! stored-record format ingest writes, and `Destination` implementations that *simulate a
 //! remote target* (scripted outcomes, recorded sends). They stand in for a network service,
 //! not for any of our own client code; the file destination is tested for real.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! What survives a restart of the delivery engine: retry state, batch plans (so batch ids and
 //! contents are identical), and the file destination's exactly-once overwrite.
 
-mod delivery_support;
+use crate::support::delivery as delivery_support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

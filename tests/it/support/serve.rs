@@ -7,7 +7,6 @@
 //! * [`metric`] scrapes one Prometheus series from `/metrics`.
 //! * [`ld_python`] finds the LaunchDarkly Python SDK venv installed by
 //!   `scripts/install-test-deps.sh`, failing loudly (never skipping) when it is missing.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -422,6 +421,6 @@ pub fn ld_python() -> PathBuf {
 /// Path of a file shipped next to the tests.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/support")
+        .join("tests/it/support")
         .join(name)
 }

@@ -2,7 +2,7 @@
 //! emulator. Events go in as LaunchDarkly `/bulk` bodies and are pulled back from a
 //! subscription with the official client.
 
-mod cloud;
+use crate::support::cloud;
 
 use std::time::{Duration, Instant};
 

@@ -6,7 +6,7 @@
 //! (or `body_text` for non-JSON bodies such as NDJSON). The route decides the inbound format;
 //! `X-LaunchDarkly-Payload-ID` and `X-LaunchDarkly-Event-Schema` fill the record context.
 //!
-//! To regenerate after an intended change: `UPDATE_GOLDEN=1 cargo test --test event_golden`,
+//! To regenerate after an intended change: `UPDATE_GOLDEN=1 cargo test --test it event_golden`,
 //! then review the diff like code.
 
 use std::fmt::Write as _;

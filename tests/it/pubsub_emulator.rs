@@ -1,7 +1,7 @@
 //! The Pub/Sub destination against Google's Pub/Sub emulator, read back with the official
 //! `google-cloud-pubsub` subscriber (streaming pull on a subscription, every message acked).
 
-mod cloud;
+use crate::support::cloud;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

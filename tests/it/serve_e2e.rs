@@ -1,7 +1,7 @@
 //! End-to-end tests of `flagstream serve`: the real binary, real HTTP, the real WAL and the
 //! real file destination. Each test gets its own data dir and ephemeral loopback ports.
 
-mod support;
+use crate::support::serve as support;
 
 use std::collections::HashSet;
 use std::io::Write;

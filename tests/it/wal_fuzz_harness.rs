@@ -1,10 +1,9 @@
 //! The `wal_recovery` fuzz target's harness, run on random inputs under proptest (a modest
 //! number of cases) so its properties hold in every CI run, not only under `cargo fuzz`.
 
-mod wal_support;
+use crate::support::wal as wal_support;
 
-#[path = "wal_support/fuzz_harness.rs"]
-mod fuzz_harness;
+use crate::support::wal_fuzz as fuzz_harness;
 
 use proptest::prelude::*;
 

@@ -1,6 +1,6 @@
 //! `wal inspect` / `wal verify`: read-only reports for operators.
 
-mod wal_support;
+use crate::support::wal as wal_support;
 
 use flagstream::wal::format::{record_footprint, HEADER_PAGE_BYTES, RECORD_HEADER_BYTES};
 use flagstream::wal::inspect::{inspect, verify};

@@ -2,7 +2,7 @@
 //! in as LaunchDarkly `/bulk` bodies and are read back from every shard with the real
 //! `aws-sdk-kinesis` client.
 
-mod cloud;
+use crate::support::cloud;
 
 use std::time::{Duration, Instant};
 

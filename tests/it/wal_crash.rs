@@ -5,7 +5,7 @@
 //!
 //! The child is this test binary re-executed with `WAL_CRASH_CHILD_DIR` set.
 
-mod wal_support;
+use crate::support::wal as wal_support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -80,7 +80,7 @@ fn kill_dash_nine_never_loses_an_acknowledged_append() {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "kill_dash_nine_never_loses_an_acknowledged_append",
+                "wal_crash::kill_dash_nine_never_loses_an_acknowledged_append",
                 "--nocapture",
                 "--test-threads=1",
             ])

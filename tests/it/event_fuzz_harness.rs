@@ -2,8 +2,7 @@
 //! arbitrary bytes and on damaged versions of the golden inputs, so its properties hold in
 //! every CI run, not only under `cargo fuzz`.
 
-#[path = "event_support/fuzz_harness.rs"]
-mod fuzz_harness;
+use crate::support::event_fuzz as fuzz_harness;
 
 use proptest::prelude::*;
 

@@ -3,7 +3,7 @@
 //! corrupt records in sealed segments are skipped and counted; cursors survive torn slot
 //! writes; GC never frees what a persisted cursor still needs.
 
-mod wal_support;
+use crate::support::wal as wal_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! preallocation is `Full`, and a crash at every I/O step of a workload (appends with rolls,
 //! cursor persists, garbage collection) never loses an acknowledged record.
 
-mod wal_support;
+use crate::support::wal as wal_support;
 
 use std::sync::Arc;
 

@@ -1,6 +1,5 @@
 //! Shared helpers for the WAL integration tests: a fault-injecting [`WalIo`], deterministic
 //! payloads and small options.
-#![allow(dead_code)]
 
 use std::fs::File;
 use std::io;

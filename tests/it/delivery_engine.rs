@@ -1,7 +1,7 @@
 //! Delivery engine behaviour against a real WAL: ordering, out-of-order acks, partial
 //! resends, retries, dead letters, pause/resume, isolation between destinations.
 
-mod delivery_support;
+use crate::support::delivery as delivery_support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

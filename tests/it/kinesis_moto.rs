@@ -1,7 +1,7 @@
 //! The Kinesis destination against a real Kinesis API (moto server), read back with the real
 //! `aws-sdk-kinesis` client: GetShardIterator(TRIM_HORIZON) + GetRecords on every shard.
 
-mod cloud;
+use crate::support::cloud;
 
 use std::collections::{BTreeMap, BTreeSet};
 

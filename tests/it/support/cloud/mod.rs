@@ -7,7 +7,7 @@
 //!
 //! Both stand-ins keep everything in memory: `stop` + `start` gives an empty server on the
 //! same port, so tests re-create their stream/topic after a restart.
-#![allow(dead_code)] // each test binary uses a different part of this module
+#![allow(dead_code)] // benches/cloud_destinations.rs includes this module and uses only part of it
 
 pub mod kinesis;
 pub mod pubsub;
@@ -118,7 +118,7 @@ impl StandIn {
                 let modules = test_deps().join("kinesalite/node_modules");
                 command
                     .arg(
-                        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cloud/kinesalite.js"),
+                        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/cloud/kinesalite.js"),
                     )
                     .arg(self.port.to_string())
                     .args(self.store.iter())

@@ -1,0 +1,26 @@
+//! The integration tests, as one test crate: one binary to build and link (every test binary
+//! links every cloud SDK, so many small ones cost minutes of link time), one module per topic.
+//!
+//! Run one topic with `cargo nextest run --test it <module>::`, e.g. `wal_recovery::`.
+
+mod support;
+
+mod delivery_engine;
+mod delivery_restart;
+mod event_fuzz_harness;
+mod event_golden;
+mod event_props;
+mod event_schemas;
+mod kinesis_e2e;
+mod kinesis_kinesalite;
+mod kinesis_moto;
+mod kinesis_replay;
+mod pubsub_e2e;
+mod pubsub_emulator;
+mod serve_crash;
+mod serve_e2e;
+mod wal_crash;
+mod wal_faults;
+mod wal_fuzz_harness;
+mod wal_inspect;
+mod wal_recovery;
