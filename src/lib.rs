@@ -20,13 +20,15 @@
 //! | [`event`] | the event model: inbound formats, the stored-record codec, filters, output schemas |
 //! | [`wal`] | segments, record framing, group commit, readers, cursors, GC, recovery |
 //! | [`metrics`] | every metric name in one place |
-//! | [`bench`] | `flagstream bench`: the end-to-end load generator (uses only HTTP, like a client) |
 //!
 //! Two boundaries are deliberate: the WAL stores opaque bytes and knows nothing about events,
 //! and destinations receive already-mapped batches and know nothing about the WAL.
+//!
+//! Tools that drive a flagstream from the outside (`flagstream bench`'s load generator, the
+//! harness that starts `flagstream serve` for tests) live beside the engine in
+//! `crates/harness`, so nothing client-side is compiled into this library.
 
 pub mod admin;
-pub mod bench;
 pub mod config;
 pub mod delivery;
 pub mod dest;

@@ -450,7 +450,7 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
         WalSyncArg::Interval => "interval",
         WalSyncArg::Never => "never",
     };
-    let options = flagstream::bench::BenchOptions {
+    let options = flagstream_harness::load::BenchOptions {
         url: args.url,
         admin: args.admin,
         connections: args.connections,
@@ -462,7 +462,7 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
         serve_args: args.serve_args,
         binary: std::env::current_exe().context("locating the flagstream binary")?,
     };
-    let report = flagstream::bench::run(options).await?;
+    let report = flagstream_harness::load::run(options).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -11,6 +11,7 @@ mod event_fuzz_harness;
 mod event_golden;
 mod event_props;
 mod event_schemas;
+mod harness;
 mod kinesis_e2e;
 mod kinesis_kinesalite;
 mod kinesis_moto;

@@ -18,7 +18,7 @@ const ITERATIONS: usize = 6;
 const CLIENTS: usize = 8;
 const EVENTS_PER_BODY: u64 = 100;
 
-fn start(data: &std::path::Path, export: &std::path::Path) -> Flagstream {
+async fn start(data: &std::path::Path, export: &std::path::Path) -> Flagstream {
     Flagstream::builder(data.join("data"))
         .args(["--environment", &production_env()])
         .args([
@@ -26,6 +26,7 @@ fn start(data: &std::path::Path, export: &std::path::Path) -> Flagstream {
             &format!("file://{}?rotate=50ms&name=archive", export.display()),
         ])
         .start()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +43,7 @@ async fn kill_9_under_load_never_loses_an_acknowledged_event() {
         .unwrap();
 
     for iteration in 0..ITERATIONS {
-        let mut server = start(dir.path(), &export);
+        let mut server = start(dir.path(), &export).await;
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
         for _ in 0..CLIENTS {
@@ -88,8 +89,8 @@ async fn kill_9_under_load_never_loses_an_acknowledged_event() {
     }
 
     // Recover and let delivery finish.
-    let server = start(dir.path(), &export);
-    server.wait_delivered(Duration::from_secs(120));
+    let server = start(dir.path(), &export).await;
+    server.wait_delivered(Duration::from_secs(120)).await;
     let acked = acked.lock().unwrap().clone();
     assert!(
         acked.len() > ITERATIONS,
@@ -137,7 +138,7 @@ async fn kill_9_under_load_never_loses_an_acknowledged_event() {
 async fn sigterm_under_load_exits_0_and_keeps_every_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("export");
-    let mut server = start(dir.path(), &export);
+    let mut server = start(dir.path(), &export).await;
     let next_body = Arc::new(AtomicU64::new(0));
     let acked: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -177,7 +178,7 @@ async fn sigterm_under_load_exits_0_and_keeps_every_acknowledged_event() {
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     // SIGTERM while requests are in flight: they finish (202) or are refused, never half-done.
-    let status = tokio::task::block_in_place(|| server.terminate());
+    let status = server.terminate().await;
     stop.store(true, Ordering::Relaxed);
     for worker in workers {
         worker.await.unwrap();
@@ -188,8 +189,8 @@ async fn sigterm_under_load_exits_0_and_keeps_every_acknowledged_event() {
         server.log_text()
     );
 
-    let server = start(dir.path(), &export);
-    server.wait_delivered(Duration::from_secs(120));
+    let server = start(dir.path(), &export).await;
+    server.wait_delivered(Duration::from_secs(120)).await;
     let acked = acked.lock().unwrap().clone();
     assert!(!acked.is_empty());
     let events = wait_for_export(

@@ -1,21 +1,20 @@
 //! Test utilities for end-to-end tests that run the real `flagstream` binary.
 //!
-//! * [`Flagstream`] starts `flagstream serve` on ephemeral loopback ports (it binds port 0 and
-//!   the test reads the bound addresses from its JSON log), waits for `/readyz`, and kills the
-//!   process on drop. `kill9` and `terminate` simulate a crash and an orderly stop.
+//! * [`Flagstream`] starts `flagstream serve` through the harness (`flagstream_harness::serve`:
+//!   port 0, bound addresses read from its JSON log, `/readyz` awaited, killed on drop, log
+//!   printed when the test fails). `kill9` and `terminate` simulate a crash and an orderly stop.
 //! * [`read_export`] reads every event a file destination wrote.
 //! * [`metric`] scrapes one Prometheus series from `/metrics`.
 //! * [`ld_python`] finds the LaunchDarkly Python SDK venv installed by
 //!   `scripts/install-test-deps.sh`, failing loudly (never skipping) when it is missing.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use flagstream_harness::{ServeOptions, Server};
 use serde_json::Value;
 
 pub const SDK_KEY: &str = "sdk-test-key";
@@ -28,182 +27,78 @@ pub fn production_env() -> String {
     format!("production={SDK_KEY},{MOBILE_KEY},{CLIENT_ID},{API_KEY}")
 }
 
-/// A running `flagstream serve`.
+/// A running `flagstream serve` (the harness' [`Server`] with test defaults), killed on drop;
+/// its log is printed when the test fails.
 pub struct Flagstream {
-    child: Option<Child>,
     pub ingest: SocketAddr,
     pub admin: SocketAddr,
-    pub data_dir: PathBuf,
-    pub log_path: PathBuf,
+    server: Server,
 }
 
 /// Builder for [`Flagstream`]; every flag is passed through as given.
 pub struct FlagstreamBuilder {
-    data_dir: PathBuf,
-    args: Vec<String>,
+    options: ServeOptions,
 }
 
 impl FlagstreamBuilder {
-    pub fn arg(mut self, arg: impl Into<String>) -> Self {
-        self.args.push(arg.into());
-        self
-    }
-
     pub fn args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.args.extend(args.into_iter().map(Into::into));
+        self.options = self.options.args(args);
         self
     }
 
     /// Start and wait until `/readyz` answers 200.
-    pub fn start(self) -> Flagstream {
-        std::fs::create_dir_all(&self.data_dir).unwrap();
-        let log_path = next_log_path(&self.data_dir);
-        let log = File::create(&log_path).unwrap();
-        // Small segments keep preallocation cheap in tests; the test's own flags win.
-        let mut defaults: Vec<&str> = Vec::new();
-        for (flag, value) in [
-            ("--wal-segment-bytes", "16MiB"),
-            ("--wal-max-bytes", "256MiB"),
-            ("--wal-min-free-bytes", "64MiB"),
-        ] {
-            if !self.args.iter().any(|arg| arg == flag) {
-                defaults.extend([flag, value]);
-            }
+    pub async fn start(self) -> Flagstream {
+        let server = self
+            .options
+            .start()
+            .await
+            .unwrap_or_else(|err| panic!("{err}"));
+        Flagstream {
+            ingest: server.ingest(),
+            admin: server.admin(),
+            server,
         }
-        let child = Command::new(env!("CARGO_BIN_EXE_flagstream"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--data-dir", self.data_dir.to_str().unwrap()])
-            .args(["--log-format", "json", "--log-level", "info"])
-            .args(&defaults)
-            .args(&self.args)
-            .env_remove("FLAGSTREAM_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn flagstream");
-        let mut server = Flagstream {
-            child: Some(child),
-            ingest: "0.0.0.0:0".parse().unwrap(),
-            admin: "0.0.0.0:0".parse().unwrap(),
-            data_dir: self.data_dir,
-            log_path,
-        };
-        server.wait_ready(Duration::from_secs(60));
-        server
     }
-}
-
-fn next_log_path(dir: &Path) -> PathBuf {
-    (0..)
-        .map(|n| dir.join(format!("flagstream-{n}.log")))
-        .find(|path| !path.exists())
-        .unwrap()
 }
 
 impl Flagstream {
+    /// `flagstream serve` on `data_dir`, with small WAL segments (cheap preallocation in
+    /// tests) unless the test sets them.
     pub fn builder(data_dir: impl Into<PathBuf>) -> FlagstreamBuilder {
-        FlagstreamBuilder {
-            data_dir: data_dir.into(),
-            args: Vec::new(),
-        }
-    }
-
-    /// The JSON log lines written so far.
-    pub fn log_lines(&self) -> Vec<Value> {
-        let Ok(file) = File::open(&self.log_path) else {
-            return Vec::new();
-        };
-        BufReader::new(file)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|line| serde_json::from_str(&line).ok())
-            .collect()
+        let options = ServeOptions::new(env!("CARGO_BIN_EXE_flagstream"), data_dir)
+            .default_arg("--wal-segment-bytes", "16MiB")
+            .default_arg("--wal-max-bytes", "256MiB")
+            .default_arg("--wal-min-free-bytes", "64MiB");
+        FlagstreamBuilder { options }
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    fn wait_ready(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("flagstream exited early ({status}):\n{}", self.log_text());
-            }
-            let lines = self.log_lines();
-            let field = |message: &str, name: &str| {
-                lines
-                    .iter()
-                    .find(|line| line["message"] == message)
-                    .and_then(|line| line[name].as_str())
-                    .and_then(|addr| addr.parse::<SocketAddr>().ok())
-            };
-            if let (Some(ingest), Some(admin)) = (
-                field("ingest listening", "ingest_addr"),
-                field("admin listening", "admin_addr"),
-            ) {
-                self.ingest = ingest;
-                self.admin = admin;
-                if http_status(admin, "/readyz") == Some(200) {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "flagstream not ready after {timeout:?}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.server.log_text()
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.ingest)
+        self.server.url(path)
     }
 
     pub fn admin_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.server.admin_url(path)
     }
 
     /// SIGKILL: a crash, no chance to clean up.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.server.kill9();
     }
 
     /// SIGTERM and wait for the exit status (bounded).
-    pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "flagstream did not exit after SIGTERM:\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub async fn terminate(&mut self) -> ExitStatus {
+        self.server
+            .terminate(Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|| panic!("flagstream did not exit after SIGTERM"))
     }
 
     /// `GET /v1/destinations` as JSON.
@@ -213,7 +108,7 @@ impl Flagstream {
     }
 
     /// Wait until every destination has no lag and nothing in flight.
-    pub fn wait_delivered(&self, timeout: Duration) {
+    pub async fn wait_delivered(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             let status = self.destinations();
@@ -229,14 +124,8 @@ impl Flagstream {
                 Instant::now() < deadline,
                 "destinations still lagging after {timeout:?}: {status:#}"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-impl Drop for Flagstream {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 

@@ -1,7 +1,7 @@
 //! `flagstream bench`: an end-to-end load generator.
 //!
 //! It starts a flagstream (this same binary, `serve` with a fresh data dir and the embedded
-//! file destination) or targets a running one (`--url`), then keeps `--connections` HTTP/1.1
+//! file destination, through [`crate::serve`] like the end-to-end tests) or targets a running one (`--url`), then keeps `--connections` HTTP/1.1
 //! keep-alive connections busy posting LaunchDarkly `/bulk` bodies of `--batch-events` events
 //! (the shapes the Python SDK sends: feature, custom, identify; no `index`/`summary`, which
 //! the default export filter withholds) for `--duration`.
@@ -17,16 +17,21 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use tokio::net::TcpStream;
+
+use crate::client;
+use crate::serve::{ServeOptions, Server, StartError};
+
+/// The server's counter of events delivered to destinations (`flagstream::metrics`).
+pub const DELIVERED_EVENTS_METRIC: &str = "flagstream_dest_delivered_events_total";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -51,7 +56,9 @@ pub struct BenchOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error("starting flagstream: {0}")]
-    Start(String),
+    Start(#[from] Box<StartError>),
+    #[error("flagstream did not become ready: {0}")]
+    NotReady(String),
     #[error("bad --url `{0}`: expected http://host:port")]
     Url(String),
     #[error("{0}")]
@@ -129,110 +136,51 @@ impl BenchReport {
     }
 }
 
-/// A started server, stopped (SIGTERM, then SIGKILL) on drop.
-struct Server {
-    child: Child,
-    ingest: SocketAddr,
-    admin: SocketAddr,
-    data_dir: PathBuf,
+/// The server `run` starts when no `--url` is given, with its data dir removed afterwards
+/// when it was a fresh temporary one.
+struct StartedServer {
+    server: Server,
     remove_data_dir: bool,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
+impl StartedServer {
+    async fn start(options: &BenchOptions) -> Result<StartedServer, BenchError> {
+        let (data_dir, remove_data_dir) = match &options.data_dir {
+            Some(dir) => (dir.clone(), false),
+            None => {
+                let stamp = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0);
+                let dir = std::env::temp_dir()
+                    .join(format!("flagstream-bench-{}-{stamp}", std::process::id()));
+                (dir, true)
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if self.remove_data_dir {
-            let _ = std::fs::remove_dir_all(&self.data_dir);
-        }
-    }
-}
-
-fn start_server(options: &BenchOptions) -> Result<Server, BenchError> {
-    use std::io::BufRead;
-    let (data_dir, remove_data_dir) = match &options.data_dir {
-        Some(dir) => (dir.clone(), false),
-        None => {
-            let stamp = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or(0);
-            let dir = std::env::temp_dir()
-                .join(format!("flagstream-bench-{}-{stamp}", std::process::id()));
-            (dir, true)
-        }
-    };
-    let mut child = Command::new(&options.binary)
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--wal-sync", &options.wal_sync])
-        .args(["--log-format", "json", "--log-level", "info"])
-        .args(&options.serve_args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|err| BenchError::Start(format!("{}: {err}", options.binary.display())))?;
-    let stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| BenchError::Start("no stderr pipe".into()))?;
-    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
-    // Reads the server's log for its addresses, then keeps draining it so it never blocks.
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) {
-                if json["level"] == "ERROR" || json["level"] == "WARN" {
-                    eprintln!("server: {line}");
-                }
-                let _ = tx.send(json);
-            }
-        }
-    });
-    let mut ingest = None;
-    let mut admin = None;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ingest.is_none() || admin.is_none() {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(remaining)
-            .map_err(|_| BenchError::Start("flagstream did not report its addresses".into()))?;
-        let address = |field: &str| {
-            line[field]
-                .as_str()
-                .and_then(|text| text.parse::<SocketAddr>().ok())
         };
-        if line["message"] == "ingest listening" {
-            ingest = address("ingest_addr");
+        let server = ServeOptions::new(&options.binary, data_dir)
+            .args(["--wal-sync", &options.wal_sync])
+            .args(options.serve_args.iter().cloned())
+            .start()
+            .await
+            .map_err(Box::new)?;
+        Ok(StartedServer {
+            server,
+            remove_data_dir,
+        })
+    }
+
+    /// SIGTERM, wait for the orderly stop, print what went wrong in the server's log.
+    async fn stop(mut self) {
+        self.server.terminate(Duration::from_secs(30)).await;
+        for line in self.server.log_lines() {
+            if line["level"] == "ERROR" || line["level"] == "WARN" {
+                eprintln!("server: {line}");
+            }
         }
-        if line["message"] == "admin listening" {
-            admin = address("admin_addr");
+        if self.remove_data_dir {
+            let _ = std::fs::remove_dir_all(self.server.data_dir());
         }
     }
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    Ok(Server {
-        child,
-        ingest: ingest.ok_or_else(|| BenchError::Start("no ingest address".into()))?,
-        admin: admin.ok_or_else(|| BenchError::Start("no admin address".into()))?,
-        data_dir,
-        remove_data_dir,
-    })
 }
 
 /// `count` events in the shapes the LaunchDarkly Python SDK sends (see
@@ -348,37 +296,15 @@ async fn drive_connection(
     stats
 }
 
-/// `GET` on the admin listener; the body as text.
-async fn admin_get(admin: SocketAddr, path: &str) -> Option<String> {
-    let stream = TcpStream::connect(admin).await.ok()?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
-    tokio::spawn(connection);
-    let request = http::Request::get(path)
-        .header(http::header::HOST, admin.to_string())
-        .body(Empty::<Bytes>::new())
-        .ok()?;
-    let response = sender.send_request(request).await.ok()?;
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    String::from_utf8(body.to_vec()).ok()
-}
-
+/// The server's delivered-events counter, summed over destinations.
 async fn delivered_events(admin: SocketAddr) -> Option<u64> {
-    let text = admin_get(admin, "/metrics").await?;
+    let text = client::get(admin, "/metrics").await.ok()?.text();
     let total: f64 = text
         .lines()
-        .filter(|line| line.starts_with(crate::metrics::DEST_DELIVERED_EVENTS_TOTAL))
+        .filter(|line| line.starts_with(DELIVERED_EVENTS_METRIC))
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum();
     Some(total as u64)
-}
-
-fn peak_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 fn percentile_ms(sorted_us: &[u32], quantile: f64) -> f64 {
@@ -393,10 +319,10 @@ fn percentile_ms(sorted_us: &[u32], quantile: f64) -> f64 {
 pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
     let server = match options.url {
         Some(_) => None,
-        None => Some(start_server(&options)?),
+        None => Some(StartedServer::start(&options).await?),
     };
     let (target, admin) = match (&server, &options.url) {
-        (Some(server), _) => (server.ingest, Some(server.admin)),
+        (Some(started), _) => (started.server.ingest(), Some(started.server.admin())),
         (None, Some(url)) => {
             let authority = url
                 .strip_prefix("http://")
@@ -412,12 +338,12 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
     };
     if let Some(admin) = admin {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while admin_get(admin, "/readyz")
+        while !client::get(admin, "/readyz")
             .await
-            .is_none_or(|body| !body.contains("ready\""))
+            .is_ok_and(|response| response.status == 200)
         {
             if Instant::now() > deadline {
-                return Err(BenchError::Start("flagstream did not become ready".into()));
+                return Err(BenchError::NotReady(format!("{admin}/readyz")));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -481,8 +407,10 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
     }
     let server_peak_rss_mib = server
         .as_ref()
-        .and_then(|server| peak_rss_mib(server.child.id()));
-    drop(server);
+        .and_then(|started| started.server.peak_rss_mib());
+    if let Some(started) = server {
+        started.stop().await;
+    }
 
     totals.latencies_us.sort_unstable();
     let delivered_per_second = match (delivered, caught_up) {
@@ -513,14 +441,6 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bulk_bodies_are_valid_launchdarkly_payloads() {
-        let body = bulk_body(3, 100);
-        let count = crate::event::validate(crate::event::InboundFormat::LdBulk, &body).unwrap();
-        assert_eq!(count, 100);
-        assert_ne!(bulk_body(4, 100), body, "seeds vary the bodies");
-    }
 
     #[test]
     fn percentiles_pick_ranks() {

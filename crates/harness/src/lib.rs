@@ -1,0 +1,17 @@
+//! Tools beside the flagstream engine (like raft-engine's `ctl` and `stress`): everything
+//! that drives a flagstream from the outside, as a client would.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`serve`] | starting `flagstream serve` on free loopback ports and stopping it; used by every end-to-end test and by `flagstream bench` |
+//! | [`client`] | a minimal loopback HTTP/1.1 client (no TLS, no pooling) for admin polling |
+//! | [`load`] | `flagstream bench`: the end-to-end load generator and its report |
+//!
+//! The server's library never depends on this crate: the `flagstream` binary uses it for its
+//! `bench` subcommand and the integration tests use it as a dev-dependency.
+
+pub mod client;
+pub mod load;
+pub mod serve;
+
+pub use serve::{ServeOptions, Server, StartError};
