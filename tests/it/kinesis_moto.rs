@@ -6,10 +6,9 @@ use crate::support::cloud;
 use std::collections::{BTreeMap, BTreeSet};
 
 use cloud::kinesis::{client, create_stream, read_all, use_test_credentials};
-use cloud::{assert_exactly_once, batch, event_id_of, item, StandIn};
-use flagstream::dest::kinesis::{KinesisDestination, MAX_RECORD_BYTES};
+use cloud::{assert_exactly_once, batch, event_id_of, StandIn};
+use flagstream::dest::kinesis::KinesisDestination;
 use flagstream::dest::{Batch, Destination, DestinationSpec, SendOutcome};
-use flagstream::event::Schema;
 
 async fn destination(moto: &StandIn, target: &str, extra: &str) -> KinesisDestination {
     use_test_credentials();
@@ -138,147 +137,6 @@ async fn aggregated_records_carry_every_event_once() {
         })
         .collect();
     assert_exactly_once(&seen, ids(&batch));
-}
-
-#[tokio::test]
-async fn too_large_event_is_rejected_by_limits_and_the_rest_delivered() {
-    let moto = StandIn::moto();
-    let client = client(&moto).await;
-    create_stream(&client, "limits", 1).await;
-    let destination = destination(&moto, "limits", "").await;
-
-    let limits = destination.limits();
-    assert_eq!(limits.max_items, 500);
-    assert_eq!(limits.max_bytes, 5 * 1024 * 1024);
-    assert_eq!(limits.max_item_bytes, 1024 * 1024);
-    assert!(
-        limits.per_item_overhead >= 256,
-        "partition key counts against the record limit"
-    );
-
-    // Exactly at the limit the payload fits, but payload + partition key does not.
-    let mut big = item("too-big", Some("user-big"), 0);
-    let padding = MAX_RECORD_BYTES - big.payload.len() + 1;
-    big = item("too-big", Some("user-big"), padding);
-    assert!(big.payload.len() + limits.per_item_overhead > limits.max_item_bytes);
-    let batch = Batch {
-        id: "batch-limits".into(),
-        schema: Schema::LaunchDarkly,
-        items: vec![
-            item("small-0", Some("u"), 10),
-            big,
-            item("small-1", Some("u"), 10),
-        ],
-    };
-    match destination.send(&batch).await {
-        SendOutcome::Partial { failures, .. } => {
-            assert_eq!(failures.len(), 1);
-            assert_eq!(failures[0].index, 1);
-            assert!(
-                !failures[0].retriable,
-                "an oversized event must go to the dead letters"
-            );
-            assert!(
-                failures[0].reason.contains("at most"),
-                "{}",
-                failures[0].reason
-            );
-        }
-        other => panic!("expected a partial outcome, got {other:?}"),
-    }
-    let seen: Vec<String> = read_all(&client, "limits")
-        .await
-        .values()
-        .flatten()
-        .map(|d| event_id_of(d))
-        .collect();
-    assert_exactly_once(&seen, ["small-0".to_string(), "small-1".to_string()]);
-}
-
-#[tokio::test]
-async fn missing_stream_is_permanent_and_check_names_it() {
-    let moto = StandIn::moto();
-    let destination = destination(&moto, "no-such-stream", "").await;
-    let err = destination.check().await.unwrap_err().to_string();
-    assert!(
-        err.contains("no-such-stream") && err.contains("not found"),
-        "{err}"
-    );
-    match destination.send(&batch("missing", 3, 3)).await {
-        SendOutcome::Permanent { reason } => {
-            assert!(
-                reason.contains("no-such-stream") && reason.contains("not found"),
-                "{reason}"
-            );
-        }
-        other => panic!("expected permanent, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn unreachable_endpoint_is_retriable_and_check_fails() {
-    // A port nobody listens on (bound, then released).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let endpoint_of_stopped = format!("http://127.0.0.1:{port}");
-    use_test_credentials();
-    let mut spec = DestinationSpec::parse(&format!(
-        "kinesis://flag-events?region=us-east-1&endpoint={endpoint_of_stopped}"
-    ))
-    .unwrap();
-    let destination = KinesisDestination::from_spec(&mut spec, "k").await.unwrap();
-    assert!(destination.check().await.is_err());
-    let outcome = destination.send(&batch("down", 2, 2)).await;
-    assert!(
-        matches!(
-            outcome,
-            SendOutcome::Retriable {
-                throttled: false,
-                ..
-            }
-        ),
-        "{outcome:?}"
-    );
-}
-
-/// moto is in-memory: stopping it loses the stream and everything in it. What this proves is
-/// the destination's side of "nothing lost": while the server is down every send is reported
-/// retriable (never delivered, never permanent), and after it is back the very same batch —
-/// resent as the engine would — is delivered and read back exactly once.
-#[tokio::test]
-async fn stand_in_stopped_mid_stream_gives_retriable_then_success() {
-    let mut moto = StandIn::moto();
-    let client = client(&moto).await;
-    create_stream(&client, "restart", 2).await;
-    let destination = destination(&moto, "restart", "").await;
-    assert_eq!(
-        destination.send(&batch("before", 50, 10)).await,
-        SendOutcome::Delivered
-    );
-
-    moto.stop();
-    let in_flight = batch("during", 120, 12);
-    for _ in 0..2 {
-        let outcome = destination.send(&in_flight).await;
-        assert!(
-            matches!(outcome, SendOutcome::Retriable { .. }),
-            "server down: {outcome:?}"
-        );
-    }
-
-    moto.start();
-    create_stream(&client, "restart", 2).await;
-    assert_eq!(destination.send(&in_flight).await, SendOutcome::Delivered);
-    let seen: Vec<String> = read_all(&client, "restart")
-        .await
-        .values()
-        .flatten()
-        .map(|d| event_id_of(d))
-        .collect();
-    assert_exactly_once(&seen, ids(&in_flight));
 }
 
 /// `role_arn` + `external_id`: credentials come from STS AssumeRole (moto implements STS on the

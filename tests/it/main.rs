@@ -5,6 +5,7 @@
 
 mod support;
 
+mod conformance;
 mod delivery_engine;
 mod delivery_restart;
 mod event_fuzz_harness;
@@ -16,7 +17,6 @@ mod kinesis_e2e;
 mod kinesis_kinesalite;
 mod kinesis_moto;
 mod kinesis_replay;
-mod pubsub_e2e;
 mod pubsub_emulator;
 mod serve_crash;
 mod serve_e2e;
