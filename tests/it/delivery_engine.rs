@@ -97,8 +97,12 @@ async fn the_cursor_advances_only_over_the_contiguous_acked_prefix() {
     })
     .await;
     assert!(held.load(Ordering::SeqCst));
-    // Let the engine persist a few times while batch 1 is outstanding.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The engine has persisted since batch 1 was planned (its plan is in the cursor file);
+    // the in-memory cursor, which is what gets persisted, must not have passed it either.
+    wait_until("the first batch's plan persisted", WAIT, || {
+        wal.open_cursor("remote").unwrap().state().plan.is_some()
+    })
+    .await;
     let status = delivery.status("remote").unwrap();
     assert_eq!(
         (status.cursor.seq, status.cursor.event),
@@ -395,15 +399,24 @@ async fn pause_stops_sending_and_resume_continues() {
     let dir = tempfile::tempdir().unwrap();
     let wal = open_wal(dir.path());
     let remote = Remote::accepting("remote", limits(10, 20));
+    // Never paused, reading the same log: once it has everything, the paused one had every
+    // chance to send too (a counter that would move, instead of a sleep).
+    let control = Remote::accepting("control", limits(10, 20));
     let delivery = start(
         &wal,
         dir.path(),
-        vec![configured(remote.clone(), fast_retry(None), 1)],
+        vec![
+            configured(remote.clone(), fast_retry(None), 1),
+            configured(control.clone(), fast_retry(None), 1),
+        ],
     );
     delivery.pause("remote").unwrap();
     assert!(delivery.pause("nope").is_err());
     let keys = append_records(&wal, 0, 3, 3).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("the control destination delivered", WAIT, || {
+        control.delivered_keys().len() == keys.len()
+    })
+    .await;
     assert!(
         remote.sent().is_empty(),
         "paused destination sent something"

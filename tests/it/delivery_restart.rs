@@ -82,9 +82,16 @@ async fn retry_state_survives_a_restart_and_keeps_backing_off() {
         dir.path(),
         vec![configured(healthy.clone(), policy, 1)],
     );
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The restarted worker picks up the persisted retry state instead of sending at once.
+    wait_until("backing off on the persisted retry state", WAIT, || {
+        delivery.status("remote").unwrap().state == DeliveryState::BackingOff
+    })
+    .await;
     let status = delivery.status("remote").unwrap();
-    assert_eq!(status.state, DeliveryState::BackingOff, "{status:?}");
+    assert!(
+        healthy.sent().is_empty(),
+        "sent before the persisted next attempt"
+    );
     assert_eq!(status.retry.map(|r| r.attempts), Some(1));
     wait_until("delivered after the backoff", WAIT, || {
         healthy.delivered_keys().len() == keys.len()
