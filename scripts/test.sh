@@ -10,6 +10,18 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest"
   cargo install cargo-nextest --locked
 fi
+# Style and lints first: cheap, and CI enforces them like tests.
+for tool in fmt clippy; do
+  if ! cargo "$tool" --version >/dev/null 2>&1; then
+    echo "installing cargo $tool"
+    rustup component add "$([ "$tool" = fmt ] && echo rustfmt || echo clippy)"
+  fi
+done
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo build --bins
-cargo nextest run --all-targets --no-fail-fast
-cargo test --doc
+# Every test (the integration tests are one crate, `tests/it`, with the destination
+# conformance suite in `tests/it/conformance`). A missing stand-in fails its tests with the
+# command that installs it; nothing is skipped.
+cargo nextest run --workspace --all-targets --no-fail-fast
+cargo test --workspace --doc
