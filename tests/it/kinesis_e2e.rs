@@ -3,7 +3,7 @@
 //! killed mid-stream without a gate, read back from every shard with `aws-sdk-kinesis`.
 
 use crate::conformance::{dead_letters, post, serve, status, tagged, wait_acknowledged, DEST};
-use crate::support::cloud::kinesis::{client, create_stream, read_all, use_test_credentials};
+use crate::support::cloud::kinesis::{client, create_stream, read_ids, use_test_credentials};
 use crate::support::cloud::{ld_bulk, test_seq_of, StandIn};
 
 const CREDENTIALS: &[(&str, &str)] = &[
@@ -46,12 +46,7 @@ async fn stand_in_killed_mid_stream_and_restarted_loses_nothing() {
 
     // Everything accepted is acknowledged: what Kinesis will ever hold of it is there now.
     wait_acknowledged(&flagstream).await;
-    let seen: Vec<String> = read_all(&kinesis, "flag-events")
-        .await
-        .values()
-        .flatten()
-        .map(|data| test_seq_of(data))
-        .collect();
+    let seen = read_ids(&kinesis, "flag-events", test_seq_of).await;
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
     for id in &seen {
         *counts.entry(id.as_str()).or_default() += 1;

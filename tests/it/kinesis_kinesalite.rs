@@ -5,23 +5,11 @@
 
 use crate::support::cloud;
 
-use cloud::kinesis::{client, create_stream, read_all, use_test_credentials};
+use cloud::kinesis::{client, create_stream, destination, read_ids};
 use cloud::{assert_exactly_once, event_id_of, item, StandIn};
-use flagstream::dest::kinesis::{KinesisDestination, MAX_RECORD_BYTES};
-use flagstream::dest::{Batch, Destination, DestinationSpec, SendOutcome};
+use flagstream::dest::kinesis::MAX_RECORD_BYTES;
+use flagstream::dest::{Batch, SendOutcome};
 use flagstream::event::Schema;
-
-async fn destination(kinesalite: &StandIn, stream: &str) -> KinesisDestination {
-    use_test_credentials();
-    let url = format!(
-        "kinesis://{stream}?region=us-east-1&endpoint={}",
-        kinesalite.endpoint()
-    );
-    let mut spec = DestinationSpec::parse(&url).unwrap();
-    KinesisDestination::from_spec(&mut spec, "kinesalite")
-        .await
-        .unwrap()
-}
 
 /// The largest record our limits admit (data + partition key = 1 MiB) is accepted by a server
 /// that validates Kinesis' size rules; one byte more never leaves flagstream.
@@ -30,7 +18,7 @@ async fn record_at_the_size_limit_is_accepted() {
     let kinesalite = StandIn::kinesalite(None);
     let client = client(&kinesalite).await;
     create_stream(&client, "edge", 1).await;
-    let destination = destination(&kinesalite, "edge").await;
+    let destination = destination(&kinesalite, "edge", "").await;
 
     let template = item("edge-0", Some("k"), 0);
     let exact = item(
@@ -56,11 +44,6 @@ async fn record_at_the_size_limit_is_accepted() {
         }
         other => panic!("expected the oversized record alone to fail, got {other:?}"),
     }
-    let seen: Vec<String> = read_all(&client, "edge")
-        .await
-        .values()
-        .flatten()
-        .map(|d| event_id_of(d))
-        .collect();
+    let seen = read_ids(&client, "edge", event_id_of).await;
     assert_exactly_once(&seen, ["edge-0".to_string()]);
 }

@@ -5,28 +5,9 @@ use crate::support::cloud;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use cloud::kinesis::{client, create_stream, read_all, use_test_credentials};
-use cloud::{assert_exactly_once, batch, event_id_of, StandIn};
-use flagstream::dest::kinesis::KinesisDestination;
-use flagstream::dest::{Batch, Destination, DestinationSpec, SendOutcome};
-
-async fn destination(moto: &StandIn, target: &str, extra: &str) -> KinesisDestination {
-    use_test_credentials();
-    let url = format!(
-        "kinesis://{target}?region=us-east-1&endpoint={}{extra}",
-        moto.endpoint()
-    );
-    let mut spec = DestinationSpec::parse(&url).unwrap();
-    let destination = KinesisDestination::from_spec(&mut spec, "kinesis-test")
-        .await
-        .unwrap();
-    spec.finish().unwrap();
-    destination
-}
-
-fn ids(batch: &Batch) -> Vec<String> {
-    batch.items.iter().map(|i| i.event_id.clone()).collect()
-}
+use cloud::kinesis::{client, create_stream, destination, read_all, read_ids};
+use cloud::{assert_exactly_once, batch, event_id_of, ids, StandIn};
+use flagstream::dest::SendOutcome;
 
 #[tokio::test]
 async fn every_event_is_read_back_exactly_once_with_keys_spread_over_shards() {
@@ -155,11 +136,6 @@ async fn role_is_assumed_through_sts() {
     destination.check().await.unwrap();
     let batch = batch("role", 20, 4);
     assert_eq!(destination.send(&batch).await, SendOutcome::Delivered);
-    let seen: Vec<String> = read_all(&client, "cross-account")
-        .await
-        .values()
-        .flatten()
-        .map(|d| event_id_of(d))
-        .collect();
+    let seen = read_ids(&client, "cross-account", event_id_of).await;
     assert_exactly_once(&seen, ids(&batch));
 }

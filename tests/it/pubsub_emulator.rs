@@ -4,28 +4,19 @@
 use crate::support::cloud;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use cloud::pubsub::{create_topic, read_back, topic_path};
-use cloud::{assert_exactly_once, batch, event_id_of, StandIn};
-use flagstream::dest::pubsub::PubSubDestination;
-use flagstream::dest::{Batch, Destination, DestinationSpec, SendOutcome};
+use cloud::{assert_exactly_once, batch, event_id_of, ids, StandIn};
+use flagstream::dest::{Destination, SendOutcome};
 
-async fn destination(emulator: &StandIn, topic: &str, extra: &str) -> PubSubDestination {
-    let url = format!(
+async fn destination(emulator: &StandIn, topic: &str, extra: &str) -> Arc<dyn Destination> {
+    cloud::destination(&format!(
         "pubsub://{}?endpoint={}{extra}",
         topic_path(topic),
         emulator.endpoint()
-    );
-    let mut spec = DestinationSpec::parse(&url).unwrap();
-    let destination = PubSubDestination::from_spec(&mut spec, "pubsub-test")
-        .await
-        .unwrap();
-    spec.finish().unwrap();
-    destination
-}
-
-fn ids(batch: &Batch) -> Vec<String> {
-    batch.items.iter().map(|i| i.event_id.clone()).collect()
+    ))
+    .await
 }
 
 #[tokio::test]
@@ -119,11 +110,7 @@ async fn honours_pubsub_emulator_host() {
     let emulator = StandIn::pubsub_emulator();
     let subscription = create_topic(&emulator, "env-events", false).await;
     std::env::set_var("PUBSUB_EMULATOR_HOST", emulator.host_port());
-    let mut spec =
-        DestinationSpec::parse(&format!("pubsub://{}", topic_path("env-events"))).unwrap();
-    let destination = PubSubDestination::from_spec(&mut spec, "env")
-        .await
-        .unwrap();
+    let destination = cloud::destination(&format!("pubsub://{}", topic_path("env-events"))).await;
     std::env::remove_var("PUBSUB_EMULATOR_HOST");
     destination.check().await.unwrap();
     let batch = batch("env", 10, 2);

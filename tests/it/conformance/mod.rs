@@ -390,9 +390,17 @@ pub fn test_seqs_of_lines(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// One test per listed check for a target: `conformance!(module, constructor, [checks])`,
-/// where `constructor(scratch_dir).await` starts the stand-in.
+/// One test per check for a target: `conformance!(module, constructor)` runs every check,
+/// `conformance!(module, constructor, [checks])` the listed ones (what the target's
+/// capabilities allow); `constructor(scratch_dir).await` starts the stand-in.
 macro_rules! conformance {
+    ($module:ident, $start:path) => {
+        conformance!(
+            $module,
+            $start,
+            [exactly_once, missing_target, outage, oversized_event, resent_batch]
+        );
+    };
     ($module:ident, $start:path, [$($check:ident),+ $(,)?]) => {
         mod $module {
             use super::targets;
@@ -414,36 +422,6 @@ conformance!(
     [exactly_once, outage, oversized_event, resent_batch]
 );
 conformance!(log, targets::Log::start, [exactly_once, resent_batch]);
-conformance!(
-    kinesis_moto,
-    targets::Kinesis::moto,
-    [
-        exactly_once,
-        missing_target,
-        outage,
-        oversized_event,
-        resent_batch
-    ]
-);
-conformance!(
-    kinesis_kinesalite,
-    targets::Kinesis::kinesalite,
-    [
-        exactly_once,
-        missing_target,
-        outage,
-        oversized_event,
-        resent_batch
-    ]
-);
-conformance!(
-    pubsub_emulator,
-    targets::PubSub::emulator,
-    [
-        exactly_once,
-        missing_target,
-        outage,
-        oversized_event,
-        resent_batch
-    ]
-);
+conformance!(kinesis_moto, targets::Kinesis::moto);
+conformance!(kinesis_kinesalite, targets::Kinesis::kinesalite);
+conformance!(pubsub_emulator, targets::PubSub::emulator);

@@ -192,12 +192,7 @@ impl Target for Kinesis {
     }
 
     async fn read_back(&mut self, name: &str, _expected: usize) -> Vec<String> {
-        kinesis::read_all(&self.client, name)
-            .await
-            .values()
-            .flatten()
-            .map(|data| test_seq_of(data))
-            .collect()
+        kinesis::read_ids(&self.client, name, test_seq_of).await
     }
 
     async fn stop(&mut self) {

@@ -49,6 +49,35 @@ pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards:
     panic!("stream {name} never became ACTIVE");
 }
 
+/// The Kinesis destination for `target` (stream name or ARN) on the stand-in, plus `extra`
+/// URL options (`&aggregate=true`).
+pub async fn destination(
+    stand_in: &StandIn,
+    target: &str,
+    extra: &str,
+) -> std::sync::Arc<dyn flagstream::dest::Destination> {
+    use_test_credentials();
+    super::destination(&format!(
+        "kinesis://{target}?region=us-east-1&endpoint={}{extra}",
+        stand_in.endpoint()
+    ))
+    .await
+}
+
+/// `id_of` every record on every shard (shard after shard).
+pub async fn read_ids(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    id_of: fn(&[u8]) -> String,
+) -> Vec<String> {
+    read_all(client, stream)
+        .await
+        .values()
+        .flatten()
+        .map(|data| id_of(data))
+        .collect()
+}
+
 /// Every record on every shard: shard id -> data blobs, in shard order.
 pub async fn read_all(
     client: &aws_sdk_kinesis::Client,

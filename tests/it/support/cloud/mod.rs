@@ -19,7 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use flagstream::dest::{Batch, BatchItem};
+use flagstream::dest::registry::{build, BuildContext};
+use flagstream::dest::{Batch, BatchItem, Destination, DestinationSpec};
 use flagstream::event::Schema;
 
 const PUBSUB_EMULATOR: &str =
@@ -283,6 +284,25 @@ fn which(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
+}
+
+/// The destination for a `--dest` URL, built by the registry the way `flagstream serve`
+/// builds it (one place that knows how destinations are constructed).
+pub async fn destination(url: &str) -> std::sync::Arc<dyn Destination> {
+    let mut spec = DestinationSpec::parse(url).unwrap_or_else(|err| panic!("{url}: {err}"));
+    let context = BuildContext {
+        name: "test".to_string(),
+        schema: None,
+        data_dir: std::env::temp_dir(),
+    };
+    build(&mut spec, &context)
+        .await
+        .unwrap_or_else(|err| panic!("{url}: {err}"))
+}
+
+/// The event ids of a batch, in order.
+pub fn ids(batch: &Batch) -> Vec<String> {
+    batch.items.iter().map(|i| i.event_id.clone()).collect()
 }
 
 /// One test event. The payload is a LaunchDarkly-export-shaped JSON document carrying its
