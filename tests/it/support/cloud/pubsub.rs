@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use google_cloud_auth::credentials::anonymous;
-use google_cloud_pubsub::client::{Subscriber, SubscriptionAdmin, TopicAdmin};
+use google_cloud_pubsub::client::{Publisher, Subscriber, SubscriptionAdmin, TopicAdmin};
 use google_cloud_pubsub::model::Message;
 
 use super::StandIn;
@@ -49,8 +49,16 @@ pub async fn create_topic(emulator: &StandIn, topic: &str, ordered: bool) -> Str
     subscription
 }
 
-/// Pull until `expected` messages arrived, then keep listening briefly so duplicates show.
+/// The attribute that marks the read-back sentinel.
+const SENTINEL: &str = "flagstream-test-sentinel";
+
+/// Every message on `subscription` published before this call, each acked once: a sentinel
+/// is published to the subscription's topic with the official publisher, and pulling stops
+/// once the sentinel and at least `expected` messages arrived (or after a minute, so a test
+/// that lost messages fails naming them). Duplicates of what was published before the
+/// sentinel are read too, without waiting for "nothing more" to happen.
 pub async fn read_back(emulator: &StandIn, subscription: &str, expected: usize) -> Vec<Message> {
+    publish_sentinel(emulator, subscription).await;
     let subscriber = Subscriber::builder()
         .with_endpoint(emulator.endpoint())
         .with_credentials(anonymous::Builder::new().build())
@@ -59,21 +67,47 @@ pub async fn read_back(emulator: &StandIn, subscription: &str, expected: usize) 
         .unwrap();
     let mut stream = subscriber.subscribe(subscription).build();
     let mut messages = Vec::new();
+    let mut sentinel_seen = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let wait = if messages.len() >= expected {
-            Duration::from_secs(2)
-        } else {
-            deadline.saturating_duration_since(tokio::time::Instant::now())
-        };
-        match tokio::time::timeout(wait, stream.next()).await {
+    while !(sentinel_seen && messages.len() >= expected) {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Some(Ok((message, handler)))) => {
                 handler.ack();
-                messages.push(message);
+                if message.attributes.contains_key(SENTINEL) {
+                    sentinel_seen = true;
+                } else {
+                    messages.push(message);
+                }
             }
             Ok(Some(Err(err))) => panic!("pull failed: {err}"),
             Ok(None) | Err(_) => break,
         }
     }
     messages
+}
+
+/// Publish the sentinel to the topic `subscription` reads.
+async fn publish_sentinel(emulator: &StandIn, subscription: &str) {
+    let topic = SubscriptionAdmin::builder()
+        .with_endpoint(emulator.endpoint())
+        .with_credentials(anonymous::Builder::new().build())
+        .build()
+        .await
+        .unwrap()
+        .get_subscription()
+        .set_subscription(subscription)
+        .send()
+        .await
+        .unwrap()
+        .topic;
+    let publisher = Publisher::builder(topic)
+        .with_endpoint(emulator.endpoint())
+        .with_credentials(anonymous::Builder::new().build())
+        .build()
+        .await
+        .unwrap();
+    let sentinel = Message::new()
+        .set_data(bytes::Bytes::from_static(b"{}"))
+        .set_attributes([(SENTINEL, "1")]);
+    publisher.publish(sentinel).await.unwrap();
 }
