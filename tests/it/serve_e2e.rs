@@ -242,7 +242,8 @@ async fn every_route_accepts_and_every_event_reaches_the_file_destination() {
             server.admin,
             "flagstream_ingest_events_total",
             &[("route", "bulk")]
-        ),
+        )
+        .await,
         4.0
     );
 }
@@ -396,7 +397,9 @@ async fn every_refusal_has_its_status_and_a_json_error_and_stores_nothing() {
             server.admin,
             "flagstream_ingest_rejected_total",
             &[("reason", "unauthorized")]
-        ) >= 3.0
+        )
+        .await
+            >= 3.0
     );
 }
 
@@ -496,7 +499,8 @@ async fn a_retried_payload_id_is_stored_once() {
             server.admin,
             "flagstream_ingest_duplicate_payloads_total",
             &[]
-        ),
+        )
+        .await,
         2.0
     );
 }
@@ -510,16 +514,17 @@ async fn admin_reports_pauses_and_resumes_destinations() {
     let control_dest = format!("file://{}?rotate=100ms&name=control", control.display());
     let (server, export) = start(&data, &["--dest", &control_dest]).await;
     let client = client();
-    assert_eq!(http_status(server.admin, "/healthz"), Some(200));
-    assert_eq!(http_status(server.admin, "/readyz"), Some(200));
-    let status = server.destinations();
+    assert_eq!(http_status(server.admin, "/healthz").await, Some(200));
+    assert_eq!(http_status(server.admin, "/readyz").await, Some(200));
+    let status = server.destinations().await;
     let archive = &status["destinations"][0];
     assert_eq!(archive["name"], "archive");
     assert_eq!(archive["kind"], "file");
     assert!(archive["lag"]["records"].is_u64(), "{archive}");
 
-    let (code, body) =
-        http_request(server.admin, "POST", "/v1/destinations/archive/pause").unwrap();
+    let (code, body) = http_request(server.admin, "POST", "/v1/destinations/archive/pause")
+        .await
+        .unwrap();
     assert_eq!(code, 200, "{body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["paused"],
@@ -538,20 +543,24 @@ async fn admin_reports_pauses_and_resumes_destinations() {
         read_export(&export).is_empty(),
         "paused destinations send nothing"
     );
-    let lag = &server.destinations()["destinations"][0]["lag"];
+    let lag = &server.destinations().await["destinations"][0]["lag"];
     assert_eq!(lag["records"], 1, "{lag}");
 
-    let (code, _) = http_request(server.admin, "POST", "/v1/destinations/archive/resume").unwrap();
+    let (code, _) = http_request(server.admin, "POST", "/v1/destinations/archive/resume")
+        .await
+        .unwrap();
     assert_eq!(code, 200);
     assert_eq!(wait_for_export(&export, 4, TIMEOUT).len(), 4);
-    let (code, body) = http_request(server.admin, "POST", "/v1/destinations/nope/pause").unwrap();
+    let (code, body) = http_request(server.admin, "POST", "/v1/destinations/nope/pause")
+        .await
+        .unwrap();
     assert_eq!(code, 404);
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["error"],
         "unknown_destination"
     );
 
-    let metrics = http_get(server.admin, "/metrics").unwrap();
+    let metrics = http_get(server.admin, "/metrics").await.unwrap();
     for name in [
         "flagstream_ingest_requests_total",
         "flagstream_ingest_events_total",
@@ -579,7 +588,9 @@ async fn restart_with_a_backlog_resumes_where_it_stopped() {
     assert_eq!(wait_for_export(&export, 100, TIMEOUT).len(), 100);
 
     // Build a backlog: pause, accept more, stop gracefully.
-    let (code, _) = http_request(server.admin, "POST", "/v1/destinations/archive/pause").unwrap();
+    let (code, _) = http_request(server.admin, "POST", "/v1/destinations/archive/pause")
+        .await
+        .unwrap();
     assert_eq!(code, 200);
     for batch in 1..=20u64 {
         let (code, _, _) = post(
@@ -644,7 +655,8 @@ async fn the_launchdarkly_python_sdk_delivers_every_event_to_the_file_destinatio
         server.admin,
         "flagstream_ingest_events_total",
         &[("route", "bulk")],
-    );
+    )
+    .await;
     assert!(accepted > 0.0, "the SDK posted to /bulk");
     let events = wait_for_export(&export, accepted as usize, TIMEOUT);
     assert_eq!(
@@ -687,7 +699,8 @@ async fn the_launchdarkly_python_sdk_delivers_every_event_to_the_file_destinatio
         server.admin,
         "flagstream_ingest_requests_total",
         &[("route", "bulk"), ("status", "202")],
-    );
+    )
+    .await;
     assert!(requests >= 1.0);
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use flagstream_harness::{ServeOptions, Server};
+use flagstream_harness::{client, ServeOptions, Server};
 use serde_json::Value;
 
 pub const SDK_KEY: &str = "sdk-test-key";
@@ -102,8 +102,10 @@ impl Flagstream {
     }
 
     /// `GET /v1/destinations` as JSON.
-    pub fn destinations(&self) -> Value {
-        let body = http_get(self.admin, "/v1/destinations").expect("admin answers");
+    pub async fn destinations(&self) -> Value {
+        let body = http_get(self.admin, "/v1/destinations")
+            .await
+            .expect("admin answers");
         serde_json::from_str(&body).unwrap()
     }
 
@@ -111,7 +113,7 @@ impl Flagstream {
     pub async fn wait_delivered(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let status = self.destinations();
+            let status = self.destinations().await;
             let idle = status["destinations"]
                 .as_array()
                 .unwrap()
@@ -129,63 +131,31 @@ impl Flagstream {
     }
 }
 
-/// A minimal blocking HTTP/1.1 GET over loopback (for polling without a runtime).
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let (status, body) = http_request(addr, "GET", path)?;
-    (status < 600).then_some(body)
+/// `GET path`: the body, whatever the status; `None` when nothing answered.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    http_request(addr, "GET", path).await.map(|(_, body)| body)
 }
 
-pub fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
-    http_request(addr, "GET", path).map(|(status, _)| status)
+/// `GET path`: the status; `None` when nothing answered.
+pub async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    http_request(addr, "GET", path)
+        .await
+        .map(|(status, _)| status)
 }
 
-/// Blocking request with `Connection: close`; returns status and body.
-pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+/// One request without a body: status and body text; `None` when nothing answered.
+pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
+    let method = http::Method::from_bytes(method.as_bytes()).ok()?;
+    let response = client::request(addr, method, path, &[], bytes::Bytes::new())
+        .await
         .ok()?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body)?;
-    // Chunked bodies (hyper uses them for large responses) — strip the framing.
-    let body = if response
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Some((status, body))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
+    Some((response.status, response.text()))
 }
 
 /// One Prometheus series' value: the sum over series of `name` whose labels contain every
 /// `label="value"` given.
-pub fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = http_get(admin, "/metrics").expect("metrics");
+pub async fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = http_get(admin, "/metrics").await.expect("metrics");
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
