@@ -29,6 +29,57 @@ async fn start(data: &std::path::Path, export: &std::path::Path) -> Flagstream {
         .await
 }
 
+/// `CLIENTS` connections posting numbered bodies until stopped, recording each body number
+/// answered 202 in `acked`.
+struct Load {
+    stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(
+        client: &reqwest::Client,
+        url: String,
+        next_body: &Arc<AtomicU64>,
+        acked: &Arc<Mutex<Vec<u64>>>,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers = (0..CLIENTS)
+            .map(|_| {
+                let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
+                let (next_body, acked) = (next_body.clone(), acked.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let body_number = next_body.fetch_add(1, Ordering::Relaxed);
+                        let body = numbered_bulk(body_number * EVENTS_PER_BODY, EVENTS_PER_BODY);
+                        let response = client
+                            .post(&url)
+                            .header("authorization", SDK_KEY)
+                            .body(body)
+                            .send()
+                            .await;
+                        match response {
+                            Ok(response) if response.status().as_u16() == 202 => {
+                                acked.lock().unwrap().push(body_number);
+                            }
+                            // Refused, or the server died under us: never acknowledged.
+                            Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, workers }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
+            worker.await.unwrap();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_never_loses_an_acknowledged_event() {
     let started = Instant::now();
@@ -44,44 +95,11 @@ async fn kill_9_under_load_never_loses_an_acknowledged_event() {
 
     for iteration in 0..ITERATIONS {
         let mut server = start(dir.path(), &export).await;
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut workers = Vec::new();
-        for _ in 0..CLIENTS {
-            let (client, url, stop, next_body, acked) = (
-                client.clone(),
-                server.url("/bulk"),
-                stop.clone(),
-                next_body.clone(),
-                acked.clone(),
-            );
-            workers.push(tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let body_number = next_body.fetch_add(1, Ordering::Relaxed);
-                    let body = numbered_bulk(body_number * EVENTS_PER_BODY, EVENTS_PER_BODY);
-                    let response = client
-                        .post(&url)
-                        .header("authorization", SDK_KEY)
-                        .body(body)
-                        .send()
-                        .await;
-                    match response {
-                        Ok(response) if response.status().as_u16() == 202 => {
-                            acked.lock().unwrap().push(body_number);
-                        }
-                        Ok(_) => {}
-                        // The server died under us: this body was never acknowledged.
-                        Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-                    }
-                }
-            }));
-        }
+        let load = Load::start(&client, server.url("/bulk"), &next_body, &acked);
         let load_for = Duration::from_millis(rand::rng().random_range(300..1200));
         tokio::time::sleep(load_for).await;
         server.kill9();
-        stop.store(true, Ordering::Relaxed);
-        for worker in workers {
-            worker.await.unwrap();
-        }
+        load.stop().await;
         eprintln!(
             "iteration {iteration}: killed after {load_for:?}, {} bodies acknowledged so far",
             acked.lock().unwrap().len()
@@ -141,48 +159,15 @@ async fn sigterm_under_load_exits_0_and_keeps_every_acknowledged_event() {
     let mut server = start(dir.path(), &export).await;
     let next_body = Arc::new(AtomicU64::new(0));
     let acked: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(AtomicBool::new(false));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut workers = Vec::new();
-    for _ in 0..CLIENTS {
-        let (client, url, stop, next_body, acked) = (
-            client.clone(),
-            server.url("/bulk"),
-            stop.clone(),
-            next_body.clone(),
-            acked.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let body_number = next_body.fetch_add(1, Ordering::Relaxed);
-                let response = client
-                    .post(&url)
-                    .header("authorization", SDK_KEY)
-                    .body(numbered_bulk(
-                        body_number * EVENTS_PER_BODY,
-                        EVENTS_PER_BODY,
-                    ))
-                    .send()
-                    .await;
-                match response {
-                    Ok(response) if response.status().as_u16() == 202 => {
-                        acked.lock().unwrap().push(body_number)
-                    }
-                    Ok(_) | Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-                }
-            }
-        }));
-    }
+    let load = Load::start(&client, server.url("/bulk"), &next_body, &acked);
     tokio::time::sleep(Duration::from_millis(700)).await;
     // SIGTERM while requests are in flight: they finish (202) or are refused, never half-done.
     let status = server.terminate().await;
-    stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        worker.await.unwrap();
-    }
+    load.stop().await;
     assert!(
         status.success(),
         "exit status {status}\n{}",
