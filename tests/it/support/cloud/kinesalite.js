@@ -4,6 +4,8 @@
 const kinesalite = require('kinesalite');
 const [port, path] = process.argv.slice(2);
 const options = { path, createStreamMs: 0, deleteStreamMs: 0, updateStreamMs: 0, shardLimit: 100000 };
-kinesalite(options).listen(Number(port), '127.0.0.1', () => {
-  console.log(`kinesalite listening on 127.0.0.1:${port}`);
+// PORT 0 binds a free port; the line below reports the one bound.
+const server = kinesalite(options);
+server.listen(Number(port), '127.0.0.1', () => {
+  console.log(`kinesalite listening on 127.0.0.1:${server.address().port}`);
 });

@@ -1,12 +1,13 @@
 //! Test support for the cloud destinations: real stand-in servers and batch builders.
 //!
-//! [`StandIn`] starts moto (Kinesis, STS) or Google's Pub/Sub emulator on a free 127.0.0.1
-//! port in its own process group, waits until it accepts connections, and kills the whole
-//! group on drop, so no server outlives its test. A missing stand-in FAILS the test with the
-//! command that installs it (`scripts/install-test-deps.sh` installs both).
+//! [`StandIn`] starts moto (Kinesis, STS), kinesalite or Google's Pub/Sub emulator on a
+//! 127.0.0.1 port in its own process group (moto and kinesalite bind port 0 and report the
+//! port they got), waits until it accepts connections, and kills the whole group on drop, so
+//! no server outlives its test. A missing stand-in FAILS the test with the command that
+//! installs it (`scripts/install-test-deps.sh` installs them).
 //!
-//! Both stand-ins keep everything in memory: `stop` + `start` gives an empty server on the
-//! same port, so tests re-create their stream/topic after a restart.
+//! moto and the emulator keep everything in memory: `stop` + `start` gives an empty server on
+//! the same port, so tests re-create their stream/topic after a restart.
 #![allow(dead_code)] // benches/cloud_destinations.rs includes this module and uses only part of it
 
 pub mod kinesis;
@@ -76,7 +77,12 @@ impl StandIn {
         let log_dir = tempfile::tempdir().unwrap();
         let mut stand_in = StandIn {
             kind,
-            port: free_port(),
+            // moto and kinesalite bind port 0 and report the port they got; the emulator
+            // cannot tell its port, so it gets one picked here (a small bind-then-release race).
+            port: match kind {
+                Kind::PubSubEmulator => free_port(),
+                Kind::Moto | Kind::Kinesalite => 0,
+            },
             program,
             child: None,
             store,
@@ -101,7 +107,7 @@ impl StandIn {
         self.port
     }
 
-    /// Start (again) on the same port; waits until it accepts connections.
+    /// Start (again, on the same port); waits until it accepts connections.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new()
@@ -160,7 +166,10 @@ impl StandIn {
         };
         let deadline = Instant::now() + limit;
         loop {
-            if connectable(self.port) && self.ready_probe() {
+            if self.port == 0 {
+                self.port = self.reported_port().unwrap_or(0);
+            }
+            if self.port != 0 && connectable(self.port) && self.ready_probe() {
                 return;
             }
             if let Some(status) = self
@@ -184,6 +193,17 @@ impl StandIn {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The port a server started on port 0 reports: moto's ` * Running on
+    /// http://127.0.0.1:PORT`, our kinesalite wrapper's `kinesalite listening on 127.0.0.1:PORT`.
+    fn reported_port(&self) -> Option<u16> {
+        let log = std::fs::read_to_string(&self.log).ok()?;
+        let line = log.lines().rfind(|line| {
+            line.contains("Running on http://127.0.0.1:")
+                || line.contains("listening on 127.0.0.1:")
+        })?;
+        line.rsplit(':').next()?.trim().parse().ok()
     }
 
     /// The emulator opens its port before it serves; its log line says when it does.
