@@ -115,7 +115,7 @@ async fn kill_9_under_load_never_loses_an_acknowledged_event() {
         "the load generator got acknowledgements"
     );
     let expected_events = acked.len() as u64 * EVENTS_PER_BODY;
-    let events = wait_for_export(&export, expected_events as usize, Duration::from_secs(120));
+    let events = wait_for_export(&export, expected_events as usize, Duration::from_secs(120)).await;
     let mut seen: HashMap<u64, usize> = HashMap::new();
     for marker in markers(&events) {
         *seen.entry(marker).or_default() += 1;
@@ -182,7 +182,8 @@ async fn sigterm_under_load_exits_0_and_keeps_every_acknowledged_event() {
         &export,
         acked.len() * EVENTS_PER_BODY as usize,
         Duration::from_secs(120),
-    );
+    )
+    .await;
     let seen: std::collections::HashSet<u64> = markers(&events).into_iter().collect();
     let missing = acked
         .iter()

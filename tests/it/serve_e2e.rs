@@ -219,7 +219,7 @@ async fn every_route_accepts_and_every_event_reaches_the_file_destination() {
 
     let total = expected_markers.len() + 2;
     server.wait_delivered(TIMEOUT).await;
-    let events = wait_for_export(&export, total, TIMEOUT);
+    let events = wait_for_export(&export, total, TIMEOUT).await;
     assert_eq!(
         events.len(),
         total,
@@ -390,7 +390,7 @@ async fn every_refusal_has_its_status_and_a_json_error_and_stores_nothing() {
     let (status, _, _) = post(&client, server.url("/bulk"), &[sdk], numbered_bulk(1000, 3)).await;
     assert_eq!(status, 202);
     server.wait_delivered(TIMEOUT).await;
-    let events = wait_for_export(&export, 3, TIMEOUT);
+    let events = wait_for_export(&export, 3, TIMEOUT).await;
     assert_eq!(markers(&events), vec![1000, 1001, 1002]);
     assert!(
         metric(
@@ -464,7 +464,7 @@ async fn a_full_wal_answers_503_with_retry_after_and_keeps_what_it_accepted() {
     assert_eq!(resumed.status().as_u16(), 200);
     server.wait_delivered(TIMEOUT).await;
     let expected = accepted.len() * per_body as usize;
-    let events = wait_for_export(&export, expected, TIMEOUT);
+    let events = wait_for_export(&export, expected, TIMEOUT).await;
     let got: HashSet<u64> = markers(&events).into_iter().collect();
     for batch in accepted {
         for n in batch * per_body..(batch + 1) * per_body {
@@ -538,7 +538,7 @@ async fn admin_reports_pauses_and_resumes_destinations() {
     )
     .await;
     assert_eq!(code, 202);
-    assert_eq!(wait_for_export(&control, 4, TIMEOUT).len(), 4);
+    assert_eq!(wait_for_export(&control, 4, TIMEOUT).await.len(), 4);
     assert!(
         read_export(&export).is_empty(),
         "paused destinations send nothing"
@@ -550,7 +550,7 @@ async fn admin_reports_pauses_and_resumes_destinations() {
         .await
         .unwrap();
     assert_eq!(code, 200);
-    assert_eq!(wait_for_export(&export, 4, TIMEOUT).len(), 4);
+    assert_eq!(wait_for_export(&export, 4, TIMEOUT).await.len(), 4);
     let (code, body) = http_request(server.admin, "POST", "/v1/destinations/nope/pause")
         .await
         .unwrap();
@@ -585,7 +585,7 @@ async fn restart_with_a_backlog_resumes_where_it_stopped() {
     .await;
     assert_eq!(code, 202);
     server.wait_delivered(TIMEOUT).await;
-    assert_eq!(wait_for_export(&export, 100, TIMEOUT).len(), 100);
+    assert_eq!(wait_for_export(&export, 100, TIMEOUT).await.len(), 100);
 
     // Build a backlog: pause, accept more, stop gracefully.
     let (code, _) = http_request(server.admin, "POST", "/v1/destinations/archive/pause")
@@ -616,7 +616,7 @@ async fn restart_with_a_backlog_resumes_where_it_stopped() {
 
     let (server, _) = start(&data, &[]).await;
     server.wait_delivered(TIMEOUT).await;
-    let events = wait_for_export(&export, 2100, TIMEOUT);
+    let events = wait_for_export(&export, 2100, TIMEOUT).await;
     let mut got = markers(&events);
     got.sort_unstable();
     assert_eq!(
@@ -658,7 +658,7 @@ async fn the_launchdarkly_python_sdk_delivers_every_event_to_the_file_destinatio
     )
     .await;
     assert!(accepted > 0.0, "the SDK posted to /bulk");
-    let events = wait_for_export(&export, accepted as usize, TIMEOUT);
+    let events = wait_for_export(&export, accepted as usize, TIMEOUT).await;
     assert_eq!(
         events.len(),
         accepted as usize,

@@ -20,12 +20,13 @@
 pub mod targets;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flagstream_harness::{ServeOptions, Server};
 use serde_json::Value;
 
 use crate::support::cloud::{assert_exactly_once, ld_bulk, test_seq_of};
+use crate::support::eventually;
 
 /// The destination's `name=` in every `--dest` URL of the suite.
 pub const DEST: &str = "conformance";
@@ -149,15 +150,16 @@ pub async fn status(server: &Server) -> Value {
 
 /// Poll `/v1/destinations` until `done` holds for the suite's destination.
 pub async fn wait_status(server: &Server, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + DELIVERY_TIMEOUT;
-    loop {
+    let done = &done;
+    eventually(what, DELIVERY_TIMEOUT, || async move {
         let current = status(server).await;
         if done(&current) {
-            return current;
+            Ok(current)
+        } else {
+            Err(format!("{current:#}"))
         }
-        assert!(Instant::now() < deadline, "never {what}: {current:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Wait until everything accepted was acknowledged by the destination (no lag, nothing in
@@ -183,20 +185,16 @@ pub fn dead_letters(dir: &Path) -> Vec<Value> {
 
 /// Wait until `count` events are dead-lettered; returns them.
 async fn wait_dead_letters(dir: &Path, count: usize, server: &Server) -> Vec<Value> {
-    let deadline = Instant::now() + DELIVERY_TIMEOUT;
-    loop {
+    let what = format!("{count} events dead-lettered");
+    eventually(&what, DELIVERY_TIMEOUT, || async move {
         let dead = dead_letters(dir);
         if dead.len() >= count {
-            return dead;
+            Ok(dead)
+        } else {
+            Err(format!("{} so far; {}", dead.len(), status(server).await))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {count} events dead-lettered; status {}",
-            dead.len(),
-            status(server).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// `testSeq`s `{tag}-0` … `{tag}-{count - 1}`.

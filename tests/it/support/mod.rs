@@ -7,9 +7,32 @@
 //! * [`wal_fuzz`], [`event_fuzz`]: the fuzz targets' bodies, shared with `fuzz/` so the same
 //!   properties also run under proptest on stable Rust.
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
 pub mod cloud;
 pub mod delivery;
 pub mod event_fuzz;
 pub mod serve;
 pub mod wal;
 pub mod wal_fuzz;
+
+/// Poll `probe` every 20 ms until it returns `Ok`; after `timeout`, fail with its last `Err`
+/// (what it saw). The end-to-end tests wait through this: on a condition, never a fixed sleep.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                Instant::now() < deadline,
+                "never {what} within {timeout:?}: {seen}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -12,9 +12,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flagstream_harness::{client, ServeOptions, Server};
+
+use super::eventually;
 use serde_json::Value;
 
 pub const SDK_KEY: &str = "sdk-test-key";
@@ -111,8 +113,7 @@ impl Flagstream {
 
     /// Wait until every destination has no lag and nothing in flight.
     pub async fn wait_delivered(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        eventually("every destination caught up", timeout, || async {
             let status = self.destinations().await;
             let idle = status["destinations"]
                 .as_array()
@@ -120,14 +121,12 @@ impl Flagstream {
                 .iter()
                 .all(|d| d["lag"]["records"] == 0 && d["in_flight_batches"] == 0);
             if idle {
-                return;
+                Ok(())
+            } else {
+                Err(format!("{status:#}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "destinations still lagging after {timeout:?}: {status:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -206,20 +205,20 @@ pub fn read_export(dir: &Path) -> Vec<Value> {
 }
 
 /// Wait until the export holds at least `count` events; returns them.
-pub fn wait_for_export(dir: &Path, count: usize, timeout: Duration) -> Vec<Value> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let events = read_export(dir);
-        if events.len() >= count {
-            return events;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {count} events exported after {timeout:?}",
-            events.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+pub async fn wait_for_export(dir: &Path, count: usize, timeout: Duration) -> Vec<Value> {
+    eventually(
+        &format!("{count} events exported"),
+        timeout,
+        || async move {
+            let events = read_export(dir);
+            if events.len() >= count {
+                Ok(events)
+            } else {
+                Err(format!("{} exported", events.len()))
+            }
+        },
+    )
+    .await
 }
 
 /// Count exported events by `event.kind`.
