@@ -1,8 +1,9 @@
 //! `flagstream bench`: an end-to-end load generator.
 //!
 //! It starts a flagstream (this same binary, `serve` with a fresh data dir and the embedded
-//! file destination, through [`crate::serve`] like the end-to-end tests) or targets a running one (`--url`), then keeps `--connections` HTTP/1.1
-//! keep-alive connections busy posting LaunchDarkly `/bulk` bodies of `--batch-events` events
+//! file destination, through [`crate::serve`] like the end-to-end tests; its log goes to
+//! `flagstream-<n>.log` in the data dir and its warnings are printed at the end) or targets a
+//! running one (`--url`), then keeps `--connections` HTTP/1.1 keep-alive connections busy posting LaunchDarkly `/bulk` bodies of `--batch-events` events
 //! (the shapes the Python SDK sends: feature, custom, identify; no `index`/`summary`, which
 //! the default export filter withholds) for `--duration`.
 //!
