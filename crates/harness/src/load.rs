@@ -3,9 +3,10 @@
 //! It starts a flagstream (this same binary, `serve` with a fresh data dir and the embedded
 //! file destination, through [`crate::serve`] like the end-to-end tests; its log goes to
 //! `flagstream-<n>.log` in the data dir and its warnings are printed at the end) or targets a
-//! running one (`--url`), then keeps `--connections` HTTP/1.1 keep-alive connections busy posting LaunchDarkly `/bulk` bodies of `--batch-events` events
-//! (the shapes the Python SDK sends: feature, custom, identify; no `index`/`summary`, which
-//! the default export filter withholds) for `--duration`.
+//! running one (`--url`), then keeps `--connections` HTTP/1.1 keep-alive connections busy
+//! posting LaunchDarkly `/bulk` bodies of `--batch-events` events (the shapes the Python SDK
+//! sends: feature, custom, identify; no `index`/`summary`, which the default export filter
+//! withholds) for `--duration`.
 //!
 //! Reported: accepted events/s (events in bodies answered 202), ack latency p50/p99 (request
 //! sent → 202 received, so it includes the WAL's group-commit fdatasync with
