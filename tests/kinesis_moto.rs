@@ -4,25 +4,24 @@
 mod cloud;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use cloud::kinesis::{client, create_stream, read_all, use_test_credentials};
 use cloud::{assert_exactly_once, batch, event_id_of, item, StandIn};
-use flagstream::dest::kinesis::{KinesisDestination, MAX_RECORD_BYTES};
-use flagstream::dest::{Batch, Destination, DestinationSpec, SendOutcome};
+use flagstream::dest::kinesis::MAX_RECORD_BYTES;
+use flagstream::dest::{
+    registry, Batch, Destination, DestinationSpec, Failure, FailureClass, SendOutcome,
+};
 use flagstream::event::Schema;
 
-async fn destination(moto: &StandIn, target: &str, extra: &str) -> KinesisDestination {
+async fn destination(moto: &StandIn, target: &str, extra: &str) -> Arc<dyn Destination> {
     use_test_credentials();
     let url = format!(
         "kinesis://{target}?region=us-east-1&endpoint={}{extra}",
         moto.endpoint()
     );
-    let mut spec = DestinationSpec::parse(&url).unwrap();
-    let destination = KinesisDestination::from_spec(&mut spec, "kinesis-test")
-        .await
-        .unwrap();
-    spec.finish().unwrap();
-    destination
+    let spec = DestinationSpec::parse(&url).unwrap();
+    registry::build_named(spec, "kinesis-test").await.unwrap()
 }
 
 fn ids(batch: &Batch) -> Vec<String> {
@@ -175,13 +174,13 @@ async fn too_large_event_is_rejected_by_limits_and_the_rest_delivered() {
             assert_eq!(failures.len(), 1);
             assert_eq!(failures[0].index, 1);
             assert!(
-                !failures[0].retriable,
+                !failures[0].is_retriable(),
                 "an oversized event must go to the dead letters"
             );
             assert!(
-                failures[0].reason.contains("at most"),
+                failures[0].failure.reason.contains("at most"),
                 "{}",
-                failures[0].reason
+                failures[0].failure.reason
             );
         }
         other => panic!("expected a partial outcome, got {other:?}"),
@@ -205,7 +204,11 @@ async fn missing_stream_is_permanent_and_check_names_it() {
         "{err}"
     );
     match destination.send(&batch("missing", 3, 3)).await {
-        SendOutcome::Permanent { reason } => {
+        SendOutcome::Failed(Failure {
+            class: FailureClass::Permanent,
+            reason,
+            ..
+        }) => {
             assert!(
                 reason.contains("no-such-stream") && reason.contains("not found"),
                 "{reason}"
@@ -225,20 +228,20 @@ async fn unreachable_endpoint_is_retriable_and_check_fails() {
         .port();
     let endpoint_of_stopped = format!("http://127.0.0.1:{port}");
     use_test_credentials();
-    let mut spec = DestinationSpec::parse(&format!(
+    let spec = DestinationSpec::parse(&format!(
         "kinesis://flag-events?region=us-east-1&endpoint={endpoint_of_stopped}"
     ))
     .unwrap();
-    let destination = KinesisDestination::from_spec(&mut spec, "k").await.unwrap();
+    let destination = registry::build_named(spec, "k").await.unwrap();
     assert!(destination.check().await.is_err());
     let outcome = destination.send(&batch("down", 2, 2)).await;
     assert!(
         matches!(
             outcome,
-            SendOutcome::Retriable {
-                throttled: false,
+            SendOutcome::Failed(Failure {
+                class: FailureClass::Retriable,
                 ..
-            }
+            })
         ),
         "{outcome:?}"
     );
@@ -263,10 +266,7 @@ async fn stand_in_stopped_mid_stream_gives_retriable_then_success() {
     let in_flight = batch("during", 120, 12);
     for _ in 0..2 {
         let outcome = destination.send(&in_flight).await;
-        assert!(
-            matches!(outcome, SendOutcome::Retriable { .. }),
-            "server down: {outcome:?}"
-        );
+        assert!(outcome.label() == "retriable", "server down: {outcome:?}");
     }
 
     moto.start();

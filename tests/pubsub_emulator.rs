@@ -4,26 +4,24 @@
 mod cloud;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cloud::pubsub::{create_topic, read_back, topic_path};
 use cloud::{assert_exactly_once, batch, event_id_of, item, StandIn};
-use flagstream::dest::pubsub::PubSubDestination;
-use flagstream::dest::{Batch, Destination, DestinationSpec, SendOutcome};
+use flagstream::dest::{
+    registry, Batch, Destination, DestinationSpec, Failure, FailureClass, SendOutcome,
+};
 use flagstream::event::Schema;
 
-async fn destination(emulator: &StandIn, topic: &str, extra: &str) -> PubSubDestination {
+async fn destination(emulator: &StandIn, topic: &str, extra: &str) -> Arc<dyn Destination> {
     let url = format!(
         "pubsub://{}?endpoint={}{extra}",
         topic_path(topic),
         emulator.endpoint()
     );
-    let mut spec = DestinationSpec::parse(&url).unwrap();
-    let destination = PubSubDestination::from_spec(&mut spec, "pubsub-test")
-        .await
-        .unwrap();
-    spec.finish().unwrap();
-    destination
+    let spec = DestinationSpec::parse(&url).unwrap();
+    registry::build_named(spec, "pubsub-test").await.unwrap()
 }
 
 fn ids(batch: &Batch) -> Vec<String> {
@@ -146,11 +144,11 @@ async fn too_large_event_is_rejected_by_limits_and_the_rest_delivered() {
         SendOutcome::Partial { failures, .. } => {
             assert_eq!(failures.len(), 1);
             assert_eq!(failures[0].index, 1);
-            assert!(!failures[0].retriable);
+            assert!(!failures[0].is_retriable());
             assert!(
-                failures[0].reason.contains("limit-events"),
+                failures[0].failure.reason.contains("limit-events"),
                 "{}",
-                failures[0].reason
+                failures[0].failure.reason
             );
         }
         other => panic!("expected partial, got {other:?}"),
@@ -173,7 +171,11 @@ async fn missing_topic_is_permanent_and_check_names_it() {
         "{err}"
     );
     match destination.send(&batch("missing", 3, 3)).await {
-        SendOutcome::Permanent { reason } => {
+        SendOutcome::Failed(Failure {
+            class: FailureClass::Permanent,
+            reason,
+            ..
+        }) => {
             assert!(
                 reason.contains("no-such-topic") && reason.contains("not found"),
                 "{reason}"
@@ -190,11 +192,8 @@ async fn honours_pubsub_emulator_host() {
     let emulator = StandIn::pubsub_emulator();
     let subscription = create_topic(&emulator, "env-events", false).await;
     std::env::set_var("PUBSUB_EMULATOR_HOST", emulator.host_port());
-    let mut spec =
-        DestinationSpec::parse(&format!("pubsub://{}", topic_path("env-events"))).unwrap();
-    let destination = PubSubDestination::from_spec(&mut spec, "env")
-        .await
-        .unwrap();
+    let spec = DestinationSpec::parse(&format!("pubsub://{}", topic_path("env-events"))).unwrap();
+    let destination = registry::build_named(spec, "env").await.unwrap();
     std::env::remove_var("PUBSUB_EMULATOR_HOST");
     destination.check().await.unwrap();
     let batch = batch("env", 10, 2);
@@ -224,10 +223,7 @@ async fn stand_in_stopped_mid_stream_gives_retriable_then_success() {
     emulator.stop();
     let in_flight = batch("during", 200, 10);
     let outcome = destination.send(&in_flight).await;
-    assert!(
-        matches!(outcome, SendOutcome::Retriable { .. }),
-        "emulator down: {outcome:?}"
-    );
+    assert!(outcome.label() == "retriable", "emulator down: {outcome:?}");
     assert!(destination.check().await.is_err());
 
     emulator.start();
@@ -240,7 +236,9 @@ async fn stand_in_stopped_mid_stream_gives_retriable_then_success() {
                 delivered = true;
                 break;
             }
-            SendOutcome::Retriable { .. } => tokio::time::sleep(Duration::from_millis(500)).await,
+            SendOutcome::Failed(failure) if failure.is_retriable() => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
             other => panic!("after restart: {other:?}"),
         }
     }

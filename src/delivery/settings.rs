@@ -8,7 +8,7 @@
 //! | `batch_max_events` | most events per batch (never above the target's limit) | the target's limit |
 //! | `batch_max_bytes` | most bytes per batch, e.g. `1MiB` (never above the target's limit) | the target's limit |
 //! | `linger` | how long a partly filled batch waits, e.g. `200ms` | the target's default |
-//! | `concurrency` | batches in flight at once | `log` 1, `file` 2, others 4 |
+//! | `concurrency` | batches in flight at once | the destination type's (`log` 1, `file` 2, others 4) |
 //! | `retry_max_attempts` | retries before dead-lettering, or `unlimited` | `--retry-max-attempts` |
 //! | `retry_max_age` | time since the first failure before dead-lettering, or `unlimited` | `--retry-max-age` |
 //! | `retry_initial_backoff` / `retry_max_backoff` | backoff bounds | the `--retry-*` flags |
@@ -17,10 +17,11 @@
 //! Names are part of the on-disk state (cursor and dead-letter file names), so the defaults
 //! are stable when destinations are *appended*: the first `file` destination is always `file`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::dest::registry;
 use crate::dest::units::{parse_byte_size, parse_duration};
 use crate::dest::{BatchLimits, DestError, Destination, DestinationSpec};
 use crate::event::{ExportOptions, FilterConfig, Schema};
@@ -53,11 +54,14 @@ pub struct DeliverySettings {
     pub batch_max_events: Option<usize>,
     pub batch_max_bytes: Option<usize>,
     pub linger: Option<Duration>,
-    /// `None`: the default for the destination kind ([`default_concurrency`]).
+    /// `None`: the destination type's default ([`registry::default_concurrency`]).
     pub concurrency: Option<usize>,
     pub retry: RetryPolicy,
     pub export: ExportOptions,
     pub filter: FilterConfig,
+    /// Every option as configured, for display: secrets shown as their `env:` / `file:`
+    /// reference or `***` (see `dest::secrets`).
+    pub shown_options: BTreeMap<String, String>,
 }
 
 impl DeliverySettings {
@@ -76,6 +80,7 @@ impl DeliverySettings {
                 ..ExportOptions::default()
             },
             filter: FilterConfig::default(),
+            shown_options: BTreeMap::new(),
         }
     }
 
@@ -156,24 +161,10 @@ impl DeliverySettings {
         }
     }
 
-    /// The schema events are mapped to.
-    pub fn effective_schema(&self, destination: &dyn Destination) -> Schema {
-        self.schema.unwrap_or_else(|| destination.schema())
-    }
-
+    /// Batches in flight at once: `concurrency`, else the destination type's default.
     pub fn effective_concurrency(&self, kind: &str) -> usize {
         self.concurrency
-            .unwrap_or_else(|| default_concurrency(kind))
-    }
-}
-
-/// Batches in flight at once when not configured: `log` keeps line order (1), `file` writes
-/// files in parallel with a bounded memory footprint (2), network targets hide latency (4).
-pub fn default_concurrency(kind: &str) -> usize {
-    match kind {
-        "log" => 1,
-        "file" => 2,
-        _ => 4,
+            .unwrap_or_else(|| registry::default_concurrency(kind))
     }
 }
 
@@ -393,9 +384,10 @@ mod tests {
     }
 
     #[test]
-    fn concurrency_defaults_by_kind() {
-        assert_eq!(default_concurrency("log"), 1);
-        assert_eq!(default_concurrency("file"), 2);
-        assert_eq!(default_concurrency("kinesis"), 4);
+    fn concurrency_defaults_come_from_the_destination_type() {
+        let settings = DeliverySettings::named("x", &DeliveryDefaults::default());
+        assert_eq!(settings.effective_concurrency("log"), 1);
+        assert_eq!(settings.effective_concurrency("file"), 2);
+        assert_eq!(settings.effective_concurrency("kinesis"), 4);
     }
 }
