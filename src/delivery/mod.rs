@@ -463,10 +463,7 @@ mod tests {
 
     fn test_wal(dir: &Path) -> Wal {
         let mut options = crate::wal::WalOptions::new(dir.join("wal"));
-        options.segment_bytes = 1 << 20;
-        options.max_bytes = 16 << 20;
-        options.min_free_bytes = 0;
-        options.sync = crate::wal::SyncMode::Never;
+        (options.segment_bytes, options.min_free_bytes) = (1 << 20, 0);
         Wal::open(options).unwrap()
     }
 

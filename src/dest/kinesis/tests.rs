@@ -100,13 +100,11 @@ fn recorded_partial_failure_lists_exactly_the_failed_records() {
 fn all_records_throttled_is_a_retriable_throttled_batch() {
     let batch = batch((0..3).map(|i| item(i, Some("u"), "{}")).collect());
     let (records, _) = plan_records(&batch, &PartitionKeySource::ContextKey, false);
-    let results = vec![
-        RecordResult {
-            error_code: Some("ProvisionedThroughputExceededException"),
-            error_message: Some("Rate exceeded")
-        };
-        3
-    ];
+    let throttled = RecordResult {
+        error_code: Some("ProvisionedThroughputExceededException"),
+        error_message: Some("Rate exceeded"),
+    };
+    let results = [throttled; 3];
     let failures = classify_record_results(&records, &results, &stream());
     let outcome = SendOutcome::from_item_failures(3, failures, None);
     assert!(
@@ -119,13 +117,11 @@ fn all_records_throttled_is_a_retriable_throttled_batch() {
 fn mismatched_entry_count_never_claims_delivery() {
     let batch = batch((0..3).map(|i| item(i, Some("u"), "{}")).collect());
     let (records, _) = plan_records(&batch, &PartitionKeySource::ContextKey, false);
-    let results = vec![
-        RecordResult {
-            error_code: None,
-            error_message: None
-        };
-        2
-    ];
+    let accepted = RecordResult {
+        error_code: None,
+        error_message: None,
+    };
+    let results = [accepted; 2];
     let failures = classify_record_results(&records, &results, &stream());
     assert_eq!(failures.len(), 3);
     assert!(failures.iter().all(ItemFailure::is_retriable));
