@@ -73,6 +73,15 @@ impl OptionMap {
         T::deserialize(BlockDeserializer { map: self }).map_err(|err| err.0)
     }
 
+    /// The options no block claimed (for the next layer to take).
+    pub fn into_unused(self) -> BTreeMap<String, String> {
+        let used = self.used;
+        self.values
+            .into_iter()
+            .filter(|(key, _)| !used.contains(key))
+            .collect()
+    }
+
     /// Fail if some option was claimed by no block, naming the keys and the destination type.
     pub fn finish(self) -> Result<(), String> {
         let unknown: Vec<&str> = self
@@ -325,6 +334,25 @@ impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         from_text(deserializer, |text| {
             super::units::parse_byte_size(text).map(Size)
+        })
+    }
+}
+
+/// Any option type with a `FromStr` (an enum like `Schema`), parsed from its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parsed<T>(pub T);
+
+impl<'de, T> Deserialize<'de> for Parsed<T>
+where
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        from_text(deserializer, |text| {
+            text.trim()
+                .parse()
+                .map(Parsed)
+                .map_err(|err: T::Err| err.to_string())
         })
     }
 }
