@@ -62,9 +62,10 @@ pub fn dest_help() -> String {
     );
     for kind in KINDS {
         help.push_str(&format!(
-            "\n  {:<8} {} (e.g. {})",
+            "\n  {:<8} {}\n  {:<8} e.g. {}",
             kind.scheme(),
             kind.summary(),
+            "",
             kind.example()
         ));
     }

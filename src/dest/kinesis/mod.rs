@@ -1,8 +1,8 @@
 //! Amazon Kinesis Data Streams destination (`kinesis://STREAM-or-ARN?…`).
 //!
 //! Owns turning a [`Batch`] into `PutRecords` requests and classifying what Kinesis answered:
-//! [`config`] (options, stream target), [`request`] (partition keys, records, request-sized
-//! runs), [`service`] (the API calls and the classification of their answers).
+//! `config` (options, stream target), `request` (partition keys, records, request-sized
+//! runs), `service` (the API calls and the classification of their answers).
 //!
 //! ## Options
 //!

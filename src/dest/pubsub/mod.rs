@@ -1,6 +1,6 @@
 //! Google Cloud Pub/Sub destination (`pubsub://projects/P/topics/T?…`).
 //!
-//! Owns turning a [`Batch`] into Pub/Sub messages ([`message`]), publishing them with the
+//! Owns turning a [`Batch`] into Pub/Sub messages (`message`), publishing them with the
 //! official `google-cloud-pubsub` client, and classifying each message's result (Google API
 //! errors are classified by [`crate::dest::gcp`]).
 //!
