@@ -76,3 +76,30 @@ fn help_lists_every_destination_type_and_unknown_types_are_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn test_destination_logs_and_output_never_contain_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: the check fails and its reason is printed and logged.
+    let dest = "kinesis://flag-events?region=us-east-1&endpoint=http://127.0.0.1:1\
+                &access_key_id=env:FLAGSTREAM_IT_AWS_KEY_ID&secret_access_key=SECRET-INLINE";
+    let output = Command::new(env!("CARGO_BIN_EXE_flagstream"))
+        .args(["test-destination", "kinesis", "--data-dir"])
+        .arg(dir.path())
+        .arg("--dest")
+        .arg(dest)
+        .env("FLAGSTREAM_IT_AWS_KEY_ID", "AKIA-SECRET-FROM-ENV")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run flagstream test-destination");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("check:   FAILED"), "{stdout}\n{stderr}");
+    for secret in ["AKIA-SECRET-FROM-ENV", "SECRET-INLINE"] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} printed:\n{stdout}\n{stderr}"
+        );
+    }
+}
