@@ -16,14 +16,13 @@
 #[path = "../tests/it/support/cloud/mod.rs"]
 mod cloud;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use flagstream::dest::kinesis::{
-    plan_records, split_requests, KinesisDestination, PartitionKeySource,
-};
-use flagstream::dest::pubsub::{message_for, PubSubDestination};
-use flagstream::dest::{Batch, Destination, DestinationSpec, SendOutcome};
+use flagstream::dest::kinesis::{plan_records, split_requests, PartitionKeySource};
+use flagstream::dest::pubsub::message_for;
+use flagstream::dest::{registry, Batch, Destination, DestinationSpec, SendOutcome};
 
 /// 1,000 realistic events (≈ 190 bytes each, 100 contexts) as `parts` batches.
 fn events(prefix: &str, parts: usize) -> Vec<Batch> {
@@ -73,11 +72,11 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Measure sending 1,000 events (`batches`) per iteration, as wall time and as CPU time.
 /// `fresh` builds a destination on a new, empty stream/topic; each measurement round gets
 /// one (set up outside the timed part), because moto slows down as a stream grows.
-fn bench_send<D: Destination>(
+fn bench_send(
     c: &mut Criterion,
     name: &str,
     runtime: &tokio::runtime::Runtime,
-    fresh: impl Fn(usize) -> D,
+    fresh: impl Fn(usize) -> Arc<dyn Destination>,
     batches: &[Batch],
 ) {
     let mut group = c.benchmark_group(name);
@@ -133,10 +132,8 @@ fn kinesis_on(c: &mut Criterion, name: &str, server: cloud::StandIn) {
                 "kinesis://{stream}?region=us-east-1&endpoint={}",
                 server.endpoint()
             );
-            let mut spec = DestinationSpec::parse(&url).unwrap();
-            KinesisDestination::from_spec(&mut spec, "bench")
-                .await
-                .unwrap()
+            let spec = DestinationSpec::parse(&url).unwrap();
+            registry::build_named(spec, "bench").await.unwrap()
         })
     };
     bench_send(c, name, &runtime, fresh, &events("kin", 2));
@@ -158,10 +155,8 @@ fn pubsub(c: &mut Criterion) {
             let topic = format!("projects/flagstream-bench/topics/bench-{round}");
             topics.create_topic().set_name(&topic).send().await.unwrap();
             let url = format!("pubsub://{topic}?endpoint={}", emulator.endpoint());
-            let mut spec = DestinationSpec::parse(&url).unwrap();
-            PubSubDestination::from_spec(&mut spec, "bench")
-                .await
-                .unwrap()
+            let spec = DestinationSpec::parse(&url).unwrap();
+            registry::build_named(spec, "bench").await.unwrap()
         })
     };
     bench_send(c, "pubsub_emulator", &runtime, fresh, &events("ps", 1));

@@ -28,7 +28,7 @@ use flagstream::config::{
     WalSyncArg,
 };
 use flagstream::delivery::{self, DeliveryDefaults, EngineOptions, RetryPolicy};
-use flagstream::dest::{Batch, BatchItem, SendOutcome};
+use flagstream::dest::{registry, Batch, BatchItem, Input, SendOutcome};
 use flagstream::event::{self, InboundFormat, RecordContext};
 use flagstream::ingest::{self, Ingest};
 use flagstream::wal::{inspect, Wal};
@@ -312,11 +312,17 @@ async fn validate(config: ServeConfig) -> Result<ExitCode> {
     }
     for configured in &destinations {
         println!(
-            "  destination:  {} ({})",
+            "  destination:  {} ({}, schema {})",
             configured.settings.name,
-            configured.destination.kind()
+            configured.destination.kind(),
+            configured.destination.schema().name()
         );
+        // Secrets show as their env:/file: reference or `***` (dest::secrets).
+        for (key, value) in &configured.settings.shown_options {
+            println!("    {key} = {value}");
+        }
     }
+    println!("  destination types: {}", registry::schemes().join(", "));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -365,7 +371,7 @@ async fn test_destination(config: ServeConfig, name: &str) -> Result<ExitCode> {
         seq: 0,
         received_at_ms: now_ms,
     };
-    let schema = configured.settings.effective_schema(destination.as_ref());
+    let schema = destination.schema();
     let mut scratch = Vec::new();
     let decoded = event::decode(&ctx, body.as_bytes(), &mut scratch)
         .map_err(|err| anyhow!("building the test event: {err}"))?;
@@ -384,6 +390,23 @@ async fn test_destination(config: ServeConfig, name: &str) -> Result<ExitCode> {
         &mut |row| rows.push(row.to_vec()),
     )
     .map_err(|err| anyhow!("mapping the test event to {}: {err}", schema.name()))?;
+    if destination.input() == Input::RawRecords {
+        // One stored record, as the engine hands such destinations (dest::RawRecord).
+        let mut record = Vec::new();
+        event::stored::encode_header(
+            &event::stored::StoredMeta {
+                format: Some(InboundFormat::LdBulk),
+                schema_version: Some(4),
+                environment: "test",
+                payload_id: &payload_id,
+                tags: "",
+                user_agent: "",
+            },
+            &mut record,
+        );
+        record.extend_from_slice(body.as_bytes());
+        rows = vec![record];
+    }
     let items = rows
         .into_iter()
         .map(|row| BatchItem {

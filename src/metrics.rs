@@ -57,12 +57,14 @@ pub const DEST_SENDS_TOTAL: &str = "flagstream_dest_sends_total";
 pub const DEST_RETRIES_TOTAL: &str = "flagstream_dest_retries_total";
 /// Counter{destination}: sends the target throttled (429, ProvisionedThroughputExceeded, ...).
 pub const DEST_THROTTLED_TOTAL: &str = "flagstream_dest_throttled_total";
-/// Counter{destination, outcome}: API requests a destination made (one batch may need several:
-/// Kinesis `PutRecords`, Pub/Sub publish); outcome = ok, partial, throttled, error.
+/// Counter{destination, outcome}: API requests a destination sent to its target — one Kinesis
+/// `PutRecords`, one Pub/Sub publish RPC (one per ordering key), one HTTP request; a batch may
+/// need several. outcome = ok (all accepted), partial (some items refused), throttled or error
+/// (the whole request failed). Counted in one place, `dest::failure::RequestMetrics`.
 pub const DEST_REQUESTS_TOTAL: &str = "flagstream_dest_requests_total";
 /// Counter{destination}: API requests the target throttled, wholly or for some of their records
-/// (Kinesis `ProvisionedThroughputExceeded`, Pub/Sub `RESOURCE_EXHAUSTED`). Counted by the
-/// destination, which sees every request; `DEST_THROTTLED_TOTAL` counts throttled sends.
+/// (Kinesis `ProvisionedThroughputExceeded`, Pub/Sub `RESOURCE_EXHAUSTED`, HTTP 429). Counted
+/// with `DEST_REQUESTS_TOTAL`; `DEST_THROTTLED_TOTAL` counts throttled sends.
 pub const DEST_THROTTLED_REQUESTS_TOTAL: &str = "flagstream_dest_throttled_requests_total";
 /// Counter{destination, reason}: events written to the dead-letter store.
 pub const DEST_DEAD_LETTERED_EVENTS_TOTAL: &str = "flagstream_dest_dead_lettered_events_total";

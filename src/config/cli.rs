@@ -156,14 +156,14 @@ pub struct ServeArgs {
     )]
     pub environment: Vec<String>,
 
-    /// A destination as a URL: `file:///path?format=ndjson`, `log:`, `log:stderr`, … Repeatable;
-    /// `;` separates entries in the env var. With none (here and in the config file), the
-    /// default is a file destination under `<data-dir>/export`.
+    /// A destination as a URL: `file:///path?format=ndjson`, `log:`, `kinesis://stream`, …
+    /// Repeatable (the long help lists every destination type).
     #[arg(
         long,
         env = "FLAGSTREAM_DEST",
         value_name = "URL",
-        value_delimiter = ';'
+        value_delimiter = ';',
+        long_help = crate::dest::registry::dest_help()
     )]
     pub dest: Vec<String>,
 

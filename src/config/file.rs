@@ -224,4 +224,47 @@ mod tests {
             assert!(err.contains(needle), "{text}: {err}");
         }
     }
+
+    #[tokio::test]
+    async fn typed_toml_values_reach_destination_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"
+            [[destination]]
+            url = "file://{}/export"
+            max_bytes = 65536
+            rotate = "2s"
+            batch_max_events = 10
+            [[destination]]
+            url = "kinesis://flag-events?region=us-east-1"
+            endpoint = "http://127.0.0.1:1"
+            aggregate = true
+            "#,
+            dir.path().display()
+        );
+        let file = parse(&text).unwrap();
+        let configured = crate::delivery::configure(
+            file.destinations,
+            &crate::delivery::DeliveryDefaults::default(),
+            dir.path(),
+        )
+        .await
+        .unwrap();
+        let limits = configured[0].destination.limits();
+        assert_eq!((limits.max_bytes, limits.linger.as_secs()), (65536, 2));
+        assert_eq!(configured[0].settings.batch_max_events, Some(10));
+        let kinesis = format!("{:?}", configured[1].destination);
+        assert!(kinesis.contains("aggregate: true"), "{kinesis}");
+
+        let typo = parse("[[destination]]\nurl = \"log:\"\nrotat = 5").unwrap();
+        let err = crate::delivery::configure(
+            typo.destinations,
+            &crate::delivery::DeliveryDefaults::default(),
+            dir.path(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`rotat`") && err.contains("`log`"), "{err}");
+    }
 }

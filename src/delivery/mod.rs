@@ -122,24 +122,31 @@ pub enum DeliveryError {
     },
 }
 
-/// Turn parsed `--dest` specs into configured destinations: names, delivery keys, filter
-/// keys, then the destination's own keys; any key left over is an error naming it.
+/// Turn parsed `--dest` specs into configured destinations: `env:` / `file:` values first,
+/// then names, delivery keys, filter keys, and the destination's own keys; any key left over
+/// is an error naming it.
 pub async fn configure(
     mut specs: Vec<DestinationSpec>,
     defaults: &DeliveryDefaults,
     data_dir: &Path,
 ) -> Result<Vec<ConfiguredDestination>, DestError> {
+    let redactions = specs
+        .iter_mut()
+        .map(registry::prepare)
+        .collect::<Result<Vec<_>, _>>()?;
     let names = assign_names(&mut specs)?;
     let mut configured = Vec::with_capacity(specs.len());
-    for (mut spec, name) in specs.into_iter().zip(names) {
-        let settings = DeliverySettings::take_from(&mut spec, name, defaults)?;
-        let context = registry::BuildContext {
-            name: settings.name.clone(),
-            schema: settings.schema,
-            data_dir: data_dir.to_path_buf(),
-        };
-        let destination = registry::build(&mut spec, &context).await?;
-        spec.finish()?;
+    for ((mut spec, name), redaction) in specs.into_iter().zip(names).zip(redactions) {
+        let mut settings = DeliverySettings::take_from(&mut spec, name, defaults)?;
+        settings.shown_options = redaction.shown;
+        let destination = registry::build(
+            &mut spec,
+            &settings.name,
+            settings.schema,
+            data_dir,
+            &redaction.secret,
+        )
+        .await?;
         configured.push(ConfiguredDestination {
             settings,
             destination,
@@ -220,7 +227,7 @@ impl Delivery {
                         source,
                     }
                 })?;
-            let schema = settings.effective_schema(destination.as_ref());
+            let schema = destination.schema();
             let limits = settings.effective_limits(destination.limits());
             let concurrency = settings.effective_concurrency(destination.kind());
             let (paused_tx, paused_rx) = watch::channel(false);
@@ -230,6 +237,7 @@ impl Delivery {
                 kind: destination.kind().to_string(),
                 schema: schema.name().to_string(),
                 concurrency,
+                options: settings.shown_options.clone(),
                 dead_letter_path: dead_file.path().display().to_string(),
                 current: Mutex::new(WorkerStatus {
                     state: DeliveryState::Running,
@@ -265,7 +273,8 @@ impl Delivery {
             workers.push(WorkerParts {
                 reader: wal.reader(loaded.acked.seq),
                 batcher: Batcher::new(&name, schema, limits, loaded.acked, loaded.plan),
-                pipeline: Pipeline::new(schema, settings.export.clone(), filter),
+                pipeline: Pipeline::new(schema, settings.export.clone(), filter)
+                    .with_input(destination.input()),
                 name: name.clone(),
                 wal: wal.clone(),
                 cursor,
@@ -411,5 +420,151 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("lingr"), "{err}");
+    }
+
+    /// Records what it is sent; asks for raw records.
+    #[derive(Debug)]
+    struct RawSink {
+        sent: tokio::sync::mpsc::UnboundedSender<crate::dest::BatchItem>,
+    }
+
+    impl crate::dest::Destination for RawSink {
+        fn name(&self) -> &str {
+            "raw"
+        }
+        fn kind(&self) -> &'static str {
+            "raw-test"
+        }
+        fn schema(&self) -> crate::event::Schema {
+            crate::event::Schema::default()
+        }
+        fn input(&self) -> crate::dest::Input {
+            crate::dest::Input::RawRecords
+        }
+        fn limits(&self) -> crate::dest::BatchLimits {
+            crate::dest::BatchLimits {
+                linger: Duration::from_millis(10),
+                ..Default::default()
+            }
+        }
+        fn send<'a>(
+            &'a self,
+            batch: &'a crate::dest::Batch,
+        ) -> futures::future::BoxFuture<'a, crate::dest::SendOutcome> {
+            for item in &batch.items {
+                let _ = self.sent.send(item.clone());
+            }
+            Box::pin(async { crate::dest::SendOutcome::Delivered })
+        }
+        fn check(&self) -> futures::future::BoxFuture<'_, Result<(), DestError>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn test_wal(dir: &Path) -> Wal {
+        let mut options = crate::wal::WalOptions::new(dir.join("wal"));
+        (options.segment_bytes, options.min_free_bytes) = (1 << 20, 0);
+        Wal::open(options).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_engine_hands_raw_records_with_their_metadata() {
+        use crate::event::stored::{encode_header, StoredMeta};
+        use crate::event::InboundFormat;
+        let dir = tempfile::tempdir().unwrap();
+        let wal = test_wal(dir.path());
+        let body = br#"[{"kind":"custom","creationDate":1,"key":"k","contextKeys":{"user":"u"}}]"#;
+        let mut header = Vec::new();
+        encode_header(
+            &StoredMeta {
+                format: Some(InboundFormat::LdBulk),
+                schema_version: Some(4),
+                environment: "production",
+                payload_id: "payload-1",
+                tags: "application-id=shop",
+                user_agent: "NodeJSClient/9",
+            },
+            &mut header,
+        );
+        wal.append(crate::wal::AppendRequest {
+            tag: InboundFormat::LdBulk.code(),
+            event_count: 1,
+            received_at_ms: 1_717_000_000_000,
+            parts: &[&header, body],
+        })
+        .await
+        .unwrap();
+        let (sent, mut received) = tokio::sync::mpsc::unbounded_channel();
+        let configured = ConfiguredDestination {
+            settings: DeliverySettings::named("raw", &DeliveryDefaults::default()),
+            destination: Arc::new(RawSink { sent }),
+        };
+        let delivery =
+            Delivery::start(&wal, vec![configured], &EngineOptions::new(dir.path())).unwrap();
+        let item = tokio::time::timeout(Duration::from_secs(30), received.recv())
+            .await
+            .expect("the raw record is delivered")
+            .unwrap();
+        delivery.shutdown().await;
+        let raw = crate::dest::RawRecord::of(&item).unwrap();
+        assert_eq!(raw.stored.body, body);
+        assert_eq!(raw.stored.payload_id, Some("payload-1"));
+        assert_eq!(raw.stored.tags, Some("application-id=shop"));
+        assert_eq!(raw.stored.user_agent, Some("NodeJSClient/9"));
+        assert_eq!(raw.stored.schema_version, Some(4));
+        assert_eq!(raw.received_at_ms, 1_717_000_000_000);
+        assert_eq!(item.environment, "production");
+    }
+
+    #[tokio::test]
+    async fn secrets_never_show_in_debug_admin_or_validate_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("aws-secret");
+        std::fs::write(&key_file, "SECRET-FROM-FILE\n").unwrap();
+        std::env::set_var("FLAGSTREAM_TEST_DELIVERY_KEY_ID", "SECRET-FROM-ENV");
+        let url = format!(
+            "kinesis://flag-events?region=us-east-1&endpoint=http://127.0.0.1:1\
+             &access_key_id=env:FLAGSTREAM_TEST_DELIVERY_KEY_ID\
+             &secret_access_key=file:{}&session_token=SECRET-INLINE",
+            key_file.display()
+        );
+        let specs = vec![DestinationSpec::parse(&url).unwrap()];
+        let configured = configure(specs, &DeliveryDefaults::default(), dir.path())
+            .await
+            .unwrap();
+        let shown = configured[0].settings.shown_options.clone();
+        assert_eq!(
+            shown["access_key_id"],
+            "env:FLAGSTREAM_TEST_DELIVERY_KEY_ID"
+        );
+        assert_eq!(shown["session_token"], crate::dest::secrets::REDACTED);
+        let debug = format!("{:?}", configured[0]);
+        let wal = test_wal(dir.path());
+        let delivery = Delivery::start(&wal, configured, &EngineOptions::new(dir.path())).unwrap();
+        let admin = serde_json::to_string(&delivery.statuses()).unwrap();
+        delivery.shutdown().await;
+        assert!(
+            admin.contains("env:FLAGSTREAM_TEST_DELIVERY_KEY_ID"),
+            "{admin}"
+        );
+        for rendering in [&debug, &admin, &format!("{shown:?}")] {
+            for secret in ["SECRET-FROM-ENV", "SECRET-FROM-FILE", "SECRET-INLINE"] {
+                assert!(!rendering.contains(secret), "{secret} in {rendering}");
+            }
+        }
+
+        // A bad reference names the option and the variable, never a value.
+        let bad = DestinationSpec::parse(
+            "kinesis://s?region=us-east-1&secret_access_key=env:FLAGSTREAM_TEST_UNSET_VARIABLE",
+        )
+        .unwrap();
+        let err = configure(vec![bad], &DeliveryDefaults::default(), dir.path())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("secret_access_key") && err.contains("FLAGSTREAM_TEST_UNSET_VARIABLE"),
+            "{err}"
+        );
     }
 }

@@ -8,8 +8,15 @@
 //! item of a batch, "filtered" (the destination's filter or schema does not select it,
 //! counted), or a dead letter with its reason (invalid event, mapping error, oversized,
 //! undecodable record). LaunchDarkly diagnostic payloads are stored but never exported.
+//!
+//! A destination that asks for raw records ([`Input::RawRecords`]) gets one item per stored
+//! record instead: the stored bytes (metadata header and body, read back with
+//! `dest::RawRecord`), with the record's id, format, payload id, environment and receive time
+//! as item metadata. Event filters and schemas do not apply; the cursor, batching, retries and
+//! dead letters work exactly as for events (the record is event 0 of its position).
 
-use crate::event::stored;
+use crate::dest::Input;
+use crate::event::stored::{self, StoredBatch};
 use crate::event::{
     self, DecodedRecord, Event, ExportOptions, Filter, InboundFormat, InvalidEvent, RecordContext,
     Schema,
@@ -18,6 +25,10 @@ use crate::wal::{Position, Record};
 
 use super::batcher::{Batcher, ItemMeta, Rows};
 use super::dead_letter::{DeadLetter, DeadLetterBuffer};
+
+/// The event index whose id names a whole record (no event has it: indexes are below the
+/// record's event count).
+const RAW_RECORD_INDEX: u32 = u32::MAX;
 
 /// Per-record counts, turned into metrics by the caller.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +55,7 @@ impl std::ops::AddAssign for RecordCounts {
 /// Reusable state for turning records into batch items.
 #[derive(Debug)]
 pub struct Pipeline {
+    input: Input,
     schema: Schema,
     export: ExportOptions,
     filter: Filter,
@@ -57,6 +69,7 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn new(schema: Schema, export: ExportOptions, filter: Filter) -> Self {
         Pipeline {
+            input: Input::MappedEvents,
             schema,
             export,
             filter,
@@ -66,6 +79,12 @@ impl Pipeline {
             row_ends: Vec::new(),
             reason: String::new(),
         }
+    }
+
+    /// Hand the batcher raw records instead of mapped events (see the module doc).
+    pub fn with_input(mut self, input: Input) -> Self {
+        self.input = input;
+        self
     }
 
     pub fn schema(&self) -> Schema {
@@ -130,6 +149,9 @@ impl Pipeline {
             seq: record.seq,
             received_at_ms: record.received_at_ms,
         };
+        if self.input == Input::RawRecords {
+            return Self::offer_raw(record, &stored, &ctx, batcher, dead);
+        }
         let decoded = match event::decode(&ctx, stored.body, scratch) {
             Ok(decoded) => decoded,
             Err(err) => {
@@ -171,6 +193,57 @@ impl Pipeline {
         }
         for bad in invalid {
             self.dead_letter_invalid(&ctx, &bad, first, batcher, dead, &mut counts);
+        }
+        batcher.end_record();
+        counts
+    }
+
+    /// One item for the whole record: its stored bytes, at event index 0.
+    fn offer_raw(
+        record: &Record,
+        stored: &StoredBatch<'_>,
+        ctx: &RecordContext<'_>,
+        batcher: &mut Batcher,
+        dead: &mut DeadLetterBuffer,
+    ) -> RecordCounts {
+        let mut counts = RecordCounts::default();
+        let Some(first) = batcher.begin_record(record.seq, 1) else {
+            return counts;
+        };
+        if first != 0 || batcher.position().seq != record.seq {
+            // Already delivered (resumed past this record).
+            batcher.end_record();
+            return counts;
+        }
+        let meta = ItemMeta {
+            event_id: event::event_id(ctx, RAW_RECORD_INDEX),
+            kind: stored.format.name(),
+            key: stored.payload_id,
+            context_key: None,
+            environment: stored.environment,
+            received_at_ms: record.received_at_ms,
+        };
+        let ends = [record.payload.len()];
+        let rows = Rows {
+            bytes: &record.payload,
+            ends: &ends,
+        };
+        match batcher.offer(0, meta, rows) {
+            Ok(()) => counts.batched += 1,
+            Err(rejected) => {
+                let reason = rejected.to_string();
+                dead.push(DeadLetter {
+                    reason: &reason,
+                    event_id: None,
+                    position: Position {
+                        seq: record.seq,
+                        event: 0,
+                    },
+                    batch_id: None,
+                    payload: stored.body,
+                });
+                counts.dead_lettered += 1;
+            }
         }
         batcher.end_record();
         counts
@@ -473,6 +546,58 @@ mod tests {
             "{line}"
         );
         assert_eq!(b.position(), Position { seq: 3, event: 0 });
+    }
+
+    #[test]
+    fn raw_records_become_one_item_each_with_their_metadata() {
+        let mut p = pipeline(&[("kinds", "custom")]).with_input(Input::RawRecords);
+        let mut b = batcher(Position { seq: 1, event: 0 });
+        let mut dead = DeadLetterBuffer::new("d");
+        let body = format!("[{FEATURE},{CUSTOM}]");
+        for seq in 1..=2 {
+            let counts = p.process(
+                &record(seq, InboundFormat::LdBulk, &body),
+                &mut b,
+                &mut dead,
+            );
+            assert_eq!(
+                counts.batched, 1,
+                "one item per record, filters do not apply"
+            );
+        }
+        let diag = record(3, InboundFormat::LdDiagnostic, r#"{"kind":"diagnostic"}"#);
+        assert_eq!(p.process(&diag, &mut b, &mut dead).batched, 0);
+        assert!(dead.is_empty());
+        let cut = drain(&mut b);
+        let items: Vec<_> = cut.iter().flat_map(|c| c.batch.items.iter()).collect();
+        assert_eq!(items.len(), 2);
+        let raw = crate::dest::RawRecord::of(items[0]).unwrap();
+        assert_eq!(raw.stored.body, body.as_bytes());
+        assert_eq!(raw.stored.format, InboundFormat::LdBulk);
+        assert_eq!(raw.stored.environment, "production");
+        assert_eq!(raw.stored.schema_version, Some(4));
+        assert_eq!(raw.received_at_ms, 1_717_000_000_000);
+        assert_eq!(items[0].kind, InboundFormat::LdBulk.name());
+        assert_ne!(items[0].event_id, items[1].event_id);
+        let positions: Vec<Position> = cut.iter().flat_map(|c| c.positions.clone()).collect();
+        assert_eq!(
+            positions,
+            vec![Position { seq: 1, event: 0 }, Position { seq: 2, event: 0 }]
+        );
+        assert_eq!(b.position(), Position { seq: 4, event: 0 });
+
+        // Resuming after record 1 hands out record 2 only.
+        let mut resumed = batcher(Position { seq: 2, event: 0 });
+        for seq in 1..=2 {
+            p.process(
+                &record(seq, InboundFormat::LdBulk, &body),
+                &mut resumed,
+                &mut dead,
+            );
+        }
+        let cut = drain(&mut resumed);
+        let positions: Vec<Position> = cut.iter().flat_map(|c| c.positions.clone()).collect();
+        assert_eq!(positions, vec![Position { seq: 2, event: 0 }]);
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! * `Delivered` → done.
 //! * `Partial` → items the target accepted are done; permanent item failures become dead
 //!   letters; only the retriable ones are sent again (same batch id).
-//! * `Retriable` → wait per [`RetryPolicy`] (honouring `Retry-After`), then resend.
-//! * `Permanent`, or the retry budget spent → every remaining item becomes a dead letter.
+//! * `Failed` with a retriable (or throttled) failure → wait per [`RetryPolicy`] (honouring
+//!   `Retry-After`), then resend.
+//! * `Failed` permanently, or the retry budget spent → every remaining item becomes a dead
+//!   letter.
 //!
 //! Pausing the destination holds retries before their next send. On shutdown a waiting task
 //! returns [`SendReport::Interrupted`] with its retry state, which the worker persists; a send
@@ -23,7 +25,7 @@ use metrics::{Counter, Histogram};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::dest::{Batch, BatchItem, Destination, SendOutcome};
+use crate::dest::{Batch, BatchItem, Destination, ItemFailure, SendOutcome};
 use crate::metrics as names;
 use crate::wal::{Position, RetryState, Ticket};
 
@@ -169,37 +171,29 @@ pub async fn run(ctx: Arc<SendContext>, job: SendJob) -> SendReport {
                     .increment(batch.items.len() as u64);
                 return finished(ticket, batch.id, delivered, dead);
             }
-            SendOutcome::Permanent { reason } => {
+            SendOutcome::Failed(failure) if !failure.is_retriable() => {
                 ctx.metrics.sends_permanent.increment(1);
                 let items = take_all(&mut batch, &mut positions);
                 dead.push(DeadItems {
-                    reason: format!("permanent failure: {reason}"),
+                    reason: format!("permanent failure: {}", failure.reason),
                     label: "permanent",
                     items,
                 });
                 return finished(ticket, batch.id, delivered, dead);
             }
-            SendOutcome::Retriable {
-                reason,
-                retry_after,
-                throttled,
-            } => {
+            SendOutcome::Failed(failure) => {
                 ctx.metrics.sends_retriable.increment(1);
-                if throttled {
+                let class = if failure.is_throttled() {
                     ctx.metrics.throttled.increment(1);
-                }
-                let class = if throttled {
                     ErrorClass::Throttled
                 } else {
                     ErrorClass::Retriable
                 };
-                (class, reason, retry_after)
+                (class, failure.reason, failure.retry_after)
             }
-            SendOutcome::Partial {
-                failures,
-                throttled,
-            } => {
+            SendOutcome::Partial { failures } => {
                 ctx.metrics.sends_partial.increment(1);
+                let throttled = failures.iter().any(|f| f.failure.is_throttled());
                 if throttled {
                     ctx.metrics.throttled.increment(1);
                 }
@@ -228,7 +222,7 @@ pub async fn run(ctx: Arc<SendContext>, job: SendJob) -> SendReport {
                     batch.items.len(),
                     split.first_retriable_reason
                 );
-                (class, reason, None)
+                (class, reason, split.retry_after)
             }
         };
 
@@ -318,6 +312,8 @@ struct PartialSplit {
     accepted: usize,
     permanent: Vec<(BatchItem, Position)>,
     first_retriable_reason: String,
+    /// The longest `Retry-After` the target asked for among the retriable items.
+    retry_after: Option<Duration>,
 }
 
 /// Keep only the retriable failures in `batch`; return the accepted count and the permanent
@@ -326,15 +322,20 @@ struct PartialSplit {
 fn split_partial(
     batch: &mut Batch,
     positions: &mut Vec<Position>,
-    failures: Vec<crate::dest::ItemFailure>,
+    failures: Vec<ItemFailure>,
 ) -> PartialSplit {
     let total = batch.items.len();
     let mut by_index: BTreeMap<usize, (bool, String)> = BTreeMap::new();
-    for failure in failures.into_iter().filter(|f| f.index < total) {
+    let mut retry_after: Option<Duration> = None;
+    for ItemFailure { index, failure } in failures.into_iter().filter(|f| f.index < total) {
+        let retriable = failure.is_retriable();
+        if retriable {
+            retry_after = retry_after.max(failure.retry_after);
+        }
         by_index
-            .entry(failure.index)
-            .and_modify(|(retriable, _)| *retriable &= failure.retriable)
-            .or_insert((failure.retriable, failure.reason));
+            .entry(index)
+            .and_modify(|(both, _)| *both &= retriable)
+            .or_insert((retriable, failure.reason));
     }
     let mut first_retriable_reason = String::new();
     let mut kept_items = Vec::new();
@@ -365,13 +366,14 @@ fn split_partial(
         accepted,
         permanent,
         first_retriable_reason,
+        retry_after,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dest::ItemFailure;
+    use crate::dest::FailureClass;
     use crate::event::Schema;
     use bytes::Bytes;
 
@@ -404,11 +406,12 @@ mod tests {
     }
 
     fn failure(index: usize, retriable: bool) -> ItemFailure {
-        ItemFailure {
-            index,
-            retriable,
-            reason: format!("item {index}"),
-        }
+        let class = if retriable {
+            FailureClass::Retriable
+        } else {
+            FailureClass::Permanent
+        };
+        ItemFailure::new(index, class, format!("item {index}"))
     }
 
     #[test]

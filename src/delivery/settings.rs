@@ -8,7 +8,7 @@
 //! | `batch_max_events` | most events per batch (never above the target's limit) | the target's limit |
 //! | `batch_max_bytes` | most bytes per batch, e.g. `1MiB` (never above the target's limit) | the target's limit |
 //! | `linger` | how long a partly filled batch waits, e.g. `200ms` | the target's default |
-//! | `concurrency` | batches in flight at once | `log` 1, `file` 2, others 4 |
+//! | `concurrency` | batches in flight at once | the destination type's (`log` 1, `file` 2, others 4) |
 //! | `retry_max_attempts` | retries before dead-lettering, or `unlimited` | `--retry-max-attempts` |
 //! | `retry_max_age` | time since the first failure before dead-lettering, or `unlimited` | `--retry-max-age` |
 //! | `retry_initial_backoff` / `retry_max_backoff` | backoff bounds | the `--retry-*` flags |
@@ -17,11 +17,14 @@
 //! Names are part of the on-disk state (cursor and dead-letter file names), so the defaults
 //! are stable when destinations are *appended*: the first `file` destination is always `file`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::dest::units::{parse_byte_size, parse_duration};
+use serde::Deserialize;
+
+use crate::dest::options::{HumanDuration, OptionMap, Parsed, Size};
+use crate::dest::registry;
 use crate::dest::{BatchLimits, DestError, Destination, DestinationSpec};
 use crate::event::{ExportOptions, FilterConfig, Schema};
 
@@ -44,6 +47,23 @@ impl Default for DeliveryDefaults {
     }
 }
 
+/// The delivery keys as typed options (see the module doc's table); the rest of a spec's
+/// options go on to the schema options, the filter and the destination.
+#[derive(Debug, Deserialize)]
+struct DeliveryOptions {
+    schema: Option<Parsed<Schema>>,
+    batch_max_events: Option<usize>,
+    batch_max_bytes: Option<Size>,
+    linger: Option<HumanDuration>,
+    concurrency: Option<usize>,
+    /// A count or `unlimited`.
+    retry_max_attempts: Option<String>,
+    /// A duration or `unlimited`.
+    retry_max_age: Option<String>,
+    retry_initial_backoff: Option<HumanDuration>,
+    retry_max_backoff: Option<HumanDuration>,
+}
+
 /// Delivery settings of one destination.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
@@ -53,11 +73,14 @@ pub struct DeliverySettings {
     pub batch_max_events: Option<usize>,
     pub batch_max_bytes: Option<usize>,
     pub linger: Option<Duration>,
-    /// `None`: the default for the destination kind ([`default_concurrency`]).
+    /// `None`: the destination type's default ([`registry::default_concurrency`]).
     pub concurrency: Option<usize>,
     pub retry: RetryPolicy,
     pub export: ExportOptions,
     pub filter: FilterConfig,
+    /// Every option as configured, for display: secrets shown as their `env:` / `file:`
+    /// reference or `***` (see `dest::secrets`).
+    pub shown_options: BTreeMap<String, String>,
 }
 
 impl DeliverySettings {
@@ -76,6 +99,7 @@ impl DeliverySettings {
                 ..ExportOptions::default()
             },
             filter: FilterConfig::default(),
+            shown_options: BTreeMap::new(),
         }
     }
 
@@ -87,50 +111,40 @@ impl DeliverySettings {
         defaults: &DeliveryDefaults,
     ) -> Result<Self, DestError> {
         let mut settings = DeliverySettings::named(&name, defaults);
-        if let Some(schema) = spec.take("schema") {
-            settings.schema = Some(
-                schema
-                    .parse::<Schema>()
-                    .map_err(|err| spec.error(format!("option `schema`: {err}")))?,
-            );
-        }
-        settings.batch_max_events = spec.take_parsed::<usize>("batch_max_events")?;
-        if settings.batch_max_events == Some(0) {
-            return Err(spec.error("option `batch_max_events` must be at least 1"));
-        }
-        if let Some(raw) = spec.take("batch_max_bytes") {
-            let bytes = parse_byte_size(&raw)
-                .map_err(|err| spec.error(format!("option `batch_max_bytes`: {err}")))?;
-            if bytes == 0 {
-                return Err(spec.error("option `batch_max_bytes` must be at least 1"));
-            }
-            settings.batch_max_bytes = Some(bytes);
-        }
-        if let Some(raw) = spec.take("linger") {
-            settings.linger = Some(
-                parse_duration(&raw)
-                    .map_err(|err| spec.error(format!("option `linger`: {err}")))?,
-            );
-        }
-        settings.concurrency = spec.take_parsed::<usize>("concurrency")?;
-        if settings.concurrency == Some(0) {
-            return Err(spec.error("option `concurrency` must be at least 1"));
-        }
-        if let Some(raw) = spec.take("retry_max_attempts") {
-            settings.retry.max_attempts = parse_max_attempts(&raw)
+        let mut map = OptionMap::new(
+            "delivery",
+            std::mem::take(&mut spec.options),
+            BTreeSet::new(),
+        );
+        let options = map.parse::<DeliveryOptions>();
+        spec.options = map.into_unused();
+        let options = options.map_err(|reason| spec.error(reason))?;
+        let at_least_one = |key: &str, value: Option<usize>| match value {
+            Some(0) => Err(spec.error(format!("option `{key}` must be at least 1"))),
+            other => Ok(other),
+        };
+        settings.schema = options.schema.map(|Parsed(schema)| schema);
+        settings.batch_max_events = at_least_one("batch_max_events", options.batch_max_events)?;
+        settings.batch_max_bytes = at_least_one(
+            "batch_max_bytes",
+            options.batch_max_bytes.map(|Size(bytes)| bytes),
+        )?;
+        settings.linger = options.linger.map(|HumanDuration(linger)| linger);
+        settings.concurrency = at_least_one("concurrency", options.concurrency)?;
+        let retry = &mut settings.retry;
+        if let Some(raw) = options.retry_max_attempts {
+            retry.max_attempts = parse_max_attempts(&raw)
                 .map_err(|err| spec.error(format!("option `retry_max_attempts`: {err}")))?;
         }
-        if let Some(raw) = spec.take("retry_max_age") {
-            settings.retry.max_age = parse_max_age(&raw)
+        if let Some(raw) = options.retry_max_age {
+            retry.max_age = parse_max_age(&raw)
                 .map_err(|err| spec.error(format!("option `retry_max_age`: {err}")))?;
         }
-        if let Some(raw) = spec.take("retry_initial_backoff") {
-            settings.retry.initial_backoff = parse_duration(&raw)
-                .map_err(|err| spec.error(format!("option `retry_initial_backoff`: {err}")))?;
+        if let Some(HumanDuration(backoff)) = options.retry_initial_backoff {
+            retry.initial_backoff = backoff;
         }
-        if let Some(raw) = spec.take("retry_max_backoff") {
-            settings.retry.max_backoff = parse_duration(&raw)
-                .map_err(|err| spec.error(format!("option `retry_max_backoff`: {err}")))?;
+        if let Some(HumanDuration(backoff)) = options.retry_max_backoff {
+            retry.max_backoff = backoff;
         }
         settings.export = take_export(spec, defaults)?;
         settings.filter = take_filter(spec)?;
@@ -156,24 +170,10 @@ impl DeliverySettings {
         }
     }
 
-    /// The schema events are mapped to.
-    pub fn effective_schema(&self, destination: &dyn Destination) -> Schema {
-        self.schema.unwrap_or_else(|| destination.schema())
-    }
-
+    /// Batches in flight at once: `concurrency`, else the destination type's default.
     pub fn effective_concurrency(&self, kind: &str) -> usize {
         self.concurrency
-            .unwrap_or_else(|| default_concurrency(kind))
-    }
-}
-
-/// Batches in flight at once when not configured: `log` keeps line order (1), `file` writes
-/// files in parallel with a bounded memory footprint (2), network targets hide latency (4).
-pub fn default_concurrency(kind: &str) -> usize {
-    match kind {
-        "log" => 1,
-        "file" => 2,
-        _ => 4,
+            .unwrap_or_else(|| registry::default_concurrency(kind))
     }
 }
 
@@ -393,9 +393,10 @@ mod tests {
     }
 
     #[test]
-    fn concurrency_defaults_by_kind() {
-        assert_eq!(default_concurrency("log"), 1);
-        assert_eq!(default_concurrency("file"), 2);
-        assert_eq!(default_concurrency("kinesis"), 4);
+    fn concurrency_defaults_come_from_the_destination_type() {
+        let settings = DeliverySettings::named("x", &DeliveryDefaults::default());
+        assert_eq!(settings.effective_concurrency("log"), 1);
+        assert_eq!(settings.effective_concurrency("file"), 2);
+        assert_eq!(settings.effective_concurrency("kinesis"), 4);
     }
 }

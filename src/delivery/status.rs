@@ -4,6 +4,7 @@
 //! persist tick); readers take a cheap snapshot and add the WAL lag at read time, so the
 //! numbers are fresh even when the worker is idle or stuck.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -81,6 +82,8 @@ pub struct DestinationStatus {
     pub name: String,
     pub kind: String,
     pub schema: String,
+    /// The options as configured; secrets shown as their `env:` / `file:` reference or `***`.
+    pub options: BTreeMap<String, String>,
     pub state: DeliveryState,
     pub paused: bool,
     /// Every event before this position is delivered or dead-lettered (in memory; the
@@ -121,6 +124,7 @@ pub(crate) struct StatusCell {
     pub kind: String,
     pub schema: String,
     pub concurrency: usize,
+    pub options: BTreeMap<String, String>,
     pub dead_letter_path: String,
     pub current: Mutex<WorkerStatus>,
 }
@@ -152,6 +156,7 @@ impl StatusCell {
             name: self.name.clone(),
             kind: self.kind.clone(),
             schema: self.schema.clone(),
+            options: self.options.clone(),
             state: current.state,
             paused: current.paused,
             cursor: current.acked.into(),

@@ -28,17 +28,21 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use serde::Deserialize;
 
 use crate::event::Schema;
 
-use super::registry::BuildContext;
-use super::units::{parse_byte_size, parse_duration};
-use super::{Batch, BatchLimits, DestError, Destination, DestinationSpec, SendOutcome};
+use super::kind::{BuildContext, DestinationKind};
+use super::options::{HumanDuration, Size};
+use super::{
+    Batch, BatchLimits, DestError, Destination, DestinationSpec, FailureClass, SendOutcome,
+};
 
 /// Default longest wait before a file is written.
 pub const DEFAULT_ROTATE: Duration = Duration::from_secs(5);
@@ -46,6 +50,63 @@ pub const DEFAULT_ROTATE: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_BYTES: usize = 8 << 20;
 /// Most events per file.
 pub const MAX_EVENTS_PER_FILE: usize = 1_000_000;
+
+/// The `file` destination type.
+#[derive(Debug, Clone, Copy)]
+pub struct FileKind;
+
+/// The only file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    Ndjson,
+}
+
+/// The file options (see the module doc).
+#[derive(Debug, Clone, Deserialize)]
+pub struct FileOptions {
+    pub format: Option<FileFormat>,
+    pub rotate: Option<HumanDuration>,
+    pub max_bytes: Option<Size>,
+}
+
+impl DestinationKind for FileKind {
+    const SCHEME: &'static str = "file";
+    const SUMMARY: &'static str = "one NDJSON file per batch in a directory, written atomically";
+    const EXAMPLE: &'static str = "file:///var/lib/flagstream/export?rotate=5s&max_bytes=8MiB";
+    type Options = (FileOptions,);
+
+    /// Files are written in parallel with a bounded memory footprint.
+    const DEFAULT_CONCURRENCY: usize = 2;
+
+    async fn build(
+        &self,
+        target: &str,
+        (options,): Self::Options,
+        context: &BuildContext,
+    ) -> Result<Arc<dyn Destination>, DestError> {
+        let dir = PathBuf::from(target);
+        if target.is_empty() || !dir.is_absolute() {
+            return Err(context
+                .error("expected an absolute directory, e.g. file:///var/lib/flagstream/export"));
+        }
+        let rotate = options.rotate.map_or(DEFAULT_ROTATE, |HumanDuration(d)| d);
+        if rotate.is_zero() {
+            return Err(context.error("option `rotate` must be longer than 0s"));
+        }
+        let max_bytes = options.max_bytes.map_or(DEFAULT_MAX_BYTES, |Size(s)| s);
+        if max_bytes < 1024 {
+            return Err(context.error("option `max_bytes` must be at least 1KiB"));
+        }
+        Ok(Arc::new(FileDestination::new(
+            &context.name,
+            dir,
+            context.schema,
+            rotate,
+            max_bytes,
+        )))
+    }
+}
 
 /// Writes each batch as one NDJSON file; see the module doc.
 #[derive(Debug)]
@@ -76,49 +137,6 @@ impl FileDestination {
                 linger: rotate,
             },
         }
-    }
-
-    /// Take the file options from `spec` (see the module doc).
-    pub fn from_spec(
-        spec: &mut DestinationSpec,
-        context: &BuildContext,
-    ) -> Result<Self, DestError> {
-        let dir = PathBuf::from(&spec.target);
-        if spec.target.is_empty() || !dir.is_absolute() {
-            return Err(spec
-                .error("expected an absolute directory, e.g. file:///var/lib/flagstream/export"));
-        }
-        if let Some(format) = spec.take("format") {
-            if format != "ndjson" {
-                return Err(spec.error(format!(
-                    "option `format`: `{format}` is not supported (accepted: ndjson)"
-                )));
-            }
-        }
-        let rotate = match spec.take("rotate") {
-            None => DEFAULT_ROTATE,
-            Some(raw) => {
-                parse_duration(&raw).map_err(|err| spec.error(format!("option `rotate`: {err}")))?
-            }
-        };
-        if rotate.is_zero() {
-            return Err(spec.error("option `rotate` must be longer than 0s"));
-        }
-        let max_bytes = match spec.take("max_bytes") {
-            None => DEFAULT_MAX_BYTES,
-            Some(raw) => parse_byte_size(&raw)
-                .map_err(|err| spec.error(format!("option `max_bytes`: {err}")))?,
-        };
-        if max_bytes < 1024 {
-            return Err(spec.error("option `max_bytes` must be at least 1KiB"));
-        }
-        Ok(FileDestination::new(
-            &context.name,
-            dir,
-            context.schema.unwrap_or_default(),
-            rotate,
-            max_bytes,
-        ))
     }
 
     /// The embedded default when no `--dest` is given: NDJSON files in `<data-dir>/export`.
@@ -177,16 +195,14 @@ impl Destination for FileDestination {
                 tokio::task::spawn_blocking(move || write_atomically(&dir, &name, &payloads)).await;
             match written {
                 Ok(Ok(())) => SendOutcome::Delivered,
-                Ok(Err(err)) => SendOutcome::Retriable {
-                    reason: format!("writing {}: {err}", path.display()),
-                    retry_after: None,
-                    throttled: false,
-                },
-                Err(err) => SendOutcome::Retriable {
-                    reason: format!("writing {}: task failed: {err}", path.display()),
-                    retry_after: None,
-                    throttled: false,
-                },
+                Ok(Err(err)) => SendOutcome::failed(
+                    FailureClass::Retriable,
+                    format!("writing {}: {err}", path.display()),
+                ),
+                Err(err) => SendOutcome::failed(
+                    FailureClass::Retriable,
+                    format!("writing {}: task failed: {err}", path.display()),
+                ),
             }
         }
         .boxed()
@@ -375,41 +391,38 @@ mod tests {
         fs::write(&blocked, b"").unwrap();
         let dest = destination(&blocked);
         match dest.send(&batch("file-1-1", &["{}"])).await {
-            SendOutcome::Retriable { reason, .. } => {
-                assert!(reason.contains("not-a-dir"), "{reason}")
+            SendOutcome::Failed(failure) if failure.is_retriable() => {
+                assert!(failure.reason.contains("not-a-dir"), "{}", failure.reason)
             }
             other => panic!("expected retriable, got {other:?}"),
         }
         assert!(dest.check().await.is_err());
     }
 
-    #[test]
-    fn parses_options_and_rejects_bad_ones() {
-        let ctx = BuildContext {
-            name: "f".into(),
-            schema: Some(Schema::Segment),
-            data_dir: PathBuf::from("/tmp"),
-        };
-        let mut spec =
-            DestinationSpec::parse("file:///srv/export?format=ndjson&rotate=1m&max_bytes=2MiB")
-                .unwrap();
-        let dest = FileDestination::from_spec(&mut spec, &ctx).unwrap();
-        assert!(spec.options.is_empty());
+    async fn build(url: &str) -> Result<Arc<dyn Destination>, DestError> {
+        let spec = DestinationSpec::parse(url).unwrap();
+        crate::dest::registry::build_named(spec, "f").await
+    }
+
+    #[tokio::test]
+    async fn parses_options_and_rejects_bad_ones() {
+        let dest = build("file:///srv/export?format=ndjson&rotate=1m&max_bytes=2MiB")
+            .await
+            .unwrap();
         assert_eq!(dest.limits().linger, Duration::from_secs(60));
         assert_eq!(dest.limits().max_bytes, 2 << 20);
-        assert_eq!(dest.schema(), Schema::Segment);
-        assert_eq!(dest.dir(), Path::new("/srv/export"));
+        assert_eq!(dest.schema(), Schema::LaunchDarkly);
+        assert!(format!("{dest:?}").contains("/srv/export"));
 
         for (url, needle) in [
             ("file://relative/dir", "absolute"),
             ("file:///srv?format=csv", "format"),
             ("file:///srv?rotate=never", "rotate"),
+            ("file:///srv?rotate=0s", "rotate"),
             ("file:///srv?max_bytes=12", "max_bytes"),
+            ("file:///srv?max_bytes=8MB&rotat=1s", "rotat"),
         ] {
-            let mut spec = DestinationSpec::parse(url).unwrap();
-            let err = FileDestination::from_spec(&mut spec, &ctx)
-                .unwrap_err()
-                .to_string();
+            let err = build(url).await.unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
         }
     }

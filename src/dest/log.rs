@@ -22,8 +22,36 @@ use futures::FutureExt;
 
 use crate::event::Schema;
 
-use super::registry::BuildContext;
-use super::{Batch, BatchLimits, DestError, Destination, DestinationSpec, SendOutcome};
+use super::kind::{BuildContext, DestinationKind};
+use super::{Batch, BatchLimits, DestError, Destination, FailureClass, SendOutcome};
+
+/// The `log` destination type.
+#[derive(Debug, Clone, Copy)]
+pub struct LogKind;
+
+impl DestinationKind for LogKind {
+    const SCHEME: &'static str = "log";
+    const SUMMARY: &'static str = "one line per event to stdout, stderr or an append-only file";
+    const EXAMPLE: &'static str = "log:stderr";
+    type Options = ();
+
+    /// One batch at a time keeps lines in log order.
+    const DEFAULT_CONCURRENCY: usize = 1;
+
+    async fn build(
+        &self,
+        target: &str,
+        (): Self::Options,
+        context: &BuildContext,
+    ) -> Result<Arc<dyn Destination>, DestError> {
+        let target = LogTarget::parse(target).map_err(|reason| context.error(reason))?;
+        Ok(Arc::new(LogDestination::new(
+            &context.name,
+            target,
+            context.schema,
+        )))
+    }
+}
 
 /// Where lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +62,18 @@ pub enum LogTarget {
 }
 
 impl LogTarget {
+    /// `` (stdout), `stdout`, `-`, `stderr` or an absolute path.
+    pub fn parse(target: &str) -> Result<Self, String> {
+        match target {
+            "" | "stdout" | "-" => Ok(LogTarget::Stdout),
+            "stderr" => Ok(LogTarget::Stderr),
+            path if path.starts_with('/') => Ok(LogTarget::File(PathBuf::from(path))),
+            other => Err(format!(
+                "`{other}`: expected `log:` (stdout), `log:stderr` or `log:///absolute/file`"
+            )),
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             LogTarget::Stdout => "stdout".to_string(),
@@ -69,28 +109,6 @@ impl LogDestination {
             },
             file: Arc::new(Mutex::new(None)),
         }
-    }
-
-    /// `log:`, `log:stdout`, `log:stderr` or `log:///absolute/path`.
-    pub fn from_spec(
-        spec: &mut DestinationSpec,
-        context: &BuildContext,
-    ) -> Result<Self, DestError> {
-        let target = match spec.target.as_str() {
-            "" | "stdout" | "-" => LogTarget::Stdout,
-            "stderr" => LogTarget::Stderr,
-            path if path.starts_with('/') => LogTarget::File(PathBuf::from(path)),
-            other => {
-                return Err(spec.error(format!(
-                    "`{other}`: expected `log:` (stdout), `log:stderr` or `log:///absolute/file`"
-                )))
-            }
-        };
-        Ok(LogDestination::new(
-            &context.name,
-            target,
-            context.schema.unwrap_or_default(),
-        ))
     }
 
     pub fn target(&self) -> &LogTarget {
@@ -129,16 +147,14 @@ impl Destination for LogDestination {
                 tokio::task::spawn_blocking(move || write_lines(&target, &file, &lines)).await;
             match written {
                 Ok(Ok(())) => SendOutcome::Delivered,
-                Ok(Err(err)) => SendOutcome::Retriable {
-                    reason: format!("writing to {described}: {err}"),
-                    retry_after: None,
-                    throttled: false,
-                },
-                Err(err) => SendOutcome::Retriable {
-                    reason: format!("writing to {described}: task failed: {err}"),
-                    retry_after: None,
-                    throttled: false,
-                },
+                Ok(Err(err)) => SendOutcome::failed(
+                    FailureClass::Retriable,
+                    format!("writing to {described}: {err}"),
+                ),
+                Err(err) => SendOutcome::failed(
+                    FailureClass::Retriable,
+                    format!("writing to {described}: task failed: {err}"),
+                ),
             }
         }
         .boxed()
@@ -211,14 +227,6 @@ mod tests {
     use crate::dest::BatchItem;
     use bytes::Bytes;
 
-    fn ctx() -> BuildContext {
-        BuildContext {
-            name: "log".into(),
-            schema: None,
-            data_dir: PathBuf::from("/tmp"),
-        }
-    }
-
     fn batch(rows: &[&str]) -> Batch {
         Batch {
             id: "log-1".into(),
@@ -240,27 +248,18 @@ mod tests {
 
     #[test]
     fn parses_targets() {
-        for (url, expected) in [
-            ("log:", LogTarget::Stdout),
-            ("log:stdout", LogTarget::Stdout),
-            ("log:stderr", LogTarget::Stderr),
+        for (target, expected) in [
+            ("", LogTarget::Stdout),
+            ("stdout", LogTarget::Stdout),
+            ("stderr", LogTarget::Stderr),
             (
-                "log:///var/log/x.ndjson",
+                "/var/log/x.ndjson",
                 LogTarget::File("/var/log/x.ndjson".into()),
             ),
         ] {
-            let mut spec = DestinationSpec::parse(url).unwrap();
-            assert_eq!(
-                LogDestination::from_spec(&mut spec, &ctx())
-                    .unwrap()
-                    .target(),
-                &expected
-            );
+            assert_eq!(LogTarget::parse(target).unwrap(), expected);
         }
-        let mut spec = DestinationSpec::parse("log:relative.txt").unwrap();
-        let err = LogDestination::from_spec(&mut spec, &ctx())
-            .unwrap_err()
-            .to_string();
+        let err = LogTarget::parse("relative.txt").unwrap_err();
         assert!(err.contains("relative.txt"), "{err}");
     }
 
@@ -292,10 +291,7 @@ mod tests {
             LogTarget::File(blocker.join("cannot/exist")),
             Schema::LaunchDarkly,
         );
-        assert!(matches!(
-            dest.send(&batch(&["{}"])).await,
-            SendOutcome::Retriable { .. }
-        ));
+        assert_eq!(dest.send(&batch(&["{}"])).await.label(), "retriable");
         assert!(dest.check().await.is_err());
     }
 }

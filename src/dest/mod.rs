@@ -1,27 +1,47 @@
-//! Destinations: one file per target behind one [`Destination`] trait.
+//! Destinations: one file (or folder) per target behind one [`Destination`] trait, built by
+//! one factory.
 //!
-//! A destination receives a [`Batch`] of events that the delivery engine has already decoded,
-//! filtered and mapped to the destination's schema, turns it into requests for its target
+//! A destination receives a [`Batch`] that the delivery engine has already cut — mapped
+//! events in the destination's schema, or, for a destination that asks for them
+//! ([`Input::RawRecords`]), the records as received — turns it into requests for its target
 //! (respecting the target's limits), sends them, and classifies what happened as a
 //! [`SendOutcome`]. It never sees the WAL, cursors or retry schedules: those belong to
 //! `delivery`, which decides what to resend and when.
+//!
+//! ## Adding a destination
+//!
+//! One new file (or folder) here implementing [`kind::DestinationKind`] (scheme, summary,
+//! defaults, typed options, `build`) and [`Destination`], plus one line in
+//! [`registry::KINDS`]. The registry, `--help`, `flagstream validate` and the error for an
+//! unknown scheme are generated from that table. Shared building blocks: [`options`] (typed
+//! options, `timeout` / `endpoint`, sizes, durations), [`secrets`] (`env:` / `file:` values,
+//! redaction), [`failure`] (one failure type, request metrics), [`http`] (one HTTP client
+//! and status classifier), [`aws`] and [`gcp`] (cloud credentials).
 //!
 //! ## Invariants
 //!
 //! 1. `send` never reports [`SendOutcome::Delivered`] unless the target acknowledged every item.
 //! 2. A partial success lists exactly the items that were *not* accepted, by their index in the
-//!    batch, each marked retriable or permanent; the engine resends only the retriable ones.
+//!    batch, each with its [`Failure`]; the engine resends only the retriable ones.
 //! 3. `send` is idempotent in spirit: the same batch (same [`Batch::id`], same items) may be
 //!    sent again after a crash or retry, so a destination that can deduplicate (object keys,
 //!    idempotency headers, message ids) derives its key from `Batch::id` / `BatchItem::event_id`.
 //! 4. Errors carry a human-readable reason that names the target (stream, topic, path), for
-//!    logs, `/v1/destinations` and `flagstream test-destination`.
+//!    logs, `/v1/destinations` and `flagstream test-destination`, and never a secret.
 
+pub mod aws;
+pub mod failure;
 pub mod file;
+pub mod gcp;
+pub mod http;
+pub mod kind;
 pub mod kinesis;
 pub mod log;
+pub mod options;
 pub mod pubsub;
+pub mod raw;
 pub mod registry;
+pub mod secrets;
 pub mod spec;
 pub mod units;
 
@@ -32,6 +52,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::event::Schema;
+pub use failure::{error_chain, Failure, FailureClass, ItemFailure};
+pub use kind::{BuildContext, DestinationKind, Input};
+pub use raw::RawRecord;
 pub use spec::DestinationSpec;
 
 /// Limits a destination imposes on batches; the engine cuts batches within them.
@@ -62,12 +85,14 @@ impl Default for BatchLimits {
     }
 }
 
-/// One event, mapped to the destination's schema.
+/// One event, mapped to the destination's schema (or one stored record, for a destination
+/// that asked for [`Input::RawRecords`]: see [`RawRecord`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchItem {
     /// Stable event id (identical on every re-delivery); used for dedupe keys.
     pub event_id: String,
-    /// The mapped event: one complete JSON document (or row) in the destination's schema.
+    /// The mapped event: one complete JSON document (or row) in the destination's schema;
+    /// for raw records, the stored record ([`RawRecord::of`] reads it).
     pub payload: Bytes,
     /// Inbound event kind (`feature`, `custom`, …).
     pub kind: String,
@@ -97,73 +122,62 @@ impl Batch {
     }
 }
 
-/// Why an item or a request failed, for logs and dead letters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemFailure {
-    /// Index into [`Batch::items`].
-    pub index: usize,
-    /// Worth sending again (throttled, internal error) or not (too large, rejected).
-    pub retriable: bool,
-    pub reason: String,
-}
-
 /// What happened to a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome {
     /// The target acknowledged every item.
     Delivered,
     /// Some items were accepted; `failures` lists the others.
-    Partial {
-        failures: Vec<ItemFailure>,
-        /// The target asked us to slow down (Kinesis throughput exceeded, HTTP 429).
-        throttled: bool,
-    },
-    /// Nothing was (verifiably) accepted, but trying again may work: timeouts, connection
-    /// errors, 5xx, throttling.
-    Retriable {
-        reason: String,
-        /// Server-requested delay (`Retry-After`), if any.
-        retry_after: Option<Duration>,
-        throttled: bool,
-    },
-    /// Trying again will not help: bad credentials, missing stream/topic, schema rejects.
-    Permanent { reason: String },
+    Partial { failures: Vec<ItemFailure> },
+    /// Nothing was (verifiably) accepted; the failure's class says whether to try again.
+    Failed(Failure),
 }
 
 impl SendOutcome {
     /// Fold per-item failures of one send into one outcome: nothing failed → delivered;
-    /// everything failed the same way (all retriable, or all permanent) → a batch-level outcome
-    /// carrying `batch_reason` (the first whole-request error) or the first item's reason;
-    /// otherwise partial, listing each failed index once. Destinations whose targets report
-    /// per-item results (Kinesis records, Pub/Sub messages) fold them through here so the
-    /// engine sees one classification rule.
+    /// everything failed and all retriable (or all permanent) → one batch-level failure
+    /// carrying `batch_failure` (the first whole-request error) or the first item's; otherwise
+    /// partial, listing each failed index once. Destinations whose targets report per-item
+    /// results (Kinesis records, Pub/Sub messages) fold them through here so the engine sees
+    /// one classification rule.
     pub fn from_item_failures(
         item_count: usize,
         mut failures: Vec<ItemFailure>,
-        throttled: bool,
-        batch_reason: Option<String>,
+        batch_failure: Option<Failure>,
     ) -> SendOutcome {
         if failures.is_empty() {
             return SendOutcome::Delivered;
         }
         failures.sort_by_key(|failure| failure.index);
         failures.dedup_by_key(|failure| failure.index);
-        if failures.len() == item_count {
-            let reason = batch_reason.unwrap_or_else(|| failures[0].reason.clone());
-            if failures.iter().all(|failure| failure.retriable) {
-                return SendOutcome::Retriable {
-                    reason,
-                    retry_after: None,
-                    throttled,
-                };
-            }
-            if failures.iter().all(|failure| !failure.retriable) {
-                return SendOutcome::Permanent { reason };
-            }
+        let all_retriable = failures.iter().all(ItemFailure::is_retriable);
+        let all_permanent = failures.iter().all(|failure| !failure.is_retriable());
+        if failures.len() == item_count && (all_retriable || all_permanent) {
+            let throttled = failures.iter().any(|f| f.failure.is_throttled());
+            let mut failure = batch_failure.unwrap_or_else(|| failures[0].failure.clone());
+            failure.class = if all_permanent {
+                FailureClass::Permanent
+            } else if throttled {
+                FailureClass::Throttled
+            } else {
+                FailureClass::Retriable
+            };
+            return SendOutcome::Failed(failure);
         }
-        SendOutcome::Partial {
-            failures,
-            throttled,
+        SendOutcome::Partial { failures }
+    }
+
+    /// A whole batch failed.
+    pub fn failed(class: FailureClass, reason: impl Into<String>) -> SendOutcome {
+        SendOutcome::Failed(Failure::new(class, reason))
+    }
+
+    /// Did the target ask us to slow down (wholly or for some items)?
+    pub fn is_throttled(&self) -> bool {
+        match self {
+            SendOutcome::Delivered => false,
+            SendOutcome::Partial { failures } => failures.iter().any(|f| f.failure.is_throttled()),
+            SendOutcome::Failed(failure) => failure.is_throttled(),
         }
     }
 
@@ -172,8 +186,8 @@ impl SendOutcome {
         match self {
             SendOutcome::Delivered => "delivered",
             SendOutcome::Partial { .. } => "partial",
-            SendOutcome::Retriable { .. } => "retriable",
-            SendOutcome::Permanent { .. } => "permanent",
+            SendOutcome::Failed(failure) if failure.is_retriable() => "retriable",
+            SendOutcome::Failed(_) => "permanent",
         }
     }
 }
@@ -199,8 +213,12 @@ pub trait Destination: Send + Sync + fmt::Debug {
     fn name(&self) -> &str;
     /// The destination type (`file`, `log`, `kinesis`, `pubsub`, …).
     fn kind(&self) -> &'static str;
-    /// The schema the engine must map events to.
+    /// The schema the engine maps events to (decided by the registry when it was built).
     fn schema(&self) -> Schema;
+    /// Mapped events (the default) or the records as received.
+    fn input(&self) -> Input {
+        Input::MappedEvents
+    }
     /// The batch limits of the target.
     fn limits(&self) -> BatchLimits;
     /// Send a batch and classify the outcome. Must not panic on any target response.

@@ -5,10 +5,11 @@
 //! `[[destination]]` table in the TOML file (`url = "…"` plus extra keys, which are folded into
 //! the options exactly as if they were query parameters).
 //!
-//! Options are consumed in layers: the delivery engine takes its common keys (`name`,
-//! `schema`, batching, retry, concurrency), the event filter takes the routing keys, and the
-//! destination takes its own. Whatever is left afterwards is an error that names the key, so a
-//! typo never silently becomes a default.
+//! Options are consumed in layers: `env:` / `file:` values are resolved (`dest::secrets`),
+//! the delivery engine takes its common keys (`name`, `schema`, batching, retry,
+//! concurrency), the event filter takes the routing keys, and the destination takes its own
+//! typed options (`dest::options`). Whatever is left afterwards is an error that names the
+//! key, so a typo never silently becomes a default.
 
 use std::collections::BTreeMap;
 
@@ -78,36 +79,6 @@ impl DestinationSpec {
         self.options.remove(key)
     }
 
-    /// Remove an option and parse it, with an error naming the option on failure.
-    pub fn take_parsed<T: std::str::FromStr>(&mut self, key: &str) -> Result<Option<T>, DestError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        match self.options.remove(key) {
-            None => Ok(None),
-            Some(raw) => raw.parse::<T>().map(Some).map_err(|err| DestError::Config {
-                url: self.source.clone(),
-                reason: format!("option `{key}`: invalid value `{raw}`: {err}"),
-            }),
-        }
-    }
-
-    /// Fail if any option is left unconsumed, naming them.
-    pub fn finish(&self) -> Result<(), DestError> {
-        if self.options.is_empty() {
-            return Ok(());
-        }
-        let keys: Vec<&str> = self.options.keys().map(String::as_str).collect();
-        Err(DestError::Config {
-            url: self.source.clone(),
-            reason: format!(
-                "unknown option(s) for `{}`: {}",
-                self.scheme,
-                keys.join(", ")
-            ),
-        })
-    }
-
     /// A config error for this spec.
     pub fn error(&self, reason: impl Into<String>) -> DestError {
         DestError::Config {
@@ -150,22 +121,11 @@ mod tests {
     }
 
     #[test]
-    fn rejects_repeated_and_unknown_options() {
+    fn rejects_repeated_options_and_missing_schemes() {
         assert!(DestinationSpec::parse("log:?a=1&a=2").is_err());
         assert!(DestinationSpec::parse("no-scheme-here").is_err());
         let mut spec = DestinationSpec::parse("log:?level=info&typo=1").unwrap();
         assert_eq!(spec.take("level").as_deref(), Some("info"));
-        let err = spec.finish().unwrap_err().to_string();
-        assert!(err.contains("typo"), "{err}");
-    }
-
-    #[test]
-    fn take_parsed_names_the_option() {
-        let mut spec = DestinationSpec::parse("file:///x?max_bytes=ten").unwrap();
-        let err = spec
-            .take_parsed::<u64>("max_bytes")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("max_bytes") && err.contains("ten"), "{err}");
+        assert_eq!(spec.options.keys().collect::<Vec<_>>(), vec!["typo"]);
     }
 }

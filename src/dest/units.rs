@@ -1,6 +1,7 @@
 //! Human-friendly option values shared by destination and delivery options: durations
-//! (`250ms`, `5s`, `1h 30m`) and byte sizes (`65536`, `512KiB`, `8MiB`, `10MB`).
-//! Errors say what was expected and echo the input, for messages that name the option.
+//! (`250ms`, `5s`, `1h 30m`, via `humantime`) and byte sizes (`65536`, `512KiB`, `8MiB`,
+//! `10MB`, `1.5GiB`, via `bytesize`). Errors say what was expected and echo the input, for
+//! messages that name the option.
 
 use std::time::Duration;
 
@@ -13,32 +14,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Parse a byte size: `1048576`, `512KiB`, `4MiB`, `1GiB`, `10MB` (decimal units accepted).
 pub fn parse_byte_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("expected a byte size like `4MiB` or `65536`, got `{text}`"))?;
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{text}` (use B, KiB, MiB, GiB, KB, MB, GB)"
-            ))
-        }
-    };
-    number
-        .checked_mul(multiplier)
-        .and_then(|bytes| usize::try_from(bytes).ok())
-        .ok_or_else(|| format!("`{text}` is too large"))
+    let trimmed = text.trim();
+    let size: bytesize::ByteSize = trimmed.parse().map_err(|err| {
+        format!("expected a byte size like `4MiB` or `65536`, got `{trimmed}`: {err}")
+    })?;
+    // bytesize saturates on overflow; a size that large is never meant.
+    if size.as_u64() == u64::MAX {
+        return Err(format!("`{trimmed}` is too large"));
+    }
+    usize::try_from(size.as_u64()).map_err(|_| format!("`{trimmed}` is too large"))
 }
 
 #[cfg(test)]
@@ -49,8 +33,12 @@ mod tests {
     fn byte_sizes() {
         assert_eq!(parse_byte_size("65536"), Ok(65536));
         assert_eq!(parse_byte_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_byte_size("8MiB"), Ok(8 << 20));
         assert_eq!(parse_byte_size("10 MB"), Ok(10_000_000));
+        assert_eq!(parse_byte_size("10MB"), Ok(10_000_000));
         assert_eq!(parse_byte_size("1gib"), Ok(1 << 30));
+        assert_eq!(parse_byte_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_byte_size("1.5KiB"), Ok(1536));
         assert!(parse_byte_size("4 parsecs")
             .unwrap_err()
             .contains("parsecs"));

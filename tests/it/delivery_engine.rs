@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 
 use delivery_support::*;
 use flagstream::delivery::{read_dead_letters, DeliveryState};
-use flagstream::dest::{ItemFailure, SendOutcome};
+use flagstream::dest::{Failure, FailureClass, ItemFailure, SendOutcome};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -135,23 +135,10 @@ async fn partial_failures_resend_only_the_retriable_items_and_dead_letter_the_pe
             if call == 0 {
                 SendOutcome::Partial {
                     failures: vec![
-                        ItemFailure {
-                            index: 1,
-                            retriable: true,
-                            reason: "throttled".into(),
-                        },
-                        ItemFailure {
-                            index: 3,
-                            retriable: true,
-                            reason: "internal".into(),
-                        },
-                        ItemFailure {
-                            index: 4,
-                            retriable: false,
-                            reason: "too large".into(),
-                        },
+                        ItemFailure::new(1, FailureClass::Retriable, "throttled"),
+                        ItemFailure::new(3, FailureClass::Retriable, "internal"),
+                        ItemFailure::new(4, FailureClass::Permanent, "too large"),
                     ],
-                    throttled: false,
                 }
             } else {
                 SendOutcome::Delivered
@@ -197,14 +184,7 @@ async fn retriable_failures_back_off_then_dead_letter_when_the_budget_is_spent()
     let wal = open_wal(dir.path());
     let keys = append_records(&wal, 0, 1, 3).await;
     let remote = Remote::new("remote", limits(10, 20), |_, _| {
-        async {
-            SendOutcome::Retriable {
-                reason: "HTTP 503".into(),
-                retry_after: None,
-                throttled: false,
-            }
-        }
-        .boxed()
+        async { SendOutcome::failed(FailureClass::Retriable, "HTTP 503") }.boxed()
     });
     let delivery = start(
         &wal,
@@ -252,11 +232,10 @@ async fn retry_after_is_honoured() {
     let remote = Remote::new("remote", limits(10, 20), |_, call| {
         async move {
             if call == 0 {
-                SendOutcome::Retriable {
-                    reason: "HTTP 429".into(),
-                    retry_after: Some(Duration::from_millis(400)),
-                    throttled: true,
-                }
+                SendOutcome::Failed(
+                    Failure::throttled("HTTP 429")
+                        .with_retry_after(Some(Duration::from_millis(400))),
+                )
             } else {
                 SendOutcome::Delivered
             }
@@ -299,9 +278,7 @@ async fn permanent_failures_oversized_and_invalid_events_go_to_dead_letters() {
             .any(|item| item.payload.windows(4).any(|w| w == b"r1e0"));
         async move {
             if rejected {
-                SendOutcome::Permanent {
-                    reason: "schema rejected".into(),
-                }
+                SendOutcome::failed(FailureClass::Permanent, "schema rejected")
             } else {
                 SendOutcome::Delivered
             }
@@ -472,11 +449,7 @@ async fn throttling_lowers_concurrency_and_clean_deliveries_restore_it() {
         async move {
             tokio::time::sleep(Duration::from_millis(20)).await;
             if call < 4 {
-                SendOutcome::Retriable {
-                    reason: "ProvisionedThroughputExceeded".into(),
-                    retry_after: None,
-                    throttled: true,
-                }
+                SendOutcome::failed(FailureClass::Throttled, "ProvisionedThroughputExceeded")
             } else {
                 SendOutcome::Delivered
             }

@@ -12,7 +12,7 @@ use delivery_support::*;
 use flagstream::delivery::ConfiguredDestination;
 use flagstream::delivery::{DeliveryDefaults, DeliverySettings, DeliveryState, RetryPolicy};
 use flagstream::dest::file::FileDestination;
-use flagstream::dest::SendOutcome;
+use flagstream::dest::{Failure, SendOutcome};
 use flagstream::event::Schema;
 use flagstream::wal::{CursorState, Position};
 
@@ -40,11 +40,9 @@ async fn retry_state_survives_a_restart_and_keeps_backing_off() {
     // Run 1: the target is throttling and asks for 1.5 s.
     let failing = Remote::new("remote", limits(10, 20), |_, _| {
         async {
-            SendOutcome::Retriable {
-                reason: "HTTP 429".into(),
-                retry_after: Some(Duration::from_millis(1500)),
-                throttled: true,
-            }
+            SendOutcome::Failed(
+                Failure::throttled("HTTP 429").with_retry_after(Some(Duration::from_millis(1500))),
+            )
         }
         .boxed()
     });

@@ -9,8 +9,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use flagstream::dest::kinesis::KinesisDestination;
-use flagstream::dest::{Batch, BatchItem, Destination, DestinationSpec, SendOutcome};
+use flagstream::dest::{
+    registry, Batch, BatchItem, Destination, DestinationSpec, Failure, FailureClass, SendOutcome,
+};
 use flagstream::event::Schema;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -75,17 +76,15 @@ async fn replay_server(answers: Vec<Recorded>) -> (String, Arc<Replay>) {
     (endpoint, replay)
 }
 
-async fn destination(endpoint: &str) -> KinesisDestination {
+async fn destination(endpoint: &str) -> Arc<dyn Destination> {
     std::env::set_var("AWS_ACCESS_KEY_ID", "test");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
     std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    let mut spec = DestinationSpec::parse(&format!(
+    let spec = DestinationSpec::parse(&format!(
         "kinesis://flag-events?region=us-east-1&endpoint={endpoint}"
     ))
     .unwrap();
-    KinesisDestination::from_spec(&mut spec, "replay")
-        .await
-        .unwrap()
+    registry::build_named(spec, "replay").await.unwrap()
 }
 
 fn batch(count: usize) -> Batch {
@@ -123,18 +122,17 @@ async fn recorded_partial_failure_becomes_exact_partial_outcome() {
     .await;
     let destination = destination(&endpoint).await;
     match destination.send(&batch(5)).await {
-        SendOutcome::Partial {
-            failures,
-            throttled,
-        } => {
-            assert!(throttled);
-            let failed: Vec<(usize, bool)> =
-                failures.iter().map(|f| (f.index, f.retriable)).collect();
+        SendOutcome::Partial { failures } => {
+            assert!(failures.iter().any(|f| f.failure.is_throttled()));
+            let failed: Vec<(usize, bool)> = failures
+                .iter()
+                .map(|f| (f.index, f.is_retriable()))
+                .collect();
             assert_eq!(failed, vec![(1, true), (3, true), (4, true)]);
             assert!(
-                failures[2].reason.contains("InternalFailure"),
+                failures[2].failure.reason.contains("InternalFailure"),
                 "{}",
-                failures[2].reason
+                failures[2].failure.reason
             );
         }
         other => panic!("expected partial, got {other:?}"),
@@ -204,19 +202,14 @@ async fn request_level_errors_are_classified() {
         let destination = destination(&endpoint).await;
         let outcome = destination.send(&batch(3)).await;
         let class = match &outcome {
-            SendOutcome::Permanent { reason } => {
+            SendOutcome::Failed(failure) => {
                 assert!(
-                    reason.contains("flag-events"),
-                    "reason must name the stream: {reason}"
+                    failure.reason.contains("flag-events"),
+                    "reason must name the stream: {}",
+                    failure.reason
                 );
-                "permanent"
+                failure.class.label()
             }
-            SendOutcome::Retriable {
-                throttled: true, ..
-            } => "throttled",
-            SendOutcome::Retriable {
-                throttled: false, ..
-            } => "retriable",
             other => panic!("{body}: unexpected {other:?}"),
         };
         assert_eq!(class, expected, "{body} -> {outcome:?}");
@@ -237,10 +230,10 @@ async fn a_failed_request_stops_the_rest_of_the_batch() {
     assert!(
         matches!(
             outcome,
-            SendOutcome::Retriable {
-                throttled: true,
+            SendOutcome::Failed(Failure {
+                class: FailureClass::Throttled,
                 ..
-            }
+            })
         ),
         "{outcome:?}"
     );

@@ -18,6 +18,7 @@ mod kinesis_kinesalite;
 mod kinesis_moto;
 mod kinesis_replay;
 mod pubsub_emulator;
+mod secrets;
 mod serve_crash;
 mod serve_e2e;
 mod wal_crash;

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use flagstream::dest::registry::{build, BuildContext};
+use flagstream::dest::registry::build_named;
 use flagstream::dest::{Batch, BatchItem, Destination, DestinationSpec};
 use flagstream::event::Schema;
 
@@ -309,13 +309,8 @@ fn which(program: &str) -> Option<PathBuf> {
 /// The destination for a `--dest` URL, built by the registry the way `flagstream serve`
 /// builds it (one place that knows how destinations are constructed).
 pub async fn destination(url: &str) -> std::sync::Arc<dyn Destination> {
-    let mut spec = DestinationSpec::parse(url).unwrap_or_else(|err| panic!("{url}: {err}"));
-    let context = BuildContext {
-        name: "test".to_string(),
-        schema: None,
-        data_dir: std::env::temp_dir(),
-    };
-    build(&mut spec, &context)
+    let spec = DestinationSpec::parse(url).unwrap_or_else(|err| panic!("{url}: {err}"));
+    build_named(spec, "test")
         .await
         .unwrap_or_else(|err| panic!("{url}: {err}"))
 }
