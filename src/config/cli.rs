@@ -46,15 +46,15 @@ pub enum Command {
 pub enum WalCommand {
     /// Print segments, records and cursors of a WAL directory.
     Inspect {
-        /// The WAL directory (`<data-dir>/wal`).
+        /// The data dir (`--data-dir`) or the WAL directory inside it (`<data-dir>/wal`).
         dir: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Check every record's checksum; exit 1 when anything is wrong.
+    /// Check every record's checksum; exit 1 when anything is wrong or nothing was checked.
     Verify {
-        /// The WAL directory (`<data-dir>/wal`).
+        /// The data dir (`--data-dir`) or the WAL directory inside it (`<data-dir>/wal`).
         dir: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
