@@ -113,6 +113,7 @@ pub(crate) fn recover_segments(
 ) -> Result<Recovered, WalError> {
     let mut segment_paths = BTreeMap::new();
     let mut spare_paths = BTreeMap::new();
+    let mut set_aside = BTreeMap::new();
     let entries =
         std::fs::read_dir(wal_dir).map_err(io_error(format!("listing {}", wal_dir.display())))?;
     for entry in entries {
@@ -123,6 +124,11 @@ pub(crate) fn recover_segments(
             segment_paths.insert(id, entry.path());
         } else if let Some(number) = parse_spare_file_name(name) {
             spare_paths.insert(number, entry.path());
+        } else if let Some(id) = name
+            .strip_suffix(".corrupt")
+            .and_then(parse_segment_file_name)
+        {
+            set_aside.insert(id, entry.path());
         }
     }
 
@@ -146,7 +152,18 @@ pub(crate) fn recover_segments(
         recovery.adopt_spare(path)?;
     }
     let newest_id = segment_paths.keys().next_back().copied();
-    let next_segment_id = newest_id.map_or(1, |id| id + 1);
+    // Files set aside by an earlier recovery still hold ids and seqs that must never be
+    // handed out again (the rename does not carry the floor across restarts by itself).
+    for (id, path) in &set_aside {
+        if let Some(seq) = Recovery::open_rw(path)
+            .ok()
+            .and_then(|file| highest_own_seq(&file, *id))
+        {
+            recovery.highest_quarantined_seq = recovery.highest_quarantined_seq.max(Some(seq));
+        }
+    }
+    let highest_id = newest_id.max(set_aside.keys().next_back().copied());
+    let next_segment_id = highest_id.map_or(1, |id| id + 1);
     for (id, path) in segment_paths {
         recovery.recover_segment(id, path, Some(id) == newest_id)?;
     }
@@ -448,22 +465,35 @@ fn describe_damage(damage: &[DamagedSpan]) -> String {
         .join("; ")
 }
 
-/// Whether the first record slot of a segment file holds a record checksummed for segment
-/// `id` (stale records of a recycled file are bound to another id and do not count).
+/// Whether a segment file holds anything of segment `id`: a valid seal naming it, or any
+/// record checksummed for it (stale records of a recycled file are bound to another id and
+/// do not count). A full scan, only done for a newest file whose header is unreadable.
 fn holds_own_records(file: &File, file_len: u64, id: u64) -> bool {
-    map_whole(file, file_len).is_some_and(|writer| {
-        let window = Window::new(writer.read(HEADER_PAGE_BYTES..file_len), HEADER_PAGE_BYTES);
-        window.record_at(HEADER_PAGE_BYTES, id).is_ok()
-    })
+    own_seal(file, id).is_some()
+        || map_whole(file, file_len).is_some_and(|writer| {
+            let window = Window::new(writer.read(HEADER_PAGE_BYTES..file_len), HEADER_PAGE_BYTES);
+            window.find_valid_from(HEADER_PAGE_BYTES, id, 0).is_some()
+        })
 }
 
-/// The highest seq of any record checksummed for segment `id` in `file` (a full scan; only
-/// used on files being set aside, so their seqs are never handed out again).
+/// The seal block of `file` if it is valid and names segment `id`.
+fn own_seal(file: &File, id: u64) -> Option<Seal> {
+    let mut page = vec![0u8; HEADER_PAGE_BYTES as usize];
+    read_prefix(file, &mut page).ok()?;
+    Seal::decode(&page).filter(|seal| seal.segment_id == id && seal.record_count > 0)
+}
+
+/// The highest seq segment `id` used, from its seal and every record checksummed for it in
+/// `file` (a full scan; only used on files set aside, so their seqs are never handed out
+/// again).
 fn highest_own_seq(file: &File, id: u64) -> Option<u64> {
+    let from_seal = own_seal(file, id).map(|seal| seal.last_seq);
     let file_len = file.metadata().ok()?.len();
-    let writer = map_whole(file, file_len)?;
+    let Some(writer) = map_whole(file, file_len) else {
+        return from_seal;
+    };
     let window = Window::new(writer.read(HEADER_PAGE_BYTES..file_len), HEADER_PAGE_BYTES);
-    let mut highest = None;
+    let mut highest = from_seal;
     let mut from = HEADER_PAGE_BYTES;
     while let Some(view) = window.find_valid_from(from, id, 0) {
         highest = highest.max(Some(view.header.seq));

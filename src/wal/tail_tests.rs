@@ -285,3 +285,42 @@ fn the_tail_scan_classifies_each_case() {
     assert_eq!(kinds(offset_of(5), 1), [DamageKind::Span]);
     assert_eq!(kinds(offset_of(RECORDS) + 40, 1), [DamageKind::TornRecord]);
 }
+
+/// Found by the model test: the seqs of a segment set aside as `*.corrupt` were protected
+/// only during the open that set it aside; the next restart handed them out again.
+#[test]
+fn seqs_of_a_set_aside_segment_are_never_reused_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_options(dir.path());
+    write_log(&options);
+    flip(dir.path(), 0, 0x01); // the segment header
+    for _ in 0..2 {
+        let wal = Wal::open(options.clone()).unwrap();
+        assert_eq!(wal.next_seq(), RECORDS + 1);
+    }
+    let wal = Wal::open(options).unwrap();
+    assert_eq!(block_on(append_seq(&wal, RECORDS + 1)), RECORDS + 1);
+}
+
+/// Found by the model test: a newest segment whose header is damaged and whose only record
+/// was a retired torn one has no valid record, but its seal still names it: it is set aside
+/// (its seqs stay used), not mistaken for an interrupted roll and reused as a spare.
+#[test]
+fn a_sealed_newest_segment_with_a_damaged_header_is_set_aside_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_options(dir.path());
+    block_on(async {
+        let wal = Wal::open(options.clone()).unwrap();
+        assert_eq!(append_seq(&wal, 1).await, 1);
+        wal.close().await.unwrap();
+    });
+    // Tear seq 1 after its header: recovery retires it and seals the segment.
+    let path = segment_file(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[(HEADER_PAGE_BYTES + 32 + 1) as usize..].fill(0);
+    std::fs::write(&path, &bytes).unwrap();
+    drop(Wal::open(options.clone()).unwrap());
+    flip(dir.path(), 0, 0x01);
+    let wal = Wal::open(options).unwrap();
+    assert_eq!(wal.next_seq(), 2, "seq 1 stays used");
+}
