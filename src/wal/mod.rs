@@ -719,6 +719,8 @@ impl Wal {
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tail_tests;
 #[cfg(test)]
 mod tests;
