@@ -19,6 +19,8 @@
 //!
 //! Decoding a 0.1 blob gives the same state 0.1 persisted; the next persist writes version 2.
 
+use bytes::Buf;
+
 use crate::wal::{CursorBlob, CursorState, Position, LEGACY_V1_BLOB_TAG, MAX_CURSOR_BLOB_BYTES};
 
 const VERSION: u8 = 2;
@@ -58,18 +60,15 @@ pub struct UnknownCursorState {
     pub len: usize,
 }
 
+// Offsets below are checked against the blob's length before any read.
 fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+    (&bytes[at..]).get_u16_le()
 }
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0u8; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(word)
+    (&bytes[at..]).get_u32_le()
 }
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
+    (&bytes[at..]).get_u64_le()
 }
 
 /// Field offsets of one blob layout (version 2 or the 0.1 one).

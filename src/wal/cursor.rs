@@ -41,6 +41,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::core::Core;
+use super::format::{u16_at, u32_at, u64_at};
 use super::io::WalIo;
 use super::{CursorState, Position, WalError, WalInner};
 use crate::metrics as names;
@@ -157,20 +158,6 @@ pub(crate) fn encode_slot(
     let crc = crc32fast::hash(&slot[0..crc_at]);
     slot[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
     slot
-}
-
-fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
-}
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0u8; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(word)
-}
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
 }
 
 /// A decoded slot.

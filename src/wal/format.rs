@@ -74,15 +74,16 @@ pub fn max_payload_for(segment_bytes: u64) -> u64 {
     (room / RECORD_ALIGN * RECORD_ALIGN).min(u64::from(u32::MAX))
 }
 
-fn u16_at(bytes: &[u8], at: usize) -> u16 {
+/// Little-endian integers at byte offsets (the caller guarantees the bytes are there).
+pub(crate) fn u16_at(bytes: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([bytes[at], bytes[at + 1]])
 }
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
     let mut word = [0u8; 4];
     word.copy_from_slice(&bytes[at..at + 4]);
     u32::from_le_bytes(word)
 }
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(bytes: &[u8], at: usize) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(&bytes[at..at + 8]);
     u64::from_le_bytes(word)

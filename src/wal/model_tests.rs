@@ -85,11 +85,11 @@ struct Harness {
 }
 
 fn options(dir: &Path) -> WalOptions {
-    let mut options = WalOptions::new(dir);
-    options.segment_bytes = SEGMENT;
-    options.max_bytes = SEGMENT * 4_096;
-    options.min_free_bytes = 0;
-    options
+    WalOptions {
+        segment_bytes: SEGMENT,
+        max_bytes: SEGMENT * 4_096,
+        ..super::tests::small_options(dir)
+    }
 }
 
 fn payload(key: u64, len: usize) -> Vec<u8> {
