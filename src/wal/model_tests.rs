@@ -29,7 +29,8 @@ enum Op {
         len: usize,
         count: usize,
     },
-    /// Read everything from the persisted cursor and check it against the model.
+    /// Read on with the long-lived tailing reader (and everything from the persisted
+    /// cursor, as after every step).
     Read,
     /// Persist the cursor `fraction`/255 of the way from its position to the log end.
     Ack {
@@ -81,6 +82,9 @@ struct Harness {
     runtime: tokio::runtime::Runtime,
     wal: Option<Wal>,
     cursor: Option<Cursor>,
+    /// A reader kept across steps until the next close: `(reader, first seq it was asked
+    /// for, last seq it returned)`.
+    tail: Option<(WalReader, u64, u64)>,
     model: Model,
 }
 
@@ -116,6 +120,7 @@ impl Harness {
             runtime,
             wal: None,
             cursor: None,
+            tail: None,
             model: Model {
                 persisted: 1,
                 ..Model::default()
@@ -138,6 +143,7 @@ impl Harness {
     }
 
     fn close(&mut self, clean: bool) {
+        self.tail = None;
         self.cursor = None;
         if let Some(wal) = self.wal.take() {
             if clean {
@@ -163,7 +169,7 @@ impl Harness {
     fn apply(&mut self, op: &Op) {
         match op {
             Op::Append { len, count } => self.append(*len, *count),
-            Op::Read => self.check_reads(),
+            Op::Read => self.read_on(),
             Op::Ack { fraction } => self.ack(*fraction),
             Op::Gc => self.gc(),
             Op::Reopen => {
@@ -327,6 +333,36 @@ impl Harness {
                 }
             }
         }
+    }
+
+    /// The tailing reader returns each record once, in order, with its bytes, and skips no
+    /// intact record since it started (below the persisted cursor GC may free records under
+    /// a lagging reader; that is allowed).
+    fn read_on(&mut self) {
+        let persisted = self.model.persisted;
+        let (reader, start, last) = self.tail.get_or_insert_with(|| {
+            let reader = self.wal.as_ref().unwrap().reader(persisted);
+            (reader, persisted, persisted.saturating_sub(1))
+        });
+        while let Some(record) = reader.try_next().unwrap() {
+            assert!(record.seq > *last, "seq {} again after {last}", record.seq);
+            let expected = self.model.payloads.get(&record.seq).map(Vec::as_slice);
+            assert_eq!(Some(&record.payload[..]), expected, "seq {}", record.seq);
+            let from = (*last + 1).max(*start).max(persisted);
+            let skipped: Vec<_> = self
+                .model
+                .intact
+                .range(from..record.seq.max(from))
+                .collect();
+            assert!(skipped.is_empty(), "tailing reader skipped {skipped:?}");
+            *last = record.seq;
+        }
+        let from = (*last + 1).max(*start).max(persisted);
+        let unread: Vec<_> = self.model.intact.range(from..).collect();
+        assert!(
+            unread.is_empty(),
+            "tailing reader stopped before {unread:?}"
+        );
     }
 
     /// Read everything from the persisted cursor: in order, exactly once, right bytes, and
