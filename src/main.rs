@@ -443,6 +443,14 @@ fn wal_command(command: WalCommand) -> Result<ExitCode> {
             let report =
                 inspect::inspect(&dir).with_context(|| format!("inspecting {}", dir.display()))?;
             print_report(&report, json)?;
+            if !json {
+                // The WAL stores delivery's part of each cursor as opaque bytes.
+                for cursor in report.cursors.iter().filter(|c| !c.blob_hex.is_empty()) {
+                    if let Some(line) = delivery::cursor_state::describe_hex(&cursor.blob_hex) {
+                        println!("  {} delivery state: {line}", cursor.name);
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         WalCommand::Verify { dir, json } => {

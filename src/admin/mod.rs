@@ -6,7 +6,7 @@
 //! | `GET /healthz` | 200 while the process serves HTTP at all |
 //! | `GET /readyz` | 200 when recovery finished and the WAL is healthy; else 503 with the reason |
 //! | `GET /metrics` | Prometheus text exposition (every name in [`crate::metrics`]) |
-//! | `GET /v1/destinations` | state, cursor, lag (records / bytes / seconds), retry state, dead letters |
+//! | `GET /v1/destinations` | state, cursor, lag (records / bytes / seconds), retry state, dead letters; plus `wal`: seqs, size, corrupt records |
 //! | `GET /v1/destinations/{name}` | the same for one destination |
 //! | `POST /v1/destinations/{name}/pause` / `resume` | stop / restart sending; answers the new status |
 //!
@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{Delivery, DeliveryError};
 use crate::metrics as m;
-use crate::wal::Wal;
+use crate::wal::{Wal, WalStats};
 
 pub use readiness::{Phase, Readiness};
 
@@ -84,7 +84,10 @@ impl Admin {
             (&Method::GET, ["v1", "destinations"]) => match self.delivery.get() {
                 Some(delivery) => json(
                     StatusCode::OK,
-                    serde_json::json!({ "destinations": delivery.statuses() }),
+                    serde_json::json!({
+                        "destinations": delivery.statuses(),
+                        "wal": self.wal.get().map(|wal| wal_summary(&wal.stats())),
+                    }),
                 ),
                 None => not_ready("delivery has not started yet"),
             },
@@ -173,6 +176,20 @@ impl Admin {
             ),
         }
     }
+}
+
+/// The log every destination reads, as `/v1/destinations` shows it: `corrupt_records` are
+/// stored records found unreadable since start (lost for every destination).
+fn wal_summary(stats: &WalStats) -> serde_json::Value {
+    serde_json::json!({
+        "first_seq": stats.first_seq,
+        "next_seq": stats.next_seq,
+        "segments": stats.segments,
+        "bytes_on_disk": stats.bytes_on_disk,
+        "capacity_bytes": stats.capacity_bytes,
+        "corrupt_records": stats.corrupt_records,
+        "fatal": stats.fatal,
+    })
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {

@@ -46,15 +46,15 @@ pub enum Command {
 pub enum WalCommand {
     /// Print segments, records and cursors of a WAL directory.
     Inspect {
-        /// The WAL directory (`<data-dir>/wal`).
+        /// The data dir (`--data-dir`) or the WAL directory inside it (`<data-dir>/wal`).
         dir: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
-    /// Check every record's checksum; exit 1 when anything is wrong.
+    /// Check every record's checksum; exit 1 when anything is wrong or nothing was checked.
     Verify {
-        /// The WAL directory (`<data-dir>/wal`).
+        /// The data dir (`--data-dir`) or the WAL directory inside it (`<data-dir>/wal`).
         dir: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
@@ -73,12 +73,13 @@ pub enum WalSyncArg {
     Never,
 }
 
-/// What recovery does with valid records after an invalid one in the tail segment.
+/// What recovery does with valid records after a damaged one in the tail segment (a torn
+/// tail with nothing valid after it is always cut).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum WalRecoveryArg {
-    /// Keep the valid prefix; count and log what was cut.
+    /// Keep every valid record; skip, count and log only the damaged ones.
     TolerateTail,
-    /// Refuse to start.
+    /// Refuse to start, naming the damaged seqs.
     Strict,
 }
 
@@ -196,7 +197,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FLAGSTREAM_WAL_SYNC_INTERVAL", default_value = "100ms")]
     pub wal_sync_interval: humantime::Duration,
 
-    /// What recovery does with valid records after a corrupt one in the tail segment.
+    /// What recovery does with valid records after a damaged one in the tail segment.
     #[arg(
         long,
         env = "FLAGSTREAM_WAL_RECOVERY",

@@ -41,6 +41,7 @@
 //!   ready and one open batch, each within the destination's byte limit.
 
 pub mod batcher;
+pub mod cursor_state;
 pub mod dead_letter;
 pub mod pipeline;
 pub mod retry;
@@ -69,6 +70,7 @@ pub use settings::{assign_names, ConfiguredDestination, DeliveryDefaults, Delive
 pub use status::{DeliveryState, DestinationStatus};
 
 use batcher::Batcher;
+use cursor_state::DeliveryCursor;
 use dead_letter::DeadLetterFile;
 use pipeline::Pipeline;
 use sender::{SendContext, SendMetrics};
@@ -219,7 +221,7 @@ impl Delivery {
                     name: name.clone(),
                     source,
                 })?;
-            let loaded = cursor.state();
+            let loaded = DeliveryCursor::load(&name, &cursor.state());
             let dead_file =
                 DeadLetterFile::open(&options.dead_letter_dir, &name).map_err(|source| {
                     DeliveryError::DeadLetters {

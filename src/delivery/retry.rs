@@ -21,8 +21,8 @@
 //!
 //! ## Persistence
 //!
-//! [`RetryState`] (attempts, next attempt, first failure, last error class) is stored in the
-//! WAL cursor for the oldest in-flight batch, so a restart keeps backing off instead of
+//! [`RetryState`] (attempts, next attempt, first failure, last error class) is stored with the
+//! WAL cursor for the oldest in-flight batch (`cursor_state.rs`), so a restart keeps backing off instead of
 //! hammering a broken endpoint. [`ErrorClass`] gives the opaque `last_error_class` code its
 //! meaning.
 
@@ -31,8 +31,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand::Rng;
 use serde::Serialize;
 
+use super::cursor_state::RetryState;
 use crate::dest::units::parse_duration;
-use crate::wal::RetryState;
 
 /// The longest `Retry-After` honoured; a target asking for more is retried after this.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);

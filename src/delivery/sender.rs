@@ -25,9 +25,10 @@ use metrics::{Counter, Histogram};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::cursor_state::RetryState;
 use crate::dest::{Batch, BatchItem, Destination, ItemFailure, SendOutcome};
 use crate::metrics as names;
-use crate::wal::{Position, RetryState, Ticket};
+use crate::wal::{Position, Ticket};
 
 use super::retry::{unix_ms_now, ErrorClass, RetryDecision, RetryPolicy};
 

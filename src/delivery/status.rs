@@ -9,7 +9,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use crate::wal::{Position, RetryState, Wal};
+use super::cursor_state::RetryState;
+use crate::wal::{Position, Wal};
 
 use super::retry::{unix_ms_now, ErrorClass};
 

@@ -32,11 +32,10 @@ use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics as names;
-use crate::wal::{
-    AckWindow, Cursor, CursorState, Position, Record, RetryState, Ticket, Wal, WalError, WalReader,
-};
+use crate::wal::{AckWindow, Cursor, Position, Record, Ticket, Wal, WalError, WalReader};
 
 use super::batcher::{Batcher, CutBatch, CutReason};
+use super::cursor_state::{DeliveryCursor, RetryState};
 use super::dead_letter::{DeadLetter, DeadLetterBuffer, DeadLetterFile};
 use super::pipeline::Pipeline;
 use super::retry::unix_ms_now;
@@ -58,7 +57,7 @@ pub(crate) struct WorkerParts {
     pub wal: Wal,
     pub reader: WalReader,
     pub cursor: Cursor,
-    pub loaded: CursorState,
+    pub loaded: DeliveryCursor,
     pub dead_file: DeadLetterFile,
     pub pipeline: Pipeline,
     pub batcher: Batcher,
@@ -78,7 +77,7 @@ struct InFlight {
 }
 
 struct PersistOutcome {
-    state: CursorState,
+    state: DeliveryCursor,
     error: Option<String>,
     /// Dead-letter lines that could not be written, to put back.
     unwritten: Option<(Vec<u8>, u64)>,
@@ -136,7 +135,7 @@ pub(crate) struct Worker {
     wal: Wal,
     reader: WalReader,
     cursor: Arc<Mutex<Cursor>>,
-    loaded: CursorState,
+    loaded: DeliveryCursor,
     dead_file: Arc<DeadLetterFile>,
     dead: DeadLetterBuffer,
     pipeline: Pipeline,
@@ -158,7 +157,7 @@ pub(crate) struct Worker {
     gate: Option<Instant>,
     /// A linger-cut oldest batch waiting for its plan to be persisted.
     deferred: Option<(Ticket, CutBatch)>,
-    persisted: CursorState,
+    persisted: DeliveryCursor,
     persist_job: Option<JoinHandle<PersistOutcome>>,
     persist_again: bool,
     delivered_total: u64,
@@ -524,7 +523,7 @@ impl Worker {
     }
 
     /// What the cursor should say now.
-    fn cursor_state(&self) -> CursorState {
+    fn cursor_state(&self) -> DeliveryCursor {
         let acked = self.window.acked();
         let oldest = self.window.oldest_in_flight();
         let (plan, retry) = match oldest {
@@ -542,7 +541,7 @@ impl Worker {
             None if acked == self.loaded.acked => (self.loaded.plan, self.loaded.retry),
             None => (None, RetryState::default()),
         };
-        CursorState {
+        DeliveryCursor {
             acked,
             plan,
             retry,
@@ -667,7 +666,7 @@ impl Worker {
 #[allow(clippy::too_many_arguments)]
 fn persist_blocking(
     name: &str,
-    state: CursorState,
+    state: DeliveryCursor,
     lines: Vec<u8>,
     count: u64,
     dead_file: &DeadLetterFile,
@@ -687,8 +686,8 @@ fn persist_blocking(
         };
     }
     let persisted = match cursor.lock() {
-        Ok(mut cursor) => cursor.persist(state),
-        Err(poisoned) => poisoned.into_inner().persist(state),
+        Ok(mut cursor) => cursor.persist(state.encode()),
+        Err(poisoned) => poisoned.into_inner().persist(state.encode()),
     };
     if let Err(err) = persisted {
         tracing::error!(destination = name, error = %err, "persisting the cursor failed");

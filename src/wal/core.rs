@@ -117,8 +117,8 @@ impl Core {
         let next_seq = state.next_seq;
         Core {
             max_record_bytes: options.max_record_bytes(),
-            wal_dir: options.dir.join("wal"),
-            cursor_dir: options.dir.join("cursors"),
+            wal_dir: options.dir.join(super::layout::SEGMENT_DIR),
+            cursor_dir: options.dir.join(super::layout::CURSOR_DIR),
             options,
             io,
             segments: RwLock::new(segments),

@@ -1,15 +1,19 @@
-//! Named, persisted cursors: one file per cursor with two checksummed slots (A/B).
+//! Named, persisted cursors: one file per cursor with two checksummed slots (A/B). A cursor
+//! is a position plus an opaque blob ([`CursorBlob`]) that its consumer (delivery: retry
+//! state, batch plan, counters) encodes; the WAL stores and checksums the blob without
+//! reading it, so delivery's state can change without changing this format.
 //!
 //! ```text
 //! cursors/<name>.cur   4096 bytes, preallocated
 //!   slot A at offset 0, slot B at offset 512; a write goes to slot (generation % 2)
-//!   slot (100 bytes used, rest zero):
-//!     0 magic "CUR1" | 4 version u16 | 6 slot_len u16 | 8 generation u64 | 16 name_hash u64
-//!    24 acked_seq u64 | 32 acked_event u32 | 36 flags u32 (bit 0: plan present)
-//!    40 plan_start_seq u64 | 48 plan_start_event u32 | 52 plan_end_event u32
-//!    56 plan_end_seq u64 | 64 attempts u32 | 68 last_error_class u16 | 70 reserved u16
-//!    72 next_attempt_unix_ms u64 | 80 first_failure_unix_ms u64 | 88 dead_lettered u64
-//!    96 crc32 u32 over bytes 0..96
+//!   slot, version 2 (rest of the 512 bytes zero):
+//!     0 magic "CUR1" | 4 version u16 = 2 | 6 slot_len u16 = 44 + blob_len
+//!     8 generation u64 | 16 name_hash u64 | 24 acked_seq u64 | 32 acked_event u32
+//!    36 blob_len u16 (<= 256) | 38 reserved u16 = 0 | 40 blob | crc32 u32 over 0..40+blob_len
+//!   slot, version 1 (flagstream 0.1; read, never written):
+//!     0 magic "CUR1" | 4 version u16 = 1 | 6 slot_len u16 = 100 | 8 generation u64
+//!    16 name_hash u64 | 24 acked_seq u64 | 32 acked_event u32 | 36..96 delivery fields
+//!    (flags, plan, retry state, dead-letter count) | 96 crc32 u32 over 0..96
 //! ```
 //!
 //! Invariants:
@@ -22,6 +26,10 @@
 //!   garbage collection reads only that, never positions that might not be on disk.
 //! * A cursor file with no valid slot (both torn or corrupt) is logged at ERROR and restarts
 //!   from the oldest stored record: re-delivering beats losing.
+//! * Migration: a file whose newest slot is version 1 is rewritten as version 2 on open (into
+//!   the other slot, like any persist, so a crash mid-migration leaves the version 1 slot to
+//!   migrate again). Its position is kept; its bytes 36..96 become the blob verbatim, after
+//!   the tag [`LEGACY_V1_BLOB_TAG`], for the consumer to decode.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -33,7 +41,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::core::Core;
-use super::{CursorState, Position, RetryState, WalError, WalInner};
+use super::format::{u16_at, u32_at, u64_at};
+use super::io::WalIo;
+use super::{CursorState, Position, WalError, WalInner};
 use crate::metrics as names;
 
 /// Bytes of a cursor file.
@@ -41,10 +51,68 @@ pub(crate) const CURSOR_FILE_BYTES: u64 = 4096;
 /// Bytes reserved per slot.
 pub(crate) const SLOT_BYTES: usize = 512;
 const SLOT_MAGIC: [u8; 4] = *b"CUR1";
-const SLOT_VERSION: u16 = 1;
-const SLOT_BODY: usize = 96;
-const SLOT_LEN: u16 = 100;
-const FLAG_PLAN: u32 = 1;
+/// The slot format written now.
+const SLOT_VERSION: u16 = 2;
+/// flagstream 0.1's slot format (migrated on open).
+const SLOT_VERSION_1: u16 = 1;
+const SLOT_V1_BODY: usize = 96;
+const SLOT_V1_LEN: u16 = 100;
+/// Bytes of a version 2 slot before the blob.
+const SLOT_HEAD: usize = 40;
+/// Largest blob a cursor carries.
+pub const MAX_CURSOR_BLOB_BYTES: usize = 256;
+/// First byte of the blob made from a 0.1 slot: the 60 bytes that follow are that slot's
+/// bytes 36..96 (see the module doc).
+pub const LEGACY_V1_BLOB_TAG: u8 = 1;
+
+/// The opaque, bounded part of a cursor (at most [`MAX_CURSOR_BLOB_BYTES`]), stored and
+/// checksummed by the WAL, encoded by whoever owns the cursor. `Copy`, so cursor states can
+/// be passed around freely.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CursorBlob {
+    len: u16,
+    bytes: [u8; MAX_CURSOR_BLOB_BYTES],
+}
+
+impl CursorBlob {
+    /// A blob holding `bytes`; fails when they exceed [`MAX_CURSOR_BLOB_BYTES`].
+    pub fn new(bytes: &[u8]) -> Result<CursorBlob, WalError> {
+        if bytes.len() > MAX_CURSOR_BLOB_BYTES {
+            return Err(WalError::InvalidArgument(format!(
+                "cursor blob of {} bytes exceeds the maximum of {MAX_CURSOR_BLOB_BYTES}",
+                bytes.len()
+            )));
+        }
+        let mut blob = CursorBlob::default();
+        blob.bytes[..bytes.len()].copy_from_slice(bytes);
+        blob.len = bytes.len() as u16;
+        Ok(blob)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl Default for CursorBlob {
+    fn default() -> Self {
+        CursorBlob {
+            len: 0,
+            bytes: [0; MAX_CURSOR_BLOB_BYTES],
+        }
+    }
+}
+
+impl std::fmt::Debug for CursorBlob {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "CursorBlob(")?;
+        for byte in self.as_bytes() {
+            write!(formatter, "{byte:02x}")?;
+        }
+        write!(formatter, ")")
+    }
+}
+
 /// Longest cursor name accepted.
 pub(crate) const MAX_CURSOR_NAME: usize = 128;
 
@@ -69,95 +137,84 @@ pub(crate) fn name_hash(name: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(name.as_bytes())
 }
 
-/// Encode one slot (`SLOT_BYTES` long, zero padded).
+/// Encode one slot (`SLOT_BYTES` long, zero padded) in the current version.
 pub(crate) fn encode_slot(
     generation: u64,
     name_hash: u64,
     state: &CursorState,
 ) -> [u8; SLOT_BYTES] {
+    let blob = state.blob.as_bytes();
+    let crc_at = SLOT_HEAD + blob.len();
     let mut slot = [0u8; SLOT_BYTES];
     slot[0..4].copy_from_slice(&SLOT_MAGIC);
     slot[4..6].copy_from_slice(&SLOT_VERSION.to_le_bytes());
-    slot[6..8].copy_from_slice(&SLOT_LEN.to_le_bytes());
+    slot[6..8].copy_from_slice(&((crc_at + 4) as u16).to_le_bytes());
     slot[8..16].copy_from_slice(&generation.to_le_bytes());
     slot[16..24].copy_from_slice(&name_hash.to_le_bytes());
     slot[24..32].copy_from_slice(&state.acked.seq.to_le_bytes());
     slot[32..36].copy_from_slice(&state.acked.event.to_le_bytes());
-    let (flags, plan_start, plan_end) = match state.plan {
-        Some((start, end)) => (FLAG_PLAN, start, end),
-        None => (0, Position::default(), Position::default()),
-    };
-    slot[36..40].copy_from_slice(&flags.to_le_bytes());
-    slot[40..48].copy_from_slice(&plan_start.seq.to_le_bytes());
-    slot[48..52].copy_from_slice(&plan_start.event.to_le_bytes());
-    slot[52..56].copy_from_slice(&plan_end.event.to_le_bytes());
-    slot[56..64].copy_from_slice(&plan_end.seq.to_le_bytes());
-    slot[64..68].copy_from_slice(&state.retry.attempts.to_le_bytes());
-    slot[68..70].copy_from_slice(&state.retry.last_error_class.to_le_bytes());
-    slot[72..80].copy_from_slice(&state.retry.next_attempt_unix_ms.to_le_bytes());
-    slot[80..88].copy_from_slice(&state.retry.first_failure_unix_ms.to_le_bytes());
-    slot[88..96].copy_from_slice(&state.dead_lettered.to_le_bytes());
-    let crc = crc32fast::hash(&slot[0..SLOT_BODY]);
-    slot[96..100].copy_from_slice(&crc.to_le_bytes());
+    slot[36..38].copy_from_slice(&(blob.len() as u16).to_le_bytes());
+    slot[SLOT_HEAD..crc_at].copy_from_slice(blob);
+    let crc = crc32fast::hash(&slot[0..crc_at]);
+    slot[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
     slot
 }
 
-fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
-}
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    let mut word = [0u8; 4];
-    word.copy_from_slice(&bytes[at..at + 4]);
-    u32::from_le_bytes(word)
-}
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(word)
+/// A decoded slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub generation: u64,
+    pub state: CursorState,
+    /// Written by flagstream 0.1 (version 1): to be rewritten in the current version.
+    pub legacy: bool,
 }
 
-/// Decode one slot: `(generation, state)` if it is valid and belongs to `name_hash`.
-pub(crate) fn decode_slot(slot: &[u8], expected_name_hash: u64) -> Option<(u64, CursorState)> {
-    if slot.len() < SLOT_LEN as usize
-        || slot[0..4] != SLOT_MAGIC
-        || u16_at(slot, 4) != SLOT_VERSION
-        || u16_at(slot, 6) != SLOT_LEN
-        || u32_at(slot, 96) != crc32fast::hash(&slot[0..SLOT_BODY])
-        || u64_at(slot, 16) != expected_name_hash
+/// Decode one slot if it is valid and belongs to `name_hash` (either version).
+pub(crate) fn decode_slot(slot: &[u8], expected_name_hash: u64) -> Option<Slot> {
+    if slot.len() < SLOT_HEAD || slot[0..4] != SLOT_MAGIC || u64_at(slot, 16) != expected_name_hash
     {
         return None;
     }
-    let plan = (u32_at(slot, 36) & FLAG_PLAN != 0).then(|| {
-        (
-            Position {
-                seq: u64_at(slot, 40),
-                event: u32_at(slot, 48),
-            },
-            Position {
-                seq: u64_at(slot, 56),
-                event: u32_at(slot, 52),
-            },
-        )
-    });
-    let state = CursorState {
-        acked: Position {
-            seq: u64_at(slot, 24),
-            event: u32_at(slot, 32),
-        },
-        plan,
-        retry: RetryState {
-            attempts: u32_at(slot, 64),
-            next_attempt_unix_ms: u64_at(slot, 72),
-            first_failure_unix_ms: u64_at(slot, 80),
-            last_error_class: u16_at(slot, 68),
-        },
-        dead_lettered: u64_at(slot, 88),
+    let acked = Position {
+        seq: u64_at(slot, 24),
+        event: u32_at(slot, 32),
     };
-    Some((u64_at(slot, 8), state))
+    let generation = u64_at(slot, 8);
+    let (blob, legacy) = match u16_at(slot, 4) {
+        SLOT_VERSION => {
+            let blob_len = usize::from(u16_at(slot, 36));
+            let crc_at = SLOT_HEAD + blob_len;
+            let valid = blob_len <= MAX_CURSOR_BLOB_BYTES
+                && usize::from(u16_at(slot, 6)) == crc_at + 4
+                && slot.len() >= crc_at + 4
+                && u32_at(slot, crc_at) == crc32fast::hash(&slot[0..crc_at]);
+            if !valid {
+                return None;
+            }
+            (CursorBlob::new(&slot[SLOT_HEAD..crc_at]).ok()?, false)
+        }
+        SLOT_VERSION_1 => {
+            let valid = slot.len() >= usize::from(SLOT_V1_LEN)
+                && u16_at(slot, 6) == SLOT_V1_LEN
+                && u32_at(slot, SLOT_V1_BODY) == crc32fast::hash(&slot[0..SLOT_V1_BODY]);
+            if !valid {
+                return None;
+            }
+            let mut legacy = vec![LEGACY_V1_BLOB_TAG];
+            legacy.extend_from_slice(&slot[36..SLOT_V1_BODY]);
+            (CursorBlob::new(&legacy).ok()?, true)
+        }
+        _ => return None,
+    };
+    Some(Slot {
+        generation,
+        state: CursorState { acked, blob },
+        legacy,
+    })
 }
 
 /// The newest valid slot of a cursor file's bytes.
-pub(crate) fn decode_file(bytes: &[u8], expected_name_hash: u64) -> Option<(u64, CursorState)> {
+pub(crate) fn decode_file(bytes: &[u8], expected_name_hash: u64) -> Option<Slot> {
     let slot_a = bytes
         .get(0..SLOT_BYTES)
         .and_then(|slot| decode_slot(slot, expected_name_hash));
@@ -165,7 +222,7 @@ pub(crate) fn decode_file(bytes: &[u8], expected_name_hash: u64) -> Option<(u64,
         .get(SLOT_BYTES..2 * SLOT_BYTES)
         .and_then(|slot| decode_slot(slot, expected_name_hash));
     match (slot_a, slot_b) {
-        (Some(a), Some(b)) => Some(if b.0 > a.0 { b } else { a }),
+        (Some(a), Some(b)) => Some(if b.generation > a.generation { b } else { a }),
         (Some(a), None) => Some(a),
         (None, b) => b,
     }
@@ -282,8 +339,13 @@ impl Cursor {
     }
 }
 
-/// Load every `*.cur` file of `dir`. Files whose slots are all invalid start at `fallback`.
-pub(crate) fn load_all(dir: &Path, fallback: u64) -> Result<(CursorRegistry, u64), WalError> {
+/// Load every `*.cur` file of `dir`, migrating 0.1 files (module doc). Files whose slots are
+/// all invalid start at `fallback`. Returns the registry and the number of such files.
+pub(crate) fn load_all(
+    io: &dyn WalIo,
+    dir: &Path,
+    fallback: u64,
+) -> Result<(CursorRegistry, u64), WalError> {
     let mut registry = CursorRegistry::default();
     let mut corrupt = 0;
     let entries = std::fs::read_dir(dir).map_err(|source| WalError::Io {
@@ -323,7 +385,8 @@ pub(crate) fn load_all(dir: &Path, fallback: u64) -> Result<(CursorRegistry, u64
         bytes.truncate(read);
         let hash = name_hash(name);
         let (generation, state) = match decode_file(&bytes, hash) {
-            Some(found) => found,
+            Some(slot) if slot.legacy => migrate(io, &file, &path, hash, slot)?,
+            Some(slot) => (slot.generation, slot.state),
             None => {
                 corrupt += 1;
                 tracing::error!(cursor = name, file = %path.display(), restart_seq = fallback,
@@ -356,6 +419,31 @@ pub(crate) fn load_all(dir: &Path, fallback: u64) -> Result<(CursorRegistry, u64
         registry.cursors.insert(name.to_owned(), Arc::new(shared));
     }
     Ok((registry, corrupt))
+}
+
+/// Rewrite a 0.1 slot in the current version, into the other slot (a crash in between leaves
+/// the 0.1 slot, migrated again next time). Returns the new `(generation, state)`.
+fn migrate(
+    io: &dyn WalIo,
+    file: &File,
+    path: &Path,
+    hash: u64,
+    slot: Slot,
+) -> Result<(u64, CursorState), WalError> {
+    let generation = slot.generation + 1;
+    let bytes = encode_slot(generation, hash, &slot.state);
+    let offset = (generation % 2) * SLOT_BYTES as u64;
+    io.write_at(file, path, &bytes, offset)
+        .and_then(|()| io.sync_data(file, path))
+        .map_err(|source| WalError::Io {
+            context: format!(
+                "migrating cursor file {} to version {SLOT_VERSION}",
+                path.display()
+            ),
+            source,
+        })?;
+    tracing::info!(file = %path.display(), "Migrated a flagstream 0.1 cursor file.");
+    Ok((generation, slot.state))
 }
 
 /// Open the named cursor, creating and persisting it at `first_seq` if it does not exist.
@@ -466,34 +554,39 @@ mod tests {
     fn sample_state() -> CursorState {
         CursorState {
             acked: Position { seq: 77, event: 3 },
-            plan: Some((
-                Position { seq: 77, event: 3 },
-                Position { seq: 90, event: 0 },
-            )),
-            retry: RetryState {
-                attempts: 4,
-                next_attempt_unix_ms: 1_000,
-                first_failure_unix_ms: 900,
-                last_error_class: 7,
-            },
-            dead_lettered: 12,
+            blob: CursorBlob::new(b"retry state, plan and counters").unwrap(),
         }
     }
 
+    fn slot(generation: u64, state: CursorState) -> Option<Slot> {
+        Some(Slot {
+            generation,
+            state,
+            legacy: false,
+        })
+    }
+
     #[test]
-    fn slot_round_trips() {
-        let slot = encode_slot(9, name_hash("kinesis"), &sample_state());
+    fn slot_round_trips_with_any_blob_up_to_the_limit() {
+        let encoded = encode_slot(9, name_hash("kinesis"), &sample_state());
         assert_eq!(
-            decode_slot(&slot, name_hash("kinesis")),
-            Some((9, sample_state()))
+            decode_slot(&encoded, name_hash("kinesis")),
+            slot(9, sample_state())
         );
-        assert_eq!(decode_slot(&slot, name_hash("pubsub")), None);
-        let no_plan = CursorState {
-            plan: None,
-            ..sample_state()
-        };
-        let slot = encode_slot(1, 5, &no_plan);
-        assert_eq!(decode_slot(&slot, 5), Some((1, no_plan)));
+        assert_eq!(decode_slot(&encoded, name_hash("pubsub")), None);
+        for len in [0, 1, MAX_CURSOR_BLOB_BYTES] {
+            let state = CursorState {
+                blob: CursorBlob::new(&vec![0xAB; len]).unwrap(),
+                ..sample_state()
+            };
+            let encoded = encode_slot(1, 5, &state);
+            assert_eq!(decode_slot(&encoded, 5), slot(1, state), "blob of {len}");
+            // The checksum covers the blob.
+            let mut damaged = encoded;
+            damaged[SLOT_HEAD + len / 2] ^= 1;
+            assert_eq!(decode_slot(&damaged, 5), None, "blob of {len}");
+        }
+        assert!(CursorBlob::new(&[0; MAX_CURSOR_BLOB_BYTES + 1]).is_err());
     }
 
     #[test]
@@ -501,7 +594,7 @@ mod tests {
         let hash = name_hash("s3");
         let older = CursorState {
             acked: Position { seq: 10, event: 0 },
-            ..Default::default()
+            ..sample_state()
         };
         let newer = CursorState {
             acked: Position { seq: 20, event: 0 },
@@ -510,23 +603,50 @@ mod tests {
         let mut file = vec![0u8; CURSOR_FILE_BYTES as usize];
         file[0..SLOT_BYTES].copy_from_slice(&encode_slot(2, hash, &older));
         file[SLOT_BYTES..2 * SLOT_BYTES].copy_from_slice(&encode_slot(3, hash, &newer));
-        assert_eq!(decode_file(&file, hash), Some((3, newer)));
+        assert_eq!(decode_file(&file, hash), slot(3, newer));
         // Tear the newer slot at every byte: the older one must be what we load.
-        for torn_at in 0..SLOT_LEN as usize {
+        let newer_len = SLOT_HEAD + 4;
+        for torn_at in 0..newer_len {
             let mut torn = file.clone();
             for byte in &mut torn[SLOT_BYTES + torn_at..2 * SLOT_BYTES] {
                 *byte = 0;
             }
             let loaded = decode_file(&torn, hash).unwrap();
             assert!(
-                loaded == (2, older) || loaded == (3, newer),
+                loaded == slot(2, older).unwrap() || loaded == slot(3, newer).unwrap(),
                 "torn at {torn_at}: {loaded:?}"
             );
-            if torn_at < 96 {
-                assert_eq!(loaded, (2, older), "torn at {torn_at}");
+            if torn_at < SLOT_HEAD {
+                assert_eq!(Some(loaded), slot(2, older), "torn at {torn_at}");
             }
         }
         assert_eq!(decode_file(&[0u8; 4096], hash), None);
+    }
+
+    #[test]
+    fn a_0_1_slot_is_read_with_its_delivery_fields_as_a_tagged_blob() {
+        // Written by flagstream 0.1's encode_slot (see src/delivery/cursor_state.rs).
+        let file = include_bytes!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/cursor-0.1.cur"
+        ));
+        let slot = decode_file(file, name_hash("kinesis")).unwrap();
+        assert_eq!((slot.generation, slot.legacy), (5, true));
+        assert_eq!(slot.state.acked, Position { seq: 77, event: 3 });
+        let blob = slot.state.blob.as_bytes();
+        assert_eq!(blob.len(), 61);
+        assert_eq!(blob[0], LEGACY_V1_BLOB_TAG);
+        assert_eq!(blob[1..], file[SLOT_BYTES + 36..SLOT_BYTES + 96]);
+        // A migrated slot is a plain version 2 slot with the same state.
+        let rewritten = encode_slot(6, name_hash("kinesis"), &slot.state);
+        assert_eq!(
+            decode_slot(&rewritten, name_hash("kinesis")),
+            Some(Slot {
+                generation: 6,
+                state: slot.state,
+                legacy: false
+            })
+        );
     }
 
     #[test]

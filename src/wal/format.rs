@@ -74,15 +74,16 @@ pub fn max_payload_for(segment_bytes: u64) -> u64 {
     (room / RECORD_ALIGN * RECORD_ALIGN).min(u64::from(u32::MAX))
 }
 
-fn u16_at(bytes: &[u8], at: usize) -> u16 {
+/// Little-endian integers at byte offsets (the caller guarantees the bytes are there).
+pub(crate) fn u16_at(bytes: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([bytes[at], bytes[at + 1]])
 }
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
     let mut word = [0u8; 4];
     word.copy_from_slice(&bytes[at..at + 4]);
     u32::from_le_bytes(word)
 }
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(bytes: &[u8], at: usize) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(&bytes[at..at + 8]);
     u64::from_le_bytes(word)
@@ -386,6 +387,38 @@ impl<'a> Window<'a> {
         }
         None
     }
+
+    /// The next valid record after an invalid one at `bad_offset` that was expected to carry
+    /// `expected_seq`: the first valid record at an aligned offset `>= bad_offset` with a seq
+    /// `>= expected_seq` that leaves at least a record header's worth of bytes for every seq
+    /// it skips (so a stray lookalike far ahead cannot swallow a run of real records).
+    pub fn resync_after(
+        &self,
+        bad_offset: u64,
+        segment_id: u64,
+        expected_seq: u64,
+    ) -> Option<RecordView> {
+        let mut from = bad_offset;
+        while let Some(view) = self.find_valid_from(from, segment_id, expected_seq) {
+            let skipped = view.header.seq - expected_seq;
+            let room = (view.offset - bad_offset) / RECORD_HEADER_BYTES;
+            if skipped <= room {
+                return Some(view);
+            }
+            from = view.offset + RECORD_ALIGN;
+        }
+        None
+    }
+
+    /// Whether a record header at `offset` carries the magic, the data kind and `seq`
+    /// (whatever its length and checksum say): proof that record `seq` was written here.
+    pub fn names_seq(&self, offset: u64, seq: u64) -> bool {
+        if offset < self.start || offset.saturating_add(RECORD_HEADER_BYTES) > self.end() {
+            return false;
+        }
+        let header = self.slice(offset, offset + RECORD_HEADER_BYTES);
+        u16_at(header, 0) == RECORD_MAGIC && header[2] == KIND_DATA && u64_at(header, 16) == seq
+    }
 }
 
 /// Outcome of scanning records from some offset to the first invalid one.
@@ -436,6 +469,149 @@ pub fn scan_valid_prefix(
                 };
             }
         }
+    }
+}
+
+/// How a damaged stretch of an unsealed segment was recognised (see [`scan_tail`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamageKind {
+    /// The record's header still names the expected seq and its length leads exactly to the
+    /// next valid record: only that record's bytes are bad.
+    Record,
+    /// The length (or the whole header) cannot be trusted: the scan resynchronised on the
+    /// next valid, checksummed record with a later seq at an aligned offset.
+    Span,
+    /// The last record is invalid but its header still names the expected seq: a torn or
+    /// damaged final append. Nothing follows it; its seq is retired, never handed out again.
+    TornRecord,
+}
+
+/// Seqs `first_seq..end_seq` that cannot be read, starting at byte `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DamagedSpan {
+    pub offset: u64,
+    pub first_seq: u64,
+    pub end_seq: u64,
+    pub error: RecordError,
+    pub kind: DamageKind,
+}
+
+impl DamagedSpan {
+    /// Number of seqs lost.
+    pub fn lost(&self) -> u64 {
+        self.end_seq - self.first_seq
+    }
+}
+
+/// Outcome of [`scan_tail`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailScan {
+    /// Where the records end: just past the last valid record, or past the header of a
+    /// retired torn record.
+    pub end_offset: u64,
+    /// The seq after the last record (valid or retired).
+    pub next_seq: u64,
+    /// Valid records found.
+    pub records: u64,
+    /// Damaged stretches, in order. Valid records follow every one except a
+    /// [`DamageKind::TornRecord`], which is always last.
+    pub damage: Vec<DamagedSpan>,
+    /// Why the scan stopped at `end_offset` without a retired record (a torn or stale tail
+    /// that is cut), if the bytes there are not simply the end of the window.
+    pub cut_by: Option<RecordError>,
+}
+
+impl TailScan {
+    /// Seqs lost to damage (retired torn record included).
+    pub fn lost(&self) -> u64 {
+        self.damage.iter().map(DamagedSpan::lost).sum()
+    }
+
+    /// Whether valid records follow an invalid one (what strict recovery refuses).
+    pub fn has_valid_records_after_damage(&self) -> bool {
+        self.damage
+            .iter()
+            .any(|span| span.kind != DamageKind::TornRecord)
+    }
+}
+
+/// Scan the records of an unsealed segment the way recovery does, telling a torn tail from
+/// damage (the three cases of the module doc of `wal`):
+///
+/// * valid records are followed from `offset`, expecting consecutive seqs from `next_seq`;
+/// * at an invalid record, the scan looks for the next valid, checksummed record at an
+///   aligned offset whose seq is at least the expected one and which leaves room for the
+///   records it skips (32 bytes each). Found: the seqs in between are a [`DamagedSpan`] and
+///   the scan goes on from there. Not found: this is the tail;
+/// * at the tail, a header that still names the expected seq means that record was written
+///   (its seq may have been read and delivered): it is retired as a
+///   [`DamageKind::TornRecord`]. Anything else (zeros, stale bytes of a recycled file, a
+///   header torn before its seq) is cut.
+///
+/// `on_record` is called for every valid record, in order. O(1) memory besides `damage`.
+pub fn scan_tail(
+    window: &Window<'_>,
+    segment_id: u64,
+    mut offset: u64,
+    mut next_seq: u64,
+    mut on_record: impl FnMut(&RecordView),
+) -> TailScan {
+    let mut records = 0;
+    let mut damage = Vec::new();
+    loop {
+        let scan = scan_valid_prefix(window, segment_id, offset, next_seq, &mut on_record);
+        records += scan.records;
+        (offset, next_seq) = (scan.end_offset, scan.next_seq);
+        let Some(error) = scan.stopped_by else {
+            return TailScan {
+                end_offset: offset,
+                next_seq,
+                records,
+                damage,
+                cut_by: None,
+            };
+        };
+        if let Some(next) = window.resync_after(offset, segment_id, next_seq) {
+            let header_trusted = window
+                .header_at(offset)
+                .is_ok_and(|view| view.header.seq == next_seq && view.next_offset == next.offset);
+            damage.push(DamagedSpan {
+                offset,
+                first_seq: next_seq,
+                end_seq: next.header.seq,
+                error,
+                kind: if header_trusted {
+                    DamageKind::Record
+                } else {
+                    DamageKind::Span
+                },
+            });
+            (offset, next_seq) = (next.offset, next.header.seq);
+            continue;
+        }
+        if window.names_seq(offset, next_seq) {
+            damage.push(DamagedSpan {
+                offset,
+                first_seq: next_seq,
+                end_seq: next_seq + 1,
+                error,
+                kind: DamageKind::TornRecord,
+            });
+            return TailScan {
+                end_offset: offset + RECORD_HEADER_BYTES,
+                next_seq: next_seq + 1,
+                records,
+                damage,
+                cut_by: None,
+            };
+        }
+        return TailScan {
+            end_offset: offset,
+            next_seq,
+            records,
+            damage,
+            cut_by: Some(error),
+        };
     }
 }
 

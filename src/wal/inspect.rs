@@ -6,9 +6,10 @@
 //! instance for an exact answer). Files are read with plain `pread`, one segment image at a
 //! time, so memory stays at one segment whatever the size of the log.
 //!
-//! * [`inspect`] summarises: segments (id, seq range, records, bytes, sealed or not), spares,
-//!   cursors with their persisted state and lag. Sealed segments are summarised from their
-//!   seal (O(1)); the unsealed tail is scanned like recovery would.
+//! * [`inspect`] summarises: segments (id, seq range, records, damaged records, bytes, sealed
+//!   or not), spares, cursors with their persisted state and lag. Every record checksum is
+//!   checked (each segment image is read anyway), and the unsealed tail is scanned exactly as
+//!   recovery does (`format::scan_tail`).
 //! * [`verify`] checks every header, seal and record checksum, seq continuity within and
 //!   across segments, and every cursor file. Anything recovery would drop or a reader would
 //!   skip is a problem; [`VerifyReport::is_clean`] says whether there is none.
@@ -21,7 +22,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::cursor::{decode_file, name_hash, validate_name, CURSOR_FILE_BYTES};
-use super::format::{scan_valid_prefix, Seal, SegmentHeader, Window, HEADER_PAGE_BYTES};
+use super::format::{
+    scan_tail, scan_valid_prefix, DamageKind, Seal, SegmentHeader, Window, HEADER_PAGE_BYTES,
+};
+use super::layout::{self, Layout};
 use super::segment::{parse_segment_file_name, parse_spare_file_name};
 use super::WalError;
 
@@ -34,7 +38,10 @@ pub struct SegmentSummary {
     pub base_seq: u64,
     /// Seq of the last record, if any.
     pub last_seq: Option<u64>,
+    /// Seqs the segment holds (`base_seq ..= last_seq`), unreadable ones included.
     pub records: u64,
+    /// Seqs of this segment whose record cannot be read (damaged); readers skip them.
+    pub damaged_records: u64,
     /// Bytes of records (header page excluded).
     pub record_bytes: u64,
     pub sealed: bool,
@@ -51,13 +58,9 @@ pub struct CursorSummary {
     pub acked_seq: u64,
     /// Events already delivered inside record `acked_seq`.
     pub acked_event: u32,
-    /// The oldest in-flight batch `[start_seq.start_event, end_seq.end_event)`.
-    pub plan: Option<[u64; 4]>,
-    pub attempts: u32,
-    pub next_attempt_unix_ms: u64,
-    pub first_failure_unix_ms: u64,
-    pub last_error_class: u16,
-    pub dead_lettered: u64,
+    /// The opaque state its owner keeps with the position (delivery: retry state, batch
+    /// plan, counters), in hex; `flagstream wal inspect` decodes it for display.
+    pub blob_hex: String,
     /// Slot generation (number of persists).
     pub generation: u64,
     pub lag_records: u64,
@@ -78,6 +81,8 @@ pub struct InspectReport {
     /// Seq the next append will get.
     pub next_seq: u64,
     pub records: u64,
+    /// Stored seqs whose record cannot be read (skipped by readers, lost for destinations).
+    pub damaged_records: u64,
     pub cursors: Vec<CursorSummary>,
     /// Files recovery set aside (`*.corrupt`) or does not know.
     pub other_files: Vec<String>,
@@ -104,9 +109,11 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// No problem found: every checksum matched, seqs are continuous, cursors are readable.
+    /// No problem found: at least one segment was checked, every checksum matched, seqs are
+    /// continuous, cursors are readable. A log without segments is never called clean:
+    /// nothing was verified.
     pub fn is_clean(&self) -> bool {
-        self.problems.is_empty()
+        self.problems.is_empty() && self.segments_checked > 0
     }
 }
 
@@ -122,14 +129,9 @@ struct Listing {
     other: Vec<String>,
 }
 
-fn list(dir: &Path) -> Result<Listing, WalError> {
-    let wal_dir = dir.join("wal");
-    if !wal_dir.is_dir() {
-        return Err(WalError::InvalidArgument(format!(
-            "{} is not a write-ahead log directory (it has no wal/ subdirectory)",
-            dir.display()
-        )));
-    }
+fn list(layout: &Layout) -> Result<Listing, WalError> {
+    let wal_dir = &layout.segments;
+    let segment_dir_name = file_name(wal_dir);
     let mut listing = Listing {
         segments: Vec::new(),
         spares: Vec::new(),
@@ -137,7 +139,7 @@ fn list(dir: &Path) -> Result<Listing, WalError> {
         other: Vec::new(),
     };
     for entry in
-        std::fs::read_dir(&wal_dir).map_err(io_error(format!("listing {}", wal_dir.display())))?
+        std::fs::read_dir(wal_dir).map_err(io_error(format!("listing {}", wal_dir.display())))?
     {
         let entry = entry.map_err(io_error(format!("listing {}", wal_dir.display())))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -146,13 +148,13 @@ fn list(dir: &Path) -> Result<Listing, WalError> {
         } else if parse_spare_file_name(&name).is_some() {
             listing.spares.push(entry.path());
         } else {
-            listing.other.push(format!("wal/{name}"));
+            listing.other.push(format!("{segment_dir_name}/{name}"));
         }
     }
     listing.segments.sort();
-    let cursor_dir = dir.join("cursors");
+    let cursor_dir = &layout.cursors;
     if cursor_dir.is_dir() {
-        for entry in std::fs::read_dir(&cursor_dir)
+        for entry in std::fs::read_dir(cursor_dir)
             .map_err(io_error(format!("listing {}", cursor_dir.display())))?
         {
             let entry = entry.map_err(io_error(format!("listing {}", cursor_dir.display())))?;
@@ -206,8 +208,8 @@ struct SegmentScan {
     records_checked: u64,
 }
 
-/// Summarise (and with `check_all`, fully verify) one segment image.
-fn scan_segment(id: u64, path: &Path, image: &[u8], check_all: bool) -> SegmentScan {
+/// Summarise and fully verify one segment image (every checksum: the image is read anyway).
+fn scan_segment(id: u64, path: &Path, image: &[u8]) -> SegmentScan {
     let file = file_name(path);
     let mut summary = SegmentSummary {
         id,
@@ -216,6 +218,7 @@ fn scan_segment(id: u64, path: &Path, image: &[u8], check_all: bool) -> SegmentS
         base_seq: 0,
         last_seq: None,
         records: 0,
+        damaged_records: 0,
         record_bytes: 0,
         sealed: false,
         created_unix_ms: 0,
@@ -271,11 +274,6 @@ fn scan_segment(id: u64, path: &Path, image: &[u8], check_all: bool) -> SegmentS
     let window = Window::new(records_area, HEADER_PAGE_BYTES);
     let mut records_checked = 0;
     match seal {
-        Some(seal) if !check_all => {
-            summary.sealed = true;
-            summary.records = seal.record_count;
-            summary.record_bytes = seal.end_offset.saturating_sub(HEADER_PAGE_BYTES);
-        }
         Some(seal) => {
             summary.sealed = true;
             summary.records = seal.record_count;
@@ -298,8 +296,9 @@ fn scan_segment(id: u64, path: &Path, image: &[u8], check_all: bool) -> SegmentS
                 if expected >= end_seq {
                     break;
                 }
-                match sealed_window.find_valid_from(offset, id, expected) {
+                match sealed_window.resync_after(offset, id, expected) {
                     Some(next) => {
+                        summary.damaged_records += next.header.seq - expected;
                         problems.push(problem(
                             Some(offset),
                             Some(expected),
@@ -309,6 +308,7 @@ fn scan_segment(id: u64, path: &Path, image: &[u8], check_all: bool) -> SegmentS
                         expected = next.header.seq;
                     }
                     None => {
+                        summary.damaged_records += end_seq - expected;
                         problems.push(problem(
                             Some(offset),
                             Some(expected),
@@ -331,29 +331,28 @@ fn scan_segment(id: u64, path: &Path, image: &[u8], check_all: bool) -> SegmentS
             }
         }
         None => {
-            let scan = scan_valid_prefix(&window, id, HEADER_PAGE_BYTES, header.base_seq, |_| {});
-            records_checked = scan.records;
-            summary.records = scan.records;
-            summary.record_bytes = scan.end_offset - HEADER_PAGE_BYTES;
-            if scan.stopped_by.is_some() {
-                let mut later = 0;
-                let mut last = scan.next_seq;
-                let mut from = scan.end_offset;
-                while let Some(view) = window.find_valid_from(from, id, scan.next_seq) {
-                    later += 1;
-                    last = view.header.seq;
-                    from = view.next_offset;
-                }
-                if later > 0 {
-                    problems.push(problem(
-                        Some(scan.end_offset),
-                        Some(scan.next_seq),
-                        format!(
-                            "invalid record followed by {later} valid one(s) up to seq {last}: recovery will drop seqs {}..={last}",
-                            scan.next_seq
-                        ),
-                    ));
-                }
+            let tail = scan_tail(&window, id, HEADER_PAGE_BYTES, header.base_seq, |_| {});
+            records_checked = tail.records;
+            summary.records = tail.next_seq - header.base_seq;
+            summary.record_bytes = tail.end_offset - HEADER_PAGE_BYTES;
+            summary.damaged_records = tail.lost();
+            for span in &tail.damage {
+                let outcome = match span.kind {
+                    DamageKind::TornRecord => "the last record is torn or damaged: recovery retires its seq",
+                    DamageKind::Record | DamageKind::Span => {
+                        "valid records follow: recovery keeps them and skips only these seqs (strict recovery refuses to open)"
+                    }
+                };
+                problems.push(problem(
+                    Some(span.offset),
+                    Some(span.first_seq),
+                    format!(
+                        "{}: records {}..={} are unreadable; {outcome}",
+                        span.error,
+                        span.first_seq,
+                        span.end_seq - 1
+                    ),
+                ));
             }
         }
     }
@@ -393,35 +392,24 @@ fn read_cursor(name: &str, path: &Path) -> (CursorSummary, Option<String>) {
         name: name.to_owned(),
         acked_seq: 0,
         acked_event: 0,
-        plan: None,
-        attempts: 0,
-        next_attempt_unix_ms: 0,
-        first_failure_unix_ms: 0,
-        last_error_class: 0,
-        dead_lettered: 0,
+        blob_hex: String::new(),
         generation: 0,
         lag_records: 0,
         lag_bytes: 0,
         problem: None,
     };
     let problem = match loaded {
-        Ok(Some((generation, state))) => {
-            summary.acked_seq = state.acked.seq;
-            summary.acked_event = state.acked.event;
-            summary.plan = state.plan.map(|(start, end)| {
-                [
-                    start.seq,
-                    u64::from(start.event),
-                    end.seq,
-                    u64::from(end.event),
-                ]
-            });
-            summary.attempts = state.retry.attempts;
-            summary.next_attempt_unix_ms = state.retry.next_attempt_unix_ms;
-            summary.first_failure_unix_ms = state.retry.first_failure_unix_ms;
-            summary.last_error_class = state.retry.last_error_class;
-            summary.dead_lettered = state.dead_lettered;
-            summary.generation = generation;
+        Ok(Some(slot)) => {
+            summary.acked_seq = slot.state.acked.seq;
+            summary.acked_event = slot.state.acked.event;
+            summary.blob_hex = slot
+                .state
+                .blob
+                .as_bytes()
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            summary.generation = slot.generation;
             None
         }
         Ok(None) => {
@@ -433,16 +421,18 @@ fn read_cursor(name: &str, path: &Path) -> (CursorSummary, Option<String>) {
     (summary, problem)
 }
 
-/// Summarise a WAL directory without modifying it.
+/// Summarise a WAL without modifying it. `dir` is the WAL directory or the data dir that
+/// holds it (see [`layout::find`](super::layout::find)).
 pub fn inspect(dir: &Path) -> Result<InspectReport, WalError> {
-    let listing = list(dir)?;
+    let layout = layout::find(dir)?;
+    let listing = list(&layout)?;
     let mut image = Vec::new();
     let mut segments = Vec::new();
     let mut bytes_on_disk = 0;
     for (id, path) in &listing.segments {
         read_image(path, &mut image)?;
         bytes_on_disk += image.len() as u64;
-        segments.push(scan_segment(*id, path, &image, false).summary);
+        segments.push(scan_segment(*id, path, &image).summary);
     }
     for spare in &listing.spares {
         bytes_on_disk += std::fs::metadata(spare).map_or(0, |metadata| metadata.len());
@@ -458,6 +448,7 @@ pub fn inspect(dir: &Path) -> Result<InspectReport, WalError> {
         .first()
         .map_or(next_seq, |segment| segment.base_seq);
     let records = readable.iter().map(|segment| segment.records).sum();
+    let damaged_records = readable.iter().map(|segment| segment.damaged_records).sum();
     let mut cursors = Vec::new();
     for (name, path) in &listing.cursors {
         let (mut cursor, _) = read_cursor(name, path);
@@ -472,30 +463,33 @@ pub fn inspect(dir: &Path) -> Result<InspectReport, WalError> {
                 cursor.lag_bytes += segment.record_bytes;
                 continue;
             }
-            read_image(&dir.join("wal").join(&segment.file), &mut image)?;
+            read_image(&layout.segments.join(&segment.file), &mut image)?;
             let start = offset_of(&image, segment.base_seq, from).unwrap_or(HEADER_PAGE_BYTES);
             cursor.lag_bytes += (HEADER_PAGE_BYTES + segment.record_bytes).saturating_sub(start);
         }
         cursors.push(cursor);
     }
     Ok(InspectReport {
-        dir: dir.to_path_buf(),
+        dir: layout.root,
         segments,
         spares: listing.spares.len() as u64,
         bytes_on_disk,
         first_seq,
         next_seq,
         records,
+        damaged_records,
         cursors,
         other_files: listing.other,
     })
 }
 
-/// Check every checksum, seq and cursor of a WAL directory without modifying it.
+/// Check every checksum, seq and cursor of a WAL without modifying it. `dir` is the WAL
+/// directory or the data dir that holds it; a directory holding neither is an error.
 pub fn verify(dir: &Path) -> Result<VerifyReport, WalError> {
-    let listing = list(dir)?;
+    let layout = layout::find(dir)?;
+    let listing = list(&layout)?;
     let mut report = VerifyReport {
-        dir: dir.to_path_buf(),
+        dir: layout.root.clone(),
         segments_checked: 0,
         records_checked: 0,
         bytes_checked: 0,
@@ -507,7 +501,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, WalError> {
     let newest = listing.segments.last().map(|(id, _)| *id);
     for (id, path) in &listing.segments {
         read_image(path, &mut image)?;
-        let scan = scan_segment(*id, path, &image, true);
+        let scan = scan_segment(*id, path, &image);
         report.segments_checked += 1;
         report.records_checked += scan.records_checked;
         report.bytes_checked += scan.summary.record_bytes;
@@ -616,6 +610,13 @@ impl fmt::Display for InspectReport {
             self.spares,
             self.bytes_on_disk
         )?;
+        if self.damaged_records > 0 {
+            writeln!(
+                out,
+                "  DAMAGED: {} stored record(s) cannot be read and are skipped by every reader (run `wal verify` for where)",
+                self.damaged_records
+            )?;
+        }
         writeln!(out, "\nsegments")?;
         writeln!(
             out,
@@ -626,11 +627,14 @@ impl fmt::Display for InspectReport {
             let last = segment
                 .last_seq
                 .map_or_else(|| "-".to_owned(), |seq| seq.to_string());
-            let state = match (&segment.problem, segment.sealed) {
+            let mut state = match (&segment.problem, segment.sealed) {
                 (Some(problem), _) => format!("UNREADABLE: {problem}"),
                 (None, true) => "sealed".to_owned(),
                 (None, false) => "active".to_owned(),
             };
+            if segment.damaged_records > 0 {
+                state += &format!(", {} damaged", segment.damaged_records);
+            }
             writeln!(
                 out,
                 "  {:>8}  {:>12}  {:>12}  {:>9}  {:>12}  {}",
@@ -651,16 +655,6 @@ impl fmt::Display for InspectReport {
                 cursor.lag_records,
                 cursor.lag_bytes
             )?;
-            if cursor.attempts > 0 {
-                write!(
-                    out,
-                    ", retry attempt {} (error class {})",
-                    cursor.attempts, cursor.last_error_class
-                )?;
-            }
-            if cursor.dead_lettered > 0 {
-                write!(out, ", {} dead-lettered", cursor.dead_lettered)?;
-            }
             if let Some(problem) = &cursor.problem {
                 write!(out, ", PROBLEM: {problem}")?;
             }
@@ -689,6 +683,15 @@ impl fmt::Display for VerifyReport {
         )?;
         if self.is_clean() {
             return writeln!(out, "clean: every checksum matched");
+        }
+        if self.segments_checked == 0 {
+            writeln!(
+                out,
+                "NOTHING VERIFIED: the log holds no segment (no record was ever stored, or the segment files are gone)"
+            )?;
+        }
+        if self.problems.is_empty() {
+            return Ok(());
         }
         writeln!(out, "{} problem(s):", self.problems.len())?;
         for problem in &self.problems {

@@ -7,12 +7,15 @@
 //! # Directory layout
 //!
 //! ```text
-//! <dir>/LOCK                       flock'd while open; a second process gets WalError::Locked
-//! <dir>/wal/<segment_id:020>.seg   segments, ids consecutive, never reused
-//! <dir>/wal/spare-<n>.seg          preallocated files without identity, ready for the next roll
-//! <dir>/wal/*.corrupt              files recovery could not use (kept for the operator)
-//! <dir>/cursors/<name>.cur         one 4 KiB file per cursor, two checksummed A/B slots
+//! <dir>/LOCK                            flock'd while open; a second process gets WalError::Locked
+//! <dir>/segments/<segment_id:020>.seg   segments, ids consecutive, never reused
+//! <dir>/segments/spare-<n>.seg          preallocated files without identity, ready for the next roll
+//! <dir>/segments/*.corrupt              files recovery could not use (kept for the operator)
+//! <dir>/cursors/<name>.cur              one 4 KiB file per cursor, two checksummed A/B slots
 //! ```
+//!
+//! `flagstream serve` puts `<dir>` at `<data-dir>/wal`. flagstream 0.1 called `segments/`
+//! `wal/`; opening such a directory renames it ([`layout`]).
 //!
 //! # On-disk format
 //!
@@ -41,10 +44,13 @@
 //! 4. **Stale bytes never validate.** The record checksum is seeded with the segment id, and
 //!    recovery requires consecutive seqs, so leftovers of a recycled file or of a torn write
 //!    are rejected.
-//! 5. **Recovery never bricks, loops or loads the backlog.** Sealed segments are trusted by
-//!    their seal; only unsealed ones are scanned, to the first invalid record. Valid records
-//!    past a bad one are dropped and counted (`TolerateTail`) or refuse the open (`Strict`).
-//!    Bad records found later by readers are skipped, logged with their seqs and counted.
+//! 5. **Recovery never bricks, loops or loads the backlog, and a damaged byte costs only its
+//!    record.** Sealed segments are trusted by their seal; only unsealed ones are scanned
+//!    (see *Recovery of the unsealed tail* below). Damaged records are skipped, never the
+//!    valid records after them; every unreadable seq is logged with its number and counted
+//!    once (`flagstream_wal_corrupt_records_total`, [`WalStats::corrupt_records`], `wal
+//!    inspect`), whether recovery or a reader finds it. A seq that was ever written is never
+//!    handed out again.
 //! 6. **GC frees only what every persisted cursor is past** (`gc.rs`): persisted cursor
 //!    state first, then unlink/recycle, then directory fsync.
 //! 7. **Bounded disk.** All segment and spare files fit in `max_bytes`, and no file is
@@ -52,6 +58,43 @@
 //!    segment then fails at once with [`WalError::Full`].
 //! 8. **Zero-copy payloads** keep their segment mapped; a segment is recycled only when no
 //!    payload or reader references it (`mapping.rs` enforces this with the type system).
+//!
+//! # Recovery of the unsealed tail
+//!
+//! The newest segment (and an older one whose seal was not yet durable) is scanned record
+//! by record, expecting consecutive seqs (`format::scan_tail`). At the first invalid record
+//! recovery tells three cases apart:
+//!
+//! 1. **Torn tail** — nothing valid follows: a crash mid-append (only power loss or a kernel
+//!    crash can tear a write; a killed process leaves its page cache). The tail is cut there
+//!    and the next append overwrites it. If the invalid record's header still names the
+//!    expected seq, that record was written (in `Interval`/`Never` mode a reader may already
+//!    have delivered it), so its seq is *retired*: counted as lost and never reused, which
+//!    keeps ids derived from seqs unique downstream. A header torn before its seq field
+//!    cannot be told from bytes never written; that seq may be reused (cursors further
+//!    ahead still push new seqs past theirs).
+//! 2. **Damaged record** — the header is intact (magic, kind, expected seq, and its length
+//!    leads to the next valid record): a flipped bit in the payload or a checksummed field.
+//!    Only that record is lost.
+//! 3. **Damaged header whose length cannot be trusted** — the next record cannot be found by
+//!    hopping. Recovery resynchronises on the next valid, CRC-checked record at an aligned
+//!    offset whose seq is not below the expected one and that leaves at least 32 bytes per
+//!    skipped seq; the seqs in between are lost, every record from there on is kept. Stale
+//!    records of a recycled file never match (their checksum is bound to another segment id).
+//!
+//! In cases 2 and 3 valid records follow the damage: [`RecoveryMode::Strict`] refuses to
+//! open (the operator decides, with `wal verify`); [`RecoveryMode::TolerateTail`] keeps every
+//! valid record and seals the damaged segment at its end, so new records start in a fresh
+//! segment after every seq ever used, readers skip the damage exactly as in any sealed
+//! segment, and later opens trust the seal instead of finding the same damage again.
+//!
+//! The anchors: RocksDB's WAL recovery modes `kTolerateCorruptedTailRecords` (cut a torn
+//! tail, fail on damage before it) and `kSkipAnyCorruptedRecords` (skip every bad record),
+//! and raft-engine's `TolerateTailCorruption` / `TolerateAnyCorruption`. `Strict` is the
+//! first kind; `TolerateTail` cuts a torn tail like it but, like the second kind, skips
+//! damage before the tail instead of discarding everything after it — a log of
+//! acknowledged client data must not drop intact records because an earlier one broke.
+//! Damage in *sealed* segments is never scanned for at open; readers skip it (same rule).
 //!
 //! # Sync modes, honestly
 //!
@@ -67,7 +110,7 @@
 //! | file | owns |
 //! |---|---|
 //! | `mod.rs` | public API, options, errors, this design doc |
-//! | [`format`](mod@format) | header page, seal block, record framing, checksums, prefix scan, resync |
+//! | [`format`](mod@format) | header page, seal block, record framing, checksums, tail scan, resync |
 //! | `mapping.rs` | the only `unsafe`: a mapping with frozen/unfrozen access rules |
 //! | `segment.rs` | one segment in memory: identity, seal state, sparse seq index |
 //! | `core.rs` | shared state, the append path, segment rolls, budget checks |
@@ -77,6 +120,7 @@
 //! | `ack.rs` | [`AckWindow`]: out-of-order acks, contiguous prefix |
 //! | `gc.rs` | garbage collection and orphan-cursor reporting |
 //! | `recovery.rs` | opening a directory: lock, scan, repair |
+//! | [`layout`] | directory names, the 0.1 layout migration, finding a WAL for the tools |
 //! | [`io`] | the [`io::WalIo`] trait (fault injection) and the real [`io::OsIo`] |
 //! | [`inspect`] | read-only `inspect` / `verify` for operators |
 
@@ -87,6 +131,7 @@ pub mod format;
 mod gc;
 pub mod inspect;
 pub mod io;
+pub mod layout;
 mod mapping;
 mod reader;
 mod recovery;
@@ -103,7 +148,7 @@ use parking_lot::Mutex;
 
 pub use self::ack::{AckWindow, Ticket};
 use self::core::Core;
-pub use self::cursor::Cursor;
+pub use self::cursor::{Cursor, CursorBlob, LEGACY_V1_BLOB_TAG, MAX_CURSOR_BLOB_BYTES};
 use self::io::{OsIo, WalIo};
 pub use self::reader::WalReader;
 use crate::metrics as names;
@@ -119,12 +164,13 @@ pub enum SyncMode {
     Never,
 }
 
-/// What recovery does when valid records follow an invalid one in the tail segment.
+/// What recovery does when valid records follow an invalid one in an unsealed segment
+/// (damage, as opposed to a torn tail, which is always cut; see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveryMode {
-    /// Keep the valid prefix, count and log what was cut.
+    /// Keep every valid record, skip (log, count) only the damaged seqs.
     TolerateTail,
-    /// Refuse to open.
+    /// Refuse to open; the error names the damaged seqs.
     Strict,
 }
 
@@ -142,7 +188,7 @@ pub struct WalOptions {
     /// When an append counts as done. Default [`SyncMode::Always`].
     pub sync: SyncMode,
     /// What to do about valid records after an invalid one in an unsealed segment.
-    /// Default [`RecoveryMode::TolerateTail`].
+    /// Default [`RecoveryMode::TolerateTail`] (skip only the damage).
     pub recovery: RecoveryMode,
 }
 
@@ -242,26 +288,15 @@ pub struct Position {
     pub event: u32,
 }
 
-/// Retry state of a cursor's oldest in-flight batch; persisted so restarts keep backing off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RetryState {
-    pub attempts: u32,
-    pub next_attempt_unix_ms: u64,
-    pub first_failure_unix_ms: u64,
-    /// Opaque class code chosen by the delivery layer (0 = none).
-    pub last_error_class: u16,
-}
-
-/// Everything persisted for one named cursor.
+/// Everything persisted for one named cursor: a position and an opaque blob its owner
+/// encodes (delivery keeps its retry state, batch plan and counters there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CursorState {
-    /// Every position before this one is delivered (or dead-lettered).
+    /// Every position before this one is delivered (or dead-lettered); garbage collection
+    /// keeps every record from `acked.seq` on.
     pub acked: Position,
-    /// The oldest in-flight batch `[start, end)`, so a restart re-cuts it identically.
-    pub plan: Option<(Position, Position)>,
-    pub retry: RetryState,
-    /// Records given up on (dead-lettered) over the cursor's lifetime.
-    pub dead_lettered: u64,
+    /// At most [`MAX_CURSOR_BLOB_BYTES`], checksummed with the position.
+    pub blob: CursorBlob,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -397,14 +432,19 @@ impl Wal {
             source,
         })?;
         let lock = recovery::lock_directory(&options.dir)?;
+        layout::migrate(io.as_ref(), &options.dir)?;
         recovery::prepare_directories(io.as_ref(), &options.dir)?;
-        let wal_dir = options.dir.join("wal");
+        let wal_dir = options.dir.join(layout::SEGMENT_DIR);
         let mut recovered = recovery::recover_segments(&options, io.as_ref(), &wal_dir)?;
         let first_seq = recovered
             .segments
             .front()
             .map_or(recovered.state.next_seq, |segment| segment.base_seq);
-        let (cursors, corrupt_cursors) = cursor::load_all(&options.dir.join("cursors"), first_seq)?;
+        let (cursors, corrupt_cursors) = cursor::load_all(
+            io.as_ref(),
+            &options.dir.join(layout::CURSOR_DIR),
+            first_seq,
+        )?;
         // Never hand out a seq that a cursor already counts as delivered or that a file set
         // aside as corrupt used (segment files lost or damaged): skip past them instead.
         let highest_acked = cursors
@@ -678,5 +718,9 @@ impl Wal {
     }
 }
 
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod tail_tests;
 #[cfg(test)]
 mod tests;

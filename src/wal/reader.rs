@@ -105,6 +105,7 @@ impl WalReader {
                         if next.base_seq > self.next_seq {
                             skipped(
                                 &core,
+                                &next,
                                 self.next_seq,
                                 next.base_seq,
                                 "missing between segments",
@@ -123,8 +124,9 @@ impl WalReader {
                 Some(offset) => offset,
                 None => match segment.locate(self.next_seq) {
                     Some(offset) => offset,
-                    // Unreachable through valid headers: resync from the segment start.
-                    None => window.start,
+                    // Unreachable through valid headers: resync from the closest indexed
+                    // record before it.
+                    None => segment.scan_start(self.next_seq),
                 },
             };
             match window.record_with_seq(offset, segment.id, self.next_seq) {
@@ -146,18 +148,18 @@ impl WalReader {
                 }
                 Err(error) => {
                     // The bad record itself cannot match (its checksum or seq is wrong).
-                    match window.find_valid_from(offset, segment.id, self.next_seq) {
+                    match window.resync_after(offset, segment.id, self.next_seq) {
                         Some(view) if view.header.seq < end_seq => {
                             if view.header.seq > self.next_seq {
-                                tracing::error!(segment = segment.id, offset, %error, "Corrupt record in the write-ahead log.");
-                                skipped(&core, self.next_seq, view.header.seq, "corrupt");
+                                tracing::debug!(segment = segment.id, offset, %error, "Corrupt record in the write-ahead log.");
+                                skipped(&core, &segment, self.next_seq, view.header.seq, "corrupt");
                             }
                             self.next_seq = view.header.seq;
                             self.offset = Some(view.offset);
                         }
                         _ => {
-                            tracing::error!(segment = segment.id, offset, %error, "Corrupt record in the write-ahead log; no valid record follows in this segment.");
-                            skipped(&core, self.next_seq, end_seq, "corrupt");
+                            tracing::debug!(segment = segment.id, offset, %error, "Corrupt record in the write-ahead log; no valid record follows in this segment.");
+                            skipped(&core, &segment, self.next_seq, end_seq, "corrupt");
                             self.next_seq = end_seq;
                             self.offset = None;
                             if !sealed {
@@ -197,14 +199,16 @@ impl WalReader {
     }
 }
 
-fn skipped(core: &Core, from_seq: u64, to_seq: u64, why: &str) {
-    if to_seq <= from_seq {
+/// Count and log seqs `from_seq..to_seq` of `segment` (or just before it) as lost, unless
+/// recovery or another reader already did.
+fn skipped(core: &Core, segment: &Segment, from_seq: u64, to_seq: u64, why: &str) {
+    let count = segment.note_damaged(from_seq, to_seq);
+    if count == 0 {
         return;
     }
-    let count = to_seq - from_seq;
     core.corrupt_records
         .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
     metrics::counter!(names::WAL_CORRUPT_RECORDS_TOTAL).increment(count);
-    tracing::error!(first_seq = from_seq, last_seq = to_seq - 1, count, reason = why,
+    tracing::error!(segment = segment.id, first_seq = from_seq, last_seq = to_seq - 1, count, reason = why,
         "Skipping write-ahead log records that cannot be read; they are lost for every destination.");
 }

@@ -3,9 +3,10 @@
 //! segment's header page at a time; the tail is scanned through its mapping).
 //!
 //! Steps:
-//! 1. Create `wal/` and `cursors/` if needed; take an exclusive `flock` on `LOCK` (a second
-//!    process gets [`WalError::Locked`]).
-//! 2. List `wal/`: `<id:020>.seg` segments in id order, `spare-<n>.seg` spares.
+//! 1. Take an exclusive `flock` on `LOCK` (a second process gets [`WalError::Locked`]),
+//!    rename a 0.1 `wal/` segment directory to `segments/` (`layout.rs`), create `segments/`
+//!    and `cursors/` if needed.
+//! 2. List `segments/`: `<id:020>.seg` segments in id order, `spare-<n>.seg` spares.
 //! 3. For each segment: read its header page. A missing/invalid header on the *newest*
 //!    file is a roll that crashed before its header was durable — nothing in it was ever
 //!    acknowledged — so it becomes a spare again. On an older file it is corruption: the file
@@ -15,9 +16,11 @@
 //! 4. A segment with a valid seal block is trusted as is (O(1)); record checksums are checked
 //!    lazily by readers. An unsealed segment (the tail, or one whose seal was not yet
 //!    durable) is fdatasync'd first — a killed process leaves its writes in the page cache —
-//!    then scanned to the first invalid record. If valid records of this segment follow the
-//!    cut, `Strict` refuses to open; `TolerateTail` logs and counts them and zeroes the range
-//!    so they can never resurface between new records. Unsealed older segments get sealed.
+//!    then scanned by `format::scan_tail`, which tells a torn tail (cut; a record whose
+//!    header survived gets its seq retired) from damage followed by valid records (skipped,
+//!    the valid records kept; `Strict` refuses to open). See "Recovery of the unsealed
+//!    tail" in the `wal` module doc. Unsealed older segments, and a newest one with damage,
+//!    get sealed at their end.
 //! 5. Seq continuity across segments is checked: a gap (lost files) is logged and counted,
 //!    an overlap refuses to open (two files claim the same seqs; an operator must decide).
 //! 6. Cursors are loaded (`cursor.rs`), then interrupted garbage collection is finished by
@@ -31,9 +34,11 @@ use std::sync::Arc;
 
 use super::core::{Active, WriterState};
 use super::format::{
-    scan_valid_prefix, Seal, SegmentHeader, Window, HEADER_PAGE_BYTES, RECORD_HEADER_BYTES,
+    scan_tail, DamageKind, DamagedSpan, Seal, SegmentHeader, TailScan, Window, HEADER_PAGE_BYTES,
+    RECORD_HEADER_BYTES,
 };
 use super::io::WalIo;
+use super::layout::{CURSOR_DIR, LOCK_FILE, SEGMENT_DIR};
 use super::mapping::{MapWriter, SegmentMap};
 use super::segment::{
     parse_segment_file_name, parse_spare_file_name, spare_file_name, Segment, Spare,
@@ -60,7 +65,7 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> WalErr
 
 /// Take the directory lock. The returned file must stay open for as long as the WAL is.
 pub(crate) fn lock_directory(dir: &Path) -> Result<File, WalError> {
-    let path = dir.join("LOCK");
+    let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -88,7 +93,7 @@ pub(crate) fn lock_directory(dir: &Path) -> Result<File, WalError> {
 
 /// Create the directory layout (and make the new entries durable).
 pub(crate) fn prepare_directories(io: &dyn WalIo, dir: &Path) -> Result<(), WalError> {
-    for sub in ["wal", "cursors"] {
+    for sub in [SEGMENT_DIR, CURSOR_DIR] {
         let path = dir.join(sub);
         if !path.is_dir() {
             std::fs::create_dir_all(&path)
@@ -108,6 +113,7 @@ pub(crate) fn recover_segments(
 ) -> Result<Recovered, WalError> {
     let mut segment_paths = BTreeMap::new();
     let mut spare_paths = BTreeMap::new();
+    let mut set_aside = BTreeMap::new();
     let entries =
         std::fs::read_dir(wal_dir).map_err(io_error(format!("listing {}", wal_dir.display())))?;
     for entry in entries {
@@ -118,6 +124,11 @@ pub(crate) fn recover_segments(
             segment_paths.insert(id, entry.path());
         } else if let Some(number) = parse_spare_file_name(name) {
             spare_paths.insert(number, entry.path());
+        } else if let Some(id) = name
+            .strip_suffix(".corrupt")
+            .and_then(parse_segment_file_name)
+        {
+            set_aside.insert(id, entry.path());
         }
     }
 
@@ -141,7 +152,18 @@ pub(crate) fn recover_segments(
         recovery.adopt_spare(path)?;
     }
     let newest_id = segment_paths.keys().next_back().copied();
-    let next_segment_id = newest_id.map_or(1, |id| id + 1);
+    // Files set aside by an earlier recovery still hold ids and seqs that must never be
+    // handed out again (the rename does not carry the floor across restarts by itself).
+    for (id, path) in &set_aside {
+        if let Some(seq) = Recovery::open_rw(path)
+            .ok()
+            .and_then(|file| highest_own_seq(&file, *id))
+        {
+            recovery.highest_quarantined_seq = recovery.highest_quarantined_seq.max(Some(seq));
+        }
+    }
+    let highest_id = newest_id.max(set_aside.keys().next_back().copied());
+    let next_segment_id = highest_id.map_or(1, |id| id + 1);
     for (id, path) in segment_paths {
         recovery.recover_segment(id, path, Some(id) == newest_id)?;
     }
@@ -269,6 +291,7 @@ impl Recovery<'_> {
                 && header.segment_bytes.is_multiple_of(HEADER_PAGE_BYTES)
                 && header.segment_bytes <= MAX_SEGMENT_BYTES
         });
+        let mut gap = None;
         let Some(header) = header else {
             if newest && !holds_own_records(&file, file_len, id) {
                 tracing::warn!(file = %path.display(),
@@ -295,6 +318,7 @@ impl Recovery<'_> {
             if header.base_seq > expected {
                 let missing = header.base_seq - expected;
                 self.corrupt_records += missing;
+                gap = Some((expected, header.base_seq));
                 tracing::error!(
                     first_seq = expected,
                     last_seq = header.base_seq - 1,
@@ -315,6 +339,10 @@ impl Recovery<'_> {
         let (map, mut writer) =
             SegmentMap::map(&file, len).map_err(io_error(format!("mapping {}", path.display())))?;
         let segment = Arc::new(Segment::new(id, header.base_seq, path.clone(), file, map));
+        if let Some((from, to)) = gap {
+            // Counted here; readers crossing the gap must not count it again.
+            segment.note_damaged(from, to);
+        }
         self.bytes_on_disk += file_len.max(len);
 
         let seal = Seal::decode(&page).filter(|seal| {
@@ -337,17 +365,21 @@ impl Recovery<'_> {
                     path.display()
                 ))
             })?;
-            let (end_offset, end_seq) = self.scan_unsealed(&segment, &mut writer)?;
-            writer.freeze(end_offset);
-            segment.set_recovered(end_seq, false);
-            if newest {
+            let tail = self.scan_unsealed(&segment, &writer)?;
+            writer.freeze(tail.end_offset);
+            segment.set_recovered(tail.next_seq, false);
+            if newest && tail.damage.is_empty() {
                 self.active = Some(Active {
                     segment: Arc::clone(&segment),
                     writer,
-                    offset: end_offset,
+                    offset: tail.end_offset,
                     dirty: false,
                 });
             } else {
+                // Older segments are sealed as a roll would have. A damaged newest segment is
+                // sealed too: readers then skip its damage as in any sealed segment, later
+                // opens trust the seal instead of finding the same damage again (strict mode
+                // included), and new records start in a fresh segment after every seq used.
                 segment.seal(&mut writer);
                 self.io.sync_data(&segment.file, &path).map_err(|error| {
                     WalError::Fatal(format!(
@@ -361,96 +393,107 @@ impl Recovery<'_> {
         Ok(())
     }
 
-    /// Scan an unsealed segment to its first invalid record, deal with valid records beyond
-    /// it (see the module doc), and return `(end_offset, next_seq)`.
+    /// Scan an unsealed segment (`format::scan_tail`): keep every valid record, count and log
+    /// damaged stretches, cut a torn tail. Refuses in strict mode when valid records follow
+    /// an invalid one.
     fn scan_unsealed(
         &mut self,
         segment: &Segment,
-        writer: &mut MapWriter,
-    ) -> Result<(u64, u64), WalError> {
+        writer: &MapWriter,
+    ) -> Result<TailScan, WalError> {
         let len = segment.map.len();
-        let (scan, found_later, last_later_seq, zero_to) = {
-            let window = Window::new(writer.read(HEADER_PAGE_BYTES..len), HEADER_PAGE_BYTES);
-            let scan = scan_valid_prefix(
-                &window,
+        let window = Window::new(writer.read(HEADER_PAGE_BYTES..len), HEADER_PAGE_BYTES);
+        let tail = scan_tail(
+            &window,
+            segment.id,
+            HEADER_PAGE_BYTES,
+            segment.base_seq,
+            |view| segment.note_append(view.header.seq, view.offset, view.next_offset),
+        );
+        if tail.has_valid_records_after_damage() && self.options.recovery == RecoveryMode::Strict {
+            return Err(WalError::Corrupt(format!(
+                "segment {}: {}; refusing to open in strict recovery mode",
                 segment.id,
-                HEADER_PAGE_BYTES,
-                segment.base_seq,
-                |view| segment.note_append(view.header.seq, view.offset, view.next_offset),
-            );
-            let mut found_later = 0u64;
-            let mut last_later_seq = scan.next_seq;
-            let mut zero_to = scan.end_offset;
-            if scan.stopped_by.is_some() {
-                let mut from = scan.end_offset;
-                while let Some(view) = window.find_valid_from(from, segment.id, scan.next_seq) {
-                    found_later += 1;
-                    last_later_seq = view.header.seq;
-                    zero_to = view.next_offset;
-                    from = view.next_offset;
-                }
-            }
-            let tail_is_clean = scan.end_offset + RECORD_HEADER_BYTES > len
-                || window
-                    .slice(scan.end_offset, scan.end_offset + RECORD_HEADER_BYTES)
-                    .iter()
-                    .all(|byte| *byte == 0);
-            if !tail_is_clean && found_later == 0 {
-                tracing::info!(segment = segment.id, offset = scan.end_offset, next_seq = scan.next_seq,
-                    reason = ?scan.stopped_by, "Cut a torn or stale tail off the write-ahead log.");
-            }
-            (scan, found_later, last_later_seq, zero_to)
-        };
-        if found_later > 0 {
-            let detail = format!(
-                "segment {}: the record at offset {} (seq {}) is invalid ({}) but {} valid record(s) up to seq {} follow it",
-                segment.id,
-                scan.end_offset,
-                scan.next_seq,
-                scan.stopped_by.map_or_else(String::new, |error| error.to_string()),
-                found_later,
-                last_later_seq
-            );
-            if self.options.recovery == RecoveryMode::Strict {
-                return Err(WalError::Corrupt(format!(
-                    "{detail}; refusing to open in strict recovery mode"
-                )));
-            }
-            let lost = last_later_seq + 1 - scan.next_seq;
+                describe_damage(&tail.damage)
+            )));
+        }
+        for span in &tail.damage {
+            let lost = segment.note_damaged(span.first_seq, span.end_seq);
             self.corrupt_records += lost;
             metrics::counter!(names::WAL_CORRUPT_RECORDS_TOTAL).increment(lost);
-            tracing::error!(segment = segment.id, first_lost_seq = scan.next_seq, last_lost_seq = last_later_seq, lost,
-                "{detail}; keeping the valid prefix and dropping the rest (tolerate-tail recovery).");
-            writer.zero(scan.end_offset..zero_to);
-            self.io
-                .sync_data(&segment.file, &segment.path)
-                .map_err(|error| {
-                    WalError::Fatal(format!(
-                        "fdatasync of {} failed during recovery: {error}",
-                        segment.path.display()
-                    ))
-                })?;
+            let what = match span.kind {
+                DamageKind::Record => "damaged record (header intact), valid records follow",
+                DamageKind::Span => "damaged header whose length cannot be trusted, resynchronised on the next valid record",
+                DamageKind::TornRecord => "torn or damaged last record; its seq is retired",
+            };
+            tracing::error!(segment = segment.id, offset = span.offset, first_lost_seq = span.first_seq,
+                last_lost_seq = span.end_seq - 1, lost, reason = %span.error,
+                "Write-ahead log recovery skipped a {what}; every other record is kept.");
         }
-        Ok((scan.end_offset, scan.next_seq))
+        if let Some(reason) = tail.cut_by {
+            let clean = window
+                .slice(
+                    tail.end_offset,
+                    (tail.end_offset + RECORD_HEADER_BYTES).min(len),
+                )
+                .iter()
+                .all(|byte| *byte == 0);
+            if !clean {
+                tracing::info!(segment = segment.id, offset = tail.end_offset, next_seq = tail.next_seq,
+                    %reason, "Cut a torn or stale tail off the write-ahead log.");
+            }
+        }
+        Ok(tail)
     }
 }
 
-/// Whether the first record slot of a segment file holds a record checksummed for segment
-/// `id` (stale records of a recycled file are bound to another id and do not count).
-fn holds_own_records(file: &File, file_len: u64, id: u64) -> bool {
-    map_whole(file, file_len).is_some_and(|writer| {
-        let window = Window::new(writer.read(HEADER_PAGE_BYTES..file_len), HEADER_PAGE_BYTES);
-        window.record_at(HEADER_PAGE_BYTES, id).is_ok()
-    })
+/// One line naming every damaged stretch, for errors.
+fn describe_damage(damage: &[DamagedSpan]) -> String {
+    damage
+        .iter()
+        .map(|span| {
+            format!(
+                "the record at offset {} (seq {}) is invalid ({}); seqs {}..={} are unreadable",
+                span.offset,
+                span.first_seq,
+                span.error,
+                span.first_seq,
+                span.end_seq - 1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
-/// The highest seq of any record checksummed for segment `id` in `file` (a full scan; only
-/// used on files being set aside, so their seqs are never handed out again).
+/// Whether a segment file holds anything of segment `id`: a valid seal naming it, or any
+/// record checksummed for it (stale records of a recycled file are bound to another id and
+/// do not count). A full scan, only done for a newest file whose header is unreadable.
+fn holds_own_records(file: &File, file_len: u64, id: u64) -> bool {
+    own_seal(file, id).is_some()
+        || map_whole(file, file_len).is_some_and(|writer| {
+            let window = Window::new(writer.read(HEADER_PAGE_BYTES..file_len), HEADER_PAGE_BYTES);
+            window.find_valid_from(HEADER_PAGE_BYTES, id, 0).is_some()
+        })
+}
+
+/// The seal block of `file` if it is valid and names segment `id`.
+fn own_seal(file: &File, id: u64) -> Option<Seal> {
+    let mut page = vec![0u8; HEADER_PAGE_BYTES as usize];
+    read_prefix(file, &mut page).ok()?;
+    Seal::decode(&page).filter(|seal| seal.segment_id == id && seal.record_count > 0)
+}
+
+/// The highest seq segment `id` used, from its seal and every record checksummed for it in
+/// `file` (a full scan; only used on files set aside, so their seqs are never handed out
+/// again).
 fn highest_own_seq(file: &File, id: u64) -> Option<u64> {
+    let from_seal = own_seal(file, id).map(|seal| seal.last_seq);
     let file_len = file.metadata().ok()?.len();
-    let writer = map_whole(file, file_len)?;
+    let Some(writer) = map_whole(file, file_len) else {
+        return from_seal;
+    };
     let window = Window::new(writer.read(HEADER_PAGE_BYTES..file_len), HEADER_PAGE_BYTES);
-    let mut highest = None;
+    let mut highest = from_seal;
     let mut from = HEADER_PAGE_BYTES;
     while let Some(view) = window.find_valid_from(from, id, 0) {
         highest = highest.max(Some(view.header.seq));

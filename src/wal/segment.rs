@@ -68,6 +68,8 @@ pub(crate) struct Segment {
     sealed: AtomicBool,
     end_seq: AtomicU64,
     index: Mutex<SeqIndex>,
+    /// Disjoint seq ranges `[from, to)` known to be unreadable (already counted).
+    damaged: Mutex<Vec<(u64, u64)>>,
 }
 
 #[derive(Debug)]
@@ -152,6 +154,7 @@ impl Segment {
                 covered_offset: HEADER_PAGE_BYTES,
                 covered_seq: base_seq,
             }),
+            damaged: Mutex::new(Vec::new()),
         }
     }
 
@@ -175,15 +178,21 @@ impl Segment {
         Window::new(self.map.frozen(HEADER_PAGE_BYTES..end), HEADER_PAGE_BYTES)
     }
 
-    /// Record the append of `view` (already written and frozen by the writer).
+    /// Record the append of a record (already written and frozen by the writer), or a valid
+    /// record found by recovery. A record past a damaged stretch (a later seq at a later
+    /// offset than the index covers) always gets an index entry, so `locate` hops over the
+    /// damage instead of stopping at it.
     pub(crate) fn note_append(&self, seq: u64, offset: u64, next_offset: u64) {
         {
             let mut index = self.index.lock();
-            if index.covered_seq == seq && index.covered_offset == offset {
-                let due = index
-                    .entries
-                    .last()
-                    .is_none_or(|&(_, last)| offset - last >= INDEX_STRIDE);
+            let contiguous = index.covered_seq == seq && index.covered_offset == offset;
+            let after_damage = seq > index.covered_seq && offset > index.covered_offset;
+            if contiguous || after_damage {
+                let due = after_damage
+                    || index
+                        .entries
+                        .last()
+                        .is_none_or(|&(_, last)| offset - last >= INDEX_STRIDE);
                 if due {
                     index.entries.push((seq, offset));
                 }
@@ -192,6 +201,43 @@ impl Segment {
             }
         }
         self.end_seq.store(seq + 1, Ordering::Release);
+    }
+
+    /// Note that seqs `from..to` of this segment cannot be read; returns how many of them
+    /// were not known to be damaged yet. Every damaged seq is counted once per process, by
+    /// whoever finds it first (recovery or a reader).
+    pub(crate) fn note_damaged(&self, from: u64, to: u64) -> u64 {
+        let mut known = self.damaged.lock();
+        let mut new = to.saturating_sub(from);
+        for &(start, end) in known.iter() {
+            new -= end.min(to).saturating_sub(start.max(from));
+        }
+        if new > 0 {
+            // Keep the ranges disjoint and sorted: add, then merge neighbours.
+            known.push((from, to));
+            known.sort_unstable();
+            let mut merged: Vec<(u64, u64)> = Vec::with_capacity(known.len());
+            for &(start, end) in known.iter() {
+                match merged.last_mut() {
+                    Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                    _ => merged.push((start, end)),
+                }
+            }
+            *known = merged;
+        }
+        new
+    }
+
+    /// Offset of the closest indexed record at or before `seq`: where a resync for `seq`
+    /// can start scanning instead of the segment start.
+    pub(crate) fn scan_start(&self, seq: u64) -> u64 {
+        let index = self.index.lock();
+        let after = index
+            .entries
+            .partition_point(|&(entry_seq, _)| entry_seq <= seq);
+        after
+            .checked_sub(1)
+            .map_or(HEADER_PAGE_BYTES, |position| index.entries[position].1)
     }
 
     /// Mark state found by recovery: records `base_seq..end_seq` end at the frozen end.
@@ -218,7 +264,8 @@ impl Segment {
     }
 
     /// Offset of the record with `seq`, if it is committed here and reachable through valid
-    /// headers. Uses the sparse index, extending it lazily.
+    /// headers. Uses the sparse index, extending it lazily (over damaged headers too: the
+    /// index resumes at the next valid record, so records past damage stay cheap to find).
     pub(crate) fn locate(&self, seq: u64) -> Option<u64> {
         if seq < self.base_seq || seq >= self.end_seq() {
             return None;
@@ -227,7 +274,14 @@ impl Segment {
         let mut index = self.index.lock();
         while index.covered_seq <= seq {
             let (offset, expected) = (index.covered_offset, index.covered_seq);
-            let view = hop(&window, offset, expected)?;
+            let Some(view) = hop(&window, offset, expected) else {
+                // A damaged header: carry the index on from the next valid record.
+                let next = window.resync_after(offset, self.id, expected)?;
+                index.entries.push((next.header.seq, next.offset));
+                index.covered_offset = next.offset;
+                index.covered_seq = next.header.seq;
+                continue;
+            };
             let due = index
                 .entries
                 .last()

@@ -269,14 +269,7 @@ async fn cursors_start_at_the_oldest_record_and_survive_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let state = CursorState {
         acked: Position { seq: 4, event: 2 },
-        plan: Some((Position { seq: 4, event: 2 }, Position { seq: 9, event: 0 })),
-        retry: RetryState {
-            attempts: 3,
-            next_attempt_unix_ms: 77,
-            first_failure_unix_ms: 66,
-            last_error_class: 5,
-        },
-        dead_lettered: 1,
+        blob: CursorBlob::new(b"owner's state").unwrap(),
     };
     {
         let wal = Wal::open(small_options(dir.path())).unwrap();
@@ -287,9 +280,9 @@ async fn cursors_start_at_the_oldest_record_and_survive_restarts() {
         assert_eq!(cursor.name(), "kinesis");
         assert_eq!(cursor.state().acked, Position { seq: 1, event: 0 });
         cursor.persist(state).unwrap();
-        for generation in 0..5 {
+        for generation in 0..5u64 {
             let mut next = state;
-            next.dead_lettered = generation;
+            next.blob = CursorBlob::new(&generation.to_le_bytes()).unwrap();
             cursor.persist(next).unwrap();
         }
         cursor.persist(state).unwrap();
@@ -521,7 +514,9 @@ async fn freed_segments_release_their_disk_space_in_every_sync_mode() {
             stats.bytes_on_disk <= 6 * SMALL_SEGMENT,
             "{mode:?}: {stats:?}"
         );
-        let files = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+        let files = std::fs::read_dir(dir.path().join(layout::SEGMENT_DIR))
+            .unwrap()
+            .count();
         assert!(files <= 6, "{mode:?}: {files} files");
         // A sync round in flight may still hold a segment GC had to unlink; it lets go when
         // its fdatasync returns (slow on a loaded machine).

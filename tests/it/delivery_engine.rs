@@ -12,6 +12,7 @@ use futures::FutureExt;
 use tokio::sync::Notify;
 
 use delivery_support::*;
+use flagstream::delivery::cursor_state::DeliveryCursor;
 use flagstream::delivery::{read_dead_letters, DeliveryState};
 use flagstream::dest::{Failure, FailureClass, ItemFailure, SendOutcome};
 
@@ -100,7 +101,8 @@ async fn the_cursor_advances_only_over_the_contiguous_acked_prefix() {
     // The engine has persisted since batch 1 was planned (its plan is in the cursor file);
     // the in-memory cursor, which is what gets persisted, must not have passed it either.
     wait_until("the first batch's plan persisted", WAIT, || {
-        wal.open_cursor("remote").unwrap().state().plan.is_some()
+        DeliveryCursor::decode(&wal.open_cursor("remote").unwrap().state())
+            .is_ok_and(|cursor| cursor.plan.is_some())
     })
     .await;
     let status = delivery.status("remote").unwrap();
@@ -110,7 +112,7 @@ async fn the_cursor_advances_only_over_the_contiguous_acked_prefix() {
         "cursor must not pass the unacked first batch: {status:?}"
     );
     assert!(status.in_flight_batches >= 1);
-    let persisted = wal.open_cursor("remote").unwrap().state();
+    let persisted = DeliveryCursor::decode(&wal.open_cursor("remote").unwrap().state()).unwrap();
     assert_eq!(persisted.acked.seq, first_seq);
     assert_eq!(persisted.plan.map(|(start, _)| start.seq), Some(first_seq));
 
@@ -175,7 +177,8 @@ async fn partial_failures_resend_only_the_retriable_items_and_dead_letter_the_pe
     assert!(dead[0].reason.contains("permanent"), "{}", dead[0].reason);
     assert_eq!((dead[0].seq, dead[0].event), (seq, 4));
     assert_eq!(dead[0].batch_id.as_deref(), Some(sent[0].batch_id.as_str()));
-    assert_eq!(wal.open_cursor("remote").unwrap().state().dead_lettered, 1);
+    let persisted = DeliveryCursor::decode(&wal.open_cursor("remote").unwrap().state()).unwrap();
+    assert_eq!(persisted.dead_lettered, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

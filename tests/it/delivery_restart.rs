@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::FutureExt;
 
 use delivery_support::*;
+use flagstream::delivery::cursor_state::DeliveryCursor;
 use flagstream::delivery::ConfiguredDestination;
 use flagstream::delivery::{DeliveryDefaults, DeliverySettings, DeliveryState, RetryPolicy};
 use flagstream::dest::file::FileDestination;
@@ -61,7 +62,7 @@ async fn retry_state_survives_a_restart_and_keeps_backing_off() {
     assert_eq!(failing.sent().len(), 1);
     let first_batch = failing.sent()[0].batch_id.clone();
 
-    let persisted = wal.open_cursor("remote").unwrap().state();
+    let persisted = DeliveryCursor::decode(&wal.open_cursor("remote").unwrap().state()).unwrap();
     assert_eq!(persisted.retry.attempts, 1);
     assert!(persisted.retry.first_failure_unix_ms > 0);
     let next_attempt = persisted.retry.next_attempt_unix_ms;
@@ -106,7 +107,7 @@ async fn retry_state_survives_a_restart_and_keeps_backing_off() {
         "the retried batch keeps its id across the restart"
     );
     delivery.shutdown().await;
-    let persisted = wal.open_cursor("remote").unwrap().state();
+    let persisted = DeliveryCursor::decode(&wal.open_cursor("remote").unwrap().state()).unwrap();
     assert_eq!(
         persisted.retry.attempts, 0,
         "retry state cleared once delivered"

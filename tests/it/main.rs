@@ -26,3 +26,4 @@ mod wal_faults;
 mod wal_fuzz_harness;
 mod wal_inspect;
 mod wal_recovery;
+mod wal_tools;

@@ -71,7 +71,7 @@ async fn enospc_while_preallocating_is_full_not_fatal_and_leaves_no_file() {
     assert!(wal.stats().fatal.is_none());
     // No half-allocated file is left behind.
     for name in wal_files(dir.path()) {
-        let len = std::fs::metadata(dir.path().join("wal").join(&name))
+        let len = std::fs::metadata(dir.path().join(SEGMENT_DIR).join(&name))
             .unwrap()
             .len();
         assert_eq!(len, SEGMENT, "{name}");

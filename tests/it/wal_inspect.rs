@@ -9,7 +9,7 @@ use wal_support::*;
 
 fn directory_snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
-    for sub in ["wal", "cursors"] {
+    for sub in [SEGMENT_DIR, "cursors"] {
         for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
             let entry = entry.unwrap();
             files.push((

@@ -59,6 +59,18 @@ fn check_prefix(wal: &Wal, lengths: &[usize], at_least: usize) -> usize {
 #[test]
 fn truncation_or_zeroing_at_every_byte_offset_recovers_the_longest_valid_prefix() {
     let lengths = [0usize, 1, 7, 8, 9, 100, 333, 64];
+    // Whether the header of record `index` (0-based) in a damaged image still carries the
+    // record magic, the data kind and its seq.
+    let names_seq = |image: &[u8], index: usize| {
+        let at = (HEADER_PAGE_BYTES
+            + lengths[..index]
+                .iter()
+                .map(|len| record_footprint(*len as u64))
+                .sum::<u64>()) as usize;
+        let byte = |offset: usize| image.get(at + offset).copied().unwrap_or(0);
+        let seq = u64::from_le_bytes(std::array::from_fn(|i| byte(16 + i)));
+        [byte(0), byte(1), byte(2)] == [0xA6, 0xF1, 1] && seq == index as u64 + 1
+    };
     let dir = fast_tempdir();
     let options = tiny_options(dir.path());
     write_log(dir.path(), &options, &lengths);
@@ -84,7 +96,7 @@ fn truncation_or_zeroing_at_every_byte_offset_recovers_the_longest_valid_prefix(
                 damaged[cut as usize..].fill(0);
             }
             for name in wal_files(dir.path()) {
-                std::fs::remove_file(dir.path().join("wal").join(name)).unwrap();
+                std::fs::remove_file(dir.path().join(SEGMENT_DIR).join(name)).unwrap();
             }
             std::fs::write(&segment, &damaged).unwrap();
             // A byte lost to the cut only matters if it was not zero anyway.
@@ -102,10 +114,13 @@ fn truncation_or_zeroing_at_every_byte_offset_recovers_the_longest_valid_prefix(
             } else {
                 0
             };
+            // A torn record whose header still names its seq has that seq retired.
+            let retired = expected < lengths.len() && names_seq(&damaged, expected);
             let wal =
                 Wal::open(options.clone()).unwrap_or_else(|error| panic!("cut {cut}: {error}"));
             let found = check_prefix(&wal, &lengths, expected);
             assert_eq!(found, expected, "cut {cut} truncate {truncate}");
+            assert_eq!(wal.stats().corrupt_records, u64::from(retired), "cut {cut}");
             if round % 11 == 0 {
                 // Appending after recovery continues the seq and survives another reopen.
                 let seq = block_on(append(
@@ -113,7 +128,8 @@ fn truncation_or_zeroing_at_every_byte_offset_recovers_the_longest_valid_prefix(
                     found as u64,
                     lengths.get(found).copied().unwrap_or(5),
                 ));
-                assert_eq!(seq.unwrap(), found as u64 + 1, "cut {cut}");
+                let next = found as u64 + 1 + u64::from(retired);
+                assert_eq!(seq.unwrap(), next, "cut {cut}");
                 drop(wal);
                 let wal = Wal::open(options.clone()).unwrap();
                 assert_eq!(read_all(&wal, 1).len(), found + 1, "cut {cut}");
@@ -123,7 +139,7 @@ fn truncation_or_zeroing_at_every_byte_offset_recovers_the_longest_valid_prefix(
 }
 
 #[test]
-fn strict_mode_refuses_valid_records_after_a_bad_one_and_tolerate_tail_cuts_them() {
+fn strict_mode_refuses_valid_records_after_a_bad_one_and_tolerate_tail_skips_only_it() {
     let lengths = [50usize, 60, 70, 80, 90];
     let dir = fast_tempdir();
     let mut options = tiny_options(dir.path());
@@ -142,18 +158,33 @@ fn strict_mode_refuses_valid_records_after_a_bad_one_and_tolerate_tail_cuts_them
         ),
         other => panic!("expected Corrupt, got {other:?}"),
     }
+    let intact_seqs = |wal: &Wal| -> Vec<u64> {
+        read_all(wal, 1)
+            .iter()
+            .map(|record| {
+                let key = record.seq - 1;
+                assert_intact(
+                    record,
+                    key,
+                    lengths.get(key as usize).copied().unwrap_or(70),
+                );
+                record.seq
+            })
+            .collect()
+    };
     options.recovery = RecoveryMode::TolerateTail;
     {
         let wal = Wal::open(options.clone()).unwrap();
-        assert_eq!(check_prefix(&wal, &lengths, 2), 2);
-        assert_eq!(wal.stats().corrupt_records, 3, "seqs 3, 4 and 5 are lost");
-        assert_eq!(block_on(append(&wal, 2, 70)).unwrap(), 3);
+        assert_eq!(intact_seqs(&wal), [1, 2, 4, 5]);
+        assert_eq!(wal.stats().corrupt_records, 1, "only seq 3 is lost");
+        assert_eq!(block_on(append(&wal, 5, 70)).unwrap(), 6);
     }
-    // The dropped records were zeroed: they never come back, even in strict mode.
+    // The damaged segment was sealed: strict mode opens, readers skip seq 3 as in any
+    // sealed segment.
     options.recovery = RecoveryMode::Strict;
     let wal = Wal::open(options).unwrap();
-    assert_eq!(check_prefix(&wal, &lengths, 3), 3);
-    assert_eq!(wal.stats().corrupt_records, 0);
+    assert_eq!(intact_seqs(&wal), [1, 2, 4, 5, 6]);
+    assert_eq!(wal.stats().corrupt_records, 1);
 }
 
 #[test]
@@ -204,7 +235,7 @@ fn cursors_survive_torn_slot_writes_and_fall_back_when_both_slots_are_gone() {
     let path = dir.path().join("cursors/dest.cur");
     let pristine = std::fs::read(&path).unwrap();
     // Find the slot holding `newer` (the one with the higher generation) and tear it.
-    for torn_bytes in [1usize, 16, 40, 99] {
+    for torn_bytes in [1usize, 16, 40, 43] {
         let mut torn = pristine.clone();
         let newer_slot = if u64::from_le_bytes(torn[8..16].try_into().unwrap())
             > u64::from_le_bytes(torn[520..528].try_into().unwrap())
@@ -213,7 +244,12 @@ fn cursors_survive_torn_slot_writes_and_fall_back_when_both_slots_are_gone() {
         } else {
             512
         };
-        for byte in &mut torn[newer_slot + 100 - torn_bytes..newer_slot + 100] {
+        // The slot's used length (header, blob, checksum) is at bytes 6..8.
+        let used = usize::from(u16::from_le_bytes([
+            torn[newer_slot + 6],
+            torn[newer_slot + 7],
+        ]));
+        for byte in &mut torn[newer_slot + used - torn_bytes..newer_slot + used] {
             *byte ^= 0x5A;
         }
         std::fs::write(&path, &torn).unwrap();
@@ -276,7 +312,7 @@ proptest! {
         let options = tiny_options(dir.path());
         write_log(dir.path(), &options, &lengths);
         let files: Vec<_> = wal_files(dir.path()).into_iter().filter(|name| !name.starts_with("spare")).collect();
-        let mut images: Vec<Vec<u8>> = files.iter().map(|name| std::fs::read(dir.path().join("wal").join(name)).unwrap()).collect();
+        let mut images: Vec<Vec<u8>> = files.iter().map(|name| std::fs::read(dir.path().join(SEGMENT_DIR).join(name)).unwrap()).collect();
         let total: usize = images.iter().map(Vec::len).sum();
         let mut first_flip = usize::MAX;
         for (index, mask) in &flips {
@@ -286,7 +322,7 @@ proptest! {
             images[file][at] ^= mask;
         }
         for (name, image) in files.iter().zip(&images) {
-            std::fs::write(dir.path().join("wal").join(name), image).unwrap();
+            std::fs::write(dir.path().join(SEGMENT_DIR).join(name), image).unwrap();
         }
         // Records whose checked bytes all lie before the first flip must survive.
         let mut intact_prefix = 0;
@@ -366,7 +402,7 @@ fn a_damaged_header_over_real_records_is_set_aside_and_its_seqs_are_never_reused
         .rfind(|name| !name.starts_with("spare"))
         .unwrap()
         .clone();
-    let newest_path = dir.path().join("wal").join(&newest);
+    let newest_path = dir.path().join(SEGMENT_DIR).join(&newest);
     let mut bytes = std::fs::read(&newest_path).unwrap();
     bytes[20] ^= 0xFF; // breaks the header checksum, records stay valid
     std::fs::write(&newest_path, &bytes).unwrap();
@@ -374,7 +410,7 @@ fn a_damaged_header_over_real_records_is_set_aside_and_its_seqs_are_never_reused
     let wal = Wal::open(options).unwrap();
     assert!(
         dir.path()
-            .join("wal")
+            .join(SEGMENT_DIR)
             .join(format!("{newest}.corrupt"))
             .exists(),
         "{:?}",

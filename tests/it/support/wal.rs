@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use flagstream::wal::io::{OsIo, WalIo};
+pub use flagstream::wal::layout::SEGMENT_DIR;
 use flagstream::wal::{AppendRequest, Record, Wal, WalOptions};
 
 pub const SEGMENT: u64 = 64 * 1024;
@@ -78,9 +79,9 @@ pub fn assert_intact(record: &Record, key: u64, len: usize) {
     );
 }
 
-/// Files in `<dir>/wal`, sorted.
+/// Files in `<dir>/segments`, sorted.
 pub fn wal_files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("wal"))
+    let mut names: Vec<String> = std::fs::read_dir(dir.join(SEGMENT_DIR))
         .unwrap()
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -89,7 +90,7 @@ pub fn wal_files(dir: &Path) -> Vec<String> {
 }
 
 pub fn segment_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join("wal").join(format!("{id:020}.seg"))
+    dir.join(SEGMENT_DIR).join(format!("{id:020}.seg"))
 }
 
 /// A [`WalIo`] that can fail on purpose.

@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use flagstream::wal::format::{
-    record_crc, SegmentHeader, Window, HEADER_PAGE_BYTES, RECORD_HEADER_BYTES,
+    record_crc, scan_tail, SegmentHeader, Window, HEADER_PAGE_BYTES, RECORD_HEADER_BYTES,
 };
 use flagstream::wal::{AppendRequest, RecoveryMode, Wal, WalOptions};
 
@@ -81,11 +81,15 @@ pub fn run(data: &[u8], scratch: &Path) {
         let _ = window.record_at(offset, 1);
     }
     let _ = window.find_valid_from(HEADER_PAGE_BYTES, 1, 0);
+    let tail = scan_tail(&window, 1, HEADER_PAGE_BYTES, 1, |_| {});
+    // Every seq up to the end is either a valid record or counted as lost.
+    assert!(tail.end_offset <= FUZZ_SEGMENT && tail.next_seq == 1 + tail.records + tail.lost());
 
     let dir = scratch.join("wal-fuzz");
     let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("wal")).unwrap();
-    std::fs::write(dir.join("wal/00000000000000000001.seg"), &image).unwrap();
+    let segment_dir = dir.join(flagstream::wal::layout::SEGMENT_DIR);
+    std::fs::create_dir_all(&segment_dir).unwrap();
+    std::fs::write(segment_dir.join("00000000000000000001.seg"), &image).unwrap();
     let _ = flagstream::wal::inspect::verify(&dir);
     let _ = flagstream::wal::inspect::inspect(&dir);
 
