@@ -218,6 +218,24 @@ pub struct ServeArgs {
     #[arg(long, env = "FLAGSTREAM_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
 
+    /// Close an ingest or admin connection that has not sent a complete request head this long
+    /// after it was accepted (silent and slow-header clients).
+    #[arg(long, env = "FLAGSTREAM_HEADER_TIMEOUT", default_value = "10s")]
+    pub header_timeout: humantime::Duration,
+
+    /// Close a connection that has had no request in progress this long (HTTP/1 keep-alive,
+    /// HTTP/2 without an open stream).
+    #[arg(long, env = "FLAGSTREAM_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: humantime::Duration,
+
+    /// A request body must arrive within this long after its head (else 408 `body_timeout`).
+    #[arg(long, env = "FLAGSTREAM_BODY_TIMEOUT", default_value = "60s")]
+    pub body_timeout: humantime::Duration,
+
+    /// Longest gap between two pieces of a request body (else 408 `body_stalled`).
+    #[arg(long, env = "FLAGSTREAM_BODY_STALL_TIMEOUT", default_value = "10s")]
+    pub body_stall_timeout: humantime::Duration,
+
     /// How many recent `X-LaunchDarkly-Payload-ID`s are remembered to drop SDK retries (0 = off).
     #[arg(long, env = "FLAGSTREAM_DEDUPE_CACHE_SIZE", default_value_t = 100_000)]
     pub dedupe_cache_size: usize,

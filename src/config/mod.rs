@@ -173,6 +173,14 @@ impl ServeConfig {
                 "must be at least 1",
             ));
         }
+        for (flag, value) in [
+            ("header-timeout", args.header_timeout),
+            ("idle-timeout", args.idle_timeout),
+            ("body-timeout", args.body_timeout),
+            ("body-stall-timeout", args.body_stall_timeout),
+        ] {
+            check_timeout(flag, value)?;
+        }
 
         let mut environment_entries = Vec::new();
         for value in &args.environment {
@@ -235,6 +243,10 @@ impl ServeConfig {
             max_inflight_bytes: to_usize(inflight),
             max_connections: args.max_connections,
             dedupe_cache_size: args.dedupe_cache_size,
+            header_timeout: args.header_timeout.into(),
+            idle_timeout: args.idle_timeout.into(),
+            body_timeout: args.body_timeout.into(),
+            body_stall_timeout: args.body_stall_timeout.into(),
             environments,
             ..IngestSettings::default()
         };
@@ -253,6 +265,24 @@ impl ServeConfig {
             shutdown_timeout: args.shutdown_timeout.into(),
         })
     }
+}
+
+/// Longest accepted connection or body timeout: longer ones only keep attackers' sockets open.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A connection or body timeout between 1 ms and [`MAX_TIMEOUT`].
+fn check_timeout(flag: &'static str, value: humantime::Duration) -> Result<(), ConfigError> {
+    let duration = Duration::from(value);
+    if duration < Duration::from_millis(1) || duration > MAX_TIMEOUT {
+        return Err(ConfigError::invalid(
+            flag,
+            format!(
+                "{value} is out of range: use a duration from 1ms to {}, e.g. 10s",
+                humantime::format_duration(MAX_TIMEOUT)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn to_usize(value: u64) -> usize {
@@ -411,6 +441,10 @@ mod tests {
                 "max-inflight-bytes",
             ),
             (vec!["--max-connections", "0"], "max-connections"),
+            (vec!["--header-timeout", "0s"], "header-timeout"),
+            (vec!["--idle-timeout", "2h"], "idle-timeout"),
+            (vec!["--body-timeout", "1000y"], "body-timeout"),
+            (vec!["--body-stall-timeout", "0ms"], "body-stall-timeout"),
             (vec!["--environment", "prod"], "environment"),
             (
                 vec!["--environment", "a=k", "--environment", "b=k"],

@@ -1,0 +1,350 @@
+//! Hostile and careless clients against the real binary (issue 16): silent and half-open
+//! connections, stalled bodies, cross-origin admin requests, and malformed or oversized heads.
+//! Every wait is on a condition with a deadline; timeouts are shortened by flags.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// A small valid `/bulk` request that closes its connection after the answer.
+fn small_bulk() -> Vec<u8> {
+    let body = numbered_bulk(0, 2);
+    format!(
+        "POST /bulk HTTP/1.1\r\nHost: t\r\nAuthorization: {SDK_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Send `request` on a fresh connection and read the whole answer (the server closes).
+/// Returns the status and the JSON body (`Null` when the body is not JSON).
+fn exchange(addr: SocketAddr, request: &[u8], patience: Duration) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(patience)).unwrap();
+    stream.write_all(request).expect("send");
+    read_answer(&mut stream)
+}
+
+fn read_answer(stream: &mut TcpStream) -> (u16, Value) {
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            // A reset after the answer arrived (the server closed with unread input) is fine.
+            Err(_) if !answer.is_empty() => break,
+            Err(err) => panic!("no answer: {err}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:.200}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// True once the peer closed the connection (EOF or reset); bytes it sends are skipped.
+fn closed_within(stream: &mut TcpStream, deadline: Instant) -> bool {
+    let mut sink = [0u8; 4096];
+    while Instant::now() < deadline {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        match stream.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_reset) => return true,
+        }
+    }
+    false
+}
+
+fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn silent_connections_are_shed_and_closed_while_a_valid_client_gets_202() {
+    let data = tempfile::tempdir().unwrap();
+    let max = 16;
+    let header_timeout = Duration::from_secs(6);
+    let server = Flagstream::builder(data.path().join("data"))
+        .args(["--environment", &production_env()])
+        .args(["--max-connections", &max.to_string()])
+        .args(["--header-timeout", "6s"])
+        .start();
+
+    // 2 × max-connections sockets that never complete a request head: silent ones, a partial
+    // HTTP/1 head, and HTTP/2 connections that only send the preface.
+    let mut silent: Vec<TcpStream> = (0..2 * max)
+        .map(|i| {
+            let mut stream = TcpStream::connect(server.ingest).expect("connect");
+            match i % 4 {
+                1 => stream
+                    .write_all(b"POST /bulk HTTP/1.1\r\nHost: t\r\n")
+                    .unwrap(),
+                2 => stream
+                    .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                    .unwrap(),
+                _ => {}
+            }
+            stream
+        })
+        .collect();
+    // Every socket is accepted (shedding older ones), so the server has seen all of them.
+    wait_until("silent sockets accepted", Duration::from_secs(10), || {
+        metric(
+            server.admin,
+            "flagstream_connections_closed_total",
+            &[("listener", "ingest"), ("reason", "shed")],
+        ) >= max as f64
+    });
+
+    // A valid client gets through well before any header timeout could free a slot.
+    let started = Instant::now();
+    let (status, body) = exchange(server.ingest, &small_bulk(), Duration::from_secs(10));
+    let took = started.elapsed();
+    assert_eq!(status, 202, "{body}");
+    assert!(took < header_timeout / 2, "202 took {took:?}");
+
+    // Every silent socket is closed: the shed ones at once, the rest at the header timeout
+    // counted from accept.
+    let deadline = Instant::now() + header_timeout + Duration::from_secs(10);
+    for (i, stream) in silent.iter_mut().enumerate() {
+        assert!(closed_within(stream, deadline), "socket {i} still open");
+    }
+    assert!(
+        metric(
+            server.admin,
+            "flagstream_connections_closed_total",
+            &[("listener", "ingest"), ("reason", "header_timeout")],
+        ) >= 1.0
+    );
+    assert_eq!(http_status(server.admin, "/readyz"), Some(200));
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Flagstream::builder(data.path().join("data"))
+        .args(["--environment", &production_env()])
+        .args(["--idle-timeout", "1s", "--header-timeout", "30s"])
+        .start();
+    let mut stream = TcpStream::connect(server.ingest).unwrap();
+    let body = numbered_bulk(0, 1);
+    write!(
+        stream,
+        "POST /bulk HTTP/1.1\r\nHost: t\r\nAuthorization: {SDK_KEY}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 202");
+    let started = Instant::now();
+    assert!(closed_within(
+        &mut stream,
+        Instant::now() + Duration::from_secs(20)
+    ));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the 30 s header timeout did not close it"
+    );
+    assert!(
+        metric(
+            server.admin,
+            "flagstream_connections_closed_total",
+            &[("listener", "ingest"), ("reason", "idle_timeout")],
+        ) >= 1.0
+    );
+}
+
+#[test]
+fn stalled_chunked_bodies_do_not_delay_a_small_request() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Flagstream::builder(data.path().join("data"))
+        .args(["--environment", &production_env()])
+        .args(["--max-body-bytes", "1MiB", "--max-inflight-bytes", "2MiB"])
+        .args(["--body-stall-timeout", "4s"])
+        .start();
+    // Eight chunked bodies that send one byte and stall: before bytes were reserved as they
+    // arrive, each held a whole --max-body-bytes and two of them filled the budget.
+    let mut stalled: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.ingest).unwrap();
+            write!(
+                stream,
+                "POST /bulk HTTP/1.1\r\nHost: t\r\nAuthorization: {SDK_KEY}\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n1\r\n[\r\n"
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    wait_until("stalled bodies in flight", Duration::from_secs(10), || {
+        metric(server.admin, "flagstream_ingest_inflight_bytes", &[]) >= 8.0
+    });
+
+    let started = Instant::now();
+    let (status, body) = exchange(server.ingest, &small_bulk(), Duration::from_secs(15));
+    let took = started.elapsed();
+    assert_eq!(status, 202, "{body}");
+    assert!(took < Duration::from_secs(3), "202 took {took:?}");
+
+    // The stalled bodies are refused once they have sent nothing for --body-stall-timeout.
+    stalled[0]
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (status, body) = read_answer(&mut stalled[0]);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (408, Some("body_stalled"))
+    );
+    wait_until("budget returned", Duration::from_secs(20), || {
+        metric(server.admin, "flagstream_ingest_inflight_bytes", &[]) == 0.0
+    });
+}
+
+#[test]
+fn admin_refuses_cross_origin_state_changes_and_closes_silent_connections() {
+    let data = tempfile::tempdir().unwrap();
+    let export = data.path().join("export");
+    let server = Flagstream::builder(data.path().join("data"))
+        .args(["--environment", &production_env()])
+        .args([
+            "--dest",
+            &format!("file://{}?name=archive", export.display()),
+        ])
+        .args(["--header-timeout", "1s"])
+        .start();
+    let pause = |headers: &str| {
+        let request = format!(
+            "POST /v1/destinations/archive/pause HTTP/1.1\r\nHost: {}\r\n{headers}\
+             Content-Length: 0\r\nConnection: close\r\n\r\n",
+            server.admin
+        );
+        exchange(server.admin, request.as_bytes(), Duration::from_secs(10))
+    };
+    let paused = || server.destinations()["destinations"][0]["paused"].clone();
+
+    // What a web page can make a browser send without a preflight.
+    let (status, body) = pause("Origin: https://evil.example\r\nContent-Type: text/plain\r\n");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("cross_origin"))
+    );
+    let (status, body) = pause("Content-Type: text/plain\r\n");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (415, Some("json_required"))
+    );
+    assert_eq!(paused(), Value::Bool(false), "nothing was paused");
+
+    // A same-origin JSON request is served.
+    let (status, body) = pause("Content-Type: application/json\r\n");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(paused(), Value::Bool(true));
+
+    // The admin listener closes connections that send no complete head.
+    let mut silent = TcpStream::connect(server.admin).unwrap();
+    silent.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    assert!(closed_within(
+        &mut silent,
+        Instant::now() + Duration::from_secs(15)
+    ));
+}
+
+#[test]
+fn head_errors_answer_json_with_a_distinct_code() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Flagstream::builder(data.path().join("data"))
+        .args(["--environment", &production_env()])
+        .start();
+    let big_header = format!("X-Big: {}\r\n", "a".repeat(300 * 1024));
+    let many_headers: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let long_path = format!("/bulk/{}", "a".repeat(70 * 1024));
+    let cases: Vec<(String, u16, &str)> = vec![
+        (
+            format!("POST /bulk HTTP/1.1\r\nHost: t\r\n{big_header}\r\n"),
+            431,
+            "head_too_large",
+        ),
+        (
+            format!("POST /bulk HTTP/1.1\r\nHost: t\r\n{many_headers}\r\n"),
+            431,
+            "too_many_headers",
+        ),
+        (
+            format!("GET {long_path} HTTP/1.1\r\nHost: t\r\n\r\n"),
+            414,
+            "uri_too_long",
+        ),
+        (
+            "POST /bulk HTTP/1.1\r\nHost: t\r\nContent-Length: 12abc\r\n\r\n".into(),
+            400,
+            "invalid_content_length",
+        ),
+        (
+            "POST /bulk HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n folded\r\n\r\n".into(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "POST /bulk HTTP/1.1\r\nHost: t\r\nX-A: a\0b\r\n\r\n".into(),
+            400,
+            "malformed_request",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (got, body) = exchange(server.ingest, request.as_bytes(), Duration::from_secs(10));
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+
+    // A later request on a keep-alive connection is checked too (after hyper parsed it).
+    let mut stream = TcpStream::connect(server.ingest).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut first = vec![0u8; 12];
+    stream.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 404");
+    let mut rest = [0u8; 4096];
+    let n = stream.read(&mut rest).unwrap();
+    assert!(String::from_utf8_lossy(&rest[..n]).contains("not_found"));
+    let second = format!(
+        "GET /bulk HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "b".repeat(100 * 1024)
+    );
+    stream.write_all(second.as_bytes()).unwrap();
+    let (status, body) = read_answer(&mut stream);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (431, Some("head_too_large"))
+    );
+}
