@@ -21,6 +21,8 @@ pub const INGEST_REQUEST_DURATION_SECONDS: &str = "flagstream_ingest_request_dur
 pub const INGEST_DUPLICATE_PAYLOADS_TOTAL: &str = "flagstream_ingest_duplicate_payloads_total";
 /// Gauge: request body bytes currently held in memory.
 pub const INGEST_INFLIGHT_BYTES: &str = "flagstream_ingest_inflight_bytes";
+/// Counter: events accepted inside a body although they have no `kind` (dead letters to come).
+pub const INGEST_INVALID_EVENTS_TOTAL: &str = "flagstream_ingest_invalid_events_total";
 
 // --- wal ----------------------------------------------------------------------------------
 /// Counter: bytes appended to the WAL (record headers included).
@@ -162,6 +164,10 @@ fn describe() {
         INGEST_INFLIGHT_BYTES,
         Unit::Bytes,
         "Request body bytes reserved in memory"
+    );
+    describe_counter!(
+        INGEST_INVALID_EVENTS_TOTAL,
+        "Events accepted although they have no `kind`; delivery dead-letters them"
     );
     describe_gauge!(INGEST_OPEN_CONNECTIONS, "Ingest connections currently open");
     describe_gauge!(READY, "1 when recovery finished and ingest accepts traffic");

@@ -97,7 +97,7 @@ impl Admin {
         let path = request.uri().path().to_string();
         let method = request.method().clone();
         if !matches!(method, Method::GET | Method::HEAD) {
-            if let Err(refusal) = same_origin_only(request.headers()) {
+            if let Some(refusal) = cross_origin_refusal(request.headers()) {
                 tracing::warn!(%method, path, "admin request refused: {}", refusal.status());
                 return refusal;
             }
@@ -211,9 +211,9 @@ impl Admin {
     }
 }
 
-/// Refuse a state-changing request that a browser may have sent from another origin (see the
-/// module documentation).
-fn same_origin_only(headers: &HeaderMap) -> Result<(), Response<Full<Bytes>>> {
+/// The refusal of a state-changing request that a browser may have sent from another origin
+/// (see the module documentation); `None` lets it through.
+fn cross_origin_refusal(headers: &HeaderMap) -> Option<Response<Full<Bytes>>> {
     let text = |name: header::HeaderName| {
         headers
             .get(name)
@@ -225,7 +225,7 @@ fn same_origin_only(headers: &HeaderMap) -> Result<(), Response<Full<Bytes>>> {
             .iter()
             .any(|scheme| !host.is_empty() && origin == format!("{scheme}{host}"));
         if !same {
-            return Err(error(
+            return Some(error(
                 StatusCode::FORBIDDEN,
                 "cross_origin",
                 format!("requests from origin `{origin}` may not change state"),
@@ -234,7 +234,7 @@ fn same_origin_only(headers: &HeaderMap) -> Result<(), Response<Full<Bytes>>> {
     }
     if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site")) {
         if site != "same-origin" && site != "none" {
-            return Err(error(
+            return Some(error(
                 StatusCode::FORBIDDEN,
                 "cross_origin",
                 format!("requests from a `{site}` context may not change state"),
@@ -244,7 +244,7 @@ fn same_origin_only(headers: &HeaderMap) -> Result<(), Response<Full<Bytes>>> {
     if let Some(content_type) = text(header::CONTENT_TYPE) {
         let media_type = content_type.split(';').next().unwrap_or("").trim();
         if media_type != "application/json" {
-            return Err(error(
+            return Some(error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "json_required",
                 format!(
@@ -253,7 +253,7 @@ fn same_origin_only(headers: &HeaderMap) -> Result<(), Response<Full<Bytes>>> {
             ));
         }
     }
-    Ok(())
+    None
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {

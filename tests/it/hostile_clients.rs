@@ -348,3 +348,51 @@ fn head_errors_answer_json_with_a_distinct_code() {
         (431, Some("head_too_large"))
     );
 }
+
+#[test]
+fn an_empty_object_bomb_is_refused_and_stores_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Flagstream::builder(data.path().join("data"))
+        .args(["--environment", &production_env()])
+        .start();
+    // 10 KB of gzip, 10 MB of `{}`: before, 202 and ~700 MB of dead letters.
+    let bomb = format!("[{}]", vec!["{}"; 3_400_000].join(","));
+    let compressed = {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(bomb.as_bytes()).unwrap();
+        encoder.finish().unwrap()
+    };
+    let mut request = format!(
+        "POST /events/bulk/{CLIENT_ID} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+         Content-Encoding: gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        compressed.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&compressed);
+    let (status, body) = exchange(server.ingest, &request, Duration::from_secs(30));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("no_valid_events")),
+        "{body}"
+    );
+    assert!(body["detail"].as_str().unwrap().contains("[0]"), "{body}");
+
+    // A batch with one kindless event among valid ones is accepted; the bad one is counted.
+    let mixed = r#"[{"kind":"custom","creationDate":1,"key":"k","context":{"kind":"user","key":"u"}},{"key":"no-kind"}]"#;
+    let request = format!(
+        "POST /bulk HTTP/1.1\r\nHost: t\r\nAuthorization: {SDK_KEY}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{mixed}",
+        mixed.len()
+    );
+    let (status, body) = exchange(server.ingest, request.as_bytes(), Duration::from_secs(10));
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        metric(server.admin, "flagstream_ingest_invalid_events_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        metric(server.admin, "flagstream_ingest_events_total", &[]),
+        2.0,
+        "only the mixed batch was stored"
+    );
+}
