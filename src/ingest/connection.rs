@@ -421,4 +421,32 @@ mod tests {
         assert!(!connections.saturated());
         drop((busy, third));
     }
+
+    #[tokio::test]
+    async fn a_listener_with_every_slot_busy_reports_saturation_until_one_frees() {
+        let connections = Arc::new(Connections::new("test", LIMITS));
+        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let mut clients = Vec::new();
+        let mut busy = Vec::new();
+        for _ in 0..2 {
+            clients.push(TcpStream::connect(addr).await.unwrap());
+            let accepted = connections.accept(&listener, &shutdown).await.unwrap();
+            busy.push((accepted.guard.activity().begin_request(), accepted.guard));
+        }
+        clients.push(TcpStream::connect(addr).await.unwrap());
+        let third = {
+            let (connections, listener, shutdown) =
+                (connections.clone(), listener.clone(), shutdown.clone());
+            tokio::spawn(async move { connections.accept(&listener, &shutdown).await.is_some() })
+        };
+        while !connections.saturated() {
+            tokio::time::sleep(SLOT_RETRY).await;
+        }
+        assert!(!third.is_finished(), "no busy connection is shed");
+        busy.pop();
+        assert!(third.await.unwrap());
+        assert!(!connections.saturated());
+    }
 }
