@@ -11,8 +11,9 @@
 //! * it has had no request in progress for `idle_timeout` since its last response (HTTP/1
 //!   keep-alive, and HTTP/2 connections without an open stream);
 //! * the listener shed it: when every slot is taken, accepting a new connection closes the
-//!   connection that has been idle longest, so a new client always gets a slot unless every
-//!   slot is busy with a request in progress.
+//!   connections that have been idle longest (a batch of 1/64 of the slots, so a burst of new
+//!   clients does not pay one shed each), so a new client always gets a slot unless every slot
+//!   is busy with a request in progress.
 //!
 //! Invariants:
 //! * A connection with a request in progress is never closed by the watchdog (request bodies
@@ -74,6 +75,9 @@ pub struct Connections {
     next_id: AtomicU64,
     saturated: AtomicBool,
 }
+
+/// Shedding frees 1/64 of the slots at once (at least one).
+const SHED_FRACTION: usize = 64;
 
 /// How long the accept loop waits for a slot before it tries shedding again.
 const SLOT_RETRY: Duration = Duration::from_millis(50);
@@ -183,21 +187,24 @@ impl Connections {
         }
     }
 
-    /// Ask the connection idle longest (no request in progress) to close. False when every
-    /// connection is busy.
+    /// Ask the connections idle longest (no request in progress) to close: a batch of
+    /// [`SHED_FRACTION`] of the slots, so a burst of new connections does not pay one shed
+    /// and one wake-up each. False when every connection is busy.
     fn shed_longest_idle(&self) -> bool {
+        let batch = (self.limits.max_connections / SHED_FRACTION).max(1);
         let open = self.open.lock();
-        let victim = open
+        let mut idle: Vec<(Instant, &Arc<Activity>)> = open
             .values()
             .filter_map(|activity| activity.idle_since().map(|since| (since, activity)))
-            .min_by_key(|(since, _)| *since);
-        match victim {
-            Some((_, activity)) => {
-                activity.shed();
-                true
-            }
-            None => false,
+            .collect();
+        if idle.len() > batch {
+            idle.select_nth_unstable_by_key(batch - 1, |(since, _)| *since);
+            idle.truncate(batch);
         }
+        for (_, activity) in &idle {
+            activity.shed();
+        }
+        !idle.is_empty()
     }
 
     /// Serve one connection: run `connection` until it ends or the watchdog closes it.
