@@ -399,61 +399,83 @@ mod tests {
         assert_eq!(ended.elapsed(), LIMITS.idle_timeout);
     }
 
+    /// A listener with [`LIMITS`] and both its slots taken.
+    struct FullListener {
+        connections: Arc<Connections>,
+        listener: Arc<TcpListener>,
+        shutdown: CancellationToken,
+        clients: Vec<TcpStream>,
+        accepted: Vec<Accepted>,
+    }
+
+    impl FullListener {
+        async fn new() -> Self {
+            let mut full = FullListener {
+                connections: Arc::new(Connections::new("test", LIMITS)),
+                listener: Arc::new(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+                shutdown: CancellationToken::new(),
+                clients: Vec::new(),
+                accepted: Vec::new(),
+            };
+            for _ in 0..LIMITS.max_connections {
+                full.connect().await;
+                let accepted = full.connections.accept(&full.listener, &full.shutdown);
+                full.accepted.push(accepted.await.unwrap());
+            }
+            full
+        }
+
+        async fn connect(&mut self) {
+            let addr = self.listener.local_addr().unwrap();
+            self.clients.push(TcpStream::connect(addr).await.unwrap());
+        }
+    }
+
     #[tokio::test]
     async fn a_full_listener_sheds_the_longest_idle_connection() {
-        let connections = Arc::new(Connections::new("test", LIMITS));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let mut clients = Vec::new();
-        let mut accepted = Vec::new();
-        for _ in 0..2 {
-            clients.push(TcpStream::connect(addr).await.unwrap());
-            accepted.push(connections.accept(&listener, &shutdown).await.unwrap());
-        }
+        let mut full = FullListener::new().await;
         // The second connection is busy; the first is idle and older.
-        let busy = accepted[1].guard.activity().begin_request();
-        let oldest = accepted.remove(0);
+        let busy = full.accepted[1].guard.activity().begin_request();
+        let oldest = full.accepted.remove(0);
         let serving = {
-            let connections = connections.clone();
+            let connections = full.connections.clone();
             tokio::spawn(async move {
                 let never = std::future::pending::<Result<(), String>>();
                 connections.serve(oldest.guard, oldest.peer, never).await;
             })
         };
-        clients.push(TcpStream::connect(addr).await.unwrap());
-        let third = connections.accept(&listener, &shutdown).await.unwrap();
+        full.connect().await;
+        let third = full.connections.accept(&full.listener, &full.shutdown);
+        let third = third.await.unwrap();
         serving.await.unwrap();
-        assert_eq!(connections.open(), 2, "the idle one made room");
-        assert!(!connections.saturated());
+        assert_eq!(full.connections.open(), 2, "the idle one made room");
+        assert!(!full.connections.saturated());
         drop((busy, third));
     }
 
     #[tokio::test]
     async fn a_listener_with_every_slot_busy_reports_saturation_until_one_frees() {
-        let connections = Arc::new(Connections::new("test", LIMITS));
-        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").await.unwrap());
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let mut clients = Vec::new();
-        let mut busy = Vec::new();
-        for _ in 0..2 {
-            clients.push(TcpStream::connect(addr).await.unwrap());
-            let accepted = connections.accept(&listener, &shutdown).await.unwrap();
-            busy.push((accepted.guard.activity().begin_request(), accepted.guard));
-        }
-        clients.push(TcpStream::connect(addr).await.unwrap());
+        let mut full = FullListener::new().await;
+        let mut busy: Vec<_> = full
+            .accepted
+            .drain(..)
+            .map(|accepted| (accepted.guard.activity().begin_request(), accepted.guard))
+            .collect();
+        full.connect().await;
         let third = {
-            let (connections, listener, shutdown) =
-                (connections.clone(), listener.clone(), shutdown.clone());
+            let (connections, listener, shutdown) = (
+                full.connections.clone(),
+                full.listener.clone(),
+                full.shutdown.clone(),
+            );
             tokio::spawn(async move { connections.accept(&listener, &shutdown).await.is_some() })
         };
-        while !connections.saturated() {
+        while !full.connections.saturated() {
             tokio::time::sleep(SLOT_RETRY).await;
         }
         assert!(!third.is_finished(), "no busy connection is shed");
         busy.pop();
         assert!(third.await.unwrap());
-        assert!(!connections.saturated());
+        assert!(!full.connections.saturated());
     }
 }

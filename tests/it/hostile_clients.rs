@@ -73,6 +73,23 @@ fn closed_within(stream: &mut TcpStream, deadline: Instant) -> bool {
     false
 }
 
+/// A server with the test credentials and `extra` flags.
+fn start(data: &tempfile::TempDir, extra: &[&str]) -> Flagstream {
+    Flagstream::builder(data.path().join("data"))
+        .args(["--environment", &production_env()])
+        .args(extra.iter().copied())
+        .start()
+}
+
+/// Connections the ingest listener closed for `reason`.
+fn closed_for(server: &Flagstream, reason: &str) -> f64 {
+    metric(
+        server.admin,
+        "flagstream_connections_closed_total",
+        &[("listener", "ingest"), ("reason", reason)],
+    )
+}
+
 fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
@@ -86,11 +103,11 @@ fn silent_connections_are_shed_and_closed_while_a_valid_client_gets_202() {
     let data = tempfile::tempdir().unwrap();
     let max = 16;
     let header_timeout = Duration::from_secs(6);
-    let server = Flagstream::builder(data.path().join("data"))
-        .args(["--environment", &production_env()])
-        .args(["--max-connections", &max.to_string()])
-        .args(["--header-timeout", "6s"])
-        .start();
+    let max_flag = max.to_string();
+    let server = start(
+        &data,
+        &["--max-connections", &max_flag, "--header-timeout", "6s"],
+    );
 
     // 2 × max-connections sockets that never complete a request head: silent ones, a partial
     // HTTP/1 head, and HTTP/2 connections that only send the preface.
@@ -111,11 +128,7 @@ fn silent_connections_are_shed_and_closed_while_a_valid_client_gets_202() {
         .collect();
     // Every socket is accepted (shedding older ones), so the server has seen all of them.
     wait_until("silent sockets accepted", Duration::from_secs(10), || {
-        metric(
-            server.admin,
-            "flagstream_connections_closed_total",
-            &[("listener", "ingest"), ("reason", "shed")],
-        ) >= max as f64
+        closed_for(&server, "shed") >= max as f64
     });
 
     // A valid client gets through well before any header timeout could free a slot.
@@ -131,23 +144,14 @@ fn silent_connections_are_shed_and_closed_while_a_valid_client_gets_202() {
     for (i, stream) in silent.iter_mut().enumerate() {
         assert!(closed_within(stream, deadline), "socket {i} still open");
     }
-    assert!(
-        metric(
-            server.admin,
-            "flagstream_connections_closed_total",
-            &[("listener", "ingest"), ("reason", "header_timeout")],
-        ) >= 1.0
-    );
+    assert!(closed_for(&server, "header_timeout") >= 1.0);
     assert_eq!(http_status(server.admin, "/readyz"), Some(200));
 }
 
 #[test]
 fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     let data = tempfile::tempdir().unwrap();
-    let server = Flagstream::builder(data.path().join("data"))
-        .args(["--environment", &production_env()])
-        .args(["--idle-timeout", "1s", "--header-timeout", "30s"])
-        .start();
+    let server = start(&data, &["--idle-timeout", "1s", "--header-timeout", "30s"]);
     let mut stream = TcpStream::connect(server.ingest).unwrap();
     let body = numbered_bulk(0, 1);
     write!(
@@ -168,23 +172,23 @@ fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
         started.elapsed() < Duration::from_secs(15),
         "the 30 s header timeout did not close it"
     );
-    assert!(
-        metric(
-            server.admin,
-            "flagstream_connections_closed_total",
-            &[("listener", "ingest"), ("reason", "idle_timeout")],
-        ) >= 1.0
-    );
+    assert!(closed_for(&server, "idle_timeout") >= 1.0);
 }
 
 #[test]
 fn stalled_chunked_bodies_do_not_delay_a_small_request() {
     let data = tempfile::tempdir().unwrap();
-    let server = Flagstream::builder(data.path().join("data"))
-        .args(["--environment", &production_env()])
-        .args(["--max-body-bytes", "1MiB", "--max-inflight-bytes", "2MiB"])
-        .args(["--body-stall-timeout", "4s"])
-        .start();
+    let server = start(
+        &data,
+        &[
+            "--max-body-bytes",
+            "1MiB",
+            "--max-inflight-bytes",
+            "2MiB",
+            "--body-stall-timeout",
+            "4s",
+        ],
+    );
     // Eight chunked bodies that send one byte and stall: before bytes were reserved as they
     // arrive, each held a whole --max-body-bytes and two of them filled the budget.
     let mut stalled: Vec<TcpStream> = (0..8)
@@ -227,14 +231,8 @@ fn stalled_chunked_bodies_do_not_delay_a_small_request() {
 fn admin_refuses_cross_origin_state_changes_and_closes_silent_connections() {
     let data = tempfile::tempdir().unwrap();
     let export = data.path().join("export");
-    let server = Flagstream::builder(data.path().join("data"))
-        .args(["--environment", &production_env()])
-        .args([
-            "--dest",
-            &format!("file://{}?name=archive", export.display()),
-        ])
-        .args(["--header-timeout", "1s"])
-        .start();
+    let dest = format!("file://{}?name=archive", export.display());
+    let server = start(&data, &["--dest", &dest, "--header-timeout", "1s"]);
     let pause = |headers: &str| {
         let request = format!(
             "POST /v1/destinations/archive/pause HTTP/1.1\r\nHost: {}\r\n{headers}\
@@ -275,9 +273,7 @@ fn admin_refuses_cross_origin_state_changes_and_closes_silent_connections() {
 #[test]
 fn head_errors_answer_json_with_a_distinct_code() {
     let data = tempfile::tempdir().unwrap();
-    let server = Flagstream::builder(data.path().join("data"))
-        .args(["--environment", &production_env()])
-        .start();
+    let server = start(&data, &[]);
     let big_header = format!("X-Big: {}\r\n", "a".repeat(300 * 1024));
     let many_headers: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
     let long_path = format!("/bulk/{}", "a".repeat(70 * 1024));
@@ -352,9 +348,7 @@ fn head_errors_answer_json_with_a_distinct_code() {
 #[test]
 fn an_empty_object_bomb_is_refused_and_stores_nothing() {
     let data = tempfile::tempdir().unwrap();
-    let server = Flagstream::builder(data.path().join("data"))
-        .args(["--environment", &production_env()])
-        .start();
+    let server = start(&data, &[]);
     // 10 KB of gzip, 10 MB of `{}`: before, 202 and ~700 MB of dead letters.
     let bomb = format!("[{}]", vec!["{}"; 3_400_000].join(","));
     let compressed = {
