@@ -175,20 +175,21 @@ fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     assert!(closed_for(&server, "idle_timeout") >= 1.0);
 }
 
+/// A budget that two bodies reserved up front (the old behaviour) would fill, and a short stall
+/// timeout.
+const STALL_LIMITS: &[&str] = &[
+    "--max-body-bytes",
+    "1MiB",
+    "--max-inflight-bytes",
+    "2MiB",
+    "--body-stall-timeout",
+    "4s",
+];
+
 #[test]
 fn stalled_chunked_bodies_do_not_delay_a_small_request() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(
-        &data,
-        &[
-            "--max-body-bytes",
-            "1MiB",
-            "--max-inflight-bytes",
-            "2MiB",
-            "--body-stall-timeout",
-            "4s",
-        ],
-    );
+    let server = start(&data, STALL_LIMITS);
     // Eight chunked bodies that send one byte and stall: before bytes were reserved as they
     // arrive, each held a whole --max-body-bytes and two of them filled the budget.
     let mut stalled: Vec<TcpStream> = (0..8)
@@ -389,4 +390,94 @@ fn an_empty_object_bomb_is_refused_and_stores_nothing() {
         2.0,
         "only the mixed batch was stored"
     );
+}
+
+type BodyFrame = Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>;
+type ChannelBody = http_body_util::StreamBody<futures::channel::mpsc::Receiver<BodyFrame>>;
+
+/// A request body that sends `first` and then nothing until the sender is dropped.
+fn stalled_body(first: bytes::Bytes) -> (futures::channel::mpsc::Sender<BodyFrame>, ChannelBody) {
+    let (mut sender, receiver) = futures::channel::mpsc::channel(1);
+    sender
+        .try_send(Ok(hyper::body::Frame::data(first)))
+        .unwrap();
+    (sender, http_body_util::StreamBody::new(receiver))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_stalled_streams_do_not_block_a_small_request_and_idle_connections_close() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let data = tempfile::tempdir().unwrap();
+    let server = start(&data, &[STALL_LIMITS, &["--idle-timeout", "2s"]].concat());
+    let stream = tokio::net::TcpStream::connect(server.ingest).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let uri = format!("http://{}/bulk", server.ingest);
+
+    // Eight streams on one connection, each stalled after one byte of its body.
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        let (keep_open, body) = stalled_body(bytes::Bytes::from_static(b"["));
+        let request = http::Request::post(&uri)
+            .header("authorization", SDK_KEY)
+            .body(body)
+            .unwrap();
+        let mut sender = sender.clone();
+        let response = tokio::spawn(async move { sender.send_request(request).await });
+        stalled.push((keep_open, response));
+    }
+    let admin = server.admin;
+    tokio::task::spawn_blocking(move || {
+        wait_until("stalled streams in flight", Duration::from_secs(10), || {
+            metric(admin, "flagstream_ingest_inflight_bytes", &[]) >= 8.0
+        })
+    })
+    .await
+    .unwrap();
+
+    // A small request on another stream of the same connection is not held up.
+    let mut small_sender = sender.clone();
+    let (complete, body) = stalled_body(bytes::Bytes::from(numbered_bulk(0, 2)));
+    drop(complete); // ends the body
+    let request = http::Request::post(&uri)
+        .header("authorization", SDK_KEY)
+        .body(body)
+        .unwrap();
+    let started = Instant::now();
+    let response = small_sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 202);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The stalled streams are refused after --body-stall-timeout; then the connection has no
+    // open stream and is closed after --idle-timeout.
+    for (keep_open, response) in stalled {
+        let response = response.await.unwrap().unwrap();
+        assert_eq!(response.status(), 408);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "body_stalled");
+        drop(keep_open);
+    }
+    // The client keeps its handles (it would close an unused connection itself).
+    let closed = tokio::time::timeout(Duration::from_secs(20), connection).await;
+    assert!(closed.is_ok(), "the idle HTTP/2 connection stayed open");
+    drop((sender, small_sender));
+    let admin = server.admin;
+    let idle_closed = tokio::task::spawn_blocking(move || {
+        metric(
+            admin,
+            "flagstream_connections_closed_total",
+            &[("listener", "ingest"), ("reason", "idle_timeout")],
+        )
+    });
+    assert!(idle_closed.await.unwrap() >= 1.0);
 }
