@@ -166,7 +166,7 @@ impl ServeConfig {
                 "must be at least 1KiB",
             ));
         }
-        if max_body + RECORD_METADATA_BYTES > wal.max_record_bytes() {
+        if max_body.saturating_add(RECORD_METADATA_BYTES) > wal.max_record_bytes() {
             return Err(ConfigError::invalid(
                 "max-body-bytes",
                 format!(
@@ -559,6 +559,20 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("--max-body-bytes"), "{err}");
+        for huge in [
+            "99999999999999999999",
+            "99999999999999999999GiB",
+            "20000000000EiB",
+        ] {
+            let err = <Cli as clap::Parser>::try_parse_from([
+                "flagstream",
+                "serve",
+                "--max-body-bytes",
+                huge,
+            ])
+            .unwrap_err();
+            assert!(err.to_string().contains("too large"), "{huge}: {err}");
+        }
         let err = <Cli as clap::Parser>::try_parse_from([
             "flagstream",
             "serve",
