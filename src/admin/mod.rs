@@ -328,7 +328,15 @@ pub async fn serve(
         async move { admin.handle(request).await }
     };
     let grace = Duration::from_secs(2);
-    serve_listener(listener, connections, handle, shutdown, grace).await;
+    let handler_for_connection = move || handle.clone();
+    serve_listener(
+        listener,
+        connections,
+        handler_for_connection,
+        shutdown,
+        grace,
+    )
+    .await;
     let _ = upkeep.await;
 }
 

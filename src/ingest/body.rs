@@ -229,7 +229,7 @@ mod tests {
     }
 
     fn budget() -> InflightBudget {
-        InflightBudget::new(64 << 20, Duration::from_millis(10))
+        InflightBudget::new(64 << 20, 64 << 20, Duration::from_millis(10))
     }
 
     const PATIENCE: Duration = Duration::from_secs(5);
@@ -238,7 +238,7 @@ mod tests {
     async fn gunzip_round_trips_within_the_limit() {
         let data = b"[{\"kind\":\"custom\"}]".repeat(100_000);
         let budget = budget();
-        let mut held = budget.reservation();
+        let mut held = budget.reservation(None);
         let out = gunzip(&gzip(&data), data.len(), &mut held).await.unwrap();
         assert_eq!(&out[..], &data[..]);
         assert!(held.bytes() >= data.len() && held.bytes() <= data.len() + 1);
@@ -249,7 +249,7 @@ mod tests {
         let bomb = gzip(&vec![b' '; 10 * 1024 * 1024]);
         assert!(bomb.len() < 64 * 1024, "compresses well: {}", bomb.len());
         let budget = budget();
-        let mut held = budget.reservation();
+        let mut held = budget.reservation(None);
         let err = gunzip(&bomb, 1024 * 1024, &mut held).await.unwrap_err();
         assert_eq!(err.code(), "decompressed_too_large");
         assert!(held.bytes() <= 1024 * 1024 + 1, "{}", held.bytes());
@@ -258,7 +258,7 @@ mod tests {
     #[tokio::test]
     async fn corrupt_gzip_is_a_400() {
         let budget = budget();
-        let mut held = budget.reservation();
+        let mut held = budget.reservation(None);
         let err = gunzip(b"definitely not gzip", 1024, &mut held)
             .await
             .unwrap_err();
@@ -321,17 +321,17 @@ mod tests {
     async fn collect_enforces_the_limit_and_reserves_what_it_keeps() {
         let budget = budget();
         let body = http_body_util::Full::new(Bytes::from_static(b"0123456789"));
-        let mut held = budget.reservation();
+        let mut held = budget.reservation(None);
         let collected = collect(body.clone(), 10, &mut held, PATIENCE).await;
         assert_eq!((collected.unwrap().len(), held.bytes()), (10, 10));
-        let mut held = budget.reservation();
+        let mut held = budget.reservation(None);
         let err = collect(body, 9, &mut held, PATIENCE).await.unwrap_err();
         assert_eq!(err.code(), "body_too_large");
         let chunks = futures::stream::iter([&b"01234"[..], b"56789"].map(|chunk| {
             Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(chunk)))
         }));
         let body = http_body_util::StreamBody::new(chunks);
-        let mut held = budget.reservation();
+        let mut held = budget.reservation(None);
         let collected = collect(body, 10, &mut held, PATIENCE).await.unwrap();
         assert_eq!(&collected[..], b"0123456789");
         assert_eq!(held.bytes(), 10);
@@ -344,7 +344,7 @@ mod tests {
             hyper::body::Frame::data(Bytes::from_static(b"[")),
         )]);
         let body = http_body_util::StreamBody::new(first.chain(futures::stream::pending()));
-        let mut held = budget.reservation();
+        let mut held = budget.reservation(None);
         let err = collect(body, 10 << 20, &mut held, PATIENCE)
             .await
             .unwrap_err();

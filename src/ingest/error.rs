@@ -59,6 +59,8 @@ pub enum IngestError {
     WalUnavailable(String),
     #[error("too many request bytes in flight; retry later")]
     Overloaded,
+    #[error("too many request bytes in flight on this connection; retry later")]
+    ConnectionOverloaded,
     #[error("server is shutting down")]
     ShuttingDown,
 }
@@ -90,6 +92,7 @@ impl IngestError {
             IngestError::WalFull
             | IngestError::WalUnavailable(_)
             | IngestError::Overloaded
+            | IngestError::ConnectionOverloaded
             | IngestError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -117,6 +120,7 @@ impl IngestError {
             IngestError::WalFull => "wal_full",
             IngestError::WalUnavailable(_) => "wal_unavailable",
             IngestError::Overloaded => "overloaded",
+            IngestError::ConnectionOverloaded => "connection_overloaded",
             IngestError::ShuttingDown => "shutting_down",
         }
     }
@@ -131,7 +135,10 @@ impl IngestError {
     fn retry_after(&self) -> bool {
         matches!(
             self,
-            IngestError::WalFull | IngestError::Overloaded | IngestError::ShuttingDown
+            IngestError::WalFull
+                | IngestError::Overloaded
+                | IngestError::ConnectionOverloaded
+                | IngestError::ShuttingDown
         )
     }
 

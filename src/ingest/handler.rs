@@ -36,7 +36,7 @@ use super::body::{self, Encoding};
 use super::connection::{ConnectionLimits, Connections};
 use super::dedupe::PayloadIds;
 use super::error::{json_response, IngestError};
-use super::inflight::InflightBudget;
+use super::inflight::{ConnectionShare, InflightBudget};
 use super::routes::{match_route, Action, Route};
 use super::IngestSettings;
 
@@ -99,7 +99,11 @@ impl Ingest {
         );
         Ingest {
             payload_ids: PayloadIds::new(settings.dedupe_cache_size),
-            budget: InflightBudget::new(settings.max_inflight_bytes, settings.inflight_wait),
+            budget: InflightBudget::new(
+                settings.max_inflight_bytes,
+                connection_share(&settings),
+                settings.inflight_wait,
+            ),
             connections: Arc::new(connections),
             sink,
             settings,
@@ -108,6 +112,11 @@ impl Ingest {
 
     pub fn settings(&self) -> &IngestSettings {
         &self.settings
+    }
+
+    /// A new connection's share of the in-flight budget (put in its requests' extensions).
+    pub fn connection_share(&self) -> ConnectionShare {
+        self.budget.connection_share()
     }
 
     /// The listener's connection slots (the admin server reports their saturation).
@@ -162,7 +171,8 @@ impl Ingest {
         let limit = self.settings.max_body_bytes;
 
         // Held until the append resolved: it covers every byte this request keeps.
-        let mut reservation = self.budget.reservation();
+        let share = parts.extensions.get::<ConnectionShare>();
+        let mut reservation = self.budget.reservation(share);
         let body = if route.action == Action::Pixel {
             let body = body::pixel_payload(parts.uri.query(), limit)?;
             reservation.grow(body.len()).await?;
@@ -363,6 +373,13 @@ fn unix_ms_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Most bytes one connection's requests may hold together: room for one gzip body and its
+/// decompressed copy, or a quarter of the budget when that is more.
+fn connection_share(settings: &IngestSettings) -> usize {
+    let one_gzip_body = settings.max_body_bytes.saturating_mul(2);
+    one_gzip_body.max(settings.max_inflight_bytes / 4)
 }
 
 /// How long a refused oversized body may be drained so its sender can read the 413.

@@ -42,22 +42,37 @@ pub async fn serve(
     grace: Duration,
 ) -> bool {
     let connections = ingest.connections().clone();
-    let handle = move |request| {
+    // Each connection's requests share one slice of the in-flight budget.
+    let handler_for_connection = move || {
         let ingest = ingest.clone();
-        async move { ingest.handle(request).await }
+        let share = ingest.connection_share();
+        move |mut request: Request<Incoming>| {
+            let ingest = ingest.clone();
+            request.extensions_mut().insert(share.clone());
+            async move { ingest.handle(request).await }
+        }
     };
-    serve_listener(listener, connections, handle, shutdown, grace).await
+    serve_listener(
+        listener,
+        connections,
+        handler_for_connection,
+        shutdown,
+        grace,
+    )
+    .await
 }
 
-/// The accept loop shared by the ingest and admin listeners.
-pub async fn serve_listener<H, F>(
+/// The accept loop shared by the ingest and admin listeners. `handler_for_connection` makes
+/// the request handler of each new connection.
+pub async fn serve_listener<M, H, F>(
     listener: TcpListener,
     connections: Arc<Connections>,
-    handle: H,
+    handler_for_connection: M,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> bool
 where
+    M: Fn() -> H,
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
@@ -71,7 +86,7 @@ where
             tracing::debug!(%peer, error = %err, "TCP_NODELAY not set");
         }
         let activity = accepted.guard.activity();
-        let handle = handle.clone();
+        let handle = handler_for_connection();
         let service = service_fn(move |request: Request<Incoming>| {
             let in_progress = activity.begin_request();
             let handle = handle.clone();
