@@ -481,3 +481,51 @@ async fn http2_stalled_streams_do_not_block_a_small_request_and_idle_connections
     });
     assert!(idle_closed.await.unwrap() >= 1.0);
 }
+
+#[test]
+fn readyz_reports_an_ingest_whose_every_slot_is_busy() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(
+        &data,
+        &["--max-connections", "2", "--body-stall-timeout", "60s"],
+    );
+    // Two connections busy with a request (a body in progress): nothing can be shed.
+    let mut busy: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.ingest).unwrap();
+            write!(
+                stream,
+                "POST /bulk HTTP/1.1\r\nHost: t\r\nAuthorization: {SDK_KEY}\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n1\r\n[\r\n"
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    wait_until("both requests in progress", Duration::from_secs(10), || {
+        metric(server.admin, "flagstream_ingest_inflight_bytes", &[]) >= 2.0
+    });
+    let _waiting = TcpStream::connect(server.ingest).unwrap();
+    wait_until(
+        "/readyz reports saturation",
+        Duration::from_secs(10),
+        || {
+            http_request(server.admin, "GET", "/readyz").is_some_and(|(status, body)| {
+                status == 503 && body.contains("ingest cannot accept")
+            })
+        },
+    );
+    assert_eq!(
+        metric(
+            server.admin,
+            "flagstream_connections_saturated",
+            &[("listener", "ingest")]
+        ),
+        1.0
+    );
+    // One busy client goes away: its slot goes to the waiting connection.
+    drop(busy.pop());
+    wait_until("ready again", Duration::from_secs(10), || {
+        http_status(server.admin, "/readyz") == Some(200)
+    });
+}
