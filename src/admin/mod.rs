@@ -328,15 +328,8 @@ pub async fn serve(
         async move { admin.handle(request).await }
     };
     let grace = Duration::from_secs(2);
-    let handler_for_connection = move || handle.clone();
-    serve_listener(
-        listener,
-        connections,
-        handler_for_connection,
-        shutdown,
-        grace,
-    )
-    .await;
+    let per_connection = move || handle.clone();
+    serve_listener(listener, connections, per_connection, shutdown, grace).await;
     let _ = upkeep.await;
 }
 

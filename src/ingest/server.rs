@@ -43,7 +43,7 @@ pub async fn serve(
 ) -> bool {
     let connections = ingest.connections().clone();
     // Each connection's requests share one slice of the in-flight budget.
-    let handler_for_connection = move || {
+    let per_connection = move || {
         let ingest = ingest.clone();
         let share = ingest.connection_share();
         move |mut request: Request<Incoming>| {
@@ -52,14 +52,7 @@ pub async fn serve(
             async move { ingest.handle(request).await }
         }
     };
-    serve_listener(
-        listener,
-        connections,
-        handler_for_connection,
-        shutdown,
-        grace,
-    )
-    .await
+    serve_listener(listener, connections, per_connection, shutdown, grace).await
 }
 
 /// The accept loop shared by the ingest and admin listeners. `handler_for_connection` makes

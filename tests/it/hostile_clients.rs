@@ -175,6 +175,27 @@ fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     assert!(closed_for(&server, "idle_timeout") >= 1.0);
 }
 
+/// `count` chunked `/bulk` requests that send one body byte and stall; returns once the server
+/// holds all of them in flight.
+fn open_stalled_bodies(server: &Flagstream, count: usize) -> Vec<TcpStream> {
+    let stalled: Vec<TcpStream> = (0..count)
+        .map(|_| {
+            let mut stream = TcpStream::connect(server.ingest).unwrap();
+            write!(
+                stream,
+                "POST /bulk HTTP/1.1\r\nHost: t\r\nAuthorization: {SDK_KEY}\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n1\r\n[\r\n"
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    wait_until("stalled bodies in flight", Duration::from_secs(10), || {
+        metric(server.admin, "flagstream_ingest_inflight_bytes", &[]) >= count as f64
+    });
+    stalled
+}
+
 /// A budget that two bodies reserved up front (the old behaviour) would fill, and a short stall
 /// timeout.
 const STALL_LIMITS: &[&str] = &[
@@ -192,21 +213,7 @@ fn stalled_chunked_bodies_do_not_delay_a_small_request() {
     let server = start(&data, STALL_LIMITS);
     // Eight chunked bodies that send one byte and stall: before bytes were reserved as they
     // arrive, each held a whole --max-body-bytes and two of them filled the budget.
-    let mut stalled: Vec<TcpStream> = (0..8)
-        .map(|_| {
-            let mut stream = TcpStream::connect(server.ingest).unwrap();
-            write!(
-                stream,
-                "POST /bulk HTTP/1.1\r\nHost: t\r\nAuthorization: {SDK_KEY}\r\n\
-                 Transfer-Encoding: chunked\r\n\r\n1\r\n[\r\n"
-            )
-            .unwrap();
-            stream
-        })
-        .collect();
-    wait_until("stalled bodies in flight", Duration::from_secs(10), || {
-        metric(server.admin, "flagstream_ingest_inflight_bytes", &[]) >= 8.0
-    });
+    let mut stalled = open_stalled_bodies(&server, 8);
 
     let started = Instant::now();
     let (status, body) = exchange(server.ingest, &small_bulk(), Duration::from_secs(15));
@@ -490,21 +497,7 @@ fn readyz_reports_an_ingest_whose_every_slot_is_busy() {
         &["--max-connections", "2", "--body-stall-timeout", "60s"],
     );
     // Two connections busy with a request (a body in progress): nothing can be shed.
-    let mut busy: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut stream = TcpStream::connect(server.ingest).unwrap();
-            write!(
-                stream,
-                "POST /bulk HTTP/1.1\r\nHost: t\r\nAuthorization: {SDK_KEY}\r\n\
-                 Transfer-Encoding: chunked\r\n\r\n1\r\n[\r\n"
-            )
-            .unwrap();
-            stream
-        })
-        .collect();
-    wait_until("both requests in progress", Duration::from_secs(10), || {
-        metric(server.admin, "flagstream_ingest_inflight_bytes", &[]) >= 2.0
-    });
+    let mut busy = open_stalled_bodies(&server, 2);
     let _waiting = TcpStream::connect(server.ingest).unwrap();
     wait_until(
         "/readyz reports saturation",
