@@ -184,9 +184,15 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
     let admin_addr = admin_listener.local_addr()?;
 
     let admin_shutdown = CancellationToken::new();
+    let admin_limits = ingest::connection::ConnectionLimits {
+        max_connections: admin::MAX_ADMIN_CONNECTIONS,
+        header_timeout: config.ingest.header_timeout,
+        idle_timeout: config.ingest.idle_timeout,
+    };
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         admin_state.clone(),
+        admin_limits,
         admin_shutdown.clone(),
     ));
     tracing::info!(%admin_addr, "admin listening");
@@ -226,6 +232,7 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
     admin_state.attach_delivery(delivery.clone());
 
     let ingest_state = Arc::new(Ingest::new(config.ingest.clone(), Arc::new(wal.clone())));
+    admin_state.attach_ingest_connections(ingest_state.connections().clone());
     let ingest_shutdown = CancellationToken::new();
     let ingest_task = tokio::spawn(ingest::serve(
         ingest_listener,

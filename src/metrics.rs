@@ -21,6 +21,8 @@ pub const INGEST_REQUEST_DURATION_SECONDS: &str = "flagstream_ingest_request_dur
 pub const INGEST_DUPLICATE_PAYLOADS_TOTAL: &str = "flagstream_ingest_duplicate_payloads_total";
 /// Gauge: request body bytes currently held in memory.
 pub const INGEST_INFLIGHT_BYTES: &str = "flagstream_ingest_inflight_bytes";
+/// Counter: events accepted inside a body although they have no `kind` (dead letters to come).
+pub const INGEST_INVALID_EVENTS_TOTAL: &str = "flagstream_ingest_invalid_events_total";
 
 // --- wal ----------------------------------------------------------------------------------
 /// Counter: bytes appended to the WAL (record headers included).
@@ -92,6 +94,11 @@ pub const DEST_PAUSED: &str = "flagstream_dest_paused";
 pub const INGEST_OPEN_CONNECTIONS: &str = "flagstream_ingest_open_connections";
 /// Gauge: 1 once recovery finished and ingest accepts traffic, 0 while recovering or fatal.
 pub const READY: &str = "flagstream_ready";
+/// counter{listener, reason}: connections closed by the server (`header_timeout`,
+/// `idle_timeout`, `shed`).
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "flagstream_connections_closed_total";
+/// gauge{listener}: 1 while every connection slot is busy with a request and new clients wait.
+pub const CONNECTIONS_SATURATED: &str = "flagstream_connections_saturated";
 
 // --- recorder -----------------------------------------------------------------------------
 
@@ -160,8 +167,20 @@ fn describe() {
         Unit::Bytes,
         "Request body bytes reserved in memory"
     );
+    describe_counter!(
+        INGEST_INVALID_EVENTS_TOTAL,
+        "Events accepted although they have no `kind`; delivery dead-letters them"
+    );
     describe_gauge!(INGEST_OPEN_CONNECTIONS, "Ingest connections currently open");
     describe_gauge!(READY, "1 when recovery finished and ingest accepts traffic");
+    describe_counter!(
+        CONNECTIONS_CLOSED_TOTAL,
+        "Connections closed by the server: header_timeout, idle_timeout or shed"
+    );
+    describe_gauge!(
+        CONNECTIONS_SATURATED,
+        "1 while every connection slot is busy with a request and new clients wait"
+    );
     describe_counter!(
         WAL_APPEND_BYTES_TOTAL,
         Unit::Bytes,

@@ -13,25 +13,40 @@
 //! The admin server starts *before* the WAL is recovered, so `/healthz` and `/readyz` (503
 //! `recovering`) answer during a long recovery; the WAL and the delivery engine are attached
 //! once they exist. Errors use the ingest shape `{"error": "...", "detail": "..."}`.
+//!
+//! The listener runs the ingest accept loop ([`crate::ingest::server::serve_listener`]): the
+//! same header and idle deadlines, head limits and idle-connection shedding.
+//!
+//! ## Cross-origin requests
+//!
+//! The admin API sends no CORS headers, but a browser still *delivers* "simple" cross-origin
+//! requests (a form post, a `text/plain` fetch) before it looks at the answer, so any web page
+//! open on the host could pause a destination. State-changing requests (anything but GET and
+//! HEAD) are therefore refused unless they are evidently not from another origin:
+//!
+//! * an `Origin` header naming another origin than the request's `Host` (or `null`), or a
+//!   `Sec-Fetch-Site` other than `same-origin`/`none`, is 403 `cross_origin`;
+//! * a `Content-Type` other than `application/json` is 415 `json_required`: that content type
+//!   makes a browser send a CORS preflight, which this API never approves.
+//!
+//! A request without `Content-Type` and without `Origin` (curl, scripts, Prometheus tooling)
+//! is accepted: browsers attach `Origin` to every cross-origin POST.
 
 pub mod readiness;
 
-use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{Delivery, DeliveryError};
+use crate::ingest::connection::{ConnectionLimits, Connections};
+use crate::ingest::server::serve_listener;
 use crate::metrics as m;
 use crate::wal::{Wal, WalStats};
 
@@ -43,6 +58,7 @@ pub struct Admin {
     readiness: Arc<Readiness>,
     wal: OnceLock<Wal>,
     delivery: OnceLock<Delivery>,
+    ingest_connections: OnceLock<Arc<Connections>>,
 }
 
 impl Admin {
@@ -53,6 +69,7 @@ impl Admin {
             readiness,
             wal: OnceLock::new(),
             delivery: OnceLock::new(),
+            ingest_connections: OnceLock::new(),
         }
     }
 
@@ -70,10 +87,21 @@ impl Admin {
         let _ = self.delivery.set(delivery);
     }
 
+    /// Attach the ingest listener's connection slots (`/readyz` fails while they are all busy).
+    pub fn attach_ingest_connections(&self, connections: Arc<Connections>) {
+        let _ = self.ingest_connections.set(connections);
+    }
+
     /// Answer one admin request.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
         let path = request.uri().path().to_string();
         let method = request.method().clone();
+        if !matches!(method, Method::GET | Method::HEAD) {
+            if let Some(refusal) = cross_origin_refusal(request.headers()) {
+                tracing::warn!(%method, path, "admin request refused: {}", refusal.status());
+                return refusal;
+            }
+        }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {
             (&Method::GET, ["healthz"]) => {
@@ -115,6 +143,14 @@ impl Admin {
         }
         if let Some(fatal) = self.wal.get().and_then(|wal| wal.stats().fatal) {
             return not_ready(&format!("write-ahead log is in a fatal state: {fatal}"));
+        }
+        if let Some(connections) = self.ingest_connections.get() {
+            if connections.saturated() {
+                return not_ready(&format!(
+                    "ingest cannot accept: all {} connection slots are busy with requests",
+                    connections.limits().max_connections
+                ));
+            }
         }
         json(StatusCode::OK, serde_json::json!({"status": "ready"}))
     }
@@ -192,6 +228,51 @@ fn wal_summary(stats: &WalStats) -> serde_json::Value {
     })
 }
 
+/// The refusal of a state-changing request that a browser may have sent from another origin
+/// (see the module documentation); `None` lets it through.
+fn cross_origin_refusal(headers: &HeaderMap) -> Option<Response<Full<Bytes>>> {
+    let text = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .map(|value| value.to_str().unwrap_or("").trim().to_ascii_lowercase())
+    };
+    if let Some(origin) = text(header::ORIGIN) {
+        let host = text(header::HOST).unwrap_or_default();
+        let same = ["http://", "https://"]
+            .iter()
+            .any(|scheme| !host.is_empty() && origin == format!("{scheme}{host}"));
+        if !same {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                format!("requests from origin `{origin}` may not change state"),
+            ));
+        }
+    }
+    if let Some(site) = text(header::HeaderName::from_static("sec-fetch-site")) {
+        if site != "same-origin" && site != "none" {
+            return Some(error(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                format!("requests from a `{site}` context may not change state"),
+            ));
+        }
+    }
+    if let Some(content_type) = text(header::CONTENT_TYPE) {
+        let media_type = content_type.split(';').next().unwrap_or("").trim();
+        if media_type != "application/json" {
+            return Some(error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "json_required",
+                format!(
+                    "Content-Type `{content_type}` is refused: send `application/json` or no body"
+                ),
+            ));
+        }
+    }
+    None
+}
+
 fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
@@ -234,47 +315,39 @@ fn method_not_allowed(allowed: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
+/// Most admin connections at once (scrapers, probes, operators); idle ones are shed first.
+pub const MAX_ADMIN_CONNECTIONS: usize = 256;
+
 /// Serve the admin API until `shutdown` is cancelled. Also runs the Prometheus upkeep tick.
-pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: CancellationToken) {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let mut upkeep = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = upkeep.tick() => {
-                if let Some(prometheus) = &admin.prometheus {
-                    prometheus.run_upkeep();
-                }
-                continue;
-            }
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let handler = admin.clone();
-        let service = service_fn(move |request| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.handle(request).await) }
-        });
-        let connection = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned(),
-        );
+pub async fn serve(
+    listener: TcpListener,
+    admin: Arc<Admin>,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) {
+    let upkeep = {
+        let (admin, shutdown) = (admin.clone(), shutdown.clone());
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(%peer, error = %err, "admin connection ended with an error");
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => if let Some(prometheus) = &admin.prometheus {
+                        prometheus.run_upkeep();
+                    },
+                }
             }
-        });
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+        })
+    };
+    let connections = Arc::new(Connections::new("admin", limits));
+    let handle = move |request| {
+        let admin = admin.clone();
+        async move { admin.handle(request).await }
+    };
+    let grace = Duration::from_secs(2);
+    let per_connection = move || handle.clone();
+    serve_listener(listener, connections, per_connection, shutdown, grace).await;
+    let _ = upkeep.await;
 }
 
 #[cfg(test)]
@@ -339,6 +412,70 @@ mod tests {
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         let (status, _) = call(&admin, Method::POST, "/metrics").await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn state_changes_from_other_origins_are_refused() {
+        let admin = admin();
+        let post = |headers: &[(&str, &str)]| {
+            let mut builder = Request::builder()
+                .method(Method::POST)
+                .uri("/v1/destinations/archive/pause")
+                .header("host", "127.0.0.1:8031");
+            for (name, value) in headers {
+                builder = builder.header(*name, *value);
+            }
+            builder.body(Full::new(Bytes::new())).unwrap()
+        };
+        for (headers, status, code) in [
+            (
+                vec![("origin", "https://evil.example")],
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+            ),
+            (
+                vec![("origin", "null")],
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+            ),
+            (
+                vec![("sec-fetch-site", "cross-site")],
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+            ),
+            (
+                vec![("content-type", "text/plain")],
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "json_required",
+            ),
+            (
+                vec![("content-type", "application/x-www-form-urlencoded")],
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "json_required",
+            ),
+        ] {
+            let response = admin.handle(post(&headers)).await;
+            assert_eq!(response.status(), status, "{headers:?}");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["error"], code, "{headers:?}");
+        }
+        // Same origin with JSON, or a plain non-browser client, reach the route (503 here:
+        // delivery has not started).
+        for headers in [
+            vec![
+                ("origin", "http://127.0.0.1:8031"),
+                ("content-type", "application/json; charset=utf-8"),
+            ],
+            vec![],
+        ] {
+            let response = admin.handle(post(&headers)).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{headers:?}"
+            );
+        }
     }
 
     #[tokio::test]

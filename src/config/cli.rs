@@ -89,6 +89,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// A byte size (`512KiB`, `10MiB`, `1GiB`, plain bytes), with a message that says what is
+/// expected: bytesize's own error for an out-of-range number names an empty unit.
+pub fn parse_size(text: &str) -> Result<ByteSize, String> {
+    let expected = "expected a size such as 512KiB, 10MiB or 1GiB";
+    let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+    if !digits.is_empty() && digits.parse::<u64>().is_err() {
+        return Err(format!("`{text}` is too large; {expected}"));
+    }
+    let size = text
+        .parse::<ByteSize>()
+        .map_err(|_| format!("`{text}` is not a size; {expected}"))?;
+    // bytesize saturates numbers × units that overflow; anything near u64::MAX is such a case.
+    if size.as_u64() >= u64::MAX / 2 {
+        return Err(format!("`{text}` is too large; {expected}"));
+    }
+    Ok(size)
+}
+
 /// A count that may be `unlimited`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit<T> {
@@ -173,15 +191,15 @@ pub struct ServeArgs {
     pub project: String,
 
     /// Size of each WAL segment file (preallocated).
-    #[arg(long, env = "FLAGSTREAM_WAL_SEGMENT_BYTES", default_value = "128MiB")]
+    #[arg(long, env = "FLAGSTREAM_WAL_SEGMENT_BYTES", value_parser = parse_size, default_value = "128MiB")]
     pub wal_segment_bytes: ByteSize,
 
     /// Disk budget for all WAL segments; when full, ingest answers 503 with Retry-After.
-    #[arg(long, env = "FLAGSTREAM_WAL_MAX_BYTES", default_value = "20GiB")]
+    #[arg(long, env = "FLAGSTREAM_WAL_MAX_BYTES", value_parser = parse_size, default_value = "20GiB")]
     pub wal_max_bytes: ByteSize,
 
     /// Never allocate a segment when the filesystem's free space would drop below this.
-    #[arg(long, env = "FLAGSTREAM_WAL_MIN_FREE_BYTES", default_value = "1GiB")]
+    #[arg(long, env = "FLAGSTREAM_WAL_MIN_FREE_BYTES", value_parser = parse_size, default_value = "1GiB")]
     pub wal_min_free_bytes: ByteSize,
 
     /// When an accepted body counts as durable (the 202 waits for it).
@@ -207,17 +225,35 @@ pub struct ServeArgs {
     pub wal_recovery: WalRecoveryArg,
 
     /// Largest accepted request body, after gunzip (bigger → 413).
-    #[arg(long, env = "FLAGSTREAM_MAX_BODY_BYTES", default_value = "10MiB")]
+    #[arg(long, env = "FLAGSTREAM_MAX_BODY_BYTES", value_parser = parse_size, default_value = "10MiB")]
     pub max_body_bytes: ByteSize,
 
     /// Memory budget for request bodies being received, decompressed or appended at once;
     /// requests wait for room (backpressure), then get 503.
-    #[arg(long, env = "FLAGSTREAM_MAX_INFLIGHT_BYTES", default_value = "64MiB")]
+    #[arg(long, env = "FLAGSTREAM_MAX_INFLIGHT_BYTES", value_parser = parse_size, default_value = "64MiB")]
     pub max_inflight_bytes: ByteSize,
 
     /// Most simultaneous ingest connections; further connections wait in the accept queue.
     #[arg(long, env = "FLAGSTREAM_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+
+    /// Close an ingest or admin connection that has not sent a complete request head this long
+    /// after it was accepted (silent and slow-header clients).
+    #[arg(long, env = "FLAGSTREAM_HEADER_TIMEOUT", default_value = "10s")]
+    pub header_timeout: humantime::Duration,
+
+    /// Close a connection that has had no request in progress this long (HTTP/1 keep-alive,
+    /// HTTP/2 without an open stream).
+    #[arg(long, env = "FLAGSTREAM_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: humantime::Duration,
+
+    /// A request body must arrive within this long after its head (else 408 `body_timeout`).
+    #[arg(long, env = "FLAGSTREAM_BODY_TIMEOUT", default_value = "60s")]
+    pub body_timeout: humantime::Duration,
+
+    /// Longest gap between two pieces of a request body (else 408 `body_stalled`).
+    #[arg(long, env = "FLAGSTREAM_BODY_STALL_TIMEOUT", default_value = "10s")]
+    pub body_stall_timeout: humantime::Duration,
 
     /// How many recent `X-LaunchDarkly-Payload-ID`s are remembered to drop SDK retries (0 = off).
     #[arg(long, env = "FLAGSTREAM_DEDUPE_CACHE_SIZE", default_value_t = 100_000)]

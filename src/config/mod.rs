@@ -113,6 +113,15 @@ impl ServeConfig {
         // absolute path, and logs should say exactly where the data is.
         let data_dir = std::path::absolute(&args.data_dir)
             .map_err(|err| ConfigError::invalid("data-dir", err.to_string()))?;
+        if data_dir.exists() && !data_dir.is_dir() {
+            return Err(ConfigError::invalid(
+                "data-dir",
+                format!(
+                    "{} exists and is not a directory: name a directory (it is created if missing)",
+                    data_dir.display()
+                ),
+            ));
+        }
         let mut wal = WalOptions::new(Self::wal_dir(&data_dir));
         wal.segment_bytes = args.wal_segment_bytes.as_u64();
         wal.max_bytes = args.wal_max_bytes.as_u64();
@@ -140,20 +149,32 @@ impl ServeConfig {
             return Err(ConfigError::invalid(flag, message));
         }
         let max_body = args.max_body_bytes.as_u64();
-        if max_body < 1024 {
+        if wal.max_record_bytes() < RECORD_METADATA_BYTES + MIN_BODY_BYTES {
+            return Err(ConfigError::invalid(
+                "wal-segment-bytes",
+                format!(
+                    "{} leaves no room for a request body beside the {} metadata reserve: use at least {}",
+                    args.wal_segment_bytes,
+                    bytesize::ByteSize(RECORD_METADATA_BYTES),
+                    bytesize::ByteSize(smallest_usable_segment(&wal))
+                ),
+            ));
+        }
+        if max_body < MIN_BODY_BYTES {
             return Err(ConfigError::invalid(
                 "max-body-bytes",
                 "must be at least 1KiB",
             ));
         }
-        if max_body + RECORD_METADATA_BYTES > wal.max_record_bytes() {
+        if max_body.saturating_add(RECORD_METADATA_BYTES) > wal.max_record_bytes() {
             return Err(ConfigError::invalid(
                 "max-body-bytes",
                 format!(
-                    "{} does not fit in one WAL record of --wal-segment-bytes {}: keep it at most {}",
+                    "{} does not fit in one WAL record of --wal-segment-bytes {}: keep it at most \
+                     {} bytes, or raise --wal-segment-bytes",
                     args.max_body_bytes,
                     args.wal_segment_bytes,
-                    bytesize::ByteSize(wal.max_record_bytes().saturating_sub(RECORD_METADATA_BYTES))
+                    wal.max_record_bytes() - RECORD_METADATA_BYTES
                 ),
             ));
         }
@@ -173,6 +194,19 @@ impl ServeConfig {
                 "must be at least 1",
             ));
         }
+        for (flag, value) in [
+            ("header-timeout", args.header_timeout),
+            ("idle-timeout", args.idle_timeout),
+            ("body-timeout", args.body_timeout),
+            ("body-stall-timeout", args.body_stall_timeout),
+        ] {
+            check_timeout(flag, value, MAX_TIMEOUT)?;
+        }
+        check_timeout(
+            "shutdown-timeout",
+            args.shutdown_timeout,
+            MAX_SHUTDOWN_TIMEOUT,
+        )?;
 
         let mut environment_entries = Vec::new();
         for value in &args.environment {
@@ -235,6 +269,10 @@ impl ServeConfig {
             max_inflight_bytes: to_usize(inflight),
             max_connections: args.max_connections,
             dedupe_cache_size: args.dedupe_cache_size,
+            header_timeout: args.header_timeout.into(),
+            idle_timeout: args.idle_timeout.into(),
+            body_timeout: args.body_timeout.into(),
+            body_stall_timeout: args.body_stall_timeout.into(),
             environments,
             ..IngestSettings::default()
         };
@@ -253,6 +291,44 @@ impl ServeConfig {
             shutdown_timeout: args.shutdown_timeout.into(),
         })
     }
+}
+
+/// Longest accepted connection or body timeout: longer ones only keep attackers' sockets open.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Longest accepted `--shutdown-timeout`.
+const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Smallest accepted `--max-body-bytes`.
+const MIN_BODY_BYTES: u64 = 1024;
+
+/// A timeout between 1 ms and `max`.
+fn check_timeout(
+    flag: &'static str,
+    value: humantime::Duration,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    let duration = Duration::from(value);
+    if duration < Duration::from_millis(1) || duration > max {
+        return Err(ConfigError::invalid(
+            flag,
+            format!(
+                "{value} is out of range: use a duration from 1ms to {}",
+                humantime::format_duration(max)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The smallest segment size whose records hold the metadata reserve and the smallest body.
+fn smallest_usable_segment(wal: &WalOptions) -> u64 {
+    let mut probe = wal.clone();
+    probe.segment_bytes = crate::wal::MIN_SEGMENT_BYTES;
+    while probe.max_record_bytes() < RECORD_METADATA_BYTES + MIN_BODY_BYTES {
+        probe.segment_bytes += 4096;
+    }
+    probe.segment_bytes
 }
 
 fn to_usize(value: u64) -> usize {
@@ -411,6 +487,13 @@ mod tests {
                 "max-inflight-bytes",
             ),
             (vec!["--max-connections", "0"], "max-connections"),
+            (vec!["--header-timeout", "0s"], "header-timeout"),
+            (vec!["--idle-timeout", "2h"], "idle-timeout"),
+            (vec!["--body-timeout", "1000y"], "body-timeout"),
+            (vec!["--body-stall-timeout", "0ms"], "body-stall-timeout"),
+            (vec!["--shutdown-timeout", "1000y"], "shutdown-timeout"),
+            (vec!["--wal-segment-bytes", "64KiB"], "wal-segment-bytes"),
+            (vec!["--data-dir", "/dev/null"], "data-dir"),
             (vec!["--environment", "prod"], "environment"),
             (
                 vec!["--environment", "a=k", "--environment", "b=k"],
@@ -429,6 +512,28 @@ mod tests {
                 "{argv:?}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_largest_body_named_in_an_error_is_accepted() {
+        let segment = ["--wal-segment-bytes", "1MiB"];
+        let too_big = [&segment[..], &["--max-body-bytes", "1MiB"]].concat();
+        let err = ServeConfig::from_args(&serve_args(&too_big), None).unwrap_err();
+        let text = err.to_string();
+        let largest: String = text
+            .split("at most ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_string();
+        let fits = [&segment[..], &["--max-body-bytes", &largest]].concat();
+        assert!(
+            ServeConfig::from_args(&serve_args(&fits), None).is_ok(),
+            "{text}"
+        );
+        let over = (largest.parse::<u64>().unwrap() + 1).to_string();
+        let over = [&segment[..], &["--max-body-bytes", &over]].concat();
+        assert!(ServeConfig::from_args(&serve_args(&over), None).is_err());
     }
 
     #[test]
@@ -454,6 +559,20 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("--max-body-bytes"), "{err}");
+        for huge in [
+            "99999999999999999999",
+            "99999999999999999999GiB",
+            "20000000000EiB",
+        ] {
+            let err = <Cli as clap::Parser>::try_parse_from([
+                "flagstream",
+                "serve",
+                "--max-body-bytes",
+                huge,
+            ])
+            .unwrap_err();
+            assert!(err.to_string().contains("too large"), "{huge}: {err}");
+        }
         let err = <Cli as clap::Parser>::try_parse_from([
             "flagstream",
             "serve",

@@ -75,7 +75,11 @@ fn validate_with_fresh_scratch(format: InboundFormat, body: &[u8]) -> Result<u32
 fn run(format: InboundFormat, body: &[u8], scratch: &mut Scratch) -> Result<u32, ValidationError> {
     match format {
         InboundFormat::LdBulk | InboundFormat::LdMobile | InboundFormat::LdBrowser => {
-            parse(body, scratch, |nodes| array_of_objects(nodes, "event"))
+            parse(body, scratch, |nodes| {
+                let count = array_of_objects(nodes, "event")?;
+                check_kinds(nodes, count)?;
+                Ok(count)
+            })
         }
         InboundFormat::LdDiagnostic => parse(body, scratch, |nodes| {
             if json::is_object(nodes, 0) {
@@ -186,6 +190,47 @@ fn elements_are_objects(
     Ok(count)
 }
 
+/// Most events without a `kind` accepted in one LaunchDarkly body. Such events can never be
+/// exported (delivery dead-letters them), so a body of many is an amplification attack on the
+/// dead-letter store (`[{},{},…]`: 3 bytes of body per dead letter), not an SDK's batch.
+pub const MAX_KINDLESS_EVENTS_PER_BODY: u32 = 100;
+
+/// LaunchDarkly events must have a string `kind`. A body where none has one is refused, naming
+/// the first; a few kindless events among valid ones are accepted (delivery reports them as
+/// dead letters, so one bad event does not cost its neighbours), up to
+/// [`MAX_KINDLESS_EVENTS_PER_BODY`].
+fn check_kinds(nodes: &Nodes<'_>, count: u32) -> Result<(), ValidationError> {
+    let mut kindless: u32 = 0;
+    let mut first: Option<usize> = None;
+    for (index, element) in json::array_iter(nodes, 0).enumerate() {
+        let kind = json::get(nodes, element, "kind").and_then(|k| json::as_str(nodes, k));
+        if kind.is_none() {
+            kindless += 1;
+            first.get_or_insert(index);
+        }
+    }
+    let Some(first) = first else { return Ok(()) };
+    if kindless == count {
+        return Err(err(
+            "no_valid_events",
+            format!(
+                "no event has a string `kind` (the first is [{first}]); nothing could be exported"
+            ),
+        ));
+    }
+    if kindless > MAX_KINDLESS_EVENTS_PER_BODY {
+        return Err(err(
+            "too_many_invalid_events",
+            format!(
+                "{kindless} of {count} events have no string `kind` (the first is [{first}]); \
+                 at most {MAX_KINDLESS_EVENTS_PER_BODY} per body are accepted"
+            ),
+        ));
+    }
+    metrics::counter!(crate::metrics::INGEST_INVALID_EVENTS_TOTAL).increment(kindless.into());
+    Ok(())
+}
+
 fn goff_envelope(nodes: &Nodes<'_>) -> Result<u32, ValidationError> {
     if !json::is_object(nodes, 0) {
         return Err(err(
@@ -293,9 +338,27 @@ mod tests {
         let e = validate(InboundFormat::LdBrowser, b"{\"kind\":\"custom\"}").unwrap_err();
         assert_eq!(e.code, "wrong_shape");
         assert!(e.detail.contains("found an object"), "{}", e.detail);
-        let e = validate(InboundFormat::LdBulk, b"[{},3]").unwrap_err();
+        let e = validate(InboundFormat::LdBulk, b"[{\"kind\":\"custom\"},3]").unwrap_err();
         assert_eq!(e.code, "wrong_shape");
         assert!(e.detail.contains("[1] is a number"), "{}", e.detail);
+    }
+
+    #[test]
+    fn kindless_events_are_refused_in_bulk_and_tolerated_in_small_numbers() {
+        let bomb = format!("[{}]", vec!["{}"; 10_000].join(","));
+        let e = validate(InboundFormat::LdBrowser, bomb.as_bytes()).unwrap_err();
+        assert_eq!(e.code, "no_valid_events");
+        assert!(e.detail.contains("[0]"), "{}", e.detail);
+        let few = r#"[{"kind":"custom"},{"key":"no-kind"},{"kind":3}]"#;
+        assert_eq!(code(InboundFormat::LdBulk, few), Ok(3));
+        let mut many = vec![r#"{"kind":"custom"}"#; 5];
+        many.extend(vec!["{}"; MAX_KINDLESS_EVENTS_PER_BODY as usize + 1]);
+        let many = format!("[{}]", many.join(","));
+        let e = validate(InboundFormat::LdMobile, many.as_bytes()).unwrap_err();
+        assert_eq!(e.code, "too_many_invalid_events");
+        assert!(e.detail.contains("the first is [5]"), "{}", e.detail);
+        // Other formats judge `kind` at delivery only.
+        assert_eq!(code(InboundFormat::Generic, "[{}]"), Ok(1));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! memory, however it is framed or compressed.
 
 use std::io::Read;
+use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use http::HeaderMap;
 use http_body_util::BodyExt;
 
 use super::error::IngestError;
+use super::inflight::Reservation;
 
 /// The body's `Content-Encoding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,48 +40,94 @@ pub fn encoding(headers: &HeaderMap) -> Result<Encoding, IngestError> {
     }
 }
 
-/// Collect a body of at most `limit` bytes.
+/// Collect a body of at most `limit` bytes, growing `reservation` to cover what is kept.
 ///
 /// A body over the limit is read on (and discarded, never buffered) up to `limit` more bytes
 /// before the 413 is returned: a client that is still sending when we answer would otherwise
-/// see its connection reset instead of reading the 413.
-pub async fn collect<B>(body: B, limit: usize) -> Result<Bytes, IngestError>
+/// see its connection reset instead of reading the 413. A body that sends nothing for `stall`
+/// is refused with 408 `body_stalled`.
+pub async fn collect<B>(
+    body: B,
+    limit: usize,
+    reservation: &mut Reservation,
+    stall: Duration,
+) -> Result<Bytes, IngestError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut body = std::pin::pin!(body);
-    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut collected = Collected::default();
     let mut total = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|err| IngestError::BodyRead(err.into().to_string()))?;
+    loop {
+        let frame = match tokio::time::timeout(stall, body.frame()).await {
+            Err(_elapsed) => return Err(IngestError::BodyStalled(stall)),
+            Ok(None) => break,
+            Ok(Some(frame)) => {
+                frame.map_err(|err| IngestError::BodyRead(err.into().to_string()))?
+            }
+        };
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
         total = total.saturating_add(data.len());
         if total > limit {
-            chunks.clear();
+            collected = Collected::default();
             if total > limit.saturating_mul(2) {
                 break;
             }
             continue;
         }
-        chunks.push(data);
+        collected.push(data, limit, reservation).await?;
     }
     if total > limit {
         return Err(IngestError::BodyTooLarge { limit });
     }
-    Ok(match chunks.len() {
-        // The common case: one chunk, handed on without a copy.
-        1 => chunks.pop().unwrap_or_default(),
-        _ => {
-            let mut joined = Vec::with_capacity(total);
-            for chunk in &chunks {
-                joined.extend_from_slice(chunk);
-            }
-            Bytes::from(joined)
+    Ok(collected.finish())
+}
+
+/// The body so far: one chunk handed on without a copy (the common case), or a buffer whose
+/// capacity the reservation covers.
+#[derive(Default)]
+struct Collected {
+    single: Option<Bytes>,
+    joined: Vec<u8>,
+}
+
+impl Collected {
+    async fn push(
+        &mut self,
+        data: Bytes,
+        limit: usize,
+        reservation: &mut Reservation,
+    ) -> Result<(), IngestError> {
+        if self.single.is_none() && self.joined.is_empty() {
+            reservation.grow(data.len()).await?;
+            self.single = Some(data);
+            return Ok(());
         }
-    })
+        let pending = self.single.as_ref().map_or(0, Bytes::len);
+        let needed = self.joined.len() + pending + data.len();
+        if needed > self.joined.capacity() {
+            let capacity = needed.max(self.joined.capacity() * 2).min(limit);
+            reservation
+                .grow(capacity.saturating_sub(reservation.bytes()))
+                .await?;
+            self.joined.reserve_exact(capacity - self.joined.len());
+        }
+        if let Some(first) = self.single.take() {
+            self.joined.extend_from_slice(&first);
+        }
+        self.joined.extend_from_slice(&data);
+        Ok(())
+    }
+
+    fn finish(self) -> Bytes {
+        match self.single {
+            Some(single) => single,
+            None => Bytes::from(self.joined),
+        }
+    }
 }
 
 /// Read and discard up to `max` bytes of a body we are refusing (see [`collect`]), for at
@@ -103,20 +151,42 @@ where
     let _ = tokio::time::timeout(patience, drain).await;
 }
 
-/// Decompress a gzip body, refusing to produce more than `limit` bytes.
-pub fn gunzip(compressed: &[u8], limit: usize) -> Result<Bytes, IngestError> {
-    let decoder = flate2::read::MultiGzDecoder::new(compressed);
+/// Decompress a gzip body, refusing to produce more than `limit` bytes; `reservation` grows
+/// with the output buffer, step by step, so a bomb is stopped at the cap and never reserves
+/// more than it produced.
+pub async fn gunzip(
+    compressed: &[u8],
+    limit: usize,
+    reservation: &mut Reservation,
+) -> Result<Bytes, IngestError> {
+    let held_before = reservation.bytes();
+    let mut decoder = flate2::read::MultiGzDecoder::new(compressed);
+    let mut out: Vec<u8> = Vec::new();
     // Read one byte past the limit to tell "exactly at the limit" from "over it".
-    let mut capped = decoder.take(limit as u64 + 1);
-    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(limit + 1));
-    capped
-        .read_to_end(&mut out)
-        .map_err(|err| IngestError::InvalidGzip(err.to_string()))?;
+    while out.len() <= limit {
+        let step = (limit + 1 - out.len()).min(GUNZIP_STEP);
+        if out.capacity() - out.len() < step {
+            let capacity = (out.len() + step).max(out.capacity() * 2).min(limit + 1);
+            let covered = reservation.bytes() - held_before;
+            reservation.grow(capacity.saturating_sub(covered)).await?;
+            out.reserve_exact(capacity - out.len());
+        }
+        let read = (&mut decoder)
+            .take(step as u64)
+            .read_to_end(&mut out)
+            .map_err(|err| IngestError::InvalidGzip(err.to_string()))?;
+        if read == 0 {
+            break;
+        }
+    }
     if out.len() > limit {
         return Err(IngestError::DecompressedTooLarge { limit });
     }
     Ok(Bytes::from(out))
 }
+
+/// Decompressed bytes produced between two reservation checks.
+const GUNZIP_STEP: usize = 256 * 1024;
 
 /// Decode the `d` query parameter of `GET /a/{env}.gif?d=<base64 JSON array>`.
 pub fn pixel_payload(query: Option<&str>, limit: usize) -> Result<Bytes, IngestError> {
@@ -147,7 +217,9 @@ pub fn pixel_payload(query: Option<&str>, limit: usize) -> Result<Bytes, IngestE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::inflight::InflightBudget;
     use flate2::write::GzEncoder;
+    use futures::StreamExt;
     use std::io::Write;
 
     fn gzip(data: &[u8]) -> Vec<u8> {
@@ -156,28 +228,48 @@ mod tests {
         encoder.finish().unwrap()
     }
 
-    #[test]
-    fn gunzip_round_trips_within_the_limit() {
-        let data = b"[{\"kind\":\"custom\"}]".repeat(10);
-        assert_eq!(&gunzip(&gzip(&data), data.len()).unwrap()[..], &data[..]);
+    fn budget() -> InflightBudget {
+        InflightBudget::new(64 << 20, 64 << 20, Duration::from_millis(10))
     }
 
-    #[test]
-    fn gzip_bomb_is_refused_at_the_cap() {
+    const PATIENCE: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn gunzip_round_trips_within_the_limit() {
+        let data = b"[{\"kind\":\"custom\"}]".repeat(100_000);
+        let budget = budget();
+        let mut held = budget.reservation(None);
+        let out = gunzip(&gzip(&data), data.len(), &mut held).await.unwrap();
+        assert_eq!(&out[..], &data[..]);
+        assert!(held.bytes() >= data.len() && held.bytes() <= data.len() + 1);
+    }
+
+    #[tokio::test]
+    async fn gzip_bomb_is_refused_at_the_cap() {
         let bomb = gzip(&vec![b' '; 10 * 1024 * 1024]);
         assert!(bomb.len() < 64 * 1024, "compresses well: {}", bomb.len());
-        let err = gunzip(&bomb, 1024 * 1024).unwrap_err();
+        let budget = budget();
+        let mut held = budget.reservation(None);
+        let err = gunzip(&bomb, 1024 * 1024, &mut held).await.unwrap_err();
         assert_eq!(err.code(), "decompressed_too_large");
+        assert!(held.bytes() <= 1024 * 1024 + 1, "{}", held.bytes());
     }
 
-    #[test]
-    fn corrupt_gzip_is_a_400() {
-        let err = gunzip(b"definitely not gzip", 1024).unwrap_err();
+    #[tokio::test]
+    async fn corrupt_gzip_is_a_400() {
+        let budget = budget();
+        let mut held = budget.reservation(None);
+        let err = gunzip(b"definitely not gzip", 1024, &mut held)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), "invalid_gzip");
         let mut truncated = gzip(&[b'x'; 4096]);
         truncated.truncate(truncated.len() / 2);
         assert_eq!(
-            gunzip(&truncated, 1 << 20).unwrap_err().code(),
+            gunzip(&truncated, 1 << 20, &mut held)
+                .await
+                .unwrap_err()
+                .code(),
             "invalid_gzip"
         );
     }
@@ -226,14 +318,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn collect_enforces_the_limit() {
+    async fn collect_enforces_the_limit_and_reserves_what_it_keeps() {
+        let budget = budget();
         let body = http_body_util::Full::new(Bytes::from_static(b"0123456789"));
-        assert_eq!(collect(body.clone(), 10).await.unwrap().len(), 10);
-        assert_eq!(collect(body, 9).await.unwrap_err().code(), "body_too_large");
+        let mut held = budget.reservation(None);
+        let collected = collect(body.clone(), 10, &mut held, PATIENCE).await;
+        assert_eq!((collected.unwrap().len(), held.bytes()), (10, 10));
+        let mut held = budget.reservation(None);
+        let err = collect(body, 9, &mut held, PATIENCE).await.unwrap_err();
+        assert_eq!(err.code(), "body_too_large");
         let chunks = futures::stream::iter([&b"01234"[..], b"56789"].map(|chunk| {
             Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(chunk)))
         }));
         let body = http_body_util::StreamBody::new(chunks);
-        assert_eq!(&collect(body, 10).await.unwrap()[..], b"0123456789");
+        let mut held = budget.reservation(None);
+        let collected = collect(body, 10, &mut held, PATIENCE).await.unwrap();
+        assert_eq!(&collected[..], b"0123456789");
+        assert_eq!(held.bytes(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_holds_only_what_it_sent() {
+        let budget = budget();
+        let first = futures::stream::iter([Ok::<_, std::convert::Infallible>(
+            hyper::body::Frame::data(Bytes::from_static(b"[")),
+        )]);
+        let body = http_body_util::StreamBody::new(first.chain(futures::stream::pending()));
+        let mut held = budget.reservation(None);
+        let err = collect(body, 10 << 20, &mut held, PATIENCE)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "body_stalled");
+        assert_eq!(held.bytes(), 1);
     }
 }

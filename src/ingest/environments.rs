@@ -64,6 +64,14 @@ impl Environments {
                         "environment `{name}`: key `{key}` contains whitespace"
                     ));
                 }
+                // Credentials travel in HTTP headers and URL paths: anything else never matches.
+                if !key.chars().all(|c| c.is_ascii_graphic()) {
+                    return Err(format!(
+                        "environment `{name}`: key `{}` contains a control or non-ASCII \
+                         character; use printable ASCII",
+                        redact(&key).escape_debug()
+                    ));
+                }
                 if let Some(other) = by_credential.insert(key.clone(), name.clone()) {
                     return Err(format!(
                         "key `{}` is listed for environment `{other}` and `{name}`",
@@ -180,6 +188,8 @@ mod tests {
             ("prod=", "empty key"),
             ("pr od=k", "may only contain"),
             ("prod=a b", "whitespace"),
+            ("prod=key\u{1}x", "control or non-ASCII"),
+            ("prod=clé", "control or non-ASCII"),
         ] {
             let err = Environments::parse_flags(&[bad.to_string()]).unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");

@@ -39,6 +39,18 @@ pub enum IngestError {
     BodyRead(String),
     #[error("the request body was not received within {0:?}")]
     BodyTimeout(std::time::Duration),
+    #[error("the request body stalled: no bytes for {0:?}")]
+    BodyStalled(std::time::Duration),
+    #[error("the request target is longer than the limit of {limit} bytes")]
+    UriTooLong { limit: usize },
+    #[error("the request has more than the limit of {limit} header fields")]
+    TooManyHeaders { limit: usize },
+    #[error("the request head is larger than the limit of {limit} bytes")]
+    HeadTooLarge { limit: usize },
+    #[error("malformed request head: {0}")]
+    MalformedRequest(String),
+    #[error("invalid Content-Length: {0}")]
+    InvalidContentLength(String),
     #[error("{0}")]
     Invalid(ValidationError),
     #[error("write-ahead log is full; retry later")]
@@ -47,6 +59,8 @@ pub enum IngestError {
     WalUnavailable(String),
     #[error("too many request bytes in flight; retry later")]
     Overloaded,
+    #[error("too many request bytes in flight on this connection; retry later")]
+    ConnectionOverloaded,
     #[error("server is shutting down")]
     ShuttingDown,
 }
@@ -61,7 +75,16 @@ impl IngestError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             IngestError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            IngestError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            IngestError::BodyTimeout(_) | IngestError::BodyStalled(_) => {
+                StatusCode::REQUEST_TIMEOUT
+            }
+            IngestError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            IngestError::TooManyHeaders { .. } | IngestError::HeadTooLarge { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            IngestError::MalformedRequest(_) | IngestError::InvalidContentLength(_) => {
+                StatusCode::BAD_REQUEST
+            }
             IngestError::InvalidGzip(_)
             | IngestError::InvalidPixel(_)
             | IngestError::BodyRead(_)
@@ -69,6 +92,7 @@ impl IngestError {
             IngestError::WalFull
             | IngestError::WalUnavailable(_)
             | IngestError::Overloaded
+            | IngestError::ConnectionOverloaded
             | IngestError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -86,10 +110,17 @@ impl IngestError {
             IngestError::InvalidPixel(_) => "invalid_pixel_payload",
             IngestError::BodyRead(_) => "body_read_failed",
             IngestError::BodyTimeout(_) => "body_timeout",
+            IngestError::BodyStalled(_) => "body_stalled",
+            IngestError::UriTooLong { .. } => "uri_too_long",
+            IngestError::TooManyHeaders { .. } => "too_many_headers",
+            IngestError::HeadTooLarge { .. } => "head_too_large",
+            IngestError::MalformedRequest(_) => "malformed_request",
+            IngestError::InvalidContentLength(_) => "invalid_content_length",
             IngestError::Invalid(err) => err.code,
             IngestError::WalFull => "wal_full",
             IngestError::WalUnavailable(_) => "wal_unavailable",
             IngestError::Overloaded => "overloaded",
+            IngestError::ConnectionOverloaded => "connection_overloaded",
             IngestError::ShuttingDown => "shutting_down",
         }
     }
@@ -104,14 +135,26 @@ impl IngestError {
     fn retry_after(&self) -> bool {
         matches!(
             self,
-            IngestError::WalFull | IngestError::Overloaded | IngestError::ShuttingDown
+            IngestError::WalFull
+                | IngestError::Overloaded
+                | IngestError::ConnectionOverloaded
+                | IngestError::ShuttingDown
         )
+    }
+
+    /// The `{"error", "detail"}` body.
+    pub fn json_body(&self) -> String {
+        serde_json::json!({ "error": self.code(), "detail": self.detail() }).to_string()
     }
 
     /// The JSON error response.
     pub fn to_response(&self) -> Response<Full<Bytes>> {
-        let body = serde_json::json!({ "error": self.code(), "detail": self.detail() });
-        let mut response = json_response(self.status(), &body);
+        let mut response = Response::new(Full::new(Bytes::from(self.json_body())));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if self.retry_after() {
             response
                 .headers_mut()

@@ -1,8 +1,8 @@
 //! One request, start to finish:
 //!
 //! ```text
-//! route → CORS preflight? → authenticate → Content-Length precheck → reserve in-flight bytes
-//!       → read body (capped) → gunzip (capped) → validate (simd-json) → payload-id seen? → 202
+//! route → CORS preflight? → authenticate → Content-Length precheck
+//!       → read body (capped, reserving in-flight bytes as they arrive) → gunzip (capped) → validate (simd-json) → payload-id seen? → 202
 //!       → append [stored header, body] to the WAL → wait until durable → remember payload id → 202
 //! ```
 //!
@@ -13,8 +13,9 @@
 //!   half-finished append, and graceful shutdown waits for it like any in-flight request.
 //! * A refused request stored nothing; the body is stored byte for byte as received (after
 //!   gunzip), behind the [`crate::event::stored`] header.
-//! * Memory: a request holds in-flight permits for every byte it may keep (its body and, for
-//!   gzip, the decompressed copy) from before it reads until after its append resolved.
+//! * Memory: a request's in-flight reservation ([`super::inflight`]) covers every byte it
+//!   keeps (its body and, for gzip, the decompressed copy) as soon as it keeps it, until its
+//!   append resolved.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,7 +25,6 @@ use futures::future::BoxFuture;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::Full;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::event::stored::{encode_header, StoredMeta};
 use crate::event::{self, InboundFormat};
@@ -33,8 +33,10 @@ use crate::wal::{AppendReceipt, AppendRequest, Wal, WalError};
 
 use super::auth::authenticate;
 use super::body::{self, Encoding};
+use super::connection::{ConnectionLimits, Connections};
 use super::dedupe::PayloadIds;
 use super::error::{json_response, IngestError};
+use super::inflight::{ConnectionShare, InflightBudget};
 use super::routes::{match_route, Action, Route};
 use super::IngestSettings;
 
@@ -74,8 +76,8 @@ pub struct Ingest {
     settings: IngestSettings,
     sink: Arc<dyn RecordSink>,
     payload_ids: PayloadIds,
-    inflight: Arc<Semaphore>,
-    inflight_capacity: usize,
+    budget: InflightBudget,
+    connections: Arc<Connections>,
 }
 
 /// What a successful request produced.
@@ -87,11 +89,22 @@ struct Accepted {
 
 impl Ingest {
     pub fn new(settings: IngestSettings, sink: Arc<dyn RecordSink>) -> Self {
-        let inflight_capacity = settings.max_inflight_bytes.min(Semaphore::MAX_PERMITS);
+        let connections = Connections::new(
+            "ingest",
+            ConnectionLimits {
+                max_connections: settings.max_connections,
+                header_timeout: settings.header_timeout,
+                idle_timeout: settings.idle_timeout,
+            },
+        );
         Ingest {
             payload_ids: PayloadIds::new(settings.dedupe_cache_size),
-            inflight: Arc::new(Semaphore::new(inflight_capacity)),
-            inflight_capacity,
+            budget: InflightBudget::new(
+                settings.max_inflight_bytes,
+                connection_share(&settings),
+                settings.inflight_wait,
+            ),
+            connections: Arc::new(connections),
             sink,
             settings,
         }
@@ -99,6 +112,16 @@ impl Ingest {
 
     pub fn settings(&self) -> &IngestSettings {
         &self.settings
+    }
+
+    /// A new connection's share of the in-flight budget (put in its requests' extensions).
+    pub fn connection_share(&self) -> ConnectionShare {
+        self.budget.connection_share()
+    }
+
+    /// The listener's connection slots (the admin server reports their saturation).
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
     }
 
     /// Answer one request. Never fails: every problem becomes a JSON error response.
@@ -147,31 +170,31 @@ impl Ingest {
         )?;
         let limit = self.settings.max_body_bytes;
 
-        let (body, _permit) = if route.action == Action::Pixel {
-            let permit = self.reserve(limit).await?;
-            (body::pixel_payload(parts.uri.query(), limit)?, permit)
+        // Held until the append resolved: it covers every byte this request keeps.
+        let share = parts.extensions.get::<ConnectionShare>();
+        let mut reservation = self.budget.reservation(share);
+        let body = if route.action == Action::Pixel {
+            let body = body::pixel_payload(parts.uri.query(), limit)?;
+            reservation.grow(body.len()).await?;
+            body
         } else {
             let encoding = body::encoding(&parts.headers)?;
-            let declared = content_length(&parts.headers);
-            if declared.is_some_and(|length| length > limit) {
+            if content_length(&parts.headers).is_some_and(|length| length > limit) {
                 body::drain(request_body, limit, DRAIN_PATIENCE).await;
                 return Err(IngestError::BodyTooLarge { limit });
             }
-            let raw_weight = declared.unwrap_or(limit);
-            let weight = match encoding {
-                Encoding::Identity => raw_weight,
-                Encoding::Gzip => raw_weight.saturating_add(limit),
-            };
-            let permit = self.reserve(weight).await?;
-            // A slow sender must not hold in-flight bytes forever.
-            let raw = tokio::time::timeout(BODY_READ_TIMEOUT, body::collect(request_body, limit))
+            // A slow sender must not hold a connection (or its bytes) forever: the whole body
+            // has a deadline, and so does every gap in it (trickling bodies).
+            let deadline = self.settings.body_timeout;
+            let stall = self.settings.body_stall_timeout;
+            let collect = body::collect(request_body, limit, &mut reservation, stall);
+            let raw = tokio::time::timeout(deadline, collect)
                 .await
-                .map_err(|_| IngestError::BodyTimeout(BODY_READ_TIMEOUT))??;
-            let body = match encoding {
+                .map_err(|_| IngestError::BodyTimeout(deadline))??;
+            match encoding {
                 Encoding::Identity => raw,
-                Encoding::Gzip => body::gunzip(&raw, limit)?,
-            };
-            (body, permit)
+                Encoding::Gzip => body::gunzip(&raw, limit, &mut reservation).await?,
+            }
         };
 
         let events = event::validate(route.format, &body).map_err(IngestError::Invalid)?;
@@ -232,35 +255,6 @@ impl Ingest {
             bytes: length,
             duplicate: false,
         })
-    }
-
-    /// Wait (bounded) for room for `weight` body bytes.
-    async fn reserve(&self, weight: usize) -> Result<InflightPermit, IngestError> {
-        let weight = weight.clamp(1, self.inflight_capacity.min(u32::MAX as usize));
-        let acquire = self.inflight.clone().acquire_many_owned(weight as u32);
-        match tokio::time::timeout(self.settings.inflight_wait, acquire).await {
-            Ok(Ok(permit)) => {
-                metrics::gauge!(m::INGEST_INFLIGHT_BYTES).increment(weight as f64);
-                Ok(InflightPermit {
-                    _permit: permit,
-                    weight,
-                })
-            }
-            Ok(Err(_closed)) => Err(IngestError::ShuttingDown),
-            Err(_elapsed) => Err(IngestError::Overloaded),
-        }
-    }
-}
-
-/// In-flight bytes held by one request; returned (and the gauge lowered) on drop.
-struct InflightPermit {
-    _permit: OwnedSemaphorePermit,
-    weight: usize,
-}
-
-impl Drop for InflightPermit {
-    fn drop(&mut self) {
-        metrics::gauge!(m::INGEST_INFLIGHT_BYTES).decrement(self.weight as f64);
     }
 }
 
@@ -381,8 +375,12 @@ fn unix_ms_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// How long a request body may take to arrive once its headers are in.
-const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most bytes one connection's requests may hold together: room for one gzip body and its
+/// decompressed copy, or a quarter of the budget when that is more.
+fn connection_share(settings: &IngestSettings) -> usize {
+    let one_gzip_body = settings.max_body_bytes.saturating_mul(2);
+    one_gzip_body.max(settings.max_inflight_bytes / 4)
+}
 
 /// How long a refused oversized body may be drained so its sender can read the 413.
 const DRAIN_PATIENCE: Duration = Duration::from_secs(1);
@@ -788,30 +786,62 @@ mod tests {
         assert_eq!(json["accepted"], 2);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_body_that_never_arrives_times_out_with_408_and_frees_its_bytes() {
+    /// A POST /bulk whose body is `frames`, answered: status, error code, and whether the
+    /// in-flight budget was returned.
+    async fn slow_body<S>(frames: S) -> (StatusCode, String, Duration, bool)
+    where
+        S: futures::Stream<Item = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>
+            + Send,
+    {
         let sink = FakeSink::new(Behaviour::Store);
         let ingest = Ingest::new(settings(), sink.clone());
-        let never = futures::stream::pending::<
-            Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
-        >();
         let request = Request::builder()
             .method("POST")
             .uri("/bulk")
             .header("authorization", "sdk-1")
             .header("content-length", "100")
-            .body(http_body_util::StreamBody::new(never))
+            .body(http_body_util::StreamBody::new(frames))
             .unwrap();
+        let started = tokio::time::Instant::now();
         let response = ingest.handle(request).await;
-        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let took = started.elapsed();
+        let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(error_code(&body), "body_timeout");
-        assert_eq!(
-            ingest.inflight.available_permits(),
-            ingest.inflight_capacity,
-            "the reservation is returned"
-        );
         assert!(sink.records().is_empty());
+        let returned = ingest.budget.available() == ingest.budget.capacity();
+        (status, error_code(&body), took, returned)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_arriving_is_a_408_after_the_stall_timeout() {
+        let one_byte = futures::stream::iter([Ok(hyper::body::Frame::data(Bytes::from("[")))]);
+        let (status, code, took, returned) = slow_body(futures::StreamExt::chain(
+            one_byte,
+            futures::stream::pending(),
+        ))
+        .await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::REQUEST_TIMEOUT, "body_stalled")
+        );
+        assert_eq!(took, crate::ingest::DEFAULT_BODY_STALL_TIMEOUT);
+        assert!(returned, "the reservation is returned");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickling_body_is_a_408_at_the_body_deadline() {
+        let gap = crate::ingest::DEFAULT_BODY_STALL_TIMEOUT / 2;
+        let trickle = futures::stream::unfold((), move |()| async move {
+            tokio::time::sleep(gap).await;
+            Some((Ok(hyper::body::Frame::data(Bytes::from(" "))), ()))
+        });
+        let (status, code, took, returned) = slow_body(trickle).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::REQUEST_TIMEOUT, "body_timeout")
+        );
+        assert_eq!(took, crate::ingest::DEFAULT_BODY_TIMEOUT);
+        assert!(returned, "the reservation is returned");
     }
 
     #[tokio::test]
@@ -841,7 +871,7 @@ mod tests {
             })
         };
         // Wait until the first request holds its permits (it blocks inside the append).
-        while ingest.inflight.available_permits() == 4096 {
+        while ingest.budget.available() == 4096 {
             tokio::task::yield_now().await;
         }
         let mut body = BULK.as_bytes().to_vec();
@@ -861,10 +891,6 @@ mod tests {
         assert_eq!(headers[header::RETRY_AFTER], "1");
         sink.release.notify_one();
         assert_eq!(first.await.unwrap(), StatusCode::ACCEPTED);
-        assert_eq!(
-            ingest.inflight.available_permits(),
-            4096,
-            "permits are returned"
-        );
+        assert_eq!(ingest.budget.available(), 4096, "permits are returned");
     }
 }

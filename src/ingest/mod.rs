@@ -8,7 +8,10 @@
 //! | [`body`] | body caps, gunzip with a decompressed-size cap, the pixel's `d` parameter |
 //! | [`dedupe`] | recent `X-LaunchDarkly-Payload-ID`s, so SDK retries are not stored twice |
 //! | [`handler`] | one request from route to durable append; metrics per request |
-//! | [`server`] | accept loop, connection limit, HTTP/1 + HTTP/2, graceful shutdown |
+//! | [`server`] | accept loop, HTTP/1 + HTTP/2, graceful shutdown (shared with the admin listener) |
+//! | [`connection`] | connection slots, header/idle deadlines from accept, shedding idle connections |
+//! | [`head`] | request-head limits checked by our code, so hyper's bare errors never reach clients |
+//! | [`inflight`] | the in-flight byte budget, reserved as bytes arrive |
 //! | [`error`] | every refusal: one status and `{"error", "detail"}` JSON body each |
 //!
 //! ## Contract with clients
@@ -18,26 +21,30 @@
 //! * Each accepted body is one WAL record: [`crate::event::stored`] header (format, environment,
 //!   payload id, schema version, tags, user agent) followed by the body bytes as received
 //!   (after gunzip) — never re-encoded.
-//! * Refusals: 400 malformed/mis-shaped/empty/bad gzip/bad pixel, 401 credential, 404 route,
-//!   405 method, 408 body too slow, 413 size (raw or decompressed), 415 encoding, 503 WAL
-//!   full / overloaded / shutting down (with `Retry-After`) or WAL unavailable. Nothing partial
-//!   is ever stored.
-//! * Slow clients: headers must arrive within 30 s, the body within 60 s after them.
+//! * Refusals: 400 malformed/mis-shaped/empty/bad gzip/bad pixel/bad framing, 401 credential,
+//!   404 route, 405 method, 408 body too slow or stalled, 413 size (raw or decompressed), 414
+//!   URI, 415 encoding, 431 headers, 503 WAL full / overloaded / shutting down (with
+//!   `Retry-After`) or WAL unavailable. Nothing partial is ever stored.
+//! * Slow and silent clients: a connection must send a complete request head within
+//!   `--header-timeout` of accept, may stay idle between requests for `--idle-timeout`, and
+//!   a body must arrive within `--body-timeout` with no gap longer than `--body-stall-timeout`.
 //!
 //! ## Bounded memory
 //!
-//! A byte-weighted semaphore (`--max-inflight-bytes`) admits request bodies: a request reserves
-//! its `Content-Length` (or `--max-body-bytes` when unknown; plus `--max-body-bytes` for gzip's
-//! decompressed copy) before reading, and holds it until its append resolved. Requests wait for
-//! room up to [`handler::DEFAULT_INFLIGHT_WAIT`], then get 503. `--max-connections` bounds the
-//! connections served at once.
+//! A byte-weighted budget (`--max-inflight-bytes`, [`inflight`]) covers request bodies: a request
+//! reserves bytes as they arrive (and as gzip output is produced), and holds them until its
+//! append resolved. A growth step waits for room up to [`handler::DEFAULT_INFLIGHT_WAIT`], then
+//! the request gets 503. `--max-connections` bounds the connections served at once.
 
 pub mod auth;
 pub mod body;
+pub mod connection;
 pub mod dedupe;
 pub mod environments;
 pub mod error;
 pub mod handler;
+pub mod head;
+pub mod inflight;
 pub mod routes;
 pub mod server;
 
@@ -61,8 +68,25 @@ pub struct IngestSettings {
     pub dedupe_cache_size: usize,
     /// How long a request may wait for in-flight room before 503.
     pub inflight_wait: Duration,
+    /// From accept to the first complete request head.
+    pub header_timeout: Duration,
+    /// How long a connection may stay without a request in progress.
+    pub idle_timeout: Duration,
+    /// How long a whole request body may take once its head is in.
+    pub body_timeout: Duration,
+    /// Longest gap between two pieces of a request body.
+    pub body_stall_timeout: Duration,
     pub environments: Environments,
 }
+
+/// Default `--header-timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `--idle-timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `--body-timeout`.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `--body-stall-timeout`.
+pub const DEFAULT_BODY_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for IngestSettings {
     fn default() -> Self {
@@ -72,6 +96,10 @@ impl Default for IngestSettings {
             max_connections: 4096,
             dedupe_cache_size: 100_000,
             inflight_wait: handler::DEFAULT_INFLIGHT_WAIT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            body_stall_timeout: DEFAULT_BODY_STALL_TIMEOUT,
             environments: Environments::open(),
         }
     }
