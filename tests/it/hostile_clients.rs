@@ -2,14 +2,16 @@
 //! connections, stalled bodies, cross-origin admin requests, and malformed or oversized heads.
 //! Every wait is on a condition with a deadline; timeouts are shortened by flags.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
-use crate::support::serve::*;
 use crate::support::eventually;
+use crate::support::serve::*;
 
 /// A small valid `/bulk` request that closes its connection after the answer.
 fn small_bulk() -> Vec<u8> {
@@ -22,20 +24,42 @@ fn small_bulk() -> Vec<u8> {
     .into_bytes()
 }
 
-/// Send `request` on a fresh connection and read the whole answer (the server closes).
-/// Returns the status and the JSON body (`Null` when the body is not JSON).
-fn exchange(addr: SocketAddr, request: &[u8], patience: Duration) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(patience)).unwrap();
-    stream.write_all(request).expect("send");
-    read_answer(&mut stream)
+/// A fresh raw connection to `addr`.
+async fn connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.expect("connect")
 }
 
-fn read_answer(stream: &mut TcpStream) -> (u16, Value) {
+/// A fresh raw connection to `addr` that has sent `bytes`.
+async fn connect_and_send(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = connect(addr).await;
+    stream.write_all(bytes).await.expect("send");
+    stream
+}
+
+/// Send `request` on a fresh connection and read the whole answer (the server closes).
+/// Returns the status and the JSON body (`Null` when the body is not JSON).
+async fn exchange(addr: SocketAddr, request: &[u8], patience: Duration) -> (u16, Value) {
+    let mut stream = connect_and_send(addr, request).await;
+    read_answer(&mut stream, patience).await
+}
+
+/// One read that fails (like a socket read timeout) when nothing arrives within `patience`.
+async fn read_some(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    patience: Duration,
+) -> std::io::Result<usize> {
+    tokio::time::timeout(patience, stream.read(buf))
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+/// Read until the server closes; each read waits at most `patience`.
+async fn read_answer(stream: &mut TcpStream, patience: Duration) -> (u16, Value) {
     let mut answer = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
-        match stream.read(&mut chunk) {
+        match read_some(stream, &mut chunk, patience).await {
             Ok(0) => break,
             Ok(n) => answer.extend_from_slice(&chunk[..n]),
             // A reset after the answer arrived (the server closed with unread input) is fine.
@@ -53,54 +77,63 @@ fn read_answer(stream: &mut TcpStream) -> (u16, Value) {
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-/// True once the peer closed the connection (EOF or reset); bytes it sends are skipped.
-fn closed_within(stream: &mut TcpStream, deadline: Instant) -> bool {
+/// True once the peer closed the connection (EOF or reset) before `deadline`; bytes it sends
+/// are skipped.
+async fn closed_within(stream: &mut TcpStream, deadline: Instant) -> bool {
     let mut sink = [0u8; 4096];
-    while Instant::now() < deadline {
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        match stream.read(&mut sink) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_reset) => return true,
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut sink)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_elapsed) => return false,
         }
     }
-    false
 }
 
 /// A server with the test credentials and `extra` flags.
-fn start(data: &tempfile::TempDir, extra: &[&str]) -> Flagstream {
+async fn start(data: &tempfile::TempDir, extra: &[&str]) -> Flagstream {
     Flagstream::builder(data.path().join("data"))
         .args(["--environment", &production_env()])
         .args(extra.iter().copied())
         .start()
+        .await
 }
 
 /// Connections the ingest listener closed for `reason`.
-fn closed_for(server: &Flagstream, reason: &str) -> f64 {
+async fn closed_for(admin: SocketAddr, reason: &str) -> f64 {
     metric(
-        server.admin,
+        admin,
         "flagstream_connections_closed_total",
         &[("listener", "ingest"), ("reason", reason)],
     )
+    .await
 }
 
-fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Bytes the ingest holds for request bodies in progress.
+async fn inflight_bytes(admin: SocketAddr) -> f64 {
+    metric(admin, "flagstream_ingest_inflight_bytes", &[]).await
 }
 
-#[test]
-fn silent_connections_are_shed_and_closed_while_a_valid_client_gets_202() {
+/// Wait until `probe`'s value satisfies `done`; fails with the last value seen.
+async fn wait_for_value<F, Fut>(what: &str, timeout: Duration, probe: F, done: impl Fn(f64) -> bool)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    eventually(what, timeout, || async {
+        let value = probe().await;
+        if done(value) {
+            Ok(())
+        } else {
+            Err(format!("at {value}"))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_shed_and_closed_while_a_valid_client_gets_202() {
     let data = tempfile::tempdir().unwrap();
     let max = 16;
     let header_timeout = Duration::from_secs(6);
@@ -108,33 +141,32 @@ fn silent_connections_are_shed_and_closed_while_a_valid_client_gets_202() {
     let server = start(
         &data,
         &["--max-connections", &max_flag, "--header-timeout", "6s"],
-    );
+    )
+    .await;
 
     // 2 × max-connections sockets that never complete a request head: silent ones, a partial
     // HTTP/1 head, and HTTP/2 connections that only send the preface.
-    let mut silent: Vec<TcpStream> = (0..2 * max)
-        .map(|i| {
-            let mut stream = TcpStream::connect(server.ingest).expect("connect");
-            match i % 4 {
-                1 => stream
-                    .write_all(b"POST /bulk HTTP/1.1\r\nHost: t\r\n")
-                    .unwrap(),
-                2 => stream
-                    .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-                    .unwrap(),
-                _ => {}
-            }
-            stream
-        })
-        .collect();
+    let mut silent = Vec::new();
+    for i in 0..2 * max {
+        let first: &[u8] = match i % 4 {
+            1 => b"POST /bulk HTTP/1.1\r\nHost: t\r\n",
+            2 => b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            _ => b"",
+        };
+        silent.push(connect_and_send(server.ingest, first).await);
+    }
     // Every socket is accepted (shedding older ones), so the server has seen all of them.
-    wait_until("silent sockets accepted", Duration::from_secs(10), || {
-        closed_for(&server, "shed") >= max as f64
-    });
+    wait_for_value(
+        "every silent socket accepted (shed count)",
+        Duration::from_secs(10),
+        || closed_for(server.admin, "shed"),
+        |shed| shed >= max as f64,
+    )
+    .await;
 
     // A valid client gets through well before any header timeout could free a slot.
     let started = Instant::now();
-    let (status, body) = exchange(server.ingest, &small_bulk(), Duration::from_secs(10));
+    let (status, body) = exchange(server.ingest, &small_bulk(), Duration::from_secs(10)).await;
     let took = started.elapsed();
     assert_eq!(status, 202, "{body}");
     assert!(took < header_timeout / 2, "202 took {took:?}");
@@ -143,57 +175,55 @@ fn silent_connections_are_shed_and_closed_while_a_valid_client_gets_202() {
     // counted from accept.
     let deadline = Instant::now() + header_timeout + Duration::from_secs(10);
     for (i, stream) in silent.iter_mut().enumerate() {
-        assert!(closed_within(stream, deadline), "socket {i} still open");
+        assert!(
+            closed_within(stream, deadline).await,
+            "socket {i} still open"
+        );
     }
-    assert!(closed_for(&server, "header_timeout") >= 1.0);
-    assert_eq!(http_status(server.admin, "/readyz"), Some(200));
+    assert!(closed_for(server.admin, "header_timeout").await >= 1.0);
+    assert_eq!(http_status(server.admin, "/readyz").await, Some(200));
 }
 
-#[test]
-fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(&data, &["--idle-timeout", "1s", "--header-timeout", "30s"]);
-    let mut stream = TcpStream::connect(server.ingest).unwrap();
+    let server = start(&data, &["--idle-timeout", "1s", "--header-timeout", "30s"]).await;
     let body = numbered_bulk(0, 1);
-    write!(
-        stream,
+    let request = format!(
         "POST /bulk HTTP/1.1\r\nHost: t\r\nAuthorization: {SDK_KEY}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    );
+    let mut stream = connect_and_send(server.ingest, request.as_bytes()).await;
     let mut answer = [0u8; 12];
-    stream.read_exact(&mut answer).unwrap();
+    stream.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"HTTP/1.1 202");
     let started = Instant::now();
-    assert!(closed_within(
-        &mut stream,
-        Instant::now() + Duration::from_secs(20)
-    ));
+    assert!(closed_within(&mut stream, Instant::now() + Duration::from_secs(20)).await);
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "the 30 s header timeout did not close it"
     );
-    assert!(closed_for(&server, "idle_timeout") >= 1.0);
+    assert!(closed_for(server.admin, "idle_timeout").await >= 1.0);
 }
 
 /// `count` chunked `/bulk` requests that send one body byte and stall; returns once the server
 /// holds all of them in flight.
-fn open_stalled_bodies(server: &Flagstream, count: usize) -> Vec<TcpStream> {
-    let stalled: Vec<TcpStream> = (0..count)
-        .map(|_| {
-            let mut stream = TcpStream::connect(server.ingest).unwrap();
-            write!(
-                stream,
-                "POST /bulk HTTP/1.1\r\nHost: t\r\nAuthorization: {SDK_KEY}\r\n\
-                 Transfer-Encoding: chunked\r\n\r\n1\r\n[\r\n"
-            )
-            .unwrap();
-            stream
-        })
-        .collect();
-    wait_until("stalled bodies in flight", Duration::from_secs(10), || {
-        metric(server.admin, "flagstream_ingest_inflight_bytes", &[]) >= count as f64
-    });
+async fn open_stalled_bodies(server: &Flagstream, count: usize) -> Vec<TcpStream> {
+    let request = format!(
+        "POST /bulk HTTP/1.1\r\nHost: t\r\nAuthorization: {SDK_KEY}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n1\r\n[\r\n"
+    );
+    let mut stalled = Vec::new();
+    for _ in 0..count {
+        stalled.push(connect_and_send(server.ingest, request.as_bytes()).await);
+    }
+    wait_for_value(
+        "stalled bodies in flight",
+        Duration::from_secs(10),
+        || inflight_bytes(server.admin),
+        |bytes| bytes >= count as f64,
+    )
+    .await;
     stalled
 }
 
@@ -208,81 +238,84 @@ const STALL_LIMITS: &[&str] = &[
     "4s",
 ];
 
-#[test]
-fn stalled_chunked_bodies_do_not_delay_a_small_request() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_chunked_bodies_do_not_delay_a_small_request() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(&data, STALL_LIMITS);
+    let server = start(&data, STALL_LIMITS).await;
     // Eight chunked bodies that send one byte and stall: before bytes were reserved as they
     // arrive, each held a whole --max-body-bytes and two of them filled the budget.
-    let mut stalled = open_stalled_bodies(&server, 8);
+    let mut stalled = open_stalled_bodies(&server, 8).await;
 
     let started = Instant::now();
-    let (status, body) = exchange(server.ingest, &small_bulk(), Duration::from_secs(15));
+    let (status, body) = exchange(server.ingest, &small_bulk(), Duration::from_secs(15)).await;
     let took = started.elapsed();
     assert_eq!(status, 202, "{body}");
     assert!(took < Duration::from_secs(3), "202 took {took:?}");
 
     // The stalled bodies are refused once they have sent nothing for --body-stall-timeout.
-    stalled[0]
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let (status, body) = read_answer(&mut stalled[0]);
+    let (status, body) = read_answer(&mut stalled[0], Duration::from_secs(20)).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (408, Some("body_stalled"))
     );
-    wait_until("budget returned", Duration::from_secs(20), || {
-        metric(server.admin, "flagstream_ingest_inflight_bytes", &[]) == 0.0
-    });
+    wait_for_value(
+        "the in-flight budget returned",
+        Duration::from_secs(20),
+        || inflight_bytes(server.admin),
+        |bytes| bytes == 0.0,
+    )
+    .await;
 }
 
-#[test]
-fn admin_refuses_cross_origin_state_changes_and_closes_silent_connections() {
+/// `POST /v1/destinations/archive/pause` on the admin listener with extra `headers`.
+async fn pause(server: &Flagstream, headers: &str) -> (u16, Value) {
+    let request = format!(
+        "POST /v1/destinations/archive/pause HTTP/1.1\r\nHost: {}\r\n{headers}\
+         Content-Length: 0\r\nConnection: close\r\n\r\n",
+        server.admin
+    );
+    exchange(server.admin, request.as_bytes(), Duration::from_secs(10)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_refuses_cross_origin_state_changes_and_closes_silent_connections() {
     let data = tempfile::tempdir().unwrap();
     let export = data.path().join("export");
     let dest = format!("file://{}?name=archive", export.display());
-    let server = start(&data, &["--dest", &dest, "--header-timeout", "1s"]);
-    let pause = |headers: &str| {
-        let request = format!(
-            "POST /v1/destinations/archive/pause HTTP/1.1\r\nHost: {}\r\n{headers}\
-             Content-Length: 0\r\nConnection: close\r\n\r\n",
-            server.admin
-        );
-        exchange(server.admin, request.as_bytes(), Duration::from_secs(10))
-    };
-    let paused = || server.destinations()["destinations"][0]["paused"].clone();
+    let server = start(&data, &["--dest", &dest, "--header-timeout", "1s"]).await;
+    let paused = || async { server.destinations().await["destinations"][0]["paused"].clone() };
 
     // What a web page can make a browser send without a preflight.
-    let (status, body) = pause("Origin: https://evil.example\r\nContent-Type: text/plain\r\n");
+    let (status, body) = pause(
+        &server,
+        "Origin: https://evil.example\r\nContent-Type: text/plain\r\n",
+    )
+    .await;
     assert_eq!(
         (status, body["error"].as_str()),
         (403, Some("cross_origin"))
     );
-    let (status, body) = pause("Content-Type: text/plain\r\n");
+    let (status, body) = pause(&server, "Content-Type: text/plain\r\n").await;
     assert_eq!(
         (status, body["error"].as_str()),
         (415, Some("json_required"))
     );
-    assert_eq!(paused(), Value::Bool(false), "nothing was paused");
+    assert_eq!(paused().await, Value::Bool(false), "nothing was paused");
 
     // A same-origin JSON request is served.
-    let (status, body) = pause("Content-Type: application/json\r\n");
+    let (status, body) = pause(&server, "Content-Type: application/json\r\n").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(paused(), Value::Bool(true));
+    assert_eq!(paused().await, Value::Bool(true));
 
     // The admin listener closes connections that send no complete head.
-    let mut silent = TcpStream::connect(server.admin).unwrap();
-    silent.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
-    assert!(closed_within(
-        &mut silent,
-        Instant::now() + Duration::from_secs(15)
-    ));
+    let mut silent = connect_and_send(server.admin, b"GET /metrics HTTP/1.1\r\n").await;
+    assert!(closed_within(&mut silent, Instant::now() + Duration::from_secs(15)).await);
 }
 
-#[test]
-fn head_errors_answer_json_with_a_distinct_code() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_errors_answer_json_with_a_distinct_code() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(&data, &[]);
+    let server = start(&data, &[]).await;
     let big_header = format!("X-Big: {}\r\n", "a".repeat(300 * 1024));
     let many_headers: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
     let long_path = format!("/bulk/{}", "a".repeat(70 * 1024));
@@ -319,7 +352,8 @@ fn head_errors_answer_json_with_a_distinct_code() {
         ),
     ];
     for (request, status, code) in cases {
-        let (got, body) = exchange(server.ingest, request.as_bytes(), Duration::from_secs(10));
+        let (got, body) =
+            exchange(server.ingest, request.as_bytes(), Duration::from_secs(10)).await;
         assert_eq!(
             (got, body["error"].as_str()),
             (status, Some(code)),
@@ -329,35 +363,34 @@ fn head_errors_answer_json_with_a_distinct_code() {
     }
 
     // A later request on a keep-alive connection is checked too (after hyper parsed it).
-    let mut stream = TcpStream::connect(server.ingest).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+    let patience = Duration::from_secs(10);
+    let mut stream =
+        connect_and_send(server.ingest, b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    let mut first = [0u8; 12];
+    tokio::time::timeout(patience, stream.read_exact(&mut first))
+        .await
+        .expect("an answer")
         .unwrap();
-    stream
-        .write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    let mut first = vec![0u8; 12];
-    stream.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 404");
     let mut rest = [0u8; 4096];
-    let n = stream.read(&mut rest).unwrap();
+    let n = read_some(&mut stream, &mut rest, patience).await.unwrap();
     assert!(String::from_utf8_lossy(&rest[..n]).contains("not_found"));
     let second = format!(
         "GET /bulk HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
         "b".repeat(100 * 1024)
     );
-    stream.write_all(second.as_bytes()).unwrap();
-    let (status, body) = read_answer(&mut stream);
+    stream.write_all(second.as_bytes()).await.unwrap();
+    let (status, body) = read_answer(&mut stream, patience).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (431, Some("head_too_large"))
     );
 }
 
-#[test]
-fn an_empty_object_bomb_is_refused_and_stores_nothing() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_object_bomb_is_refused_and_stores_nothing() {
     let data = tempfile::tempdir().unwrap();
-    let server = start(&data, &[]);
+    let server = start(&data, &[]).await;
     // 10 KB of gzip, 10 MB of `{}`: before, 202 and ~700 MB of dead letters.
     let bomb = format!("[{}]", vec!["{}"; 3_400_000].join(","));
     let compressed = {
@@ -372,7 +405,7 @@ fn an_empty_object_bomb_is_refused_and_stores_nothing() {
     )
     .into_bytes();
     request.extend_from_slice(&compressed);
-    let (status, body) = exchange(server.ingest, &request, Duration::from_secs(30));
+    let (status, body) = exchange(server.ingest, &request, Duration::from_secs(30)).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("no_valid_events")),
@@ -387,14 +420,14 @@ fn an_empty_object_bomb_is_refused_and_stores_nothing() {
          Connection: close\r\n\r\n{mixed}",
         mixed.len()
     );
-    let (status, body) = exchange(server.ingest, request.as_bytes(), Duration::from_secs(10));
+    let (status, body) = exchange(server.ingest, request.as_bytes(), Duration::from_secs(10)).await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(
-        metric(server.admin, "flagstream_ingest_invalid_events_total", &[]),
+        metric(server.admin, "flagstream_ingest_invalid_events_total", &[]).await,
         1.0
     );
     assert_eq!(
-        metric(server.admin, "flagstream_ingest_events_total", &[]),
+        metric(server.admin, "flagstream_ingest_events_total", &[]).await,
         2.0,
         "only the mixed batch was stored"
     );
@@ -418,7 +451,7 @@ async fn http2_stalled_streams_do_not_block_a_small_request_and_idle_connections
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
     let data = tempfile::tempdir().unwrap();
-    let server = start(&data, &[STALL_LIMITS, &["--idle-timeout", "2s"]].concat());
+    let server = start(&data, &[STALL_LIMITS, &["--idle-timeout", "2s"]].concat()).await;
     let stream = tokio::net::TcpStream::connect(server.ingest).await.unwrap();
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
@@ -439,14 +472,13 @@ async fn http2_stalled_streams_do_not_block_a_small_request_and_idle_connections
         let response = tokio::spawn(async move { sender.send_request(request).await });
         stalled.push((keep_open, response));
     }
-    let admin = server.admin;
-    tokio::task::spawn_blocking(move || {
-        wait_until("stalled streams in flight", Duration::from_secs(10), || {
-            metric(admin, "flagstream_ingest_inflight_bytes", &[]) >= 8.0
-        })
-    })
-    .await
-    .unwrap();
+    wait_for_value(
+        "stalled streams in flight",
+        Duration::from_secs(10),
+        || inflight_bytes(server.admin),
+        |bytes| bytes >= 8.0,
+    )
+    .await;
 
     // A small request on another stream of the same connection is not held up.
     let mut small_sender = sender.clone();
@@ -479,47 +511,47 @@ async fn http2_stalled_streams_do_not_block_a_small_request_and_idle_connections
     let closed = tokio::time::timeout(Duration::from_secs(20), connection).await;
     assert!(closed.is_ok(), "the idle HTTP/2 connection stayed open");
     drop((sender, small_sender));
-    let admin = server.admin;
-    let idle_closed = tokio::task::spawn_blocking(move || {
-        metric(
-            admin,
-            "flagstream_connections_closed_total",
-            &[("listener", "ingest"), ("reason", "idle_timeout")],
-        )
-    });
-    assert!(idle_closed.await.unwrap() >= 1.0);
+    assert!(closed_for(server.admin, "idle_timeout").await >= 1.0);
 }
 
-#[test]
-fn readyz_reports_an_ingest_whose_every_slot_is_busy() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_an_ingest_whose_every_slot_is_busy() {
     let data = tempfile::tempdir().unwrap();
     let server = start(
         &data,
         &["--max-connections", "2", "--body-stall-timeout", "60s"],
-    );
+    )
+    .await;
     // Two connections busy with a request (a body in progress): nothing can be shed.
-    let mut busy = open_stalled_bodies(&server, 2);
-    let _waiting = TcpStream::connect(server.ingest).unwrap();
-    wait_until(
+    let mut busy = open_stalled_bodies(&server, 2).await;
+    let _waiting = connect(server.ingest).await;
+    eventually(
         "/readyz reports saturation",
         Duration::from_secs(10),
-        || {
-            http_request(server.admin, "GET", "/readyz").is_some_and(|(status, body)| {
-                status == 503 && body.contains("ingest cannot accept")
-            })
+        || async {
+            match http_request(server.admin, "GET", "/readyz").await {
+                Some((503, body)) if body.contains("ingest cannot accept") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
         },
-    );
+    )
+    .await;
     assert_eq!(
         metric(
             server.admin,
             "flagstream_connections_saturated",
             &[("listener", "ingest")]
-        ),
+        )
+        .await,
         1.0
     );
     // One busy client goes away: its slot goes to the waiting connection.
     drop(busy.pop());
-    wait_until("ready again", Duration::from_secs(10), || {
-        http_status(server.admin, "/readyz") == Some(200)
-    });
+    eventually("ready again", Duration::from_secs(10), || async {
+        match http_status(server.admin, "/readyz").await {
+            Some(200) => Ok(()),
+            other => Err(format!("/readyz: {other:?}")),
+        }
+    })
+    .await;
 }

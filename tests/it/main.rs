@@ -13,7 +13,7 @@ mod event_golden;
 mod event_props;
 mod event_schemas;
 mod harness;
-// mod hostile_clients; (being ported to the async serve harness)
+mod hostile_clients;
 mod kinesis_e2e;
 mod kinesis_kinesalite;
 mod kinesis_moto;
