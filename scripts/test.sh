@@ -6,6 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 export FLAGSTREAM_TEST_DEPS="$PWD/.test-deps"
+# mold links the test binaries several times faster than the default linker; used when it can
+# be installed (Debian's package), the default linker otherwise.
+if ! command -v mold >/dev/null 2>&1; then
+  apt-get install -y mold >/dev/null 2>&1 || echo "mold not installed: linking with the default linker"
+fi
+if command -v mold >/dev/null 2>&1; then
+  export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-fuse-ld=mold"
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest"
   cargo install cargo-nextest --locked
