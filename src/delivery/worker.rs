@@ -310,22 +310,23 @@ impl Worker {
         self.publish_status();
     }
 
-    /// Decode records that are already committed, until a batch is ready.
-    fn drain_committed(&mut self) {
+    /// Decode records that are already committed, until a batch is ready; true when nothing
+    /// more is there to read now (or reading failed and is backing off).
+    fn drain_committed(&mut self) -> bool {
         for _ in 0..DRAIN_BUDGET {
             if self.batcher.has_ready() {
-                return;
+                return false;
             }
             match self.reader.try_next() {
                 Ok(Some(record)) => self.consume(&record),
-                Ok(None) => return,
-                Err(WalError::Closed) => return,
+                Ok(None) | Err(WalError::Closed) => return true,
                 Err(err) => {
                     self.on_read_error(err);
-                    return;
+                    return true;
                 }
             }
         }
+        false
     }
 
     fn consume(&mut self, record: &Record) {
@@ -627,10 +628,51 @@ impl Worker {
         });
     }
 
-    /// Let sends on the wire finish (up to the grace period), then persist the cursor.
+    /// At an orderly stop, export what was accepted before it instead of leaving it for the
+    /// next start: read the records already committed, cut the open batch now instead of at
+    /// its linger deadline, and hand every ready batch to a send task (`finish` then waits
+    /// for them within the same grace period). A linger cut is non-deterministic, so its plan
+    /// is persisted before it is sent, exactly as in the main loop. Stops early (the rest
+    /// waits in the WAL for the next start) when the destination is paused, failed or backing
+    /// off, or at `deadline`.
+    async fn flush_lingering(&mut self, deadline: Instant) {
+        if *self.paused.borrow() || self.failed {
+            return;
+        }
+        while Instant::now() < deadline {
+            let read_everything = self.drain_committed();
+            if read_everything && !self.batcher.has_ready() {
+                self.batcher.cut_lingering();
+            }
+            self.dispatch_ready();
+            let blocked = self.batcher.has_ready() || self.deferred.is_some();
+            if !blocked {
+                if read_everything && self.batcher.open_items() == 0 {
+                    return;
+                }
+                continue;
+            }
+            if self.gate.is_some() {
+                return;
+            }
+            tokio::select! {
+                Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.on_joined(joined),
+                Some(progress) = self.progress_rx.recv() => self.on_progress(progress),
+                done = wait_for(&mut self.persist_job), if self.persist_job.is_some() => {
+                    self.persist_job = None;
+                    self.on_persisted(done);
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => return,
+            }
+        }
+    }
+
+    /// Send the batch that only waits for its linger time, let sends on the wire finish (up to
+    /// the grace period), then persist the cursor.
     async fn finish(&mut self) {
-        self.shutting_down = true;
         let deadline = Instant::now() + self.shutdown_grace;
+        self.flush_lingering(deadline).await;
+        self.shutting_down = true;
         let mut aborted = false;
         while !self.tasks.is_empty() {
             tokio::select! {

@@ -195,3 +195,36 @@ async fn sigterm_under_load_exits_0_and_keeps_every_acknowledged_event() {
         "acknowledged events lost across a graceful restart"
     );
 }
+
+/// An orderly stop exports what was accepted before it (issue 14): with `rotate=1h` the open
+/// batch would wait an hour for its linger deadline, and before the fix a SIGTERM left it for
+/// the next start. Every acknowledged event must be in the export when the process has exited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exports_batches_that_only_wait_for_their_linger_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("export");
+    let mut server = Flagstream::builder(dir.path().join("data"))
+        .args(["--environment", &production_env()])
+        .args([
+            "--dest",
+            &format!("file://{}?rotate=1h&name=archive", export.display()),
+        ])
+        .start()
+        .await;
+    let client = reqwest::Client::new();
+    for body_number in 0..5 {
+        let response = client
+            .post(server.url("/bulk"))
+            .header("authorization", SDK_KEY)
+            .body(numbered_bulk(body_number * 10, 10))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    let status = server.terminate().await;
+    assert!(status.success(), "flagstream exited with {status}");
+    let mut exported = markers(&read_export(&export));
+    exported.sort_unstable();
+    assert_eq!(exported, (0..50).collect::<Vec<u64>>());
+}
