@@ -8,6 +8,7 @@ mod support;
 mod conformance;
 mod delivery_engine;
 mod delivery_restart;
+mod disk_full;
 mod event_fuzz_harness;
 mod event_golden;
 mod event_props;
