@@ -17,8 +17,8 @@ use std::hint::black_box;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use flagstream::event::{
-    decode, map_event, validate, ExportOptions, Filter, FilterConfig, InboundFormat, RecordContext,
-    Schema,
+    decode, map_event, validate, DecodeScratch, ExportOptions, Filter, FilterConfig, InboundFormat,
+    RecordContext, Schema,
 };
 
 const EVENTS_PER_RECORD: usize = 1000;
@@ -58,6 +58,7 @@ fn ctx() -> RecordContext<'static> {
         schema_version: Some(4),
         seq: 1,
         received_at_ms: 1_795_267_383_000,
+        instance_id: None,
     }
 }
 
@@ -67,7 +68,7 @@ fn pipeline(
     schema: Schema,
     filter: &Filter,
     options: &ExportOptions,
-    scratch: &mut Vec<u8>,
+    scratch: &mut DecodeScratch,
     row_buf: &mut Vec<u8>,
 ) -> usize {
     let ctx = ctx();
@@ -135,7 +136,7 @@ fn bench_cpu(c: &mut Criterion<ThreadCpuTime>) {
     // granularity below a few percent, where criterion's default linear sampling would start
     // with single-iteration samples shorter than a tick.
     group.sampling_mode(SamplingMode::Flat);
-    let mut scratch = Vec::new();
+    let mut scratch = DecodeScratch::default();
     let mut row_buf = Vec::new();
     for schema in [Schema::LaunchDarkly, Schema::Segment, Schema::Warehouse] {
         group.bench_function(format!("decode_filter_map/{}", schema.name()), |b| {
@@ -166,7 +167,7 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("event");
     group.throughput(Throughput::Elements(EVENTS_PER_RECORD as u64));
-    let mut scratch = Vec::new();
+    let mut scratch = DecodeScratch::default();
     let mut row_buf = Vec::new();
     for schema in [Schema::LaunchDarkly, Schema::Segment, Schema::Warehouse] {
         group.bench_function(format!("decode_filter_map/{}", schema.name()), |b| {

@@ -11,8 +11,8 @@
 
 use crate::event::stored;
 use crate::event::{
-    self, DecodedRecord, Event, ExportOptions, Filter, InboundFormat, InvalidEvent, RecordContext,
-    Schema,
+    self, DecodeScratch, DecodedRecord, Event, ExportOptions, Filter, InboundFormat, InvalidEvent,
+    RecordContext, Schema,
 };
 use crate::wal::{Position, Record};
 
@@ -47,7 +47,7 @@ pub struct Pipeline {
     schema: Schema,
     export: ExportOptions,
     filter: Filter,
-    decode_scratch: Vec<u8>,
+    decode_scratch: DecodeScratch,
     map_scratch: Vec<u8>,
     rows: Vec<u8>,
     row_ends: Vec<usize>,
@@ -60,7 +60,7 @@ impl Pipeline {
             schema,
             export,
             filter,
-            decode_scratch: Vec::new(),
+            decode_scratch: DecodeScratch::default(),
             map_scratch: Vec::new(),
             rows: Vec::new(),
             row_ends: Vec::new(),
@@ -89,7 +89,7 @@ impl Pipeline {
     fn process_with(
         &mut self,
         record: &Record,
-        scratch: &mut Vec<u8>,
+        scratch: &mut DecodeScratch,
         batcher: &mut Batcher,
         dead: &mut DeadLetterBuffer,
     ) -> RecordCounts {
@@ -129,6 +129,7 @@ impl Pipeline {
             schema_version: stored.schema_version,
             seq: record.seq,
             received_at_ms: record.received_at_ms,
+            instance_id: stored.instance_id,
         };
         let decoded = match event::decode(&ctx, stored.body, scratch) {
             Ok(decoded) => decoded,
@@ -302,13 +303,16 @@ mod tests {
     use crate::delivery::batcher::CutBatch;
     use crate::dest::BatchLimits;
     use crate::event::stored::{encode_header, StoredMeta};
-    use crate::event::FilterConfig;
+    use crate::event::{FilterConfig, InstanceId};
+
+    const INSTANCE: InstanceId = InstanceId([0x5a; 16]);
 
     fn record(seq: u64, format: InboundFormat, body: &str) -> Record {
         let mut payload = Vec::new();
         encode_header(
             &StoredMeta {
                 format: Some(format),
+                instance_id: Some(INSTANCE),
                 schema_version: Some(4),
                 environment: "production",
                 payload_id: "",
@@ -380,6 +384,7 @@ mod tests {
             schema_version: Some(4),
             seq: 7,
             received_at_ms: rec.received_at_ms,
+            instance_id: Some(INSTANCE),
         };
         assert_eq!(items[1].event_id, event::event_id(&ctx, 1));
         let envelope: serde_json::Value = serde_json::from_slice(&items[0].payload).unwrap();

@@ -8,6 +8,7 @@
 //! | [`body`] | body caps, gunzip with a decompressed-size cap, the pixel's `d` parameter |
 //! | [`dedupe`] | recent `X-LaunchDarkly-Payload-ID`s, so SDK retries are not stored twice |
 //! | [`handler`] | one request from route to durable append; metrics per request |
+//! | [`instance`] | the data dir's instance id (`<data-dir>/instance-id`), stamped into every record |
 //! | [`server`] | accept loop, connection limit, HTTP/1 + HTTP/2, graceful shutdown |
 //! | [`error`] | every refusal: one status and `{"error", "detail"}` JSON body each |
 //!
@@ -15,8 +16,8 @@
 //!
 //! * `202 Accepted` (the go-feature-flag collector: `200 {"ingestedContentCount": n}`) means
 //!   the body is in the WAL and durable per `--wal-sync`. Nothing else does.
-//! * Each accepted body is one WAL record: [`crate::event::stored`] header (format, environment,
-//!   payload id, schema version, tags, user agent) followed by the body bytes as received
+//! * Each accepted body is one WAL record: [`crate::event::stored`] header (format, instance id,
+//!   environment, payload id, schema version, tags, user agent) followed by the body bytes as received
 //!   (after gunzip) — never re-encoded.
 //! * Refusals: 400 malformed/mis-shaped/empty/bad gzip/bad pixel, 401 credential, 404 route,
 //!   405 method, 408 body too slow, 413 size (raw or decompressed), 415 encoding, 503 WAL
@@ -38,6 +39,7 @@ pub mod dedupe;
 pub mod environments;
 pub mod error;
 pub mod handler;
+pub mod instance;
 pub mod routes;
 pub mod server;
 
