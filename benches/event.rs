@@ -152,7 +152,41 @@ fn bench_cpu(c: &mut Criterion<ThreadCpuTime>) {
             })
         });
     }
+    // The exact-number paths (docs/performance.md § Event model): every event carries a
+    // fraction (number texts kept beside the tape), or a number beyond 64 bits (parsed a
+    // second time through placeholders).
+    for (name, field, number) in [
+        ("fractions", "score", "0.125"),
+        ("beyond_64_bits", "big", "18446744073709551616"),
+    ] {
+        let body = with_number(&body, field, number);
+        group.bench_function(format!("decode_filter_map/launchdarkly/{name}"), |b| {
+            b.iter(|| {
+                black_box(pipeline(
+                    black_box(&body),
+                    Schema::LaunchDarkly,
+                    &filter,
+                    &options,
+                    &mut scratch,
+                    &mut row_buf,
+                ))
+            })
+        });
+    }
     group.finish();
+}
+
+/// `body` with `"field": number` (number as raw text) added to every event object.
+fn with_number(body: &[u8], field: &str, number: &str) -> Vec<u8> {
+    const MARK: &str = "number-placeholder";
+    let mut events: Vec<serde_json::Value> = serde_json::from_slice(body).unwrap();
+    for event in &mut events {
+        event[field] = MARK.into();
+    }
+    serde_json::to_string(&events)
+        .unwrap()
+        .replace(&format!("\"{MARK}\""), number)
+        .into_bytes()
 }
 
 fn bench(c: &mut Criterion) {
