@@ -54,6 +54,7 @@ fn header() -> Vec<u8> {
     encode_header(
         &StoredMeta {
             format: Some(InboundFormat::LdBulk),
+            instance_id: None,
             schema_version: Some(4),
             environment: "production",
             payload_id: "",

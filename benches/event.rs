@@ -17,8 +17,8 @@ use std::hint::black_box;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use flagstream::event::{
-    decode, map_event, validate, ExportOptions, Filter, FilterConfig, InboundFormat, RecordContext,
-    Schema,
+    decode, map_event, validate, DecodeScratch, ExportOptions, Filter, FilterConfig, InboundFormat,
+    RecordContext, Schema,
 };
 
 const EVENTS_PER_RECORD: usize = 1000;
@@ -58,6 +58,7 @@ fn ctx() -> RecordContext<'static> {
         schema_version: Some(4),
         seq: 1,
         received_at_ms: 1_795_267_383_000,
+        instance_id: None,
     }
 }
 
@@ -67,7 +68,7 @@ fn pipeline(
     schema: Schema,
     filter: &Filter,
     options: &ExportOptions,
-    scratch: &mut Vec<u8>,
+    scratch: &mut DecodeScratch,
     row_buf: &mut Vec<u8>,
 ) -> usize {
     let ctx = ctx();
@@ -135,7 +136,7 @@ fn bench_cpu(c: &mut Criterion<ThreadCpuTime>) {
     // granularity below a few percent, where criterion's default linear sampling would start
     // with single-iteration samples shorter than a tick.
     group.sampling_mode(SamplingMode::Flat);
-    let mut scratch = Vec::new();
+    let mut scratch = DecodeScratch::default();
     let mut row_buf = Vec::new();
     for schema in [Schema::LaunchDarkly, Schema::Segment, Schema::Warehouse] {
         group.bench_function(format!("decode_filter_map/{}", schema.name()), |b| {
@@ -151,7 +152,41 @@ fn bench_cpu(c: &mut Criterion<ThreadCpuTime>) {
             })
         });
     }
+    // The exact-number paths (docs/performance.md § Event model): every event carries a
+    // fraction (number texts kept beside the tape), or a number beyond 64 bits (parsed a
+    // second time through placeholders).
+    for (name, field, number) in [
+        ("fractions", "score", "0.125"),
+        ("beyond_64_bits", "big", "18446744073709551616"),
+    ] {
+        let body = with_number(&body, field, number);
+        group.bench_function(format!("decode_filter_map/launchdarkly/{name}"), |b| {
+            b.iter(|| {
+                black_box(pipeline(
+                    black_box(&body),
+                    Schema::LaunchDarkly,
+                    &filter,
+                    &options,
+                    &mut scratch,
+                    &mut row_buf,
+                ))
+            })
+        });
+    }
     group.finish();
+}
+
+/// `body` with `"field": number` (number as raw text) added to every event object.
+fn with_number(body: &[u8], field: &str, number: &str) -> Vec<u8> {
+    const MARK: &str = "number-placeholder";
+    let mut events: Vec<serde_json::Value> = serde_json::from_slice(body).unwrap();
+    for event in &mut events {
+        event[field] = MARK.into();
+    }
+    serde_json::to_string(&events)
+        .unwrap()
+        .replace(&format!("\"{MARK}\""), number)
+        .into_bytes()
 }
 
 fn bench(c: &mut Criterion) {
@@ -166,7 +201,7 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("event");
     group.throughput(Throughput::Elements(EVENTS_PER_RECORD as u64));
-    let mut scratch = Vec::new();
+    let mut scratch = DecodeScratch::default();
     let mut row_buf = Vec::new();
     for schema in [Schema::LaunchDarkly, Schema::Segment, Schema::Warehouse] {
         group.bench_function(format!("decode_filter_map/{}", schema.name()), |b| {

@@ -231,7 +231,14 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
         .context("starting delivery")?;
     admin_state.attach_delivery(delivery.clone());
 
-    let ingest_state = Arc::new(Ingest::new(config.ingest.clone(), Arc::new(wal.clone())));
+    let instance_id = ingest::instance::load_or_create(&config.data_dir)
+        .context("loading the data dir's instance id")?;
+    tracing::info!(instance_id = %instance_id.to_hex(), "instance id");
+    let ingest_state = Arc::new(Ingest::new(
+        config.ingest.clone(),
+        Arc::new(wal.clone()),
+        instance_id,
+    ));
     admin_state.attach_ingest_connections(ingest_state.connections().clone());
     let ingest_shutdown = CancellationToken::new();
     let ingest_task = tokio::spawn(ingest::serve(
@@ -377,9 +384,10 @@ async fn test_destination(config: ServeConfig, name: &str) -> Result<ExitCode> {
         schema_version: Some(4),
         seq: 0,
         received_at_ms: now_ms,
+        instance_id: None,
     };
     let schema = destination.schema();
-    let mut scratch = Vec::new();
+    let mut scratch = event::DecodeScratch::default();
     let decoded = event::decode(&ctx, body.as_bytes(), &mut scratch)
         .map_err(|err| anyhow!("building the test event: {err}"))?;
     let test_event = decoded
@@ -403,6 +411,7 @@ async fn test_destination(config: ServeConfig, name: &str) -> Result<ExitCode> {
         event::stored::encode_header(
             &event::stored::StoredMeta {
                 format: Some(InboundFormat::LdBulk),
+                instance_id: None,
                 schema_version: Some(4),
                 environment: "test",
                 payload_id: &payload_id,

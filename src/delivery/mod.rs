@@ -480,6 +480,7 @@ mod tests {
         encode_header(
             &StoredMeta {
                 format: Some(InboundFormat::LdBulk),
+                instance_id: None,
                 schema_version: Some(4),
                 environment: "production",
                 payload_id: "payload-1",

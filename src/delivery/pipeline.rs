@@ -18,8 +18,8 @@
 use crate::dest::Input;
 use crate::event::stored::{self, StoredBatch};
 use crate::event::{
-    self, DecodedRecord, Event, ExportOptions, Filter, InboundFormat, InvalidEvent, RecordContext,
-    Schema,
+    self, DecodeScratch, DecodedRecord, Event, ExportOptions, Filter, InboundFormat, InvalidEvent,
+    RecordContext, Schema,
 };
 use crate::wal::{Position, Record};
 
@@ -59,7 +59,7 @@ pub struct Pipeline {
     schema: Schema,
     export: ExportOptions,
     filter: Filter,
-    decode_scratch: Vec<u8>,
+    decode_scratch: DecodeScratch,
     map_scratch: Vec<u8>,
     rows: Vec<u8>,
     row_ends: Vec<usize>,
@@ -73,7 +73,7 @@ impl Pipeline {
             schema,
             export,
             filter,
-            decode_scratch: Vec::new(),
+            decode_scratch: DecodeScratch::default(),
             map_scratch: Vec::new(),
             rows: Vec::new(),
             row_ends: Vec::new(),
@@ -108,7 +108,7 @@ impl Pipeline {
     fn process_with(
         &mut self,
         record: &Record,
-        scratch: &mut Vec<u8>,
+        scratch: &mut DecodeScratch,
         batcher: &mut Batcher,
         dead: &mut DeadLetterBuffer,
     ) -> RecordCounts {
@@ -148,6 +148,7 @@ impl Pipeline {
             schema_version: stored.schema_version,
             seq: record.seq,
             received_at_ms: record.received_at_ms,
+            instance_id: stored.instance_id,
         };
         if self.input == Input::RawRecords {
             return Self::offer_raw(record, &stored, &ctx, batcher, dead);
@@ -375,13 +376,16 @@ mod tests {
     use crate::delivery::batcher::CutBatch;
     use crate::dest::BatchLimits;
     use crate::event::stored::{encode_header, StoredMeta};
-    use crate::event::FilterConfig;
+    use crate::event::{FilterConfig, InstanceId};
+
+    const INSTANCE: InstanceId = InstanceId([0x5a; 16]);
 
     fn record(seq: u64, format: InboundFormat, body: &str) -> Record {
         let mut payload = Vec::new();
         encode_header(
             &StoredMeta {
                 format: Some(format),
+                instance_id: Some(INSTANCE),
                 schema_version: Some(4),
                 environment: "production",
                 payload_id: "",
@@ -453,6 +457,7 @@ mod tests {
             schema_version: Some(4),
             seq: 7,
             received_at_ms: rec.received_at_ms,
+            instance_id: Some(INSTANCE),
         };
         assert_eq!(items[1].event_id, event::event_id(&ctx, 1));
         let envelope: serde_json::Value = serde_json::from_slice(&items[0].payload).unwrap();

@@ -2,12 +2,15 @@
 //!
 //! ## How a record is decoded
 //!
-//! 1. The body is copied into the caller's scratch buffer (simd-json unescapes strings in
+//! 1. The body is copied into the caller's [`DecodeScratch`] (simd-json unescapes strings in
 //!    place; the stored body itself is never touched). NDJSON bodies are rewritten into one JSON
-//!    array while copying (`[line,line,…]`) so every format ends up as *one* tape.
+//!    array first (`[line,line,…]`) so every format ends up as *one* tape.
 //! 2. simd-json builds the tape (stage-1 SIMD scan + stage-2 tape) with thread-local parser
 //!    buffers, so the only per-record allocation is the tape itself, shared by all events of
-//!    the record through an `Arc` (one allocation per record, none per event).
+//!    the record through an `Arc` (one allocation per record, none per event). Numbers keep
+//!    their digits: bodies with fractions, exponents or numbers beyond 64 bits also get a side
+//!    table of number texts, and numbers simd-json refuses are parsed through placeholders
+//!    (`super::number`).
 //! 3. One pass over each event object's keys fills the handful of slots everyone needs
 //!    (`kind`, `key`, `creationDate`, context sources) and checks their types. An event whose
 //!    required fields have the wrong type goes to [`DecodedRecord::invalid`] with the reason and
@@ -34,8 +37,21 @@ use std::sync::Arc;
 
 use simd_json::{Buffers, Node};
 
-use super::json::{self, Nodes};
+use super::json::{self, Doc, Nodes};
+use super::number;
 use super::{DecodeError, DecodedRecord, InboundFormat, InvalidEvent, RecordContext};
+
+/// Reusable buffers for [`super::decode`]; decoded events borrow from it.
+#[derive(Debug, Default)]
+pub struct DecodeScratch {
+    /// The copy of the body simd-json parses in place.
+    bytes: Vec<u8>,
+    /// The copy parsed instead when simd-json refused a number (placeholders in place of the
+    /// refused numbers); untouched otherwise.
+    fallback: Vec<u8>,
+    /// NDJSON bodies rewritten as one JSON array: the pristine text the parsed copy came from.
+    joined: Vec<u8>,
+}
 
 /// go-feature-flag: timestamps above this are milliseconds (the collector's rule).
 pub(crate) const GOFF_SECONDS_LIMIT: u64 = 9_999_999_999;
@@ -53,7 +69,7 @@ pub enum Origin {
 /// every consumer needs, extracted once. Cheap to clone (one `Arc` increment); `Send + Sync`.
 #[derive(Clone)]
 pub struct Event<'a> {
-    pub(crate) tape: Arc<Vec<Node<'a>>>,
+    pub(crate) tape: Arc<Doc<'a>>,
     /// Tape index of the event object.
     pub(crate) node: usize,
     pub(crate) index: u32,
@@ -190,7 +206,7 @@ impl<'a> Event<'a> {
         json::get(&self.tape, self.node, name)
     }
 
-    pub(crate) fn nodes(&self) -> &Nodes<'a> {
+    pub(crate) fn nodes(&self) -> &Doc<'a> {
         &self.tape
     }
 }
@@ -238,21 +254,19 @@ thread_local! {
     static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
 }
 
-/// Parse `scratch` (the JSON document) into a tape. Padding is appended to the scratch copy
-/// so simd-json can read it in place instead of copying it once more into its own buffer.
-fn parse(scratch: &mut Vec<u8>) -> Result<Vec<Node<'_>>, simd_json::Error> {
-    let len = scratch.len();
-    scratch.resize(len + simd_json::INPUT_PADDING, 0);
-    BUFFERS.with(|cell| {
-        let mut tape = simd_json::Tape::null();
-        match cell.try_borrow_mut() {
-            Ok(mut buffers) => simd_json::fill_tape_padded(scratch, len, &mut buffers, &mut tape)?,
-            Err(_) => {
-                let mut buffers = Buffers::new(len);
-                simd_json::fill_tape_padded(scratch, len, &mut buffers, &mut tape)?
-            }
+/// Parse `source` (the JSON document) into a [`Doc`], with thread-local parser buffers.
+/// `bytes` and `fallback` are the copies simd-json parses in place (see [`DecodeScratch`]).
+fn parse<'s>(
+    source: &[u8],
+    bytes: &'s mut Vec<u8>,
+    fallback: &'s mut Vec<u8>,
+) -> Result<Doc<'s>, simd_json::Error> {
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffers) => number::parse_exact(source, bytes, fallback, &mut buffers),
+        Err(_) => {
+            let mut buffers = Buffers::new(source.len());
+            number::parse_exact(source, bytes, fallback, &mut buffers)
         }
-        Ok(tape.0)
     })
 }
 
@@ -260,13 +274,17 @@ fn parse(scratch: &mut Vec<u8>) -> Result<Vec<Node<'_>>, simd_json::Error> {
 pub(crate) fn decode<'s>(
     ctx: &RecordContext<'_>,
     body: &[u8],
-    scratch: &'s mut Vec<u8>,
+    scratch: &'s mut DecodeScratch,
 ) -> Result<DecodedRecord<'s>, DecodeError> {
-    scratch.clear();
+    let DecodeScratch {
+        bytes,
+        fallback,
+        joined,
+    } = scratch;
     let mut invalid = Vec::new();
     // Event indices of NDJSON lines that made it into the scratch array (None: identity).
     let mut ndjson_indices: Option<Vec<u32>> = None;
-    match ctx.format {
+    let source: &[u8] = match ctx.format {
         InboundFormat::LdDiagnostic => {
             return Ok(DecodedRecord {
                 events: Vec::new(),
@@ -274,13 +292,15 @@ pub(crate) fn decode<'s>(
             })
         }
         InboundFormat::Generic if !starts_with(body, b'[') => {
-            ndjson_indices = Some(ndjson_to_array(body, scratch, &mut invalid));
+            ndjson_indices = Some(ndjson_to_array(body, joined, &mut invalid));
+            &joined[..]
         }
-        _ => scratch.extend_from_slice(body),
-    }
-    let tape = parse(scratch).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
+        _ => body,
+    };
+    let tape =
+        parse(source, bytes, fallback).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
     let tape = Arc::new(tape);
-    let nodes: &Nodes<'s> = &tape;
+    let nodes: &Doc<'s> = &tape;
 
     let (origin, events_array, goff_meta) = match ctx.format {
         InboundFormat::GoffCollector => {
@@ -355,15 +375,15 @@ fn ndjson_to_array(
 ) -> Vec<u32> {
     let lines: Vec<Line<'_>> = ndjson_lines(body).collect();
     let all_objects = lines.iter().all(|l| starts_with(l.text, b'{'));
-    let mut probe = Vec::new();
     let mut indices = Vec::with_capacity(lines.len());
     let joined_parses = all_objects && {
-        join(&lines, |_| true, &mut probe);
-        simd_json::to_tape(&mut probe)
-            .is_ok_and(|t| json::array_iter(&t.0, 0).all(|e| json::is_object(&t.0, e)))
+        join(&lines, |_| true, scratch);
+        number::probe(scratch, |nodes| {
+            json::array_iter(nodes, 0).all(|e| json::is_object(nodes, e))
+        })
+        .unwrap_or(false)
     };
     if joined_parses {
-        join(&lines, |_| true, scratch);
         indices.extend(0..lines.len() as u32);
         return indices;
     }
@@ -371,14 +391,14 @@ fn ndjson_to_array(
         // Slow path: find the broken lines.
         let mut keep = vec![false; lines.len()];
         for (i, line) in lines.iter().enumerate() {
-            probe.clear();
-            probe.extend_from_slice(line.text);
-            let reason = match simd_json::to_tape(&mut probe) {
-                Ok(t) if json::is_object(&t.0, 0) => None,
-                Ok(t) => Some(format!(
-                    "NDJSON line {} is {}, expected an event object",
+            let shape = number::probe(line.text, |nodes| {
+                (!json::is_object(nodes, 0)).then(|| json::type_name(nodes, 0))
+            });
+            let reason = match shape {
+                Ok(None) => None,
+                Ok(Some(type_name)) => Some(format!(
+                    "NDJSON line {} is {type_name}, expected an event object",
                     line.number,
-                    json::type_name(&t.0, 0)
                 )),
                 Err(e) => Some(format!("NDJSON line {}: invalid JSON: {e}", line.number)),
             };
@@ -396,9 +416,9 @@ fn ndjson_to_array(
         }
         if indices.is_empty() {
             // Possibly one pretty-printed object: let the caller parse the body as is.
-            let mut whole = body.to_vec();
-            if simd_json::to_tape(&mut whole).is_ok_and(|t| json::is_object(&t.0, 0)) {
+            if number::probe(body, |nodes| json::is_object(nodes, 0)).unwrap_or(false) {
                 invalid.clear();
+                scratch.clear();
                 scratch.extend_from_slice(body);
                 return vec![0];
             }
@@ -407,6 +427,7 @@ fn ndjson_to_array(
         return indices;
     }
     // One line that does not parse on its own: maybe the body is one multi-line object.
+    scratch.clear();
     scratch.extend_from_slice(body);
     vec![0]
 }
@@ -428,7 +449,7 @@ fn join(lines: &[Line<'_>], keep: impl Fn(usize) -> bool, out: &mut Vec<u8>) {
     out.push(b']');
 }
 
-fn invalid_event(nodes: &Nodes<'_>, element: usize, index: u32, reason: String) -> InvalidEvent {
+fn invalid_event(nodes: &Doc<'_>, element: usize, index: u32, reason: String) -> InvalidEvent {
     let mut raw = Vec::new();
     json::write_value(&mut raw, nodes, element);
     InvalidEvent {
@@ -450,13 +471,13 @@ fn requires_key(origin: Origin, kind: &str) -> bool {
 
 /// One pass over the event object: pick out the common fields and check their types.
 fn extract<'s>(
-    tape: &Arc<Vec<Node<'s>>>,
+    tape: &Arc<Doc<'s>>,
     node: usize,
     index: u32,
     origin: Origin,
     goff_meta: Option<usize>,
 ) -> Result<Event<'s>, String> {
-    let nodes: &Nodes<'s> = tape;
+    let nodes: &Doc<'s> = tape;
     if !json::is_object(nodes, node) {
         return Err(format!(
             "event is {}, expected an object",
@@ -522,15 +543,19 @@ fn extract<'s>(
     if key.is_none() && requires_key(origin, kind) {
         return Err(format!("`{kind}` event has no `key`"));
     }
+    // A number that is no usable timestamp (negative, fractional, beyond 64 bits) is still a
+    // valid event: it has no creation time (schemas fall back to the receive time) and keeps
+    // its text wherever the event is passed through. Only a non-number is an invalid event.
     let creation_date = match creation_date {
         None => None,
         Some(i) if json::is_null(nodes, i) => None,
-        Some(i) => Some(json::as_u64(nodes, i).ok_or_else(|| {
-            format!(
+        Some(i) if json::is_number(nodes, i) => json::as_u64(nodes, i),
+        Some(i) => {
+            return Err(format!(
                 "`creationDate` is {}, expected a non-negative integer timestamp",
                 json::type_name(nodes, i)
-            )
-        })?),
+            ))
+        }
     };
     let creation_date_ms = match origin {
         Origin::LaunchDarkly => creation_date,
@@ -617,6 +642,7 @@ mod tests {
             schema_version: Some(4),
             seq: 7,
             received_at_ms: 1_717_000_000_000,
+            instance_id: None,
         }
     }
 
@@ -635,7 +661,7 @@ mod tests {
           {"kind":"custom","key":"purchase","contextKeys":{"org":"o2","user":"u2"}},
           {"kind":"brand-new","whatever":[1]}
         ]"#;
-        let mut scratch = Vec::new();
+        let mut scratch = DecodeScratch::default();
         let record = decode(&ctx(InboundFormat::LdBulk), body, &mut scratch).unwrap();
         assert!(record.invalid.is_empty());
         let e = &record.events;
@@ -657,7 +683,7 @@ mod tests {
     fn legacy_users_normalise_to_user_contexts() {
         let body = br#"[{"kind":"feature","key":"f","user":{"key":"u1","custom":{"a":1}},"contextKind":"anonymousUser"},
                         {"kind":"custom","key":"m","userKey":"u2"}]"#;
-        let mut scratch = Vec::new();
+        let mut scratch = DecodeScratch::default();
         let record = decode(&ctx(InboundFormat::LdMobile), body, &mut scratch).unwrap();
         let mut seen = Vec::new();
         for e in &record.events {
@@ -669,7 +695,7 @@ mod tests {
     #[test]
     fn invalid_events_are_reported_without_losing_neighbours() {
         let body = br#"[{"kind":"custom","key":"a"},{"key":"no-kind"},{"kind":"feature"},{"kind":"custom","key":"b","creationDate":"yesterday"},{"kind":"summary"},{"kind":"identify","context":"u"},{"kind":"custom","key":"c"}]"#;
-        let mut scratch = Vec::new();
+        let mut scratch = DecodeScratch::default();
         let record = decode(&ctx(InboundFormat::LdBulk), body, &mut scratch).unwrap();
         let keys: Vec<_> = record.events.iter().map(|e| (e.index(), e.key())).collect();
         assert_eq!(keys, [(0, Some("a")), (6, Some("c"))]);
@@ -700,7 +726,7 @@ mod tests {
           {"kind":"feature","contextKind":"anonymousUser","userKey":"u1","creationDate":1717000000,"key":"f","variation":"on","value":true,"default":false},
           {"userKey":"u2","creationDate":1717000000123,"key":"g"},
           {"kind":"tracking","contextKind":"user","creationDate":1717000005,"key":"checkout","evaluationContext":{"targetingKey":"u3"}}]}"#;
-        let mut scratch = Vec::new();
+        let mut scratch = DecodeScratch::default();
         let record = decode(&ctx(InboundFormat::GoffCollector), body, &mut scratch).unwrap();
         assert!(record.invalid.is_empty(), "{:?}", record.invalid);
         let e = &record.events;
@@ -717,7 +743,7 @@ mod tests {
     #[test]
     fn generic_ndjson_keeps_line_indices_and_reports_bad_lines() {
         let body = b"{\"kind\":\"custom\",\"key\":\"a\"}\n\n{\"kind\":\nnot json\n{\"kind\":\"custom\",\"key\":\"b\"}\n";
-        let mut scratch = Vec::new();
+        let mut scratch = DecodeScratch::default();
         let record = decode(&ctx(InboundFormat::Generic), body, &mut scratch).unwrap();
         let got: Vec<_> = record.events.iter().map(|e| (e.index(), e.key())).collect();
         assert_eq!(got, [(0, Some("a")), (3, Some("b"))]);
@@ -733,7 +759,7 @@ mod tests {
     #[test]
     fn generic_accepts_one_pretty_printed_object() {
         let body = b"{\n  \"kind\": \"custom\",\n  \"key\": \"a\"\n}\n";
-        let mut scratch = Vec::new();
+        let mut scratch = DecodeScratch::default();
         let record = decode(&ctx(InboundFormat::Generic), body, &mut scratch).unwrap();
         assert_eq!(record.events.len(), 1);
         assert_eq!(record.events[0].key(), Some("a"));
@@ -741,7 +767,7 @@ mod tests {
 
     #[test]
     fn whole_record_errors_are_decode_errors() {
-        let mut scratch = Vec::new();
+        let mut scratch = DecodeScratch::default();
         assert!(decode(&ctx(InboundFormat::LdBulk), b"[{", &mut scratch).is_err());
         assert!(decode(&ctx(InboundFormat::LdBulk), b"{}", &mut scratch).is_err());
         assert!(decode(&ctx(InboundFormat::GoffCollector), b"{}", &mut scratch).is_err());

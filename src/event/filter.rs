@@ -393,6 +393,7 @@ mod tests {
             schema_version: Some(4),
             seq: 1,
             received_at_ms: 0,
+            instance_id: None,
         }
     }
 
@@ -410,7 +411,7 @@ mod tests {
     /// Indices of BODY events the filter selects.
     fn selected(config: FilterConfig, environment: &str) -> Vec<u32> {
         let filter = Filter::new(&config).unwrap();
-        let mut scratch = Vec::new();
+        let mut scratch = crate::event::DecodeScratch::default();
         let ctx = ctx(environment);
         let record = decode(&ctx, BODY, &mut scratch).unwrap();
         record

@@ -1,32 +1,134 @@
-//! Stable event identity.
+//! Stable, unique event identity.
 //!
 //! An event id must be identical every time the same accepted event is delivered again
 //! (after a crash, a retry, a replay), because destinations deduplicate on it: Segment
-//! `messageId`, Kafka keys, object names, SQL primary keys.
+//! `messageId`, Kafka keys, object names, SQL primary keys, BigQuery `insertId`. For the same
+//! reason it must *differ* for different events, or a deduplicating destination silently drops
+//! real data.
 //!
-//! The id is a pure function of:
+//! ## The scheme
 //!
-//! * the environment the record was ingested under,
-//! * the SDK's `X-LaunchDarkly-Payload-ID` when it sent one — SDKs reuse it when they retry a
-//!   payload, so a body that reaches us twice yields the *same* ids and the duplicate is
-//!   removed downstream — otherwise the record's WAL sequence number (fixed forever once the
-//!   record is appended),
-//! * the event's index inside the record.
+//! The id is a pure function of the record an event came from and its index in it, hashed
+//! with XXH3-128 (a specified, platform-independent function, so ids never change across
+//! builds or machines) and rendered as an RFC 9562 version-8 UUID, the form Segment and most
+//! consumers expect for a message id. Fields are length-prefixed so distinct inputs can never
+//! concatenate to the same bytes. Three forms, told apart by what the record carries:
 //!
-//! These are hashed with XXH3-128 (a specified, platform-independent function, so ids never
-//! change across builds or machines) and rendered as an RFC 9562 version-8 UUID, the form
-//! Segment and most consumers expect for a message id. Fields are length-prefixed so distinct
-//! inputs can never concatenate to the same bytes. The format is versioned by the domain tag
-//! `flagstream/event-id/v1`; changing anything here would re-key every destination, so don't.
+//! | record has | hashed | domain tag |
+//! |---|---|---|
+//! | an `X-LaunchDarkly-Payload-ID` | environment, `p`, payload id, index | `flagstream/event-id/v1` |
+//! | an instance id (written by flagstream ≥ the v2 scheme) | environment, `s`, **instance id**, WAL seq, index | `flagstream/event-id/v2` |
+//! | neither (records written before instance ids existed) | environment, `s`, WAL seq, index | `flagstream/event-id/v1` |
+//!
+//! * **Payload ids are instance-independent on purpose.** SDKs reuse the payload id when they
+//!   retry a payload, and behind a load balancer the retry may reach *another* instance: both
+//!   copies must get the same ids so the destination removes the duplicate. This form is
+//!   unchanged since v1, so instances on both sides of a rolling upgrade agree too.
+//! * **Seq-derived ids include the instance id** ([`InstanceId`]): 128 random bits created
+//!   once per data dir (`<data-dir>/instance-id`, see `crate::ingest::instance`) and stamped
+//!   into every record by ingest. WAL seqs start at 1 in every data dir, so without it two
+//!   instances behind a load balancer — or one instance whose data dir was reset — gave
+//!   *different* events the *same* ids. The instance id travels inside the record, so a
+//!   record's ids never depend on anything but the record: re-deliveries after a restart, a
+//!   replay, or even a lost `instance-id` file give the same ids.
+//! * **Records already in a WAL** when upgrading carry no instance id and keep their v1 ids
+//!   (so re-deliveries of them still deduplicate against earlier deliveries); every record
+//!   accepted after the upgrade uses v2.
+//!
+//! ## Uniqueness guarantee
+//!
+//! Within one data dir, (seq, index) never repeats (the WAL never reuses a seq). Across data
+//! dirs, seq-derived ids differ unless two random 128-bit instance ids collide (probability
+//! ≈ n²/2¹²⁹ for n data dirs) or XXH3-128 collides on distinct inputs (≈ 2⁻¹²⁸ per pair; the
+//! UUID keeps 122 of the 128 bits). Payload-id-derived ids are unique as long as SDKs send
+//! unique payload ids per environment, which LaunchDarkly SDKs do (a UUID per payload); a
+//! client that reuses a payload id for *different* bodies gets colliding ids by design — that
+//! is the same contract as LaunchDarkly's own deduplication.
+//!
+//! Changing anything here re-keys every destination: add a new domain tag instead, and keep
+//! the pinned values of the old ones in the tests.
 
 use xxhash_rust::xxh3::Xxh3;
 
 use super::RecordContext;
 
-const DOMAIN: &[u8] = b"flagstream/event-id/v1";
+/// Domain of payload-id-derived ids, and of seq-derived ids of records without an instance id.
+const DOMAIN_V1: &[u8] = b"flagstream/event-id/v1";
+/// Domain of seq-derived ids of records that carry an instance id.
+const DOMAIN_V2: &[u8] = b"flagstream/event-id/v2";
 
 /// Length of an event id in bytes (a hyphenated UUID).
 pub const EVENT_ID_LEN: usize = 36;
+
+/// 128 random bits naming the data dir (and so the flagstream instance) that accepted a
+/// record. Mixed into seq-derived event ids so that ids are unique across instances.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InstanceId(pub [u8; 16]);
+
+impl InstanceId {
+    /// The id as 32 lowercase hex digits (its on-disk and log form).
+    pub fn to_hex(self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Parse 32 hex digits (surrounding whitespace ignored).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let text = text.trim();
+        if text.len() != 32 || !text.is_ascii() {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(InstanceId(bytes))
+    }
+}
+
+impl std::fmt::Debug for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InstanceId({})", self.to_hex())
+    }
+}
+
+/// What identifies the record in the hash (see the table in the module docs).
+enum Identity<'a> {
+    Payload(&'a str),
+    Seq(Option<&'a InstanceId>, u64),
+}
+
+fn identity<'c>(ctx: &'c RecordContext<'_>) -> Identity<'c> {
+    match ctx.payload_id {
+        Some(payload_id) if !payload_id.is_empty() => Identity::Payload(payload_id),
+        _ => Identity::Seq(ctx.instance_id.as_ref(), ctx.seq),
+    }
+}
+
+/// Feed the id's input to `push` (which returns false when it cannot take more).
+fn feed(ctx: &RecordContext<'_>, index: u32, mut push: impl FnMut(&[u8]) -> bool) -> bool {
+    let identity = identity(ctx);
+    let domain = match identity {
+        Identity::Seq(Some(_), _) => DOMAIN_V2,
+        _ => DOMAIN_V1,
+    };
+    push(domain)
+        && push(&(ctx.environment.len() as u64).to_le_bytes())
+        && push(ctx.environment.as_bytes())
+        && match identity {
+            Identity::Payload(payload_id) => {
+                push(b"p")
+                    && push(&(payload_id.len() as u64).to_le_bytes())
+                    && push(payload_id.as_bytes())
+            }
+            Identity::Seq(instance, seq) => {
+                push(b"s")
+                    && instance.is_none_or(|instance| push(&instance.0))
+                    && push(&seq.to_le_bytes())
+            }
+        }
+        && push(&index.to_le_bytes())
+}
 
 /// The 128-bit hash behind an event id.
 ///
@@ -37,7 +139,7 @@ pub const EVENT_ID_LEN: usize = 36;
 pub(crate) fn id_hash(ctx: &RecordContext<'_>, index: u32) -> u128 {
     let mut buf = [0u8; 256];
     let mut len = 0;
-    let mut push = |bytes: &[u8]| -> bool {
+    let fits = feed(ctx, index, |bytes| {
         match buf.get_mut(len..len + bytes.len()) {
             Some(slot) => {
                 slot.copy_from_slice(bytes);
@@ -46,19 +148,7 @@ pub(crate) fn id_hash(ctx: &RecordContext<'_>, index: u32) -> u128 {
             }
             None => false,
         }
-    };
-    let fits = push(DOMAIN)
-        && push(&(ctx.environment.len() as u64).to_le_bytes())
-        && push(ctx.environment.as_bytes())
-        && match ctx.payload_id {
-            Some(payload_id) if !payload_id.is_empty() => {
-                push(b"p")
-                    && push(&(payload_id.len() as u64).to_le_bytes())
-                    && push(payload_id.as_bytes())
-            }
-            _ => push(b"s") && push(&ctx.seq.to_le_bytes()),
-        }
-        && push(&index.to_le_bytes());
+    });
     if fits {
         return xxhash_rust::xxh3::xxh3_128(&buf[..len]);
     }
@@ -67,21 +157,10 @@ pub(crate) fn id_hash(ctx: &RecordContext<'_>, index: u32) -> u128 {
 
 fn id_hash_streaming(ctx: &RecordContext<'_>, index: u32) -> u128 {
     let mut h = Xxh3::new();
-    h.update(DOMAIN);
-    h.update(&(ctx.environment.len() as u64).to_le_bytes());
-    h.update(ctx.environment.as_bytes());
-    match ctx.payload_id {
-        Some(payload_id) if !payload_id.is_empty() => {
-            h.update(b"p");
-            h.update(&(payload_id.len() as u64).to_le_bytes());
-            h.update(payload_id.as_bytes());
-        }
-        _ => {
-            h.update(b"s");
-            h.update(&ctx.seq.to_le_bytes());
-        }
-    }
-    h.update(&index.to_le_bytes());
+    feed(ctx, index, |bytes| {
+        h.update(bytes);
+        true
+    });
     h.digest128()
 }
 
@@ -123,6 +202,17 @@ mod tests {
             schema_version: Some(4),
             seq,
             received_at_ms: 0,
+            instance_id: None,
+        }
+    }
+
+    const INSTANCE_A: InstanceId = InstanceId([0xa1; 16]);
+    const INSTANCE_B: InstanceId = InstanceId([0xb2; 16]);
+
+    fn on(instance: InstanceId, ctx: RecordContext<'_>) -> RecordContext<'_> {
+        RecordContext {
+            instance_id: Some(instance),
+            ..ctx
         }
     }
 
@@ -151,7 +241,45 @@ mod tests {
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "8");
         assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+        // v1: records stored before instance ids existed keep the ids they always had.
         assert_eq!(id, "68b43009-50cc-81f8-8995-b49f071cb713");
+        // v2 (deliberately new in the instance-id scheme): seq-derived ids of records that
+        // carry an instance id.
+        assert_eq!(
+            event_id(&on(INSTANCE_A, ctx("production", None, 42)), 3),
+            "1540f8fa-4082-84ce-b532-22cbebaf8355"
+        );
+        // Payload-id-derived ids ignore the instance: the v1 value, on every instance.
+        let payload = ctx(
+            "production",
+            Some("e4e80df9-6738-4586-acea-69200e415792"),
+            1,
+        );
+        assert_eq!(event_id(&on(INSTANCE_A, payload), 0), event_id(&payload, 0));
+        assert_eq!(event_id(&on(INSTANCE_B, payload), 0), event_id(&payload, 0));
+    }
+
+    #[test]
+    fn seq_ids_differ_across_instances_and_from_legacy_ids() {
+        let plain = ctx("production", None, 1);
+        let a = event_id(&on(INSTANCE_A, plain), 0);
+        let b = event_id(&on(INSTANCE_B, plain), 0);
+        assert_ne!(a, b, "two data dirs, same seq: different ids");
+        assert_ne!(a, event_id(&plain, 0), "v2 never equals the legacy v1 id");
+        assert_eq!(a, event_id(&on(INSTANCE_A, plain), 0), "stable");
+    }
+
+    #[test]
+    fn instance_ids_round_trip_through_hex() {
+        let id = InstanceId(*b"0123456789abcdef");
+        assert_eq!(InstanceId::from_hex(&id.to_hex()), Some(id));
+        assert_eq!(
+            InstanceId::from_hex(&format!(" {}\n", id.to_hex())),
+            Some(id)
+        );
+        assert_eq!(InstanceId::from_hex("abc"), None);
+        assert_eq!(InstanceId::from_hex(&"g".repeat(32)), None);
+        assert_eq!(InstanceId::from_hex(&"é".repeat(16)), None);
     }
 
     #[test]
@@ -161,8 +289,11 @@ mod tests {
             ("production", Some("p-1")),
             ("production", None),
             ("x", Some(long.as_str())),
+            (long.as_str(), None),
         ] {
             let c = ctx(env, payload, 9);
+            assert_eq!(id_hash(&c, 3), id_hash_streaming(&c, 3));
+            let c = on(INSTANCE_A, c);
             assert_eq!(id_hash(&c, 3), id_hash_streaming(&c, 3));
         }
     }

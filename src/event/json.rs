@@ -6,18 +6,40 @@
 //! the index of its object", and looking up a field is a linear scan over the object's keys
 //! (events have ~10 keys; a scan beats hashing at that size and allocates nothing).
 //!
+//! A [`Doc`] is a record's tape plus the original text of the numbers the tape alone would not
+//! reproduce (see `super::number`); it dereferences to the tape, so navigation takes plain
+//! `&Nodes` while the writer and the numeric accessors take the `Doc`.
+//!
 //! The writer appends to a `Vec<u8>` and never fails: strings are escaped per RFC 8259
-//! (fast path: no byte needs escaping → one `memcpy`), integers go through `itoa`, floats
-//! through `ryu` (shortest round-trip form, `NaN`/`inf` cannot occur because they cannot be
-//! parsed from JSON).
+//! (fast path: no byte needs escaping → one `memcpy`); numbers from the tape are written with
+//! the digits they were sent with (integers through `itoa`, whose output is the sent text;
+//! anything else from the document's number texts); numbers the schemas compute go through
+//! `itoa` / `ryu`.
 //!
 //! Invariant: every function here is total — out-of-range indices and unexpected node types
 //! return `None` (navigation) instead of panicking, so arbitrary tapes from fuzzed input are safe.
 
 use simd_json::{Node, StaticNode};
 
+use super::number::NumberTexts;
+
 /// A parsed record: the tape nodes, borrowing strings from the record's scratch copy.
 pub(crate) type Nodes<'a> = [Node<'a>];
+
+/// A parsed document: the tape and the original texts of its inexact numbers.
+#[derive(Debug, Default)]
+pub(crate) struct Doc<'a> {
+    pub(crate) nodes: Vec<Node<'a>>,
+    pub(crate) numbers: NumberTexts,
+}
+
+impl<'a> std::ops::Deref for Doc<'a> {
+    type Target = [Node<'a>];
+    #[inline]
+    fn deref(&self) -> &[Node<'a>] {
+        &self.nodes
+    }
+}
 
 /// Number of tape nodes the value at `idx` occupies, including itself.
 #[inline]
@@ -122,6 +144,16 @@ pub(crate) fn is_null(nodes: &Nodes<'_>, idx: usize) -> bool {
 }
 
 #[inline]
+pub(crate) fn is_number(nodes: &Nodes<'_>, idx: usize) -> bool {
+    matches!(
+        nodes.get(idx),
+        Some(Node::Static(
+            StaticNode::U64(_) | StaticNode::I64(_) | StaticNode::F64(_)
+        ))
+    )
+}
+
+#[inline]
 pub(crate) fn as_str<'a>(nodes: &Nodes<'a>, idx: usize) -> Option<&'a str> {
     match nodes.get(idx)? {
         Node::String(s) => Some(*s),
@@ -137,33 +169,57 @@ pub(crate) fn as_bool(nodes: &Nodes<'_>, idx: usize) -> Option<bool> {
     }
 }
 
-/// A non-negative integer; floats with an exact integral value (`12.0`) are accepted too,
-/// because some SDKs serialise timestamps from doubles.
+/// Largest float whose integer value is exact (2⁵³): a bigger "integral" float such as
+/// `12345678901234567890.5` is an approximation, not an integer the sender meant.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// Whether the number at `idx` is one simd-json refused (outside every 64-bit type); numeric
+/// accessors treat it as not representable.
 #[inline]
-pub(crate) fn as_u64(nodes: &Nodes<'_>, idx: usize) -> Option<u64> {
-    match nodes.get(idx)? {
+fn refused(doc: &Doc<'_>, idx: usize) -> bool {
+    !doc.numbers.is_empty() && doc.numbers.placeholder(idx).is_some()
+}
+
+/// A non-negative integer; floats with an exact integral value (`12.0`) are accepted too,
+/// because some SDKs serialise timestamps from doubles. `None` for numbers beyond `u64`.
+#[inline]
+pub(crate) fn as_u64(doc: &Doc<'_>, idx: usize) -> Option<u64> {
+    if refused(doc, idx) {
+        return None;
+    }
+    match doc.get(idx)? {
         Node::Static(StaticNode::U64(n)) => Some(*n),
         Node::Static(StaticNode::I64(n)) => u64::try_from(*n).ok(),
-        Node::Static(StaticNode::F64(f)) if f.fract() == 0.0 && *f >= 0.0 && *f < 1.8e19 => {
+        Node::Static(StaticNode::F64(f)) if f.fract() == 0.0 && (0.0..=MAX_EXACT).contains(f) => {
             Some(*f as u64)
         }
         _ => None,
     }
 }
 
+/// An integer that fits `i64` (integral floats too); `None` beyond.
 #[inline]
-pub(crate) fn as_i64(nodes: &Nodes<'_>, idx: usize) -> Option<i64> {
-    match nodes.get(idx)? {
+pub(crate) fn as_i64(doc: &Doc<'_>, idx: usize) -> Option<i64> {
+    if refused(doc, idx) {
+        return None;
+    }
+    match doc.get(idx)? {
         Node::Static(StaticNode::U64(n)) => i64::try_from(*n).ok(),
         Node::Static(StaticNode::I64(n)) => Some(*n),
-        Node::Static(StaticNode::F64(f)) if f.fract() == 0.0 && f.abs() < 9.2e18 => Some(*f as i64),
+        Node::Static(StaticNode::F64(f)) if f.fract() == 0.0 && f.abs() <= MAX_EXACT => {
+            Some(*f as i64)
+        }
         _ => None,
     }
 }
 
+/// A number as the nearest `f64`; `None` when it is beyond the `f64` range (`1e400`).
 #[inline]
-pub(crate) fn as_f64(nodes: &Nodes<'_>, idx: usize) -> Option<f64> {
-    match nodes.get(idx)? {
+pub(crate) fn as_f64(doc: &Doc<'_>, idx: usize) -> Option<f64> {
+    if let Some(text) = doc.numbers.placeholder(idx) {
+        return text.parse::<f64>().ok().filter(|f| f.is_finite());
+    }
+    match doc.get(idx)? {
         Node::Static(StaticNode::U64(n)) => Some(*n as f64),
         Node::Static(StaticNode::I64(n)) => Some(*n as f64),
         Node::Static(StaticNode::F64(f)) => Some(*f),
@@ -322,35 +378,53 @@ pub(crate) fn write_f64(out: &mut Vec<u8>, f: f64) {
     }
 }
 
+/// Append the number at `idx` with the digits it was sent with.
+#[inline]
+fn write_number(out: &mut Vec<u8>, doc: &Doc<'_>, idx: usize, number: &StaticNode) {
+    // Non-zero integers print exactly as sent (JSON forbids leading zeros and `+`); zeros may
+    // be `-0` or stand-ins for refused numbers, floats may be written in many ways.
+    let inexact = !matches!(number, StaticNode::U64(1..) | StaticNode::I64(..=-1 | 1..));
+    if inexact {
+        if let Some(text) = doc.numbers.text(idx) {
+            out.extend_from_slice(text.as_bytes());
+            return;
+        }
+    }
+    match number {
+        StaticNode::U64(n) => write_u64(out, *n),
+        StaticNode::I64(n) => write_i64(out, *n),
+        StaticNode::F64(f) => write_f64(out, *f),
+        StaticNode::Bool(true) => out.extend_from_slice(b"true"),
+        StaticNode::Bool(false) => out.extend_from_slice(b"false"),
+        StaticNode::Null => out.extend_from_slice(b"null"),
+    }
+}
+
 /// Append the value at `idx` as compact JSON. A missing index writes `null`.
-pub(crate) fn write_value(out: &mut Vec<u8>, nodes: &Nodes<'_>, idx: usize) {
-    match nodes.get(idx) {
-        None | Some(Node::Static(StaticNode::Null)) => out.extend_from_slice(b"null"),
-        Some(Node::Static(StaticNode::Bool(true))) => out.extend_from_slice(b"true"),
-        Some(Node::Static(StaticNode::Bool(false))) => out.extend_from_slice(b"false"),
-        Some(Node::Static(StaticNode::U64(n))) => write_u64(out, *n),
-        Some(Node::Static(StaticNode::I64(n))) => write_i64(out, *n),
-        Some(Node::Static(StaticNode::F64(f))) => write_f64(out, *f),
+pub(crate) fn write_value(out: &mut Vec<u8>, doc: &Doc<'_>, idx: usize) {
+    match doc.get(idx) {
+        None => out.extend_from_slice(b"null"),
+        Some(Node::Static(scalar)) => write_number(out, doc, idx, scalar),
         Some(Node::String(s)) => write_str(out, s),
         Some(Node::Object { .. }) => {
             out.push(b'{');
-            for (n, (key, value)) in object_iter(nodes, idx).enumerate() {
+            for (n, (key, value)) in object_iter(doc, idx).enumerate() {
                 if n > 0 {
                     out.push(b',');
                 }
                 write_str(out, key);
                 out.push(b':');
-                write_value(out, nodes, value);
+                write_value(out, doc, value);
             }
             out.push(b'}');
         }
         Some(Node::Array { .. }) => {
             out.push(b'[');
-            for (n, element) in array_iter(nodes, idx).enumerate() {
+            for (n, element) in array_iter(doc, idx).enumerate() {
                 if n > 0 {
                     out.push(b',');
                 }
-                write_value(out, nodes, element);
+                write_value(out, doc, element);
             }
             out.push(b']');
         }
@@ -360,16 +434,17 @@ pub(crate) fn write_value(out: &mut Vec<u8>, nodes: &Nodes<'_>, idx: usize) {
 /// Append the value at `idx` as a plain string: strings unquoted, everything else as its
 /// compact JSON text (for schemas whose attributes must be strings, e.g. mParticle).
 /// The output is escaped for use *inside* a JSON string literal.
-pub(crate) fn write_value_as_string_content(out: &mut Vec<u8>, nodes: &Nodes<'_>, idx: usize) {
-    match nodes.get(idx) {
+pub(crate) fn write_value_as_string_content(out: &mut Vec<u8>, doc: &Doc<'_>, idx: usize) {
+    match doc.get(idx) {
         Some(Node::String(s)) => write_str_content(out, s),
-        _ => write_json_text_content(out, nodes, idx),
+        _ => write_json_text_content(out, doc, idx),
     }
 }
 
 /// Append the compact JSON text of the value at `idx`, escaped so that it can sit inside a
 /// JSON string literal (`{"a":"x"}` → `{\"a\":\"x\"}`), without an intermediate buffer.
-pub(crate) fn write_json_text_content(out: &mut Vec<u8>, nodes: &Nodes<'_>, idx: usize) {
+pub(crate) fn write_json_text_content(out: &mut Vec<u8>, doc: &Doc<'_>, idx: usize) {
+    let nodes: &Nodes<'_> = doc;
     match nodes.get(idx) {
         Some(Node::String(s)) => {
             out.extend_from_slice(b"\\\"");
@@ -385,7 +460,7 @@ pub(crate) fn write_json_text_content(out: &mut Vec<u8>, nodes: &Nodes<'_>, idx:
                 out.extend_from_slice(b"\\\"");
                 write_str_double_escaped(out, key);
                 out.extend_from_slice(b"\\\":");
-                write_json_text_content(out, nodes, value);
+                write_json_text_content(out, doc, value);
             }
             out.push(b'}');
         }
@@ -395,12 +470,12 @@ pub(crate) fn write_json_text_content(out: &mut Vec<u8>, nodes: &Nodes<'_>, idx:
                 if n > 0 {
                     out.push(b',');
                 }
-                write_json_text_content(out, nodes, element);
+                write_json_text_content(out, doc, element);
             }
             out.push(b']');
         }
         // Scalars contain nothing that needs escaping.
-        _ => write_value(out, nodes, idx),
+        _ => write_value(out, doc, idx),
     }
 }
 
@@ -498,20 +573,20 @@ impl<'o> ObjectWriter<'o> {
 
     /// A value copied from the tape (`null` if `idx` is `None`).
     #[inline]
-    pub(crate) fn value(&mut self, key: &str, nodes: &Nodes<'_>, idx: Option<usize>) {
+    pub(crate) fn value(&mut self, key: &str, doc: &Doc<'_>, idx: Option<usize>) {
         let out = self.key(key);
         match idx {
-            Some(idx) => write_value(out, nodes, idx),
+            Some(idx) => write_value(out, doc, idx),
             None => out.extend_from_slice(b"null"),
         }
     }
 
     /// A value copied from the tape, omitted when absent.
     #[inline]
-    pub(crate) fn opt_value(&mut self, key: &str, nodes: &Nodes<'_>, idx: Option<usize>) {
+    pub(crate) fn opt_value(&mut self, key: &str, doc: &Doc<'_>, idx: Option<usize>) {
         if let Some(idx) = idx {
             let out = self.key(key);
-            write_value(out, nodes, idx);
+            write_value(out, doc, idx);
         }
     }
 
@@ -525,9 +600,12 @@ impl<'o> ObjectWriter<'o> {
 mod tests {
     use super::*;
 
-    fn tape(text: &str) -> Vec<Node<'static>> {
+    fn tape(text: &str) -> Doc<'static> {
         let bytes: &'static mut [u8] = Box::leak(text.as_bytes().to_vec().into_boxed_slice());
-        simd_json::to_tape(bytes).unwrap().0
+        Doc {
+            nodes: simd_json::to_tape(bytes).unwrap().0,
+            numbers: NumberTexts::default(),
+        }
     }
 
     #[test]

@@ -20,14 +20,16 @@
 //! | `filter` | [`FilterConfig`] / [`Filter`]: kinds, environments, flags, experiments, contexts, metrics, sampling |
 //! | `schema` | [`Schema`], [`ExportOptions`], [`map_event`]: launchdarkly, segment, mparticle, gofeatureflag, warehouse |
 //! | `json` | tape navigation and the allocation-free JSON writer the schemas share |
+//! | `number` | exact numbers: any RFC 8259 number accepted, exported with its digits |
 //!
 //! ## Invariants
 //!
 //! 1. Nothing here panics on any input: bodies, stored payloads and tapes from arbitrary bytes
 //!    produce errors or invalid-event reports, never panics (fuzzed by `fuzz/event_decode`).
 //! 2. A stored body is never modified: validation and decoding parse private copies.
-//! 3. [`event_id`] is a pure function of (environment, payload id or WAL seq, index): the
-//!    same accepted event gets the same id on every delivery, forever.
+//! 3. [`event_id`] is a pure function of the record (environment, payload id — or instance id
+//!    and WAL seq — and index): the same accepted event gets the same id on every delivery,
+//!    forever, and events accepted by different instances or data dirs never share an id.
 //! 4. Unknown kinds and unknown fields survive decoding and pass through the schemas that
 //!    carry whole events (`launchdarkly`, `gofeatureflag`); one bad event in a batch becomes an
 //!    [`InvalidEvent`] (reason + JSON text) and never costs its neighbours.
@@ -43,12 +45,13 @@ mod decode;
 mod filter;
 mod id;
 mod json;
+mod number;
 pub mod schema;
 mod validate;
 
-pub use decode::{ContextRef, Event, Origin};
+pub use decode::{ContextRef, DecodeScratch, Event, Origin};
 pub use filter::{Filter, FilterConfig, FILTER_PARAMS, KINDS_OFF_BY_DEFAULT};
-pub use id::{write_event_id, EVENT_ID_LEN};
+pub use id::{write_event_id, InstanceId, EVENT_ID_LEN};
 pub use schema::{ExportOptions, Schema, EXPORT_PARAMS};
 
 /// Which inbound route/format a body arrived in. The code is stored in every WAL record.
@@ -133,6 +136,9 @@ pub struct RecordContext<'a> {
     /// WAL sequence number of the record (identity when no payload id was sent).
     pub seq: u64,
     pub received_at_ms: u64,
+    /// The instance (data dir) that accepted the record, from its stored header; `None` for
+    /// records stored before instance ids existed. Mixed into seq-derived ids (see [`event_id`]).
+    pub instance_id: Option<InstanceId>,
 }
 
 /// An event that could not be understood, reported without losing its neighbours.
@@ -158,18 +164,20 @@ pub struct DecodedRecord<'a> {
 pub struct DecodeError(pub String);
 
 /// Decode a record's body. `scratch` receives a copy of `body` that simd-json parses in place;
-/// events borrow from it.
+/// events borrow from it. Every number keeps the digits it was sent with.
 pub fn decode<'s>(
     ctx: &RecordContext<'_>,
     body: &[u8],
-    scratch: &'s mut Vec<u8>,
+    scratch: &'s mut DecodeScratch,
 ) -> Result<DecodedRecord<'s>, DecodeError> {
     decode::decode(ctx, body, scratch)
 }
 
-/// Stable id of an event: the same accepted event re-delivered always gets the same id.
-/// A hyphenated UUID (version 8) derived from the environment, the payload id (or the WAL seq
-/// when none was sent) and the index.
+/// Stable id of an event: the same accepted event re-delivered always gets the same id, and
+/// different events get different ids, across instances too. A hyphenated UUID (version 8)
+/// derived from the environment, the payload id (or, when none was sent, the instance id and
+/// the WAL seq) and the index; the scheme and its guarantee are documented in `id.rs` and
+/// `docs/schemas.md`.
 pub fn event_id(ctx: &RecordContext<'_>, index: u32) -> String {
     id::event_id(ctx, index)
 }

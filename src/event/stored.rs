@@ -8,10 +8,11 @@
 //! ## Layout (little endian)
 //!
 //! ```text
-//! u8   version            = 1
+//! u8   version            = 2 (1: same without the instance id)
 //! u8   format             InboundFormat code
 //! u8   schema_version     X-LaunchDarkly-Event-Schema, 0 = not sent
 //! u8   reserved           = 0
+//! [16] instance id        version 2 only: the data dir that accepted the record
 //! u16  len + bytes        environment name (UTF-8)
 //! u16  len + bytes        payload id (X-LaunchDarkly-Payload-ID), may be empty
 //! u16  len + bytes        X-LaunchDarkly-Tags, may be empty
@@ -19,17 +20,25 @@
 //! ...  body               the rest of the payload
 //! ```
 //!
+//! Ingest writes version 2 (every record names the instance that accepted it, so its event
+//! ids are unique across instances: see `super::id`); version 1 records, written before
+//! instance ids existed, are still read (their `instance_id` is `None`). A meta without an
+//! instance id is encoded as version 1, byte for byte what older releases wrote.
+//!
 //! Invariants: a header field longer than `u16::MAX` bytes is truncated at a UTF-8 boundary
 //! when encoding (headers are metadata, never data), and decoding never panics on any input.
 
-use super::InboundFormat;
+use super::{InboundFormat, InstanceId};
 
-const VERSION: u8 = 1;
+const VERSION_1: u8 = 1;
+const VERSION_2: u8 = 2;
 
 /// Metadata stored in front of a body.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredMeta<'a> {
     pub format: Option<InboundFormat>,
+    /// The instance that accepts the record (always set by ingest).
+    pub instance_id: Option<InstanceId>,
     pub schema_version: Option<u8>,
     pub environment: &'a str,
     pub payload_id: &'a str,
@@ -41,6 +50,8 @@ pub struct StoredMeta<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBatch<'a> {
     pub format: InboundFormat,
+    /// `None` for version-1 records (stored before instance ids existed).
+    pub instance_id: Option<InstanceId>,
     pub schema_version: Option<u8>,
     pub environment: &'a str,
     pub payload_id: Option<&'a str>,
@@ -65,10 +76,16 @@ pub enum StoredError {
 /// both as separate parts, so the body is copied exactly once, into the mapping).
 pub fn encode_header(meta: &StoredMeta<'_>, out: &mut Vec<u8>) {
     out.clear();
-    out.push(VERSION);
+    out.push(match meta.instance_id {
+        Some(_) => VERSION_2,
+        None => VERSION_1,
+    });
     out.push(meta.format.map(InboundFormat::code).unwrap_or(0));
     out.push(meta.schema_version.unwrap_or(0));
     out.push(0);
+    if let Some(instance) = meta.instance_id {
+        out.extend_from_slice(&instance.0);
+    }
     for field in [
         meta.environment,
         meta.payload_id,
@@ -84,12 +101,20 @@ pub fn encode_header(meta: &StoredMeta<'_>, out: &mut Vec<u8>) {
 /// Decode a stored payload. Never panics.
 pub fn decode(payload: &[u8]) -> Result<StoredBatch<'_>, StoredError> {
     let fixed = payload.get(..4).ok_or(StoredError::Truncated)?;
-    if fixed[0] != VERSION {
-        return Err(StoredError::Version(fixed[0]));
-    }
+    let mut rest = &payload[4..];
+    let instance_id = match fixed[0] {
+        VERSION_1 => None,
+        VERSION_2 => {
+            let bytes = rest.get(..16).ok_or(StoredError::Truncated)?;
+            let mut id = [0u8; 16];
+            id.copy_from_slice(bytes);
+            rest = &rest[16..];
+            Some(InstanceId(id))
+        }
+        other => return Err(StoredError::Version(other)),
+    };
     let format = InboundFormat::from_code(fixed[1]).ok_or(StoredError::Format(fixed[1]))?;
     let schema_version = (fixed[2] != 0).then_some(fixed[2]);
-    let mut rest = &payload[4..];
     let mut fields = [""; 4];
     for field in &mut fields {
         let len_bytes = rest.get(..2).ok_or(StoredError::Truncated)?;
@@ -100,6 +125,7 @@ pub fn decode(payload: &[u8]) -> Result<StoredBatch<'_>, StoredError> {
     }
     Ok(StoredBatch {
         format,
+        instance_id,
         schema_version,
         environment: fields[0],
         payload_id: non_empty(fields[1]),
@@ -132,6 +158,7 @@ mod tests {
     fn round_trips_metadata_and_body() {
         let meta = StoredMeta {
             format: Some(InboundFormat::LdBulk),
+            instance_id: Some(InstanceId([7; 16])),
             schema_version: Some(4),
             environment: "production",
             payload_id: "e4e80df9-6738-4586-acea-69200e415792",
@@ -142,7 +169,9 @@ mod tests {
         encode_header(&meta, &mut payload);
         payload.extend_from_slice(b"[{\"kind\":\"index\"}]");
         let batch = decode(&payload).expect("decodes");
+        assert_eq!(payload[0], VERSION_2);
         assert_eq!(batch.format, InboundFormat::LdBulk);
+        assert_eq!(batch.instance_id, Some(InstanceId([7; 16])));
         assert_eq!(batch.schema_version, Some(4));
         assert_eq!(batch.environment, "production");
         assert_eq!(batch.payload_id, Some(meta.payload_id));
@@ -160,7 +189,13 @@ mod tests {
         };
         let mut payload = Vec::new();
         encode_header(&meta, &mut payload);
+        // No instance id: exactly the version-1 bytes older releases wrote.
+        assert_eq!(
+            payload,
+            [1, 6, 0, 0, 7, 0, b'd', b'e', b'f', b'a', b'u', b'l', b't', 0, 0, 0, 0, 0, 0]
+        );
         let batch = decode(&payload).expect("decodes");
+        assert_eq!(batch.instance_id, None);
         assert_eq!(batch.payload_id, None);
         assert_eq!(batch.schema_version, None);
         assert!(batch.body.is_empty());
@@ -170,6 +205,7 @@ mod tests {
     fn never_panics_on_any_prefix_of_a_valid_payload() {
         let meta = StoredMeta {
             format: Some(InboundFormat::LdBulk),
+            instance_id: Some(InstanceId([1; 16])),
             environment: "env",
             payload_id: "id",
             ..StoredMeta::default()

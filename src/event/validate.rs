@@ -15,6 +15,7 @@ use std::cell::RefCell;
 use simd_json::{Buffers, Tape};
 
 use super::json::{self, Nodes};
+use super::number;
 use super::{InboundFormat, ValidationError};
 
 /// Scratch capacity kept between calls; bigger buffers are released after use.
@@ -109,7 +110,9 @@ fn parse(
     parse_part(body, body, 0, scratch, check)
 }
 
-/// Parse `part`, which starts at byte `start` of `whole` (for error positions).
+/// Parse `part`, which starts at byte `start` of `whole` (for error positions). Numbers
+/// simd-json refuses (beyond 64 bits, `1e400`) are valid JSON: the part is parsed again with
+/// placeholders in their place (see `super::number`), so only real syntax errors are refused.
 fn parse_part(
     part: &[u8],
     whole: &[u8],
@@ -117,18 +120,37 @@ fn parse_part(
     scratch: &mut Scratch,
     check: impl FnOnce(&Nodes<'_>) -> Result<u32, ValidationError>,
 ) -> Result<u32, ValidationError> {
-    let body = part;
+    let mut check = Some(check);
     scratch.bytes.clear();
-    scratch.bytes.extend_from_slice(body);
-    let mut tape: Tape<'_> = std::mem::replace(&mut scratch.tape, Tape::null()).reset();
-    let result = match simd_json::fill_tape(&mut scratch.bytes, &mut scratch.buffers, &mut tape) {
-        Ok(()) => check(&tape.0),
+    scratch.bytes.extend_from_slice(part);
+    let mut parsed = attempt(scratch, &mut check);
+    if let Err(error) = &parsed {
+        if number::is_refused_number(error) {
+            let refused = number::refused_numbers(part, scratch.buffers.structural_indexes());
+            if !refused.is_empty() {
+                number::copy_with_placeholders(part, &refused, &mut scratch.bytes);
+                parsed = attempt(scratch, &mut check);
+            }
+        }
+    }
+    match parsed {
+        Ok(checked) => checked,
         Err(error) => Err(malformed(
             whole,
             start + error.index().min(part.len()),
             &error,
         )),
-    };
+    }
+}
+
+/// Parse `scratch.bytes` and, if it is JSON, run `check` (taken from its slot) on the tape.
+fn attempt(
+    scratch: &mut Scratch,
+    check: &mut Option<impl FnOnce(&Nodes<'_>) -> Result<u32, ValidationError>>,
+) -> Result<Result<u32, ValidationError>, simd_json::Error> {
+    let mut tape: Tape<'_> = std::mem::replace(&mut scratch.tape, Tape::null()).reset();
+    let result = simd_json::fill_tape(&mut scratch.bytes, &mut scratch.buffers, &mut tape)
+        .map(|()| check.take().map_or(Ok(0), |check| check(&tape.0)));
     scratch.tape = tape.reset();
     result
 }

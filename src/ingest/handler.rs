@@ -27,7 +27,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::event::stored::{encode_header, StoredMeta};
-use crate::event::{self, InboundFormat};
+use crate::event::{self, InboundFormat, InstanceId};
 use crate::metrics as m;
 use crate::wal::{AppendReceipt, AppendRequest, Wal, WalError};
 
@@ -74,6 +74,8 @@ const CORS_ALLOWED_HEADERS: &str = "Accept, Content-Type, Content-Length, Conten
 /// The shared state of the ingest server.
 pub struct Ingest {
     settings: IngestSettings,
+    /// Stamped into every stored record (unique event ids across instances).
+    instance_id: InstanceId,
     sink: Arc<dyn RecordSink>,
     payload_ids: PayloadIds,
     budget: InflightBudget,
@@ -88,7 +90,12 @@ struct Accepted {
 }
 
 impl Ingest {
-    pub fn new(settings: IngestSettings, sink: Arc<dyn RecordSink>) -> Self {
+    /// `instance_id` is the data dir's ([`super::instance::load_or_create`]).
+    pub fn new(
+        settings: IngestSettings,
+        sink: Arc<dyn RecordSink>,
+        instance_id: InstanceId,
+    ) -> Self {
         let connections = Connections::new(
             "ingest",
             ConnectionLimits {
@@ -98,6 +105,7 @@ impl Ingest {
             },
         );
         Ingest {
+            instance_id,
             payload_ids: PayloadIds::new(settings.dedupe_cache_size),
             budget: InflightBudget::new(
                 settings.max_inflight_bytes,
@@ -212,6 +220,7 @@ impl Ingest {
 
         let meta = StoredMeta {
             format: Some(route.format),
+            instance_id: Some(self.instance_id),
             schema_version: header_text(&parts.headers, "x-launchdarkly-event-schema")
                 .and_then(|text| text.parse::<u8>().ok()),
             environment: &environment,
@@ -462,6 +471,8 @@ mod tests {
     const BULK: &str = r#"[{"kind":"index","creationDate":1,"context":{"kind":"user","key":"u"}},
         {"kind":"custom","creationDate":2,"key":"purchase","context":{"kind":"user","key":"u"}}]"#;
 
+    const INSTANCE: InstanceId = InstanceId([0x42; 16]);
+
     fn settings() -> IngestSettings {
         IngestSettings {
             environments: Environments::parse_flags(&["prod=sdk-1,client-1,api-1".into()]).unwrap(),
@@ -504,7 +515,7 @@ mod tests {
     #[tokio::test]
     async fn bulk_is_stored_with_its_metadata_and_answered_202() {
         let sink = FakeSink::new(Behaviour::Store);
-        let ingest = Ingest::new(settings(), sink.clone());
+        let ingest = Ingest::new(settings(), sink.clone(), INSTANCE);
         let (status, _, body) = send(
             &ingest,
             request(
@@ -534,6 +545,7 @@ mod tests {
         assert_eq!(*events, 2);
         let stored = stored::decode(payload).unwrap();
         assert_eq!(stored.environment, "prod");
+        assert_eq!(stored.instance_id, Some(INSTANCE));
         assert_eq!(stored.payload_id, Some("p-1"));
         assert_eq!(stored.schema_version, Some(4));
         assert_eq!(stored.tags, Some("application-id/web"));
@@ -544,7 +556,7 @@ mod tests {
     #[tokio::test]
     async fn gzip_bodies_are_stored_decompressed() {
         let sink = FakeSink::new(Behaviour::Store);
-        let ingest = Ingest::new(settings(), sink.clone());
+        let ingest = Ingest::new(settings(), sink.clone(), INSTANCE);
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         encoder.write_all(BULK.as_bytes()).unwrap();
         let gz = encoder.finish().unwrap();
@@ -566,7 +578,7 @@ mod tests {
     #[tokio::test]
     async fn a_retried_payload_is_acknowledged_without_a_second_append() {
         let sink = FakeSink::new(Behaviour::Store);
-        let ingest = Ingest::new(settings(), sink.clone());
+        let ingest = Ingest::new(settings(), sink.clone(), INSTANCE);
         for _ in 0..3 {
             let (status, _, _) = send(
                 &ingest,
@@ -589,7 +601,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_append_is_not_remembered_so_the_retry_is_stored() {
         let sink = FakeSink::new(Behaviour::Full);
-        let ingest = Ingest::new(settings(), sink.clone());
+        let ingest = Ingest::new(settings(), sink.clone(), INSTANCE);
         let post = || {
             request(
                 "POST",
@@ -620,7 +632,7 @@ mod tests {
         let sink = FakeSink::new(Behaviour::Store);
         let mut small = settings();
         small.max_body_bytes = 64 * 1024;
-        let ingest = Ingest::new(small, sink.clone());
+        let ingest = Ingest::new(small, sink.clone(), INSTANCE);
         let auth = ("authorization", "sdk-1");
         let cases: Vec<(Request<Full<Bytes>>, StatusCode, &str)> = vec![
             (
@@ -697,7 +709,7 @@ mod tests {
     async fn browser_routes_answer_cors_and_the_pixel_is_decoded() {
         use base64::Engine;
         let sink = FakeSink::new(Behaviour::Store);
-        let ingest = Ingest::new(settings(), sink.clone());
+        let ingest = Ingest::new(settings(), sink.clone(), INSTANCE);
         let (status, headers, _) = send(
             &ingest,
             request(
@@ -756,7 +768,7 @@ mod tests {
     #[tokio::test]
     async fn goff_collector_and_generic_answers() {
         let sink = FakeSink::new(Behaviour::Store);
-        let ingest = Ingest::new(settings(), sink.clone());
+        let ingest = Ingest::new(settings(), sink.clone(), INSTANCE);
         let goff = r#"{"meta":{"provider":"py"},"events":[{"kind":"feature","userKey":"u","creationDate":1,"key":"f","variation":"on","value":true,"default":false}]}"#;
         let (status, _, body) = send(
             &ingest,
@@ -794,7 +806,7 @@ mod tests {
             + Send,
     {
         let sink = FakeSink::new(Behaviour::Store);
-        let ingest = Ingest::new(settings(), sink.clone());
+        let ingest = Ingest::new(settings(), sink.clone(), INSTANCE);
         let request = Request::builder()
             .method("POST")
             .uri("/bulk")
@@ -851,7 +863,7 @@ mod tests {
         tight.max_body_bytes = 4096;
         tight.max_inflight_bytes = 4096;
         tight.inflight_wait = Duration::from_millis(50);
-        let ingest = Arc::new(Ingest::new(tight, sink.clone()));
+        let ingest = Arc::new(Ingest::new(tight, sink.clone(), INSTANCE));
         let first = {
             let ingest = ingest.clone();
             tokio::spawn(async move {

@@ -8,6 +8,7 @@
 //! | [`body`] | body caps, gunzip with a decompressed-size cap, the pixel's `d` parameter |
 //! | [`dedupe`] | recent `X-LaunchDarkly-Payload-ID`s, so SDK retries are not stored twice |
 //! | [`handler`] | one request from route to durable append; metrics per request |
+//! | [`instance`] | the data dir's instance id (`<data-dir>/instance-id`), stamped into every record |
 //! | [`server`] | accept loop, HTTP/1 + HTTP/2, graceful shutdown (shared with the admin listener) |
 //! | [`connection`] | connection slots, header/idle deadlines from accept, shedding idle connections |
 //! | [`head`] | request-head limits checked by our code, so hyper's bare errors never reach clients |
@@ -18,8 +19,8 @@
 //!
 //! * `202 Accepted` (the go-feature-flag collector: `200 {"ingestedContentCount": n}`) means
 //!   the body is in the WAL and durable per `--wal-sync`. Nothing else does.
-//! * Each accepted body is one WAL record: [`crate::event::stored`] header (format, environment,
-//!   payload id, schema version, tags, user agent) followed by the body bytes as received
+//! * Each accepted body is one WAL record: [`crate::event::stored`] header (format, instance id,
+//!   environment, payload id, schema version, tags, user agent) followed by the body bytes as received
 //!   (after gunzip) — never re-encoded.
 //! * Refusals: 400 malformed/mis-shaped/empty/bad gzip/bad pixel/bad framing, 401 credential,
 //!   404 route, 405 method, 408 body too slow or stalled, 413 size (raw or decompressed), 414
@@ -45,6 +46,7 @@ pub mod error;
 pub mod handler;
 pub mod head;
 pub mod inflight;
+pub mod instance;
 pub mod routes;
 pub mod server;
 

@@ -152,6 +152,7 @@ fn golden_inputs_map_byte_exactly_to_every_schema() {
             // Distinct WAL positions, so inputs without a payload id get distinct ids.
             seq: 1000 + n as u64,
             received_at_ms: 1_800_000_000_000,
+            instance_id: None,
         };
 
         let mut report = String::new();
@@ -159,7 +160,7 @@ fn golden_inputs_map_byte_exactly_to_every_schema() {
             Ok(count) => writeln!(report, "validate: ok, {count} events").unwrap(),
             Err(e) => writeln!(report, "validate: {e}").unwrap(),
         }
-        let mut scratch = Vec::new();
+        let mut scratch = flagstream::event::DecodeScratch::default();
         let record = decode(&ctx, &body, &mut scratch).unwrap();
         for e in &record.events {
             writeln!(

@@ -3,8 +3,8 @@
 //! fields survive the pass-through schema.
 
 use flagstream::event::{
-    decode, event_id, map_event, validate, ExportOptions, Filter, FilterConfig, InboundFormat,
-    RecordContext, Schema,
+    decode, event_id, map_event, validate, DecodeScratch, ExportOptions, Filter, FilterConfig,
+    InboundFormat, RecordContext, Schema,
 };
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -26,6 +26,7 @@ fn ctx(format: InboundFormat, payload_id: Option<&str>) -> RecordContext<'_> {
         schema_version: Some(4),
         seq: 77,
         received_at_ms: 1_717_000_000_000,
+        instance_id: None,
     }
 }
 
@@ -197,7 +198,7 @@ fn map_all(format: InboundFormat, body: &[u8], expected_events: usize) -> Vec<Va
     let count = validate(format, body).expect("valid body");
     assert_eq!(count as usize, expected_events);
     let ctx = ctx(format, Some("payload"));
-    let mut scratch = Vec::new();
+    let mut scratch = DecodeScratch::default();
     let record = decode(&ctx, body, &mut scratch).expect("decodes");
     assert_eq!(record.events.len() + record.invalid.len(), expected_events);
     assert!(record.invalid.is_empty(), "{:?}", record.invalid);
@@ -258,7 +259,7 @@ proptest! {
             .flat_map(|e| { let mut l = serde_json::to_vec(e).unwrap(); l.push(b'\n'); l })
             .collect();
         let ctx = ctx(InboundFormat::Generic, None);
-        let (mut s1, mut s2) = (Vec::new(), Vec::new());
+        let (mut s1, mut s2) = (DecodeScratch::default(), DecodeScratch::default());
         let a = decode(&ctx, &array, &mut s1).unwrap();
         let b = decode(&ctx, &ndjson, &mut s2).unwrap();
         let summary = |r: &flagstream::event::DecodedRecord<'_>| -> Vec<_> {
@@ -286,7 +287,7 @@ proptest! {
         let config = FilterConfig { sample_rate: Some(rate), kinds: Some(vec!["all".into()]), ..FilterConfig::default() };
         let filter = Filter::new(&config).unwrap();
         let ctx = ctx(InboundFormat::LdBulk, Some("p"));
-        let (mut s1, mut s2) = (Vec::new(), Vec::new());
+        let (mut s1, mut s2) = (DecodeScratch::default(), DecodeScratch::default());
         let first: Vec<bool> = decode(&ctx, &body, &mut s1).unwrap().events.iter().map(|e| filter.matches(&ctx, e)).collect();
         let second: Vec<bool> = decode(&ctx, &body, &mut s2).unwrap().events.iter().map(|e| filter.matches(&ctx, e)).collect();
         prop_assert_eq!(first, second);
@@ -313,7 +314,7 @@ proptest! {
 
 /// Validate, decode and map `bytes` under every format; only errors are allowed, no panics.
 fn exercise(bytes: &[u8]) {
-    let mut scratch = Vec::new();
+    let mut scratch = DecodeScratch::default();
     let mut buf = Vec::new();
     let options = ExportOptions {
         expand_summaries: true,

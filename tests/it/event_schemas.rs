@@ -15,13 +15,14 @@ fn ctx() -> RecordContext<'static> {
         schema_version: Some(4),
         seq: 5,
         received_at_ms: 1_700_000_000_000,
+        instance_id: None,
     }
 }
 
 /// Rows per event for one schema.
 fn rows(schema: Schema, options: &ExportOptions, body: &str) -> Vec<Vec<Value>> {
     let ctx = ctx();
-    let mut scratch = Vec::new();
+    let mut scratch = flagstream::event::DecodeScratch::default();
     let record = decode(&ctx, body.as_bytes(), &mut scratch).unwrap();
     assert!(record.invalid.is_empty(), "{:?}", record.invalid);
     let mut buf = Vec::new();

@@ -102,6 +102,6 @@ pub(crate) fn timestamp_ms(event: &Event<'_>, received_at_ms: u64) -> u64 {
 
 /// A string field of the event.
 pub(crate) fn str_field<'a>(event: &Event<'a>, name: &str) -> Option<&'a str> {
-    let nodes: &json::Nodes<'a> = event.nodes();
+    let nodes: &json::Doc<'a> = event.nodes();
     json::get(nodes, event.node, name).and_then(|i| json::as_str(nodes, i))
 }

@@ -85,12 +85,13 @@ mod tests {
             schema_version: Some(4),
             seq: 9,
             received_at_ms: 0,
+            instance_id: None,
         };
         let options = ExportOptions {
             project: "p-123".into(),
             ..ExportOptions::default()
         };
-        let mut scratch = Vec::new();
+        let mut scratch = crate::event::DecodeScratch::default();
         let mut buf = Vec::new();
         let record = decode(&ctx, body, &mut scratch).unwrap();
         let mut out = Vec::new();

@@ -18,7 +18,7 @@
 //! left out. `source_message_id` = the stable event id; `timestamp_unixtime_ms` = creation time.
 //! Other kinds produce no row (mParticle's alias API is separate and not emulated).
 
-use super::super::json::{self, Nodes, ObjectWriter};
+use super::super::json::{self, Doc, ObjectWriter};
 use super::fields;
 use super::Row;
 
@@ -123,7 +123,7 @@ pub(super) fn map(row: &Row<'_, '_>, out: &mut Vec<u8>, emit: &mut dyn FnMut(&[u
 }
 
 /// A string attribute from any JSON value; absent and `null` are left out.
-fn attr(attrs: &mut ObjectWriter<'_>, name: &str, nodes: &Nodes<'_>, idx: Option<usize>) {
+fn attr(attrs: &mut ObjectWriter<'_>, name: &str, nodes: &Doc<'_>, idx: Option<usize>) {
     let Some(idx) = idx.filter(|&i| !json::is_null(nodes, i)) else {
         return;
     };

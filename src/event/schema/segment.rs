@@ -90,7 +90,7 @@ pub(super) fn map(row: &Row<'_, '_>, out: &mut Vec<u8>, emit: &mut dyn FnMut(&[u
     emit(out);
 }
 
-fn feature_properties(props: &mut ObjectWriter<'_>, nodes: &json::Nodes<'_>, e: &Evaluation<'_>) {
+fn feature_properties(props: &mut ObjectWriter<'_>, nodes: &json::Doc<'_>, e: &Evaluation<'_>) {
     props.value("value", nodes, e.value);
     props.opt_value("flagVersion", nodes, e.version);
     props.opt_str("reasonKind", e.reason_kind);

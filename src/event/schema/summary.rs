@@ -16,7 +16,7 @@
 //! `counterIndex` counts counters across the whole summary event in order, so
 //! (`id`, `key`, `counterIndex`) identifies a row forever.
 
-use super::super::json::{self, Nodes, ObjectWriter};
+use super::super::json::{self, Doc, ObjectWriter};
 use super::super::MapError;
 use super::warehouse::{json_text, text};
 use super::{Row, Schema};
@@ -28,7 +28,7 @@ struct Counter {
     index: u64,
 }
 
-fn for_each_counter<'a>(nodes: &Nodes<'a>, features: usize, mut f: impl FnMut(&'a str, Counter)) {
+fn for_each_counter<'a>(nodes: &Doc<'a>, features: usize, mut f: impl FnMut(&'a str, Counter)) {
     let mut index = 0;
     for (flag, flag_object) in json::object_iter(nodes, features) {
         let Some(counters) = json::get(nodes, flag_object, "counters") else {

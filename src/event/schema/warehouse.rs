@@ -19,7 +19,7 @@
 //! row. An event without any context produces one row with `context_kind`/`context_key` null.
 
 use super::super::decode::ContextRef;
-use super::super::json::{self, Nodes, ObjectWriter};
+use super::super::json::{self, Doc, ObjectWriter};
 use super::fields;
 use super::time::write_iso8601_ms;
 use super::Row;
@@ -152,12 +152,7 @@ enum Table {
 }
 
 /// A column holding JSON text (`null` when absent).
-pub(super) fn json_text(
-    o: &mut ObjectWriter<'_>,
-    name: &str,
-    nodes: &Nodes<'_>,
-    idx: Option<usize>,
-) {
+pub(super) fn json_text(o: &mut ObjectWriter<'_>, name: &str, nodes: &Doc<'_>, idx: Option<usize>) {
     let out = o.key(name);
     match idx.filter(|&i| !json::is_null(nodes, i)) {
         None => out.extend_from_slice(b"null"),
@@ -170,7 +165,7 @@ pub(super) fn json_text(
 }
 
 /// A text column from any scalar (numbers rendered as text, e.g. LD integer flag versions).
-pub(super) fn text(o: &mut ObjectWriter<'_>, name: &str, nodes: &Nodes<'_>, idx: Option<usize>) {
+pub(super) fn text(o: &mut ObjectWriter<'_>, name: &str, nodes: &Doc<'_>, idx: Option<usize>) {
     let out = o.key(name);
     match idx.filter(|&i| !json::is_null(nodes, i)) {
         None => out.extend_from_slice(b"null"),
@@ -189,7 +184,7 @@ fn opt_str(o: &mut ObjectWriter<'_>, name: &str, value: Option<&str>) {
     }
 }
 
-fn int(o: &mut ObjectWriter<'_>, name: &str, nodes: &Nodes<'_>, idx: Option<usize>) {
+fn int(o: &mut ObjectWriter<'_>, name: &str, nodes: &Doc<'_>, idx: Option<usize>) {
     match idx.and_then(|i| json::as_i64(nodes, i)) {
         Some(v) => {
             let out = o.key(name);
@@ -247,11 +242,11 @@ fn write_row(row: &Row<'_, '_>, table: Table, context: Option<ContextRef<'_>>, o
                 }
                 _ => (event.field("metricValue"), event.field("data")),
             };
-            match value.and_then(|v| json::as_f64(nodes, v)) {
-                Some(v) => {
-                    let out = o.key("metric_value");
-                    json::write_f64(out, v);
-                }
+            // The number as sent (digits intact; the loader rounds to its FLOAT64), or null
+            // when it is not a number or beyond the FLOAT64 range (`1e400`), which no
+            // warehouse could load.
+            match value.filter(|&v| json::as_f64(nodes, v).is_some()) {
+                Some(v) => o.value("metric_value", nodes, Some(v)),
                 None => o.null("metric_value"),
             }
             json_text(&mut o, "data", nodes, data);
@@ -272,7 +267,7 @@ fn context_columns(
     o: &mut ObjectWriter<'_>,
     c: Option<ContextRef<'_>>,
     attributes: bool,
-    nodes: &Nodes<'_>,
+    nodes: &Doc<'_>,
 ) {
     opt_str(o, "context_kind", c.map(|c| c.kind));
     opt_str(o, "context_key", c.map(|c| c.key));
@@ -284,7 +279,7 @@ fn context_columns(
 
 /// `{"in_experiment":…, "rule_id":…, …}` from the reason's details (snake_case keys, only
 /// those present), as JSON text; `null` when the reason has nothing beyond its kind.
-fn reason_detail(o: &mut ObjectWriter<'_>, nodes: &Nodes<'_>, reason: Option<usize>) {
+fn reason_detail(o: &mut ObjectWriter<'_>, nodes: &Doc<'_>, reason: Option<usize>) {
     const DETAILS: [(&str, &str); 6] = [
         ("inExperiment", "in_experiment"),
         ("ruleIndex", "rule_index"),

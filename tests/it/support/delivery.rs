@@ -45,6 +45,7 @@ pub async fn append_events(wal: &Wal, events: &[String]) -> u64 {
     encode_header(
         &StoredMeta {
             format: Some(InboundFormat::LdBulk),
+            instance_id: None,
             schema_version: Some(4),
             environment: "production",
             payload_id: "",

@@ -28,8 +28,9 @@ pub fn run(data: &[u8]) {
         schema_version: Some(4),
         seq: 1,
         received_at_ms: 1_717_000_000_000,
+        instance_id: None,
     };
-    let mut scratch = Vec::new();
+    let mut scratch = flagstream::event::DecodeScratch::default();
     let record = match decode(&ctx, body, &mut scratch) {
         Ok(record) => record,
         Err(error) => {
