@@ -34,6 +34,7 @@ pub mod failure;
 pub mod file;
 pub mod gcp;
 pub mod http;
+pub mod kafka;
 pub mod kind;
 pub mod kinesis;
 pub mod log;
