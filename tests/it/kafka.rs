@@ -12,7 +12,10 @@ use crate::support::cloud::{batch, destination, event_id_of, item};
 use crate::support::kafka::Tansu;
 
 fn url(broker: &Tansu, topic: &str, options: &str) -> String {
-    format!("kafka://{}/{topic}?timeout=10s{options}", broker.bootstrap())
+    format!(
+        "kafka://{}/{topic}?timeout=10s{options}",
+        broker.bootstrap()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,17 +34,22 @@ async fn messages_carry_keys_and_headers_and_keep_each_contexts_order() {
         let event_id = event_id_of(&message.payload);
         let index: usize = event_id.trim_start_matches("h-").parse().unwrap();
         let context = sent.items[index].context_key.clone().unwrap();
-        assert_eq!(message.key.as_deref(), Some(context.as_str()), "key = context key");
+        assert_eq!(
+            message.key.as_deref(),
+            Some(context.as_str()),
+            "key = context key"
+        );
         assert_eq!(message.header("event_id"), Some(event_id.as_str()));
         assert_eq!(message.header("kind"), Some("feature"));
         assert_eq!(message.header("key"), Some("new-checkout"));
         assert_eq!(message.header("environment"), Some("production"));
         assert_eq!(message.header("schema"), Some("launchdarkly"));
         assert_eq!(message.header("batch_id"), Some("batch-h"));
-        partitions_of_context
-            .entry(context)
-            .or_default()
-            .push((message.partition, message.offset, index));
+        partitions_of_context.entry(context).or_default().push((
+            message.partition,
+            message.offset,
+            index,
+        ));
     }
     let mut used = std::collections::BTreeSet::new();
     for (context, mut placed) in partitions_of_context {
@@ -80,7 +88,10 @@ async fn compression_setting_is_honoured_on_the_wire() {
         let (bytes, messages) = broker.wire_bytes_to_read(&topic).await;
         assert_eq!(messages.len(), 20, "{codec}");
         let sent: Vec<&[u8]> = padded.items.iter().map(|i| &i.payload[..]).collect();
-        assert!(messages.iter().all(|m| sent.contains(&&m.payload[..])), "{codec}: payloads intact");
+        assert!(
+            messages.iter().all(|m| sent.contains(&&m.payload[..])),
+            "{codec}: payloads intact"
+        );
         wire.insert(codec, bytes);
     }
     let plain = wire["none"];
@@ -139,7 +150,11 @@ async fn a_missing_topic_is_permanent_and_never_created() {
     match dest.send(&batch("m", 3, 1)).await {
         SendOutcome::Failed(failure) => {
             assert!(!failure.is_retriable());
-            assert!(failure.reason.contains("absent-topic"), "{}", failure.reason);
+            assert!(
+                failure.reason.contains("absent-topic"),
+                "{}",
+                failure.reason
+            );
         }
         other => panic!("expected a permanent failure, got {other:?}"),
     }
@@ -151,7 +166,10 @@ async fn a_missing_topic_is_permanent_and_never_created() {
     ))
     .await;
     created.check().await.unwrap();
-    assert_eq!(created.send(&batch("c", 4, 2)).await, SendOutcome::Delivered);
+    assert_eq!(
+        created.send(&batch("c", 4, 2)).await,
+        SendOutcome::Delivered
+    );
     assert_eq!(broker.read_all("made-on-demand").await.len(), 4);
 }
 

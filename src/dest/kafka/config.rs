@@ -338,7 +338,9 @@ pub fn producer_properties(
             2 * super::MESSAGE_OVERHEAD_BYTES
         ));
     }
-    let compression = options.compression.map_or_else(Compression::default, |c| c.0);
+    let compression = options
+        .compression
+        .map_or_else(Compression::default, |c| c.0);
     let mut properties: Vec<(String, String)> = [
         ("bootstrap.servers", target.brokers.join(",")),
         ("client.id", client_id.to_string()),
@@ -407,10 +409,14 @@ fn security_properties(options: &KafkaOptions) -> Result<Vec<(String, String)>, 
     }
     let files = [
         ("ssl.ca.location", &options.ssl_ca_location),
-        ("ssl.certificate.location", &options.ssl_certificate_location),
+        (
+            "ssl.certificate.location",
+            &options.ssl_certificate_location,
+        ),
         ("ssl.key.location", &options.ssl_key_location),
     ];
-    let any_tls = files.iter().any(|(_, path)| path.is_some()) || options.ssl_key_password.is_some();
+    let any_tls =
+        files.iter().any(|(_, path)| path.is_some()) || options.ssl_key_password.is_some();
     if any_tls && !protocol.uses_tls() {
         return Err(format!(
             "`ssl.*` options need security.protocol=SSL or SASL_SSL (it is {})",

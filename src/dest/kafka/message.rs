@@ -11,7 +11,14 @@ use crate::dest::kinesis::PartitionKeySource;
 use crate::dest::{Batch, BatchItem};
 
 /// The header names, in the order they are written.
-pub const HEADER_NAMES: [&str; 6] = ["event_id", "kind", "key", "environment", "schema", "batch_id"];
+pub const HEADER_NAMES: [&str; 6] = [
+    "event_id",
+    "kind",
+    "key",
+    "environment",
+    "schema",
+    "batch_id",
+];
 
 /// The headers of `item`'s message: `event_id`, `kind`, `key` (absent when the event has no
 /// flag or metric key), `environment`, `schema`, `batch_id`.
@@ -28,12 +35,15 @@ pub fn headers(item: &BatchItem, batch: &Batch) -> OwnedHeaders {
         .iter()
         .zip(values)
         .filter_map(|(name, value)| value.map(|value| (*name, value)))
-        .fold(OwnedHeaders::new_with_capacity(6), |headers, (key, value)| {
-            headers.insert(Header {
-                key,
-                value: Some(value),
-            })
-        })
+        .fold(
+            OwnedHeaders::new_with_capacity(6),
+            |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            },
+        )
 }
 
 /// The message key of `item`: the configured field, falling back to the context key, then

@@ -35,7 +35,9 @@
 //!    or listed in the outcome with its classified failure; only those are resent.
 //! 4. Topics are never auto-created unless `create_topic=true`: a missing topic is a
 //!    permanent failure naming it.
-//! 5. No tokio worker blocks on librdkafka: enqueueing is non-blocking, delivery reports come
+//! 5. A producer librdkafka declares fatally failed (e.g. fenced after an outage) is replaced
+//!    by a new one; what it did not deliver is reported retriable and resent through it.
+//! 6. No tokio worker blocks on librdkafka: enqueueing is non-blocking, delivery reports come
 //!    from the producer's polling thread, metadata requests run on the blocking pool.
 //!
 //! ## Outcome classification
@@ -69,8 +71,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
 pub use config::{
-    option_for_property, producer_properties, Compression, KafkaBlocks, KafkaOptions,
-    KafkaTarget, ProducerSettings, SaslMechanism, SecurityProtocol, DEFAULT_MAX_MESSAGE_BYTES,
+    option_for_property, producer_properties, Compression, KafkaBlocks, KafkaOptions, KafkaTarget,
+    ProducerSettings, SaslMechanism, SecurityProtocol, DEFAULT_MAX_MESSAGE_BYTES,
 };
 pub use message::{headers, HEADER_NAMES};
 pub use service::{classify, classify_code};
@@ -110,15 +112,17 @@ impl DestinationKind for KafkaKind {
         let client_id = format!("flagstream-{}", context.name);
         let settings = producer_properties(&target, &blocks, &client_id)
             .map_err(|reason| context.error(reason))?;
-        let config = settings
-            .properties
-            .iter()
-            .fold(ClientConfig::new(), |mut config, (name, value)| {
-                config.set(name, value);
-                config
-            });
+        let config =
+            settings
+                .properties
+                .iter()
+                .fold(ClientConfig::new(), |mut config, (name, value)| {
+                    config.set(name, value);
+                    config
+                });
         let creation_error = |error: KafkaError| context.error(config_error(&error, &blocks));
         let producer: FutureProducer = config.create().map_err(creation_error)?;
+        let producer = parking_lot::RwLock::new(producer);
         let options = &blocks.options;
         let admin: Option<AdminClient<DefaultClientContext>> = if options.create_topic {
             Some(admin_config(&settings).create().map_err(creation_error)?)
@@ -134,14 +138,23 @@ impl DestinationKind for KafkaKind {
                 .unwrap_or(PartitionKeySource::ContextKey),
             create_topic: admin.map(|admin| TopicCreation {
                 admin,
-                partitions: options.partitions.unwrap_or(1).try_into().unwrap_or(i32::MAX),
-                replication: options.replication.unwrap_or(1).try_into().unwrap_or(i32::MAX),
+                partitions: options
+                    .partitions
+                    .unwrap_or(1)
+                    .try_into()
+                    .unwrap_or(i32::MAX),
+                replication: options
+                    .replication
+                    .unwrap_or(1)
+                    .try_into()
+                    .unwrap_or(i32::MAX),
             }),
             timeout: settings.timeout,
             max_message_bytes: settings.max_message_bytes,
             topic_ready: AtomicBool::new(false),
             target,
             producer,
+            config,
             requests: RequestMetrics::new(&context.name),
         }))
     }
@@ -204,7 +217,10 @@ pub struct KafkaDestination {
     max_message_bytes: usize,
     /// The topic was seen to exist (or created); cleared when the brokers say it is gone.
     topic_ready: AtomicBool,
-    producer: FutureProducer,
+    /// Replaced when librdkafka reports a fatal error (an idempotent producer that was fenced
+    /// or lost its sequence cannot produce again; librdkafka says to create a new one).
+    producer: parking_lot::RwLock<FutureProducer>,
+    config: ClientConfig,
     requests: RequestMetrics,
 }
 

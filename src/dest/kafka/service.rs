@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use futures::future::join_all;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use super::message;
@@ -24,11 +24,13 @@ impl KafkaDestination {
             return SendOutcome::Failed(failure);
         }
         let topic = &self.target.topic;
+        let producer = self.producer.read().clone();
         let mut failures = Vec::new();
         let mut pending = Vec::with_capacity(batch.items.len());
         // Once enqueueing fails retriably (queue full), later messages are not enqueued: the
         // resent ones would land behind them and reorder a context's events.
         let mut stopped: Option<Failure> = None;
+        let mut producer_broken = false;
         for (index, item) in batch.items.iter().enumerate() {
             if let Some(failure) = &stopped {
                 failures.push(failure.for_item(index));
@@ -39,7 +41,7 @@ impl KafkaDestination {
                 .key(&key)
                 .payload(&item.payload[..])
                 .headers(message::headers(item, batch));
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => pending.push((index, delivery)),
                 Err((error, _)) => {
                     let failure = classify(&error, &self.target, item.payload.len());
@@ -56,6 +58,7 @@ impl KafkaDestination {
             let failure = match report {
                 Ok(Ok(_)) => continue,
                 Ok(Err((error, _))) => {
+                    producer_broken |= breaks_the_producer(&error);
                     if is_missing_topic(&error) {
                         // Deleted since it was checked: check (or create) it again next time.
                         self.topic_ready.store(false, Ordering::Relaxed);
@@ -70,6 +73,7 @@ impl KafkaDestination {
             failures.push(failure.for_item(index));
         }
         self.after_send(batch.items.len(), &failures);
+        self.replace_if_broken(producer, producer_broken);
         SendOutcome::from_item_failures(batch.items.len(), failures, None)
     }
 
@@ -77,6 +81,32 @@ impl KafkaDestination {
         self.requests.record_items(items, failures);
         if let Some(first) = failures.first() {
             tracing::debug!(destination = %self.name, failed = failures.len(), reason = %first.failure.reason, "Kafka delivery reports");
+        }
+    }
+
+    /// Replace `used` if librdkafka declared it fatally failed, or the brokers refused its
+    /// producer id or epoch (`broken`), unless another send replaced it already. The old
+    /// producer is dropped on the blocking pool: its drop purges and joins threads.
+    fn replace_if_broken(&self, used: FutureProducer, broken: bool) {
+        let fatal = used.client().fatal_error();
+        if fatal.is_none() && !broken {
+            return;
+        }
+        let (code, reason) = fatal.unwrap_or((RDKafkaErrorCode::ProducerFenced, String::new()));
+        let mut current = self.producer.write();
+        if current.client().native_ptr() != used.client().native_ptr() {
+            return;
+        }
+        tracing::warn!(destination = %self.name, ?code, %reason, "{}: the producer failed fatally; creating a new one", self.target);
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                let old = std::mem::replace(&mut *current, fresh);
+                drop(current);
+                tokio::task::spawn_blocking(move || drop((old, used)));
+            }
+            Err(error) => {
+                tracing::error!(destination = %self.name, %error, "cannot create a new Kafka producer");
+            }
         }
     }
 
@@ -123,7 +153,7 @@ impl KafkaDestination {
 
     /// Ask the brokers for the topic's metadata (never creating it).
     async fn describe_topic(&self) -> Result<(), Failure> {
-        let producer = self.producer.clone();
+        let producer = self.producer.read().clone();
         let topic = self.target.topic.clone();
         let timeout = self.timeout;
         let metadata = tokio::task::spawn_blocking(move || {
@@ -159,6 +189,23 @@ impl KafkaDestination {
             .await
             .map_err(|failure| DestError::Check(failure.reason))
     }
+}
+
+/// Errors after which an idempotent producer's id or epoch is unusable: a new producer (new
+/// id) is the way out (some brokers fence the epoch bump librdkafka tries after timeouts).
+fn breaks_the_producer(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::Fatal
+                | Code::ProducerFenced
+                | Code::InvalidProducerEpoch
+                | Code::InvalidProducerIdMapping
+                | Code::UnknownProducerId
+                | Code::OutOfOrderSequenceNumber
+        )
+    )
 }
 
 fn is_missing_topic(error: &KafkaError) -> bool {
@@ -216,9 +263,9 @@ pub fn classify_code(
         | Code::PolicyViolation
         | Code::InvalidRequiredAcks
         | Code::InvalidTimestamp => permanent("the broker rejected the message"),
-        Code::QueueFull => Failure::throttled(format!(
-            "{target}: the producer queue is full ({detail})"
-        )),
+        Code::QueueFull => {
+            Failure::throttled(format!("{target}: the producer queue is full ({detail})"))
+        }
         _ => Failure::new(FailureClass::Retriable, format!("{target}: {detail}")),
     }
 }

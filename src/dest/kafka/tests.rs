@@ -8,8 +8,8 @@ use rdkafka::message::Headers;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::*;
-use crate::dest::options::OptionMap;
 use crate::dest::options::OptionBlocks;
+use crate::dest::options::OptionMap;
 use crate::dest::{BatchItem, FailureClass};
 
 fn blocks(options: &[(&str, &str)]) -> Result<KafkaBlocks, String> {
@@ -108,7 +108,8 @@ fn event_hubs_kafka_endpoint_maps_to_sasl_plain_over_tls() {
     let target = KafkaTarget::parse("myns.servicebus.windows.net:9093/flag-hub").unwrap();
     assert_eq!(target.brokers, vec!["myns.servicebus.windows.net:9093"]);
     assert_eq!(target.topic, "flag-hub");
-    let connection = "Endpoint=sb://myns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=abc=";
+    let connection =
+        "Endpoint=sb://myns.servicebus.windows.net/;SharedAccessKeyName=send;SharedAccessKey=abc=";
     let p = properties(&[
         ("security.protocol", "SASL_SSL"),
         ("sasl.mechanism", "PLAIN"),
@@ -126,27 +127,49 @@ fn event_hubs_kafka_endpoint_maps_to_sasl_plain_over_tls() {
 fn inconsistent_security_options_are_named() {
     for (options, needles) in [
         (
-            &[("security.protocol", "SASL_SSL"), ("sasl.username", "u"), ("sasl.password", "p")][..],
+            &[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+            ][..],
             &["sasl.mechanism"][..],
         ),
         (
-            &[("security.protocol", "SASL_SSL"), ("sasl.mechanism", "PLAIN")][..],
+            &[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "PLAIN"),
+            ][..],
             &["sasl.username", "sasl.password"][..],
         ),
-        (&[("sasl.mechanism", "PLAIN")][..], &["SASL_SSL", "PLAINTEXT"][..]),
+        (
+            &[("sasl.mechanism", "PLAIN")][..],
+            &["SASL_SSL", "PLAINTEXT"][..],
+        ),
         (&[("ssl.ca.location", "/ca")][..], &["ssl.*", "SSL"][..]),
         (
-            &[("security.protocol", "SSL"), ("ssl.certificate.location", "/c")][..],
+            &[
+                ("security.protocol", "SSL"),
+                ("ssl.certificate.location", "/c"),
+            ][..],
             &["ssl.key.location"][..],
         ),
         (
-            &[("security.protocol", "SASL_SSL"), ("sasl.mechanism", "GSSAPI")][..],
+            &[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "GSSAPI"),
+            ][..],
             &["GSSAPI", "SCRAM-SHA-256"][..],
         ),
-        (&[("security.protocol", "TLS")][..], &["TLS", "SASL_SSL"][..]),
+        (
+            &[("security.protocol", "TLS")][..],
+            &["TLS", "SASL_SSL"][..],
+        ),
         (&[("partitions", "3")][..], &["create_topic=true"][..]),
         (&[("endpoint", "http://x")][..], &["endpoint"][..]),
-        (&[("rdkafka.acks", "1")][..], &["rdkafka.acks", "all in-sync"][..]),
+        (
+            &[("rdkafka.acks", "1")][..],
+            &["rdkafka.acks", "all in-sync"][..],
+        ),
         (
             &[("rdkafka.enable.idempotence", "false")][..],
             &["rdkafka.enable.idempotence"][..],
@@ -155,7 +178,10 @@ fn inconsistent_security_options_are_named() {
             &[("rdkafka.sasl.username", "u")][..],
             &["rdkafka.sasl.username", "`sasl.username=`"][..],
         ),
-        (&[("max_message_bytes", "100")][..], &["max_message_bytes"][..]),
+        (
+            &[("max_message_bytes", "100")][..],
+            &["max_message_bytes"][..],
+        ),
     ] {
         let err = properties(options).unwrap_err();
         assert!(
@@ -170,11 +196,17 @@ fn targets_parse() {
     let target = KafkaTarget::parse("127.0.0.1:19092/flag-events").unwrap();
     assert_eq!(target.brokers, vec!["127.0.0.1:19092"]);
     assert_eq!(target.to_string(), "Kafka topic `flag-events`");
-    assert!(KafkaTarget::parse("broker:9092").unwrap_err().contains("topic"));
+    assert!(KafkaTarget::parse("broker:9092")
+        .unwrap_err()
+        .contains("topic"));
     assert!(KafkaTarget::parse("broker:9092/").is_err());
-    assert!(KafkaTarget::parse("broker:port/t").unwrap_err().contains("port"));
+    assert!(KafkaTarget::parse("broker:port/t")
+        .unwrap_err()
+        .contains("port"));
     assert!(KafkaTarget::parse(",broker/t").is_err());
-    assert!(KafkaTarget::parse("b/bad topic").unwrap_err().contains("topic name"));
+    assert!(KafkaTarget::parse("b/bad topic")
+        .unwrap_err()
+        .contains("topic name"));
     assert!(KafkaTarget::parse(&format!("b/{}", "t".repeat(250))).is_err());
 }
 
@@ -229,7 +261,10 @@ fn headers_carry_the_event_metadata() {
 #[test]
 fn message_keys_follow_the_configured_field_and_never_collapse() {
     let context = PartitionKeySource::ContextKey;
-    assert_eq!(message::key(&item(0, Some("user-1"), None), &context), "user-1");
+    assert_eq!(
+        message::key(&item(0, Some("user-1"), None), &context),
+        "user-1"
+    );
     assert_eq!(message::key(&item(1, None, None), &context), "evt-1");
     let long = "k".repeat(400);
     assert_eq!(message::key(&item(2, Some(&long), None), &context), long);
@@ -244,17 +279,30 @@ fn target() -> KafkaTarget {
 #[test]
 fn delivery_errors_are_classified() {
     let t = target();
-    let too_large = classify_code(RDKafkaErrorCode::MessageSizeTooLarge, &t, "Broker: Message size too large", 2_000_000);
+    let too_large = classify_code(
+        RDKafkaErrorCode::MessageSizeTooLarge,
+        &t,
+        "Broker: Message size too large",
+        2_000_000,
+    );
     assert_eq!(too_large.class, FailureClass::Permanent);
     assert!(
-        too_large.reason.contains("MSG_SIZE_TOO_LARGE") && too_large.reason.contains("2000000 bytes"),
+        too_large.reason.contains("MSG_SIZE_TOO_LARGE")
+            && too_large.reason.contains("2000000 bytes"),
         "{}",
         too_large.reason
     );
-    for code in [RDKafkaErrorCode::UnknownTopicOrPartition, RDKafkaErrorCode::UnknownTopic] {
+    for code in [
+        RDKafkaErrorCode::UnknownTopicOrPartition,
+        RDKafkaErrorCode::UnknownTopic,
+    ] {
         let missing = classify_code(code, &t, "", 0);
         assert!(!missing.is_retriable());
-        assert!(missing.reason.contains("`flag-events` does not exist"), "{}", missing.reason);
+        assert!(
+            missing.reason.contains("`flag-events` does not exist"),
+            "{}",
+            missing.reason
+        );
     }
     let denied = classify_code(RDKafkaErrorCode::TopicAuthorizationFailed, &t, "x", 0);
     assert!(!denied.is_retriable() && denied.reason.contains("not authorised"));
@@ -277,7 +325,8 @@ fn delivery_errors_are_classified() {
 #[test]
 fn one_oversized_message_among_delivered_ones_is_a_partial_outcome() {
     let t = target();
-    let failures = vec![classify_code(RDKafkaErrorCode::MessageSizeTooLarge, &t, "", 5).for_item(1)];
+    let failures =
+        vec![classify_code(RDKafkaErrorCode::MessageSizeTooLarge, &t, "", 5).for_item(1)];
     match SendOutcome::from_item_failures(3, failures, None) {
         SendOutcome::Partial { failures } => {
             assert_eq!(failures.len(), 1);
@@ -298,7 +347,10 @@ async fn passthrough_is_validated_by_librdkafka_and_names_the_property() {
         .await
         .unwrap();
     let debug = format!("{destination:?}");
-    assert!(debug.contains("EventId") && debug.contains("flag-events"), "{debug}");
+    assert!(
+        debug.contains("EventId") && debug.contains("flag-events"),
+        "{debug}"
+    );
     assert_eq!(destination.kind(), "kafka");
 
     let err = build("kafka://127.0.0.1:1/t?rdkafka.no.such.property=1")
@@ -315,7 +367,10 @@ async fn passthrough_is_validated_by_librdkafka_and_names_the_property() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("`rdkafka.my.secret`") && !err.contains("hunter2"), "{err}");
+    assert!(
+        err.contains("`rdkafka.my.secret`") && !err.contains("hunter2"),
+        "{err}"
+    );
     let err = build("kafka://127.0.0.1:1/t?colour=blue")
         .await
         .unwrap_err()

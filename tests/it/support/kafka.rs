@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::statistics::Statistics;
 use rdkafka::message::{Headers, Message};
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use std::os::unix::process::CommandExt;
@@ -66,7 +66,11 @@ impl Tansu {
         let log = log_dir.path().join("tansu.log");
         let output = std::fs::File::create(&log).unwrap();
         let child = Command::new(program)
-            .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{port}")])
+            .args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://127.0.0.1:{port}"),
+            ])
             .args([
                 "--advertised-listener-url",
                 &format!("tcp://{}", gate.host_port()),
@@ -92,7 +96,11 @@ impl Tansu {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !connectable(self.port) {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("tansu exited with {status}; log:\n{}", self.log_text());
             }
             assert!(
@@ -202,7 +210,10 @@ impl Tansu {
     }
 }
 
-fn read_partitions<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str) -> Vec<ReadMessage> {
+fn read_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> Vec<ReadMessage> {
     let timeout = Duration::from_secs(10);
     let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
     let partitions: Vec<i32> = metadata.topics()[0]
@@ -281,7 +292,9 @@ fn read_message(message: &rdkafka::message::BorrowedMessage<'_>) -> ReadMessage 
     ReadMessage {
         partition: message.partition(),
         offset: message.offset(),
-        key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        key: message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned()),
         payload: message.payload().unwrap_or_default().to_vec(),
         headers: message
             .headers()
