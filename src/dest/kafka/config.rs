@@ -112,6 +112,13 @@ impl OptionBlocks for KafkaBlocks {
     }
 }
 
+/// The variant of `all` whose name is `text`, ignoring ASCII case.
+fn by_name<T: Copy>(all: &[T], name: fn(T) -> &'static str, text: &str) -> Option<T> {
+    all.iter()
+        .copied()
+        .find(|variant| name(*variant).eq_ignore_ascii_case(text))
+}
+
 /// `compression=`: librdkafka's `compression.type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
@@ -139,15 +146,17 @@ impl std::str::FromStr for Compression {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Snappy,
-            Compression::Lz4,
-            Compression::Zstd,
-        ]
-        .into_iter()
-        .find(|c| c.name().eq_ignore_ascii_case(text))
+        by_name(
+            &[
+                Compression::None,
+                Compression::Gzip,
+                Compression::Snappy,
+                Compression::Lz4,
+                Compression::Zstd,
+            ],
+            Compression::name,
+            text,
+        )
         .ok_or_else(|| {
             format!("unknown compression `{text}` (use lz4, zstd, gzip, snappy or none)")
         })
@@ -190,14 +199,16 @@ impl std::str::FromStr for SecurityProtocol {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        [
-            SecurityProtocol::Plaintext,
-            SecurityProtocol::Ssl,
-            SecurityProtocol::SaslPlaintext,
-            SecurityProtocol::SaslSsl,
-        ]
-        .into_iter()
-        .find(|p| p.name().eq_ignore_ascii_case(text))
+        by_name(
+            &[
+                SecurityProtocol::Plaintext,
+                SecurityProtocol::Ssl,
+                SecurityProtocol::SaslPlaintext,
+                SecurityProtocol::SaslSsl,
+            ],
+            SecurityProtocol::name,
+            text,
+        )
         .ok_or_else(|| {
             format!(
                 "unknown security.protocol `{text}` (use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)"
@@ -228,13 +239,15 @@ impl std::str::FromStr for SaslMechanism {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        [
-            SaslMechanism::Plain,
-            SaslMechanism::ScramSha256,
-            SaslMechanism::ScramSha512,
-        ]
-        .into_iter()
-        .find(|m| m.name().eq_ignore_ascii_case(text))
+        by_name(
+            &[
+                SaslMechanism::Plain,
+                SaslMechanism::ScramSha256,
+                SaslMechanism::ScramSha512,
+            ],
+            SaslMechanism::name,
+            text,
+        )
         .ok_or_else(|| {
             format!(
                 "unsupported sasl.mechanism `{text}` (use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
