@@ -194,3 +194,56 @@ fn a_bad_passthrough_property_is_named_at_start() {
     assert!(!output.status.success(), "{text}");
     assert!(text.contains("`rdkafka.linger.ms`"), "{text}");
 }
+
+/// `kill -9` flagstream repeatedly while it delivers to Kafka: every event acknowledged with
+/// 202 is in the topic afterwards; duplicates (batches in flight at a crash, produced again
+/// by the next process) are counted and reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loop_loses_no_acknowledged_event() {
+    use crate::conformance::{post, serve, tagged, wait_acknowledged, DEST};
+    use crate::support::cloud::{ld_bulk, test_seq_of};
+
+    const ITERATIONS: usize = 5;
+    let broker = Tansu::start().await;
+    broker.create_topic("flag-events", 3).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let dest = format!(
+        "kafka://{}/flag-events?name={DEST}&timeout=5s",
+        broker.bootstrap()
+    );
+    let mut acknowledged = Vec::new();
+    let mut body = 0;
+    for iteration in 0..ITERATIONS {
+        let mut server = serve(scratch.path(), &dest, &[]).await;
+        // More bodies each round, so the kill lands at different points of delivery.
+        for _ in 0..2 + 3 * iteration {
+            let tag = format!("k{body}-");
+            post(&server, &ld_bulk(&tag, 200, 20)).await;
+            acknowledged.extend(tagged(&tag, 200));
+            body += 1;
+        }
+        server.kill9();
+    }
+    let server = serve(scratch.path(), &dest, &[]).await;
+    wait_acknowledged(&server).await;
+
+    let messages = broker.read_all("flag-events").await;
+    let mut counts = BTreeMap::<String, usize>::new();
+    for message in &messages {
+        *counts.entry(test_seq_of(&message.payload)).or_default() += 1;
+    }
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|seq| !counts.contains_key(*seq))
+        .collect();
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    eprintln!(
+        "kafka kill -9 x{ITERATIONS}: {} events acknowledged, {} messages read, {duplicates} \
+         duplicates, {} missing",
+        acknowledged.len(),
+        messages.len(),
+        missing.len()
+    );
+    assert!(missing.is_empty(), "lost: {:?}", &missing[..missing.len().min(10)]);
+    assert_eq!(counts.len(), acknowledged.len(), "only what was sent");
+}
