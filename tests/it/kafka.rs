@@ -244,6 +244,10 @@ async fn kill_9_loop_loses_no_acknowledged_event() {
         messages.len(),
         missing.len()
     );
-    assert!(missing.is_empty(), "lost: {:?}", &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "lost: {:?}",
+        &missing[..missing.len().min(10)]
+    );
     assert_eq!(counts.len(), acknowledged.len(), "only what was sent");
 }

@@ -8,8 +8,12 @@
 //! PostgreSQL; `memory://` loses everything on a process restart, so the outage check cuts
 //! the network instead of killing the process.)
 //!
+//! Benchmarks include this file too (`benches/kafka.rs`), so parts of it go unused there.
+//!
 //! Read-back uses `assign()` on every partition from the beginning up to the high watermark
 //! (consumer-group joins on tansu wait about half of `session.timeout.ms`).
+
+#![allow(dead_code)] // benches/kafka.rs includes this module and uses only part of it
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -51,17 +55,35 @@ impl ReadMessage {
 pub struct Tansu {
     child: Option<Child>,
     port: u16,
-    gate: Gate,
+    /// Between clients and the broker, for outages; `None` for benchmarks (its forwarding
+    /// would count as the client process's CPU).
+    gate: Option<Gate>,
     log: PathBuf,
     _log_dir: tempfile::TempDir,
 }
 
 impl Tansu {
-    /// Start a broker on a free port; waits until it accepts connections.
+    /// Start a broker on a free port, behind a gate; waits until it accepts connections.
     pub async fn start() -> Tansu {
+        Tansu::start_with(true).await
+    }
+
+    /// Start a broker that clients reach directly (no outages possible).
+    pub async fn start_ungated() -> Tansu {
+        Tansu::start_with(false).await
+    }
+
+    async fn start_with(gated: bool) -> Tansu {
         let program = locate();
         let port = free_port();
-        let gate = Gate::new(port).await;
+        let gate = if gated {
+            Some(Gate::new(port).await)
+        } else {
+            None
+        };
+        let advertised = gate
+            .as_ref()
+            .map_or_else(|| format!("127.0.0.1:{port}"), Gate::host_port);
         let log_dir = tempfile::tempdir().unwrap();
         let log = log_dir.path().join("tansu.log");
         let output = std::fs::File::create(&log).unwrap();
@@ -71,10 +93,7 @@ impl Tansu {
                 "--listener-url",
                 &format!("tcp://127.0.0.1:{port}"),
             ])
-            .args([
-                "--advertised-listener-url",
-                &format!("tcp://{}", gate.host_port()),
-            ])
+            .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
             .args(["--storage-engine", "memory://tansu/"])
             .stdin(Stdio::null())
             .stdout(output.try_clone().unwrap())
@@ -117,18 +136,24 @@ impl Tansu {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The bootstrap address clients use (the gate).
+    /// The bootstrap address clients use (the gate, when there is one).
     pub fn bootstrap(&self) -> String {
-        self.gate.host_port()
+        self.gate
+            .as_ref()
+            .map_or_else(|| format!("127.0.0.1:{}", self.port), Gate::host_port)
+    }
+
+    fn gate(&self) -> &Gate {
+        self.gate.as_ref().expect("started with a gate")
     }
 
     /// Cut the network to the broker (it keeps running, with its data).
     pub fn disconnect(&self) {
-        self.gate.close();
+        self.gate().close();
     }
 
     pub fn reconnect(&self) {
-        self.gate.open();
+        self.gate().open();
     }
 
     fn config(&self) -> ClientConfig {
