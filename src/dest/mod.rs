@@ -30,10 +30,12 @@
 //!    logs, `/v1/destinations` and `flagstream test-destination`, and never a secret.
 
 pub mod aws;
+pub mod eventhubs;
 pub mod failure;
 pub mod file;
 pub mod gcp;
 pub mod http;
+pub mod kafka;
 pub mod kind;
 pub mod kinesis;
 pub mod log;

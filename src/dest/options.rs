@@ -82,6 +82,24 @@ impl OptionMap {
             .collect()
     }
 
+    /// Take every option whose key starts with `prefix` (marking it used), keyed by the rest
+    /// of the key: pass-through options such as Kafka's `rdkafka.NAME=value`. Returns the
+    /// keys whose values are secret beside the values.
+    pub fn take_prefixed(&mut self, prefix: &str) -> (BTreeMap<String, String>, BTreeSet<String>) {
+        let mut taken = BTreeMap::new();
+        let mut secret = BTreeSet::new();
+        for (key, value) in &self.values {
+            if let Some(rest) = key.strip_prefix(prefix) {
+                self.used.insert(key.clone());
+                taken.insert(rest.to_string(), value.clone());
+                if self.secret.contains(key) {
+                    secret.insert(rest.to_string());
+                }
+            }
+        }
+        (taken, secret)
+    }
+
     /// Fail if some option was claimed by no block, naming the keys and the destination type.
     pub fn finish(self) -> Result<(), String> {
         let unknown: Vec<&str> = self

@@ -18,7 +18,7 @@ use crate::event::Schema;
 use super::kind::{AnyKind, BuildContext};
 use super::options::OptionMap;
 use super::secrets::{self, Redaction};
-use super::{file, kinesis, log, pubsub};
+use super::{file, kafka, kinesis, log, pubsub};
 use super::{DestError, Destination, DestinationSpec};
 
 /// Every destination type, in `--help` order.
@@ -27,6 +27,7 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &log::LogKind,
     &kinesis::KinesisKind,
     &pubsub::PubSubKind,
+    &kafka::KafkaKind,
 ];
 
 /// The kind for `scheme`.
@@ -145,7 +146,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("carrier-pigeon") && err.contains("file, log, kinesis, pubsub"),
+            err.contains("carrier-pigeon") && err.contains("file, log, kinesis, pubsub, kafka"),
             "{err}"
         );
 

@@ -16,6 +16,7 @@ mod event_props;
 mod event_schemas;
 mod harness;
 mod hostile_clients;
+mod kafka;
 mod kinesis_e2e;
 mod kinesis_kinesalite;
 mod kinesis_moto;

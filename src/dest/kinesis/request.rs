@@ -67,6 +67,11 @@ impl PartitionKeySource {
     /// The partition key of one item. Missing values fall back to the context key, then the
     /// event id, so one absent field never funnels every event onto one shard.
     pub fn key_for(&self, item: &BatchItem) -> String {
+        bound_partition_key(self.unbounded_key_for(item))
+    }
+
+    /// The key before Kinesis' length bound (for targets without one, like Kafka).
+    pub fn unbounded_key_for(&self, item: &BatchItem) -> String {
         let chosen: Option<String> = match self {
             PartitionKeySource::ContextKey => item.context_key.clone(),
             PartitionKeySource::EventId => Some(item.event_id.clone()),
@@ -75,11 +80,10 @@ impl PartitionKeySource {
             PartitionKeySource::Environment => Some(item.environment.clone()),
             PartitionKeySource::PayloadField(pointer) => payload_field(&item.payload, pointer),
         };
-        let key = chosen
+        chosen
             .filter(|key| !key.is_empty())
             .or_else(|| item.context_key.clone().filter(|key| !key.is_empty()))
-            .unwrap_or_else(|| item.event_id.clone());
-        bound_partition_key(key)
+            .unwrap_or_else(|| item.event_id.clone())
     }
 }
 

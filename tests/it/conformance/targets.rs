@@ -290,3 +290,6 @@ impl Target for PubSub {
         self.gate.open();
     }
 }
+
+/// The `kafka` destination on tansu (its own file).
+pub use super::kafka::Kafka;

@@ -2,6 +2,7 @@
 //!
 //! * [`serve`]: start the real `flagstream serve` binary and talk to it over HTTP.
 //! * [`cloud`]: real stand-in servers (moto, kinesalite, the Pub/Sub emulator) and batches.
+//! * [`kafka`]: a tansu broker (Kafka protocol) behind a gate, and rdkafka read-back.
 //! * [`delivery`]: a real WAL plus simulated remote targets for the delivery engine tests.
 //! * [`wal`]: a fault-injecting `WalIo`, deterministic payloads, small options.
 //! * [`wal_fuzz`], [`event_fuzz`]: the fuzz targets' bodies, shared with `fuzz/` so the same
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 pub mod cloud;
 pub mod delivery;
 pub mod event_fuzz;
+pub mod kafka;
 pub mod serve;
 pub mod wal;
 pub mod wal_fuzz;

@@ -224,7 +224,7 @@ impl Drop for StandIn {
 }
 
 /// The child leads its own process group (wrapper scripts may fork the real server).
-fn kill_process_group(pid: u32) {
+pub fn kill_process_group(pid: u32) {
     // `kill -KILL -- -PGID` via the kill(1) program keeps the tests free of `unsafe`.
     let _ = Command::new("kill")
         .args(["-KILL", "--", &format!("-{pid}")])
@@ -233,7 +233,7 @@ fn kill_process_group(pid: u32) {
         .status();
 }
 
-fn connectable(port: u16) -> bool {
+pub fn connectable(port: u16) -> bool {
     TcpStream::connect_timeout(
         &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into(),
         Duration::from_millis(200),
@@ -241,7 +241,7 @@ fn connectable(port: u16) -> bool {
     .is_ok()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()
         .local_addr()
@@ -293,7 +293,7 @@ fn locate(kind: Kind) -> PathBuf {
 
 /// `$FLAGSTREAM_TEST_DEPS`, or `.test-deps` in the checkout (where the install script puts
 /// the stand-ins).
-fn test_deps() -> PathBuf {
+pub fn test_deps() -> PathBuf {
     std::env::var_os("FLAGSTREAM_TEST_DEPS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".test-deps"))
