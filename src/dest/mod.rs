@@ -42,6 +42,7 @@ pub mod options;
 pub mod pubsub;
 pub mod raw;
 pub mod registry;
+pub mod s3;
 pub mod secrets;
 pub mod spec;
 pub mod units;

@@ -19,6 +19,7 @@ mod kinesis_kinesalite;
 mod kinesis_moto;
 mod kinesis_replay;
 mod pubsub_emulator;
+mod s3_moto;
 mod secrets;
 mod serve_crash;
 mod serve_e2e;

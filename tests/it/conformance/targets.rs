@@ -290,3 +290,6 @@ impl Target for PubSub {
         self.gate.open();
     }
 }
+
+/// The `s3` destination on moto: see [`super::s3`].
+pub use super::s3::S3;
