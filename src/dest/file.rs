@@ -45,9 +45,10 @@ use crate::event::Schema;
 
 use super::kind::{BuildContext, DestinationKind};
 use super::object::{
-    object_limits, EncodedObject, ObjectOptions, ObjectStore, ObjectWriter, MAX_EVENTS_PER_OBJECT,
+    object_limits, EncodedObject, ObjectDestination, ObjectOptions, ObjectStore, ObjectWriter,
+    MAX_EVENTS_PER_OBJECT,
 };
-use super::{Batch, BatchLimits, DestError, Destination, DestinationSpec, Failure, SendOutcome};
+use super::{DestError, Destination, DestinationSpec, Failure};
 
 /// Default longest wait before a file is written.
 pub const DEFAULT_ROTATE: Duration = Duration::from_secs(5);
@@ -100,15 +101,9 @@ impl DestinationKind for FileKind {
 }
 
 /// Writes each batch as files in a directory; see the module doc.
-#[derive(Debug)]
-pub struct FileDestination {
-    name: String,
-    store: DirectoryStore,
-    writer: ObjectWriter,
-    limits: BatchLimits,
-}
+pub type FileDestination = ObjectDestination<DirectoryStore>;
 
-impl FileDestination {
+impl ObjectDestination<DirectoryStore> {
     /// A destination writing flat NDJSON files (the default layout); see [`Self::with_writer`].
     pub fn new(
         name: &str,
@@ -120,7 +115,7 @@ impl FileDestination {
         let writer = ObjectOptions::default()
             .writer("", &[], schema)
             .expect("the default object options are valid");
-        FileDestination {
+        ObjectDestination {
             name: name.to_string(),
             store: DirectoryStore { dir },
             writer,
@@ -159,29 +154,17 @@ impl FileDestination {
     }
 }
 
-impl Destination for FileDestination {
-    fn name(&self) -> &str {
-        &self.name
-    }
+/// A directory as an object store: keys are relative paths.
+#[derive(Debug)]
+pub struct DirectoryStore {
+    dir: PathBuf,
+}
 
-    fn kind(&self) -> &'static str {
-        "file"
-    }
+impl ObjectStore for DirectoryStore {
+    const KIND: &'static str = "file";
 
-    fn schema(&self) -> Schema {
-        self.writer.schema
-    }
-
-    fn limits(&self) -> BatchLimits {
-        self.limits
-    }
-
-    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, SendOutcome> {
-        self.writer.write(&self.store, batch).boxed()
-    }
-
-    fn check(&self) -> BoxFuture<'_, Result<(), DestError>> {
-        let dir = self.store.dir.clone();
+    fn check<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Result<(), DestError>> {
+        let dir = self.dir.clone();
         async move {
             tokio::task::spawn_blocking(move || prepare_dir(&dir))
                 .await
@@ -189,15 +172,7 @@ impl Destination for FileDestination {
         }
         .boxed()
     }
-}
 
-/// A directory as an object store: keys are relative paths.
-#[derive(Debug)]
-struct DirectoryStore {
-    dir: PathBuf,
-}
-
-impl ObjectStore for DirectoryStore {
     fn put<'a>(&'a self, object: &'a EncodedObject) -> BoxFuture<'a, Result<(), Failure>> {
         let path = self.dir.join(&object.key);
         let root = self.dir.clone();
@@ -293,7 +268,7 @@ fn remove_stale_temp_files(dir: &Path) -> Result<(), DestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dest::BatchItem;
+    use crate::dest::{Batch, BatchItem, SendOutcome};
     use bytes::Bytes;
 
     fn batch(id: &str, rows: &[&str]) -> Batch {

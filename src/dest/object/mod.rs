@@ -40,7 +40,7 @@ pub use format::{CsvColumn, Format, FormatKind, GOFF_CSV_COLUMNS};
 pub use layout::{Layout, Partition, PartitionTime, Partitions, MAX_KEY_BYTES};
 
 use super::options::{HumanDuration, Parsed, Size};
-use super::{Batch, BatchLimits, Failure, SendOutcome};
+use super::{Batch, BatchLimits, DestError, Destination, Failure, SendOutcome};
 use crate::event::Schema;
 
 /// Most events per object.
@@ -163,10 +163,51 @@ pub struct EncodedObject {
 }
 
 /// A place objects go: a directory or a bucket.
-pub trait ObjectStore: Send + Sync {
+pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
+    /// The destination type (`file`, `s3`).
+    const KIND: &'static str;
+
     /// Store `object` under its key, replacing any object with that key whole (readers see the
     /// old or the new object, never a mix). Failures name the key.
     fn put<'a>(&'a self, object: &'a EncodedObject) -> BoxFuture<'a, Result<(), Failure>>;
+
+    /// Probe the store (directory writable, bucket exists) for destination `name`.
+    fn check<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), DestError>>;
+}
+
+/// A destination writing batches as objects into store `S`: what `file` and `s3` are.
+#[derive(Debug)]
+pub struct ObjectDestination<S> {
+    pub name: String,
+    pub store: S,
+    pub writer: ObjectWriter,
+    pub limits: BatchLimits,
+}
+
+impl<S: ObjectStore> Destination for ObjectDestination<S> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        S::KIND
+    }
+
+    fn schema(&self) -> Schema {
+        self.writer.schema
+    }
+
+    fn limits(&self) -> BatchLimits {
+        self.limits
+    }
+
+    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, SendOutcome> {
+        Box::pin(self.writer.write(&self.store, batch))
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), DestError>> {
+        self.store.check(&self.name)
+    }
 }
 
 /// Turns batches into objects (see the module doc).
@@ -211,7 +252,7 @@ impl ObjectWriter {
 
     /// Encode `batch` (on a blocking thread: gzip and CSV are CPU work) and put its objects
     /// one after the other; the first failure fails the whole batch (see the module doc).
-    pub async fn write(&self, store: &dyn ObjectStore, batch: &Batch) -> SendOutcome {
+    pub async fn write(&self, store: &impl ObjectStore, batch: &Batch) -> SendOutcome {
         let writer = self.clone();
         let owned = batch.clone();
         let objects = match tokio::task::spawn_blocking(move || writer.encode(&owned)).await {

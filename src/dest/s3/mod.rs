@@ -45,12 +45,8 @@ mod service;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-
-use futures::future::BoxFuture;
-use futures::FutureExt;
 
 pub use config::{
     part_size_for, BucketTarget, S3Options, Sse, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_BYTES,
@@ -61,10 +57,9 @@ pub use service::{classify_service_error, S3Store};
 use super::aws::AwsOptions;
 use super::failure::RequestMetrics;
 use super::kind::{BuildContext, DestinationKind};
-use super::object::{ObjectOptions, ObjectWriter, Partition};
+use super::object::{ObjectDestination, ObjectOptions, Partition};
 use super::options::{Parsed, RequestOptions};
-use super::{Batch, BatchLimits, DestError, Destination, SendOutcome};
-use crate::event::Schema;
+use super::{DestError, Destination};
 
 /// Default longest wait before an object is written: one PUT per minute per partition at
 /// low traffic keeps request costs and small-file counts down.
@@ -128,7 +123,7 @@ impl DestinationKind for S3Kind {
             part_size,
             requests: RequestMetrics::new(&context.name),
         };
-        Ok(Arc::new(S3Destination {
+        Ok(Arc::new(ObjectDestination {
             name: context.name.clone(),
             store,
             writer,
@@ -138,57 +133,4 @@ impl DestinationKind for S3Kind {
 }
 
 /// The S3 destination.
-pub struct S3Destination {
-    name: String,
-    store: S3Store,
-    writer: ObjectWriter,
-    limits: BatchLimits,
-}
-
-impl fmt::Debug for S3Destination {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Destination")
-            .field("name", &self.name)
-            .field("target", &self.store.target)
-            .field("writer", &self.writer)
-            .finish_non_exhaustive()
-    }
-}
-
-impl S3Destination {
-    /// The bucket and prefix this destination writes to.
-    pub fn target(&self) -> &BucketTarget {
-        &self.store.target
-    }
-
-    /// The object writer (format and layout).
-    pub fn writer(&self) -> &ObjectWriter {
-        &self.writer
-    }
-}
-
-impl Destination for S3Destination {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn kind(&self) -> &'static str {
-        "s3"
-    }
-
-    fn schema(&self) -> Schema {
-        self.writer.schema
-    }
-
-    fn limits(&self) -> BatchLimits {
-        self.limits
-    }
-
-    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, SendOutcome> {
-        self.writer.write(&self.store, batch).boxed()
-    }
-
-    fn check(&self) -> BoxFuture<'_, Result<(), DestError>> {
-        self.store.check(&self.name).boxed()
-    }
-}
+pub type S3Destination = ObjectDestination<S3Store>;

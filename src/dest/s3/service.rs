@@ -17,6 +17,21 @@ use crate::dest::failure::{RequestMetrics, RequestResult};
 use crate::dest::object::{EncodedObject, ObjectStore};
 use crate::dest::{DestError, Failure, FailureClass};
 
+/// Bucket, key and the object's metadata (type, encoding, encryption, storage class) on a
+/// `PutObject` or `CreateMultipartUpload` builder: different types with the same setters.
+macro_rules! with_object_metadata {
+    ($builder:expr, $store:expr, $object:expr) => {
+        $builder
+            .bucket(&$store.target.bucket)
+            .key(&$object.key)
+            .content_type($object.content_type)
+            .set_content_encoding($object.content_encoding.map(str::to_string))
+            .set_server_side_encryption($store.sse())
+            .set_ssekms_key_id($store.kms_key_id.clone())
+            .set_storage_class($store.storage_class.clone())
+    };
+}
+
 /// A bucket as an object store.
 #[derive(Debug)]
 pub struct S3Store {
@@ -37,14 +52,8 @@ pub fn classify_service_error(
     http_status: u16,
     target: &BucketTarget,
 ) -> Failure {
-    let code_text = code.unwrap_or("unknown error");
-    let detail = message.unwrap_or("no message");
-    let failure = |class, what: &str| {
-        Failure::new(
-            class,
-            format!("{target}: {what} ({code_text}, HTTP {http_status}): {detail}"),
-        )
-    };
+    let answer = (code, message, http_status);
+    let failure = |class, what: &str| aws::service_failure(target, answer, class, what);
     use FailureClass::{Permanent, Retriable, Throttled};
     match code.unwrap_or("") {
         "SlowDown"
@@ -120,19 +129,11 @@ impl S3Store {
     }
 
     async fn put_object(&self, object: &EncodedObject) -> Result<(), Failure> {
-        let result = self
+        let request = self
             .client
             .put_object()
-            .bucket(&self.target.bucket)
-            .key(&object.key)
-            .body(ByteStream::from(object.body.clone()))
-            .content_type(object.content_type)
-            .set_content_encoding(object.content_encoding.map(str::to_string))
-            .set_server_side_encryption(self.sse())
-            .set_ssekms_key_id(self.kms_key_id.clone())
-            .set_storage_class(self.storage_class.clone())
-            .send()
-            .await;
+            .body(ByteStream::from(object.body.clone()));
+        let result = with_object_metadata!(request, self, object).send().await;
         self.outcome(result, &object.key).map(drop)
     }
 
@@ -140,18 +141,8 @@ impl S3Store {
     /// so no billed orphan parts stay behind (best effort: a lifecycle rule for incomplete
     /// uploads is still recommended, see docs/destinations.md).
     async fn put_multipart(&self, object: &EncodedObject) -> Result<(), Failure> {
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.target.bucket)
-            .key(&object.key)
-            .content_type(object.content_type)
-            .set_content_encoding(object.content_encoding.map(str::to_string))
-            .set_server_side_encryption(self.sse())
-            .set_ssekms_key_id(self.kms_key_id.clone())
-            .set_storage_class(self.storage_class.clone())
-            .send()
-            .await;
+        let request = self.client.create_multipart_upload();
+        let created = with_object_metadata!(request, self, object).send().await;
         let created = self.outcome(created, &object.key)?;
         let Some(upload_id) = created.upload_id() else {
             return Err(Failure::retriable(format!(
@@ -215,7 +206,7 @@ impl S3Store {
 
     /// `HeadBucket`: the bucket exists and the credentials work. A role allowed only
     /// `s3:PutObject` is refused (403); that passes with a warning, since writing would work.
-    pub async fn check(&self, name: &str) -> Result<(), DestError> {
+    pub async fn check_bucket(&self, name: &str) -> Result<(), DestError> {
         let result = self
             .client
             .head_bucket()
@@ -242,6 +233,12 @@ impl S3Store {
 }
 
 impl ObjectStore for S3Store {
+    const KIND: &'static str = "s3";
+
+    fn check<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), DestError>> {
+        self.check_bucket(name).boxed()
+    }
+
     fn put<'a>(&'a self, object: &'a EncodedObject) -> BoxFuture<'a, Result<(), Failure>> {
         if object.body.len() > self.multipart_threshold {
             self.put_multipart(object).boxed()
