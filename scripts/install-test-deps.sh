@@ -52,3 +52,13 @@ if [ ! -f .test-deps/kinesalite/node_modules/kinesalite/index.js ]; then
     npm install --silent --no-audit --no-fund --prefix .test-deps/kinesalite kinesalite@3.3.3
 fi
 # --- end Kinesis and Pub/Sub stand-ins ------------------------------------------------------
+
+# --- Object readers (owner: object storage) -------------------------------------------------
+# DuckDB reads the objects the file/s3 destinations write (tests/it/object_readers.rs).
+DUCKDB_VERSION="1.5.5"
+if ! "$DEPS/duckdb-python/bin/python" -c "import duckdb, sys; sys.exit(0 if duckdb.__version__ == '$DUCKDB_VERSION' else 1)" 2>/dev/null; then
+  echo "installing duckdb $DUCKDB_VERSION into $DEPS/duckdb-python"
+  python3 -m venv "$DEPS/duckdb-python"
+  "$DEPS/duckdb-python/bin/pip" install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION"
+fi
+# --- end object readers ---------------------------------------------------------------------

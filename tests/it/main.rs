@@ -18,6 +18,7 @@ mod kinesis_e2e;
 mod kinesis_kinesalite;
 mod kinesis_moto;
 mod kinesis_replay;
+mod object_readers;
 mod pubsub_emulator;
 mod s3_moto;
 mod secrets;
