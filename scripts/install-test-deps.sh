@@ -65,3 +65,13 @@ if [ ! -x .test-deps/kafka/bin/tansu ]; then
     ln -sf "$TANSU" .test-deps/kafka/bin/tansu
 fi
 # --- end Kafka stand-in -----------------------------------------------------------------------
+
+# --- Object readers (owner: object storage) -------------------------------------------------
+# DuckDB reads the objects the file/s3 destinations write (tests/it/object_readers.rs).
+DUCKDB_VERSION="1.5.5"
+if ! "$DEPS/duckdb-python/bin/python" -c "import duckdb, sys; sys.exit(0 if duckdb.__version__ == '$DUCKDB_VERSION' else 1)" 2>/dev/null; then
+  echo "installing duckdb $DUCKDB_VERSION into $DEPS/duckdb-python"
+  python3 -m venv "$DEPS/duckdb-python"
+  "$DEPS/duckdb-python/bin/pip" install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION"
+fi
+# --- end object readers ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ use aws_credential_types::Credentials;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use serde::Deserialize;
 
-use super::failure::{error_chain, find_source, Failure};
+use super::failure::{error_chain, find_source, Failure, FailureClass};
 use super::options::{RequestOptions, CONNECT_TIMEOUT};
 use super::secrets::Secret;
 
@@ -142,6 +142,24 @@ where
             error_chain(error)
         )),
     }
+}
+
+/// A failure for a service's error answer, worded the same for every AWS destination:
+/// `{target}: {what} ({code}, HTTP {status}): {message}`.
+pub fn service_failure(
+    target: &dyn Display,
+    (code, message, http_status): (Option<&str>, Option<&str>, u16),
+    class: FailureClass,
+    what: &str,
+) -> Failure {
+    Failure::new(
+        class,
+        format!(
+            "{target}: {what} ({}, HTTP {http_status}): {}",
+            code.unwrap_or("unknown error"),
+            message.unwrap_or("no message")
+        ),
+    )
 }
 
 /// Missing or rejected credentials are permanent; a provider that timed out or could not

@@ -1,80 +1,73 @@
-//! The `file` destination: one NDJSON file per batch under a directory.
+//! The `file` destination: one file per batch (per partition) under a directory, in any of
+//! the object formats, written atomically.
 //!
-//! `file:///var/lib/flagstream/export?format=ndjson&rotate=5s&max_bytes=8MiB`
+//! `file:///var/lib/flagstream/export?format=ndjson.gz&partitions=dt,hour&rotate=5s&max_bytes=8MiB`
 //!
 //! | option | meaning | default |
 //! |---|---|---|
-//! | `format` | file format; only `ndjson` (one JSON document per line) | `ndjson` |
 //! | `rotate` | longest time events wait before their file is written (the batch linger) | `5s` |
-//! | `max_bytes` | largest file (the batch byte limit) | `8MiB` |
+//! | `max_bytes` | largest batch of mapped events (the batch byte limit; a compressed file is smaller) | `8MiB` |
+//! | `format`, `partitions`, `partition_time`, `file_name`, `csv_*` | format and layout, shared with the bucket destinations ([`super::object`]) | `ndjson`, no partitions, `{batch_id}.{ext}` |
+//!
+//! The defaults keep the layout of earlier versions: a flat directory of `<batch id>.ndjson`.
+//! With `partitions=dt,hour` files go to Hive-style subdirectories
+//! (`dt=2026-11-29/hour=07/<batch id>.ndjson`) that DuckDB, Spark and Athena read as columns.
 //!
 //! ## Exactly once for files
 //!
 //! Rotation *is* batching: the engine cuts batches by size and time and each batch becomes one
-//! file named after the batch id, `<batch id>.ndjson`. Batch ids are stable (same first and
-//! last event position), so a batch delivered again after a crash or retry overwrites the same
-//! file with the same bytes instead of duplicating events. File names sort in log order.
+//! file (one per partition it spans) named after the batch id. Batch ids are stable (same first
+//! and last event position), so a batch delivered again after a crash or retry overwrites the
+//! same files with the same bytes instead of duplicating events. File names sort in log order.
 //!
 //! ## Atomicity
 //!
-//! A file is written as `.<name>.tmp`, fdatasynced, renamed over `<name>`, and then the
-//! directory is fsynced. Readers therefore see either no file or the complete file, never a
+//! A file is written as `.<name>.tmp` beside its final name, fdatasynced, renamed over
+//! `<name>`, and then its directory is fsynced (new partition directories are fsynced into
+//! their parents first). Readers therefore see either no file or the complete file, never a
 //! torn one, and a file is durable before the engine is told `Delivered`. Temp files left by a
-//! crash start with `.` and end in `.tmp`; [`Destination::check`] removes them.
+//! crash start with `.` and end in `.tmp`; [`Destination::check`] removes them (in partition
+//! directories too).
 //!
 //! Every I/O error is retriable (a full or read-only disk can be fixed by the operator); the
 //! engine's retry budget eventually dead-letters the batch.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use serde::Deserialize;
 
 use crate::event::Schema;
 
 use super::kind::{BuildContext, DestinationKind};
-use super::options::{HumanDuration, Size};
-use super::{
-    Batch, BatchLimits, DestError, Destination, DestinationSpec, FailureClass, SendOutcome,
+use super::object::{
+    object_limits, EncodedObject, ObjectDestination, ObjectOptions, ObjectStore, ObjectWriter,
+    MAX_EVENTS_PER_OBJECT,
 };
+use super::{DestError, Destination, DestinationSpec, Failure};
 
 /// Default longest wait before a file is written.
 pub const DEFAULT_ROTATE: Duration = Duration::from_secs(5);
 /// Default largest file. Two files in flight at this size keep memory well bounded.
 pub const DEFAULT_MAX_BYTES: usize = 8 << 20;
 /// Most events per file.
-pub const MAX_EVENTS_PER_FILE: usize = 1_000_000;
+pub const MAX_EVENTS_PER_FILE: usize = MAX_EVENTS_PER_OBJECT;
 
 /// The `file` destination type.
 #[derive(Debug, Clone, Copy)]
 pub struct FileKind;
 
-/// The only file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FileFormat {
-    Ndjson,
-}
-
-/// The file options (see the module doc).
-#[derive(Debug, Clone, Deserialize)]
-pub struct FileOptions {
-    pub format: Option<FileFormat>,
-    pub rotate: Option<HumanDuration>,
-    pub max_bytes: Option<Size>,
-}
-
 impl DestinationKind for FileKind {
     const SCHEME: &'static str = "file";
-    const SUMMARY: &'static str = "one NDJSON file per batch in a directory, written atomically";
-    const EXAMPLE: &'static str = "file:///var/lib/flagstream/export?rotate=5s&max_bytes=8MiB";
-    type Options = (FileOptions,);
+    const SUMMARY: &'static str =
+        "one file per batch in a directory (NDJSON, NDJSON.gz or CSV), written atomically";
+    const EXAMPLE: &'static str =
+        "file:///var/lib/flagstream/export?format=ndjson.gz&partitions=dt,hour&rotate=5s";
+    type Options = (ObjectOptions,);
 
     /// Files are written in parallel with a bounded memory footprint.
     const DEFAULT_CONCURRENCY: usize = 2;
@@ -82,7 +75,7 @@ impl DestinationKind for FileKind {
     async fn build(
         &self,
         target: &str,
-        (options,): Self::Options,
+        (objects,): Self::Options,
         context: &BuildContext,
     ) -> Result<Arc<dyn Destination>, DestError> {
         let dir = PathBuf::from(target);
@@ -90,34 +83,28 @@ impl DestinationKind for FileKind {
             return Err(context
                 .error("expected an absolute directory, e.g. file:///var/lib/flagstream/export"));
         }
-        let rotate = options.rotate.map_or(DEFAULT_ROTATE, |HumanDuration(d)| d);
-        if rotate.is_zero() {
-            return Err(context.error("option `rotate` must be longer than 0s"));
-        }
-        let max_bytes = options.max_bytes.map_or(DEFAULT_MAX_BYTES, |Size(s)| s);
-        if max_bytes < 1024 {
-            return Err(context.error("option `max_bytes` must be at least 1KiB"));
-        }
-        Ok(Arc::new(FileDestination::new(
+        let limits = objects
+            .limits(DEFAULT_ROTATE, DEFAULT_MAX_BYTES)
+            .map_err(|reason| context.error(reason))?;
+        let writer = objects
+            .writer("", &[], context.schema)
+            .map_err(|reason| context.error(reason))?;
+        let destination = FileDestination::new(
             &context.name,
             dir,
             context.schema,
-            rotate,
-            max_bytes,
-        )))
+            limits.linger,
+            limits.max_bytes,
+        );
+        Ok(Arc::new(destination.with_writer(writer)))
     }
 }
 
-/// Writes each batch as one NDJSON file; see the module doc.
-#[derive(Debug)]
-pub struct FileDestination {
-    name: String,
-    dir: PathBuf,
-    schema: Schema,
-    limits: BatchLimits,
-}
+/// Writes each batch as files in a directory; see the module doc.
+pub type FileDestination = ObjectDestination<DirectoryStore>;
 
-impl FileDestination {
+impl ObjectDestination<DirectoryStore> {
+    /// A destination writing flat NDJSON files (the default layout); see [`Self::with_writer`].
     pub fn new(
         name: &str,
         dir: PathBuf,
@@ -125,18 +112,21 @@ impl FileDestination {
         rotate: Duration,
         max_bytes: usize,
     ) -> Self {
-        FileDestination {
+        let writer = ObjectOptions::default()
+            .writer("", &[], schema)
+            .expect("the default object options are valid");
+        ObjectDestination {
             name: name.to_string(),
-            dir,
-            schema,
-            limits: BatchLimits {
-                max_items: MAX_EVENTS_PER_FILE,
-                max_bytes,
-                max_item_bytes: max_bytes,
-                per_item_overhead: 1, // the newline
-                linger: rotate,
-            },
+            store: DirectoryStore { dir },
+            writer,
+            limits: object_limits(rotate, max_bytes),
         }
+    }
+
+    /// Use `writer`'s format and layout instead of flat NDJSON.
+    pub fn with_writer(mut self, writer: ObjectWriter) -> Self {
+        self.writer = writer;
+        self
     }
 
     /// The embedded default when no `--dest` is given: NDJSON files in `<data-dir>/export`.
@@ -151,64 +141,29 @@ impl FileDestination {
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.store.dir
     }
 
-    /// The file a batch is written to.
+    /// The file a batch is written to (with the default layout; partitioned layouts put it
+    /// under partition directories).
     pub fn file_path(&self, batch_id: &str) -> PathBuf {
-        self.dir.join(file_name(batch_id))
+        let ext = self.writer.format.extension();
+        self.store
+            .dir
+            .join(self.writer.layout.key("", batch_id, ext))
     }
 }
 
-fn file_name(batch_id: &str) -> String {
-    format!("{batch_id}.ndjson")
+/// A directory as an object store: keys are relative paths.
+#[derive(Debug)]
+pub struct DirectoryStore {
+    dir: PathBuf,
 }
 
-impl Destination for FileDestination {
-    fn name(&self) -> &str {
-        &self.name
-    }
+impl ObjectStore for DirectoryStore {
+    const KIND: &'static str = "file";
 
-    fn kind(&self) -> &'static str {
-        "file"
-    }
-
-    fn schema(&self) -> Schema {
-        self.schema
-    }
-
-    fn limits(&self) -> BatchLimits {
-        self.limits
-    }
-
-    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, SendOutcome> {
-        let dir = self.dir.clone();
-        let name = file_name(&batch.id);
-        let payloads: Vec<Bytes> = batch
-            .items
-            .iter()
-            .map(|item| item.payload.clone())
-            .collect();
-        async move {
-            let path = dir.join(&name);
-            let written =
-                tokio::task::spawn_blocking(move || write_atomically(&dir, &name, &payloads)).await;
-            match written {
-                Ok(Ok(())) => SendOutcome::Delivered,
-                Ok(Err(err)) => SendOutcome::failed(
-                    FailureClass::Retriable,
-                    format!("writing {}: {err}", path.display()),
-                ),
-                Err(err) => SendOutcome::failed(
-                    FailureClass::Retriable,
-                    format!("writing {}: task failed: {err}", path.display()),
-                ),
-            }
-        }
-        .boxed()
-    }
-
-    fn check(&self) -> BoxFuture<'_, Result<(), DestError>> {
+    fn check<'a>(&'a self, _name: &'a str) -> BoxFuture<'a, Result<(), DestError>> {
         let dir = self.dir.clone();
         async move {
             tokio::task::spawn_blocking(move || prepare_dir(&dir))
@@ -217,27 +172,43 @@ impl Destination for FileDestination {
         }
         .boxed()
     }
+
+    fn put<'a>(&'a self, object: &'a EncodedObject) -> BoxFuture<'a, Result<(), Failure>> {
+        let path = self.dir.join(&object.key);
+        let root = self.dir.clone();
+        let body = object.body.clone();
+        async move {
+            let target = path.clone();
+            match tokio::task::spawn_blocking(move || write_atomically(&root, &target, &body)).await
+            {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) => Err(Failure::retriable(format!(
+                    "writing {}: {err}",
+                    path.display()
+                ))),
+                Err(err) => Err(Failure::retriable(format!(
+                    "writing {}: task failed: {err}",
+                    path.display()
+                ))),
+            }
+        }
+        .boxed()
+    }
 }
 
-/// Write `payloads` as `<dir>/<name>` atomically: temp file, fdatasync, rename, fsync dir.
-fn write_atomically(dir: &Path, name: &str, payloads: &[Bytes]) -> io::Result<()> {
-    if !dir.is_dir() {
-        fs::create_dir_all(dir)?;
-    }
-    let temp = dir.join(format!(".{name}.tmp"));
+/// Write `body` as `path` (somewhere under `root`) atomically: temp file, fdatasync, rename,
+/// fsync its directory; missing directories are created durably first.
+fn write_atomically(root: &Path, path: &Path, body: &[u8]) -> io::Result<()> {
+    let parent = path.parent().unwrap_or(root);
+    create_dirs_durably(parent)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = parent.join(format!(".{name}.tmp"));
     let result = (|| {
-        let file = File::create(&temp)?;
-        let mut writer = BufWriter::with_capacity(1 << 20, file);
-        for payload in payloads {
-            writer.write_all(payload)?;
-            writer.write_all(b"\n")?;
-        }
-        let file = writer
-            .into_inner()
-            .map_err(io::IntoInnerError::into_error)?;
+        let mut file = File::create(&temp)?;
+        file.write_all(body)?;
         file.sync_data()?;
-        fs::rename(&temp, dir.join(name))?;
-        File::open(dir)?.sync_all()
+        fs::rename(&temp, path)?;
+        File::open(parent)?.sync_all()
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);
@@ -245,26 +216,31 @@ fn write_atomically(dir: &Path, name: &str, payloads: &[Bytes]) -> io::Result<()
     result
 }
 
-/// Create the directory (durably), remove temp files a crash left, and prove it is writable.
+/// Create `dir` and any missing ancestors, fsyncing each new directory's parent so the new
+/// entry survives a power cut.
+fn create_dirs_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs_durably(parent)?;
+        match fs::create_dir(dir) {
+            Ok(()) => {}
+            // Another batch in flight created it meanwhile.
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(err) => return Err(err),
+        }
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Create the directory (durably), remove temp files a crash left (in partition directories
+/// too), and prove it is writable.
 fn prepare_dir(dir: &Path) -> Result<(), DestError> {
     let io_error = |context: String| move |source| DestError::Io { context, source };
-    if !dir.is_dir() {
-        fs::create_dir_all(dir).map_err(io_error(format!("creating {}", dir.display())))?;
-        if let Some(parent) = dir.parent() {
-            File::open(parent)
-                .and_then(|parent| parent.sync_all())
-                .map_err(io_error(format!("syncing {}", parent.display())))?;
-        }
-    }
-    let entries = fs::read_dir(dir).map_err(io_error(format!("listing {}", dir.display())))?;
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let file_name = file_name.to_string_lossy();
-        if file_name.starts_with('.') && file_name.ends_with(".tmp") {
-            fs::remove_file(entry.path())
-                .map_err(io_error(format!("removing {}", entry.path().display())))?;
-        }
-    }
+    create_dirs_durably(dir).map_err(io_error(format!("creating {}", dir.display())))?;
+    remove_stale_temp_files(dir)?;
     let probe = dir.join(".flagstream-write-probe.tmp");
     fs::write(&probe, b"probe")
         .and_then(|()| fs::remove_file(&probe))
@@ -272,10 +248,28 @@ fn prepare_dir(dir: &Path) -> Result<(), DestError> {
     Ok(())
 }
 
+fn remove_stale_temp_files(dir: &Path) -> Result<(), DestError> {
+    let io_error = |context: String| move |source| DestError::Io { context, source };
+    let entries = fs::read_dir(dir).map_err(io_error(format!("listing {}", dir.display())))?;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir {
+            remove_stale_temp_files(&entry.path())?;
+        } else if file_name.starts_with('.') && file_name.ends_with(".tmp") {
+            fs::remove_file(entry.path())
+                .map_err(io_error(format!("removing {}", entry.path().display())))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dest::BatchItem;
+    use crate::dest::{Batch, BatchItem, SendOutcome};
+    use bytes::Bytes;
 
     fn batch(id: &str, rows: &[&str]) -> Batch {
         Batch {
@@ -416,7 +410,8 @@ mod tests {
 
         for (url, needle) in [
             ("file://relative/dir", "absolute"),
-            ("file:///srv?format=csv", "format"),
+            ("file:///srv?format=parquet", "format"),
+            ("file:///srv?file_name=x", "batch_id"),
             ("file:///srv?rotate=never", "rotate"),
             ("file:///srv?rotate=0s", "rotate"),
             ("file:///srv?max_bytes=12", "max_bytes"),
@@ -425,6 +420,38 @@ mod tests {
             let err = build(url).await.unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
         }
+    }
+
+    #[tokio::test]
+    async fn partitioned_gzip_files_land_in_hive_directories_and_stale_temps_there_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "file://{}?format=ndjson.gz&partitions=environment,dt,hour",
+            dir.path().display()
+        );
+        let dest = build(&url).await.unwrap();
+        let mut b = batch("file-4-5", &["{\"n\":1}", "{\"n\":2}"]);
+        b.items[1].received_at_ms = 3_600_000; // the next hour
+        assert_eq!(dest.send(&b).await, SendOutcome::Delivered);
+        let first = dir
+            .path()
+            .join("environment=prod/dt=1970-01-01/hour=00/file-4-5.ndjson.gz");
+        let second = dir
+            .path()
+            .join("environment=prod/dt=1970-01-01/hour=01/file-4-5.ndjson.gz");
+        let mut text = String::new();
+        io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(File::open(&first).unwrap()),
+            &mut text,
+        )
+        .unwrap();
+        assert_eq!(text, "{\"n\":1}\n");
+        assert!(second.is_file());
+
+        let stale = first.with_file_name(".file-9-9.ndjson.gz.tmp");
+        fs::write(&stale, b"half").unwrap();
+        dest.check().await.unwrap();
+        assert!(!stale.exists() && first.is_file());
     }
 
     #[test]

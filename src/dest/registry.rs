@@ -18,7 +18,7 @@ use crate::event::Schema;
 use super::kind::{AnyKind, BuildContext};
 use super::options::OptionMap;
 use super::secrets::{self, Redaction};
-use super::{file, kafka, kinesis, log, pubsub};
+use super::{file, kafka, kinesis, log, pubsub, s3};
 use super::{DestError, Destination, DestinationSpec};
 
 /// Every destination type, in `--help` order.
@@ -28,6 +28,7 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &kinesis::KinesisKind,
     &pubsub::PubSubKind,
     &kafka::KafkaKind,
+    &s3::S3Kind,
 ];
 
 /// The kind for `scheme`.
@@ -146,7 +147,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("carrier-pigeon") && err.contains("file, log, kinesis, pubsub, kafka"),
+            err.contains("carrier-pigeon") && err.contains("file, log, kinesis, pubsub, kafka, s3"),
             "{err}"
         );
 

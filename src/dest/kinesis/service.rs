@@ -70,14 +70,8 @@ pub fn classify_service_error(
     http_status: u16,
     stream: &StreamTarget,
 ) -> Failure {
-    let code_text = code.unwrap_or("unknown error");
-    let detail = message.unwrap_or("no message");
-    let failure = |class, what: &str| {
-        Failure::new(
-            class,
-            format!("{stream}: {what} ({code_text}, HTTP {http_status}): {detail}"),
-        )
-    };
+    let answer = (code, message, http_status);
+    let failure = |class, what: &str| aws::service_failure(stream, answer, class, what);
     use FailureClass::{Permanent, Retriable, Throttled};
     match code.unwrap_or("") {
         "ProvisionedThroughputExceededException"

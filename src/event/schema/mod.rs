@@ -22,6 +22,7 @@ pub mod warehouse;
 use std::str::FromStr;
 
 pub use gofeatureflag::write_webhook_body;
+pub use time::civil_date;
 
 use super::{Event, MapError, RecordContext};
 

@@ -43,6 +43,12 @@ pub(crate) fn write_iso8601_ms(out: &mut Vec<u8>, ms: u64) {
     out.push(b'Z');
 }
 
+/// The UTC calendar date (year, month, day) of `ms` (Unix milliseconds), e.g. for
+/// `dt=YYYY-MM-DD` object-key partitions.
+pub fn civil_date(ms: u64) -> (i64, u32, u32) {
+    civil_from_days((ms.min(MAX_MS) / 86_400_000) as i64)
+}
+
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;

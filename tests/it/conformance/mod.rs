@@ -18,6 +18,7 @@
 //! bottom of this file.
 
 pub mod kafka;
+pub mod s3;
 pub mod targets;
 
 use std::path::{Path, PathBuf};
@@ -427,3 +428,4 @@ conformance!(kinesis_moto, targets::Kinesis::moto);
 conformance!(kinesis_kinesalite, targets::Kinesis::kinesalite);
 conformance!(pubsub_emulator, targets::PubSub::emulator);
 conformance!(kafka_tansu, targets::Kafka::tansu);
+conformance!(s3_moto, targets::S3::moto);

@@ -293,3 +293,5 @@ impl Target for PubSub {
 
 /// The `kafka` destination on tansu (its own file).
 pub use super::kafka::Kafka;
+/// The `s3` destination on moto: see [`super::s3`].
+pub use super::s3::S3;

@@ -12,6 +12,7 @@
 
 pub mod kinesis;
 pub mod pubsub;
+pub mod s3;
 
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;

@@ -1,0 +1,278 @@
+//! The object writer shared by every object store (`file`, `s3`, later `gs`): a batch becomes
+//! one object per partition, with a key derived from the batch id, in one of the
+//! [`format`]s, laid out by [`layout`].
+//!
+//! A store (a directory, a bucket) only has to [`ObjectStore::put`] whole objects; everything
+//! about keys, partitions, formats and exactly-once lives here, once.
+//!
+//! ## Options (every object destination)
+//!
+//! | option | meaning | default |
+//! |---|---|---|
+//! | `rotate` | longest time events wait before their object is written (the batch linger) | `file`: `5s`; buckets: `60s` |
+//! | `max_bytes` | largest batch of mapped events per object (before compression) | `file`: `8MiB`; buckets: `64MiB` |
+//! | `format` | `ndjson`, `ndjson.gz`, `csv` ([`format`]) | `ndjson` |
+//! | `partitions` | Hive partitions in path order: `dt`, `hour`, `environment`, `kind` (comma-separated), or `none` | `file`: `none`; buckets: `dt,hour` |
+//! | `partition_time` | `received` (when flagstream accepted the event) or `event` (the event's creation time) | `received` |
+//! | `file_name` | file name template; must contain `{batch_id}`, may contain `{ext}` | `{batch_id}.{ext}` |
+//! | `csv_columns` | CSV columns: `name` or `header:/json/pointer`, comma-separated | go-feature-flag's set |
+//! | `csv_header` | write a header row | `true` |
+//! | `csv_delimiter` | one ASCII character | `,` |
+//!
+//! ## Exactly once by construction
+//!
+//! Keys are a pure function of the batch id and the items' partition values ([`layout`]), and
+//! a store's `put` replaces an object whole. If any object of a batch fails, the whole batch
+//! is reported failed (never partial): the engine re-sends the same batch (same id, same
+//! items), which rewrites the objects that did land with identical bytes. So a bucket or
+//! directory never holds an event twice, whatever crashes or retries happen.
+
+pub mod format;
+pub mod layout;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+pub use format::{CsvColumn, Format, FormatKind, GOFF_CSV_COLUMNS};
+pub use layout::{Layout, Partition, PartitionTime, Partitions, MAX_KEY_BYTES};
+
+use super::options::{HumanDuration, Parsed, Size};
+use super::{Batch, BatchLimits, DestError, Destination, Failure, SendOutcome};
+use crate::event::Schema;
+
+/// Most events per object.
+pub const MAX_EVENTS_PER_OBJECT: usize = 1_000_000;
+
+impl ObjectOptions {
+    /// The batch limits: `rotate` (else `default_rotate`) as the linger, `max_bytes` (else
+    /// `default_max_bytes`, at least 1 KiB) as the byte limit.
+    pub fn limits(
+        &self,
+        default_rotate: Duration,
+        default_max_bytes: usize,
+    ) -> Result<BatchLimits, String> {
+        let rotate = self.rotate.map_or(default_rotate, |HumanDuration(d)| d);
+        if rotate.is_zero() {
+            return Err("option `rotate` must be longer than 0s".into());
+        }
+        let max_bytes = self.max_bytes.map_or(default_max_bytes, |Size(s)| s);
+        if max_bytes < 1024 {
+            return Err("option `max_bytes` must be at least 1KiB".into());
+        }
+        Ok(object_limits(rotate, max_bytes))
+    }
+}
+
+/// Batch limits of an object store: one object per batch of up to `max_bytes`.
+pub fn object_limits(rotate: Duration, max_bytes: usize) -> BatchLimits {
+    BatchLimits {
+        max_items: MAX_EVENTS_PER_OBJECT,
+        max_bytes,
+        max_item_bytes: max_bytes,
+        per_item_overhead: 1, // the newline
+        linger: rotate,
+    }
+}
+
+/// The object options shared by object destinations (see the module doc).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ObjectOptions {
+    pub rotate: Option<HumanDuration>,
+    pub max_bytes: Option<Size>,
+    pub format: Option<Parsed<FormatKind>>,
+    pub partitions: Option<Parsed<Partitions>>,
+    pub partition_time: Option<PartitionTime>,
+    pub file_name: Option<String>,
+    pub csv_columns: Option<String>,
+    pub csv_header: Option<bool>,
+    pub csv_delimiter: Option<String>,
+}
+
+impl ObjectOptions {
+    /// Validate the options into a writer for keys under `prefix`, with `default_partitions`
+    /// when `partitions` is not given.
+    pub fn writer(
+        self,
+        prefix: &str,
+        default_partitions: &[Partition],
+        schema: Schema,
+    ) -> Result<ObjectWriter, String> {
+        let kind = self.format.map_or(FormatKind::Ndjson, |Parsed(f)| f);
+        if kind != FormatKind::Csv
+            && (self.csv_columns.is_some()
+                || self.csv_header.is_some()
+                || self.csv_delimiter.is_some())
+        {
+            return Err("options `csv_*` need `format=csv`".into());
+        }
+        let format = match kind {
+            FormatKind::Ndjson => Format::Ndjson,
+            FormatKind::NdjsonGz => Format::NdjsonGz,
+            FormatKind::Csv => Format::Csv {
+                columns: format::parse_csv_columns(
+                    self.csv_columns.as_deref().unwrap_or(GOFF_CSV_COLUMNS),
+                )?,
+                header: self.csv_header.unwrap_or(true),
+                delimiter: csv_delimiter(self.csv_delimiter.as_deref())?,
+            },
+        };
+        let file_name = self
+            .file_name
+            .unwrap_or_else(|| layout::DEFAULT_FILE_NAME.to_string());
+        Layout::check_file_name(&file_name)?;
+        let layout = Layout {
+            prefix: prefix.trim_matches('/').to_string(),
+            partitions: self
+                .partitions
+                .map_or_else(|| default_partitions.to_vec(), |Parsed(p)| p.0),
+            time: self.partition_time.unwrap_or_default(),
+            file_name,
+        };
+        Ok(ObjectWriter {
+            layout,
+            format,
+            schema,
+        })
+    }
+}
+
+fn csv_delimiter(text: Option<&str>) -> Result<u8, String> {
+    match text {
+        None => Ok(b','),
+        Some(text) if text.len() == 1 && text.is_ascii() && text != "\"" && text != "\n" => {
+            Ok(text.as_bytes()[0])
+        }
+        Some(text) => Err(format!(
+            "option `csv_delimiter` must be one ASCII character other than `\"` (got `{text}`)"
+        )),
+    }
+}
+
+/// One object to store: its key, bytes, HTTP metadata, and which batch items it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedObject {
+    pub key: String,
+    pub body: Bytes,
+    pub content_type: &'static str,
+    pub content_encoding: Option<&'static str>,
+    /// Indices of the batch items in this object.
+    pub items: Vec<usize>,
+}
+
+/// A place objects go: a directory or a bucket.
+pub trait ObjectStore: Send + Sync + std::fmt::Debug + 'static {
+    /// The destination type (`file`, `s3`).
+    const KIND: &'static str;
+
+    /// Store `object` under its key, replacing any object with that key whole (readers see the
+    /// old or the new object, never a mix). Failures name the key.
+    fn put<'a>(&'a self, object: &'a EncodedObject) -> BoxFuture<'a, Result<(), Failure>>;
+
+    /// Probe the store (directory writable, bucket exists) for destination `name`.
+    fn check<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), DestError>>;
+}
+
+/// A destination writing batches as objects into store `S`: what `file` and `s3` are.
+#[derive(Debug)]
+pub struct ObjectDestination<S> {
+    pub name: String,
+    pub store: S,
+    pub writer: ObjectWriter,
+    pub limits: BatchLimits,
+}
+
+impl<S: ObjectStore> Destination for ObjectDestination<S> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        S::KIND
+    }
+
+    fn schema(&self) -> Schema {
+        self.writer.schema
+    }
+
+    fn limits(&self) -> BatchLimits {
+        self.limits
+    }
+
+    fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, SendOutcome> {
+        Box::pin(self.writer.write(&self.store, batch))
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), DestError>> {
+        self.store.check(&self.name)
+    }
+}
+
+/// Turns batches into objects (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectWriter {
+    pub layout: Layout,
+    pub format: Format,
+    pub schema: Schema,
+}
+
+impl ObjectWriter {
+    /// The objects of `batch`: one per partition, in first-seen partition order.
+    pub fn encode(&self, batch: &Batch) -> Result<Vec<EncodedObject>, Failure> {
+        let ext = self.format.extension();
+        let mut objects = Vec::new();
+        for (path, items) in self.layout.group(self.schema, &batch.items) {
+            let key = self.layout.key(&path, &batch.id, ext);
+            if key.len() > MAX_KEY_BYTES {
+                return Err(Failure::permanent(format!(
+                    "object key is {} bytes, more than the {MAX_KEY_BYTES} allowed: {key}",
+                    key.len()
+                )));
+            }
+            let size_hint: usize = items
+                .iter()
+                .map(|&i| batch.items[i].payload.len() + 1)
+                .sum();
+            let body = self
+                .format
+                .encode(items.iter().map(|&i| &batch.items[i]), size_hint)
+                .map_err(|err| Failure::permanent(format!("encoding {key}: {err}")))?;
+            objects.push(EncodedObject {
+                key,
+                body,
+                content_type: self.format.content_type(),
+                content_encoding: self.format.content_encoding(),
+                items,
+            });
+        }
+        Ok(objects)
+    }
+
+    /// Encode `batch` (on a blocking thread: gzip and CSV are CPU work) and put its objects
+    /// one after the other; the first failure fails the whole batch (see the module doc).
+    pub async fn write(&self, store: &impl ObjectStore, batch: &Batch) -> SendOutcome {
+        let writer = self.clone();
+        let owned = batch.clone();
+        let objects = match tokio::task::spawn_blocking(move || writer.encode(&owned)).await {
+            Ok(Ok(objects)) => objects,
+            Ok(Err(failure)) => return SendOutcome::Failed(failure),
+            Err(err) => {
+                return SendOutcome::Failed(Failure::retriable(format!(
+                    "encoding batch {}: task failed: {err}",
+                    batch.id
+                )))
+            }
+        };
+        for object in &objects {
+            if let Err(failure) = store.put(object).await {
+                return SendOutcome::Failed(failure);
+            }
+        }
+        SendOutcome::Delivered
+    }
+}
+
+#[cfg(test)]
+mod tests;

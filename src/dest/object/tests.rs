@@ -1,0 +1,249 @@
+use std::io::Read;
+
+use super::*;
+use crate::dest::BatchItem;
+
+/// 2026-11-29T07:59:59.999Z and one millisecond later.
+const LAST_MS_OF_HOUR_7: u64 = 1_795_939_199_999;
+
+fn item(i: usize, payload: &str, environment: &str, received_at_ms: u64) -> BatchItem {
+    BatchItem {
+        event_id: format!("e{i}"),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        kind: "feature".into(),
+        key: Some("flag".into()),
+        context_key: Some("u1".into()),
+        environment: environment.into(),
+        received_at_ms,
+    }
+}
+
+fn batch(items: Vec<BatchItem>) -> Batch {
+    Batch {
+        id: "s3-10-12".into(),
+        schema: Schema::GoFeatureFlag,
+        items,
+    }
+}
+
+fn writer(options: ObjectOptions, defaults: &[Partition]) -> ObjectWriter {
+    options
+        .writer("/exports/flags/", defaults, Schema::GoFeatureFlag)
+        .unwrap()
+}
+
+fn parsed<T: std::str::FromStr<Err = String>>(text: &str) -> Option<Parsed<T>> {
+    Some(Parsed(text.parse().unwrap()))
+}
+
+#[test]
+fn keys_are_prefix_hive_partitions_and_the_batch_id() {
+    let w = writer(
+        ObjectOptions::default(),
+        &[Partition::Date, Partition::Hour],
+    );
+    let objects = w
+        .encode(&batch(vec![item(0, "{}", "prod", LAST_MS_OF_HOUR_7)]))
+        .unwrap();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(
+        objects[0].key,
+        "exports/flags/dt=2026-11-29/hour=07/s3-10-12.ndjson"
+    );
+    assert_eq!(objects[0].content_type, "application/x-ndjson");
+    assert_eq!(objects[0].content_encoding, None);
+}
+
+#[test]
+fn a_batch_spanning_partitions_becomes_one_object_per_partition_deterministically() {
+    let options = ObjectOptions {
+        partitions: parsed("environment,dt,hour"),
+        ..ObjectOptions::default()
+    };
+    let w = writer(options, &[]);
+    let b = batch(vec![
+        item(0, "{\"n\":0}", "prod", LAST_MS_OF_HOUR_7),
+        item(1, "{\"n\":1}", "prod", LAST_MS_OF_HOUR_7 + 1),
+        item(2, "{\"n\":2}", "a/b c", LAST_MS_OF_HOUR_7),
+        item(3, "{\"n\":3}", "prod", LAST_MS_OF_HOUR_7 - 5),
+    ]);
+    let objects = w.encode(&b).unwrap();
+    let keys: Vec<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "exports/flags/environment=prod/dt=2026-11-29/hour=07/s3-10-12.ndjson",
+            "exports/flags/environment=prod/dt=2026-11-29/hour=08/s3-10-12.ndjson",
+            "exports/flags/environment=a%2Fb%20c/dt=2026-11-29/hour=07/s3-10-12.ndjson",
+        ]
+    );
+    assert_eq!(objects[0].items, [0, 3]);
+    assert_eq!(objects[0].body, "{\"n\":0}\n{\"n\":3}\n");
+    // Re-sending the same batch yields the very same objects (exactly once by overwrite).
+    assert_eq!(w.encode(&b).unwrap(), objects);
+}
+
+#[test]
+fn event_time_partitions_read_the_payload_and_fall_back_to_receive_time() {
+    let options = ObjectOptions {
+        partitions: parsed("dt,hour"),
+        partition_time: Some(PartitionTime::Event),
+        ..ObjectOptions::default()
+    };
+    let w = writer(options, &[]);
+    // go-feature-flag creationDate is in seconds: 2024-05-29T16:26:40Z.
+    let b = batch(vec![
+        item(
+            0,
+            r#"{"creationDate":1717000000}"#,
+            "prod",
+            LAST_MS_OF_HOUR_7,
+        ),
+        item(1, r#"{"kind":"feature"}"#, "prod", LAST_MS_OF_HOUR_7),
+    ]);
+    let keys: Vec<String> = w.encode(&b).unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "exports/flags/dt=2024-05-29/hour=16/s3-10-12.ndjson",
+            "exports/flags/dt=2026-11-29/hour=07/s3-10-12.ndjson",
+        ]
+    );
+    assert_eq!(
+        layout::event_time_ms(
+            Schema::LaunchDarkly,
+            br#"{"event":{"creationDate":1717000000123}}"#
+        ),
+        Some(1_717_000_000_123)
+    );
+    assert_eq!(layout::event_time_ms(Schema::Segment, b"{}"), None);
+}
+
+#[test]
+fn ndjson_gz_is_gzip_of_the_ndjson_and_says_so() {
+    let options = ObjectOptions {
+        format: parsed("ndjson.gz"),
+        file_name: Some("flags-{batch_id}.{ext}".into()),
+        ..ObjectOptions::default()
+    };
+    let w = writer(options, &[]);
+    let objects = w
+        .encode(&batch(vec![
+            item(0, "{\"a\":1}", "p", 0),
+            item(1, "{\"b\":2}", "p", 0),
+        ]))
+        .unwrap();
+    assert_eq!(objects[0].key, "exports/flags/flags-s3-10-12.ndjson.gz");
+    assert_eq!(objects[0].content_encoding, Some("gzip"));
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&objects[0].body[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n");
+}
+
+#[test]
+fn csv_defaults_to_go_feature_flag_columns_with_a_header_and_escapes_values() {
+    let options = ObjectOptions {
+        format: parsed("csv"),
+        ..ObjectOptions::default()
+    };
+    let w = writer(options, &[]);
+    let row = r#"{"kind":"feature","contextKind":"user","userKey":"u,1","creationDate":1717000000,"key":"f","variation":"on","value":{"x":"y"},"default":false,"source":"SERVER"}"#;
+    let objects = w
+        .encode(&batch(vec![
+            item(0, row, "p", 0),
+            item(1, r#"{"kind":"tracking"}"#, "p", 0),
+        ]))
+        .unwrap();
+    assert_eq!(objects[0].content_type, "text/csv; charset=utf-8");
+    assert_eq!(
+        std::str::from_utf8(&objects[0].body).unwrap(),
+        "kind,contextKind,userKey,creationDate,key,variation,value,default,source\n\
+         feature,user,\"u,1\",1717000000,f,on,\"{\"\"x\"\":\"\"y\"\"}\",false,SERVER\n\
+         tracking,,,,,,,,\n"
+    );
+}
+
+#[test]
+fn csv_columns_template_header_and_delimiter_are_configurable() {
+    let options = ObjectOptions {
+        format: parsed("csv"),
+        csv_columns: Some("flag:/event/key,kind:/event/kind".into()),
+        csv_header: Some(false),
+        csv_delimiter: Some(";".into()),
+        ..ObjectOptions::default()
+    };
+    let w = writer(options, &[]);
+    let objects = w
+        .encode(&batch(vec![item(
+            0,
+            r#"{"event":{"key":"f","kind":"feature"}}"#,
+            "p",
+            0,
+        )]))
+        .unwrap();
+    assert_eq!(objects[0].body, "f;feature\n");
+}
+
+#[test]
+fn bad_options_are_refused_with_the_option_named() {
+    let cases: [(ObjectOptions, &str); 4] = [
+        (
+            ObjectOptions {
+                file_name: Some("fixed.ndjson".into()),
+                ..ObjectOptions::default()
+            },
+            "{batch_id}",
+        ),
+        (
+            ObjectOptions {
+                file_name: Some("{batch_id}-{hostname}".into()),
+                ..ObjectOptions::default()
+            },
+            "file_name",
+        ),
+        (
+            ObjectOptions {
+                csv_header: Some(true),
+                ..ObjectOptions::default()
+            },
+            "format=csv",
+        ),
+        (
+            ObjectOptions {
+                format: parsed("csv"),
+                csv_delimiter: Some("::".into()),
+                ..ObjectOptions::default()
+            },
+            "csv_delimiter",
+        ),
+    ];
+    for (options, needle) in cases {
+        let err = options.writer("", &[], Schema::LaunchDarkly).unwrap_err();
+        assert!(err.contains(needle), "{err}");
+    }
+    assert!("dt,week"
+        .parse::<Partitions>()
+        .unwrap_err()
+        .contains("week"));
+    assert!("dt,dt".parse::<Partitions>().unwrap_err().contains("twice"));
+    assert!("parquet"
+        .parse::<FormatKind>()
+        .unwrap_err()
+        .contains("parquet"));
+    assert!(format::parse_csv_columns("a,:/x").is_err());
+}
+
+#[test]
+fn overlong_keys_are_a_permanent_failure_naming_the_limit() {
+    let w = ObjectOptions::default()
+        .writer(&"p".repeat(1100), &[], Schema::LaunchDarkly)
+        .unwrap();
+    let failure = w.encode(&batch(vec![item(0, "{}", "p", 0)])).unwrap_err();
+    assert!(
+        !failure.is_retriable() && failure.reason.contains("1024"),
+        "{}",
+        failure.reason
+    );
+}
