@@ -38,6 +38,7 @@ pub mod kind;
 pub mod kinesis;
 pub mod log;
 pub mod options;
+pub mod postgres;
 pub mod pubsub;
 pub mod raw;
 pub mod registry;
