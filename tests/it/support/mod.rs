@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 pub mod cloud;
 pub mod delivery;
 pub mod event_fuzz;
+pub mod postgres;
 pub mod serve;
 pub mod wal;
 pub mod wal_fuzz;
