@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use super::classify::{classify, Fault};
 use super::config::Flavor;
@@ -92,6 +92,17 @@ pub async fn migrate(client: &mut Client, tables: &[Table], flavor: Flavor) -> R
         ))
         .await
         .map_err(fail("creating the migrations table in"))?;
+    // An existing table is checked before any migration touches it (an index over a column
+    // it lacks would fail with a less helpful message).
+    let existing = columns(&transaction, schema)
+        .await
+        .map_err(fail("reading the columns of"))?;
+    let present: Vec<Table> = tables
+        .iter()
+        .filter(|t| existing.keys().any(|(name, _)| *name == t.name))
+        .cloned()
+        .collect();
+    verify(&present, flavor, &existing)?;
     for table in tables {
         let applied: BTreeSet<i32> = transaction
             .query(
@@ -125,10 +136,10 @@ pub async fn migrate(client: &mut Client, tables: &[Table], flavor: Flavor) -> R
         }
     }
     transaction.commit().await.map_err(fail("migrating"))?;
-    let columns = transaction_free_columns(client, schema)
+    let existing = columns(client, schema)
         .await
         .map_err(fail("reading the columns of"))?;
-    verify(tables, flavor, &columns)
+    verify(tables, flavor, &existing)
 }
 
 /// What `information_schema.columns` says of one column.
@@ -141,8 +152,8 @@ pub struct ExistingColumn {
 /// `(table, column) → type and nullability` of every column in `schema`.
 pub type ExistingColumns = BTreeMap<(String, String), ExistingColumn>;
 
-async fn transaction_free_columns(
-    client: &Client,
+async fn columns(
+    client: &impl GenericClient,
     schema: &str,
 ) -> Result<ExistingColumns, tokio_postgres::Error> {
     let rows = client
