@@ -17,6 +17,7 @@
 //! Adding a destination: implement [`Target`] in `targets.rs`, add a line to the list at the
 //! bottom of this file.
 
+pub mod postgres_target;
 pub mod targets;
 
 use std::path::{Path, PathBuf};
@@ -425,3 +426,8 @@ conformance!(log, targets::Log::start, [exactly_once, resent_batch]);
 conformance!(kinesis_moto, targets::Kinesis::moto);
 conformance!(kinesis_kinesalite, targets::Kinesis::kinesalite);
 conformance!(pubsub_emulator, targets::PubSub::emulator);
+conformance!(
+    postgres,
+    super::postgres_target::Postgres::start,
+    [exactly_once, missing_target, outage, resent_batch]
+);
