@@ -52,3 +52,17 @@ if [ ! -f .test-deps/kinesalite/node_modules/kinesalite/index.js ]; then
     npm install --silent --no-audit --no-fund --prefix .test-deps/kinesalite kinesalite@3.3.3
 fi
 # --- end Kinesis and Pub/Sub stand-ins ------------------------------------------------------
+
+# --- PostgreSQL (owner: warehouse destinations) ---------------------------------------------
+# Debian's PostgreSQL 15 server binaries; tests/it/support/postgres.rs runs initdb + pg_ctl
+# as the `postgres` user into a private directory (no system cluster is started here).
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+    echo "install-test-deps: installing postgresql-15"
+    if ! { apt-get install -y postgresql-15 \
+            || { apt-get update && apt-get install -y postgresql-15; }; }; then
+        echo "install-test-deps: ERROR: cannot install PostgreSQL; run" >&2
+        echo "  apt-get install -y postgresql-15" >&2
+        exit 1
+    fi
+fi
+# --- end PostgreSQL ---------------------------------------------------------------------------

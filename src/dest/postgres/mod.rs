@@ -187,9 +187,7 @@ impl PostgresDestination {
     /// Run the migrations once per process (again after a failure).
     async fn ensure_tables(&self, client: &mut deadpool_postgres::Object) -> Result<(), Failure> {
         self.migrated
-            .get_or_try_init(|| async {
-                migrate::migrate(&mut ***client, &self.tables, self.flavor).await
-            })
+            .get_or_try_init(|| async { migrate::migrate(client, &self.tables, self.flavor).await })
             .await
             .map(|_| ())
     }
@@ -204,7 +202,7 @@ impl PostgresDestination {
             let mut client = self.client().await?;
             self.ensure_tables(&mut client).await?;
             for (table, rows) in self.tables.iter().zip(&grouped.rows) {
-                let refused = load::load_isolating(&mut **client, table, rows, self.flavor).await?;
+                let refused = load::load_isolating(&mut client, table, rows, self.flavor).await?;
                 failures.extend(refused);
             }
             Ok::<(), Failure>(())

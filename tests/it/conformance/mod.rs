@@ -428,6 +428,6 @@ conformance!(kinesis_kinesalite, targets::Kinesis::kinesalite);
 conformance!(pubsub_emulator, targets::PubSub::emulator);
 conformance!(
     postgres,
-    super::postgres_target::Postgres::start,
+    targets::Postgres::start,
     [exactly_once, missing_target, outage, resent_batch]
 );

@@ -290,3 +290,6 @@ impl Target for PubSub {
         self.gate.open();
     }
 }
+
+/// PostgreSQL (its own file: `postgres_target.rs`).
+pub use super::postgres_target::Postgres;

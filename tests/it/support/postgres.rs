@@ -54,7 +54,7 @@ impl Cluster {
             port,
             running: false,
         };
-        run(&mut cluster.as_postgres("initdb").args([
+        run(cluster.as_postgres("initdb").args([
             "-D",
             &cluster.data().display().to_string(),
             "-U",
