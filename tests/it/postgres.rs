@@ -353,3 +353,46 @@ async fn an_outage_is_retriable_and_the_batch_lands_once_after_it() {
     let db = cluster.client("outage").await;
     assert_eq!(count(&db, "evaluation_events").await, 50);
 }
+
+/// `kill -9` flagstream while it loads into PostgreSQL, again and again: every event accepted
+/// is in `evaluation_events` exactly once at the end (0 lost, 0 duplicates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_loop_loses_nothing_and_duplicates_nothing() {
+    use crate::conformance::{post, serve, wait_acknowledged};
+    use crate::support::cloud::ld_bulk;
+
+    let cluster = Cluster::start();
+    let db = cluster.create_database("crash").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let dest = cluster.url("crash", "name=conformance&batch_max_events=50");
+    let mut posted = 0i64;
+    for round in 0..4 {
+        let mut server = serve(scratch.path(), &dest, &[]).await;
+        for body in 0..3 {
+            post(&server, &ld_bulk(&format!("r{round}b{body}"), 200, 7)).await;
+            posted += 200;
+        }
+        // Kill once this round's loading has begun (some rows committed), mostly mid-way.
+        let before = posted - 600;
+        crate::support::eventually("loading began", Duration::from_secs(60), || async {
+            match count(&db, "evaluation_events").await {
+                n if n > before => Ok(()),
+                n => Err(format!("{n} rows")),
+            }
+        })
+        .await;
+        server.kill9();
+    }
+    let server = serve(scratch.path(), &dest, &[]).await;
+    wait_acknowledged(&server).await;
+    let row = db
+        .query_one(
+            "SELECT count(*), count(DISTINCT event_id) FROM evaluation_events",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (rows, distinct): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(distinct, posted, "every accepted event, none lost");
+    assert_eq!(rows, posted, "no event twice");
+}
