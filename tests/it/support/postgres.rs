@@ -5,6 +5,7 @@
 //! (a killed *server* process loses nothing; only an OS crash would). Stopped on drop.
 //!
 //! A missing PostgreSQL FAILS the test with the command that installs it.
+#![allow(dead_code)] // benches/postgres.rs includes this module and uses only part of it
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
