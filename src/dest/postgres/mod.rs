@@ -20,7 +20,7 @@
 //! | `sslrootcert` | PEM file of CAs trusted by `verify-full` | the platform's roots |
 //! | `flavor` | `postgres` or `redshift` ([`redshift`]) | `postgres` |
 //! | `pool_size` | most pooled connections | 8 |
-//! | `timeout` | how long one batch's load may take before it is retried | `30s` |
+//! | `timeout` | how long one statement may run (PostgreSQL `statement_timeout`; a whole load is abandoned after twice this); retriable | `30s` |
 //!
 //! The default event schema is `warehouse`: `evaluation_events`, `metric_events` and
 //! `summary_counters` with the typed columns of docs/schemas.md.
@@ -103,7 +103,7 @@ impl DestinationKind for PostgresKind {
                 options.table.as_deref().unwrap_or("flagstream_events"),
             )],
         };
-        let pool = pool(&server, &options).map_err(|reason| context.error(reason))?;
+        let pool = pool(&server, &options, timeout).map_err(|reason| context.error(reason))?;
         Ok(Arc::new(PostgresDestination {
             name: context.name.clone(),
             schema: context.schema,
@@ -117,7 +117,15 @@ impl DestinationKind for PostgresKind {
     }
 }
 
-fn pool(server: &ServerTarget, options: &PostgresOptions) -> Result<Pool, String> {
+/// The connection pool. The server enforces `timeout` per statement (`statement_timeout`:
+/// the transaction is rolled back there and the error is retriable); connections are
+/// verified with a round trip when taken from the pool, so one left mid-statement by an
+/// abandoned load is discarded rather than reused.
+fn pool(
+    server: &ServerTarget,
+    options: &PostgresOptions,
+    timeout: Duration,
+) -> Result<Pool, String> {
     let mut config = tokio_postgres::Config::new();
     config
         .user(&server.user)
@@ -131,6 +139,10 @@ fn pool(server: &ServerTarget, options: &PostgresOptions) -> Result<Pool, String
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
         });
+    if options.flavor == Flavor::Postgres {
+        // Redshift's startup packet takes no `options`; there the client-side bound applies.
+        config.options(format!("-c statement_timeout={}", timeout.as_millis()));
+    }
     if let Some(password) = &options.password {
         config.password(password.expose());
     }
@@ -139,7 +151,7 @@ fn pool(server: &ServerTarget, options: &PostgresOptions) -> Result<Pool, String
         config,
         tls,
         ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+            recycling_method: RecyclingMethod::Verified,
         },
     );
     Pool::builder(manager)
@@ -207,7 +219,8 @@ impl PostgresDestination {
             }
             Ok::<(), Failure>(())
         };
-        let result = match tokio::time::timeout(self.timeout, attempt).await {
+        // The server's statement_timeout normally fires first; this bounds a hung connection.
+        let result = match tokio::time::timeout(self.timeout * 2, attempt).await {
             Ok(result) => result,
             Err(_) => Err(Failure::retriable(format!(
                 "loading into {} took longer than {:?}",
