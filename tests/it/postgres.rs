@@ -396,3 +396,25 @@ async fn a_kill_9_loop_loses_nothing_and_duplicates_nothing() {
     assert_eq!(distinct, posted, "every accepted event, none lost");
     assert_eq!(rows, posted, "no event twice");
 }
+
+/// A load blocked past `timeout` (another session holds the table locked) is cancelled by the
+/// server and retriable; once the lock is gone the same batch lands, once.
+#[tokio::test]
+async fn a_statement_past_its_timeout_is_retriable() {
+    let cluster = Cluster::start();
+    let mut db = cluster.create_database("slow").await;
+    let dest = destination(&cluster.url("slow", "timeout=500ms")).await;
+    dest.check().await.unwrap();
+    let locker = db.transaction().await.unwrap();
+    locker
+        .batch_execute("LOCK TABLE evaluation_events IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let rows = evaluations("slow", 10);
+    let failure = failure_of(dest.send(&batch("b", &rows)).await);
+    assert!(failure.is_retriable(), "{failure:?}");
+    assert!(failure.reason.contains("57014"), "{}", failure.reason);
+    locker.rollback().await.unwrap();
+    assert_eq!(dest.send(&batch("b", &rows)).await, SendOutcome::Delivered);
+    assert_eq!(count(&db, "evaluation_events").await, 10);
+}
