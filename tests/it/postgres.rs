@@ -418,3 +418,107 @@ async fn a_statement_past_its_timeout_is_retriable() {
     assert_eq!(dest.send(&batch("b", &rows)).await, SendOutcome::Delivered);
     assert_eq!(count(&db, "evaluation_events").await, 10);
 }
+
+/// The fenced `sql` blocks of docs/warehouse.md, in order.
+fn documented_queries() -> Vec<String> {
+    let doc = include_str!("../../docs/warehouse.md");
+    doc.split("```sql\n")
+        .skip(1)
+        .map(|block| block.split("```").next().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_documented_queries_answer_on_loaded_rows() {
+    let cluster = Cluster::start();
+    let db = cluster.create_database("queries").await;
+    let dest = destination(&cluster.url("queries", "")).await;
+    let exposure = |id: &str, user: &str, variation: i64, at: &str| {
+        let mut row = evaluation(id, Some("user"));
+        row["context_key"] = json!(user);
+        row["variation_index"] = json!(variation);
+        row["timestamp"] = json!(at);
+        row
+    };
+    let conversion = |id: &str, user: &str, at: &str| {
+        let mut row = metric(id, 1.0);
+        row["metric_key"] = json!("checkout");
+        row["context_key"] = json!(user);
+        row["timestamp"] = json!(at);
+        row
+    };
+    let day1 = "2024-05-01T10:00:00.000Z";
+    let day2 = "2024-05-02T10:00:00.000Z";
+    let rows = [
+        exposure("e0", "u0", 0, day1),
+        exposure("e1", "u1", 0, day1),
+        exposure("e2", "u2", 0, day2),
+        exposure("e3", "u3", 0, day2),
+        exposure("e4", "u0", 0, day2),
+        exposure("e5", "u4", 1, day1),
+        exposure("e6", "u5", 1, day2),
+        conversion("m0", "u0", day2),
+        conversion("m1", "u4", day2),
+        // Before u5's exposure: not a conversion.
+        conversion("m2", "u5", day1),
+    ];
+    assert_eq!(dest.send(&batch("q", &rows)).await, SendOutcome::Delivered);
+
+    let queries = documented_queries();
+    assert_eq!(queries.len(), 2, "docs/warehouse.md has two sql blocks");
+    let wrapped = |query: &str, columns: &str| {
+        format!(
+            "SELECT {columns} FROM ({}) q",
+            query.trim().trim_end_matches(';')
+        )
+    };
+    let per_day: Vec<(String, String, Option<i64>, i64, i64)> = db
+        .query(
+            &wrapped(
+                &queries[0],
+                "day::text, flag_key, variation_index, evaluations, contexts",
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+        .collect();
+    let expected_per_day = [
+        ("2024-05-01", Some(0), 2, 2),
+        ("2024-05-01", Some(1), 1, 1),
+        ("2024-05-02", Some(0), 3, 3),
+        ("2024-05-02", Some(1), 1, 1),
+    ]
+    .map(|(day, variation, evaluations, contexts)| {
+        (
+            day.to_string(),
+            "new-checkout".to_string(),
+            variation,
+            evaluations,
+            contexts,
+        )
+    });
+    assert_eq!(per_day, expected_per_day);
+    let conversion: Vec<(Option<i64>, i64, i64, String)> = db
+        .query(
+            &wrapped(
+                &queries[1],
+                "variation_index, exposed, converted, conversion_rate::text",
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect();
+    assert_eq!(
+        conversion,
+        [
+            (Some(0), 4, 1, "0.2500".to_string()),
+            (Some(1), 2, 1, "0.5000".to_string()),
+        ]
+    );
+}
