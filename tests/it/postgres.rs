@@ -522,3 +522,36 @@ async fn the_documented_queries_answer_on_loaded_rows() {
         ]
     );
 }
+
+/// `sslmode=require` encrypts without verifying; `verify-full` verifies against
+/// `sslrootcert` and refuses a server whose certificate it cannot verify (permanently).
+#[tokio::test]
+async fn tls_require_and_verify_full() {
+    let (cluster, cert) = Cluster::start_with_tls();
+    let db = cluster.create_database("tls").await;
+    let url = |mode: &str| cluster.url("tls", "").replace("sslmode=disable", mode);
+    let require = destination(&url("sslmode=require")).await;
+    assert_eq!(
+        require.send(&batch("a", &evaluations("a", 3))).await,
+        SendOutcome::Delivered
+    );
+    let verified = format!("sslmode=verify-full&sslrootcert={}", cert.display());
+    let verify = destination(&url(&verified)).await;
+    assert_eq!(
+        verify.send(&batch("b", &evaluations("b", 3))).await,
+        SendOutcome::Delivered
+    );
+    let encrypted: i64 = db
+        .query_one("SELECT count(*) FROM pg_stat_ssl WHERE ssl", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 2, "{encrypted} TLS connections");
+
+    // The platform's roots do not know the self-signed certificate.
+    let unverified = destination(&url("sslmode=verify-full")).await;
+    let failure = failure_of(unverified.send(&batch("c", &evaluations("c", 3))).await);
+    assert_eq!(failure.class, FailureClass::Permanent, "{failure:?}");
+    assert!(failure.reason.contains("certificate"), "{}", failure.reason);
+    assert_eq!(count(&db, "evaluation_events").await, 6);
+}

@@ -2,7 +2,8 @@
 //!
 //! | SQLSTATE / error | meaning | class |
 //! |---|---|---|
-//! | no SQLSTATE (I/O, closed connection, TLS), class 08 (connection), 57P01–57P03 (shutdown, cannot connect now), 40001 / 40P01 (serialization failure, deadlock), 55P03 (lock not available), 57014 (statement timeout), 58 (system error) | transient | retriable |
+//! | a server certificate `verify-full` cannot verify | configuration | permanent |
+//! | no SQLSTATE (I/O, closed connection, TLS handshake), class 08 (connection), 57P01–57P03 (shutdown, cannot connect now), 40001 / 40P01 (serialization failure, deadlock), 55P03 (lock not available), 57014 (statement timeout), 58 (system error) | transient | retriable |
 //! | class 53 (insufficient resources: too many connections, disk full, out of memory) | the server is overloaded | throttled |
 //! | class 22 (data exception), class 23 (integrity constraint) | one row's fault | permanent for that row ([`Fault::Row`]: the loader bisects to find it) |
 //! | 3D000 (no such database), 3F000 (no such schema), 42501 (insufficient privilege), class 28 (authentication), other class 42 (missing table or column, wrong type) | configuration | permanent, naming the database, schema or table |
@@ -24,6 +25,12 @@ pub enum Fault {
 pub fn classify(error: &tokio_postgres::Error, doing: &str, target: &str) -> Fault {
     let detail = describe(error);
     let Some(code) = error.code() else {
+        // A certificate the client cannot verify stays unverifiable until someone acts.
+        if is_untrusted_certificate(error) {
+            return permanent(format!(
+                "{doing} {target}: TLS certificate not trusted: {detail}"
+            ));
+        }
         return Fault::Batch(Failure::retriable(format!("{doing} {target}: {detail}")));
     };
     let state = code.code();
@@ -46,6 +53,24 @@ pub fn classify(error: &tokio_postgres::Error, doing: &str, target: &str) -> Fau
         "28" => permanent(reason("authentication failed: ")),
         _ => permanent(reason("")),
     }
+}
+
+/// Is a rustls certificate rejection somewhere in `error`'s chain? (`io::Error` hides the
+/// error it wraps from `source()`, so look inside each one.)
+pub fn is_untrusted_certificate(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(err) = current {
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if matches!(tls, Some(rustls::Error::InvalidCertificate(_))) {
+            return true;
+        }
+        current = err.source();
+    }
+    false
 }
 
 fn permanent(reason: String) -> Fault {

@@ -202,3 +202,11 @@ fn verify_names_the_first_mismatched_column() {
         "{reason}"
     );
 }
+
+#[test]
+fn an_untrusted_certificate_is_found_inside_io_errors() {
+    let tls = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+    let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+    let boxed: Box<dyn std::error::Error + Send + Sync> = io.into();
+    assert!(super::classify::is_untrusted_certificate(&*boxed));
+}

@@ -22,6 +22,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     port: u16,
     running: bool,
+    /// Extra server settings (`-c …`), e.g. TLS.
+    settings: String,
 }
 
 impl Cluster {
@@ -54,6 +56,7 @@ impl Cluster {
             dir,
             port,
             running: false,
+            settings: String::new(),
         };
         run(cluster.as_postgres("initdb").args([
             "-D",
@@ -70,11 +73,50 @@ impl Cluster {
         cluster
     }
 
+    /// Like [`Cluster::start`], with TLS on: a self-signed certificate for `127.0.0.1`
+    /// (made with `openssl`); returns the cluster and the certificate's PEM path.
+    pub fn start_with_tls() -> (Cluster, PathBuf) {
+        let mut cluster = Cluster::start();
+        cluster.stop();
+        let cert = cluster.data().join("server.crt");
+        let key = cluster.data().join("server.key");
+        run(cluster
+            .as_postgres("/usr/bin/openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert));
+        run(cluster.as_postgres("/bin/chmod").arg("600").arg(&key));
+        cluster.settings = format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert.display(),
+            key.display()
+        );
+        cluster.resume();
+        (cluster, cert)
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    /// `program` of the cluster's bin dir, run as `postgres` when we are root.
+    /// `program` of the cluster's bin dir (or an absolute path), run as `postgres` when we
+    /// are root.
     fn as_postgres(&self, program: &str) -> Command {
         let path = self.bin.join(program);
         if is_root() {
@@ -104,9 +146,10 @@ impl Cluster {
     /// Start it again on the same port with the same data.
     pub fn resume(&mut self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off{}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.settings
         );
         let log = self.dir.path().join("server.log").display().to_string();
         self.pg_ctl(&["-o", &options, "-l", &log, "start"]);
