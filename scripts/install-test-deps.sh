@@ -75,3 +75,17 @@ if ! "$DEPS/duckdb-python/bin/python" -c "import duckdb, sys; sys.exit(0 if duck
   "$DEPS/duckdb-python/bin/pip" install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION"
 fi
 # --- end object readers ---------------------------------------------------------------------
+
+# --- PostgreSQL (owner: warehouse destinations) ---------------------------------------------
+# Debian's PostgreSQL 15 server binaries; tests/it/support/postgres.rs runs initdb + pg_ctl
+# as the `postgres` user into a private directory (no system cluster is started here).
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+    echo "install-test-deps: installing postgresql-15"
+    if ! { apt-get install -y postgresql-15 \
+            || { apt-get update && apt-get install -y postgresql-15; }; }; then
+        echo "install-test-deps: ERROR: cannot install PostgreSQL; run" >&2
+        echo "  apt-get install -y postgresql-15" >&2
+        exit 1
+    fi
+fi
+# --- end PostgreSQL ---------------------------------------------------------------------------

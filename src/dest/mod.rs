@@ -41,6 +41,7 @@ pub mod kinesis;
 pub mod log;
 pub mod object;
 pub mod options;
+pub mod postgres;
 pub mod pubsub;
 pub mod raw;
 pub mod registry;

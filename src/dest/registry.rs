@@ -18,7 +18,7 @@ use crate::event::Schema;
 use super::kind::{AnyKind, BuildContext};
 use super::options::OptionMap;
 use super::secrets::{self, Redaction};
-use super::{file, kafka, kinesis, log, pubsub, s3};
+use super::{file, kafka, kinesis, log, postgres, pubsub, s3};
 use super::{DestError, Destination, DestinationSpec};
 
 /// Every destination type, in `--help` order.
@@ -29,6 +29,7 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &pubsub::PubSubKind,
     &kafka::KafkaKind,
     &s3::S3Kind,
+    &postgres::PostgresKind,
 ];
 
 /// The kind for `scheme`.
@@ -147,7 +148,8 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("carrier-pigeon") && err.contains("file, log, kinesis, pubsub, kafka, s3"),
+            err.contains("carrier-pigeon")
+                && err.contains("file, log, kinesis, pubsub, kafka, s3, postgres"),
             "{err}"
         );
 

@@ -23,6 +23,7 @@ mod kinesis_moto;
 mod kinesis_replay;
 mod numbers;
 mod object_readers;
+mod postgres;
 mod pubsub_emulator;
 mod s3_moto;
 mod secrets;

@@ -62,7 +62,7 @@ fn help_lists_every_destination_type_and_unknown_types_are_named() {
         .output()
         .expect("run flagstream serve --help");
     let text = String::from_utf8_lossy(&help.stdout);
-    for scheme in ["file", "log", "kinesis", "pubsub"] {
+    for scheme in ["file", "log", "kinesis", "pubsub", "postgres"] {
         assert!(
             text.contains(&format!("  {scheme} ")),
             "{scheme} missing:\n{text}"

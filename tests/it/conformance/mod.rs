@@ -18,6 +18,7 @@
 //! bottom of this file.
 
 pub mod kafka;
+pub mod postgres_target;
 pub mod s3;
 pub mod targets;
 
@@ -429,3 +430,8 @@ conformance!(kinesis_kinesalite, targets::Kinesis::kinesalite);
 conformance!(pubsub_emulator, targets::PubSub::emulator);
 conformance!(kafka_tansu, targets::Kafka::tansu);
 conformance!(s3_moto, targets::S3::moto);
+conformance!(
+    postgres,
+    targets::Postgres::start,
+    [exactly_once, missing_target, outage, resent_batch]
+);

@@ -293,5 +293,7 @@ impl Target for PubSub {
 
 /// The `kafka` destination on tansu (its own file).
 pub use super::kafka::Kafka;
+/// PostgreSQL (its own file: `postgres_target.rs`).
+pub use super::postgres_target::Postgres;
 /// The `s3` destination on moto: see [`super::s3`].
 pub use super::s3::S3;

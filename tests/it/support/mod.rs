@@ -15,6 +15,7 @@ pub mod cloud;
 pub mod delivery;
 pub mod event_fuzz;
 pub mod kafka;
+pub mod postgres;
 pub mod serve;
 pub mod wal;
 pub mod wal_fuzz;
