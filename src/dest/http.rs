@@ -94,7 +94,7 @@ impl HttpClient {
         url: &str,
         mut headers: HeaderMap,
         body: Bytes,
-        target: &dyn Display,
+        target: &(dyn Display + Sync),
     ) -> Result<HttpResponse, Failure> {
         let body = if self.gzip {
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -134,7 +134,7 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
 
 async fn classify_response(
     response: reqwest::Response,
-    target: &dyn Display,
+    target: &(dyn Display + Sync),
 ) -> Result<HttpResponse, Failure> {
     let status = response.status();
     let headers = response.headers().clone();

@@ -44,6 +44,7 @@ pub mod registry;
 pub mod secrets;
 pub mod spec;
 pub mod units;
+pub mod webhook;
 
 use std::fmt;
 use std::time::Duration;

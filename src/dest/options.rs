@@ -73,6 +73,19 @@ impl OptionMap {
         T::deserialize(BlockDeserializer { map: self }).map_err(|err| err.0)
     }
 
+    /// Take every option named `{prefix}NAME` (e.g. `header.X-Team=…`), keyed by `NAME`,
+    /// marking them used: for open-ended options no struct can declare.
+    pub fn take_prefixed(&mut self, prefix: &str) -> BTreeMap<String, String> {
+        let mut taken = BTreeMap::new();
+        for (key, value) in &self.values {
+            if let Some(name) = key.strip_prefix(prefix) {
+                self.used.insert(key.clone());
+                taken.insert(name.to_string(), value.clone());
+            }
+        }
+        taken
+    }
+
     /// The options no block claimed (for the next layer to take).
     pub fn into_unused(self) -> BTreeMap<String, String> {
         let used = self.used;

@@ -18,7 +18,7 @@ use crate::event::Schema;
 use super::kind::{AnyKind, BuildContext};
 use super::options::OptionMap;
 use super::secrets::{self, Redaction};
-use super::{file, kinesis, log, pubsub};
+use super::{file, kinesis, log, pubsub, webhook};
 use super::{DestError, Destination, DestinationSpec};
 
 /// Every destination type, in `--help` order.
@@ -27,6 +27,8 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &log::LogKind,
     &kinesis::KinesisKind,
     &pubsub::PubSubKind,
+    &webhook::WebhookKind::<true>,
+    &webhook::WebhookKind::<false>,
 ];
 
 /// The kind for `scheme`.
