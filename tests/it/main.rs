@@ -28,3 +28,4 @@ mod wal_fuzz_harness;
 mod wal_inspect;
 mod wal_recovery;
 mod wal_tools;
+mod webhook;

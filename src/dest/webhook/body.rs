@@ -10,7 +10,12 @@ use super::config::BodyFormat;
 
 /// Write `items` (complete JSON documents) as one body in `format`; `meta` is the
 /// go-feature-flag envelope's `meta` object.
-pub fn write_body(format: BodyFormat, meta: &[(&str, &str)], items: &[BatchItem], out: &mut Vec<u8>) {
+pub fn write_body(
+    format: BodyFormat,
+    meta: &[(&str, &str)],
+    items: &[BatchItem],
+    out: &mut Vec<u8>,
+) {
     out.clear();
     let rows = items.iter().map(|item| &item.payload[..]);
     match format {
@@ -50,8 +55,8 @@ pub fn envelope_bytes(format: BodyFormat, meta: &[(&str, &str)]) -> usize {
 /// go-feature-flag send.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
-        .expect("HMAC accepts keys of any length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC accepts keys of any length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }

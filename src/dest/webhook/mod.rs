@@ -138,7 +138,10 @@ impl WebhookDestination {
             .own
             .format
             .unwrap_or_else(|| BodyFormat::default_for(context.schema));
-        let max_bytes = config.own.max_bytes.map_or(DEFAULT_MAX_BYTES, |size| size.0);
+        let max_bytes = config
+            .own
+            .max_bytes
+            .map_or(DEFAULT_MAX_BYTES, |size| size.0);
         let mut meta = vec![("hostname".to_string(), hostname())];
         for (key, value) in config.meta {
             match meta.iter_mut().find(|(known, _)| *known == key) {

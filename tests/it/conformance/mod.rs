@@ -18,6 +18,7 @@
 //! bottom of this file.
 
 pub mod targets;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -403,7 +404,8 @@ macro_rules! conformance {
     };
     ($module:ident, $start:path, [$($check:ident),+ $(,)?]) => {
         mod $module {
-            use super::targets;
+            #[allow(unused_imports)]
+            use super::{targets, webhook};
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
@@ -425,3 +427,4 @@ conformance!(log, targets::Log::start, [exactly_once, resent_batch]);
 conformance!(kinesis_moto, targets::Kinesis::moto);
 conformance!(kinesis_kinesalite, targets::Kinesis::kinesalite);
 conformance!(pubsub_emulator, targets::PubSub::emulator);
+conformance!(webhook_receiver, webhook::Webhook::start);

@@ -2,6 +2,8 @@
 //!
 //! * [`serve`]: start the real `flagstream serve` binary and talk to it over HTTP.
 //! * [`cloud`]: real stand-in servers (moto, kinesalite, the Pub/Sub emulator) and batches.
+//! * [`http_receivers`]: in-process stand-ins of vendors' HTTP servers (webhook, Segment,
+//!   mParticle).
 //! * [`delivery`]: a real WAL plus simulated remote targets for the delivery engine tests.
 //! * [`wal`]: a fault-injecting `WalIo`, deterministic payloads, small options.
 //! * [`wal_fuzz`], [`event_fuzz`]: the fuzz targets' bodies, shared with `fuzz/` so the same
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 pub mod cloud;
 pub mod delivery;
 pub mod event_fuzz;
+pub mod http_receivers;
 pub mod serve;
 pub mod wal;
 pub mod wal_fuzz;
