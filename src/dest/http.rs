@@ -123,6 +123,13 @@ impl HttpClient {
     }
 }
 
+/// An HTTP Basic `Authorization` value (RFC 7617): `Basic base64(user:password)`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
+}
+
 fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut encoder = GzEncoder::new(
         Vec::with_capacity(body.len() / 4 + 64),

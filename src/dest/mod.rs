@@ -42,6 +42,7 @@ pub mod pubsub;
 pub mod raw;
 pub mod registry;
 pub mod secrets;
+pub mod segment;
 pub mod spec;
 pub mod units;
 pub mod webhook;

@@ -80,7 +80,7 @@ async fn go_feature_flag_envelope_signed_gzipped_with_auth_and_custom_headers() 
             "userKey": format!("user-{}", i % 3),
             "creationDate": 1_700_000_000u64,
             "key": "new-checkout",
-            "variation": "1",
+            "variation": format!("goff-{i}"),
             "value": true,
             "default": false,
             "version": "12",

@@ -132,7 +132,7 @@ fn authorization(credentials: &TokenCredentials) -> Result<Option<HeaderValue>, 
             username: Some(user),
             password,
             ..
-        } => basic_auth(user, password.as_ref().map_or("", Secret::expose)),
+        } => crate::dest::http::basic_auth(user, password.as_ref().map_or("", Secret::expose)),
         TokenCredentials {
             password: Some(_), ..
         } => return Err("option `password` needs `username`".into()),
@@ -142,11 +142,4 @@ fn authorization(credentials: &TokenCredentials) -> Result<Option<HeaderValue>, 
         .map_err(|_| "the credentials are not valid in an HTTP header".to_string())?;
     value.set_sensitive(true);
     Ok(Some(value))
-}
-
-/// An HTTP Basic `Authorization` value (RFC 7617).
-pub fn basic_auth(user: &str, password: &str) -> String {
-    use base64::Engine;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("Basic {encoded}")
 }

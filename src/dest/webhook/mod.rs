@@ -42,7 +42,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 
 pub use body::{signature, write_body};
-pub use config::{basic_auth, BodyFormat, WebhookConfig, WebhookOptions};
+pub use config::{BodyFormat, WebhookConfig, WebhookOptions};
 
 use super::http::HttpClient;
 use super::kind::{BuildContext, DestinationKind};

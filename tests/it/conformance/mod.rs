@@ -17,6 +17,7 @@
 //! Adding a destination: implement [`Target`] in `targets.rs`, add a line to the list at the
 //! bottom of this file.
 
+pub mod segment;
 pub mod targets;
 pub mod webhook;
 
@@ -405,7 +406,7 @@ macro_rules! conformance {
     ($module:ident, $start:path, [$($check:ident),+ $(,)?]) => {
         mod $module {
             #[allow(unused_imports)]
-            use super::{targets, webhook};
+            use super::{segment, targets, webhook};
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
@@ -428,3 +429,8 @@ conformance!(kinesis_moto, targets::Kinesis::moto);
 conformance!(kinesis_kinesalite, targets::Kinesis::kinesalite);
 conformance!(pubsub_emulator, targets::PubSub::emulator);
 conformance!(webhook_receiver, webhook::Webhook::start);
+conformance!(
+    segment_api,
+    segment::Segment::start,
+    [exactly_once, outage, resent_batch]
+);

@@ -117,6 +117,11 @@ impl Receiver {
         receiver
     }
 
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// `127.0.0.1:PORT`.
     pub fn authority(&self) -> String {
         self.addr.to_string()
@@ -337,4 +342,135 @@ impl Contract for WebhookContract {
         }
         Answer::accepted(200, r#"{"status":"ok"}"#)
     }
+}
+
+/// Basic credentials of a request, decoded (`user`, `password`).
+pub fn basic_credentials(request: &Received) -> Option<(String, String)> {
+    use base64::Engine;
+    let value = request.headers.get("authorization")?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+/// Segment's HTTP Tracking API batch call, as documented ("HTTP API source"): `POST
+/// /v1/batch`, Basic auth with the write key and an empty password (401 otherwise), ≤ 500 KB
+/// per request and ≤ 32 KB per message or `400`, invalid JSON `400`, otherwise `200` — also
+/// for messages that break the spec, which Segment drops later: those are listed in
+/// `invalid` so tests can fail on them.
+pub struct SegmentContract {
+    pub write_key: String,
+    pub invalid: Arc<Mutex<Vec<String>>>,
+}
+
+/// Segment's limits (KB read as 1,000 bytes for the request: the stricter reading).
+pub const SEGMENT_MAX_REQUEST_BYTES: usize = 500_000;
+pub const SEGMENT_MAX_MESSAGE_BYTES: usize = 32 * 1024;
+
+impl Contract for SegmentContract {
+    fn answer(&self, request: &Received, _accepted: &[Received]) -> Answer {
+        if request.method != Method::POST || request.path != "/v1/batch" {
+            return Answer::new(404, r#"{"success":false,"message":"not found"}"#);
+        }
+        if basic_credentials(request) != Some((self.write_key.clone(), String::new())) {
+            return Answer::new(401, r#"{"success":false,"message":"Invalid write key"}"#);
+        }
+        if request.body.len() > SEGMENT_MAX_REQUEST_BYTES {
+            return Answer::new(
+                400,
+                r#"{"success":false,"message":"Exceeded payload size limit"}"#,
+            );
+        }
+        #[derive(serde::Deserialize)]
+        struct Batch<'a> {
+            #[serde(borrow)]
+            batch: Vec<&'a serde_json::value::RawValue>,
+            #[serde(rename = "sentAt")]
+            sent_at: Option<String>,
+        }
+        let Ok(batch) = serde_json::from_slice::<Batch>(&request.body) else {
+            return Answer::new(400, r#"{"success":false,"message":"Invalid JSON"}"#);
+        };
+        if batch
+            .batch
+            .iter()
+            .any(|m| m.get().len() > SEGMENT_MAX_MESSAGE_BYTES)
+        {
+            return Answer::new(
+                400,
+                r#"{"success":false,"message":"Exceeded payload size limit"}"#,
+            );
+        }
+        let mut invalid = self.invalid.lock();
+        if !batch.sent_at.as_deref().is_some_and(is_iso8601) {
+            invalid.push(format!(
+                "batch without an ISO-8601 sentAt: {:?}",
+                batch.sent_at
+            ));
+        }
+        for message in &batch.batch {
+            let value: serde_json::Value = serde_json::from_str(message.get()).unwrap();
+            if let Err(problem) = segment_spec_problem(&value) {
+                invalid.push(format!("{problem}: {value}"));
+            }
+        }
+        Answer::accepted(200, r#"{"success":true}"#)
+    }
+}
+
+fn is_iso8601(text: &str) -> bool {
+    humantime::parse_rfc3339(text).is_ok()
+}
+
+/// What is wrong with a message by Segment's spec (common fields + the call's own).
+fn segment_spec_problem(message: &serde_json::Value) -> Result<(), &'static str> {
+    let text = |key: &str| message[key].as_str().filter(|s| !s.is_empty());
+    let kind = text("type").ok_or("no type")?;
+    text("messageId").ok_or("no messageId")?;
+    text("timestamp")
+        .filter(|t| is_iso8601(t))
+        .ok_or("no ISO-8601 timestamp")?;
+    if !message["properties"].is_null() && !message["properties"].is_object() {
+        return Err("properties is not an object");
+    }
+    match kind {
+        "track" => {
+            text("event").ok_or("track without event")?;
+        }
+        "page" | "identify" | "screen" | "group" => {}
+        "alias" => {
+            text("previousId").ok_or("alias without previousId")?;
+            text("userId").ok_or("alias without userId")?;
+        }
+        _ => return Err("unknown type"),
+    }
+    if text("userId").is_none() && text("anonymousId").is_none() {
+        return Err("neither userId nor anonymousId");
+    }
+    Ok(())
+}
+
+/// The messages Segment holds: every accepted message once per `messageId` (Segment
+/// deduplicates on it), in arrival order.
+pub fn segment_messages(receiver: &Receiver) -> Vec<serde_json::Value> {
+    let mut seen = std::collections::HashSet::new();
+    let mut messages = Vec::new();
+    for request in receiver.accepted() {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        for message in body["batch"].as_array().unwrap() {
+            if seen.insert(
+                message["messageId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ) {
+                messages.push(message.clone());
+            }
+        }
+    }
+    messages
 }
