@@ -20,6 +20,7 @@ mod kinesis_moto;
 mod kinesis_replay;
 mod pubsub_emulator;
 mod secrets;
+mod segment;
 mod serve_crash;
 mod serve_e2e;
 mod wal_crash;
