@@ -37,6 +37,7 @@ pub mod http;
 pub mod kind;
 pub mod kinesis;
 pub mod log;
+pub mod mparticle;
 pub mod options;
 pub mod pubsub;
 pub mod raw;

@@ -18,7 +18,7 @@ use crate::event::Schema;
 use super::kind::{AnyKind, BuildContext};
 use super::options::OptionMap;
 use super::secrets::{self, Redaction};
-use super::{file, kinesis, log, pubsub, segment, webhook};
+use super::{file, kinesis, log, mparticle, pubsub, segment, webhook};
 use super::{DestError, Destination, DestinationSpec};
 
 /// Every destination type, in `--help` order.
@@ -30,6 +30,7 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &webhook::WebhookKind::<true>,
     &webhook::WebhookKind::<false>,
     &segment::SegmentKind,
+    &mparticle::MParticleKind,
 ];
 
 /// The kind for `scheme`.

@@ -17,6 +17,7 @@
 //! Adding a destination: implement [`Target`] in `targets.rs`, add a line to the list at the
 //! bottom of this file.
 
+pub mod mparticle;
 pub mod segment;
 pub mod targets;
 pub mod webhook;
@@ -406,7 +407,7 @@ macro_rules! conformance {
     ($module:ident, $start:path, [$($check:ident),+ $(,)?]) => {
         mod $module {
             #[allow(unused_imports)]
-            use super::{segment, targets, webhook};
+            use super::{mparticle, segment, targets, webhook};
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
@@ -432,5 +433,10 @@ conformance!(webhook_receiver, webhook::Webhook::start);
 conformance!(
     segment_api,
     segment::Segment::start,
+    [exactly_once, outage, resent_batch]
+);
+conformance!(
+    mparticle_api,
+    mparticle::MParticle::start,
     [exactly_once, outage, resent_batch]
 );

@@ -474,3 +474,150 @@ pub fn segment_messages(receiver: &Receiver) -> Vec<serde_json::Value> {
     }
     messages
 }
+
+/// mParticle's Events API bulk call, as documented (Events API reference, "Default Service
+/// Limits"): `POST /v2/bulkevents`, Basic `key:secret` (401 otherwise), a JSON array of ≤ 100
+/// batches, ≤ 256 KB per request (413) and ≤ 128 KB per batch (400), `202 Accepted`.
+/// Batches that break the documented schema are accepted (mParticle drops them later) and
+/// listed in `invalid` so tests can fail on them.
+pub struct MParticleContract {
+    pub key: String,
+    pub secret: String,
+    pub invalid: Arc<Mutex<Vec<String>>>,
+}
+
+pub const MPARTICLE_MAX_BATCHES: usize = 100;
+pub const MPARTICLE_MAX_REQUEST_BYTES: usize = 256 * 1024;
+pub const MPARTICLE_MAX_BATCH_BYTES: usize = 128 * 1024;
+
+impl Contract for MParticleContract {
+    fn answer(&self, request: &Received, _accepted: &[Received]) -> Answer {
+        if request.method != Method::POST || request.path != "/v2/bulkevents" {
+            return Answer::new(404, r#"{"errors":[{"code":"NOT_FOUND"}]}"#);
+        }
+        if basic_credentials(request) != Some((self.key.clone(), self.secret.clone())) {
+            return Answer::new(
+                401,
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad key or secret"}]}"#,
+            );
+        }
+        if request.body.len() > MPARTICLE_MAX_REQUEST_BYTES {
+            return Answer::new(413, r#"{"errors":[{"code":"REQUEST_TOO_LARGE"}]}"#);
+        }
+        let Ok(batches) =
+            serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(&request.body)
+        else {
+            return Answer::new(400, r#"{"errors":[{"code":"INVALID_JSON"}]}"#);
+        };
+        if batches.len() > MPARTICLE_MAX_BATCHES {
+            return Answer::new(400, r#"{"errors":[{"code":"TOO_MANY_BATCHES"}]}"#);
+        }
+        if batches
+            .iter()
+            .any(|b| b.get().len() > MPARTICLE_MAX_BATCH_BYTES)
+        {
+            return Answer::new(400, r#"{"errors":[{"code":"BATCH_TOO_LARGE"}]}"#);
+        }
+        let mut invalid = self.invalid.lock();
+        let mut users = std::collections::HashSet::new();
+        for batch in &batches {
+            let value: serde_json::Value = serde_json::from_str(batch.get()).unwrap();
+            if !users.insert(value["user_identities"].to_string()) {
+                invalid.push(format!("a second batch for one user in a request: {value}"));
+            }
+            if let Err(problem) = mparticle_batch_problem(&value) {
+                invalid.push(format!("{problem}: {value}"));
+            }
+        }
+        Answer::accepted(202, "")
+    }
+}
+
+/// What is wrong with an mParticle batch by the Events API schema.
+fn mparticle_batch_problem(batch: &serde_json::Value) -> Result<(), &'static str> {
+    let identities = batch["user_identities"]
+        .as_object()
+        .ok_or("no user_identities")?;
+    if identities.is_empty()
+        || !identities
+            .values()
+            .all(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+    {
+        return Err("user_identities without a string identity");
+    }
+    if !matches!(
+        batch["environment"].as_str(),
+        Some("production" | "development")
+    ) {
+        return Err("environment is not production or development");
+    }
+    let events = batch["events"]
+        .as_array()
+        .filter(|e| !e.is_empty())
+        .ok_or("no events")?;
+    for event in events {
+        let data = event["data"].as_object().ok_or("event without data")?;
+        let text = |key: &str| {
+            data.get(key)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+        };
+        text("source_message_id").ok_or("event without source_message_id")?;
+        data.get("timestamp_unixtime_ms")
+            .and_then(|v| v.as_u64())
+            .ok_or("no timestamp_unixtime_ms")?;
+        match event["event_type"].as_str() {
+            Some("custom_event") => {
+                text("event_name").ok_or("custom_event without event_name")?;
+                const TYPES: &[&str] = &[
+                    "navigation",
+                    "location",
+                    "search",
+                    "transaction",
+                    "user_content",
+                    "user_preference",
+                    "social",
+                    "media",
+                    "other",
+                ];
+                if !text("custom_event_type").is_some_and(|t| TYPES.contains(&t)) {
+                    return Err("custom_event with an unknown custom_event_type");
+                }
+            }
+            Some("screen_view") => {
+                text("screen_name").ok_or("screen_view without screen_name")?;
+            }
+            _ => return Err("unknown event_type"),
+        }
+        if let Some(attributes) = data.get("custom_attributes") {
+            let attributes = attributes
+                .as_object()
+                .ok_or("custom_attributes is not an object")?;
+            if !attributes
+                .values()
+                .all(|v| v.as_str().is_some_and(|s| s.chars().count() <= 4096))
+            {
+                return Err("a custom attribute that is not a string of ≤ 4096 characters");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every event mParticle accepted, with its batch's `user_identities` and `environment`.
+pub fn mparticle_events(receiver: &Receiver) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let mut events = Vec::new();
+    for request in receiver.accepted() {
+        let batches: Vec<serde_json::Value> = serde_json::from_slice(&request.body).unwrap();
+        for batch in batches {
+            let header = serde_json::json!({
+                "user_identities": batch["user_identities"],
+                "environment": batch["environment"],
+            });
+            for event in batch["events"].as_array().unwrap() {
+                events.push((header.clone(), event.clone()));
+            }
+        }
+    }
+    events
+}
