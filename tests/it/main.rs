@@ -18,6 +18,7 @@ mod kinesis_e2e;
 mod kinesis_kinesalite;
 mod kinesis_moto;
 mod kinesis_replay;
+mod mparticle;
 mod pubsub_emulator;
 mod secrets;
 mod segment;
