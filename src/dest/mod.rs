@@ -109,6 +109,22 @@ pub struct BatchItem {
     pub received_at_ms: u64,
 }
 
+#[cfg(test)]
+impl BatchItem {
+    /// An item carrying `payload`, every other field neutral (unit tests).
+    pub(crate) fn with_payload(payload: impl Into<Bytes>) -> BatchItem {
+        BatchItem {
+            event_id: "id".into(),
+            payload: payload.into(),
+            kind: "feature".into(),
+            key: None,
+            context_key: None,
+            environment: "production".into(),
+            received_at_ms: 0,
+        }
+    }
+}
+
 /// A batch cut deterministically by the delivery engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {

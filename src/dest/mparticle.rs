@@ -36,12 +36,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use http::Method;
+use http::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::http::{basic_auth, HttpClient, HttpOptions};
+use super::http::{json_basic_auth_headers, HttpClient, HttpOptions};
 use super::kind::{BuildContext, DestinationKind};
 use super::options::RequestOptions;
 use super::secrets::Secret;
@@ -183,12 +182,8 @@ impl MParticleDestination {
             .endpoint
             .as_ref()
             .map_or(options.pod.endpoint(), |endpoint| endpoint.as_str());
-        let mut auth = HeaderValue::from_str(&basic_auth(key.expose(), secret.expose()))
-            .map_err(|_| "options `key` / `secret` are not valid in an HTTP header".to_string())?;
-        auth.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, auth);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let headers = json_basic_auth_headers(key.expose(), secret.expose())
+            .ok_or("options `key` / `secret` are not valid in an HTTP header")?;
         Ok(MParticleDestination {
             name: context.name.clone(),
             target: BulkUrl(format!("{endpoint}/v2/bulkevents")),
@@ -301,20 +296,10 @@ impl Destination for MParticleDestination {
                 Ok(batches) => serde_json::to_vec(&batches).unwrap_or_default(),
                 Err(failure) => return SendOutcome::Failed(failure),
             };
-            let sent = self
-                .client
-                .send(
-                    Method::POST,
-                    &self.target.0,
-                    self.headers.clone(),
-                    Bytes::from(body),
-                    &self.target,
-                )
-                .await;
-            match sent {
-                Ok(_) => SendOutcome::Delivered,
-                Err(failure) => SendOutcome::Failed(failure),
-            }
+            let body = Bytes::from(body);
+            self.client
+                .post_batch(&self.target.0, self.headers.clone(), body, &self.target)
+                .await
         })
     }
 
@@ -336,12 +321,8 @@ mod tests {
         );
         BatchItem {
             event_id: id.into(),
-            payload: Bytes::from(payload),
-            kind: "feature".into(),
-            key: None,
             context_key: Some(user.into()),
-            environment: "production".into(),
-            received_at_ms: 0,
+            ..BatchItem::with_payload(payload)
         }
     }
 

@@ -37,11 +37,10 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use http::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use http::Method;
+use http::header::HeaderMap;
 use serde::Deserialize;
 
-use super::http::{basic_auth, HttpClient, HttpOptions};
+use super::http::{json_basic_auth_headers, HttpClient, HttpOptions};
 use super::kind::{BuildContext, DestinationKind};
 use super::options::RequestOptions;
 use super::secrets::Secret;
@@ -114,12 +113,8 @@ impl DestinationKind for SegmentKind {
             .endpoint
             .as_ref()
             .map_or(options.region.endpoint(), |endpoint| endpoint.as_str());
-        let mut auth = HeaderValue::from_str(&basic_auth(write_key.expose(), ""))
-            .map_err(|_| context.error("option `write_key` is not valid in an HTTP header"))?;
-        auth.set_sensitive(true);
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, auth);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let headers = json_basic_auth_headers(write_key.expose(), "")
+            .ok_or_else(|| context.error("option `write_key` is not valid in an HTTP header"))?;
         Ok(Arc::new(SegmentDestination {
             name: context.name.clone(),
             target: BatchUrl(format!("{endpoint}/v1/batch")),
@@ -202,23 +197,11 @@ impl Destination for SegmentDestination {
     }
 
     fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, SendOutcome> {
-        Box::pin(async move {
-            let body = Bytes::from(batch_body(&batch.items, SystemTime::now()));
-            let sent = self
-                .client
-                .send(
-                    Method::POST,
-                    &self.target.0,
-                    self.headers.clone(),
-                    body,
-                    &self.target,
-                )
-                .await;
-            match sent {
-                Ok(_) => SendOutcome::Delivered,
-                Err(failure) => SendOutcome::Failed(failure),
-            }
-        })
+        let body = Bytes::from(batch_body(&batch.items, SystemTime::now()));
+        Box::pin(
+            self.client
+                .post_batch(&self.target.0, self.headers.clone(), body, &self.target),
+        )
     }
 
     /// Segment has no endpoint that checks a write key without recording data: the options
@@ -234,15 +217,7 @@ mod tests {
     use crate::dest::{registry, DestinationSpec};
 
     fn item(payload: &str) -> BatchItem {
-        BatchItem {
-            event_id: "id".into(),
-            payload: Bytes::copy_from_slice(payload.as_bytes()),
-            kind: "feature".into(),
-            key: None,
-            context_key: None,
-            environment: "production".into(),
-            received_at_ms: 0,
-        }
+        BatchItem::with_payload(Bytes::copy_from_slice(payload.as_bytes()))
     }
 
     #[test]

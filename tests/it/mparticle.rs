@@ -7,9 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::conformance::mparticle::{MParticle, KEY, SECRET};
-use crate::conformance::{dead_letters, post, serve, wait_acknowledged};
+use crate::conformance::{post, serve, wait_acknowledged, wait_dead_letters};
 use crate::support::cloud::ld_bulk;
-use crate::support::eventually;
 use crate::support::http_receivers::{
     basic_credentials, mparticle_events, Fault, MPARTICLE_MAX_BATCH_BYTES,
 };
@@ -84,20 +83,7 @@ async fn batches_per_user_follow_the_events_api_and_limits_are_respected() {
         assert_eq!(attributes["default"], "false");
     }
 
-    let dir = scratch.path();
-    let dead = eventually(
-        "the oversized event dead-lettered",
-        Duration::from_secs(30),
-        || async {
-            let dead = dead_letters(dir);
-            if dead.is_empty() {
-                Err("none yet".to_string())
-            } else {
-                Ok(dead)
-            }
-        },
-    )
-    .await;
+    let dead = wait_dead_letters(scratch.path(), 1, &server).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     let reason = dead[0]["reason"].as_str().unwrap();
     assert!(reason.contains("bytes"), "{reason}");

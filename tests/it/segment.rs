@@ -3,14 +3,12 @@
 //! 32 KB message limit (the oversized message is dead-lettered, its neighbours delivered).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::conformance::{dead_letters, post, serve, wait_acknowledged, DEST};
+use crate::conformance::{post, serve, wait_acknowledged, wait_dead_letters, DEST};
 use crate::support::cloud::ld_bulk;
-use crate::support::eventually;
 use crate::support::http_receivers::{
     basic_credentials, segment_messages, Receiver, SegmentContract, SEGMENT_MAX_MESSAGE_BYTES,
 };
@@ -108,20 +106,7 @@ async fn messages_follow_segments_spec_and_oversized_ones_are_dead_lettered() {
         .collect();
     assert_eq!(ids.len(), messages.len(), "message ids are unique");
 
-    let dir = scratch.path();
-    let dead: Vec<Value> = eventually(
-        "the oversized message dead-lettered",
-        Duration::from_secs(30),
-        || async {
-            let dead = dead_letters(dir);
-            if dead.is_empty() {
-                Err("none yet".to_string())
-            } else {
-                Ok(dead)
-            }
-        },
-    )
-    .await;
+    let dead = wait_dead_letters(scratch.path(), 1, &server).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
     let reason = dead[0]["reason"].as_str().unwrap();
     assert!(reason.contains("bytes"), "{reason}");

@@ -39,7 +39,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::Method;
 
 pub use body::{signature, write_body};
 pub use config::{BodyFormat, WebhookConfig, WebhookOptions};
@@ -203,14 +202,9 @@ impl WebhookDestination {
                 )
             }
         };
-        match self
-            .client
-            .send(Method::POST, &self.url.0, headers, body, &self.url)
+        self.client
+            .post_batch(&self.url.0, headers, body, &self.url)
             .await
-        {
-            Ok(_) => SendOutcome::Delivered,
-            Err(failure) => SendOutcome::Failed(failure),
-        }
     }
 }
 

@@ -14,15 +14,7 @@ fn signature_matches_githubs_published_vector() {
 }
 
 fn item(payload: &str) -> BatchItem {
-    BatchItem {
-        event_id: "id".into(),
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        kind: "feature".into(),
-        key: None,
-        context_key: None,
-        environment: "production".into(),
-        received_at_ms: 0,
-    }
+    BatchItem::with_payload(Bytes::copy_from_slice(payload.as_bytes()))
 }
 
 #[test]

@@ -187,7 +187,7 @@ pub fn dead_letters(dir: &Path) -> Vec<Value> {
 }
 
 /// Wait until `count` events are dead-lettered; returns them.
-async fn wait_dead_letters(dir: &Path, count: usize, server: &Server) -> Vec<Value> {
+pub async fn wait_dead_letters(dir: &Path, count: usize, server: &Server) -> Vec<Value> {
     let what = format!("{count} events dead-lettered");
     eventually(&what, DELIVERY_TIMEOUT, || async move {
         let dead = dead_letters(dir);
