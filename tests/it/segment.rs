@@ -116,3 +116,65 @@ async fn messages_follow_segments_spec_and_oversized_ones_are_dead_lettered() {
     // Nothing Segment would have refused reached it.
     assert!(segment.answered().iter().all(|(_, status)| *status == 200));
 }
+
+/// `flagstream test-destination` sends its recognisable test event through the real
+/// destination: to Segment as a valid track call, to mParticle as a valid batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_destination_reaches_segment_and_mparticle() {
+    use crate::conformance::mparticle::{MParticle, KEY, SECRET};
+    use crate::support::http_receivers::mparticle_events;
+
+    let scratch = tempfile::tempdir().unwrap();
+    let invalid = Arc::new(Mutex::new(Vec::new()));
+    let segment = Receiver::start(SegmentContract {
+        write_key: WRITE_KEY.1.to_string(),
+        invalid: invalid.clone(),
+    })
+    .await;
+    let mparticle = MParticle::start(scratch.path()).await;
+    let segment_url = format!(
+        "segment:?name={DEST}&write_key=env:{}&endpoint={}",
+        WRITE_KEY.0,
+        segment.base_url()
+    );
+    for (url, env) in [
+        (segment_url, vec![WRITE_KEY]),
+        (mparticle.url(""), vec![KEY, SECRET]),
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_flagstream"))
+            .args(["test-destination", DEST, "--dest", &url])
+            .envs(env)
+            .env("FLAGSTREAM_DATA_DIR", scratch.path().join("data"))
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{url}: {stdout}");
+        assert!(stdout.contains("delivered"), "{stdout}");
+    }
+
+    assert!(invalid.lock().is_empty(), "{:#?}", invalid.lock());
+    let messages = segment_messages(&segment);
+    assert_eq!(messages.len(), 1, "{messages:#?}");
+    assert_eq!(messages[0]["properties"]["key"], TEST_EVENT_KEY);
+    assert_eq!(messages[0]["userId"], TEST_EVENT_KEY);
+
+    assert!(
+        mparticle.invalid.lock().is_empty(),
+        "{:#?}",
+        mparticle.invalid.lock()
+    );
+    let events = mparticle_events(&mparticle.receiver);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(
+        events[0].0["user_identities"]["customer_id"],
+        TEST_EVENT_KEY
+    );
+    assert_eq!(
+        events[0].1["data"]["custom_attributes"]["key"],
+        TEST_EVENT_KEY
+    );
+}
+
+/// The key of `flagstream test-destination`'s event (LaunchDarkly's own test event key).
+const TEST_EVENT_KEY: &str = "LaunchDarklyDataExportTestEvent";
