@@ -133,6 +133,13 @@ impl WebhookDestination {
         if parsed.host_str().is_none_or(str::is_empty) {
             return Err(format!("`{url}` has no host"));
         }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            // The URL is shown in reasons and logs: credentials belong in secret options.
+            return Err(
+                "credentials in the URL: use `username` / `password` (as env: or file:) instead"
+                    .into(),
+            );
+        }
         let format = config
             .own
             .format

@@ -92,6 +92,7 @@ async fn builds_from_urls_and_names_bad_options() {
         ("webhook+http://h/p?format=xml", "format"),
         ("webhook+http://h/p?header.Bad%20Name=1", "header.Bad Name"),
         ("webhook+http:///nohost", "host"),
+        ("webhook+https://u:p@h/p", "username"),
         ("webhook+http://h/p?max_bytes=2", "max_bytes"),
         ("webhook+http://h/p?colour=red", "colour"),
     ] {
