@@ -9,7 +9,6 @@
 //! Run: `cargo bench --bench http_destinations`.
 
 #[path = "../tests/it/support/cloud/mod.rs"]
-#[allow(dead_code)]
 mod cloud;
 
 use std::convert::Infallible;
