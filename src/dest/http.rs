@@ -32,6 +32,7 @@ use serde::Deserialize;
 
 use super::failure::{Failure, FailureClass, RequestMetrics, RequestResult};
 use super::options::{RequestOptions, CONNECT_TIMEOUT};
+use super::SendOutcome;
 
 /// `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("flagstream/", env!("CARGO_PKG_VERSION"));
@@ -94,7 +95,7 @@ impl HttpClient {
         url: &str,
         mut headers: HeaderMap,
         body: Bytes,
-        target: &dyn Display,
+        target: &(dyn Display + Sync),
     ) -> Result<HttpResponse, Failure> {
         let body = if self.gzip {
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -123,6 +124,45 @@ impl HttpClient {
     }
 }
 
+/// An HTTP Basic `Authorization` value (RFC 7617): `Basic base64(user:password)`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
+}
+
+impl HttpClient {
+    /// POST a request that carries a whole batch: delivered on 2xx, else the classified
+    /// failure for the whole batch.
+    pub async fn post_batch(
+        &self,
+        url: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        target: &(dyn Display + Sync),
+    ) -> SendOutcome {
+        match self.send(Method::POST, url, headers, body, target).await {
+            Ok(_) => SendOutcome::Delivered,
+            Err(failure) => SendOutcome::Failed(failure),
+        }
+    }
+}
+
+/// `Content-Type: application/json` and HTTP Basic auth (marked sensitive), the headers of
+/// JSON APIs authenticated by a key (Segment, mParticle). `None` when the credentials cannot
+/// be a header value.
+pub fn json_basic_auth_headers(user: &str, password: &str) -> Option<HeaderMap> {
+    let mut auth = HeaderValue::from_str(&basic_auth(user, password)).ok()?;
+    auth.set_sensitive(true);
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::AUTHORIZATION, auth);
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Some(headers)
+}
+
 fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut encoder = GzEncoder::new(
         Vec::with_capacity(body.len() / 4 + 64),
@@ -134,7 +174,7 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
 
 async fn classify_response(
     response: reqwest::Response,
-    target: &dyn Display,
+    target: &(dyn Display + Sync),
 ) -> Result<HttpResponse, Failure> {
     let status = response.status();
     let headers = response.headers().clone();

@@ -39,6 +39,7 @@ pub mod kafka;
 pub mod kind;
 pub mod kinesis;
 pub mod log;
+pub mod mparticle;
 pub mod object;
 pub mod options;
 pub mod postgres;
@@ -47,8 +48,10 @@ pub mod raw;
 pub mod registry;
 pub mod s3;
 pub mod secrets;
+pub mod segment;
 pub mod spec;
 pub mod units;
+pub mod webhook;
 
 use std::fmt;
 use std::time::Duration;
@@ -109,6 +112,22 @@ pub struct BatchItem {
     pub environment: String,
     /// Time the event was received by flagstream (Unix ms).
     pub received_at_ms: u64,
+}
+
+#[cfg(test)]
+impl BatchItem {
+    /// An item carrying `payload`, every other field neutral (unit tests).
+    pub(crate) fn with_payload(payload: impl Into<Bytes>) -> BatchItem {
+        BatchItem {
+            event_id: "id".into(),
+            payload: payload.into(),
+            kind: "feature".into(),
+            key: None,
+            context_key: None,
+            environment: "production".into(),
+            received_at_ms: 0,
+        }
+    }
 }
 
 /// A batch cut deterministically by the delivery engine.

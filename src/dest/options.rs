@@ -83,8 +83,9 @@ impl OptionMap {
     }
 
     /// Take every option whose key starts with `prefix` (marking it used), keyed by the rest
-    /// of the key: pass-through options such as Kafka's `rdkafka.NAME=value`. Returns the
-    /// keys whose values are secret beside the values.
+    /// of the key: open-ended options no struct can declare, such as Kafka's
+    /// `rdkafka.NAME=value` or a webhook's `header.X-Team=…`. Returns the keys whose values
+    /// are secret beside the values.
     pub fn take_prefixed(&mut self, prefix: &str) -> (BTreeMap<String, String>, BTreeSet<String>) {
         let mut taken = BTreeMap::new();
         let mut secret = BTreeSet::new();

@@ -18,7 +18,7 @@ use crate::event::Schema;
 use super::kind::{AnyKind, BuildContext};
 use super::options::OptionMap;
 use super::secrets::{self, Redaction};
-use super::{file, kafka, kinesis, log, postgres, pubsub, s3};
+use super::{file, kafka, kinesis, log, mparticle, postgres, pubsub, s3, segment, webhook};
 use super::{DestError, Destination, DestinationSpec};
 
 /// Every destination type, in `--help` order.
@@ -30,6 +30,10 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &kafka::KafkaKind,
     &s3::S3Kind,
     &postgres::PostgresKind,
+    &webhook::WebhookKind::<true>,
+    &webhook::WebhookKind::<false>,
+    &segment::SegmentKind,
+    &mparticle::MParticleKind,
 ];
 
 /// The kind for `scheme`.

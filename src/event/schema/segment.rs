@@ -9,7 +9,8 @@
 //! | `pageview` | `page` | — | `url` |
 //! | `alias` (legacy) | `alias` | — | top-level `previousId` (= `previousKey`), `userId` (= `key`) |
 //!
-//! Every row: `userId` (context key; `anonymousId` = event id when the event has no context),
+//! Every row: `userId` (context key; `anonymousId` = the key when that context is anonymous,
+//! or the event id when the event has no context),
 //! `messageId` = the stable event id (Segment deduplicates on it), `timestamp` and
 //! `originalTimestamp` in ISO-8601 UTC with milliseconds, `integrations: {}`, and properties
 //! `project`, `environment`, `eventId`, `key`, `version: 1`. `sentAt` is left to the sender.
@@ -43,6 +44,7 @@ pub(super) fn map(row: &Row<'_, '_>, out: &mut Vec<u8>, emit: &mut dyn FnMut(&[u
         call_obj.str("userId", event.key().unwrap_or(""));
     } else {
         match event.context_key() {
+            Some(key) if is_anonymous(event, key) => call_obj.str("anonymousId", key),
             Some(key) => call_obj.str("userId", key),
             None => call_obj.str("anonymousId", row.id),
         }
@@ -88,6 +90,13 @@ pub(super) fn map(row: &Row<'_, '_>, out: &mut Vec<u8>, emit: &mut dyn FnMut(&[u
     call_obj.raw("integrations", b"{}");
     call_obj.finish();
     emit(out);
+}
+
+/// Is the context with `key` marked anonymous? (Segment wants those in `anonymousId`.)
+fn is_anonymous(event: &super::super::Event<'_>, key: &str) -> bool {
+    let mut anonymous = false;
+    event.for_each_context(|context| anonymous |= context.key == key && context.anonymous);
+    anonymous
 }
 
 fn feature_properties(props: &mut ObjectWriter<'_>, nodes: &json::Doc<'_>, e: &Evaluation<'_>) {

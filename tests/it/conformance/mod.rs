@@ -18,9 +18,12 @@
 //! bottom of this file.
 
 pub mod kafka;
+pub mod mparticle;
 pub mod postgres_target;
 pub mod s3;
+pub mod segment;
 pub mod targets;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -187,7 +190,7 @@ pub fn dead_letters(dir: &Path) -> Vec<Value> {
 }
 
 /// Wait until `count` events are dead-lettered; returns them.
-async fn wait_dead_letters(dir: &Path, count: usize, server: &Server) -> Vec<Value> {
+pub async fn wait_dead_letters(dir: &Path, count: usize, server: &Server) -> Vec<Value> {
     let what = format!("{count} events dead-lettered");
     eventually(&what, DELIVERY_TIMEOUT, || async move {
         let dead = dead_letters(dir);
@@ -406,7 +409,8 @@ macro_rules! conformance {
     };
     ($module:ident, $start:path, [$($check:ident),+ $(,)?]) => {
         mod $module {
-            use super::targets;
+            #[allow(unused_imports)]
+            use super::{mparticle, segment, targets, webhook};
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
@@ -434,4 +438,15 @@ conformance!(
     postgres,
     targets::Postgres::start,
     [exactly_once, missing_target, outage, resent_batch]
+);
+conformance!(webhook_receiver, webhook::Webhook::start);
+conformance!(
+    segment_api,
+    segment::Segment::start,
+    [exactly_once, outage, resent_batch]
+);
+conformance!(
+    mparticle_api,
+    mparticle::MParticle::start,
+    [exactly_once, outage, resent_batch]
 );

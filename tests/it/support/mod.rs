@@ -3,6 +3,8 @@
 //! * [`serve`]: start the real `flagstream serve` binary and talk to it over HTTP.
 //! * [`cloud`]: real stand-in servers (moto, kinesalite, the Pub/Sub emulator) and batches.
 //! * [`kafka`]: a tansu broker (Kafka protocol) behind a gate, and rdkafka read-back.
+//! * [`http_receivers`]: in-process stand-ins of vendors' HTTP servers (webhook, Segment,
+//!   mParticle).
 //! * [`delivery`]: a real WAL plus simulated remote targets for the delivery engine tests.
 //! * [`wal`]: a fault-injecting `WalIo`, deterministic payloads, small options.
 //! * [`wal_fuzz`], [`event_fuzz`]: the fuzz targets' bodies, shared with `fuzz/` so the same
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 pub mod cloud;
 pub mod delivery;
 pub mod event_fuzz;
+pub mod http_receivers;
 pub mod kafka;
 pub mod postgres;
 pub mod serve;

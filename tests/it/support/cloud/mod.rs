@@ -501,6 +501,10 @@ pub fn ld_bulk(tag: &str, count: usize, contexts: usize) -> serde_json::Value {
                 "value": true,
                 "default": false,
                 "testSeq": format!("{tag}-{i}"),
+                // Also as the variation's name, which every output schema carries (Segment
+                // `properties.variationName`, mParticle `variation_name`, go-feature-flag
+                // `variation`), so targets whose schema drops unknown fields can be read back.
+                "variationName": format!("{tag}-{i}"),
             })
         })
         .collect();
