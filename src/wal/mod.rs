@@ -65,8 +65,9 @@
 //! by record, expecting consecutive seqs (`format::scan_tail`). At the first invalid record
 //! recovery tells three cases apart:
 //!
-//! 1. **Torn tail** — nothing valid follows: a crash mid-append (only power loss or a kernel
-//!    crash can tear a write; a killed process leaves its page cache). The tail is cut there
+//! 1. **Torn tail** — nothing valid follows: a crash mid-append (a process killed while it
+//!    copies a record into the map, power loss or a kernel crash; such a record was never
+//!    acknowledged, since its sync had not completed). The tail is cut there
 //!    and the next append overwrites it. If the invalid record's header still names the
 //!    expected seq, that record was written (in `Interval`/`Never` mode a reader may already
 //!    have delivered it), so its seq is *retired*: counted as lost and never reused, which

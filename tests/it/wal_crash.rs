@@ -128,8 +128,19 @@ fn kill_dash_nine_never_loses_an_acknowledged_append() {
 
         let wal = Wal::open(crash_options(dir.path())).unwrap();
         let records = read_all(&wal, 1);
+        // Seqs only grow. A gap is a torn last record whose seq recovery retired (the child
+        // was killed mid-copy); such a record was never acknowledged.
         for pair in records.windows(2) {
-            assert_eq!(pair[1].seq, pair[0].seq + 1, "round {round}: seq gap");
+            assert!(
+                pair[1].seq > pair[0].seq,
+                "round {round}: seqs out of order"
+            );
+            for missing in pair[0].seq + 1..pair[1].seq {
+                assert!(
+                    !acked.contains_key(&missing),
+                    "round {round}: acknowledged seq {missing} retired"
+                );
+            }
         }
         let by_seq: BTreeMap<u64, _> = records.iter().map(|record| (record.seq, record)).collect();
         for (&seq, &key) in &acked {
@@ -138,7 +149,12 @@ fn kill_dash_nine_never_loses_an_acknowledged_append() {
                 .unwrap_or_else(|| panic!("round {round}: acknowledged seq {seq} is missing"));
             assert_intact(record, key, len_of(key));
         }
-        assert_eq!(wal.stats().corrupt_records, 0, "round {round}");
+        // At most the one torn record of this round's kill is counted as lost.
+        assert!(
+            wal.stats().corrupt_records <= 1,
+            "round {round}: {} records lost to damage",
+            wal.stats().corrupt_records
+        );
         eprintln!(
             "round {round}: {round_acks} acks, {} records stored",
             records.len()
