@@ -21,33 +21,10 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// The numbers of issue 14: refused by simd-json, or rewritten on the way out.
 const ISSUE_NUMBERS: &str = r#"{"a":18446744073709551616,"b":-9223372036854775809,"c":123456789012345678901234567890,"d":1e400,"e":1.50,"f":12345678901234567890.5,"g":0.1000000000000000000001,"h":-0}"#;
 
-/// Raw lines of every complete file the file destination wrote (never re-parsed: a JSON
-/// parser would round the very numbers under test).
-fn raw_export_lines(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| {
-            let name = path.file_name().unwrap().to_string_lossy();
-            name.ends_with(".ndjson") && !name.starts_with('.')
-        })
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .filter_map(|file| std::fs::read_to_string(file).ok())
-        .flat_map(|text| text.lines().map(str::to_string).collect::<Vec<_>>())
-        .filter(|line| !line.trim().is_empty())
-        .collect()
-}
-
 /// Wait until the export holds at least `count` raw lines.
 async fn wait_for_lines(dir: &Path, count: usize) -> Vec<String> {
     eventually(&format!("{count} rows exported"), TIMEOUT, || async move {
-        let lines = raw_export_lines(dir);
+        let lines = read_export_lines(dir);
         if lines.len() >= count {
             Ok(lines)
         } else {

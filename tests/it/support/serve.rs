@@ -174,9 +174,10 @@ pub async fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f
         .sum()
 }
 
-/// Every event written by a file destination under `dir`: complete `*.ndjson` files only
-/// (temp files start with `.`), in file-name order.
-pub fn read_export(dir: &Path) -> Vec<Value> {
+/// Every line written by a file destination under `dir`, unparsed (a JSON parser would
+/// round the numbers some tests check): complete `*.ndjson` files only (temp files start
+/// with `.`), in file-name order.
+pub fn read_export_lines(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -189,19 +190,23 @@ pub fn read_export(dir: &Path) -> Vec<Value> {
         })
         .collect();
     files.sort();
-    let mut events = Vec::new();
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue;
-        };
-        for line in text.lines().filter(|line| !line.trim().is_empty()) {
-            events.push(
-                serde_json::from_str(line)
-                    .unwrap_or_else(|err| panic!("{}: bad line {line}: {err}", file.display())),
-            );
-        }
-    }
-    events
+    files
+        .iter()
+        .filter_map(|file| std::fs::read_to_string(file).ok())
+        .flat_map(|text| text.lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|line| !line.trim().is_empty())
+        .collect()
+}
+
+/// Every event written by a file destination under `dir` ([`read_export_lines`], parsed).
+pub fn read_export(dir: &Path) -> Vec<Value> {
+    read_export_lines(dir)
+        .iter()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|err| panic!("{}: bad line {line}: {err}", dir.display()))
+        })
+        .collect()
 }
 
 /// Wait until the export holds at least `count` events; returns them.
