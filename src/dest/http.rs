@@ -124,6 +124,19 @@ impl HttpClient {
     }
 }
 
+/// A vendor endpoint as reasons and logs name it: "Segment `https://…/v1/batch`".
+#[derive(Debug, Clone)]
+pub struct VendorUrl {
+    pub vendor: &'static str,
+    pub url: String,
+}
+
+impl Display for VendorUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} `{}`", self.vendor, self.url)
+    }
+}
+
 /// An HTTP Basic `Authorization` value (RFC 7617): `Basic base64(user:password)`.
 pub fn basic_auth(user: &str, password: &str) -> String {
     use base64::Engine;

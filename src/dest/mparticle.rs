@@ -40,7 +40,7 @@ use http::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::http::{json_basic_auth_headers, HttpClient, HttpOptions};
+use super::http::{json_basic_auth_headers, HttpClient, HttpOptions, VendorUrl};
 use super::kind::{BuildContext, DestinationKind};
 use super::options::RequestOptions;
 use super::secrets::Secret;
@@ -123,19 +123,10 @@ impl DestinationKind for MParticleKind {
     }
 }
 
-#[derive(Debug, Clone)]
-struct BulkUrl(String);
-
-impl fmt::Display for BulkUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "mParticle `{}`", self.0)
-    }
-}
-
 /// The mParticle destination.
 pub struct MParticleDestination {
     name: String,
-    target: BulkUrl,
+    target: VendorUrl,
     headers: HeaderMap,
     environment: Option<Environment>,
     identity: Option<String>,
@@ -146,7 +137,7 @@ impl fmt::Debug for MParticleDestination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MParticleDestination")
             .field("name", &self.name)
-            .field("url", &self.target.0)
+            .field("url", &self.target.url)
             .field("environment", &self.environment)
             .field("identity", &self.identity)
             .finish_non_exhaustive()
@@ -186,7 +177,10 @@ impl MParticleDestination {
             .ok_or("options `key` / `secret` are not valid in an HTTP header")?;
         Ok(MParticleDestination {
             name: context.name.clone(),
-            target: BulkUrl(format!("{endpoint}/v2/bulkevents")),
+            target: VendorUrl {
+                vendor: "mParticle",
+                url: format!("{endpoint}/v2/bulkevents"),
+            },
             headers,
             environment: options.environment,
             identity: options.identity,
@@ -298,7 +292,7 @@ impl Destination for MParticleDestination {
             };
             let body = Bytes::from(body);
             self.client
-                .post_batch(&self.target.0, self.headers.clone(), body, &self.target)
+                .post_batch(&self.target.url, self.headers.clone(), body, &self.target)
                 .await
         })
     }

@@ -40,7 +40,7 @@ use futures::future::BoxFuture;
 use http::header::HeaderMap;
 use serde::Deserialize;
 
-use super::http::{json_basic_auth_headers, HttpClient, HttpOptions};
+use super::http::{json_basic_auth_headers, HttpClient, HttpOptions, VendorUrl};
 use super::kind::{BuildContext, DestinationKind};
 use super::options::RequestOptions;
 use super::secrets::Secret;
@@ -117,7 +117,10 @@ impl DestinationKind for SegmentKind {
             .ok_or_else(|| context.error("option `write_key` is not valid in an HTTP header"))?;
         Ok(Arc::new(SegmentDestination {
             name: context.name.clone(),
-            target: BatchUrl(format!("{endpoint}/v1/batch")),
+            target: VendorUrl {
+                vendor: "Segment",
+                url: format!("{endpoint}/v1/batch"),
+            },
             headers,
             client: HttpClient::new(&context.name, &request, &http)
                 .map_err(|reason| context.error(reason))?,
@@ -125,20 +128,10 @@ impl DestinationKind for SegmentKind {
     }
 }
 
-/// The batch URL, for reasons and logs.
-#[derive(Debug, Clone)]
-struct BatchUrl(String);
-
-impl fmt::Display for BatchUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Segment `{}`", self.0)
-    }
-}
-
 /// The Segment destination.
 pub struct SegmentDestination {
     name: String,
-    target: BatchUrl,
+    target: VendorUrl,
     headers: HeaderMap,
     client: HttpClient,
 }
@@ -147,7 +140,7 @@ impl fmt::Debug for SegmentDestination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SegmentDestination")
             .field("name", &self.name)
-            .field("url", &self.target.0)
+            .field("url", &self.target.url)
             .finish_non_exhaustive()
     }
 }
@@ -200,7 +193,7 @@ impl Destination for SegmentDestination {
         let body = Bytes::from(batch_body(&batch.items, SystemTime::now()));
         Box::pin(
             self.client
-                .post_batch(&self.target.0, self.headers.clone(), body, &self.target),
+                .post_batch(&self.target.url, self.headers.clone(), body, &self.target),
         )
     }
 
