@@ -13,10 +13,28 @@ use tokio::sync::Notify;
 
 use delivery_support::*;
 use flagstream::delivery::cursor_state::DeliveryCursor;
-use flagstream::delivery::{read_dead_letters, DeliveryState};
+use flagstream::delivery::{read_dead_letters, Delivery, DeliveryState};
 use flagstream::dest::{Failure, FailureClass, ItemFailure, SendOutcome};
+use flagstream::wal::Wal;
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// The engine with `remote` alone: three fast retries, one batch in flight.
+fn start_remote(wal: &Wal, dir: &std::path::Path, remote: &Arc<Remote>) -> Delivery {
+    start(
+        wal,
+        dir,
+        vec![configured(remote.clone(), fast_retry(Some(3)), 1)],
+    )
+}
+
+/// Wait until the `remote` destination's cursor has reached the end of the log.
+async fn wait_caught_up(delivery: &Delivery, wal: &Wal, what: &str) {
+    wait_until(what, WAIT, || {
+        delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivers_every_event_once_in_log_order_with_stable_ids() {
@@ -24,11 +42,7 @@ async fn delivers_every_event_once_in_log_order_with_stable_ids() {
     let wal = open_wal(dir.path());
     let keys = append_records(&wal, 0, 30, 7).await;
     let remote = Remote::accepting("remote", limits(10, 20));
-    let delivery = start(
-        &wal,
-        dir.path(),
-        vec![configured(remote.clone(), fast_retry(Some(3)), 1)],
-    );
+    let delivery = start_remote(&wal, dir.path(), &remote);
 
     wait_until("all delivered", WAIT, || {
         remote.delivered_keys().len() >= keys.len()
@@ -48,10 +62,7 @@ async fn delivers_every_event_once_in_log_order_with_stable_ids() {
         "ids sort in log order"
     );
 
-    wait_until("cursor at the end", WAIT, || {
-        delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
-    })
-    .await;
+    wait_caught_up(&delivery, &wal, "cursor at the end").await;
     let status = delivery.status("remote").unwrap();
     assert_eq!(status.state, DeliveryState::Running);
     assert_eq!(status.delivered_events, keys.len() as u64);
@@ -117,10 +128,7 @@ async fn the_cursor_advances_only_over_the_contiguous_acked_prefix() {
     assert_eq!(persisted.plan.map(|(start, _)| start.seq), Some(first_seq));
 
     release.notify_one();
-    wait_until("everything acked", WAIT, || {
-        delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
-    })
-    .await;
+    wait_caught_up(&delivery, &wal, "everything acked").await;
     assert_eq!(sorted(remote.delivered_keys()), sorted(keys));
     delivery.shutdown().await;
 }
@@ -148,15 +156,8 @@ async fn partial_failures_resend_only_the_retriable_items_and_dead_letter_the_pe
         }
         .boxed()
     });
-    let delivery = start(
-        &wal,
-        dir.path(),
-        vec![configured(remote.clone(), fast_retry(Some(3)), 1)],
-    );
-    wait_until("cursor at the end", WAIT, || {
-        delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
-    })
-    .await;
+    let delivery = start_remote(&wal, dir.path(), &remote);
+    wait_caught_up(&delivery, &wal, "cursor at the end").await;
     let sent = remote.sent();
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert_eq!(sent[0].keys, keys);
@@ -194,10 +195,7 @@ async fn retriable_failures_back_off_then_dead_letter_when_the_budget_is_spent()
         dir.path(),
         vec![configured(remote.clone(), fast_retry(Some(2)), 1)],
     );
-    wait_until("cursor moves past the dead-lettered batch", WAIT, || {
-        delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
-    })
-    .await;
+    wait_caught_up(&delivery, &wal, "cursor moves past the dead-lettered batch").await;
     let sent = remote.sent();
     assert_eq!(sent.len(), 3, "one attempt + 2 retries");
     for pair in sent.windows(2) {
@@ -245,11 +243,7 @@ async fn retry_after_is_honoured() {
         }
         .boxed()
     });
-    let delivery = start(
-        &wal,
-        dir.path(),
-        vec![configured(remote.clone(), fast_retry(Some(3)), 1)],
-    );
+    let delivery = start_remote(&wal, dir.path(), &remote);
     wait_until("delivered", WAIT, || remote.delivered_keys().len() == 1).await;
     let sent = remote.sent();
     assert!(sent[1].at.duration_since(sent[0].at) >= Duration::from_millis(400));
@@ -288,21 +282,11 @@ async fn permanent_failures_oversized_and_invalid_events_go_to_dead_letters() {
         }
         .boxed()
     });
-    let delivery = start(
-        &wal,
-        dir.path(),
-        vec![configured(remote.clone(), fast_retry(Some(3)), 1)],
-    );
-    wait_until("record 0 done", WAIT, || {
-        delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
-    })
-    .await;
+    let delivery = start_remote(&wal, dir.path(), &remote);
+    wait_caught_up(&delivery, &wal, "record 0 done").await;
     // Record 1, in a batch of its own: rejected by the target for good.
     append_events(&wal, &[custom_event(1, 0, 8)]).await;
-    wait_until("record 1 done", WAIT, || {
-        delivery.status("remote").unwrap().cursor.seq == wal.next_seq()
-    })
-    .await;
+    wait_caught_up(&delivery, &wal, "record 1 done").await;
     delivery.shutdown().await;
     assert_eq!(sorted(remote.delivered_keys()), vec!["r0e0", "r0e3"]);
 
