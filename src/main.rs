@@ -209,6 +209,9 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
     readiness.set(Phase::Recovering);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating --data-dir {}", config.data_dir.display()))?;
+    if let Some(warning) = config.free_space_warning() {
+        tracing::warn!("{warning}");
+    }
     let wal_options = config.wal.clone();
     let started = std::time::Instant::now();
     let wal = tokio::task::spawn_blocking(move || Wal::open(wal_options))
@@ -227,6 +230,7 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
 
     let mut engine_options = EngineOptions::new(&config.data_dir);
     engine_options.shutdown_grace = engine_options.shutdown_grace.min(config.shutdown_timeout);
+    engine_options.dead_letter_limits = config.dead_letters;
     let delivery = delivery::Delivery::start(&wal, destinations, &engine_options)
         .context("starting delivery")?;
     admin_state.attach_delivery(delivery.clone());

@@ -88,6 +88,17 @@ pub const DEST_BATCH_BYTES: &str = "flagstream_dest_batch_bytes";
 pub const DEST_SEND_DURATION_SECONDS: &str = "flagstream_dest_send_duration_seconds";
 /// Gauge{destination}: 1 while paused by the operator.
 pub const DEST_PAUSED: &str = "flagstream_dest_paused";
+/// Gauge{destination}: 1 while paused because the dead-letter store refuses its dead letters.
+pub const DEST_DEAD_LETTERS_FULL: &str = "flagstream_dest_dead_letters_full";
+/// Gauge{destination}: dead letters waiting in memory for room in the store.
+pub const DEST_DEAD_LETTERS_WAITING: &str = "flagstream_dest_dead_letters_waiting";
+
+// --- dead-letter store --------------------------------------------------------------------
+/// Gauge: bytes of all dead-letter files (as last counted by the store's budget).
+pub const DEAD_LETTER_BYTES: &str = "flagstream_dead_letter_bytes";
+/// Counter{destination, reason}: dead-letter writes refused (`budget` or `disk` floor); each
+/// refused write is retried every cursor sync while the destination waits.
+pub const DEAD_LETTER_REFUSED_WRITES_TOTAL: &str = "flagstream_dead_letter_refused_writes_total";
 
 // --- process ------------------------------------------------------------------------------
 /// Gauge: ingest connections currently open.
@@ -256,6 +267,23 @@ fn describe() {
     );
     describe_histogram!(DEST_SEND_DURATION_SECONDS, Unit::Seconds, "Send latency");
     describe_gauge!(DEST_PAUSED, "1 while paused by the operator");
+    describe_gauge!(
+        DEST_DEAD_LETTERS_FULL,
+        "1 while paused because the dead-letter store is full"
+    );
+    describe_gauge!(
+        DEST_DEAD_LETTERS_WAITING,
+        "Dead letters waiting for room in the store"
+    );
+    describe_gauge!(
+        DEAD_LETTER_BYTES,
+        Unit::Bytes,
+        "Bytes of all dead-letter files"
+    );
+    describe_counter!(
+        DEAD_LETTER_REFUSED_WRITES_TOTAL,
+        "Dead-letter writes refused by the budget or the free-space floor"
+    );
 }
 
 #[cfg(test)]

@@ -139,6 +139,23 @@ impl<T: Copy> Limit<T> {
     }
 }
 
+/// A size, or `auto` for one derived from other flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoSize {
+    Auto,
+    Size(ByteSize),
+}
+
+/// `auto` or a size (see [`parse_size`]).
+pub fn parse_auto_size(text: &str) -> Result<AutoSize, String> {
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(AutoSize::Auto);
+    }
+    parse_size(text)
+        .map(AutoSize::Size)
+        .map_err(|err| format!("{err}, or `auto`"))
+}
+
 /// Every setting of a running flagstream. Also accepted by `validate` and `test-destination`,
 /// and settable (by long name, without the dashes) in the `--config` TOML file.
 #[derive(Debug, Clone, Args)]
@@ -223,6 +240,12 @@ pub struct ServeArgs {
         default_value = "tolerate-tail"
     )]
     pub wal_recovery: WalRecoveryArg,
+
+    /// Disk budget for all dead-letter files; a destination whose dead letters do not fit
+    /// pauses (its events wait in the WAL) until room appears. Default: a tenth of
+    /// `--wal-max-bytes`, at least 4 × `--max-body-bytes`.
+    #[arg(long, env = "FLAGSTREAM_DEAD_LETTER_MAX_BYTES", value_parser = parse_auto_size, default_value = "auto")]
+    pub dead_letter_max_bytes: AutoSize,
 
     /// Largest accepted request body, after gunzip (bigger → 413).
     #[arg(long, env = "FLAGSTREAM_MAX_BODY_BYTES", value_parser = parse_size, default_value = "10MiB")]

@@ -29,9 +29,10 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches};
 
-pub use cli::{BenchArgs, Cli, Command, LogFormat, ServeArgs, WalCommand, WalSyncArg};
+pub use cli::{AutoSize, BenchArgs, Cli, Command, LogFormat, ServeArgs, WalCommand, WalSyncArg};
 pub use file::ConfigFile;
 
+use crate::delivery::DeadLetterLimits;
 use crate::dest::file::FileDestination;
 use crate::dest::DestinationSpec;
 use crate::ingest::{Environments, IngestSettings};
@@ -90,6 +91,8 @@ pub struct ServeConfig {
     /// True when `destinations` is the embedded default (nothing was configured).
     pub default_destination: bool,
     pub retry: RetrySettings,
+    /// The dead-letter store's budget and free-space floor.
+    pub dead_letters: DeadLetterLimits,
     pub project: String,
     pub log_format: LogFormat,
     pub log_filter: String,
@@ -105,6 +108,26 @@ impl ServeConfig {
     /// Where dead letters live inside the data dir.
     pub fn dead_letter_dir(&self) -> PathBuf {
         self.data_dir.join("dead-letters")
+    }
+
+    /// A warning when the free-space floor already exceeds the free space of the data dir's
+    /// filesystem: every WAL segment allocation and dead-letter write would be refused, so
+    /// ingest would answer 503 from the first body that needs a new segment. A warning, not a
+    /// refusal: delivery should still start and drain what the WAL holds (which frees room).
+    pub fn free_space_warning(&self) -> Option<String> {
+        let available =
+            crate::delivery::dead_letter_budget::available_bytes(&self.data_dir).ok()?;
+        (available < self.wal.min_free_bytes).then(|| {
+            format!(
+                "--wal-min-free-bytes {} exceeds the {} free under {}: new WAL segments and dead \
+                 letters will be refused (ingest answers 503) until space is freed; use a value \
+                 below the free space, e.g. --wal-min-free-bytes {}",
+                bytesize::ByteSize(self.wal.min_free_bytes),
+                bytesize::ByteSize(available),
+                self.data_dir.display(),
+                bytesize::ByteSize(available / 10)
+            )
+        })
     }
 
     /// Validate parsed flags (already merged with the config file, see [`merge_config_file`]).
@@ -188,6 +211,7 @@ impl ServeConfig {
                 ),
             ));
         }
+        let dead_letters = dead_letter_limits(args, &wal)?;
         if args.max_connections == 0 {
             return Err(ConfigError::invalid(
                 "max-connections",
@@ -285,6 +309,7 @@ impl ServeConfig {
             destinations,
             default_destination,
             retry,
+            dead_letters,
             project: args.project.trim().to_string(),
             log_format: args.log_format,
             log_filter: args.log_level.clone(),
@@ -301,6 +326,32 @@ const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Smallest accepted `--max-body-bytes`.
 const MIN_BODY_BYTES: u64 = 1024;
+
+/// `--dead-letter-max-bytes`, or its default: a tenth of the WAL budget (dead letters are the
+/// exception, the WAL the rule), but never less than four largest bodies, so one body's worth
+/// of dead letters (text payloads grow when escaped) always fits.
+fn dead_letter_limits(args: &ServeArgs, wal: &WalOptions) -> Result<DeadLetterLimits, ConfigError> {
+    let smallest = args.max_body_bytes.as_u64().saturating_mul(4);
+    let max_bytes = match args.dead_letter_max_bytes {
+        AutoSize::Auto => (wal.max_bytes / 10).max(smallest),
+        AutoSize::Size(value) if value.as_u64() < smallest => {
+            return Err(ConfigError::invalid(
+                "dead-letter-max-bytes",
+                format!(
+                    "{value} cannot hold the dead letters of one --max-body-bytes {} body: use \
+                     at least {} (4 × --max-body-bytes)",
+                    args.max_body_bytes,
+                    bytesize::ByteSize(smallest)
+                ),
+            ))
+        }
+        AutoSize::Size(value) => value.as_u64(),
+    };
+    Ok(DeadLetterLimits {
+        max_bytes,
+        min_free_bytes: wal.min_free_bytes,
+    })
+}
 
 /// A timeout between 1 ms and `max`.
 fn check_timeout(

@@ -2,8 +2,10 @@
 //!
 //! ## Format
 //!
-//! One file per destination, `<data-dir>/dead-letters/<destination>.ndjson`, one JSON object
-//! per line:
+//! Per destination, under `<data-dir>/dead-letters/`: the active file `<destination>.ndjson`
+//! and rotated files `<destination>.<index>.ndjson` (`index` is 20 zero-padded digits, so name
+//! order is age order; [`dead_letter_files`] lists them oldest first, active last). Every file
+//! holds complete lines, one JSON object per dead-lettered event:
 //!
 //! ```text
 //! {"time_ms":1763734000000,"destination":"kinesis","reason":"permanent: stream not found",
@@ -12,7 +14,7 @@
 //!
 //! `payload` is the mapped event (the JSON the destination would have received) when it is
 //! valid JSON, otherwise the raw text as a JSON string with `"payload_encoding":"text"`
-//! (invalid events, undecodable records).
+//! (invalid events, undecodable records). `seq`/`event` is the event's WAL position.
 //!
 //! ## Invariants
 //!
@@ -23,21 +25,33 @@
 //!   never loses a dead letter whose events the cursor has passed. (A crash between the fsync
 //!   and the cursor persist replays those events, so a dead letter may appear twice; never
 //!   zero times.)
+//! * **Bounded, never dropped.** All files together stay within `--dead-letter-max-bytes` and
+//!   above the `--wal-min-free-bytes` floor ([`super::dead_letter_budget`]). A write that does
+//!   not fit is refused whole; the engine keeps the lines and pauses the destination (its
+//!   events wait in the WAL) until room appears.
+//! * **Rotation.** Before a write would take the active file past
+//!   [`DeadLetterLimits::rotate_bytes`], the active file is renamed to the next rotated name
+//!   and a new one started, so dead letters can be handled (and removed) a file at a time.
 //! * **Torn tails are cut.** A line is only complete with its `\n`; on open, a partial last
 //!   line (a crash mid-write) is truncated away. Its events were not yet covered by a persisted
 //!   cursor, so they are dead-lettered again after the replay.
-//! * Appends only; nothing in flagstream deletes or rewrites the file. Operators inspect it
-//!   with [`read_dead_letters`] (or any NDJSON tool) and redrive by re-posting payloads.
+//! * Appends and renames only; nothing in flagstream deletes or rewrites dead letters.
+//!   Operators inspect them with [`read_dead_letters`] (or any NDJSON tool), redrive by
+//!   re-posting payloads and remove handled files.
+//!
+//! [`DeadLetterLimits::rotate_bytes`]: super::dead_letter_budget::DeadLetterLimits::rotate_bytes
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::wal::Position;
 
+use super::dead_letter_budget::{DeadLetterBudget, ReserveError, StoreFull};
 use super::retry::unix_ms_now;
 
 /// One dead-lettered event, borrowed, as the engine records it.
@@ -174,44 +188,156 @@ impl DeadLetterBuffer {
     }
 }
 
-/// The on-disk file of one destination's dead letters.
+/// Why dead letters could not be written; the lines stay with the writer.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// The budget or the free-space floor refuses the write: the destination pauses.
+    #[error(transparent)]
+    Full(#[from] StoreFull),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl From<ReserveError> for AppendError {
+    fn from(err: ReserveError) -> Self {
+        match err {
+            ReserveError::Full(full) => AppendError::Full(full),
+            ReserveError::Io(err) => AppendError::Io(err),
+        }
+    }
+}
+
+/// The on-disk files of one destination's dead letters: the active file and the rotated ones.
 #[derive(Debug)]
 pub struct DeadLetterFile {
+    dir: PathBuf,
+    destination: String,
     path: PathBuf,
+    budget: Arc<DeadLetterBudget>,
+    active: Mutex<Active>,
+}
+
+#[derive(Debug)]
+struct Active {
     file: File,
+    len: u64,
 }
 
 impl DeadLetterFile {
-    /// `<dir>/<destination>.ndjson`, created (with `dir`) if missing; a torn last line is cut.
-    pub fn open(dir: &Path, destination: &str) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{destination}.ndjson"));
-        let created = !path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)?;
-        cut_torn_tail(&mut file)?;
-        if created {
-            file.sync_all()?;
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(DeadLetterFile { path, file })
+    /// `<dir>/<destination>.ndjson`, created if missing; a torn last line is cut.
+    pub fn open(budget: Arc<DeadLetterBudget>, destination: &str) -> io::Result<Self> {
+        let dir = budget.dir().to_path_buf();
+        let path = dead_letter_path(&dir, destination);
+        let active = open_active(&dir, &path)?;
+        Ok(DeadLetterFile {
+            dir,
+            destination: destination.to_string(),
+            path,
+            budget,
+            active: Mutex::new(active),
+        })
     }
 
+    /// The active file (rotated ones: [`dead_letter_files`]).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Append complete lines and fdatasync. Blocking.
-    pub fn append_durably(&self, lines: &[u8]) -> io::Result<()> {
+    /// Append complete lines and fdatasync, within the budget; rotates the active file first
+    /// when the lines would take it past the rotation size. Blocking.
+    pub fn append_durably(&self, lines: &[u8]) -> Result<(), AppendError> {
         if lines.is_empty() {
             return Ok(());
         }
-        (&self.file).write_all(lines)?;
-        self.file.sync_data()
+        let needed = lines.len() as u64;
+        Ok(self
+            .budget
+            .write_within(needed, || self.write_within_budget(lines))?)
     }
+
+    fn write_within_budget(&self, lines: &[u8]) -> io::Result<()> {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        let rotate_at = self.budget.limits().rotate_bytes();
+        if active.len > 0 && active.len + lines.len() as u64 > rotate_at {
+            self.rotate(&mut active)?;
+        }
+        (&active.file).write_all(lines)?;
+        active.len += lines.len() as u64;
+        active.file.sync_data()
+    }
+
+    /// Rename the active file to the next rotated name and start an empty one.
+    fn rotate(&self, active: &mut Active) -> io::Result<()> {
+        let next = dead_letter_files(&self.dir, &self.destination)?
+            .iter()
+            .filter_map(|path| rotation_index(path, &self.destination))
+            .max()
+            .map_or(1, |last| last + 1);
+        let rotated = self.dir.join(rotated_name(&self.destination, next));
+        std::fs::rename(&self.path, &rotated)?;
+        *active = open_active(&self.dir, &self.path)?;
+        tracing::info!(destination = %self.destination, rotated = %rotated.display(), "dead-letter file rotated");
+        Ok(())
+    }
+}
+
+/// Open (or create) the active file, cut a torn tail, and make a new file's name durable.
+fn open_active(dir: &Path, path: &Path) -> io::Result<Active> {
+    std::fs::create_dir_all(dir)?;
+    let created = !path.exists();
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)?;
+    cut_torn_tail(&mut file)?;
+    if created {
+        file.sync_all()?;
+        File::open(dir)?.sync_all()?;
+    }
+    let len = file.metadata()?.len();
+    Ok(Active { file, len })
+}
+
+/// `<destination>.<index:020>.ndjson`: rotated files sort by age in plain name order.
+fn rotated_name(destination: &str, index: u64) -> String {
+    format!("{destination}.{index:020}.ndjson")
+}
+
+/// The index of a rotated file of `destination` (`None` for the active file or others).
+fn rotation_index(path: &Path, destination: &str) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let digits = name
+        .strip_prefix(destination)?
+        .strip_prefix('.')?
+        .strip_suffix(".ndjson")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// Every dead-letter file of `destination` under `dir`, oldest first: the rotated files by
+/// index, then the active file (when it exists).
+pub fn dead_letter_files(dir: &Path, destination: &str) -> io::Result<Vec<PathBuf>> {
+    let mut rotated = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if let Some(index) = rotation_index(&path, destination) {
+            rotated.push((index, path));
+        }
+    }
+    rotated.sort();
+    let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, path)| path).collect();
+    let active = dead_letter_path(dir, destination);
+    if active.exists() {
+        files.push(active);
+    }
+    Ok(files)
 }
 
 /// Truncate a partial last line (no trailing `\n`) left by a crash.
@@ -280,6 +406,15 @@ pub fn dead_letter_path(dir: &Path, destination: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::dead_letter_budget::DeadLetterLimits;
+
+    fn store(dir: &Path, max_bytes: u64) -> Arc<DeadLetterBudget> {
+        let limits = DeadLetterLimits {
+            max_bytes,
+            min_free_bytes: 0,
+        };
+        Arc::new(DeadLetterBudget::open(dir, limits).unwrap())
+    }
 
     fn letter<'a>(reason: &'a str, payload: &'a [u8], seq: u64) -> DeadLetter<'a> {
         DeadLetter {
@@ -294,7 +429,7 @@ mod tests {
     #[test]
     fn round_trips_json_and_text_payloads() {
         let dir = tempfile::tempdir().unwrap();
-        let file = DeadLetterFile::open(dir.path(), "kinesis").unwrap();
+        let file = DeadLetterFile::open(store(dir.path(), u64::MAX), "kinesis").unwrap();
         let mut buffer = DeadLetterBuffer::new("kinesis");
         buffer.push(letter("permanent: nope", br#"{"kind":"feature","n":1}"#, 7));
         buffer.push(letter("invalid event: not json", b"{oops \"", 8));
@@ -321,7 +456,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dead_letter_path(dir.path(), "d");
         {
-            let file = DeadLetterFile::open(dir.path(), "d").unwrap();
+            let file = DeadLetterFile::open(store(dir.path(), u64::MAX), "d").unwrap();
             let mut buffer = DeadLetterBuffer::new("d");
             buffer.push(letter("r", b"1", 1));
             file.append_durably(&buffer.take().0).unwrap();
@@ -333,7 +468,7 @@ mod tests {
             read_dead_letters(&path).is_err(),
             "torn line must not parse"
         );
-        let file = DeadLetterFile::open(dir.path(), "d").unwrap();
+        let file = DeadLetterFile::open(store(dir.path(), u64::MAX), "d").unwrap();
         assert_eq!(read_dead_letters(&path).unwrap().len(), 1);
         let mut buffer = DeadLetterBuffer::new("d");
         buffer.push(letter("r2", b"2", 2));
@@ -347,11 +482,65 @@ mod tests {
     fn a_file_of_one_torn_line_becomes_empty() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dead_letter_path(dir.path(), "d"), b"{\"half").unwrap();
-        DeadLetterFile::open(dir.path(), "d").unwrap();
+        DeadLetterFile::open(store(dir.path(), u64::MAX), "d").unwrap();
         assert_eq!(
             std::fs::read(dead_letter_path(dir.path(), "d")).unwrap(),
             b""
         );
+    }
+
+    #[test]
+    fn files_rotate_and_a_full_budget_refuses_whole_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        // Rotation at 16 KiB (the smallest); room for a bit more than three files.
+        let file = DeadLetterFile::open(store(dir.path(), 50_000), "d").unwrap();
+        let mut buffer = DeadLetterBuffer::new("d");
+        let payload = format!("\"{}\"", "x".repeat(5000));
+        let mut written = 0;
+        let refused = loop {
+            buffer.push(letter("r", payload.as_bytes(), written + 1));
+            let (lines, count) = buffer.take();
+            match file.append_durably(&lines) {
+                Ok(()) => written += count,
+                Err(err) => break err,
+            }
+        };
+        assert!(
+            matches!(refused, AppendError::Full(StoreFull::Budget { .. })),
+            "{refused}"
+        );
+        let files = dead_letter_files(dir.path(), "d").unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names.last().map(String::as_str),
+            Some("d.ndjson"),
+            "{names:?}"
+        );
+        assert_eq!(names[0], "d.00000000000000000001.ndjson", "{names:?}");
+        assert!(names.len() >= 3, "{names:?}");
+        let sizes: u64 = files
+            .iter()
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        assert!(sizes <= 50_000, "{sizes}");
+        let seqs: Vec<u64> = files
+            .iter()
+            .flat_map(|p| read_dead_letters(p).unwrap())
+            .map(|entry| entry.seq)
+            .collect();
+        assert_eq!(
+            seqs,
+            (1..=written).collect::<Vec<_>>(),
+            "oldest first, none lost"
+        );
+
+        // Removing the oldest file makes room; the next write lands in the active file.
+        std::fs::remove_file(&files[0]).unwrap();
+        buffer.push(letter("r", payload.as_bytes(), written + 1));
+        file.append_durably(&buffer.take().0).unwrap();
     }
 
     #[test]

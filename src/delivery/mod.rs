@@ -43,6 +43,7 @@
 pub mod batcher;
 pub mod cursor_state;
 pub mod dead_letter;
+pub mod dead_letter_budget;
 pub mod pipeline;
 pub mod retry;
 pub mod sender;
@@ -64,7 +65,8 @@ use crate::event::Filter;
 use crate::wal::{Wal, WalError};
 
 pub use crate::dest::units::{parse_byte_size, parse_duration};
-pub use dead_letter::{dead_letter_path, read_dead_letters, DeadLetterEntry};
+pub use dead_letter::{dead_letter_files, dead_letter_path, read_dead_letters, DeadLetterEntry};
+pub use dead_letter_budget::DeadLetterLimits;
 pub use retry::{parse_max_age, parse_max_attempts, ErrorClass, RetryPolicy};
 pub use settings::{assign_names, ConfiguredDestination, DeliveryDefaults, DeliverySettings};
 pub use status::{DeliveryState, DestinationStatus};
@@ -72,6 +74,7 @@ pub use status::{DeliveryState, DestinationStatus};
 use batcher::Batcher;
 use cursor_state::DeliveryCursor;
 use dead_letter::DeadLetterFile;
+use dead_letter_budget::DeadLetterBudget;
 use pipeline::Pipeline;
 use sender::{SendContext, SendMetrics};
 use status::{StatusCell, WorkerStatus};
@@ -82,6 +85,8 @@ use worker::{Worker, WorkerParts};
 pub struct EngineOptions {
     /// Where `<destination>.ndjson` dead-letter files live.
     pub dead_letter_dir: PathBuf,
+    /// The store's byte budget and free-space floor (see [`dead_letter_budget`]).
+    pub dead_letter_limits: DeadLetterLimits,
     /// How often cursors are persisted (and GC runs). Replays after a crash are bounded by
     /// this interval times the delivery rate.
     pub cursor_sync_interval: Duration,
@@ -94,6 +99,7 @@ impl EngineOptions {
     pub fn new(data_dir: &Path) -> Self {
         EngineOptions {
             dead_letter_dir: data_dir.join("dead-letters"),
+            dead_letter_limits: DeadLetterLimits::UNLIMITED,
             cursor_sync_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -202,6 +208,12 @@ impl Delivery {
                 ));
             }
         }
+        let budget = DeadLetterBudget::open(&options.dead_letter_dir, options.dead_letter_limits)
+            .map_err(|source| DeliveryError::DeadLetters {
+            name: "*".to_string(),
+            source,
+        })?;
+        let budget = Arc::new(budget);
         let shutdown = CancellationToken::new();
         let mut handles = Vec::with_capacity(destinations.len());
         let mut workers = Vec::with_capacity(destinations.len());
@@ -222,13 +234,12 @@ impl Delivery {
                     source,
                 })?;
             let loaded = DeliveryCursor::load(&name, &cursor.state());
-            let dead_file =
-                DeadLetterFile::open(&options.dead_letter_dir, &name).map_err(|source| {
-                    DeliveryError::DeadLetters {
-                        name: name.clone(),
-                        source,
-                    }
-                })?;
+            let dead_file = DeadLetterFile::open(budget.clone(), &name).map_err(|source| {
+                DeliveryError::DeadLetters {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
             let schema = destination.schema();
             let limits = settings.effective_limits(destination.limits());
             let concurrency = settings.effective_concurrency(destination.kind());

@@ -24,6 +24,9 @@ pub enum DeliveryState {
     Paused,
     /// At least one batch is waiting to be retried.
     BackingOff,
+    /// The dead-letter store refused this destination's dead letters (budget or free-space
+    /// floor): nothing is read or sent until they fit; events wait in the WAL.
+    DeadLettersFull,
     /// The worker stopped on an error it cannot recover from (see `last_error`); its cursor
     /// stays where it was and pins the WAL until restart.
     Failed,

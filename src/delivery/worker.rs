@@ -36,7 +36,8 @@ use crate::wal::{AckWindow, Cursor, Position, Record, Ticket, Wal, WalError, Wal
 
 use super::batcher::{Batcher, CutBatch, CutReason};
 use super::cursor_state::{DeliveryCursor, RetryState};
-use super::dead_letter::{DeadLetter, DeadLetterBuffer, DeadLetterFile};
+use super::dead_letter::{AppendError, DeadLetter, DeadLetterBuffer, DeadLetterFile};
+use super::dead_letter_budget::StoreFull;
 use super::pipeline::Pipeline;
 use super::retry::unix_ms_now;
 use super::sender::{self, Progress, SendContext, SendJob, SendReport};
@@ -50,6 +51,8 @@ const READ_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often lag gauges are refreshed.
 const LAG_GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a destination paused by a full dead-letter store says so again in the log.
+const STORE_FULL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Everything a worker is built from (assembled by [`super::Delivery::start`]).
 pub(crate) struct WorkerParts {
@@ -81,6 +84,8 @@ struct PersistOutcome {
     error: Option<String>,
     /// Dead-letter lines that could not be written, to put back.
     unwritten: Option<(Vec<u8>, u64)>,
+    /// The dead-letter store refused the lines: the destination pauses until they fit.
+    full: Option<StoreFull>,
 }
 
 struct WorkerMetrics {
@@ -90,6 +95,8 @@ struct WorkerMetrics {
     lag_bytes: Gauge,
     lag_seconds: Gauge,
     paused: Gauge,
+    dead_letters_full: Gauge,
+    dead_letters_waiting: Gauge,
 }
 
 impl WorkerMetrics {
@@ -101,7 +108,9 @@ impl WorkerMetrics {
             lag_records: metrics::gauge!(names::DEST_LAG_RECORDS, "destination" => d.clone()),
             lag_bytes: metrics::gauge!(names::DEST_LAG_BYTES, "destination" => d.clone()),
             lag_seconds: metrics::gauge!(names::DEST_LAG_SECONDS, "destination" => d.clone()),
-            paused: metrics::gauge!(names::DEST_PAUSED, "destination" => d),
+            paused: metrics::gauge!(names::DEST_PAUSED, "destination" => d.clone()),
+            dead_letters_full: metrics::gauge!(names::DEST_DEAD_LETTERS_FULL, "destination" => d.clone()),
+            dead_letters_waiting: metrics::gauge!(names::DEST_DEAD_LETTERS_WAITING, "destination" => d),
         }
     }
 
@@ -165,6 +174,9 @@ pub(crate) struct Worker {
     failed: bool,
     shutting_down: bool,
     read_backoff: Option<Instant>,
+    /// Set while the dead-letter store refuses this destination's lines (with when that was
+    /// last logged): nothing is read or sent until they are written.
+    store_full: Option<(StoreFull, Instant)>,
     status: Arc<StatusCell>,
     paused: watch::Receiver<bool>,
     shutdown: CancellationToken,
@@ -210,6 +222,7 @@ impl Worker {
             failed: false,
             shutting_down: false,
             read_backoff: None,
+            store_full: None,
             status: parts.status,
             paused: parts.paused,
             shutdown: parts.shutdown,
@@ -237,7 +250,8 @@ impl Worker {
                 && !self.failed
                 && !self.batcher.has_ready()
                 && self.deferred.is_none()
-                && self.read_backoff.is_none();
+                && self.read_backoff.is_none()
+                && self.store_full.is_none();
             let linger = if paused {
                 None
             } else {
@@ -366,7 +380,7 @@ impl Worker {
                 return;
             }
         }
-        let paused = *self.paused.borrow();
+        let paused = *self.paused.borrow() || self.store_full.is_some();
         while let Some(front) = self.batcher.peek_ready() {
             let empty = front.batch.items.is_empty();
             let blocked = paused || self.gate.is_some() || self.tasks.len() >= self.concurrency;
@@ -580,6 +594,7 @@ impl Worker {
                 if let Some((lines, count)) = outcome.unwritten {
                     self.dead.restore(lines, count);
                 }
+                self.on_store_state(outcome.full);
                 match outcome.error {
                     None => self.persisted = outcome.state,
                     Some(error) => self.set_error(error),
@@ -590,6 +605,39 @@ impl Worker {
         if self.persist_again {
             self.start_persist();
         }
+    }
+
+    /// Pause while the dead-letter store refuses our lines (log loudly, count, show it);
+    /// resume once a write went through.
+    fn on_store_state(&mut self, full: Option<StoreFull>) {
+        let waiting = self.dead.pending_count();
+        self.metrics.dead_letters_waiting.set(waiting as f64);
+        match full {
+            Some(full) => {
+                metrics::counter!(
+                    names::DEAD_LETTER_REFUSED_WRITES_TOTAL,
+                    "destination" => self.name.clone(),
+                    "reason" => full.label()
+                )
+                .increment(1);
+                let due = self
+                    .store_full
+                    .as_ref()
+                    .is_none_or(|(_, logged)| logged.elapsed() >= STORE_FULL_LOG_INTERVAL);
+                if due {
+                    tracing::error!(destination = %self.name, waiting, "{full}; delivery to this destination is paused (its events wait in the WAL) until the dead letters fit");
+                    self.store_full = Some((full, Instant::now()));
+                }
+                self.metrics.dead_letters_full.set(1.0);
+            }
+            None => {
+                if self.store_full.take().is_some() {
+                    tracing::info!(destination = %self.name, "the dead-letter store has room again; delivery resumes");
+                    self.metrics.dead_letters_full.set(0.0);
+                }
+            }
+        }
+        self.publish_status();
     }
 
     fn set_error(&mut self, error: String) {
@@ -608,6 +656,8 @@ impl Worker {
             DeliveryState::Failed
         } else if self.shutting_down {
             DeliveryState::Stopped
+        } else if self.store_full.is_some() {
+            DeliveryState::DeadLettersFull
         } else if paused {
             DeliveryState::Paused
         } else if backing_off {
@@ -636,7 +686,7 @@ impl Worker {
     /// waits in the WAL for the next start) when the destination is paused, failed or backing
     /// off, or at `deadline`.
     async fn flush_lingering(&mut self, deadline: Instant) {
-        if *self.paused.borrow() || self.failed {
+        if *self.paused.borrow() || self.failed || self.store_full.is_some() {
             return;
         }
         while Instant::now() < deadline {
@@ -716,16 +766,28 @@ fn persist_blocking(
     wal: &Wal,
     collect: bool,
 ) -> PersistOutcome {
-    if let Err(err) = dead_file.append_durably(&lines) {
-        tracing::error!(destination = name, error = %err, path = %dead_file.path().display(), "writing dead letters failed; the cursor waits");
-        return PersistOutcome {
-            state,
-            error: Some(format!(
-                "writing dead letters to {}: {err}",
-                dead_file.path().display()
-            )),
-            unwritten: Some((lines, count)),
-        };
+    match dead_file.append_durably(&lines) {
+        Ok(()) => {}
+        Err(AppendError::Full(full)) => {
+            return PersistOutcome {
+                state,
+                error: Some(full.to_string()),
+                unwritten: Some((lines, count)),
+                full: Some(full),
+            }
+        }
+        Err(AppendError::Io(err)) => {
+            tracing::error!(destination = name, error = %err, path = %dead_file.path().display(), "writing dead letters failed; the cursor waits");
+            return PersistOutcome {
+                state,
+                error: Some(format!(
+                    "writing dead letters to {}: {err}",
+                    dead_file.path().display()
+                )),
+                unwritten: Some((lines, count)),
+                full: None,
+            };
+        }
     }
     let persisted = match cursor.lock() {
         Ok(mut cursor) => cursor.persist(state.encode()),
@@ -737,6 +799,7 @@ fn persist_blocking(
             state,
             error: Some(format!("persisting the cursor: {err}")),
             unwritten: None,
+            full: None,
         };
     }
     if collect {
@@ -748,6 +811,7 @@ fn persist_blocking(
         state,
         error: None,
         unwritten: None,
+        full: None,
     }
 }
 

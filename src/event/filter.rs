@@ -76,6 +76,23 @@ pub const FILTER_PARAMS: &[&str] = &[
 /// diagnostics are never exported).
 pub const KINDS_OFF_BY_DEFAULT: &[&str] = &["index", "summary", "diagnostic"];
 
+/// Event kinds a `kinds` filter may name: LaunchDarkly's (server, client and mobile SDKs) and
+/// go-feature-flag's `tracking`.
+pub const KNOWN_KINDS: &[&str] = &[
+    "feature",
+    "debug",
+    "custom",
+    "identify",
+    "index",
+    "summary",
+    "click",
+    "pageview",
+    "alias",
+    "migration_op",
+    "tracking",
+    "diagnostic",
+];
+
 /// Kinds whose `key` is a flag key.
 fn is_flag_evaluation(kind: &str) -> bool {
     matches!(kind, "feature" | "debug")
@@ -179,11 +196,15 @@ impl KindSet {
             return Ok(KindSet::All);
         }
         for kind in kinds {
-            if !kind
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-            {
-                return Err(format!("`kinds`: `{kind}` is not an event kind"));
+            // A typo would silently export nothing of that kind: only known names are listed
+            // (unknown kinds an SDK sends still pass `default` and `all`).
+            if kind != "default" && !KNOWN_KINDS.contains(&kind.as_str()) {
+                return Err(format!(
+                    "`kinds`: `{}` is not a known event kind; use a comma-separated list of {}, \
+                     or `default` or `all`",
+                    kind.escape_debug(),
+                    KNOWN_KINDS.join(", ")
+                ));
             }
         }
         if kinds.iter().any(|k| k == "default") {
@@ -448,6 +469,11 @@ mod tests {
             [0, 1, 2, 3, 4, 5, 6, 7]
         );
         assert!(FilterConfig::from_query(&[("kinds", "")]).is_err());
+        let bogus = FilterConfig::from_query(&[("kinds", "feature,bogus")]).unwrap_err();
+        assert!(
+            bogus.contains("`kinds`") && bogus.contains("`bogus`") && bogus.contains("pageview"),
+            "{bogus}"
+        );
     }
 
     #[test]

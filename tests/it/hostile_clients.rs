@@ -555,3 +555,162 @@ async fn readyz_reports_an_ingest_whose_every_slot_is_busy() {
     })
     .await;
 }
+
+/// POST `body` to `/bulk` with the SDK key; the status.
+async fn post_bulk(addr: SocketAddr, body: &str) -> (u16, Value) {
+    let request = format!(
+        "POST /bulk HTTP/1.1\r\nHost: t\r\nAuthorization: {SDK_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(addr, request.as_bytes(), Duration::from_secs(10)).await
+}
+
+/// One valid event (marker `n`) and `kindless` events without a `kind` (dead letters to be).
+fn mostly_kindless_bulk(n: u64, kindless: usize) -> String {
+    let valid = numbered_bulk(n, 1);
+    let bad: Vec<String> = (0..kindless)
+        .map(|i| format!(r#"{{"key":"no-kind-{n}-{i}","pad":"{}"}}"#, "p".repeat(60)))
+        .collect();
+    format!("[{},{}]", &valid[1..valid.len() - 1], bad.join(","))
+}
+
+/// Lines in every dead-letter file under `dir`, and their total bytes.
+fn dead_letter_usage(dir: &std::path::Path) -> (usize, u64, Vec<String>) {
+    let files = flagstream::delivery::dead_letter_files(dir, "file").unwrap();
+    let lines = files
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap().lines().count())
+        .sum();
+    let bytes = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .sum();
+    let names = files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    (lines, bytes, names)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_dead_letter_store_pauses_the_destination_until_room_is_freed() {
+    let data = tempfile::tempdir().unwrap();
+    // 64 KiB budget (the least for 16 KiB bodies), rotation at 16 KiB.
+    let budget = 64 * 1024;
+    let server = start(
+        &data,
+        &[
+            "--max-body-bytes",
+            "16KiB",
+            "--dead-letter-max-bytes",
+            "64KiB",
+        ],
+    )
+    .await;
+    let dir = data.path().join("data/dead-letters");
+    let per_body = 100;
+    // Each body's dead letters (~27 KB) are written before the next is posted.
+    for n in 0..2u64 {
+        let (status, body) = post_bulk(server.ingest, &mostly_kindless_bulk(n, per_body)).await;
+        assert_eq!(status, 202, "{body}");
+        let want = per_body * (n as usize + 1);
+        eventually("dead letters written", Duration::from_secs(20), || async {
+            let (lines, _, _) = dead_letter_usage(&dir);
+            if lines == want {
+                Ok(())
+            } else {
+                Err(format!("{lines} lines"))
+            }
+        })
+        .await;
+    }
+    let (_, _, names) = dead_letter_usage(&dir);
+    assert_eq!(
+        names,
+        ["file.00000000000000000001.ndjson", "file.ndjson"],
+        "the active file rotated"
+    );
+
+    // The third body's dead letters do not fit: the destination pauses instead of dropping.
+    let (status, _) = post_bulk(server.ingest, &mostly_kindless_bulk(2, per_body)).await;
+    assert_eq!(status, 202);
+    let file_state = || async {
+        let status = server.destinations().await;
+        status["destinations"][0]["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    eventually(
+        "paused by the full store",
+        Duration::from_secs(20),
+        || async {
+            match file_state().await.as_str() {
+                "dead_letters_full" => Ok(()),
+                other => Err(other.to_string()),
+            }
+        },
+    )
+    .await;
+    let (status, _) = post_bulk(server.ingest, &numbered_bulk(100, 5)).await;
+    assert_eq!(status, 202, "ingest keeps accepting into the WAL");
+    let refused = || {
+        metric(
+            server.admin,
+            "flagstream_dead_letter_refused_writes_total",
+            &[("destination", "file"), ("reason", "budget")],
+        )
+    };
+    let first = refused().await;
+    wait_for_value(
+        "refused writes are retried",
+        Duration::from_secs(20),
+        refused,
+        |v| v >= first + 2.0,
+    )
+    .await;
+    assert_eq!(file_state().await, "dead_letters_full");
+    let export = data.path().join("data/export");
+    assert!(
+        !markers(&read_export(&export)).contains(&100),
+        "nothing after the refused dead letters was delivered"
+    );
+    assert_eq!(
+        metric(
+            server.admin,
+            "flagstream_dest_dead_letters_full",
+            &[("destination", "file")]
+        )
+        .await,
+        1.0
+    );
+    assert!(
+        server.log_text().contains("dead-letter store is full"),
+        "logged loudly"
+    );
+    let (lines, bytes, _) = dead_letter_usage(&dir);
+    assert_eq!(lines, 2 * per_body);
+    assert!(bytes <= budget, "{bytes} bytes");
+
+    // An operator removes the handled (rotated) file: delivery resumes, nothing was lost.
+    std::fs::remove_file(dir.join("file.00000000000000000001.ndjson")).unwrap();
+    let exported = wait_for_export(&export, 8, Duration::from_secs(30)).await;
+    let mut seen = markers(&exported);
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2, 100, 101, 102, 103, 104]);
+    eventually(
+        "all dead letters written",
+        Duration::from_secs(20),
+        || async {
+            let (lines, _, _) = dead_letter_usage(&dir);
+            if lines == 2 * per_body {
+                Ok(())
+            } else {
+                Err(format!("{lines} lines"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(file_state().await, "running");
+}
