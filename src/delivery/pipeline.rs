@@ -9,6 +9,14 @@
 //! counted), or a dead letter with its reason (invalid event, mapping error, oversized,
 //! undecodable record). LaunchDarkly diagnostic payloads are stored but never exported.
 //!
+//! ## Huge records, a part at a time
+//!
+//! A record whose body is a large JSON array (≥ [`PARTS_FROM_BYTES`]) is decoded in parts of
+//! [`PART_EVENTS`] events ([`event::array_parts`]): after each part, if the batcher has a batch
+//! ready, [`Pipeline::process_part`] returns [`RecordProgress::More`] and the engine sends before it
+//! asks for the next part (the batcher's position says where to go on). So a 10 MiB body of
+//! 374,000 events costs one part's tape, events and batches in memory, not the whole record's.
+//!
 //! A destination that asks for raw records ([`Input::RawRecords`]) gets one item per stored
 //! record instead: the stored bytes (metadata header and body, read back with
 //! `dest::RawRecord`), with the record's id, format, payload id, environment and receive time
@@ -18,8 +26,8 @@
 use crate::dest::Input;
 use crate::event::stored::{self, StoredBatch};
 use crate::event::{
-    self, DecodeScratch, DecodedRecord, Event, ExportOptions, Filter, InboundFormat, InvalidEvent,
-    RecordContext, Schema,
+    self, ArrayPart, DecodeScratch, DecodedRecord, Event, ExportOptions, Filter, InboundFormat,
+    InvalidEvent, RecordContext, Schema,
 };
 use crate::wal::{Position, Record};
 
@@ -29,6 +37,35 @@ use super::dead_letter::{DeadLetter, DeadLetterBuffer};
 /// The event index whose id names a whole record (no event has it: indexes are below the
 /// record's event count).
 const RAW_RECORD_INDEX: u32 = u32::MAX;
+
+/// Bodies from this size on are decoded in parts (smaller ones whole: one parse is cheaper than
+/// a scan plus parses, and their memory is small anyway).
+pub const PARTS_FROM_BYTES: usize = 1024 * 1024;
+/// Events per part of a huge record.
+pub const PART_EVENTS: u32 = 4096;
+
+/// How far [`Pipeline::process_part`] got with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordProgress {
+    /// Every event of the record was handed on.
+    Done,
+    /// Batches are ready: send them, then call again with the same record.
+    More,
+}
+
+/// The parts of the record being processed a part at a time.
+#[derive(Debug)]
+struct Unfinished {
+    seq: u64,
+    parts: Vec<ArrayPart>,
+}
+
+/// A record being decoded in parts, with what its header said.
+struct RecordInParts<'a> {
+    record: &'a Record,
+    ctx: &'a RecordContext<'a>,
+    body: &'a [u8],
+}
 
 /// Per-record counts, turned into metrics by the caller.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +101,7 @@ pub struct Pipeline {
     rows: Vec<u8>,
     row_ends: Vec<usize>,
     reason: String,
+    unfinished: Option<Unfinished>,
 }
 
 impl Pipeline {
@@ -78,6 +116,7 @@ impl Pipeline {
             rows: Vec::new(),
             row_ends: Vec::new(),
             reason: String::new(),
+            unfinished: None,
         }
     }
 
@@ -91,18 +130,37 @@ impl Pipeline {
         self.schema
     }
 
-    /// Feed one WAL record into `batcher`, dead-lettering what cannot be delivered.
+    /// Feed one whole WAL record into `batcher`, dead-lettering what cannot be delivered.
     pub fn process(
         &mut self,
         record: &Record,
         batcher: &mut Batcher,
         dead: &mut DeadLetterBuffer,
     ) -> RecordCounts {
+        let mut total = RecordCounts::default();
+        loop {
+            let (counts, progress) = self.process_part(record, batcher, dead);
+            total += counts;
+            if progress == RecordProgress::Done {
+                return total;
+            }
+        }
+    }
+
+    /// Feed `record` into `batcher` until it is done or, for a huge record, until batches are
+    /// ready (see the module doc); call again with the same record after [`RecordProgress::More`].
+    pub fn process_part(
+        &mut self,
+        record: &Record,
+        batcher: &mut Batcher,
+        dead: &mut DeadLetterBuffer,
+    ) -> (RecordCounts, RecordProgress) {
         // Decoded events borrow the scratch buffer while `self` is used mutably below.
         let mut scratch = std::mem::take(&mut self.decode_scratch);
-        let counts = self.process_with(record, &mut scratch, batcher, dead);
+        let mut counts = RecordCounts::default();
+        let progress = self.process_with(record, &mut scratch, batcher, dead, &mut counts);
         self.decode_scratch = scratch;
-        counts
+        (counts, progress)
     }
 
     fn process_with(
@@ -111,8 +169,8 @@ impl Pipeline {
         scratch: &mut DecodeScratch,
         batcher: &mut Batcher,
         dead: &mut DeadLetterBuffer,
-    ) -> RecordCounts {
-        let mut counts = RecordCounts::default();
+        counts: &mut RecordCounts,
+    ) -> RecordProgress {
         let whole_record = Position {
             seq: record.seq,
             event: 0,
@@ -132,14 +190,14 @@ impl Pipeline {
                     counts.dead_lettered += 1;
                     batcher.end_record();
                 }
-                return counts;
+                return RecordProgress::Done;
             }
         };
         if stored.format == InboundFormat::LdDiagnostic {
             if batcher.begin_record(record.seq, 0).is_some() {
                 batcher.end_record();
             }
-            return counts;
+            return RecordProgress::Done;
         }
         let ctx = RecordContext {
             format: stored.format,
@@ -151,7 +209,23 @@ impl Pipeline {
             instance_id: stored.instance_id,
         };
         if self.input == Input::RawRecords {
-            return Self::offer_raw(record, &stored, &ctx, batcher, dead);
+            *counts += Self::offer_raw(record, &stored, &ctx, batcher, dead);
+            return RecordProgress::Done;
+        }
+        if stored.body.len() >= PARTS_FROM_BYTES && event::decodes_in_parts(ctx.format, stored.body)
+        {
+            let parts = match self.unfinished.take() {
+                Some(unfinished) if unfinished.seq == record.seq => Some(unfinished.parts),
+                _ => event::array_parts(stored.body, PART_EVENTS),
+            };
+            if let Some(parts) = parts {
+                let input = RecordInParts {
+                    record,
+                    ctx: &ctx,
+                    body: stored.body,
+                };
+                return self.process_in_parts(input, parts, scratch, batcher, dead, counts);
+            }
         }
         let decoded = match event::decode(&ctx, stored.body, scratch) {
             Ok(decoded) => decoded,
@@ -168,10 +242,10 @@ impl Pipeline {
                     counts.dead_lettered += 1;
                     batcher.end_record();
                 }
-                return counts;
+                return RecordProgress::Done;
             }
         };
-        let DecodedRecord { events, invalid } = decoded;
+        let DecodedRecord { events, invalid } = &decoded;
         let event_count = events
             .iter()
             .map(|event| event.index())
@@ -180,23 +254,110 @@ impl Pipeline {
             .map_or(0, |max| max + 1)
             .max(record.event_count);
         let Some(first) = batcher.begin_record(record.seq, event_count) else {
-            return counts;
+            return RecordProgress::Done;
         };
+        self.offer_decoded(&ctx, decoded, first, batcher, dead, counts);
+        batcher.end_record();
+        RecordProgress::Done
+    }
 
-        // Valid and invalid events arrive as two index-ordered lists; merge them so the
-        // batcher sees positions in order.
+    /// Hand on the parts of a huge record from the batcher's position, stopping after a part
+    /// that left batches ready (the parts are kept for the next call).
+    fn process_in_parts(
+        &mut self,
+        input: RecordInParts<'_>,
+        parts: Vec<ArrayPart>,
+        scratch: &mut DecodeScratch,
+        batcher: &mut Batcher,
+        dead: &mut DeadLetterBuffer,
+        counts: &mut RecordCounts,
+    ) -> RecordProgress {
+        let RecordInParts { record, ctx, body } = input;
+        let events = parts
+            .last()
+            .map_or(0, |part| part.first_index + part.count)
+            .max(record.event_count);
+        let Some(first) = batcher.begin_record(record.seq, events) else {
+            return RecordProgress::Done;
+        };
+        for (number, part) in parts.iter().enumerate() {
+            if part.first_index + part.count <= first {
+                continue;
+            }
+            match event::decode_part(&body[part.bytes.clone()], part.first_index, scratch) {
+                Ok(decoded) => self.offer_decoded(ctx, decoded, first, batcher, dead, counts),
+                Err(err) => {
+                    Self::dead_letter_part(ctx, body, part, first, &err, batcher, dead, counts)
+                }
+            }
+            if number + 1 < parts.len() && batcher.has_ready() {
+                self.unfinished = Some(Unfinished {
+                    seq: record.seq,
+                    parts,
+                });
+                return RecordProgress::More;
+            }
+        }
+        batcher.end_record();
+        RecordProgress::Done
+    }
+
+    /// Valid and invalid events arrive as two index-ordered lists; merge them so the batcher
+    /// sees positions in order.
+    fn offer_decoded(
+        &mut self,
+        ctx: &RecordContext<'_>,
+        decoded: DecodedRecord<'_>,
+        first: u32,
+        batcher: &mut Batcher,
+        dead: &mut DeadLetterBuffer,
+        counts: &mut RecordCounts,
+    ) {
+        let DecodedRecord { events, invalid } = decoded;
         let mut invalid = invalid.into_iter().peekable();
         for event in events.iter().filter(|event| event.index() >= first) {
             while let Some(bad) = invalid.next_if(|bad| bad.index < event.index()) {
-                self.dead_letter_invalid(&ctx, &bad, first, batcher, dead, &mut counts);
+                self.dead_letter_invalid(ctx, &bad, first, batcher, dead, counts);
             }
-            self.offer_event(&ctx, event, batcher, dead, &mut counts);
+            self.offer_event(ctx, event, batcher, dead, counts);
         }
         for bad in invalid {
-            self.dead_letter_invalid(&ctx, &bad, first, batcher, dead, &mut counts);
+            self.dead_letter_invalid(ctx, &bad, first, batcher, dead, counts);
         }
-        batcher.end_record();
-        counts
+    }
+
+    /// A part that does not parse (never for bodies validated at ingest): its text becomes one
+    /// dead letter at its first event, and its events are skipped.
+    #[allow(clippy::too_many_arguments)]
+    fn dead_letter_part(
+        ctx: &RecordContext<'_>,
+        body: &[u8],
+        part: &ArrayPart,
+        first: u32,
+        err: &event::DecodeError,
+        batcher: &mut Batcher,
+        dead: &mut DeadLetterBuffer,
+        counts: &mut RecordCounts,
+    ) {
+        let from = part.first_index.max(first);
+        let reason = format!(
+            "undecodable events {from}..{} of the record body: {err}",
+            part.first_index + part.count
+        );
+        dead.push(DeadLetter {
+            reason: &reason,
+            event_id: None,
+            position: Position {
+                seq: ctx.seq,
+                event: from,
+            },
+            batch_id: None,
+            payload: &body[part.bytes.clone()],
+        });
+        for index in from..part.first_index + part.count {
+            batcher.skip(index);
+        }
+        counts.dead_lettered += 1;
     }
 
     /// One item for the whole record: its stored bytes, at event index 0.
@@ -603,6 +764,60 @@ mod tests {
         let cut = drain(&mut resumed);
         let positions: Vec<Position> = cut.iter().flat_map(|c| c.positions.clone()).collect();
         assert_eq!(positions, vec![Position { seq: 2, event: 0 }]);
+    }
+
+    #[test]
+    fn a_huge_record_is_handed_on_a_part_at_a_time_and_loses_nothing() {
+        let mut p = pipeline(&[]);
+        let limits = BatchLimits {
+            max_items: 500,
+            linger: Duration::from_secs(60),
+            ..BatchLimits::default()
+        };
+        let mut b = Batcher::new("d", Schema::LaunchDarkly, limits, Position::default(), None);
+        let mut dead = DeadLetterBuffer::new("d");
+        let count = 12_000usize;
+        let events: Vec<String> = (0..count)
+            .map(|i| match i {
+                5000 => "42".to_string(),
+                _ => CUSTOM.replace("purchase", &format!("purchase-{i}")),
+            })
+            .collect();
+        let rec = record(0, InboundFormat::LdBulk, &format!("[{}]", events.join(",")));
+        assert!(rec.payload.len() > PARTS_FROM_BYTES);
+        let (mut cut, mut calls, mut total) = (Vec::new(), 0, RecordCounts::default());
+        loop {
+            let (counts, progress) = p.process_part(&rec, &mut b, &mut dead);
+            total += counts;
+            calls += 1;
+            let ready: Vec<CutBatch> = std::iter::from_fn(|| b.pop_ready()).collect();
+            assert!(
+                ready.len() <= PART_EVENTS as usize / 500 + 1,
+                "one part's batches"
+            );
+            cut.extend(ready);
+            if progress == RecordProgress::Done {
+                break;
+            }
+        }
+        cut.extend(drain(&mut b));
+        assert!(calls >= count / PART_EVENTS as usize, "{calls} calls");
+        assert_eq!((total.batched, total.invalid), (count as u64 - 1, 1));
+        let positions: Vec<u32> = cut
+            .iter()
+            .flat_map(|c| c.positions.iter().map(|p| p.event))
+            .collect();
+        let expected: Vec<u32> = (0..count as u32).filter(|&i| i != 5000).collect();
+        assert_eq!(positions, expected);
+        let items: Vec<_> = cut.iter().flat_map(|c| c.batch.items.iter()).collect();
+        assert_eq!(items[5000].key.as_deref(), Some("purchase-5001"));
+        assert_eq!(cut.last().unwrap().end, Position { seq: 1, event: 0 });
+        let (lines, _) = dead.take();
+        let line: serde_json::Value = serde_json::from_slice(&lines).unwrap();
+        assert_eq!(
+            (line["event"].as_u64(), line["payload"].as_u64()),
+            (Some(5000), Some(42))
+        );
     }
 
     #[test]

@@ -19,8 +19,9 @@
 //! * After a restart the oldest batch inherits the persisted retry state and waits for its
 //!   persisted next-attempt time; nothing else is sent before it ("a restart keeps backing
 //!   off instead of hammering").
-//! * Memory: at most `concurrency` batches in flight, one batch ready and one open, plus one
-//!   record being decoded — whatever the backlog.
+//! * Memory: at most `concurrency` batches in flight, the batches one part of a record
+//!   produced (a huge record is decoded a part at a time, see [`super::pipeline`]) and one
+//!   open, plus one part being decoded — whatever the backlog and the record size.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,7 +39,7 @@ use super::batcher::{Batcher, CutBatch, CutReason};
 use super::cursor_state::{DeliveryCursor, RetryState};
 use super::dead_letter::{AppendError, DeadLetter, DeadLetterBuffer, DeadLetterFile};
 use super::dead_letter_budget::StoreFull;
-use super::pipeline::Pipeline;
+use super::pipeline::{Pipeline, RecordProgress};
 use super::retry::unix_ms_now;
 use super::sender::{self, Progress, SendContext, SendJob, SendReport};
 use super::status::{DeliveryState, StatusCell, WorkerStatus};
@@ -177,6 +178,8 @@ pub(crate) struct Worker {
     /// Set while the dead-letter store refuses this destination's lines (with when that was
     /// last logged): nothing is read or sent until they are written.
     store_full: Option<(StoreFull, Instant)>,
+    /// A huge record whose remaining parts wait until the batches of the last part are sent.
+    unfinished: Option<Record>,
     status: Arc<StatusCell>,
     paused: watch::Receiver<bool>,
     shutdown: CancellationToken,
@@ -223,6 +226,7 @@ impl Worker {
             shutting_down: false,
             read_backoff: None,
             store_full: None,
+            unfinished: None,
             status: parts.status,
             paused: parts.paused,
             shutdown: parts.shutdown,
@@ -246,12 +250,16 @@ impl Worker {
         loop {
             self.dispatch_ready();
             let paused = *self.paused.borrow();
-            let want_records = !paused
+            let may_decode = !paused
                 && !self.failed
                 && !self.batcher.has_ready()
                 && self.deferred.is_none()
-                && self.read_backoff.is_none()
                 && self.store_full.is_none();
+            if may_decode && self.unfinished.is_some() {
+                self.drain_committed();
+                continue;
+            }
+            let want_records = may_decode && self.read_backoff.is_none();
             let linger = if paused {
                 None
             } else {
@@ -331,6 +339,10 @@ impl Worker {
             if self.batcher.has_ready() {
                 return false;
             }
+            if let Some(record) = self.unfinished.take() {
+                self.consume(&record);
+                continue;
+            }
             match self.reader.try_next() {
                 Ok(Some(record)) => self.consume(&record),
                 Ok(None) | Err(WalError::Closed) => return true,
@@ -343,10 +355,15 @@ impl Worker {
         false
     }
 
+    /// Decode `record` (or its next part) into the batcher; a huge record whose batches must
+    /// be sent first is kept in `unfinished`.
     fn consume(&mut self, record: &Record) {
-        let counts = self
-            .pipeline
-            .process(record, &mut self.batcher, &mut self.dead);
+        let (counts, progress) =
+            self.pipeline
+                .process_part(record, &mut self.batcher, &mut self.dead);
+        if progress == RecordProgress::More {
+            self.unfinished = Some(record.clone());
+        }
         if counts.filtered > 0 {
             self.metrics.filtered.increment(counts.filtered);
         }

@@ -359,6 +359,42 @@ pub(crate) fn decode<'s>(
     Ok(DecodedRecord { events, invalid })
 }
 
+/// See [`super::decode_part`].
+pub(crate) fn decode_part<'s>(
+    elements: &[u8],
+    first_index: u32,
+    scratch: &'s mut DecodeScratch,
+) -> Result<DecodedRecord<'s>, DecodeError> {
+    let DecodeScratch {
+        bytes,
+        fallback,
+        joined,
+    } = scratch;
+    joined.clear();
+    joined.reserve(elements.len() + 2);
+    joined.push(b'[');
+    joined.extend_from_slice(elements);
+    joined.push(b']');
+    let tape =
+        parse(joined, bytes, fallback).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
+    let tape = Arc::new(tape);
+    let nodes: &Doc<'s> = &tape;
+    let len = match nodes.first() {
+        Some(Node::Array { len, .. }) => *len,
+        _ => return Err(DecodeError("a part of the record is not an array".into())),
+    };
+    let mut events = Vec::with_capacity(len);
+    let mut invalid = Vec::new();
+    for (position, element) in json::array_iter(nodes, 0).enumerate() {
+        let index = first_index.saturating_add(position as u32);
+        match extract(&tape, element, index, Origin::LaunchDarkly, None) {
+            Ok(event) => events.push(event),
+            Err(reason) => invalid.push(invalid_event(nodes, element, index, reason)),
+        }
+    }
+    Ok(DecodedRecord { events, invalid })
+}
+
 fn starts_with(body: &[u8], byte: u8) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&byte)
 }

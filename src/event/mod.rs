@@ -41,6 +41,7 @@
 
 pub mod stored;
 
+mod chunks;
 mod decode;
 mod filter;
 mod id;
@@ -49,6 +50,7 @@ mod number;
 pub mod schema;
 mod validate;
 
+pub use chunks::{array_parts, ArrayPart};
 pub use decode::{ContextRef, DecodeScratch, Event, Origin};
 pub use filter::{Filter, FilterConfig, FILTER_PARAMS, KINDS_OFF_BY_DEFAULT};
 pub use id::{write_event_id, InstanceId, EVENT_ID_LEN};
@@ -171,6 +173,28 @@ pub fn decode<'s>(
     scratch: &'s mut DecodeScratch,
 ) -> Result<DecodedRecord<'s>, DecodeError> {
     decode::decode(ctx, body, scratch)
+}
+
+/// Whether a record of `format` whose body is `body` may be decoded a part at a time
+/// ([`array_parts`] + [`decode_part`]): LaunchDarkly-style arrays (not the go-feature-flag
+/// envelope, whose `meta` applies to every event, nor NDJSON or diagnostics).
+pub fn decodes_in_parts(format: InboundFormat, body: &[u8]) -> bool {
+    let array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    array
+        && !matches!(
+            format,
+            InboundFormat::GoffCollector | InboundFormat::LdDiagnostic
+        )
+}
+
+/// Decode one part of an array body (the bytes of [`ArrayPart::bytes`]): its events get
+/// indexes from `first_index` on, exactly as [`decode`] of the whole body would give them.
+pub fn decode_part<'s>(
+    elements: &[u8],
+    first_index: u32,
+    scratch: &'s mut DecodeScratch,
+) -> Result<DecodedRecord<'s>, DecodeError> {
+    decode::decode_part(elements, first_index, scratch)
 }
 
 /// Stable id of an event: the same accepted event re-delivered always gets the same id, and
