@@ -205,6 +205,9 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
         );
     }
     let destinations = configure_destinations(&config).await?;
+    for warning in config::limits::check_destination_limits(&destinations, max_body(&config))? {
+        tracing::warn!("{warning}");
+    }
 
     readiness.set(Phase::Recovering);
     std::fs::create_dir_all(&config.data_dir)
@@ -316,8 +319,16 @@ async fn wait_for_shutdown(wal: &Wal) -> Option<String> {
     }
 }
 
+/// `--max-body-bytes` as validated.
+fn max_body(config: &ServeConfig) -> u64 {
+    config.ingest.max_body_bytes as u64
+}
+
 async fn validate(config: ServeConfig) -> Result<ExitCode> {
     let destinations = configure_destinations(&config).await?;
+    for warning in config::limits::check_destination_limits(&destinations, max_body(&config))? {
+        println!("warning: {warning}");
+    }
     println!("configuration is valid");
     println!("  ingest:       {}", config.listen);
     println!("  admin:        {}", config.admin_listen);

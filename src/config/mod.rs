@@ -20,6 +20,7 @@
 
 pub mod cli;
 pub mod file;
+pub mod limits;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -74,9 +75,12 @@ pub struct RetrySettings {
     pub max_backoff: Duration,
 }
 
-/// Room reserved in a WAL record for the stored metadata header in front of the body
-/// (environment, payload id, tags, user agent).
-const RECORD_METADATA_BYTES: u64 = 64 * 1024;
+/// Room reserved in a WAL record for the stored metadata header in front of the body. Every
+/// stored field but the environment name comes from the request head, which ingest caps at
+/// `MAX_HEAD_BYTES` for all header lines together; the environment name is at most
+/// `MAX_ENVIRONMENT_NAME_BYTES`; the rest is fixed fields and length prefixes. 4 KiB covers
+/// the latter two with room to spare (checked by a test).
+pub(crate) const RECORD_METADATA_BYTES: u64 = (crate::ingest::head::MAX_HEAD_BYTES + 4096) as u64;
 
 /// Everything `flagstream serve` needs, validated.
 #[derive(Debug, Clone)]
@@ -206,8 +210,9 @@ impl ServeConfig {
             return Err(ConfigError::invalid(
                 "max-inflight-bytes",
                 format!(
-                    "{} is smaller than --max-body-bytes {}: such a body could never be admitted",
-                    args.max_inflight_bytes, args.max_body_bytes
+                    "{} is smaller than --max-body-bytes {}: such a body could never be \
+                     admitted; use at least {}",
+                    args.max_inflight_bytes, args.max_body_bytes, args.max_body_bytes
                 ),
             ));
         }
@@ -262,7 +267,13 @@ impl ServeConfig {
         }
         let default_destination = destinations.is_empty();
         if default_destination {
-            destinations.push(FileDestination::default_spec(&data_dir));
+            // Sized so one event as large as the largest body fits (see `limits`).
+            let mut spec = FileDestination::default_spec(&data_dir);
+            spec.options.insert(
+                "max_bytes".to_string(),
+                limits::default_file_max_bytes(max_body).to_string(),
+            );
+            destinations.push(spec);
         }
 
         let retry = RetrySettings {
@@ -275,8 +286,8 @@ impl ServeConfig {
             return Err(ConfigError::invalid(
                 "retry-initial-backoff",
                 format!(
-                    "{} is longer than --retry-max-backoff {}",
-                    args.retry_initial_backoff, args.retry_max_backoff
+                    "{} is longer than --retry-max-backoff {}: use at most {}",
+                    args.retry_initial_backoff, args.retry_max_backoff, args.retry_max_backoff
                 ),
             ));
         }
@@ -471,6 +482,71 @@ mod tests {
         assert!(config.ingest.environments.is_open());
         assert_eq!(config.retry.max_attempts, Some(5));
         assert_eq!(config.retry.max_age, Some(Duration::from_secs(30 * 60)));
+    }
+
+    #[test]
+    fn the_metadata_reserve_covers_the_largest_metadata_a_request_can_carry() {
+        use crate::event::stored::{encode_header, StoredMeta};
+        // Three header values filling the head limit between them (names and separators
+        // would make them smaller still) and the longest environment name.
+        let third = "t".repeat(crate::ingest::head::MAX_HEAD_BYTES / 3);
+        let environment = "e".repeat(crate::ingest::environments::MAX_ENVIRONMENT_NAME_BYTES);
+        let mut header = Vec::new();
+        encode_header(
+            &StoredMeta {
+                format: Some(crate::event::InboundFormat::LdBulk),
+                instance_id: Some(crate::event::InstanceId([1; 16])),
+                schema_version: Some(4),
+                environment: &environment,
+                payload_id: &third,
+                tags: &third,
+                user_agent: &third,
+            },
+            &mut header,
+        );
+        assert!(
+            header.len() as u64 <= RECORD_METADATA_BYTES,
+            "{}",
+            header.len()
+        );
+    }
+
+    #[test]
+    fn the_default_destination_takes_an_event_as_large_as_the_largest_body() {
+        let config = ServeConfig::from_args(
+            &serve_args(&["--data-dir", "/srv/fs", "--max-body-bytes", "12MiB"]),
+            None,
+        )
+        .unwrap();
+        let max_bytes: u64 = config.destinations[0].options["max_bytes"].parse().unwrap();
+        assert!(
+            max_bytes >= 12 * 1024 * 1024 + limits::MAPPED_EVENT_MARGIN,
+            "{max_bytes}"
+        );
+    }
+
+    #[test]
+    fn dead_letter_budget_defaults_to_a_tenth_of_the_wal_and_refuses_less_than_four_bodies() {
+        let config = ServeConfig::from_args(
+            &serve_args(&["--data-dir", "/srv/fs", "--wal-max-bytes", "20GiB"]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.dead_letters.max_bytes, 2 * 1024 * 1024 * 1024);
+        assert_eq!(
+            config.dead_letters.min_free_bytes,
+            config.wal.min_free_bytes
+        );
+        let err = ServeConfig::from_args(
+            &serve_args(&["--data-dir", "/srv/fs", "--dead-letter-max-bytes", "1MiB"]),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--dead-letter-max-bytes") && err.contains("at least 40.0 MiB"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -126,9 +126,19 @@ impl Environments {
     }
 }
 
+/// Longest environment name (it is stored in every record's metadata and names files).
+pub const MAX_ENVIRONMENT_NAME_BYTES: usize = 64;
+
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("environment name is empty".to_string());
+    }
+    if name.len() > MAX_ENVIRONMENT_NAME_BYTES {
+        return Err(format!(
+            "environment name `{}…` is longer than {MAX_ENVIRONMENT_NAME_BYTES} characters; \
+             use a shorter name",
+            name.chars().take(16).collect::<String>()
+        ));
     }
     if !name
         .chars()
