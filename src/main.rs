@@ -188,6 +188,7 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
         max_connections: admin::MAX_ADMIN_CONNECTIONS,
         header_timeout: config.ingest.header_timeout,
         idle_timeout: config.ingest.idle_timeout,
+        max_per_client: admin::MAX_ADMIN_CONNECTIONS,
     };
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,

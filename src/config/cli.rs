@@ -156,6 +156,24 @@ pub fn parse_auto_size(text: &str) -> Result<AutoSize, String> {
         .map_err(|err| format!("{err}, or `auto`"))
 }
 
+/// A count, or `auto` for one derived from other flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCount {
+    Auto,
+    Count(usize),
+}
+
+/// `auto` or a whole number of at least 1.
+pub fn parse_auto_count(text: &str) -> Result<AutoCount, String> {
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(AutoCount::Auto);
+    }
+    match text.parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!("`{text}` is not a count of at least 1, or `auto`")),
+        Ok(count) => Ok(AutoCount::Count(count)),
+    }
+}
+
 /// Every setting of a running flagstream. Also accepted by `validate` and `test-destination`,
 /// and settable (by long name, without the dashes) in the `--config` TOML file.
 #[derive(Debug, Clone, Args)]
@@ -259,6 +277,12 @@ pub struct ServeArgs {
     /// Most simultaneous ingest connections; further connections wait in the accept queue.
     #[arg(long, env = "FLAGSTREAM_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,
+
+    /// Most ingest connections one client (peer IP address) may hold; over it, its idle ones are
+    /// closed first and then new ones refused with 503. `auto`: a quarter of
+    /// `--max-connections`, at least 64 (no cap with 64 slots or fewer).
+    #[arg(long, env = "FLAGSTREAM_MAX_CONNECTIONS_PER_CLIENT", value_parser = parse_auto_count, default_value = "auto")]
+    pub max_connections_per_client: AutoCount,
 
     /// Close an ingest or admin connection that has not sent a complete request head this long
     /// after it was accepted (silent and slow-header clients).

@@ -30,12 +30,15 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches};
 
-pub use cli::{AutoSize, BenchArgs, Cli, Command, LogFormat, ServeArgs, WalCommand, WalSyncArg};
+pub use cli::{
+    AutoCount, AutoSize, BenchArgs, Cli, Command, LogFormat, ServeArgs, WalCommand, WalSyncArg,
+};
 pub use file::ConfigFile;
 
 use crate::delivery::DeadLetterLimits;
 use crate::dest::file::FileDestination;
 use crate::dest::DestinationSpec;
+use crate::ingest::connection::ConnectionLimits;
 use crate::ingest::{Environments, IngestSettings};
 use crate::wal::{RecoveryMode, SyncMode, WalOptions};
 
@@ -303,6 +306,10 @@ impl ServeConfig {
             max_body_bytes: to_usize(max_body),
             max_inflight_bytes: to_usize(inflight),
             max_connections: args.max_connections,
+            max_connections_per_client: match args.max_connections_per_client {
+                AutoCount::Auto => ConnectionLimits::default_per_client(args.max_connections),
+                AutoCount::Count(count) => count,
+            },
             dedupe_cache_size: args.dedupe_cache_size,
             header_timeout: args.header_timeout.into(),
             idle_timeout: args.idle_timeout.into(),

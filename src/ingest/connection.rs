@@ -13,7 +13,11 @@
 //! * the listener shed it: when every slot is taken, accepting a new connection closes the
 //!   connections that have been idle longest (a batch of 1/64 of the slots, so a burst of new
 //!   clients does not pay one shed each), so a new client always gets a slot unless every slot
-//!   is busy with a request in progress.
+//!   is busy with a request in progress;
+//! * its client (peer IP address) already holds `max_per_client` connections: the client's own
+//!   longest-idle connection is shed to make room, and when all of them are busy with requests
+//!   the new connection is refused at once (503 `too_many_connections`), so one client cannot
+//!   hold every slot with stalled requests.
 //!
 //! Invariants:
 //! * A connection with a request in progress is never closed by the watchdog (request bodies
@@ -25,6 +29,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +40,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::error::IngestError;
 use crate::metrics as m;
 
 /// Deadlines and the slot count of one listener.
@@ -46,6 +52,17 @@ pub struct ConnectionLimits {
     pub header_timeout: Duration,
     /// From the end of the last request to the next request head.
     pub idle_timeout: Duration,
+    /// Most connections one client (peer IP address) may hold.
+    pub max_per_client: usize,
+}
+
+impl ConnectionLimits {
+    /// The default per-client cap for `max_connections` slots: a quarter of them, but never
+    /// fewer than 64, so clients behind one NAT still fit. With 64 slots or fewer that is all
+    /// of them: no per-client cap.
+    pub fn default_per_client(max_connections: usize) -> usize {
+        (max_connections / 4).max(max_connections.min(64)).max(1)
+    }
 }
 
 /// Why the watchdog closed a connection (the `reason` label of the closed-connections metric).
@@ -54,6 +71,8 @@ pub enum CloseReason {
     HeaderTimeout,
     IdleTimeout,
     Shed,
+    /// Refused at accept: its client holds `max_per_client` busy connections.
+    ClientLimit,
 }
 
 impl CloseReason {
@@ -62,6 +81,7 @@ impl CloseReason {
             CloseReason::HeaderTimeout => "header_timeout",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::Shed => "shed",
+            CloseReason::ClientLimit => "client_limit",
         }
     }
 }
@@ -71,7 +91,7 @@ pub struct Connections {
     listener: &'static str,
     limits: ConnectionLimits,
     slots: Arc<Semaphore>,
-    open: Mutex<HashMap<u64, Arc<Activity>>>,
+    open: Mutex<Registry>,
     next_id: AtomicU64,
     saturated: AtomicBool,
 }
@@ -90,7 +110,7 @@ impl Connections {
             listener,
             limits,
             slots: Arc::new(Semaphore::new(max)),
-            open: Mutex::new(HashMap::new()),
+            open: Mutex::new(Registry::default()),
             next_id: AtomicU64::new(0),
             saturated: AtomicBool::new(false),
         }
@@ -112,33 +132,40 @@ impl Connections {
 
     /// Connections currently registered.
     pub fn open(&self) -> usize {
-        self.open.lock().len()
+        self.open.lock().connections.len()
     }
 
     /// Accept the next connection and give it a slot (shedding the longest-idle connection
-    /// when none is free). `None` once `shutdown` is cancelled.
+    /// when none is free). A connection over its client's cap is refused here (answered and
+    /// closed in the background) and the next one accepted. `None` once `shutdown` is
+    /// cancelled.
     pub async fn accept(
         self: &Arc<Self>,
         listener: &TcpListener,
         shutdown: &CancellationToken,
     ) -> Option<Accepted> {
         let (stream, peer) = loop {
-            tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = shutdown.cancelled() => return None,
                 accepted = listener.accept() => match accepted {
-                    Ok(accepted) => break accepted,
+                    Ok(accepted) => accepted,
                     Err(err) => {
                         // EMFILE/ENFILE and friends: back off instead of spinning.
                         tracing::warn!(listener = self.listener, error = %err, "accept failed");
                         tokio::time::sleep(SLOT_RETRY).await;
+                        continue;
                     }
                 },
+            };
+            if self.make_room_for_client(peer.ip()) {
+                break (stream, peer);
             }
+            self.refuse_over_client_limit(stream, peer);
         };
         let slot = self.slot(shutdown).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let activity = Arc::new(Activity::new());
-        self.open.lock().insert(id, activity.clone());
+        self.open.lock().insert(id, peer.ip(), activity.clone());
         Some(Accepted {
             stream,
             peer,
@@ -149,6 +176,47 @@ impl Connections {
                 _slot: slot,
             },
         })
+    }
+
+    /// True when `client` may open another connection: it is under its cap, or one of its
+    /// idle connections was shed to make room.
+    fn make_room_for_client(&self, client: IpAddr) -> bool {
+        if self.limits.max_per_client >= self.limits.max_connections {
+            // No cap below the slot count: a client may wait for a slot like anyone else.
+            return true;
+        }
+        let open = self.open.lock();
+        if open.count(client) < self.limits.max_per_client {
+            return true;
+        }
+        let oldest_idle = open
+            .connections
+            .values()
+            .filter(|(peer, _)| *peer == client)
+            .filter_map(|(_, activity)| activity.idle_since().map(|since| (since, activity)))
+            .min_by_key(|(since, _)| *since);
+        match oldest_idle {
+            Some((_, activity)) => {
+                activity.shed();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Answer a connection over its client's cap with 503 and close it, off the accept loop.
+    fn refuse_over_client_limit(&self, stream: TcpStream, peer: std::net::SocketAddr) {
+        let limit = self.limits.max_per_client;
+        tracing::debug!(listener = self.listener, %peer, limit, "connection refused: client holds too many busy connections");
+        metrics::counter!(
+            m::CONNECTIONS_CLOSED_TOTAL,
+            "listener" => self.listener,
+            "reason" => CloseReason::ClientLimit.name()
+        )
+        .increment(1);
+        tokio::spawn(async move {
+            super::head::refuse(stream, &IngestError::TooManyConnections { limit }).await;
+        });
     }
 
     async fn slot(&self, shutdown: &CancellationToken) -> Option<OwnedSemaphorePermit> {
@@ -194,8 +262,9 @@ impl Connections {
         let batch = (self.limits.max_connections / SHED_FRACTION).max(1);
         let open = self.open.lock();
         let mut idle: Vec<(Instant, &Arc<Activity>)> = open
+            .connections
             .values()
-            .filter_map(|activity| activity.idle_since().map(|since| (since, activity)))
+            .filter_map(|(_, activity)| activity.idle_since().map(|since| (since, activity)))
             .collect();
         if idle.len() > batch {
             idle.select_nth_unstable_by_key(batch - 1, |(since, _)| *since);
@@ -259,7 +328,37 @@ impl ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.connections.open.lock().remove(&self.id);
+        self.connections.open.lock().remove(self.id);
+    }
+}
+
+/// The registered connections of a listener, with a count per client address.
+#[derive(Default)]
+struct Registry {
+    connections: HashMap<u64, (IpAddr, Arc<Activity>)>,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+impl Registry {
+    fn count(&self, client: IpAddr) -> usize {
+        self.per_client.get(&client).copied().unwrap_or(0)
+    }
+
+    fn insert(&mut self, id: u64, client: IpAddr, activity: Arc<Activity>) {
+        self.connections.insert(id, (client, activity));
+        *self.per_client.entry(client).or_default() += 1;
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some((client, _)) = self.connections.remove(&id) else {
+            return;
+        };
+        if let Some(count) = self.per_client.get_mut(&client) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_client.remove(&client);
+            }
+        }
     }
 }
 
@@ -373,6 +472,7 @@ mod tests {
         max_connections: 2,
         header_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(60),
+        max_per_client: 2,
     };
 
     #[tokio::test(start_paused = true)]

@@ -61,6 +61,8 @@ pub enum IngestError {
     Overloaded,
     #[error("too many request bytes in flight on this connection; retry later")]
     ConnectionOverloaded,
+    #[error("this client already holds {limit} connections with requests in progress; retry later or reuse one")]
+    TooManyConnections { limit: usize },
     #[error("server is shutting down")]
     ShuttingDown,
 }
@@ -93,6 +95,7 @@ impl IngestError {
             | IngestError::WalUnavailable(_)
             | IngestError::Overloaded
             | IngestError::ConnectionOverloaded
+            | IngestError::TooManyConnections { .. }
             | IngestError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -121,6 +124,7 @@ impl IngestError {
             IngestError::WalUnavailable(_) => "wal_unavailable",
             IngestError::Overloaded => "overloaded",
             IngestError::ConnectionOverloaded => "connection_overloaded",
+            IngestError::TooManyConnections { .. } => "too_many_connections",
             IngestError::ShuttingDown => "shutting_down",
         }
     }
@@ -138,6 +142,7 @@ impl IngestError {
             IngestError::WalFull
                 | IngestError::Overloaded
                 | IngestError::ConnectionOverloaded
+                | IngestError::TooManyConnections { .. }
                 | IngestError::ShuttingDown
         )
     }

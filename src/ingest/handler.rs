@@ -102,6 +102,7 @@ impl Ingest {
                 max_connections: settings.max_connections,
                 header_timeout: settings.header_timeout,
                 idle_timeout: settings.idle_timeout,
+                max_per_client: settings.max_connections_per_client,
             },
         );
         Ingest {

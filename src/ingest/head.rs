@@ -193,16 +193,75 @@ pub async fn refuse(mut stream: TcpStream, err: &IngestError) {
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
-/// A stream that first replays bytes already read from it.
+/// A stream that first replays bytes already read from it, and gives hyper's own bare error
+/// answers (a later keep-alive request whose head hyper could not parse) the JSON body.
 pub struct Rewind {
     prefix: Bytes,
     inner: TcpStream,
+    /// A JSON answer being written in place of hyper's bare one, and the length of the bare
+    /// one (what the write reports once the JSON is out).
+    replacing: Option<(Bytes, usize)>,
 }
 
 impl Rewind {
     pub fn new(prefix: Bytes, inner: TcpStream) -> Self {
-        Rewind { prefix, inner }
+        Rewind {
+            prefix,
+            inner,
+            replacing: None,
+        }
     }
+
+    /// Write the JSON answer that replaces hyper's bare one, then report the bare one written.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some((rest, original)) = &mut self.replacing else {
+            return Poll::Ready(Ok(0));
+        };
+        while !rest.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => rest.advance(n),
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let original = *original;
+        self.replacing = None;
+        Poll::Ready(Ok(original))
+    }
+}
+
+/// hyper answers a request head it cannot parse (on a keep-alive connection: the first head is
+/// read by [`read_first_head`]) with a bare `400`/`414`/`431` head and no body; our own error
+/// answers always carry a JSON body. So a complete 4xx head without a body is hyper's, and is
+/// replaced by the same error as JSON. `None`: write `written` as it is.
+fn json_for_bare_error(written: &[u8]) -> Option<Bytes> {
+    let status = written.strip_prefix(b"HTTP/1.1 4")?;
+    if !written.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let head = String::from_utf8_lossy(written).to_ascii_lowercase();
+    let bodiless = head.contains("\r\ncontent-length: 0\r\n") || !head.contains("content-length");
+    if !bodiless || head.contains("\r\ncontent-type:") {
+        return None;
+    }
+    let err = match status.get(..2)? {
+        b"31" => IngestError::HeadTooLarge {
+            limit: MAX_HEAD_BYTES,
+        },
+        b"14" => IngestError::UriTooLong {
+            limit: MAX_URI_BYTES,
+        },
+        _ => IngestError::MalformedRequest(
+            "the request head on this keep-alive connection could not be parsed".into(),
+        ),
+    };
+    let body = err.json_body();
+    Some(Bytes::from(format!(
+        "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        err.status(),
+        body.len()
+    )))
 }
 
 impl AsyncRead for Rewind {
@@ -227,6 +286,12 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.replacing.is_none() {
+            self.replacing = json_for_bare_error(buf).map(|json| (json, buf.len()));
+        }
+        if self.replacing.is_some() {
+            return self.poll_replacement(cx);
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -235,6 +300,14 @@ impl AsyncWrite for Rewind {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let first = bufs.iter().find(|buf| !buf.is_empty());
+        if self.replacing.is_none() && first.is_some_and(|buf| buf.starts_with(b"HTTP/1.1 4")) {
+            let written: Vec<u8> = bufs.iter().flat_map(|buf| buf.iter().copied()).collect();
+            self.replacing = json_for_bare_error(&written).map(|json| (json, written.len()));
+        }
+        if self.replacing.is_some() {
+            return self.poll_replacement(cx);
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 

@@ -66,6 +66,8 @@ pub struct IngestSettings {
     pub max_inflight_bytes: usize,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Most connections one client (peer IP address) may hold.
+    pub max_connections_per_client: usize,
     /// Payload ids remembered for deduplication (0 = off).
     pub dedupe_cache_size: usize,
     /// How long a request may wait for in-flight room before 503.
@@ -96,6 +98,7 @@ impl Default for IngestSettings {
             max_body_bytes: 10 * 1024 * 1024,
             max_inflight_bytes: 64 * 1024 * 1024,
             max_connections: 4096,
+            max_connections_per_client: connection::ConnectionLimits::default_per_client(4096),
             dedupe_cache_size: 100_000,
             inflight_wait: handler::DEFAULT_INFLIGHT_WAIT,
             header_timeout: DEFAULT_HEADER_TIMEOUT,

@@ -714,3 +714,183 @@ async fn a_full_dead_letter_store_pauses_the_destination_until_room_is_freed() {
     .await;
     assert_eq!(file_state().await, "running");
 }
+
+/// `flagstream validate` with `args` (exit code, stdout, stderr).
+fn validate(data: &tempfile::TempDir, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_flagstream"))
+        .arg("validate")
+        .args(["--data-dir", data.path().join("data").to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_that_disagree_are_named_with_a_value_that_works() {
+    let data = tempfile::tempdir().unwrap();
+    // The log destination takes 1 MiB per event, less than a 10 MiB body can hold.
+    let (code, stdout, _) = validate(&data, &["--dest", "log:"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let warning = stdout
+        .lines()
+        .find(|line| line.starts_with("warning:"))
+        .unwrap_or_else(|| panic!("no warning in {stdout}"));
+    assert!(
+        warning.contains("`log`") && warning.contains("dead-lettered"),
+        "{warning}"
+    );
+    let fits = warning
+        .rsplit("--max-body-bytes ")
+        .next()
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap();
+    let (code, stdout, _) = validate(&data, &["--dest", "log:", "--max-body-bytes", fits]);
+    assert_eq!(code, Some(0));
+    assert!(
+        !stdout.contains("warning:"),
+        "the value it named works: {stdout}"
+    );
+    // The embedded default destination takes whatever body is allowed.
+    let (_, stdout, _) = validate(
+        &data,
+        &["--max-body-bytes", "20MiB", "--wal-segment-bytes", "64MiB"],
+    );
+    assert!(!stdout.contains("warning:"), "{stdout}");
+
+    let (code, _, stderr) = validate(&data, &["--dest", "log:?kinds=feature,bogus"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("`kinds`") && stderr.contains("`bogus`") && stderr.contains("pageview"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = validate(&data, &["--dead-letter-max-bytes", "1MiB"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--dead-letter-max-bytes") && stderr.contains("at least 40.0 MiB"),
+        "{stderr}"
+    );
+
+    // A free-space floor above the free space starts, but says so.
+    let server = start(&data, &["--wal-min-free-bytes", "1PiB"]).await;
+    let log = server.log_text();
+    assert!(
+        log.contains("--wal-min-free-bytes 1.0 PiB exceeds the")
+            && log.contains("use a value below"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_mib_body_of_small_events_is_delivered_in_bounded_memory() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(&data, &[]).await;
+    let mut events = Vec::new();
+    let mut size = 2;
+    while size < 10 * 1000 * 1000 {
+        let event = format!(r#"{{"kind":"custom","key":"k{}"}}"#, events.len() % 10);
+        size += event.len() + 1;
+        events.push(event);
+    }
+    let body = format!("[{}]", events.join(","));
+    let before = server.peak_rss_mib();
+    let (status, answer) = post_bulk(server.ingest, &body).await;
+    assert_eq!(status, 202, "{answer}");
+    server.wait_delivered(Duration::from_secs(50)).await;
+    let exported = read_export_lines(&data.path().join("data/export")).len();
+    assert_eq!(exported, events.len());
+    // Before: the whole record's tape, event list and every batch at once (+307 MiB for this
+    // body in a debug build); now one 4096-event part at a time (+125 MiB, most of it the
+    // ingest-time validation of the body).
+    let grown = server.peak_rss_mib() - before;
+    let body_mib = body.len() as f64 / (1024.0 * 1024.0);
+    assert!(
+        grown < 20.0 * body_mib,
+        "peak RSS grew {grown:.0} MiB for a {body_mib:.1} MiB body of {} events",
+        events.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_hold_every_slot_and_sheds_its_own_idle_connections_first() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(
+        &data,
+        &[
+            "--max-connections",
+            "16",
+            "--max-connections-per-client",
+            "4",
+            "--body-stall-timeout",
+            "30s",
+            "--header-timeout",
+            "30s",
+        ],
+    )
+    .await;
+    // Four idle connections from 127.0.0.1, then four stalled bodies: each stalled one makes
+    // room by closing one of the same client's idle connections.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(connect(server.ingest).await);
+    }
+    let _stalled = open_stalled_bodies(&server, 4).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (i, stream) in idle.iter_mut().enumerate() {
+        assert!(
+            closed_within(stream, deadline).await,
+            "idle connection {i} still open"
+        );
+    }
+    // All four of its connections busy: a fifth is refused at once, with a JSON 503.
+    let (status, body) = exchange(server.ingest, &small_bulk(), Duration::from_secs(10)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("too_many_connections")),
+        "{body}"
+    );
+    assert!(closed_for(server.admin, "client_limit").await >= 1.0);
+    // Another client (another loopback address) is served.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket.connect(server.ingest).await.unwrap();
+    other.write_all(&small_bulk()).await.unwrap();
+    let (status, body) = read_answer(&mut other, Duration::from_secs(10)).await;
+    assert_eq!(status, 202, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_head_later_on_a_keep_alive_connection_gets_json() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(&data, &[]).await;
+    let body = numbered_bulk(0, 1);
+    let requests = format!(
+        "POST /bulk HTTP/1.1\r\nHost: t\r\nAuthorization: {SDK_KEY}\r\nContent-Length: {}\r\n\r\n{body}\
+         GET /bulk HTTP/1.1\r\nHost: t\r\nthis is not a header\r\n\r\n",
+        body.len()
+    );
+    let mut stream = connect_and_send(server.ingest, requests.as_bytes()).await;
+    let mut answer = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut chunk = [0u8; 4096];
+    while Instant::now() < deadline {
+        match read_some(&mut stream, &mut chunk, Duration::from_secs(5)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let second = text
+        .match_indices("HTTP/1.1 ")
+        .nth(1)
+        .map(|(at, _)| &text[at..])
+        .unwrap_or_else(|| panic!("one answer only: {text}"));
+    assert!(text.starts_with("HTTP/1.1 202"), "{text}");
+    assert!(second.starts_with("HTTP/1.1 400"), "{second}");
+    let json: Value = serde_json::from_str(second.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(json["error"], "malformed_request", "{json}");
+}

@@ -82,6 +82,13 @@ impl Flagstream {
         self.server.log_text()
     }
 
+    /// Peak resident memory (`VmHWM`) of the server process so far, in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        self.server
+            .peak_rss_mib()
+            .expect("the server's /proc status")
+    }
+
     pub fn url(&self, path: &str) -> String {
         self.server.url(path)
     }
