@@ -76,11 +76,7 @@ fn validate_with_fresh_scratch(format: InboundFormat, body: &[u8]) -> Result<u32
 fn run(format: InboundFormat, body: &[u8], scratch: &mut Scratch) -> Result<u32, ValidationError> {
     match format {
         InboundFormat::LdBulk | InboundFormat::LdMobile | InboundFormat::LdBrowser => {
-            parse(body, scratch, |nodes| {
-                let count = array_of_objects(nodes, "event")?;
-                check_kinds(nodes, count)?;
-                Ok(count)
-            })
+            ld_events(body, scratch)
         }
         InboundFormat::LdDiagnostic => parse(body, scratch, |nodes| {
             if json::is_object(nodes, 0) {
@@ -188,16 +184,59 @@ fn array_of_objects(nodes: &Nodes<'_>, what: &str) -> Result<u32, ValidationErro
             ),
         ));
     }
-    elements_are_objects(nodes, 0, "")
+    elements_are_objects(nodes, 0, "", 0)
+}
+
+/// Bodies from this size on are validated a part at a time ([`super::array_parts`]), so a
+/// 10 MiB body costs one part's tape at ingest, not the whole body's.
+const PARTS_FROM_BYTES: usize = 1024 * 1024;
+/// Events per part.
+const PART_EVENTS: u32 = 4096;
+
+/// A LaunchDarkly array body: objects, and enough of them with a `kind`.
+fn ld_events(body: &[u8], scratch: &mut Scratch) -> Result<u32, ValidationError> {
+    let parts = (body.len() >= PARTS_FROM_BYTES)
+        .then(|| super::array_parts(body, PART_EVENTS))
+        .flatten();
+    let mut kindless = Kindless::default();
+    let Some(parts) = parts else {
+        let count = parse(body, scratch, |nodes| {
+            let count = array_of_objects(nodes, "event")?;
+            kindless.count(nodes, 0);
+            Ok(count)
+        })?;
+        kindless.judge(count)?;
+        return Ok(count);
+    };
+    let mut wrapped = Vec::new();
+    let mut count: u32 = 0;
+    for part in &parts {
+        wrapped.clear();
+        wrapped.push(b'[');
+        wrapped.extend_from_slice(&body[part.bytes.clone()]);
+        wrapped.push(b']');
+        // `wrapped[0]` stands for the byte before the part (error offsets).
+        let start = part.bytes.start.saturating_sub(1);
+        count += parse_part(&wrapped, body, start, scratch, |nodes| {
+            let first = part.first_index as usize;
+            let objects = elements_are_objects(nodes, 0, "", first)?;
+            kindless.count(nodes, first);
+            Ok(objects)
+        })?;
+    }
+    kindless.judge(count)?;
+    Ok(count)
 }
 
 fn elements_are_objects(
     nodes: &Nodes<'_>,
     array: usize,
     path: &str,
+    first_index: usize,
 ) -> Result<u32, ValidationError> {
     let mut count: u32 = 0;
     for (index, element) in json::array_iter(nodes, array).enumerate() {
+        let index = first_index + index;
         if !json::is_object(nodes, element) {
             return Err(err(
                 "wrong_shape",
@@ -221,16 +260,32 @@ pub const MAX_KINDLESS_EVENTS_PER_BODY: u32 = 100;
 /// the first; a few kindless events among valid ones are accepted (delivery reports them as
 /// dead letters, so one bad event does not cost its neighbours), up to
 /// [`MAX_KINDLESS_EVENTS_PER_BODY`].
-fn check_kinds(nodes: &Nodes<'_>, count: u32) -> Result<(), ValidationError> {
-    let mut kindless: u32 = 0;
-    let mut first: Option<usize> = None;
-    for (index, element) in json::array_iter(nodes, 0).enumerate() {
-        let kind = json::get(nodes, element, "kind").and_then(|k| json::as_str(nodes, k));
-        if kind.is_none() {
-            kindless += 1;
-            first.get_or_insert(index);
+#[derive(Default)]
+struct Kindless {
+    count: u32,
+    first: Option<usize>,
+}
+
+impl Kindless {
+    /// Count the events of the array at the root of `nodes` without a string `kind`; the
+    /// array's first element is event `first_index` of the body.
+    fn count(&mut self, nodes: &Nodes<'_>, first_index: usize) {
+        for (index, element) in json::array_iter(nodes, 0).enumerate() {
+            let kind = json::get(nodes, element, "kind").and_then(|k| json::as_str(nodes, k));
+            if kind.is_none() {
+                self.count += 1;
+                self.first.get_or_insert(first_index + index);
+            }
         }
     }
+
+    /// The verdict for a body of `count` events (see [`MAX_KINDLESS_EVENTS_PER_BODY`]).
+    fn judge(&self, count: u32) -> Result<(), ValidationError> {
+        check_kinds(self.count, self.first, count)
+    }
+}
+
+fn check_kinds(kindless: u32, first: Option<usize>, count: u32) -> Result<(), ValidationError> {
     let Some(first) = first else { return Ok(()) };
     if kindless == count {
         return Err(err(
@@ -291,7 +346,7 @@ fn goff_envelope(nodes: &Nodes<'_>) -> Result<u32, ValidationError> {
             ),
         ));
     }
-    elements_are_objects(nodes, events, "events")
+    elements_are_objects(nodes, events, "events", 0)
 }
 
 /// Generic: a JSON array of objects, or NDJSON (one object per line). A single
@@ -363,6 +418,56 @@ mod tests {
         let e = validate(InboundFormat::LdBulk, b"[{\"kind\":\"custom\"},3]").unwrap_err();
         assert_eq!(e.code, "wrong_shape");
         assert!(e.detail.contains("[1] is a number"), "{}", e.detail);
+    }
+
+    #[test]
+    fn a_large_body_is_validated_in_parts_with_the_same_verdicts() {
+        let event = r#"{"kind":"custom","key":"k","creationDate":1}"#;
+        let n = 40_000;
+        let events = vec![event; n];
+        let body = format!("[{}]", events.join(","));
+        assert!(body.len() > PARTS_FROM_BYTES);
+        assert_eq!(code(InboundFormat::LdBulk, &body), Ok(n as u32));
+
+        let mut shaped = events.clone();
+        shaped[5000] = "42";
+        let err = validate(
+            InboundFormat::LdBulk,
+            format!("[{}]", shaped.join(",")).as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, "wrong_shape");
+        assert!(err.detail.contains("[5000]"), "{}", err.detail);
+
+        let mut kindless = vec![r#"{"key":"no-kind","pad":"xxxxxxxxxxxxxxxxxx"}"#; n];
+        let err = validate(
+            InboundFormat::LdBulk,
+            format!("[{}]", kindless.join(",")).as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, "no_valid_events");
+        kindless[0] = event;
+        let err = validate(
+            InboundFormat::LdBulk,
+            format!("[{}]", kindless.join(",")).as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, "too_many_invalid_events");
+        assert!(err.detail.contains("(the first is [1])"), "{}", err.detail);
+
+        // A syntax error in a late part is reported at its offset in the whole body.
+        let mut broken = events.clone();
+        let bad = r#"{"kind":"custom","key":"k","creationDate":}"#;
+        broken[30_000] = bad;
+        let body = format!("[{}]", broken.join(","));
+        let at = body.find(bad).unwrap() + bad.len() - 1;
+        let err = validate(InboundFormat::LdBulk, body.as_bytes()).unwrap_err();
+        assert_eq!(err.code, "malformed_json");
+        assert!(
+            err.detail.contains(&format!("at byte {at} ")),
+            "{at}: {}",
+            err.detail
+        );
     }
 
     #[test]
