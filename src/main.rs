@@ -172,7 +172,9 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
     init_logging(config.log_format, &config.log_filter);
     let prometheus = flagstream::metrics::install_recorder().context("installing metrics")?;
     let readiness = Arc::new(Readiness::default());
-    let admin_state = Arc::new(Admin::new(Some(prometheus), readiness.clone()));
+    let admin_state = Arc::new(
+        Admin::new(Some(prometheus), readiness.clone()).with_auth(config.admin_auth.clone()),
+    );
 
     let ingest_listener = TcpListener::bind(config.listen)
         .await

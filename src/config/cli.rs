@@ -160,6 +160,20 @@ pub struct ServeArgs {
     )]
     pub admin_listen: SocketAddr,
 
+    /// Bearer token the admin API requires on every route but /healthz and /readyz: the token
+    /// itself, `env:NAME` or `file:PATH` (at least 16 bytes). Required when --admin-listen is
+    /// not a loopback address.
+    #[arg(
+        long,
+        env = "FLAGSTREAM_ADMIN_TOKEN",
+        value_name = "TOKEN|env:NAME|file:PATH"
+    )]
+    pub admin_token: Option<String>,
+
+    /// Serve /metrics without the admin token (for scrapers that cannot send one).
+    #[arg(long, env = "FLAGSTREAM_ADMIN_METRICS_PUBLIC", default_value_t = false)]
+    pub admin_metrics_public: bool,
+
     /// Directory for the WAL (`wal/`), dead letters and the default file destination.
     #[arg(long, env = "FLAGSTREAM_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod admin_api;
 mod conformance;
 mod delivery_engine;
 mod delivery_restart;
