@@ -130,7 +130,22 @@ pub fn install_recorder(
         .set_buckets_for_metric(Matcher::Full(DEST_BATCH_BYTES.into()), BYTE_BUCKETS)?
         .install_recorder()?;
     describe();
+    register_zeroes();
     Ok(handle)
+}
+
+/// Counters without labels that may stay at zero for the life of a healthy process: register
+/// them now so `/metrics` shows them (a dashboard or alert querying a series that does not
+/// exist yet sees "no data", not 0, and `increase()` misses the first increment).
+fn register_zeroes() {
+    for name in [
+        INGEST_DUPLICATE_PAYLOADS_TOTAL,
+        INGEST_INVALID_EVENTS_TOTAL,
+        WAL_CORRUPT_RECORDS_TOTAL,
+        WAL_SEGMENTS_FREED_TOTAL,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
 }
 
 /// `# HELP` lines for `/metrics`.

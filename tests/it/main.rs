@@ -7,6 +7,7 @@ mod support;
 
 mod admin_api;
 mod conformance;
+mod dashboards;
 mod delivery_engine;
 mod delivery_restart;
 mod disk_full;
