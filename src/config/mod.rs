@@ -29,7 +29,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches};
 
-pub use cli::{BenchArgs, Cli, Command, LogFormat, ServeArgs, WalCommand, WalSyncArg};
+pub use cli::{BenchArgs, Cli, Command, LogFormat, ServeArgs, TopArgs, WalCommand, WalSyncArg};
 pub use file::ConfigFile;
 
 use crate::admin::auth::{AdminAuth, MIN_TOKEN_BYTES};
