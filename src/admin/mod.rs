@@ -187,6 +187,7 @@ impl Admin {
                 "no metrics recorder is installed".to_string(),
             );
         };
+        m::record_process_memory();
         if let Some(wal) = self.wal.get() {
             let stats = wal.stats();
             metrics::gauge!(m::WAL_BYTES).set(stats.bytes_on_disk as f64);

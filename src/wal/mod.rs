@@ -117,6 +117,7 @@
 //! | `core.rs` | shared state, the append path, segment rolls, budget checks |
 //! | `sync.rs` | the sync thread: group commit, durable watermark, spare preparation |
 //! | `reader.rs` | [`WalReader`]: zero-copy reads, tailing, corruption skipping |
+//! | `residency.rs` | dropping mapped pages behind the writer and readers (RSS independent of the backlog) |
 //! | `cursor.rs` | [`Cursor`] files (A/B slots) and the cursor registry |
 //! | `ack.rs` | [`AckWindow`]: out-of-order acks, contiguous prefix |
 //! | `gc.rs` | garbage collection and orphan-cursor reporting |
@@ -136,6 +137,7 @@ pub mod layout;
 mod mapping;
 mod reader;
 mod recovery;
+mod residency;
 mod segment;
 mod sync;
 
