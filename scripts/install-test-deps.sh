@@ -89,3 +89,17 @@ if [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
     fi
 fi
 # --- end PostgreSQL ---------------------------------------------------------------------------
+
+# --- promtool (owner: operations) ------------------------------------------------------------
+# `promtool check rules` / `promtool test rules` on docs/prometheus-alerts.yaml
+# (tests/it/dashboards.rs). Debian's prometheus package ships it; nothing is started.
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "install-test-deps: installing promtool (Debian package prometheus)"
+    if ! { apt-get install -y --no-install-recommends prometheus \
+            || { apt-get update && apt-get install -y --no-install-recommends prometheus; }; }; then
+        echo "install-test-deps: ERROR: cannot install promtool; run" >&2
+        echo "  apt-get install -y --no-install-recommends prometheus" >&2
+        exit 1
+    fi
+fi
+# --- end promtool ----------------------------------------------------------------------------

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use flagstream::admin::{self, Admin, Phase, Readiness};
 use flagstream::config::{
-    self, BenchArgs, Cli, Command, ConfigError, LogFormat, ServeArgs, ServeConfig, WalCommand,
-    WalSyncArg,
+    self, BenchArgs, Cli, Command, ConfigError, LogFormat, ServeArgs, ServeConfig, TopArgs,
+    WalCommand, WalSyncArg,
 };
 use flagstream::delivery::{self, DeliveryDefaults, EngineOptions, RetryPolicy};
 use flagstream::dest::{registry, Batch, BatchItem, Input, SendOutcome};
@@ -90,6 +90,7 @@ fn run(cli: Cli, raw: &[OsString], matches: &clap::ArgMatches) -> Result<ExitCod
         }
         Command::Wal { command } => wal_command(command),
         Command::Bench(args) => runtime()?.block_on(bench(args)),
+        Command::Top(args) => runtime()?.block_on(top(args)),
     }
 }
 
@@ -172,7 +173,9 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
     init_logging(config.log_format, &config.log_filter);
     let prometheus = flagstream::metrics::install_recorder().context("installing metrics")?;
     let readiness = Arc::new(Readiness::default());
-    let admin_state = Arc::new(Admin::new(Some(prometheus), readiness.clone()));
+    let admin_state = Arc::new(
+        Admin::new(Some(prometheus), readiness.clone()).with_auth(config.admin_auth.clone()),
+    );
 
     let ingest_listener = TcpListener::bind(config.listen)
         .await
@@ -530,6 +533,41 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.to_markdown());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn top(args: TopArgs) -> Result<ExitCode> {
+    let token = match &args.admin_token {
+        Some(value) => Some(
+            flagstream::dest::secrets::resolve_value("admin-token", value)
+                .map_err(|err| ConfigError::Invalid {
+                    flag: "admin-token",
+                    message: err.to_string(),
+                })?
+                .expose()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let interval: std::time::Duration = args.interval.into();
+    if interval < std::time::Duration::from_millis(100) {
+        return Err(ConfigError::Invalid {
+            flag: "interval",
+            message: format!("{} is too short: use 100ms or more", args.interval),
+        }
+        .into());
+    }
+    let options = flagstream_harness::top::TopOptions {
+        admin: args.admin,
+        token,
+        interval,
+        once: args.once,
+    };
+    if options.once {
+        print!("{}", flagstream_harness::top::once(&options).await?);
+    } else {
+        flagstream_harness::top::interactive(&options).await?;
     }
     Ok(ExitCode::SUCCESS)
 }

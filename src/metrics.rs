@@ -47,6 +47,12 @@ pub const WAL_RECOVERY_SECONDS: &str = "flagstream_wal_recovery_seconds";
 pub const WAL_REJECTED_APPENDS_TOTAL: &str = "flagstream_wal_rejected_appends_total";
 /// Gauge{cursor}: 1 for each persisted cursor that no configured destination owns (it pins the WAL).
 pub const WAL_ORPHAN_CURSORS: &str = "flagstream_wal_orphan_cursors";
+/// Counter: bytes of mapped WAL pages dropped from the process once their readers passed.
+pub const WAL_RELEASED_BYTES_TOTAL: &str = "flagstream_wal_released_bytes_total";
+/// Gauge: resident anonymous memory (heap: request bodies, batches), from /proc/self/status.
+pub const PROCESS_RESIDENT_ANON_BYTES: &str = "flagstream_process_resident_anon_bytes";
+/// Gauge: resident file-backed memory (mostly mapped WAL pages), from /proc/self/status.
+pub const PROCESS_RESIDENT_FILE_BYTES: &str = "flagstream_process_resident_file_bytes";
 /// Counter: segments freed by garbage collection.
 pub const WAL_SEGMENTS_FREED_TOTAL: &str = "flagstream_wal_segments_freed_total";
 
@@ -141,7 +147,44 @@ pub fn install_recorder(
         .set_buckets_for_metric(Matcher::Full(DEST_BATCH_BYTES.into()), BYTE_BUCKETS)?
         .install_recorder()?;
     describe();
+    register_zeroes();
     Ok(handle)
+}
+
+/// Set the process memory gauges from `/proc/self/status` (Linux; elsewhere nothing is set).
+/// Called when `/metrics` is rendered.
+pub fn record_process_memory() {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return;
+    };
+    for (field, name) in [
+        ("RssAnon:", PROCESS_RESIDENT_ANON_BYTES),
+        ("RssFile:", PROCESS_RESIDENT_FILE_BYTES),
+    ] {
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|number| number.parse::<f64>().ok());
+        if let Some(kib) = kib {
+            metrics::gauge!(name).set(kib * 1024.0);
+        }
+    }
+}
+
+/// Counters without labels that may stay at zero for the life of a healthy process: register
+/// them now so `/metrics` shows them (a dashboard or alert querying a series that does not
+/// exist yet sees "no data", not 0, and `increase()` misses the first increment).
+fn register_zeroes() {
+    for name in [
+        INGEST_DUPLICATE_PAYLOADS_TOTAL,
+        INGEST_INVALID_EVENTS_TOTAL,
+        WAL_CORRUPT_RECORDS_TOTAL,
+        WAL_SEGMENTS_FREED_TOTAL,
+        WAL_RELEASED_BYTES_TOTAL,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
 }
 
 /// `# HELP` lines for `/metrics`.
@@ -217,6 +260,21 @@ fn describe() {
     describe_counter!(
         WAL_SEGMENTS_FREED_TOTAL,
         "Segments freed by garbage collection"
+    );
+    describe_counter!(
+        WAL_RELEASED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Mapped WAL bytes dropped from resident memory once readers passed them"
+    );
+    describe_gauge!(
+        PROCESS_RESIDENT_ANON_BYTES,
+        Unit::Bytes,
+        "Resident anonymous memory (RssAnon)"
+    );
+    describe_gauge!(
+        PROCESS_RESIDENT_FILE_BYTES,
+        Unit::Bytes,
+        "Resident file-backed memory, mostly mapped WAL pages (RssFile)"
     );
     describe_counter!(
         DEST_DELIVERED_EVENTS_TOTAL,

@@ -30,8 +30,16 @@
 //!   makes a browser send a CORS preflight, which this API never approves.
 //!
 //! A request without `Content-Type` and without `Origin` (curl, scripts, Prometheus tooling)
-//! is accepted: browsers attach `Origin` to every cross-origin POST.
+//! is accepted: browsers attach `Origin` to every cross-origin POST. A request carrying the
+//! admin token needs none of this: a browser never adds `Authorization` to a cross-origin
+//! request without a preflight, which this API never approves.
+//!
+//! ## Access
+//!
+//! With `--admin-token`, every route but the probes needs the bearer token ([`auth`]); a
+//! refusal is 401 `unauthorized` with `WWW-Authenticate: Bearer`.
 
+pub mod auth;
 pub mod readiness;
 
 use std::sync::{Arc, OnceLock};
@@ -50,12 +58,14 @@ use crate::ingest::server::serve_listener;
 use crate::metrics as m;
 use crate::wal::{Wal, WalStats};
 
+pub use auth::AdminAuth;
 pub use readiness::{Phase, Readiness};
 
 /// Everything the admin routes read. Shared with `main`, which attaches parts as they start.
 pub struct Admin {
     prometheus: Option<PrometheusHandle>,
     readiness: Arc<Readiness>,
+    auth: AdminAuth,
     wal: OnceLock<Wal>,
     delivery: OnceLock<Delivery>,
     ingest_connections: OnceLock<Arc<Connections>>,
@@ -67,10 +77,17 @@ impl Admin {
         Admin {
             prometheus,
             readiness,
+            auth: AdminAuth::open(),
             wal: OnceLock::new(),
             delivery: OnceLock::new(),
             ingest_connections: OnceLock::new(),
         }
+    }
+
+    /// Guard the API with `auth` (see [`auth`]); the default is open.
+    pub fn with_auth(mut self, auth: AdminAuth) -> Self {
+        self.auth = auth;
+        self
     }
 
     pub fn readiness(&self) -> &Readiness {
@@ -96,7 +113,14 @@ impl Admin {
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
         let path = request.uri().path().to_string();
         let method = request.method().clone();
-        if !matches!(method, Method::GET | Method::HEAD) {
+        if let Err(refusal) = self
+            .auth
+            .check(auth::RouteClass::of(&path), request.headers())
+        {
+            tracing::warn!(%method, path, "admin request refused: {refusal}");
+            return unauthorized(refusal);
+        }
+        if !self.auth.requires_token() && !matches!(method, Method::GET | Method::HEAD) {
             if let Some(refusal) = cross_origin_refusal(request.headers()) {
                 tracing::warn!(%method, path, "admin request refused: {}", refusal.status());
                 return refusal;
@@ -163,6 +187,7 @@ impl Admin {
                 "no metrics recorder is installed".to_string(),
             );
         };
+        m::record_process_memory();
         if let Some(wal) = self.wal.get() {
             let stats = wal.stats();
             metrics::gauge!(m::WAL_BYTES).set(stats.bytes_on_disk as f64);
@@ -285,6 +310,19 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
 
 fn error(status: StatusCode, code: &str, detail: String) -> Response<Full<Bytes>> {
     json(status, serde_json::json!({"error": code, "detail": detail}))
+}
+
+fn unauthorized(refusal: auth::Refusal) -> Response<Full<Bytes>> {
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        refusal.to_string(),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"flagstream-admin\""),
+    );
+    response
 }
 
 fn not_ready(detail: &str) -> Response<Full<Bytes>> {
@@ -476,6 +514,34 @@ mod tests {
                 "{headers:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_token_is_required_and_replaces_the_cross_origin_rules() {
+        let token = crate::dest::secrets::Secret::new("0123456789abcdef-token");
+        let admin = admin().with_auth(AdminAuth::with_token(&token, false));
+        let (status, body) = call(&admin, Method::GET, "/v1/destinations").await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+        );
+        assert_eq!(
+            call(&admin, Method::GET, "/healthz").await.0,
+            StatusCode::OK
+        );
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/destinations/archive/pause")
+            .header("authorization", "Bearer 0123456789abcdef-token")
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = admin.handle(request).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reaches the route"
+        );
     }
 
     #[tokio::test]

@@ -40,6 +40,9 @@ pub enum Command {
     },
     /// Load generator: posts LaunchDarkly `/bulk` batches and reports throughput and latency.
     Bench(BenchArgs),
+    /// Live view of a running flagstream (ingest rate, WAL use, each destination's rate, lag,
+    /// retries, dead letters), read from its admin API. `--once` prints one screen.
+    Top(TopArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +197,20 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:8031"
     )]
     pub admin_listen: SocketAddr,
+
+    /// Bearer token the admin API requires on every route but /healthz and /readyz: the token
+    /// itself, `env:NAME` or `file:PATH` (at least 16 bytes). Required when --admin-listen is
+    /// not a loopback address.
+    #[arg(
+        long,
+        env = "FLAGSTREAM_ADMIN_TOKEN",
+        value_name = "TOKEN|env:NAME|file:PATH"
+    )]
+    pub admin_token: Option<String>,
+
+    /// Serve /metrics without the admin token (for scrapers that cannot send one).
+    #[arg(long, env = "FLAGSTREAM_ADMIN_METRICS_PUBLIC", default_value_t = false)]
+    pub admin_metrics_public: bool,
 
     /// Directory for the WAL (`wal/`), dead letters and the default file destination.
     #[arg(long, env = "FLAGSTREAM_DATA_DIR", default_value = "data")]
@@ -388,4 +405,32 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Settings of `flagstream top`.
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
+    /// Admin address of the flagstream to watch.
+    #[arg(
+        long,
+        env = "FLAGSTREAM_ADMIN_LISTEN",
+        default_value = "127.0.0.1:8031"
+    )]
+    pub admin: SocketAddr,
+
+    /// The server's admin token: the token, `env:NAME` or `file:PATH`.
+    #[arg(
+        long,
+        env = "FLAGSTREAM_ADMIN_TOKEN",
+        value_name = "TOKEN|env:NAME|file:PATH"
+    )]
+    pub admin_token: Option<String>,
+
+    /// Time between refreshes (and, with `--once`, the window rates are measured over).
+    #[arg(long, default_value = "1s")]
+    pub interval: humantime::Duration,
+
+    /// Print one plain-text screen and exit (for scripts and logs).
+    #[arg(long)]
+    pub once: bool,
 }

@@ -31,16 +31,19 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches};
 
 pub use cli::{
-    AutoCount, AutoSize, BenchArgs, Cli, Command, LogFormat, ServeArgs, WalCommand, WalSyncArg,
+    AutoCount, AutoSize, BenchArgs, Cli, Command, LogFormat, ServeArgs, TopArgs, WalCommand,
+    WalSyncArg,
 };
 pub use file::ConfigFile;
 
+use crate::admin::auth::{AdminAuth, MIN_TOKEN_BYTES};
 use crate::delivery::DeadLetterLimits;
 use crate::dest::file::FileDestination;
+use crate::dest::secrets::resolve_value;
 use crate::dest::DestinationSpec;
 use crate::ingest::connection::ConnectionLimits;
 use crate::ingest::{Environments, IngestSettings};
-use crate::wal::{RecoveryMode, SyncMode, WalOptions};
+use crate::wal::{RecoveryMode, SyncMode, WalError, WalOption, WalOptions};
 
 /// A configuration problem, naming the flag (or file) at fault.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,8 @@ pub(crate) const RECORD_METADATA_BYTES: u64 = (crate::ingest::head::MAX_HEAD_BYT
 pub struct ServeConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// Who may use the admin API (`--admin-token`, `--admin-metrics-public`).
+    pub admin_auth: AdminAuth,
     pub data_dir: PathBuf,
     pub wal: WalOptions,
     pub ingest: IngestSettings,
@@ -165,18 +170,17 @@ impl ServeConfig {
             cli::WalRecoveryArg::TolerateTail => RecoveryMode::TolerateTail,
             cli::WalRecoveryArg::Strict => RecoveryMode::Strict,
         };
-        if let Err(err) = wal.validate() {
-            let message = err.to_string();
-            let flag = if message.contains("max_bytes") {
-                "wal-max-bytes"
-            } else if message.contains("interval") {
-                "wal-sync-interval"
-            } else if message.contains("min_free") {
-                "wal-min-free-bytes"
-            } else {
-                "wal-segment-bytes"
-            };
-            return Err(ConfigError::invalid(flag, message));
+        match wal.validate() {
+            Ok(()) => {}
+            Err(WalError::InvalidOption { option, message }) => {
+                let flag = match option {
+                    WalOption::SegmentBytes => "wal-segment-bytes",
+                    WalOption::MaxBytes => "wal-max-bytes",
+                    WalOption::SyncInterval => "wal-sync-interval",
+                };
+                return Err(ConfigError::invalid(flag, message));
+            }
+            Err(other) => return Err(ConfigError::invalid("wal-segment-bytes", other.to_string())),
         }
         let max_body = args.max_body_bytes.as_u64();
         if wal.max_record_bytes() < RECORD_METADATA_BYTES + MIN_BODY_BYTES {
@@ -318,9 +322,11 @@ impl ServeConfig {
             environments,
             ..IngestSettings::default()
         };
+        let admin_auth = admin_auth(args)?;
         Ok(ServeConfig {
             listen: args.listen,
             admin_listen: args.admin_listen,
+            admin_auth,
             data_dir,
             wal,
             ingest,
@@ -334,6 +340,38 @@ impl ServeConfig {
             shutdown_timeout: args.shutdown_timeout.into(),
         })
     }
+}
+
+/// `--admin-token` resolved and checked; an admin listener off loopback must have one.
+fn admin_auth(args: &ServeArgs) -> Result<AdminAuth, ConfigError> {
+    let Some(value) = &args.admin_token else {
+        if !args.admin_listen.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                "admin-token",
+                format!(
+                    "--admin-listen {} is not a loopback address, so the admin API needs a \
+                     token: set --admin-token env:FLAGSTREAM_ADMIN_TOKEN (or file:PATH), or \
+                     listen on 127.0.0.1",
+                    args.admin_listen
+                ),
+            ));
+        }
+        return Ok(AdminAuth::open());
+    };
+    let token = resolve_value("admin-token", value)
+        .map_err(|err| ConfigError::invalid("admin-token", err.to_string()))?;
+    let token_bytes = token.expose().trim().len();
+    if token_bytes < MIN_TOKEN_BYTES || token.expose().trim() != token.expose() {
+        return Err(ConfigError::invalid(
+            "admin-token",
+            format!(
+                "the token has {token_bytes} bytes (after trimming spaces): use at least \
+                 {MIN_TOKEN_BYTES} without leading or trailing spaces, e.g. from \
+                 `openssl rand -hex 32`"
+            ),
+        ));
+    }
+    Ok(AdminAuth::with_token(&token, args.admin_metrics_public))
 }
 
 /// Longest accepted connection or body timeout: longer ones only keep attackers' sockets open.
@@ -472,6 +510,37 @@ mod tests {
     }
 
     #[test]
+    fn an_admin_token_is_resolved_checked_and_required_off_loopback() {
+        let config = ServeConfig::from_args(&serve_args(&[]), None).unwrap();
+        assert!(!config.admin_auth.requires_token());
+        let off_loopback = serve_args(&["--admin-listen", "10.0.0.1:8031"]);
+        let err = ServeConfig::from_args(&off_loopback, None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    flag: "admin-token",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let short = serve_args(&["--admin-token", "tiny"]);
+        assert!(ServeConfig::from_args(&short, None).is_err());
+        let padded = serve_args(&["--admin-token", " 0123456789abcdef "]);
+        assert!(ServeConfig::from_args(&padded, None).is_err());
+        let guarded = serve_args(&[
+            "--admin-listen",
+            "10.0.0.1:8031",
+            "--admin-token",
+            "0123456789abcdef",
+        ]);
+        let config = ServeConfig::from_args(&guarded, None).unwrap();
+        assert!(config.admin_auth.requires_token());
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
     }
@@ -575,7 +644,7 @@ mod tests {
             }
             assert!(arg.get_env().is_some(), "--{id} has no env var");
             let has_default = !arg.get_default_values().is_empty();
-            let documented_absent = ["config", "environment", "dest"].contains(&id);
+            let documented_absent = ["config", "environment", "dest", "admin_token"].contains(&id);
             assert!(has_default || documented_absent, "--{id} shows no default");
         }
     }

@@ -139,6 +139,15 @@ pub fn resolve(
     Ok(redaction)
 }
 
+/// Resolve one value that may be an `env:`/`file:` reference (a flag such as
+/// `--admin-token`); `option` names it in errors.
+pub fn resolve_value(option: &str, value: &str) -> Result<Secret, SecretError> {
+    match reference_kind(value) {
+        Some(kind) => read_reference(option, kind, value).map(Secret),
+        None => Ok(Secret::new(value)),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Reference {
     Env,

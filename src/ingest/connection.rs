@@ -106,6 +106,8 @@ impl Connections {
     /// `listener` names the listener in metrics (`ingest`, `admin`).
     pub fn new(listener: &'static str, limits: ConnectionLimits) -> Self {
         let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        // Exposed from the start (as 0), so dashboards and alerts see the series.
+        metrics::gauge!(m::CONNECTIONS_SATURATED, "listener" => listener).set(0.0);
         Connections {
             listener,
             limits,

@@ -116,6 +116,9 @@ fn recycle(core: &Core, segment: Segment) -> Result<(), WalError> {
         ..
     } = segment;
     let file_bytes = map.len();
+    // A spare waits, maybe long, for the next roll: it should not keep the pages its last
+    // readers left resident (see `residency.rs`).
+    map.release(0..file_bytes);
     let writer = match SegmentMap::reclaim(map) {
         Ok(writer) => writer,
         Err(_still_mapped) => return delete(core, &path, file_bytes),

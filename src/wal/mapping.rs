@@ -12,6 +12,11 @@
 //!   guarantees that while anyone reads unfrozen bytes through `&MapWriter`, nobody writes.
 //! * The 4 KiB header page (segment header + seal block) is copied in and out under a small
 //!   mutex and never borrowed, because sealing rewrites it while readers are active.
+//! * Pages of frozen bytes can be dropped from the process ([`SegmentMap::release`],
+//!   `MADV_DONTNEED`) once readers have passed them: the mapping is `MAP_SHARED` over a file,
+//!   so the next access faults the very same bytes back in from the page cache (dirty pages
+//!   keep their data; the kernel moves the dirty bit to the page before unmapping it). This
+//!   is what keeps resident memory independent of the backlog (see `docs/performance.md`).
 //! * A mapping can be reused for a new segment (recycling) only through
 //!   [`SegmentMap::reclaim`], which succeeds only when the caller holds the *only* reference:
 //!   no reader, no `Bytes`, no writer can then observe the rewrite.
@@ -26,7 +31,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 use parking_lot::Mutex;
 
 use super::format::HEADER_PAGE_BYTES;
@@ -104,6 +109,43 @@ impl SegmentMap {
         }
     }
 
+    /// Drop the pages of the frozen bytes in `range` from this process (`MADV_DONTNEED`), so
+    /// they stop counting in its resident memory; the next access faults them back in from
+    /// the page cache or the file. Only whole pages inside `[HEADER_PAGE_BYTES, frozen_end)`
+    /// are released. Returns the bytes released (0 when the kernel refused: the advice is
+    /// only an optimisation, and refusing it changes nothing readers can observe).
+    pub(crate) fn release(&self, range: Range<u64>) -> u64 {
+        let page = page_bytes();
+        let start = range.start.max(HEADER_PAGE_BYTES).next_multiple_of(page);
+        let end = range.end.min(self.frozen_end()) / page * page;
+        if end <= start {
+            return 0;
+        }
+        // SAFETY: the range is page-aligned and inside the mapping (end <= frozen_end <= len).
+        // The mapping is MAP_SHARED over a regular file, so MADV_DONTNEED only removes page
+        // table entries: any later access, through a `frozen` borrow or a `Bytes` payload
+        // alive right now, repopulates them from the file's up-to-date contents (the kernel
+        // first transfers a dirty PTE's state to the page cache page). Those contents equal
+        // what every borrower saw, because frozen bytes are never written again while this
+        // mapping exists (see `frozen`), and the data dir's LOCK plus the never-truncate rule
+        // keep other processes from changing or truncating the file (which would be SIGBUS,
+        // with or without this call). So no borrow observes a change: this is not a write.
+        let result = unsafe {
+            self.raw.unchecked_advise_range(
+                UncheckedAdvice::DontNeed,
+                start as usize,
+                (end - start) as usize,
+            )
+        };
+        match result {
+            Ok(()) => end - start,
+            Err(error) => {
+                tracing::debug!(%error, "madvise(MADV_DONTNEED) refused; pages stay resident");
+                0
+            }
+        }
+    }
+
     /// A copy of the header page.
     pub(crate) fn read_header_page(&self) -> [u8; HEADER_PAGE_BYTES as usize] {
         let _guard = self.header_lock.lock();
@@ -128,6 +170,12 @@ impl SegmentMap {
         map.frozen_end.store(HEADER_PAGE_BYTES, Ordering::Release);
         Ok(MapWriter { map })
     }
+}
+
+/// The system's page size (`madvise` needs page-aligned ranges; 4 KiB on x86-64, up to 64 KiB
+/// on some arm64 kernels).
+fn page_bytes() -> u64 {
+    rustix::param::page_size() as u64
 }
 
 impl MapWriter {
@@ -281,6 +329,47 @@ mod tests {
         drop(second);
         let writer = SegmentMap::reclaim(map).unwrap();
         assert_eq!(writer.map().frozen_end(), HEADER_PAGE_BYTES);
+    }
+
+    /// Resident bytes of the mapping that starts at `address`, from `/proc/self/smaps`.
+    fn resident_bytes(address: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let start = format!("{address:x}-");
+        let mut lines = smaps.lines().skip_while(|line| !line.starts_with(&start));
+        lines.next().expect("mapping listed in smaps");
+        let rss = lines.find(|line| line.starts_with("Rss:")).unwrap();
+        let kib: u64 = rss.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
+    #[test]
+    fn released_pages_leave_resident_memory_and_read_back_unchanged() {
+        let pages = 64;
+        let len = (pages + 1) * HEADER_PAGE_BYTES;
+        let (_dir, _file, map, mut writer) = mapped(len);
+        let data: Vec<u8> = (0..len - HEADER_PAGE_BYTES)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        writer.write(HEADER_PAGE_BYTES, &[&data]);
+        writer.freeze(len - 100);
+        let borrowed = map.frozen(HEADER_PAGE_BYTES..len - 100);
+        assert_eq!(borrowed, &data[..data.len() - 100]);
+        let address = map.raw.as_ptr() as usize;
+        assert!(resident_bytes(address) >= pages * HEADER_PAGE_BYTES);
+
+        let released = map.release(0..len);
+        // The partly frozen last page stays: its tail may still be written.
+        assert_eq!(released, (pages - 1) * HEADER_PAGE_BYTES);
+        assert!(resident_bytes(address) <= 2 * HEADER_PAGE_BYTES);
+        assert_eq!(
+            borrowed,
+            &data[..data.len() - 100],
+            "same bytes after the re-fault"
+        );
+        assert_eq!(
+            map.release(HEADER_PAGE_BYTES + 1..HEADER_PAGE_BYTES + 4000),
+            0
+        );
     }
 
     #[test]

@@ -117,6 +117,7 @@
 //! | `core.rs` | shared state, the append path, segment rolls, budget checks |
 //! | `sync.rs` | the sync thread: group commit, durable watermark, spare preparation |
 //! | `reader.rs` | [`WalReader`]: zero-copy reads, tailing, corruption skipping |
+//! | `residency.rs` | dropping mapped pages behind the writer and readers (RSS independent of the backlog) |
 //! | `cursor.rs` | [`Cursor`] files (A/B slots) and the cursor registry |
 //! | `ack.rs` | [`AckWindow`]: out-of-order acks, contiguous prefix |
 //! | `gc.rs` | garbage collection and orphan-cursor reporting |
@@ -136,6 +137,7 @@ pub mod layout;
 mod mapping;
 mod reader;
 mod recovery;
+mod residency;
 mod segment;
 mod sync;
 
@@ -226,24 +228,31 @@ impl WalOptions {
 
     /// Check the numbers; the error names the offending field.
     pub fn validate(&self) -> Result<(), WalError> {
-        let invalid = |message: String| Err(WalError::InvalidArgument(message));
+        let invalid =
+            |option: WalOption, message: String| Err(WalError::InvalidOption { option, message });
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes)
             || !self.segment_bytes.is_multiple_of(format::HEADER_PAGE_BYTES)
         {
-            return invalid(format!(
+            return invalid(WalOption::SegmentBytes, format!(
                 "segment_bytes = {} must be a multiple of 4096 between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}",
                 self.segment_bytes
             ));
         }
         if self.max_bytes < 2 * self.segment_bytes {
-            return invalid(format!(
-                "max_bytes = {} must hold at least two segments of {} bytes",
-                self.max_bytes, self.segment_bytes
-            ));
+            return invalid(
+                WalOption::MaxBytes,
+                format!(
+                    "max_bytes = {} must hold at least two segments of {} bytes",
+                    self.max_bytes, self.segment_bytes
+                ),
+            );
         }
         if let SyncMode::Interval(every) = self.sync {
             if every.is_zero() {
-                return invalid("sync interval must be greater than zero".into());
+                return invalid(
+                    WalOption::SyncInterval,
+                    "sync interval must be greater than zero".into(),
+                );
             }
         }
         Ok(())
@@ -323,6 +332,18 @@ pub enum WalError {
     /// An option or argument is out of range; the message names it.
     #[error("invalid write-ahead log argument: {0}")]
     InvalidArgument(String),
+    /// One of [`WalOptions`]' fields is out of range.
+    #[error("invalid write-ahead log option: {message}")]
+    InvalidOption { option: WalOption, message: String },
+}
+
+/// The [`WalOptions`] field an [`WalError::InvalidOption`] is about (callers map it to their
+/// own name for it, e.g. a CLI flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalOption {
+    SegmentBytes,
+    MaxBytes,
+    SyncInterval,
 }
 
 /// Backlog behind a position.

@@ -10,6 +10,8 @@
 //! * Payloads are `Bytes` that own an `Arc<Segment>`: the mapping (and, if the file was
 //!   unlinked by GC, its inode) stays alive as long as any payload does, and a segment with
 //!   live payloads is never recycled (see `mapping.rs`).
+//! * Pages behind the reader are released from the process as it moves on (see
+//!   `residency.rs`); that never affects payloads already handed out.
 //! * Tailing: `next` registers for the "appended" notification *before* re-checking for a
 //!   record, and writers notify *after* publishing, so no wake-up is lost.
 
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::core::Core;
+use super::residency::Released;
 use super::segment::Segment;
 use super::{Record, WalError, WalInner};
 use crate::metrics as names;
@@ -29,6 +32,8 @@ pub struct WalReader {
     /// Offset of the record `next_seq` in `segment`, once located.
     offset: Option<u64>,
     next_seq: u64,
+    /// Pages of `segment` this reader has released behind itself.
+    released: Released,
 }
 
 impl std::fmt::Debug for WalReader {
@@ -61,6 +66,7 @@ impl WalReader {
             segment: None,
             offset: None,
             next_seq,
+            released: Released::new(),
         }
     }
 
@@ -102,6 +108,7 @@ impl WalReader {
                 }
                 match core.segment_after(segment.id) {
                     Some(next) => {
+                        self.released.finish(&segment);
                         if next.base_seq > self.next_seq {
                             skipped(
                                 &core,
@@ -138,6 +145,7 @@ impl WalReader {
                     });
                     self.offset = Some(view.next_offset);
                     self.next_seq += 1;
+                    self.released.advance(&segment, view.next_offset);
                     return Ok(Some(Record {
                         seq: view.header.seq,
                         tag: view.header.tag,

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::core::{Core, MAX_SPARES};
+use super::residency::Released;
 use super::segment::{spare_file_name, Segment, Spare};
 use super::SyncMode;
 use crate::metrics as names;
@@ -34,6 +35,8 @@ struct SyncJob {
 
 /// Run the sync loop until shutdown (or a fatal error). Meant for a dedicated thread.
 pub(crate) fn run(core: Arc<Core>) {
+    // Pages of the active segment already durable and released (see `residency.rs`).
+    let mut released = Released::new();
     let mut next_tick = match core.options.sync {
         SyncMode::Interval(every) => Some(Instant::now() + every),
         _ => None,
@@ -89,10 +92,12 @@ pub(crate) fn run(core: Arc<Core>) {
                 next_tick = Some(Instant::now() + every);
             }
         }
+        let synced = job.segments.clone();
         if let Err(message) = sync(&core, job) {
             core.set_fatal(message);
             break;
         }
+        release_synced(&mut released, &synced);
         if shutting_down {
             break;
         }
@@ -102,6 +107,18 @@ pub(crate) fn run(core: Arc<Core>) {
     }
     core.sync_stopped.store(true, Ordering::Release);
     core.durable.notify_waiters();
+}
+
+/// The writer is done with durable bytes: drop their pages (all of a sealed segment, all
+/// but the resident tail of the active one).
+fn release_synced(released: &mut Released, synced: &[Arc<Segment>]) {
+    for segment in synced {
+        if segment.is_sealed() {
+            Released::new().finish(segment);
+        } else {
+            released.advance(segment, segment.map.frozen_end());
+        }
+    }
 }
 
 /// fdatasync everything in `job`, then publish the durable watermark.

@@ -5,7 +5,9 @@
 
 mod support;
 
+mod admin_api;
 mod conformance;
+mod dashboards;
 mod delivery_engine;
 mod delivery_restart;
 mod disk_full;
@@ -31,6 +33,7 @@ mod secrets;
 mod segment;
 mod serve_crash;
 mod serve_e2e;
+mod top;
 mod wal_crash;
 mod wal_faults;
 mod wal_fuzz_harness;

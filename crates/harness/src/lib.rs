@@ -6,12 +6,14 @@
 //! | [`serve`] | starting `flagstream serve` on free loopback ports and stopping it; used by every end-to-end test and by `flagstream bench` |
 //! | [`client`] | a minimal loopback HTTP/1.1 client (no TLS, no pooling) for admin polling |
 //! | [`load`] | `flagstream bench`: the end-to-end load generator and its report |
+//! | [`top`] | `flagstream top`: a live (or one-shot) view of a server from its admin API |
 //!
 //! The server's library never depends on this crate: the `flagstream` binary uses it for its
-//! `bench` subcommand and the integration tests use it as a dev-dependency.
+//! `bench` and `top` subcommands and the integration tests use it as a dev-dependency.
 
 pub mod client;
 pub mod load;
 pub mod serve;
+pub mod top;
 
 pub use serve::{ServeOptions, Server, StartError};
