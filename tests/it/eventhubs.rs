@@ -98,8 +98,9 @@ async fn an_event_larger_than_the_hub_allows_fails_alone_and_its_neighbours_arri
     for i in 10..40 {
         sent.items[i] = item(&format!("s-{i}"), Some("user-1"), 4 * 1024);
     }
-    let SendOutcome::Partial { failures } = dest.send(&sent).await else {
-        panic!("expected one failed event");
+    let outcome = dest.send(&sent).await;
+    let SendOutcome::Partial { failures } = outcome else {
+        panic!("expected one failed event: {outcome:?}\n{}", hub.log_text());
     };
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].index, 7);
@@ -124,13 +125,25 @@ async fn a_dropped_connection_is_retriable_and_the_next_send_reconnects() {
     assert_eq!(dest.send(&batch("a", 10, 5)).await, SendOutcome::Delivered);
 
     hub.disconnect();
-    match dest.send(&batch("b", 10, 5)).await {
-        SendOutcome::Failed(failure) => assert!(failure.is_retriable(), "{failure:?}"),
-        SendOutcome::Partial { failures } => {
-            assert!(failures.iter().all(|f| f.is_retriable()), "{failures:?}")
-        }
-        SendOutcome::Delivered => panic!("delivered through a closed connection"),
-    }
+    // The gate cuts live connections within its poll interval: a send racing it may still
+    // get through, so wait for the first one that fails, which must be retriable.
+    let attempt = std::sync::atomic::AtomicUsize::new(0);
+    let failure = crate::support::eventually(
+        "a send failing while disconnected",
+        std::time::Duration::from_secs(30),
+        || async {
+            let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match dest.send(&batch(&format!("down{n}"), 10, 5)).await {
+                SendOutcome::Delivered => Err("delivered (the gate had not cut yet)".to_string()),
+                SendOutcome::Failed(failure) => Ok(vec![failure]),
+                SendOutcome::Partial { failures } => {
+                    Ok(failures.into_iter().map(|f| f.failure).collect())
+                }
+            }
+        },
+    )
+    .await;
+    assert!(failure.iter().all(|f| f.is_retriable()), "{failure:?}");
     hub.reconnect();
     let again = batch("b", 10, 5);
     let outcome = crate::support::eventually(
