@@ -47,14 +47,20 @@ async fn events_carry_properties_and_keep_each_contexts_order_within_its_partiti
         partitions.insert(event.partition.clone());
         order_of_context.entry(context).or_default().push(index);
     }
-    assert!(partitions.len() >= 2, "8 contexts on one partition: {partitions:?}");
+    assert!(
+        partitions.len() >= 2,
+        "8 contexts on one partition: {partitions:?}"
+    );
     for (context, order) in order_of_context {
         let mut sorted = order.clone();
         sorted.sort_unstable();
         assert_eq!(order, sorted, "{context} arrived out of order");
     }
     let batches: BTreeSet<u64> = events.iter().map(|e| e.batch).collect();
-    assert!(batches.len() <= partitions.len(), "one batch per partition: {batches:?}");
+    assert!(
+        batches.len() <= partitions.len(),
+        "one batch per partition: {batches:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,9 +73,17 @@ async fn a_wrong_key_is_refused_by_the_hub_and_reported_as_permanent() {
     match dest.send(&batch("w", 3, 3)).await {
         SendOutcome::Failed(failure) => {
             assert_eq!(failure.class, FailureClass::Permanent, "{failure:?}");
-            assert!(failure.reason.contains("authorisation failed"), "{}", failure.reason);
+            assert!(
+                failure.reason.contains("authorisation failed"),
+                "{}",
+                failure.reason
+            );
             assert!(failure.reason.contains("flag-events"), "{}", failure.reason);
-            assert!(!failure.reason.contains(wrong), "the key leaked: {}", failure.reason);
+            assert!(
+                !failure.reason.contains(wrong),
+                "the key leaked: {}",
+                failure.reason
+            );
         }
         other => panic!("a wrong key was not refused: {other:?}"),
     }
@@ -105,17 +119,31 @@ async fn an_event_larger_than_the_hub_allows_fails_alone_and_its_neighbours_arri
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].index, 7);
     assert_eq!(failures[0].failure.class, FailureClass::Permanent);
-    assert!(failures[0].failure.reason.contains("bytes"), "{:?}", failures[0]);
+    assert!(
+        failures[0].failure.reason.contains("bytes"),
+        "{:?}",
+        failures[0]
+    );
 
     let events = hub.events();
-    let ids: BTreeSet<String> = events.iter().map(|e| event_id_of(e.body.as_bytes())).collect();
+    let ids: BTreeSet<String> = events
+        .iter()
+        .map(|e| event_id_of(e.body.as_bytes()))
+        .collect();
     assert_eq!(ids.len(), 39);
     assert!(!ids.contains("s-7"));
     // 30 events of 4 KiB on one context need several batches within the 64 KiB limit.
     let batches: BTreeSet<u64> = events.iter().map(|e| e.batch).collect();
     assert!(batches.len() > 2, "{batches:?}");
-    let rejected: Vec<_> = hub.records().into_iter().filter(|r| r["type"] == "rejected").collect();
-    assert!(rejected.is_empty(), "a batch over the limit was sent: {rejected:?}");
+    let rejected: Vec<_> = hub
+        .records()
+        .into_iter()
+        .filter(|r| r["type"] == "rejected")
+        .collect();
+    assert!(
+        rejected.is_empty(),
+        "a batch over the limit was sent: {rejected:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +186,11 @@ async fn a_dropped_connection_is_retriable_and_the_next_send_reconnects() {
     )
     .await;
     assert_eq!(outcome, ());
-    let ids: BTreeSet<String> = hub.events().iter().map(|e| event_id_of(e.body.as_bytes())).collect();
+    let ids: BTreeSet<String> = hub
+        .events()
+        .iter()
+        .map(|e| event_id_of(e.body.as_bytes()))
+        .collect();
     assert!((0..10).all(|i| ids.contains(&format!("b-{i}"))), "{ids:?}");
 }
 

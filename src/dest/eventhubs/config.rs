@@ -446,4 +446,49 @@ mod tests {
             assert!(!err.contains("TOPSECRET"), "{err}");
         }
     }
+
+    #[test]
+    fn settings_check_sizes_endpoints_and_compose_the_connection_string() {
+        let mut opts = options(Some("send"), Some("k3y="), None);
+        let settings = EventHubsSettings::new("flagstream-ns/flag-events", &opts).unwrap();
+        assert_eq!(settings.max_batch_bytes, DEFAULT_MAX_BATCH_BYTES);
+        assert_eq!(settings.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(settings.partition_key, PartitionKeySource::ContextKey);
+        assert_eq!(
+            settings.connection_string().expose(),
+            "Endpoint=sb://flagstream-ns.servicebus.windows.net/;SharedAccessKeyName=send;\
+             SharedAccessKey=k3y=;EntityPath=flag-events"
+        );
+        opts.endpoint = Some("amqp://127.0.0.1:5672/".into());
+        opts.max_batch_bytes = Some(Size(256 * 1024));
+        let settings = EventHubsSettings::new("flagstream-ns/flag-events", &opts).unwrap();
+        assert_eq!(settings.endpoint.as_deref(), Some("amqp://127.0.0.1:5672"));
+        assert_eq!(settings.max_batch_bytes, 256 * 1024);
+
+        for (change, needle) in [
+            (Some("https://x"), "amqps://"),
+            (Some("not a url"), "endpoint"),
+        ] {
+            let mut bad = options(Some("send"), Some("k"), None);
+            bad.endpoint = change.map(str::to_string);
+            let err = EventHubsSettings::new("flagstream-ns/hub", &bad).unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
+        for bytes in [1024, 64 * 1024 * 1024] {
+            let mut bad = options(Some("send"), Some("k"), None);
+            bad.max_batch_bytes = Some(Size(bytes));
+            let err = EventHubsSettings::new("flagstream-ns/hub", &bad).unwrap_err();
+            assert!(err.contains("max_batch_bytes"), "{err}");
+        }
+        let err =
+            EventHubsSettings::new("flagstream-ns/hub", &options(Some("a;b"), Some("k"), None))
+                .unwrap_err();
+        assert!(err.contains("policy"), "{err}");
+        let err = EventHubsSettings::new(
+            "flagstream-ns/hub",
+            &options(Some("p"), Some("TOP;SECRET"), None),
+        )
+        .unwrap_err();
+        assert!(!err.contains("TOP"), "{err}");
+    }
 }

@@ -88,7 +88,8 @@ pub struct EventHubsKind;
 
 impl DestinationKind for EventHubsKind {
     const SCHEME: &'static str = "eventhubs";
-    const SUMMARY: &'static str = "Azure Event Hubs over AMQP (SAS policy and key, or a connection string)";
+    const SUMMARY: &'static str =
+        "Azure Event Hubs over AMQP (SAS policy and key, or a connection string)";
     const EXAMPLE: &'static str = "eventhubs://my-namespace/flag-events?policy=send&key=env:EH_KEY";
     const SECRET_OPTIONS: &'static [&'static str] = &["key"];
     type Options = (EventHubsOptions,);

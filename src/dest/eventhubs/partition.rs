@@ -123,7 +123,10 @@ mod tests {
             .collect();
         for partition in 0..4 {
             let share = indexes.iter().filter(|&&p| p == partition).count();
-            assert!((50..=150).contains(&share), "partition {partition}: {share}");
+            assert!(
+                (50..=150).contains(&share),
+                "partition {partition}: {share}"
+            );
         }
         assert_eq!(partition_index("user-7", 4), indexes[7]);
         assert_eq!(partition_index("anything", 1), 0);

@@ -226,7 +226,9 @@ impl EventHubsDestination {
         }
         let connection_string = self.settings.connection_string();
         let client = self
-            .timed(builder.open_with_connection_string(connection_string.expose(), Some(&target.hub)))
+            .timed(
+                builder.open_with_connection_string(connection_string.expose(), Some(&target.hub)),
+            )
             .await?
             .map_err(|error| classify(&error, target))?;
         // Reading the hub's properties authorises on `$cbs` too: a wrong key fails here.
@@ -235,7 +237,9 @@ impl EventHubsDestination {
             .await?
             .map_err(|error| classify(&error, target))?;
         if properties.partition_ids.is_empty() {
-            return Err(Failure::retriable(format!("{target}: the hub lists no partitions")));
+            return Err(Failure::retriable(format!(
+                "{target}: the hub lists no partitions"
+            )));
         }
         let connection = Connection {
             client,
@@ -261,7 +265,10 @@ impl EventHubsDestination {
     /// Drop `used` if it is still the current connection (the next send reconnects).
     async fn forget(&self, used: &Arc<Connection>) {
         let mut slot = self.connection.lock().await;
-        if slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, used)) {
+        if slot
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, used))
+        {
             *slot = None;
         }
     }
@@ -371,4 +378,97 @@ fn amqp_errors<'e>(
     std::iter::successors(Some(error), |error| error.source())
         .take(16)
         .filter_map(|error| error.downcast_ref::<AmqpError>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dest::FailureClass;
+    use azure_core::http::StatusCode;
+    use azure_core_amqp::AmqpOrderedMap;
+
+    fn target() -> EventHubsTarget {
+        EventHubsTarget::parse("flagstream-ns/flag-events").unwrap()
+    }
+
+    fn described(condition: AmqpErrorCondition) -> EventHubsError {
+        EventHubsError::from(AmqpError::from(AmqpErrorKind::AmqpDescribedError(
+            AmqpDescribedError::new(condition, Some("said".into()), AmqpOrderedMap::new()),
+        )))
+    }
+
+    #[test]
+    fn a_refused_token_is_a_named_permanent_failure() {
+        let refused = EventHubsError::from(AmqpError::from(AmqpErrorKind::ManagementStatusCode(
+            StatusCode::Unauthorized,
+            Some("bad".into()),
+        )));
+        let failure = classify(&refused, &target());
+        assert_eq!(failure.class, FailureClass::Permanent);
+        assert!(
+            failure.reason.contains("authorisation failed"),
+            "{}",
+            failure.reason
+        );
+        assert!(failure.reason.contains("flag-events"), "{}", failure.reason);
+        let failure = classify(
+            &described(AmqpErrorCondition::UnauthorizedAccess),
+            &target(),
+        );
+        assert_eq!(failure.class, FailureClass::Permanent);
+    }
+
+    #[test]
+    fn conditions_map_to_classes() {
+        for (condition, class) in [
+            (AmqpErrorCondition::NotFound, FailureClass::Permanent),
+            (
+                AmqpErrorCondition::EntityDisabledError,
+                FailureClass::Permanent,
+            ),
+            (
+                AmqpErrorCondition::LinkPayloadSizeExceeded,
+                FailureClass::Permanent,
+            ),
+            (AmqpErrorCondition::ServerBusyError, FailureClass::Throttled),
+            (
+                AmqpErrorCondition::ResourceLimitExceeded,
+                FailureClass::Throttled,
+            ),
+            (
+                AmqpErrorCondition::LinkDetachForced,
+                FailureClass::Retriable,
+            ),
+            (
+                AmqpErrorCondition::ConnectionForced,
+                FailureClass::Retriable,
+            ),
+            (AmqpErrorCondition::InternalError, FailureClass::Retriable),
+        ] {
+            assert_eq!(
+                classify(&described(condition.clone()), &target()).class,
+                class,
+                "{condition:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn transport_failures_are_retriable() {
+        let dropped = EventHubsError::from(AmqpError::from(AmqpErrorKind::ConnectionDropped(
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        )));
+        assert_eq!(classify(&dropped, &target()).class, FailureClass::Retriable);
+        let not_found = EventHubsError::from(AmqpError::from(AmqpErrorKind::ManagementStatusCode(
+            StatusCode::NotFound,
+            None,
+        )));
+        let failure = classify(&not_found, &target());
+        assert_eq!(failure.class, FailureClass::Permanent);
+        assert!(
+            failure.reason.contains("does not exist"),
+            "{}",
+            failure.reason
+        );
+    }
 }

@@ -90,7 +90,10 @@ impl EventHubsStandIn {
         let record = dir.path().join("received.jsonl");
         let log = dir.path().join("standin.log");
         let output = std::fs::File::create(&log).unwrap();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/eventhubs_standin.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/support/eventhubs_standin.py"
+        );
         let child = Command::new(python)
             .arg(script)
             .args(["--port", &port.to_string(), "--hub", &options.hub])
@@ -125,10 +128,21 @@ impl EventHubsStandIn {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !connectable(self.port) {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("the Event Hubs stand-in exited ({status}): {}", self.log_text());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "the Event Hubs stand-in exited ({status}): {}",
+                    self.log_text()
+                );
             }
-            assert!(Instant::now() < deadline, "the Event Hubs stand-in never listened: {}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "the Event Hubs stand-in never listened: {}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 pub mod cloud;
 pub mod delivery;
-pub mod eventhubs;
 pub mod event_fuzz;
+pub mod eventhubs;
 pub mod http_receivers;
 pub mod kafka;
 pub mod postgres;
