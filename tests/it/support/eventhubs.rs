@@ -15,11 +15,10 @@
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::cloud::{connectable, free_port, kill_process_group, test_deps, Gate};
+use super::cloud::{free_port, kill_process_group, test_deps, wait_listening, Gate};
 
 /// The shared access policy the stand-in knows.
 pub const POLICY: &str = "send";
@@ -126,25 +125,10 @@ impl EventHubsStandIn {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !connectable(self.port) {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "the Event Hubs stand-in exited ({status}): {}",
-                    self.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the Event Hubs stand-in never listened: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let path = self.log.clone();
+        let log = move || std::fs::read_to_string(&path).unwrap_or_default();
+        let child = self.child.as_mut().expect("a started stand-in");
+        wait_listening(self.port, child, "the Event Hubs stand-in", log);
     }
 
     pub fn log_text(&self) -> String {
