@@ -36,9 +36,10 @@ impl EventHubsDestination {
         };
         let groups = self.by_partition(batch, &connection.partition_ids);
         let mut failures = Vec::new();
-        // One partition after the other: with sends in flight on several links at once,
-        // `fe2o3-amqp` 0.16 (under Microsoft's client) lost dispositions the service had sent,
-        // so accepted batches timed out and were re-sent (seen against the Proton stand-in).
+        // One partition after the other. (Concurrent partitions timed out against the
+        // stand-in, but so did sequential ones until it stopped answering instantly: the
+        // cause was fe2o3-amqp 0.16 losing an instant disposition, not concurrency. Sending
+        // partitions concurrently is left for when it can be measured.)
         for (partition_id, events) in groups {
             if !events.is_empty() {
                 let sent = self.send_partition(&connection, partition_id, events, batch);
@@ -250,11 +251,8 @@ impl EventHubsDestination {
         Ok(connection)
     }
 
-    /// Authorise and attach every partition's sender link now, one after the other: sends
-    /// then run concurrently over links that exist. (Opening them concurrently from the
-    /// sends made `fe2o3-amqp` 0.16 lose a disposition now and then while sessions for `$cbs`
-    /// were being begun and ended beside a sending one: the send timed out although the
-    /// service had accepted it, which re-sends the batch.)
+    /// Authorise and attach every partition's sender link now, one after the other, so the
+    /// first send does not pay for it and a bad key or hub fails when connecting.
     async fn open_partition_links(&self, connection: &Connection) -> Result<(), Failure> {
         for partition_id in &connection.partition_ids {
             self.create_batch(connection, partition_id).await?;
