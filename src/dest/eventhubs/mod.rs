@@ -28,16 +28,16 @@
 //!    in batch order; a partition's batches are sent one after the other, and after a failed
 //!    one the rest of that partition is not sent (reported with the same failure), so a
 //!    context's events never overtake each other. Partitions are sent one after the other.
-//! 5. A batch whose answer does not come within `timeout` is retriable and re-sent: at least
-//!    once (`fe2o3-amqp` 0.16 under Microsoft's client loses an answer that arrives
-//!    instantly now and then; the service answers after storing, but a loaded client can
-//!    still see it).
 //! 3. Every event is either in a batch the service accepted, or listed in the outcome with its
 //!    classified failure; an event larger than a batch may be is a permanent item failure (dead
 //!    letter, with its size) and its neighbours are still delivered.
 //! 4. The connection is opened on first use (never in `build`), and replaced after a transport
 //!    or link failure, so a dropped connection is reconnected by the next send. The client's
 //!    own retries are bounded by `timeout`; the delivery engine owns the retry schedule.
+//! 5. A batch whose answer does not come within `timeout` is retriable and re-sent: at least
+//!    once (`fe2o3-amqp` 0.16 under Microsoft's client loses an answer that arrives
+//!    instantly now and then; the service answers after storing, but a loaded client can
+//!    still see it).
 //!
 //! ## Outcome classification
 //!
