@@ -27,7 +27,7 @@
 //! 2. Events go to the partition their key maps to (the service's own hash, see `partition`),
 //!    in batch order; a partition's batches are sent one after the other, and after a failed
 //!    one the rest of that partition is not sent (reported with the same failure), so a
-//!    context's events never overtake each other. Partitions are sent one after the other.
+//!    context's events never overtake each other. Partitions are sent concurrently.
 //! 3. Every event is either in a batch the service accepted, or listed in the outcome with its
 //!    classified failure; an event larger than a batch may be is a permanent item failure (dead
 //!    letter, with its size) and its neighbours are still delivered.
