@@ -15,10 +15,16 @@
 //!   on its own threads, so `cpu_send_1000` there counts every thread of this process
 //!   (`/proc/self/task/*/schedstat`); tansu is another process, so it is still our side only.
 //!
+//! - Event Hubs (`eventhubs_standin/*`): the AMQP 1.0 stand-in (Qpid Proton, one Python
+//!   process), clients connecting directly; Microsoft's client runs on this process's runtime,
+//!   so `cpu_send_1000` counts every thread of this process, the stand-in's work not included.
+//!
 //! Run: `cargo bench --bench cloud_destinations` (starts and stops its own stand-ins).
 
 #[path = "../tests/it/support/cloud/mod.rs"]
 mod cloud;
+#[path = "../tests/it/support/eventhubs.rs"]
+mod eventhubs;
 #[path = "../tests/it/support/kafka.rs"]
 mod kafka;
 
@@ -218,5 +224,29 @@ fn kafka(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, encode, kinesis, pubsub, kafka);
+fn eventhubs(c: &mut Criterion) {
+    let runtime = runtime();
+    let hub = runtime.block_on(eventhubs::EventHubsStandIn::start_with(
+        eventhubs::StandInOptions {
+            gated: false,
+            ..Default::default()
+        },
+    ));
+    let fresh = |_round: usize| {
+        runtime.block_on(async {
+            let spec = DestinationSpec::parse(&hub.url("flag-events", "")).unwrap();
+            registry::build_named(spec, "bench").await.unwrap()
+        })
+    };
+    bench_send(
+        c,
+        "eventhubs_standin",
+        process_cpu,
+        &runtime,
+        fresh,
+        &events("eh", 1),
+    );
+}
+
+criterion_group!(benches, encode, kinesis, pubsub, kafka, eventhubs);
 criterion_main!(benches);

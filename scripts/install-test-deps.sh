@@ -103,3 +103,13 @@ if ! command -v promtool >/dev/null 2>&1; then
     fi
 fi
 # --- end promtool ----------------------------------------------------------------------------
+# --- Event Hubs stand-in (owner: eventhubs destination) -------------------------------------
+# An AMQP 1.0 peer on Apache Qpid Proton (the real proton-c engine, PyPI manylinux wheel):
+# tests/it/support/eventhubs_standin.py, started per test by tests/it/support/eventhubs.rs.
+PROTON_VERSION="0.40.0"
+if ! "$DEPS/eventhubs-python/bin/python" -c "import proton, sys; sys.exit(0 if proton.VERSION == tuple(int(p) for p in '$PROTON_VERSION'.split('.')) else 1)" 2>/dev/null; then
+  echo "installing python-qpid-proton $PROTON_VERSION into $DEPS/eventhubs-python"
+  python3 -m venv "$DEPS/eventhubs-python"
+  "$DEPS/eventhubs-python/bin/pip" install --quiet --disable-pip-version-check "python-qpid-proton==$PROTON_VERSION"
+fi
+# --- end Event Hubs stand-in -----------------------------------------------------------------

@@ -18,7 +18,9 @@ use crate::event::Schema;
 use super::kind::{AnyKind, BuildContext};
 use super::options::OptionMap;
 use super::secrets::{self, Redaction};
-use super::{file, kafka, kinesis, log, mparticle, postgres, pubsub, s3, segment, webhook};
+use super::{
+    eventhubs, file, kafka, kinesis, log, mparticle, postgres, pubsub, s3, segment, webhook,
+};
 use super::{DestError, Destination, DestinationSpec};
 
 /// Every destination type, in `--help` order.
@@ -28,6 +30,7 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &kinesis::KinesisKind,
     &pubsub::PubSubKind,
     &kafka::KafkaKind,
+    &eventhubs::EventHubsKind,
     &s3::S3Kind,
     &postgres::PostgresKind,
     &webhook::WebhookKind::<true>,

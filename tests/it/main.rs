@@ -16,6 +16,7 @@ mod event_golden;
 mod event_ids;
 mod event_props;
 mod event_schemas;
+mod eventhubs;
 mod harness;
 mod hostile_clients;
 mod kafka;

@@ -1,19 +1,125 @@
-//! Event Hubs options: the namespace and hub (from the URL or a connection string) and the
-//! shared access policy and key LaunchDarkly's Event Hubs integration asks for.
+//! Event Hubs options: the namespace and hub (from the URL or a connection string), the
+//! shared access policy and key LaunchDarkly's Event Hubs integration asks for, and the
+//! sending options (partition key, batch size, endpoint, timeout).
+
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::dest::kinesis::PartitionKeySource;
+use crate::dest::options::{HumanDuration, Size, DEFAULT_TIMEOUT};
 use crate::dest::secrets::Secret;
 
 /// Suffix of a namespace given by its short name.
 pub const NAMESPACE_SUFFIX: &str = ".servicebus.windows.net";
+/// Largest batch (one AMQP message) on the Standard tier: 1 MB ("Azure Event Hubs quotas
+/// and limits": maximum size of an Event Hubs publication).
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Smallest `max_batch_bytes` accepted: room for one small event and the batch envelope.
+pub const MIN_MAX_BATCH_BYTES: usize = 4 * 1024;
+/// Largest `max_batch_bytes` accepted (self-serve Dedicated clusters allow 20 MB events).
+pub const MAX_MAX_BATCH_BYTES: usize = 20 * 1024 * 1024;
 
-/// The options: `policy` + `key`, or `connection_string` (both secrets via `env:` / `file:`).
+/// The options: `policy` + `key`, or `connection_string` (both secrets via `env:` / `file:`),
+/// and how events are sent.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct EventHubsOptions {
     pub policy: Option<String>,
     pub key: Option<Secret>,
     pub connection_string: Option<Secret>,
+    /// Which value becomes an event's partition key (default: the context key).
+    pub partition_key: Option<PartitionKeySource>,
+    /// Largest batch in bytes (1 MB on Standard; more on Premium/Dedicated).
+    pub max_batch_bytes: Option<Size>,
+    /// Where to connect instead of `amqps://NAMESPACE:5671` (an AMQP proxy or a stand-in).
+    pub endpoint: Option<String>,
+    /// How long opening the connection or sending one batch may take.
+    pub timeout: Option<HumanDuration>,
+}
+
+/// Everything the sender needs, checked.
+#[derive(Debug, Clone)]
+pub struct EventHubsSettings {
+    pub target: EventHubsTarget,
+    pub credentials: EventHubsCredentials,
+    pub partition_key: PartitionKeySource,
+    pub max_batch_bytes: usize,
+    pub endpoint: Option<String>,
+    pub timeout: Duration,
+}
+
+impl EventHubsSettings {
+    /// Check `options` for `target` (the URL between `eventhubs://` and `?`).
+    pub fn new(target: &str, options: &EventHubsOptions) -> Result<Self, String> {
+        let (target, credentials) = resolve(target, options)?;
+        check_connection_string_parts(&credentials)?;
+        let max_batch_bytes = options
+            .max_batch_bytes
+            .map_or(DEFAULT_MAX_BATCH_BYTES, |Size(bytes)| bytes);
+        if !(MIN_MAX_BATCH_BYTES..=MAX_MAX_BATCH_BYTES).contains(&max_batch_bytes) {
+            return Err(format!(
+                "option `max_batch_bytes` must be from {MIN_MAX_BATCH_BYTES} to \
+                 {MAX_MAX_BATCH_BYTES} bytes, got {max_batch_bytes}"
+            ));
+        }
+        let timeout = options.timeout.map_or(DEFAULT_TIMEOUT, |t| t.0);
+        if timeout.is_zero() {
+            return Err("option `timeout` must be longer than 0s".into());
+        }
+        Ok(EventHubsSettings {
+            target,
+            credentials,
+            partition_key: options
+                .partition_key
+                .clone()
+                .unwrap_or(PartitionKeySource::ContextKey),
+            max_batch_bytes,
+            endpoint: options.endpoint.as_deref().map(amqp_endpoint).transpose()?,
+            timeout,
+        })
+    }
+
+    /// The connection string Microsoft's client opens with (it signs SAS tokens from it).
+    pub fn connection_string(&self) -> Secret {
+        Secret::new(format!(
+            "Endpoint=sb://{}/;SharedAccessKeyName={};SharedAccessKey={};EntityPath={}",
+            self.target.host,
+            self.credentials.policy,
+            self.credentials.key.expose(),
+            self.target.hub
+        ))
+    }
+}
+
+/// The policy and key go into a connection string (`;`-separated `NAME=VALUE` parts).
+fn check_connection_string_parts(credentials: &EventHubsCredentials) -> Result<(), String> {
+    // Policy names: letters, digits, periods, hyphens and underscores.
+    let policy = &credentials.policy;
+    if policy.is_empty()
+        || !policy
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(format!(
+            "`{policy}` is not a shared access policy name (letters, digits, . - _)"
+        ));
+    }
+    if credentials.key.expose().is_empty() || credentials.key.expose().contains(';') {
+        return Err("the shared access key is empty or contains `;`".into());
+    }
+    Ok(())
+}
+
+/// `amqp://HOST:PORT` or `amqps://HOST[:PORT]`.
+fn amqp_endpoint(text: &str) -> Result<String, String> {
+    let url = url::Url::parse(text.trim())
+        .map_err(|err| format!("option `endpoint`: not a URL: {err}"))?;
+    if !matches!(url.scheme(), "amqp" | "amqps") || url.host_str().is_none() {
+        return Err(format!(
+            "option `endpoint` must be amqps://HOST[:PORT] or amqp://HOST:PORT, got `{text}`"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 /// Where events go: `NAMESPACE/HUB`, the namespace as its short name or full host name.
@@ -39,6 +145,12 @@ impl EventHubsTarget {
     /// The resource a SAS token for sending to this hub is scoped to.
     pub fn resource_uri(&self) -> String {
         format!("https://{}/{}", self.host, self.hub)
+    }
+}
+
+impl std::fmt::Display for EventHubsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "event hub `{}` in `{}`", self.hub, self.host)
     }
 }
 
@@ -214,6 +326,7 @@ mod tests {
             policy: policy.map(str::to_string),
             key: key.map(Secret::new),
             connection_string: connection.map(Secret::new),
+            ..EventHubsOptions::default()
         }
     }
 
@@ -332,5 +445,50 @@ mod tests {
             assert!(err.contains(needle), "{target} {opts:?}: {err}");
             assert!(!err.contains("TOPSECRET"), "{err}");
         }
+    }
+
+    #[test]
+    fn settings_check_sizes_endpoints_and_compose_the_connection_string() {
+        let mut opts = options(Some("send"), Some("k3y="), None);
+        let settings = EventHubsSettings::new("flagstream-ns/flag-events", &opts).unwrap();
+        assert_eq!(settings.max_batch_bytes, DEFAULT_MAX_BATCH_BYTES);
+        assert_eq!(settings.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(settings.partition_key, PartitionKeySource::ContextKey);
+        assert_eq!(
+            settings.connection_string().expose(),
+            "Endpoint=sb://flagstream-ns.servicebus.windows.net/;SharedAccessKeyName=send;\
+             SharedAccessKey=k3y=;EntityPath=flag-events"
+        );
+        opts.endpoint = Some("amqp://127.0.0.1:5672/".into());
+        opts.max_batch_bytes = Some(Size(256 * 1024));
+        let settings = EventHubsSettings::new("flagstream-ns/flag-events", &opts).unwrap();
+        assert_eq!(settings.endpoint.as_deref(), Some("amqp://127.0.0.1:5672"));
+        assert_eq!(settings.max_batch_bytes, 256 * 1024);
+
+        for (change, needle) in [
+            (Some("https://x"), "amqps://"),
+            (Some("not a url"), "endpoint"),
+        ] {
+            let mut bad = options(Some("send"), Some("k"), None);
+            bad.endpoint = change.map(str::to_string);
+            let err = EventHubsSettings::new("flagstream-ns/hub", &bad).unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
+        for bytes in [1024, 64 * 1024 * 1024] {
+            let mut bad = options(Some("send"), Some("k"), None);
+            bad.max_batch_bytes = Some(Size(bytes));
+            let err = EventHubsSettings::new("flagstream-ns/hub", &bad).unwrap_err();
+            assert!(err.contains("max_batch_bytes"), "{err}");
+        }
+        let err =
+            EventHubsSettings::new("flagstream-ns/hub", &options(Some("a;b"), Some("k"), None))
+                .unwrap_err();
+        assert!(err.contains("policy"), "{err}");
+        let err = EventHubsSettings::new(
+            "flagstream-ns/hub",
+            &options(Some("p"), Some("TOP;SECRET"), None),
+        )
+        .unwrap_err();
+        assert!(!err.contains("TOP"), "{err}");
     }
 }

@@ -17,6 +17,7 @@
 //! Adding a destination: implement [`Target`] in `targets.rs`, add a line to the list at the
 //! bottom of this file.
 
+pub mod eventhubs;
 pub mod kafka;
 pub mod mparticle;
 pub mod postgres_target;
@@ -450,3 +451,4 @@ conformance!(
     mparticle::MParticle::start,
     [exactly_once, outage, resent_batch]
 );
+conformance!(eventhubs_standin, targets::EventHubs::standin);

@@ -292,6 +292,8 @@ impl Target for PubSub {
 }
 
 /// The `kafka` destination on tansu (its own file).
+/// The `eventhubs` destination on the AMQP stand-in (its own file).
+pub use super::eventhubs::EventHubs;
 pub use super::kafka::Kafka;
 /// PostgreSQL (its own file: `postgres_target.rs`).
 pub use super::postgres_target::Postgres;

@@ -30,7 +30,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use std::os::unix::process::CommandExt;
 
-use super::cloud::{connectable, free_port, kill_process_group, test_deps, Gate};
+use super::cloud::{free_port, kill_process_group, test_deps, wait_listening, Gate};
 
 /// One message as read back.
 #[derive(Debug, Clone)]
@@ -113,23 +113,10 @@ impl Tansu {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !connectable(self.port) {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("tansu exited with {status}; log:\n{}", self.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {} within 30s; log:\n{}",
-                self.port,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let path = self.log.clone();
+        let log = move || std::fs::read_to_string(&path).unwrap_or_default();
+        let child = self.child.as_mut().expect("a started broker");
+        wait_listening(self.port, child, "tansu", log);
     }
 
     fn log_text(&self) -> String {

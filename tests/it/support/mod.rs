@@ -3,6 +3,7 @@
 //! * [`serve`]: start the real `flagstream serve` binary and talk to it over HTTP.
 //! * [`cloud`]: real stand-in servers (moto, kinesalite, the Pub/Sub emulator) and batches.
 //! * [`kafka`]: a tansu broker (Kafka protocol) behind a gate, and rdkafka read-back.
+//! * [`eventhubs`]: an AMQP 1.0 Event Hubs stand-in (Qpid Proton) behind a gate.
 //! * [`http_receivers`]: in-process stand-ins of vendors' HTTP servers (webhook, Segment,
 //!   mParticle).
 //! * [`delivery`]: a real WAL plus simulated remote targets for the delivery engine tests.
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 pub mod cloud;
 pub mod delivery;
 pub mod event_fuzz;
+pub mod eventhubs;
 pub mod http_receivers;
 pub mod kafka;
 pub mod postgres;

@@ -234,6 +234,23 @@ pub fn kill_process_group(pid: u32) {
         .status();
 }
 
+/// Wait (up to 30 s) until `child`, the stand-in `what`, listens on `port`; fail with its log
+/// (`log`) if it exits or never listens.
+pub fn wait_listening(port: u16, child: &mut Child, what: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !connectable(port) {
+        if let Some(status) = child.try_wait().ok().flatten() {
+            panic!("{what} exited with {status}; log:\n{}", log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {port} within 30s; log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn connectable(port: u16) -> bool {
     TcpStream::connect_timeout(
         &SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into(),
