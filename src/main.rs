@@ -149,6 +149,9 @@ fn delivery_defaults(config: &ServeConfig) -> DeliveryDefaults {
             max_backoff: config.retry.max_backoff,
         },
         project: config.project.clone(),
+        environment_keys: flagstream::dest::EnvironmentKeys::from_pairs(
+            config.ingest.environments.credentials(),
+        ),
     }
 }
 
@@ -417,6 +420,7 @@ async fn test_destination(config: ServeConfig, name: &str) -> Result<ExitCode> {
                 payload_id: &payload_id,
                 tags: "",
                 user_agent: "",
+                request: Default::default(),
             },
             &mut record,
         );

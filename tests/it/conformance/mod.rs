@@ -18,6 +18,7 @@
 //! bottom of this file.
 
 pub mod kafka;
+pub mod launchdarkly;
 pub mod mparticle;
 pub mod postgres_target;
 pub mod s3;
@@ -410,7 +411,7 @@ macro_rules! conformance {
     ($module:ident, $start:path, [$($check:ident),+ $(,)?]) => {
         mod $module {
             #[allow(unused_imports)]
-            use super::{mparticle, segment, targets, webhook};
+            use super::{launchdarkly, mparticle, segment, targets, webhook};
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
@@ -449,4 +450,9 @@ conformance!(
     mparticle_api,
     mparticle::MParticle::start,
     [exactly_once, outage, resent_batch]
+);
+conformance!(
+    launchdarkly_events,
+    launchdarkly::LaunchDarkly::start,
+    [exactly_once, missing_target, outage, resent_batch]
 );

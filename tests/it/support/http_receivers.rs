@@ -318,9 +318,10 @@ impl Contract for WebhookContract {
             }
         }
         if let Some(secret) = &self.secret {
+            // Over the raw request body, before any decoding, as GitHub documents it.
             let expected = format!(
                 "sha256={}",
-                hmac_sha256_hex(secret.as_bytes(), &request.body)
+                hmac_sha256_hex(secret.as_bytes(), &request.wire_body)
             );
             if header("x-hub-signature-256") != expected {
                 return Answer::new(401, r#"{"error":"bad signature"}"#);

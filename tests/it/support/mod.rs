@@ -5,6 +5,7 @@
 //! * [`kafka`]: a tansu broker (Kafka protocol) behind a gate, and rdkafka read-back.
 //! * [`http_receivers`]: in-process stand-ins of vendors' HTTP servers (webhook, Segment,
 //!   mParticle).
+//! * [`ld_events`]: LaunchDarkly's events service (in-process) and a recording proxy.
 //! * [`delivery`]: a real WAL plus simulated remote targets for the delivery engine tests.
 //! * [`wal`]: a fault-injecting `WalIo`, deterministic payloads, small options.
 //! * [`wal_fuzz`], [`event_fuzz`]: the fuzz targets' bodies, shared with `fuzz/` so the same
@@ -18,6 +19,7 @@ pub mod delivery;
 pub mod event_fuzz;
 pub mod http_receivers;
 pub mod kafka;
+pub mod ld_events;
 pub mod postgres;
 pub mod serve;
 pub mod wal;
