@@ -409,14 +409,16 @@ async fn test_destination(config: ServeConfig, name: &str) -> Result<ExitCode> {
     )
     .map_err(|err| anyhow!("mapping the test event to {}: {err}", schema.name()))?;
     if destination.input() == Input::RawRecords {
-        // One stored record, as the engine hands such destinations (dest::RawRecord).
+        // One stored record, as the engine hands such destinations (dest::RawRecord), in the
+        // first configured environment (a forwarder finds that environment's key).
+        let environment = config.ingest.environments.names().next().unwrap_or("test");
         let mut record = Vec::new();
         event::stored::encode_header(
             &event::stored::StoredMeta {
                 format: Some(InboundFormat::LdBulk),
                 instance_id: None,
                 schema_version: Some(4),
-                environment: "test",
+                environment,
                 payload_id: &payload_id,
                 tags: "",
                 user_agent: "",

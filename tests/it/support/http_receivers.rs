@@ -81,6 +81,9 @@ pub enum Fault {
     Status(u16, Option<u64>),
     /// Wait this long, then answer by the contract.
     Delay(Duration),
+    /// Answer by the contract (keeping what it accepts), but send this status instead: the
+    /// vendor kept the request, the sender believes it failed (a lost answer).
+    LostAnswer(u16),
 }
 
 struct State {
@@ -246,6 +249,10 @@ async fn handle(state: &State, request: hyper::Request<Incoming>) -> hyper::Resp
         Some(Fault::Delay(delay)) => {
             tokio::time::sleep(delay).await;
             answer_by_contract(state, &received)
+        }
+        Some(Fault::LostAnswer(status)) => {
+            answer_by_contract(state, &received);
+            Answer::new(status, r#"{"error":"injected after accepting"}"#)
         }
         None => answer_by_contract(state, &received),
     };
