@@ -12,6 +12,8 @@
 //!   re-sent with the same payload id and stored once; a key LaunchDarkly refuses (401)
 //!   dead-letters the record (by record: the suite's `missing_target` and `resent_batch`
 //!   count events, which a raw-records destination does not).
+//! * `flagstream test-destination` posts its test event to `/bulk` with the environment's
+//!   SDK key; with no credential configured the destination is refused (exit 2).
 
 use std::path::Path;
 use std::process::Command;
@@ -373,4 +375,41 @@ async fn throttling_errors_and_lost_answers_are_retried_and_refused_keys_dead_le
         "the key is never shown: {reason}"
     );
     assert_eq!(ld.accepted().len(), 1, "nothing else reached LaunchDarkly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_destination_posts_to_bulk_with_the_first_environments_sdk_key() {
+    let scratch = tempfile::tempdir().unwrap();
+    let ld = launchdarkly().await;
+    let dest = format!("launchdarkly:?name=ld&endpoint={}", ld.base_url());
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_flagstream"))
+        .args(["test-destination", "ld", "--dest", &dest])
+        .args([
+            "--environment",
+            &format!("production={SDK_KEY},{MOBILE_KEY}"),
+        ])
+        .env("FLAGSTREAM_DATA_DIR", scratch.path().join("data"))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("delivered"), "{stdout}");
+    let accepted = ld.accepted();
+    assert_eq!(accepted.len(), 1, "{accepted:#?}");
+    assert_eq!(accepted[0].path, "/bulk");
+    assert_eq!(header_of(&accepted[0], "authorization"), SDK_KEY);
+    let events: Value = serde_json::from_slice(&accepted[0].body).unwrap();
+    assert_eq!(events[0]["key"], "LaunchDarklyDataExportTestEvent");
+
+    // Without --environment or `sdk_key` there is nothing to forward with: refused, naming why.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_flagstream"))
+        .args(["test-destination", "ld", "--dest", &dest])
+        .env("FLAGSTREAM_DATA_DIR", scratch.path().join("data"))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--environment"), "{stderr}");
 }
