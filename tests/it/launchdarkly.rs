@@ -6,7 +6,8 @@
 //!   request it made (events and diagnostics) reaches LaunchDarkly at the same path with the
 //!   same body bytes, the same `X-LaunchDarkly-*` and `User-Agent` headers and the key it used
 //!   (the second of its environment's two SDK keys), and no key is in the data dir.
-//! * Mobile and browser routes (and the pixel) keep their paths and credentials;
+//! * Mobile and browser routes (and the pixel) keep their paths and credentials (sent
+//!   gzipped with `gzip=true`, the bodies identical once decoded);
 //!   go-feature-flag records are skipped and counted.
 //! * 503 and 429 are retried; a record LaunchDarkly kept but whose answer was lost is
 //!   re-sent with the same payload id and stored once; a key LaunchDarkly refuses (401)
@@ -16,7 +17,6 @@
 //!   SDK key; with no credential configured the destination is refused (exit 2).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
@@ -25,7 +25,7 @@ use serde_json::Value;
 use crate::support::eventually;
 use crate::support::http_receivers::{Fault, Received, Receiver};
 use crate::support::ld_events::{header_of, LdEventsContract, Proxied, RecordingProxy};
-use crate::support::serve::{fixture, ld_python, metric, Flagstream};
+use crate::support::serve::{metric, run_ld_sdk, Flagstream};
 
 const SDK_KEY: &str = "sdk-5a1e0000-0000-4000-8000-00000000a11c";
 const OTHER_SDK_KEY: &str = "sdk-5a1e0000-0000-4000-8000-00000000b0b0";
@@ -54,14 +54,16 @@ async fn launchdarkly() -> Receiver {
     .await
 }
 
-async fn flagstream(scratch: &Path, ld: &Receiver) -> Flagstream {
+/// flagstream with `production` (two SDK keys, a mobile key, a client-side id) and `staging`,
+/// forwarding to `ld` with the extra destination `options` (`&gzip=true`).
+async fn flagstream(scratch: &Path, ld: &Receiver, options: &str) -> Flagstream {
     let production = format!("production={SDK_KEY},{OTHER_SDK_KEY},{MOBILE_KEY},{CLIENT_SIDE_ID}");
     Flagstream::builder(scratch.join("data"))
         .args(["--environment", &production])
         .args(["--environment", &format!("staging={STAGING_KEY}")])
         .args([
             "--dest",
-            &format!("launchdarkly:?name=ld&endpoint={}", ld.base_url()),
+            &format!("launchdarkly:?name=ld&endpoint={}{options}", ld.base_url()),
         ])
         .args(["--retry-initial-backoff", "100ms"])
         .args(["--retry-max-backoff", "1s"])
@@ -110,27 +112,14 @@ fn assert_nowhere_in(dir: &Path, secrets: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_traffic_reaches_launchdarkly_byte_for_byte_with_the_senders_key() {
-    let python = ld_python();
     let scratch = tempfile::tempdir().unwrap();
     let ld = launchdarkly().await;
-    let server = flagstream(scratch.path(), &ld).await;
+    let server = flagstream(scratch.path(), &ld, "").await;
     let proxy = RecordingProxy::start(format!("http://{}", server.ingest)).await;
 
     // The second of production's two SDK keys: what LaunchDarkly gets must be this one.
-    let output = Command::new(python)
-        .arg(fixture("ld_sdk_driver.py"))
-        .arg(proxy.url())
-        .arg(OTHER_SDK_KEY)
-        .arg(fixture("ld_flags.json"))
-        .args(["20", "diagnostics"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "SDK driver failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report = run_ld_sdk(&proxy.url(), OTHER_SDK_KEY, 20, true);
+    assert_eq!(report["feature"], 40, "{report}");
     let sent = proxy.requests();
     for path in ["/bulk", "/diagnostic"] {
         assert!(sent.iter().any(|r| r.path == path), "the SDK posted {path}");
@@ -204,7 +193,7 @@ async fn post_as_sdk(server: &Flagstream, post: &SdkPost) {
 async fn mobile_and_browser_requests_keep_their_paths_and_credentials() {
     let scratch = tempfile::tempdir().unwrap();
     let ld = launchdarkly().await;
-    let server = flagstream(scratch.path(), &ld).await;
+    let server = flagstream(scratch.path(), &ld, "&gzip=true").await;
     let post = |path: &str, key, body, payload_id| SdkPost {
         path: path.to_string(),
         key,
@@ -267,6 +256,8 @@ async fn mobile_and_browser_requests_keep_their_paths_and_credentials() {
     assert_eq!(accepted.len(), posts.len() + 1, "{accepted:#?}");
     for sdk_post in &posts {
         let copy = forwarded(&accepted, &sdk_post.path, sdk_post.body.as_bytes());
+        assert_eq!(header_of(copy, "content-encoding"), "gzip", "gzip=true");
+        assert_ne!(copy.wire_body, copy.body);
         assert_eq!(header_of(copy, "authorization"), sdk_post.key.unwrap_or(""));
         assert_eq!(header_of(copy, "user-agent"), "okhttp/4.12.0");
         assert_eq!(
@@ -327,7 +318,7 @@ async fn throttling_errors_and_lost_answers_are_retried_and_refused_keys_dead_le
     // Kept by LaunchDarkly, but the answer is a 502: the re-send carries the same payload id,
     // and LaunchDarkly keeps one copy.
     ld.inject(Fault::LostAnswer(502));
-    let server = flagstream(scratch.path(), &ld).await;
+    let server = flagstream(scratch.path(), &ld, "").await;
     post_bulk(&server, SDK_KEY, "p-retried").await;
     server.wait_delivered(TIMEOUT).await;
     let tries: Vec<u16> = ld

@@ -270,3 +270,46 @@ impl Destination for LaunchDarklyDestination {
         Box::pin(async { Ok(()) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    use crate::dest::{registry, DestinationSpec, EnvironmentKeys};
+    use crate::event::Schema;
+
+    async fn build(url: &str, schema: Option<Schema>, keys: &EnvironmentKeys) -> String {
+        let mut spec = DestinationSpec::parse(url).unwrap();
+        let secret = BTreeSet::new();
+        match registry::build_with_keys(&mut spec, "ld", schema, Path::new("."), &secret, keys)
+            .await
+        {
+            Ok(destination) => format!("built {}", destination.kind()),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn needs_credentials_and_refuses_what_does_not_apply() {
+        let keys = EnvironmentKeys::from_pairs([("sdk-1", "production")]);
+        let none = EnvironmentKeys::default();
+        assert_eq!(
+            build("launchdarkly:", None, &keys).await,
+            "built launchdarkly"
+        );
+        assert_eq!(
+            build("launchdarkly:?sdk_key=sdk-x", None, &none).await,
+            "built launchdarkly"
+        );
+        for (url, schema, keys, needle) in [
+            ("launchdarkly:", None, &none, "--environment"),
+            ("launchdarkly:", Some(Schema::Segment), &keys, "`schema=`"),
+            ("launchdarkly://relay", None, &keys, "`relay`"),
+            ("launchdarkly:?endpoint=ftp://x", None, &keys, "endpoint"),
+        ] {
+            let err = build(url, schema, keys).await;
+            assert!(err.contains(needle), "{url}: {err}");
+        }
+    }
+}
