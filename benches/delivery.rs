@@ -60,6 +60,7 @@ fn header() -> Vec<u8> {
             payload_id: "",
             tags: "",
             user_agent: "bench",
+            request: Default::default(),
         },
         &mut header,
     );

@@ -150,6 +150,9 @@ fn delivery_defaults(config: &ServeConfig) -> DeliveryDefaults {
             max_backoff: config.retry.max_backoff,
         },
         project: config.project.clone(),
+        environment_keys: flagstream::dest::EnvironmentKeys::from_pairs(
+            config.ingest.environments.credentials(),
+        ),
     }
 }
 
@@ -425,17 +428,20 @@ async fn test_destination(config: ServeConfig, name: &str) -> Result<ExitCode> {
     )
     .map_err(|err| anyhow!("mapping the test event to {}: {err}", schema.name()))?;
     if destination.input() == Input::RawRecords {
-        // One stored record, as the engine hands such destinations (dest::RawRecord).
+        // One stored record, as the engine hands such destinations (dest::RawRecord), in the
+        // first configured environment (a forwarder finds that environment's key).
+        let environment = config.ingest.environments.names().next().unwrap_or("test");
         let mut record = Vec::new();
         event::stored::encode_header(
             &event::stored::StoredMeta {
                 format: Some(InboundFormat::LdBulk),
                 instance_id: None,
                 schema_version: Some(4),
-                environment: "test",
+                environment,
                 payload_id: &payload_id,
                 tags: "",
                 user_agent: "",
+                request: Default::default(),
             },
             &mut record,
         );

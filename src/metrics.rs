@@ -78,6 +78,9 @@ pub const DEST_THROTTLED_REQUESTS_TOTAL: &str = "flagstream_dest_throttled_reque
 pub const DEST_DEAD_LETTERED_EVENTS_TOTAL: &str = "flagstream_dest_dead_lettered_events_total";
 /// Counter{destination}: events the destination's filters did not select.
 pub const DEST_FILTERED_EVENTS_TOTAL: &str = "flagstream_dest_filtered_events_total";
+/// Counter{destination, format}: stored records a forwarding destination does not forward
+/// (LaunchDarkly upstream: go-feature-flag and generic records), acknowledged unsent.
+pub const DEST_SKIPPED_RECORDS_TOTAL: &str = "flagstream_dest_skipped_records_total";
 /// Counter{destination}: structurally invalid events found while decoding (dead-lettered).
 pub const DEST_INVALID_EVENTS_TOTAL: &str = "flagstream_dest_invalid_events_total";
 /// Gauge{destination}: records between the cursor and the WAL's committed end.
@@ -298,6 +301,10 @@ fn describe() {
     describe_counter!(
         DEST_FILTERED_EVENTS_TOTAL,
         "Events the destination's filters skipped"
+    );
+    describe_counter!(
+        DEST_SKIPPED_RECORDS_TOTAL,
+        "Records a forwarding destination does not forward"
     );
     describe_counter!(
         DEST_INVALID_EVENTS_TOTAL,

@@ -82,11 +82,14 @@ pub struct RetrySettings {
 }
 
 /// Room reserved in a WAL record for the stored metadata header in front of the body. Every
-/// stored field but the environment name comes from the request head, which ingest caps at
-/// `MAX_HEAD_BYTES` for all header lines together; the environment name is at most
+/// stored field but the environment name and the credential fingerprint comes from the
+/// request head, which ingest caps at `MAX_HEAD_BYTES` for all header lines together; one of
+/// them (the user agent) is stored twice, raw for forwarding and merged for the output
+/// schemas, hence twice the head. The environment name is at most
 /// `MAX_ENVIRONMENT_NAME_BYTES`; the rest is fixed fields and length prefixes. 4 KiB covers
-/// the latter two with room to spare (checked by a test).
-pub(crate) const RECORD_METADATA_BYTES: u64 = (crate::ingest::head::MAX_HEAD_BYTES + 4096) as u64;
+/// the latter with room to spare (checked by a test).
+pub(crate) const RECORD_METADATA_BYTES: u64 =
+    (2 * crate::ingest::head::MAX_HEAD_BYTES + 4096) as u64;
 
 /// Everything `flagstream serve` needs, validated.
 #[derive(Debug, Clone)]
@@ -563,10 +566,11 @@ mod tests {
     #[test]
     fn the_metadata_reserve_covers_the_largest_metadata_a_request_can_carry() {
         use crate::event::stored::{encode_header, StoredMeta};
-        // Three header values filling the head limit between them (names and separators
-        // would make them smaller still) and the longest environment name.
-        let third = "t".repeat(crate::ingest::head::MAX_HEAD_BYTES / 3);
+        // Head values filling the head limit between them (names and separators would make
+        // them smaller still), the user agent stored twice, the longest environment name.
+        let fifth = "t".repeat(crate::ingest::head::MAX_HEAD_BYTES / 5);
         let environment = "e".repeat(crate::ingest::environments::MAX_ENVIRONMENT_NAME_BYTES);
+        let fingerprint = crate::event::stored::credential_fingerprint("sdk-key");
         let mut header = Vec::new();
         encode_header(
             &StoredMeta {
@@ -574,9 +578,16 @@ mod tests {
                 instance_id: Some(crate::event::InstanceId([1; 16])),
                 schema_version: Some(4),
                 environment: &environment,
-                payload_id: &third,
-                tags: &third,
-                user_agent: &third,
+                payload_id: &fifth,
+                tags: &fifth,
+                user_agent: &fifth,
+                request: crate::event::stored::RequestMeta {
+                    path: &fifth,
+                    credential: &fingerprint,
+                    user_agent: &fifth,
+                    ld_user_agent: &fifth,
+                    wrapper: "",
+                },
             },
             &mut header,
         );

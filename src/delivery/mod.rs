@@ -147,12 +147,13 @@ pub async fn configure(
     for ((mut spec, name), redaction) in specs.into_iter().zip(names).zip(redactions) {
         let mut settings = DeliverySettings::take_from(&mut spec, name, defaults)?;
         settings.shown_options = redaction.shown;
-        let destination = registry::build(
+        let destination = registry::build_with_keys(
             &mut spec,
             &settings.name,
             settings.schema,
             data_dir,
             &redaction.secret,
+            &defaults.environment_keys,
         )
         .await?;
         configured.push(ConfiguredDestination {
@@ -497,6 +498,7 @@ mod tests {
                 payload_id: "payload-1",
                 tags: "application-id=shop",
                 user_agent: "NodeJSClient/9",
+                request: Default::default(),
             },
             &mut header,
         );

@@ -7,7 +7,8 @@
 //! Nothing here drops an event silently. Every event of a record ends in exactly one of: an
 //! item of a batch, "filtered" (the destination's filter or schema does not select it,
 //! counted), or a dead letter with its reason (invalid event, mapping error, oversized,
-//! undecodable record). LaunchDarkly diagnostic payloads are stored but never exported.
+//! undecodable record). LaunchDarkly diagnostic payloads are stored but never exported as
+//! events (raw-records destinations get them: see below).
 //!
 //! ## Huge records, a part at a time
 //!
@@ -20,8 +21,9 @@
 //! A destination that asks for raw records ([`Input::RawRecords`]) gets one item per stored
 //! record instead: the stored bytes (metadata header and body, read back with
 //! `dest::RawRecord`), with the record's id, format, payload id, environment and receive time
-//! as item metadata. Event filters and schemas do not apply; the cursor, batching, retries and
-//! dead letters work exactly as for events (the record is event 0 of its position).
+//! as item metadata. Every record is handed on, diagnostics included; event filters and
+//! schemas do not apply; the cursor, batching, retries and dead letters work exactly as for
+//! events (the record is event 0 of its position).
 
 use crate::dest::Input;
 use crate::event::stored::{self, StoredBatch};
@@ -193,12 +195,6 @@ impl Pipeline {
                 return RecordProgress::Done;
             }
         };
-        if stored.format == InboundFormat::LdDiagnostic {
-            if batcher.begin_record(record.seq, 0).is_some() {
-                batcher.end_record();
-            }
-            return RecordProgress::Done;
-        }
         let ctx = RecordContext {
             format: stored.format,
             environment: stored.environment,
@@ -208,6 +204,8 @@ impl Pipeline {
             received_at_ms: record.received_at_ms,
             instance_id: stored.instance_id,
         };
+        // Raw records are every record as received, diagnostics included (a forwarder sends
+        // them on); as events, diagnostics are never exported.
         if self.input == Input::RawRecords {
             *counts += Self::offer_raw(record, &stored, &ctx, batcher, dead);
             return RecordProgress::Done;
@@ -226,6 +224,12 @@ impl Pipeline {
                 };
                 return self.process_in_parts(input, parts, scratch, batcher, dead, counts);
             }
+        }
+        if stored.format == InboundFormat::LdDiagnostic {
+            if batcher.begin_record(record.seq, 0).is_some() {
+                batcher.end_record();
+            }
+            return RecordProgress::Done;
         }
         let decoded = match event::decode(&ctx, stored.body, scratch) {
             Ok(decoded) => decoded,
@@ -552,6 +556,7 @@ mod tests {
                 payload_id: "",
                 tags: "",
                 user_agent: "",
+                request: Default::default(),
             },
             &mut payload,
         );
@@ -732,11 +737,16 @@ mod tests {
             );
         }
         let diag = record(3, InboundFormat::LdDiagnostic, r#"{"kind":"diagnostic"}"#);
-        assert_eq!(p.process(&diag, &mut b, &mut dead).batched, 0);
+        assert_eq!(
+            p.process(&diag, &mut b, &mut dead).batched,
+            1,
+            "diagnostics are raw records too"
+        );
         assert!(dead.is_empty());
         let cut = drain(&mut b);
         let items: Vec<_> = cut.iter().flat_map(|c| c.batch.items.iter()).collect();
-        assert_eq!(items.len(), 2);
+        assert_eq!(items.len(), 3);
+        assert_eq!(items[2].kind, InboundFormat::LdDiagnostic.name());
         let raw = crate::dest::RawRecord::of(items[0]).unwrap();
         assert_eq!(raw.stored.body, body.as_bytes());
         assert_eq!(raw.stored.format, InboundFormat::LdBulk);
@@ -748,7 +758,11 @@ mod tests {
         let positions: Vec<Position> = cut.iter().flat_map(|c| c.positions.clone()).collect();
         assert_eq!(
             positions,
-            vec![Position { seq: 1, event: 0 }, Position { seq: 2, event: 0 }]
+            vec![
+                Position { seq: 1, event: 0 },
+                Position { seq: 2, event: 0 },
+                Position { seq: 3, event: 0 }
+            ]
         );
         assert_eq!(b.position(), Position { seq: 4, event: 0 });
 

@@ -36,6 +36,8 @@ pub struct DeliveryDefaults {
     pub retry: RetryPolicy,
     /// Project name for exported envelopes.
     pub project: String,
+    /// The `--environment` keys, for destinations that forward with the sender's credential.
+    pub environment_keys: crate::dest::EnvironmentKeys,
 }
 
 impl Default for DeliveryDefaults {
@@ -43,6 +45,7 @@ impl Default for DeliveryDefaults {
         DeliveryDefaults {
             retry: RetryPolicy::default(),
             project: "default".to_string(),
+            environment_keys: crate::dest::EnvironmentKeys::default(),
         }
     }
 }
@@ -363,6 +366,7 @@ mod tests {
                 ..RetryPolicy::default()
             },
             project: "proj".into(),
+            ..DeliveryDefaults::default()
         };
         let settings = DeliverySettings::take_from(&mut spec, "log".into(), &defaults).unwrap();
         assert_eq!(settings.retry.max_attempts, Some(9));

@@ -97,14 +97,37 @@ impl HttpClient {
         body: Bytes,
         target: &(dyn Display + Sync),
     ) -> Result<HttpResponse, Failure> {
-        let body = if self.gzip {
-            headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            Bytes::from(gzip(&body).map_err(|err| {
-                Failure::permanent(format!("{target}: could not gzip the request body: {err}"))
-            })?)
-        } else {
-            body
-        };
+        let body = self.encode(body, &mut headers, target)?;
+        self.send_encoded(method, url, headers, body, target).await
+    }
+
+    /// `body` as it goes on the wire: gzipped (and `Content-Encoding: gzip` added to
+    /// `headers`) when the `gzip` option is on. For callers that sign the exact bytes sent;
+    /// they send the result with [`Self::send_encoded`].
+    pub fn encode(
+        &self,
+        body: Bytes,
+        headers: &mut HeaderMap,
+        target: &(dyn Display + Sync),
+    ) -> Result<Bytes, Failure> {
+        if !self.gzip {
+            return Ok(body);
+        }
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        gzip(&body).map(Bytes::from).map_err(|err| {
+            Failure::permanent(format!("{target}: could not gzip the request body: {err}"))
+        })
+    }
+
+    /// [`Self::send`] for a body already [`Self::encode`]d.
+    pub async fn send_encoded(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        target: &(dyn Display + Sync),
+    ) -> Result<HttpResponse, Failure> {
         let sent = self
             .client
             .request(method, url)

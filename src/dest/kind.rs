@@ -46,6 +46,8 @@ pub struct BuildContext {
     pub data_dir: PathBuf,
     /// The destination as the operator wrote it, secrets redacted (for error messages).
     pub source: String,
+    /// The `--environment` keys (for destinations that forward with the sender's credential).
+    pub environment_keys: super::EnvironmentKeys,
 }
 
 impl BuildContext {

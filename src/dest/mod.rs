@@ -30,6 +30,7 @@
 //!    logs, `/v1/destinations` and `flagstream test-destination`, and never a secret.
 
 pub mod aws;
+pub mod environment_keys;
 pub mod eventhubs;
 pub mod failure;
 pub mod file;
@@ -38,6 +39,7 @@ pub mod http;
 pub mod kafka;
 pub mod kind;
 pub mod kinesis;
+pub mod launchdarkly;
 pub mod log;
 pub mod mparticle;
 pub mod object;
@@ -60,6 +62,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::event::Schema;
+pub use environment_keys::EnvironmentKeys;
 pub use failure::{error_chain, Failure, FailureClass, ItemFailure};
 pub use kind::{BuildContext, DestinationKind, Input};
 pub use raw::RawRecord;

@@ -6,7 +6,8 @@
 //! machinery): [`BatchItem::payload`] is the stored record, metadata header and body, and
 //! [`RawRecord::of`] reads it back. The item's other fields are filled for partitioning and
 //! logs: `event_id` is the record's stable id, `kind` the inbound format, `key` the payload
-//! id, `environment` and `received_at_ms` as stored. Diagnostic payloads are not exported.
+//! id, `environment` and `received_at_ms` as stored. Every record is handed on, LaunchDarkly
+//! diagnostic payloads included (they are never exported as events).
 
 use crate::event::stored::{self, StoredBatch, StoredError};
 
@@ -15,8 +16,9 @@ use super::BatchItem;
 /// A stored record and its metadata, borrowed from a batch item.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawRecord<'a> {
-    /// The metadata (format, schema version, environment, payload id, tags, user agent) and
-    /// the body exactly as received (after gunzip).
+    /// The metadata (format, schema version, environment, payload id, tags, user agent, the
+    /// request's path, headers and credential fingerprint) and the body exactly as received
+    /// (after gunzip).
     pub stored: StoredBatch<'a>,
     /// When flagstream accepted it (Unix ms).
     pub received_at_ms: u64,

@@ -19,9 +19,10 @@ use super::kind::{AnyKind, BuildContext};
 use super::options::OptionMap;
 use super::secrets::{self, Redaction};
 use super::{
-    eventhubs, file, kafka, kinesis, log, mparticle, postgres, pubsub, s3, segment, webhook,
+    eventhubs, file, kafka, kinesis, launchdarkly, log, mparticle, postgres, pubsub, s3, segment,
+    webhook,
 };
-use super::{DestError, Destination, DestinationSpec};
+use super::{DestError, Destination, DestinationSpec, EnvironmentKeys};
 
 /// Every destination type, in `--help` order.
 pub static KINDS: &[&dyn AnyKind] = &[
@@ -37,6 +38,7 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &webhook::WebhookKind::<false>,
     &segment::SegmentKind,
     &mparticle::MParticleKind,
+    &launchdarkly::LaunchDarklyKind,
 ];
 
 /// The kind for `scheme`.
@@ -103,12 +105,33 @@ pub async fn build(
     data_dir: &Path,
     secret: &std::collections::BTreeSet<String>,
 ) -> Result<Arc<dyn Destination>, DestError> {
+    build_with_keys(
+        spec,
+        name,
+        schema,
+        data_dir,
+        secret,
+        &EnvironmentKeys::default(),
+    )
+    .await
+}
+
+/// [`build`], with the `--environment` keys for destinations that forward with them.
+pub async fn build_with_keys(
+    spec: &mut DestinationSpec,
+    name: &str,
+    schema: Option<Schema>,
+    data_dir: &Path,
+    secret: &std::collections::BTreeSet<String>,
+    environment_keys: &EnvironmentKeys,
+) -> Result<Arc<dyn Destination>, DestError> {
     let kind = find(&spec.scheme).ok_or_else(|| spec.error(unknown_scheme(&spec.scheme)))?;
     let context = BuildContext {
         name: name.to_string(),
         schema: schema.unwrap_or_else(|| kind.default_schema()),
         data_dir: data_dir.to_path_buf(),
         source: spec.source.clone(),
+        environment_keys: environment_keys.clone(),
     };
     let options = OptionMap::new(
         kind.scheme(),

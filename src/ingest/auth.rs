@@ -10,6 +10,8 @@ use std::sync::Arc;
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
+use crate::event::stored;
+
 use super::environments::Environments;
 use super::error::IngestError;
 use super::routes::Credential;
@@ -44,6 +46,19 @@ pub fn authenticate(
     environments
         .lookup(Some(key))
         .ok_or_else(|| IngestError::Unauthorized("unknown credential".to_string()))
+}
+
+/// The fingerprint ([`stored::credential_fingerprint`]) of the key a request presented in a
+/// header, stored in place of the key so that a forwarding destination can find the same key
+/// in the configuration at send time. Empty for path ids (public, and kept in the stored
+/// path) and when no readable key was sent (open mode accepts those).
+pub fn credential_fingerprint(credential: &Credential, headers: &HeaderMap) -> String {
+    let key = match credential {
+        Credential::PathId(_) => None,
+        Credential::SdkKey => sdk_key(headers).ok().flatten(),
+        Credential::ApiKey => api_key(headers).ok().flatten(),
+    };
+    key.map(stored::credential_fingerprint).unwrap_or_default()
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, IngestError> {

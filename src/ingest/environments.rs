@@ -120,6 +120,14 @@ impl Environments {
         self.by_credential.get(credential?).cloned()
     }
 
+    /// Every configured `(credential, environment)` pair (for forwarding destinations, which
+    /// need the environment's keys at send time).
+    pub fn credentials(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.by_credential
+            .iter()
+            .map(|(key, name)| (key.as_str(), &**name))
+    }
+
     /// Every environment name, in configuration order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.names.iter().map(|name| &**name)

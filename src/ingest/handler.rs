@@ -26,12 +26,12 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::event::stored::{encode_header, StoredMeta};
+use crate::event::stored::{encode_header, RequestMeta, StoredMeta};
 use crate::event::{self, InboundFormat, InstanceId};
 use crate::metrics as m;
 use crate::wal::{AppendReceipt, AppendRequest, Wal, WalError};
 
-use super::auth::authenticate;
+use super::auth::{authenticate, credential_fingerprint};
 use super::body::{self, Encoding};
 use super::connection::{ConnectionLimits, Connections};
 use super::dedupe::PayloadIds;
@@ -219,6 +219,15 @@ impl Ingest {
             }
         }
 
+        // What an upstream forwarder needs to replay the request (never the key itself).
+        let credential = credential_fingerprint(&route.credential, &parts.headers);
+        let request_meta = RequestMeta {
+            path: parts.uri.path(),
+            credential: &credential,
+            user_agent: header_text(&parts.headers, header::USER_AGENT.as_str()).unwrap_or(""),
+            ld_user_agent: header_text(&parts.headers, "x-launchdarkly-user-agent").unwrap_or(""),
+            wrapper: header_text(&parts.headers, "x-launchdarkly-wrapper").unwrap_or(""),
+        };
         let meta = StoredMeta {
             format: Some(route.format),
             instance_id: Some(self.instance_id),
@@ -230,6 +239,7 @@ impl Ingest {
             user_agent: header_text(&parts.headers, "x-launchdarkly-user-agent")
                 .or_else(|| header_text(&parts.headers, header::USER_AGENT.as_str()))
                 .unwrap_or(""),
+            request: request_meta,
         };
         let mut header = Vec::with_capacity(64);
         encode_header(&meta, &mut header);
@@ -552,6 +562,13 @@ mod tests {
         assert_eq!(stored.tags, Some("application-id/web"));
         assert_eq!(stored.user_agent, Some("PythonClient/9.18.2"));
         assert_eq!(stored.body, BULK.as_bytes(), "stored byte for byte");
+        assert_eq!(stored.request.path, "/bulk");
+        assert_eq!(stored.request.user_agent, "PythonClient/9.18.2");
+        assert_eq!(
+            stored.request.credential,
+            stored::credential_fingerprint("sdk-1")
+        );
+        assert!(!payload.windows(5).any(|w| w == b"sdk-1"), "key not stored");
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ mod kinesis_e2e;
 mod kinesis_kinesalite;
 mod kinesis_moto;
 mod kinesis_replay;
+mod launchdarkly;
 mod mparticle;
 mod numbers;
 mod object_readers;

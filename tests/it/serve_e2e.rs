@@ -628,26 +628,16 @@ async fn restart_with_a_backlog_resumes_where_it_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_launchdarkly_python_sdk_delivers_every_event_to_the_file_destination() {
-    let python = ld_python();
     let data = tempfile::tempdir().unwrap();
     // Every kind, including `index` and `summary` (withheld by the default filter).
     let (server, export) = start_with(&data, "&kinds=all", &[]).await;
-    let users = 50;
-    let output = Command::new(python)
-        .arg(fixture("ld_sdk_driver.py"))
-        .arg(format!("http://{}", server.ingest))
-        .arg(SDK_KEY)
-        .arg(fixture("ld_flags.json"))
-        .arg(users.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "SDK driver failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    let users: u64 = 50;
+    let sent = run_ld_sdk(
+        &format!("http://{}", server.ingest),
+        SDK_KEY,
+        users as usize,
+        false,
     );
-    let sent: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(sent["feature"], 2 * users);
 
     server.wait_delivered(TIMEOUT).await;

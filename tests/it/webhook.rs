@@ -57,11 +57,13 @@ async fn go_feature_flag_envelope_signed_gzipped_with_auth_and_custom_headers() 
         assert_eq!(header(request, "x-team"), "flags");
         assert_eq!(header(request, "authorization"), "Bearer hook-token-1");
         assert!(!header(request, "idempotency-key").is_empty());
+        // The signature covers the gzipped bytes on the wire, not the decoded body.
         let expected = format!(
             "sha256={}",
-            hmac_sha256_hex(SECRET.1.as_bytes(), &request.body)
+            hmac_sha256_hex(SECRET.1.as_bytes(), &request.wire_body)
         );
         assert_eq!(header(request, "x-hub-signature-256"), expected);
+        assert_ne!(request.wire_body, request.body, "gzipped on the wire");
         let body: Value = serde_json::from_slice(&request.body).unwrap();
         let meta = body["meta"].as_object().unwrap();
         assert!(

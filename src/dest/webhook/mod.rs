@@ -16,7 +16,7 @@
 //! | `header.NAME` | an extra header (repeatable) | — |
 //! | `meta.NAME` | an extra `meta` field of the `gofeatureflag` envelope (`meta.hostname` replaces the host name) | — |
 //! | `token` / `username`, `password` | `Authorization: Bearer …` / `Basic …` | none |
-//! | `gzip` | gzip the body (`Content-Encoding: gzip`; the signature covers the uncompressed body) | `false` |
+//! | `gzip` | gzip the body (`Content-Encoding: gzip`; the signature covers the gzipped bytes sent) | `false` |
 //! | `max_bytes` | largest request body; bigger events are dead-lettered | `4MiB` |
 //! | `timeout` | per-request timeout | `30s` |
 //!
@@ -25,8 +25,9 @@
 //! 1. One batch = one request; it is delivered only on a 2xx answer.
 //! 2. Every request carries `Idempotency-Key: <batch id>`: a batch re-sent after a retry or a
 //!    crash has the same id (and the same body), so the receiver can deduplicate.
-//! 3. The signature is computed over exactly the body bytes before optional gzip, after
-//!    everything else is final, and the secret never appears in logs or reasons.
+//! 3. The signature is computed over exactly the body bytes on the wire (after the optional
+//!    gzip: receivers verify the raw request body before decoding it, as GitHub documents and
+//!    go-feature-flag's receivers do), and the secret never appears in logs or reasons.
 
 mod body;
 mod config;
@@ -46,7 +47,7 @@ pub use config::{BodyFormat, WebhookConfig, WebhookOptions};
 use super::http::HttpClient;
 use super::kind::{BuildContext, DestinationKind};
 use super::secrets::Secret;
-use super::{Batch, BatchLimits, DestError, Destination, SendOutcome};
+use super::{Batch, BatchLimits, DestError, Destination, Failure, SendOutcome};
 use crate::event::Schema;
 
 /// The signature header GitHub and go-feature-flag use.
@@ -183,35 +184,43 @@ impl WebhookDestination {
         body::envelope_bytes(self.format, &self.meta())
     }
 
-    /// The body and headers of `batch`'s request.
-    fn request(&self, batch: &Batch) -> Result<(HeaderMap, Bytes), String> {
+    /// The headers and wire body of `batch`'s request, signed over the bytes sent.
+    fn request(&self, batch: &Batch) -> Result<(HeaderMap, Bytes), Failure> {
         let mut body = Vec::with_capacity(batch.payload_bytes() + batch.items.len() + 256);
         write_body(self.format, &self.meta(), &batch.items, &mut body);
         let mut headers = self.headers.clone();
-        let key = HeaderValue::from_str(&batch.id)
-            .map_err(|_| format!("batch id `{}` is not a valid header value", batch.id))?;
+        let invalid = |reason: String| Failure::permanent(format!("{}: {reason}", self.url));
+        let key = HeaderValue::from_str(&batch.id).map_err(|_| {
+            invalid(format!(
+                "batch id `{}` is not a valid header value",
+                batch.id
+            ))
+        })?;
         headers.insert(HeaderName::from_static(IDEMPOTENCY_KEY), key);
+        let wire = self
+            .client
+            .encode(Bytes::from(body), &mut headers, &self.url)?;
         if let Some(secret) = &self.secret {
-            let signed = signature(secret.expose().as_bytes(), &body);
-            let value = HeaderValue::from_str(&signed).map_err(|err| err.to_string())?;
+            let signed = signature(secret.expose().as_bytes(), &wire);
+            let value = HeaderValue::from_str(&signed).map_err(|err| invalid(err.to_string()))?;
             headers.insert(HeaderName::from_static(SIGNATURE_HEADER), value);
         }
-        Ok((headers, Bytes::from(body)))
+        Ok((headers, wire))
     }
 
     async fn send_batch(&self, batch: &Batch) -> SendOutcome {
-        let (headers, body) = match self.request(batch) {
-            Ok(request) => request,
-            Err(reason) => {
-                return SendOutcome::failed(
-                    super::FailureClass::Permanent,
-                    format!("{}: {reason}", self.url),
-                )
+        let sent = match self.request(batch) {
+            Ok((headers, wire)) => {
+                self.client
+                    .send_encoded(http::Method::POST, &self.url.0, headers, wire, &self.url)
+                    .await
             }
+            Err(failure) => Err(failure),
         };
-        self.client
-            .post_batch(&self.url.0, headers, body, &self.url)
-            .await
+        match sent {
+            Ok(_) => SendOutcome::Delivered,
+            Err(failure) => SendOutcome::Failed(failure),
+        }
     }
 }
 

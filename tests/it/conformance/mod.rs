@@ -19,6 +19,7 @@
 
 pub mod eventhubs;
 pub mod kafka;
+pub mod launchdarkly;
 pub mod mparticle;
 pub mod postgres_target;
 pub mod s3;
@@ -411,7 +412,7 @@ macro_rules! conformance {
     ($module:ident, $start:path, [$($check:ident),+ $(,)?]) => {
         mod $module {
             #[allow(unused_imports)]
-            use super::{mparticle, segment, targets, webhook};
+            use super::{launchdarkly, mparticle, segment, targets, webhook};
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
@@ -452,3 +453,12 @@ conformance!(
     [exactly_once, outage, resent_batch]
 );
 conformance!(eventhubs_standin, targets::EventHubs::standin);
+// `missing_target` and `resent_batch` count delivered and dead-lettered *events*; a
+// raw-records destination counts records. Their record-level equivalents (404/401 are
+// permanent with the reason; a re-send is deduplicated on the payload id) are in
+// `tests/it/launchdarkly.rs`.
+conformance!(
+    launchdarkly_events,
+    launchdarkly::LaunchDarkly::start,
+    [exactly_once, outage]
+);

@@ -51,6 +51,7 @@ pub async fn append_events(wal: &Wal, events: &[String]) -> u64 {
             payload_id: "",
             tags: "",
             user_agent: "delivery-test",
+            request: Default::default(),
         },
         &mut header,
     );

@@ -81,6 +81,9 @@ pub enum Fault {
     Status(u16, Option<u64>),
     /// Wait this long, then answer by the contract.
     Delay(Duration),
+    /// Answer by the contract (keeping what it accepts), but send this status instead: the
+    /// vendor kept the request, the sender believes it failed (a lost answer).
+    LostAnswer(u16),
 }
 
 struct State {
@@ -247,6 +250,10 @@ async fn handle(state: &State, request: hyper::Request<Incoming>) -> hyper::Resp
             tokio::time::sleep(delay).await;
             answer_by_contract(state, &received)
         }
+        Some(Fault::LostAnswer(status)) => {
+            answer_by_contract(state, &received);
+            Answer::new(status, r#"{"error":"injected after accepting"}"#)
+        }
         None => answer_by_contract(state, &received),
     };
     state
@@ -318,9 +325,10 @@ impl Contract for WebhookContract {
             }
         }
         if let Some(secret) = &self.secret {
+            // Over the raw request body, before any decoding, as GitHub documents it.
             let expected = format!(
                 "sha256={}",
-                hmac_sha256_hex(secret.as_bytes(), &request.body)
+                hmac_sha256_hex(secret.as_bytes(), &request.wire_body)
             );
             if header("x-hub-signature-256") != expected {
                 return Answer::new(401, r#"{"error":"bad signature"}"#);

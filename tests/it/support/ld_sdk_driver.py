@@ -1,10 +1,11 @@
 """Drive the real LaunchDarkly Python server SDK against a flagstream.
 
-Usage: ld_sdk_driver.py EVENTS_URI SDK_KEY FLAGS_JSON USERS
+Usage: ld_sdk_driver.py EVENTS_URI SDK_KEY FLAGS_JSON USERS [diagnostics]
 
 Evaluates two flags per user (both with trackEvents, so every evaluation becomes a full
 feature event), tracks one custom event and identifies each user, then flushes and closes.
 Prints one JSON line with what it did, for the Rust test to compare with the export.
+With `diagnostics`, the SDK also sends its diagnostic payloads (`/diagnostic`).
 """
 import json
 import sys
@@ -17,12 +18,13 @@ from ldclient.integrations import Files
 
 def main():
     events_uri, sdk_key, flags_path, users = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    diagnostics = sys.argv[5:] == ["diagnostics"]
     config = Config(
         sdk_key,
         update_processor_class=Files.new_data_source(paths=[flags_path], auto_update=False),
         send_events=True,
         events_uri=events_uri,
-        diagnostic_opt_out=True,
+        diagnostic_opt_out=not diagnostics,
         flush_interval=0.2,
         events_max_pending=100000,
     )

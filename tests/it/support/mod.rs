@@ -6,6 +6,7 @@
 //! * [`eventhubs`]: an AMQP 1.0 Event Hubs stand-in (Qpid Proton) behind a gate.
 //! * [`http_receivers`]: in-process stand-ins of vendors' HTTP servers (webhook, Segment,
 //!   mParticle).
+//! * [`ld_events`]: LaunchDarkly's events service (in-process) and a recording proxy.
 //! * [`delivery`]: a real WAL plus simulated remote targets for the delivery engine tests.
 //! * [`wal`]: a fault-injecting `WalIo`, deterministic payloads, small options.
 //! * [`wal_fuzz`], [`event_fuzz`]: the fuzz targets' bodies, shared with `fuzz/` so the same
@@ -20,6 +21,7 @@ pub mod event_fuzz;
 pub mod eventhubs;
 pub mod http_receivers;
 pub mod kafka;
+pub mod ld_events;
 pub mod postgres;
 pub mod serve;
 pub mod wal;

@@ -288,6 +288,29 @@ pub fn ld_python() -> PathBuf {
     python
 }
 
+/// Run the LaunchDarkly Python SDK (`ld_sdk_driver.py`) against `events_uri` with `sdk_key`
+/// for `users` users (plus its diagnostic payloads with `diagnostics`); panics unless it
+/// succeeded. Returns what it reports having sent.
+pub fn run_ld_sdk(events_uri: &str, sdk_key: &str, users: usize, diagnostics: bool) -> Value {
+    let mut command = Command::new(ld_python());
+    command
+        .arg(fixture("ld_sdk_driver.py"))
+        .args([events_uri, sdk_key])
+        .arg(fixture("ld_flags.json"))
+        .arg(users.to_string());
+    if diagnostics {
+        command.arg("diagnostics");
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "SDK driver failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 /// Path of a file shipped next to the tests.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
