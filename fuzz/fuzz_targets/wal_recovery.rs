@@ -1,5 +1,5 @@
 //! Arbitrary bytes as a segment file, fed to recovery, the reader and `wal verify`.
-//! Run: `cd fuzz && cargo +nightly fuzz run wal_recovery`. The harness is shared with the
+//! Run: `scripts/fuzz.sh wal_recovery SECONDS`. The harness is shared with the
 //! `wal_fuzz_harness` test so the same properties run on stable in CI.
 #![no_main]
 

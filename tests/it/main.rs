@@ -6,6 +6,7 @@
 mod support;
 
 mod conformance;
+mod cursor_fuzz_harness;
 mod delivery_engine;
 mod delivery_restart;
 mod disk_full;
@@ -14,8 +15,10 @@ mod event_golden;
 mod event_ids;
 mod event_props;
 mod event_schemas;
+mod fuzz_regressions;
 mod harness;
 mod hostile_clients;
+mod ingest_fuzz_harness;
 mod kafka;
 mod kinesis_e2e;
 mod kinesis_kinesalite;

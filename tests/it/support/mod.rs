@@ -7,16 +7,18 @@
 //!   mParticle).
 //! * [`delivery`]: a real WAL plus simulated remote targets for the delivery engine tests.
 //! * [`wal`]: a fault-injecting `WalIo`, deterministic payloads, small options.
-//! * [`wal_fuzz`], [`event_fuzz`]: the fuzz targets' bodies, shared with `fuzz/` so the same
+//! * [`wal_fuzz`], [`event_fuzz`], [`ingest_fuzz`], [`cursor_fuzz`]: the fuzz targets' bodies, shared with `fuzz/` so the same
 //!   properties also run under proptest on stable Rust.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub mod cloud;
+pub mod cursor_fuzz;
 pub mod delivery;
 pub mod event_fuzz;
 pub mod http_receivers;
+pub mod ingest_fuzz;
 pub mod kafka;
 pub mod postgres;
 pub mod serve;
