@@ -748,15 +748,21 @@ mod tests {
     #[test]
     fn a_position_past_the_end_of_its_record_consumes_it() {
         for event in [2, 3, 7] {
-            let mut batcher =
-                Batcher::new("d", Schema::LaunchDarkly, limits(10, 1000), pos(5, event), None);
+            let mut batcher = Batcher::new(
+                "d",
+                Schema::LaunchDarkly,
+                limits(10, 1000),
+                pos(5, event),
+                None,
+            );
             assert_eq!(batcher.begin_record(5, 2), None, "position (5, {event})");
             assert_eq!(batcher.position(), pos(6, 0));
             let events: Vec<Option<Vec<u8>>> = (0..3).map(|_| Some(b"r".to_vec())).collect();
             feed_record(&mut batcher, 6, &events);
             batcher.cut_lingering();
             let cuts = drain(&mut batcher);
-            let positions: Vec<Position> = cuts.iter().flat_map(|cut| cut.positions.clone()).collect();
+            let positions: Vec<Position> =
+                cuts.iter().flat_map(|cut| cut.positions.clone()).collect();
             assert_eq!(positions, vec![pos(6, 0), pos(6, 1), pos(6, 2)]);
         }
     }

@@ -45,5 +45,8 @@ fn every_kept_crash_input_passes_its_harness() {
         })
         + replay("event_decode", |data, _| event_fuzz::run(data))
         + replay("wal_recovery", wal_fuzz::run);
-    assert!(replayed >= 1, "no regression inputs found under tests/fuzz_regressions");
+    assert!(
+        replayed >= 1,
+        "no regression inputs found under tests/fuzz_regressions"
+    );
 }

@@ -25,19 +25,25 @@ const BODIES: [&str; 5] = [
 
 #[test]
 fn every_route_method_and_encoding_with_valid_bodies() {
-    let headers = b"x-launchdarkly-payload-id: abc\nx-launchdarkly-event-schema: 4\nx-api-key: sdk-key";
+    let headers =
+        b"x-launchdarkly-payload-id: abc\nx-launchdarkly-event-schema: 4\nx-api-key: sdk-key";
     let mut statuses = std::collections::BTreeMap::new();
     for body in BODIES {
         for path in 0..14u8 {
             for flags in 0..=255u8 {
                 let status = fuzz_harness::run(&input(flags, path, headers, body.as_bytes()));
-                *statuses.entry(status.map(|status| status.as_u16())).or_insert(0) += 1;
+                *statuses
+                    .entry(status.map(|status| status.as_u16()))
+                    .or_insert(0) += 1;
             }
         }
     }
     // The inputs reach acceptance and every kind of refusal, not only the first check.
     for status in [200, 202, 204, 400, 401, 404, 405] {
-        assert!(statuses.contains_key(&Some(status)), "no {status}: {statuses:?}");
+        assert!(
+            statuses.contains_key(&Some(status)),
+            "no {status}: {statuses:?}"
+        );
     }
 }
 

@@ -178,7 +178,13 @@ fn cover_log_once(wal: &Wal, loaded: DeliveryCursor, max_items: usize) {
         max_items,
         ..BatchLimits::default()
     };
-    let mut batcher = Batcher::new(NAME, Schema::LaunchDarkly, limits, loaded.acked, loaded.plan);
+    let mut batcher = Batcher::new(
+        NAME,
+        Schema::LaunchDarkly,
+        limits,
+        loaded.acked,
+        loaded.plan,
+    );
     let mut reader = wal.reader(loaded.acked.seq);
     let mut offered = Vec::new();
     while let Some(record) = reader.try_next().unwrap() {
@@ -210,16 +216,30 @@ fn cover_log_once(wal: &Wal, loaded: DeliveryCursor, max_items: usize) {
     let mut items = Vec::new();
     let mut previous_end: Option<Position> = None;
     while let Some(cut) = batcher.pop_ready() {
-        assert!(cut.start < cut.end, "empty span {:?}..{:?}", cut.start, cut.end);
+        assert!(
+            cut.start < cut.end,
+            "empty span {:?}..{:?}",
+            cut.start,
+            cut.end
+        );
         if let Some(end) = previous_end {
             assert_eq!(cut.start, end, "spans not contiguous");
         }
         previous_end = Some(cut.end);
-        assert!(cut.positions.iter().all(|p| cut.start <= *p && *p < cut.end));
+        assert!(cut
+            .positions
+            .iter()
+            .all(|p| cut.start <= *p && *p < cut.end));
         items.extend(cut.positions);
     }
-    assert_eq!(items, offered, "every event offered is batched once, in order");
+    assert_eq!(
+        items, offered,
+        "every event offered is batched once, in order"
+    );
     for position in &offered {
-        assert!(*position >= loaded.acked, "an acked event was offered again");
+        assert!(
+            *position >= loaded.acked,
+            "an acked event was offered again"
+        );
     }
 }

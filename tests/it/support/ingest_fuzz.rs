@@ -130,7 +130,9 @@ fn build(data: &[u8]) -> Option<Built> {
         // The pixel's body travels base64 in `d`; the raw bytes when they are valid query text.
         use base64::Engine;
         let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw_body);
-        let raw_query = std::str::from_utf8(raw_body).ok().filter(|_| flags & 8 != 0);
+        let raw_query = std::str::from_utf8(raw_body)
+            .ok()
+            .filter(|_| flags & 8 != 0);
         uri += &raw_query.map_or(format!("?d={encoded}"), |query| format!("?{query}"));
     }
     let pixel = path.ends_with(".gif");
@@ -199,7 +201,9 @@ fn request(built: &Built) -> Option<Request<Full<Bytes>>> {
     for (name, value) in &built.headers {
         builder = builder.header(name, value);
     }
-    builder.body(Full::new(Bytes::from(built.body.clone()))).ok()
+    builder
+        .body(Full::new(Bytes::from(built.body.clone())))
+        .ok()
 }
 
 thread_local! {
