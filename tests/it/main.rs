@@ -35,6 +35,7 @@ mod segment;
 mod serve_crash;
 mod serve_e2e;
 mod serve_faults;
+mod serve_kill9_loop;
 mod wal_crash;
 mod wal_faults;
 mod wal_fuzz_harness;
