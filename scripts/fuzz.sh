@@ -16,6 +16,8 @@
 #   Panics, overflow checks (`-a`, debug assertions on) and the harnesses' own assertions are
 #   what finds bugs here.
 # * release (`-O`) with debug assertions (`-a`): integer overflow panics instead of wrapping.
+#   fuzz/Cargo.toml optimises only the crates the targets run (flagstream, simd-json, …) and
+#   builds the cloud SDKs at opt-level 0, which no target reaches: a much shorter first build.
 # * its own target dir (FUZZ_TARGET_DIR, default /work/target-fuzz or fuzz/target): the
 #   instrumented build shares nothing with normal builds; the first one is long because the
 #   fuzz crate links the whole library (rdkafka, AWS, GCP clients).

@@ -741,10 +741,10 @@ mod tests {
         assert_eq!(cut.batch.id, batch_id("d", pos(5, 2), pos(5, 3)));
     }
 
-    /// Found by the `cursor_file` fuzz target: a cursor position at or past the last event of
-    /// its record (never written by us, but a checksummed slot can say so) made the batcher
-    /// offer that record's events again under the next record's positions, and then skip
-    /// as many events of the next record.
+    /// Found with the `cursor_file` fuzz target's batcher property: a cursor position at or
+    /// past the last event of its record (never written by us, but a checksummed slot can say
+    /// so) made the batcher offer that record's events again under the next record's
+    /// positions, and then skip as many events of the next record.
     #[test]
     fn a_position_past_the_end_of_its_record_consumes_it() {
         for event in [2, 3, 7] {
