@@ -3,7 +3,7 @@
 //! destination. The file destination re-cuts every batch identically after a crash and
 //! overwrites it, so it must show none; Kinesis cannot deduplicate a re-sent record and may.
 //!
-//! Cycles: `FLAGSTREAM_KILL9_CYCLES` (default 12, about 30 s in CI; docs/reliability.md records
+//! Cycles: `FLAGSTREAM_KILL9_CYCLES` (default 12, about 40 s in CI; docs/reliability.md records
 //! a run of 50).
 
 use std::collections::BTreeMap;
