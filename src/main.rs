@@ -224,7 +224,9 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
     }
     let wal_options = config.wal.clone();
     let started = std::time::Instant::now();
-    let wal = tokio::task::spawn_blocking(move || Wal::open(wal_options))
+    // OsIo, unless a test sets the fault hook (flagstream::wal::io::from_env).
+    let wal_io = flagstream::wal::io::from_env().context("the WAL's test hook")?;
+    let wal = tokio::task::spawn_blocking(move || Wal::open_with_io(wal_options, wal_io))
         .await
         .context("WAL recovery task")?
         .context("opening the write-ahead log")?;

@@ -1,5 +1,5 @@
 //! Arbitrary bytes as an inbound body for every format, fed to validation, decoding and every
-//! output schema. Run: `cd fuzz && cargo +nightly fuzz run event_decode`. The harness is shared
+//! output schema. Run: `scripts/fuzz.sh event_decode SECONDS`. The harness is shared
 //! with the `event_fuzz_harness` test so the same properties run on stable in CI.
 #![no_main]
 

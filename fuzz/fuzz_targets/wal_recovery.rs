@@ -1,5 +1,5 @@
 //! Arbitrary bytes as a segment file, fed to recovery, the reader and `wal verify`.
-//! Run: `cd fuzz && cargo +nightly fuzz run wal_recovery`. The harness is shared with the
+//! Run: `scripts/fuzz.sh wal_recovery SECONDS`. The harness is shared with the
 //! `wal_fuzz_harness` test so the same properties run on stable in CI.
 #![no_main]
 
@@ -8,7 +8,8 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../../tests/it/support/wal_fuzz.rs"]
 mod harness;
 
+mod scratch;
+
 fuzz_target!(|data: &[u8]| {
-    let scratch = std::env::temp_dir().join(format!("flagstream-fuzz-{}", std::process::id()));
-    harness::run(data, &scratch);
+    harness::run(data, &scratch::dir("flagstream-fuzz"));
 });

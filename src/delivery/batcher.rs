@@ -215,7 +215,8 @@ impl Batcher {
 
     /// Start consuming record `seq` holding `event_count` events. Returns the first event index
     /// to offer (non-zero when resuming inside a partly acked record), or `None` when the record
-    /// lies entirely before the current position (already consumed) and must be ignored.
+    /// lies entirely before the current position, or the position is at or past its last event
+    /// (already consumed), and must be ignored.
     pub fn begin_record(&mut self, seq: u64, event_count: u32) -> Option<u32> {
         if seq < self.position.seq {
             return None;
@@ -228,11 +229,14 @@ impl Batcher {
         self.record_events = event_count;
         self.at_cut_point();
         if self.position.event >= event_count && event_count > 0 {
-            // Resumed exactly at the end of this record.
+            // Resumed at (or, from a cursor not written by us, past) the end of this record:
+            // it is consumed. Offering its events would give them the next record's positions.
             self.position = Position {
                 seq: seq + 1,
                 event: 0,
             };
+            self.record_seq = None;
+            return None;
         }
         Some(self.position.event)
     }
@@ -735,6 +739,32 @@ mod tests {
         assert_eq!(cut.positions, vec![pos(5, 2), pos(5, 3)]);
         assert_eq!(cut.start, pos(5, 2));
         assert_eq!(cut.batch.id, batch_id("d", pos(5, 2), pos(5, 3)));
+    }
+
+    /// Found with the `cursor_file` fuzz target's batcher property: a cursor position at or
+    /// past the last event of its record (never written by us, but a checksummed slot can say
+    /// so) made the batcher offer that record's events again under the next record's
+    /// positions, and then skip as many events of the next record.
+    #[test]
+    fn a_position_past_the_end_of_its_record_consumes_it() {
+        for event in [2, 3, 7] {
+            let mut batcher = Batcher::new(
+                "d",
+                Schema::LaunchDarkly,
+                limits(10, 1000),
+                pos(5, event),
+                None,
+            );
+            assert_eq!(batcher.begin_record(5, 2), None, "position (5, {event})");
+            assert_eq!(batcher.position(), pos(6, 0));
+            let events: Vec<Option<Vec<u8>>> = (0..3).map(|_| Some(b"r".to_vec())).collect();
+            feed_record(&mut batcher, 6, &events);
+            batcher.cut_lingering();
+            let cuts = drain(&mut batcher);
+            let positions: Vec<Position> =
+                cuts.iter().flat_map(|cut| cut.positions.clone()).collect();
+            assert_eq!(positions, vec![pos(6, 0), pos(6, 1), pos(6, 2)]);
+        }
     }
 
     #[test]

@@ -29,9 +29,10 @@
 //! * **Usually exactly once** (3): batches are cut deterministically from the cursor; the one
 //!   non-deterministic cut (linger) is persisted as the cursor's plan before that batch is sent.
 //!   Batch ids are `<destination>-<first seq>.<event>-<last seq>.<event>`. Only the *oldest*
-//!   in-flight batch's plan fits in the cursor: if a crash hits while a younger batch that was
-//!   also cut by linger is in flight, that one may be re-cut differently and its events
-//!   delivered twice under another id (at least once still holds).
+//!   in-flight batch's plan fits in the cursor, so a linger-cut batch waits until it is the
+//!   oldest (younger batches in flight are always count or byte cuts, which a restart
+//!   reproduces). Destinations that overwrite by batch id (file, object stores) therefore
+//!   hold every event once after any crash; streams may hold a re-sent batch twice.
 //! * **Retry state survives restarts** (4): the oldest in-flight batch's attempts, next attempt
 //!   and first failure are part of the persisted cursor.
 //! * **A slow or dead destination never slows the others** (7): each destination has its own

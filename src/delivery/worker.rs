@@ -13,9 +13,11 @@
 //!   letters → persist the cursor (pwrite + fdatasync) → `collect_garbage`. A position is
 //!   persisted only after the dead letters of every event before it are durable, and segments
 //!   are freed only below a persisted cursor.
-//! * A batch cut by *linger* (the only non-deterministic cut) that is the oldest in flight is
-//!   not sent until its span is persisted as the cursor's plan, so after a crash it is re-cut
-//!   identically and overwrites rather than duplicates (file destination).
+//! * A batch cut by *linger* (the only non-deterministic cut) is not sent until it is the
+//!   oldest in flight and its span is persisted as the cursor's plan, so after a crash it is
+//!   re-cut identically and overwrites rather than duplicates (file destination). Count and
+//!   byte cuts are deterministic and go out concurrently; linger cuts happen only when traffic
+//!   is too light to fill batches, so waiting for the batch before costs little.
 //! * After a restart the oldest batch inherits the persisted retry state and waits for its
 //!   persisted next-attempt time; nothing else is sent before it ("a restart keeps backing
 //!   off instead of hammering").
@@ -390,9 +392,14 @@ impl Worker {
             return;
         }
         if let Some((ticket, cut)) = self.deferred.take() {
-            if self.persisted.plan == Some((cut.start, cut.end)) {
+            let span = (cut.start, cut.end);
+            if self.persisted.plan == Some(span) {
                 self.spawn_send(ticket, cut);
             } else {
+                // Became the oldest since it was deferred: persist its plan now.
+                if self.window.oldest_in_flight() == Some(span) {
+                    self.start_persist();
+                }
                 self.deferred = Some((ticket, cut));
                 return;
             }
@@ -416,12 +423,14 @@ impl Worker {
                 continue;
             }
             let span = (cut.start, cut.end);
-            if cut.reason == CutReason::Linger
-                && self.window.oldest_in_flight() == Some(span)
-                && self.persisted.plan != Some(span)
-            {
+            if cut.reason == CutReason::Linger && self.persisted.plan != Some(span) {
+                // Only the oldest batch's plan fits in the cursor, so a linger cut waits until
+                // it is the oldest and its plan is durable: a crash then re-cuts it
+                // identically instead of re-sending its events under another batch id.
                 self.deferred = Some((ticket, cut));
-                self.start_persist();
+                if self.window.oldest_in_flight() == Some(span) {
+                    self.start_persist();
+                }
                 return;
             }
             self.spawn_send(ticket, cut);

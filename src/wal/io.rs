@@ -8,12 +8,20 @@
 //!
 //! Reads, `open` of existing files and memory mapping are not behind the trait: they change
 //! nothing on disk.
+//!
+//! [`FailSegmentSyncs`] is the one fault kept in the library: the binary can be told to use it
+//! through a test-only environment variable ([`from_env`]), so the end-to-end tests can prove
+//! that a failed fdatasync stops the service and loses nothing acknowledged.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::WalError;
 
 /// File operations used by the WAL. Implementations must be thread-safe.
 pub trait WalIo: Send + Sync + fmt::Debug + 'static {
@@ -90,6 +98,81 @@ impl WalIo for OsIo {
     }
 }
 
+/// The environment variable of the test-only fault hook read by [`from_env`].
+pub const FAIL_SEGMENT_SYNCS_AFTER_ENV: &str = "FLAGSTREAM_TEST_FAIL_SEGMENT_SYNCS_AFTER";
+
+/// The [`WalIo`] `flagstream serve` uses: [`OsIo`], unless the test-only variable
+/// [`FAIL_SEGMENT_SYNCS_AFTER_ENV`] is set to a number N, in which case it is
+/// [`FailSegmentSyncs`] after N segment fdatasyncs. The hook lets the end-to-end tests drive
+/// the real binary into the fatal state a failing disk causes (fsyncgate); it is never set in
+/// production, and setting it is logged at WARN.
+pub fn from_env() -> Result<Arc<dyn WalIo>, WalError> {
+    let Some(value) = std::env::var_os(FAIL_SEGMENT_SYNCS_AFTER_ENV) else {
+        return Ok(Arc::new(OsIo));
+    };
+    let after = value
+        .to_str()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .ok_or_else(|| {
+            WalError::InvalidArgument(format!(
+                "{FAIL_SEGMENT_SYNCS_AFTER_ENV} = {value:?} must be a number of fdatasyncs"
+            ))
+        })?;
+    tracing::warn!(after, "TEST HOOK {FAIL_SEGMENT_SYNCS_AFTER_ENV} is set: segment fdatasyncs will fail after this many; never set it in production");
+    Ok(Arc::new(FailSegmentSyncs::new(after)))
+}
+
+/// [`OsIo`], except that after `after` successful fdatasyncs of segment files (`*.seg`) every
+/// further one fails with EIO without syncing, as a dying disk does. Cursor files and
+/// directories are synced normally. A test tool (see [`from_env`]).
+#[derive(Debug)]
+pub struct FailSegmentSyncs {
+    after: u64,
+    done: AtomicU64,
+}
+
+impl FailSegmentSyncs {
+    pub fn new(after: u64) -> Self {
+        FailSegmentSyncs {
+            after,
+            done: AtomicU64::new(0),
+        }
+    }
+}
+
+impl WalIo for FailSegmentSyncs {
+    fn allocate(&self, path: &Path, len: u64) -> io::Result<File> {
+        OsIo.allocate(path, len)
+    }
+    fn extend(&self, file: &File, path: &Path, len: u64) -> io::Result<()> {
+        OsIo.extend(file, path, len)
+    }
+    fn sync_data(&self, file: &File, path: &Path) -> io::Result<()> {
+        let segment = path.extension().is_some_and(|extension| extension == "seg");
+        if segment && self.done.fetch_add(1, Ordering::SeqCst) >= self.after {
+            return Err(io::Error::from_raw_os_error(
+                rustix::io::Errno::IO.raw_os_error(),
+            ));
+        }
+        OsIo.sync_data(file, path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        OsIo.sync_dir(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        OsIo.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        OsIo.remove_file(path)
+    }
+    fn write_at(&self, file: &File, path: &Path, buf: &[u8], offset: u64) -> io::Result<()> {
+        OsIo.write_at(file, path, buf, offset)
+    }
+    fn available_bytes(&self, dir: &Path) -> io::Result<u64> {
+        OsIo.available_bytes(dir)
+    }
+}
+
 /// Give `file` real blocks for `[from, to)`, growing it to at least `to` bytes.
 fn preallocate(file: &File, from: u64, to: u64) -> io::Result<()> {
     match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), from, to - from) {
@@ -134,5 +217,22 @@ mod tests {
             io::ErrorKind::AlreadyExists
         );
         assert!(OsIo.available_bytes(dir.path()).unwrap() > 0);
+    }
+
+    #[test]
+    fn fail_segment_syncs_fails_only_segment_syncs_after_the_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = FailSegmentSyncs::new(2);
+        let segment = dir.path().join("00000000000000000001.seg");
+        let cursor = dir.path().join("a.cur");
+        let segment_file = io.allocate(&segment, 4096).unwrap();
+        let cursor_file = io.allocate(&cursor, 4096).unwrap();
+        io.sync_data(&segment_file, &segment).unwrap();
+        io.sync_data(&segment_file, &segment).unwrap();
+        for _ in 0..3 {
+            let error = io.sync_data(&segment_file, &segment).unwrap_err();
+            assert_eq!(error.raw_os_error(), Some(libc::EIO));
+            io.sync_data(&cursor_file, &cursor).unwrap();
+        }
     }
 }

@@ -16,7 +16,7 @@ use support::*;
 
 const ITERATIONS: usize = 6;
 const CLIENTS: usize = 8;
-const EVENTS_PER_BODY: u64 = 100;
+pub(crate) const EVENTS_PER_BODY: u64 = 100;
 
 async fn start(data: &std::path::Path, export: &std::path::Path) -> Flagstream {
     Flagstream::builder(data.join("data"))
@@ -29,22 +29,32 @@ async fn start(data: &std::path::Path, export: &std::path::Path) -> Flagstream {
         .await
 }
 
-/// `CLIENTS` connections posting numbered bodies until stopped, recording each body number
+/// `clients` connections posting numbered bodies until stopped, recording each body number
 /// answered 202 in `acked`.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Load {
-    fn start(
+    pub(crate) fn start(
+        client: &reqwest::Client,
+        url: String,
+        next_body: &Arc<AtomicU64>,
+        acked: &Arc<Mutex<Vec<u64>>>,
+    ) -> Load {
+        Load::with_clients(CLIENTS, client, url, next_body, acked)
+    }
+
+    pub(crate) fn with_clients(
+        clients: usize,
         client: &reqwest::Client,
         url: String,
         next_body: &Arc<AtomicU64>,
         acked: &Arc<Mutex<Vec<u64>>>,
     ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
-        let workers = (0..CLIENTS)
+        let workers = (0..clients)
             .map(|_| {
                 let (client, url, stop) = (client.clone(), url.clone(), stop.clone());
                 let (next_body, acked) = (next_body.clone(), acked.clone());
@@ -72,7 +82,7 @@ impl Load {
         Load { stop, workers }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         for worker in self.workers {
             worker.await.unwrap();

@@ -315,6 +315,20 @@ impl Server {
         }
     }
 
+    /// Wait up to `timeout` for the server to exit by itself (e.g. after a fatal error); its
+    /// exit status, or `None` when it is still running (or was already stopped).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exit_status() {
+                self.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        None
+    }
+
     /// SIGTERM (an orderly shutdown) and wait up to `timeout` for the exit status; after
     /// that, SIGKILL and `None`. `None` too when the server was already stopped.
     pub async fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {

@@ -9,17 +9,19 @@
 //! * [`ld_events`]: LaunchDarkly's events service (in-process) and a recording proxy.
 //! * [`delivery`]: a real WAL plus simulated remote targets for the delivery engine tests.
 //! * [`wal`]: a fault-injecting `WalIo`, deterministic payloads, small options.
-//! * [`wal_fuzz`], [`event_fuzz`]: the fuzz targets' bodies, shared with `fuzz/` so the same
+//! * [`wal_fuzz`], [`event_fuzz`], [`ingest_fuzz`], [`cursor_fuzz`]: the fuzz targets' bodies, shared with `fuzz/` so the same
 //!   properties also run under proptest on stable Rust.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub mod cloud;
+pub mod cursor_fuzz;
 pub mod delivery;
 pub mod event_fuzz;
 pub mod eventhubs;
 pub mod http_receivers;
+pub mod ingest_fuzz;
 pub mod kafka;
 pub mod ld_events;
 pub mod postgres;

@@ -52,6 +52,12 @@ impl FlagstreamBuilder {
         self
     }
 
+    /// An environment variable for the server process (test hooks).
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.options = self.options.env(name, value);
+        self
+    }
+
     /// Start and wait until `/readyz` answers 200.
     pub async fn start(self) -> Flagstream {
         let server = self
@@ -100,6 +106,14 @@ impl Flagstream {
     /// SIGKILL: a crash, no chance to clean up.
     pub fn kill9(&mut self) {
         self.server.kill9();
+    }
+
+    /// Wait (bounded) for the process to exit by itself; its exit status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        self.server
+            .wait_exit(timeout)
+            .await
+            .unwrap_or_else(|| panic!("flagstream still running after {timeout:?}"))
     }
 
     /// SIGTERM and wait for the exit status (bounded).
