@@ -564,7 +564,12 @@ fn resident_under(dir: &Path) -> u64 {
             inside = line.contains(&prefix);
         } else if inside {
             if let Some(rest) = line.strip_prefix("Rss:") {
-                kib += rest.split_whitespace().next().unwrap().parse::<u64>().unwrap();
+                kib += rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap();
             }
         }
     }
@@ -585,7 +590,10 @@ async fn resident_memory_does_not_grow_with_the_backlog() {
         append(&wal, &payload).await;
     }
     let resident = resident_under(dir.path());
-    assert!(resident < 24 << 20, "writer keeps {resident} bytes resident");
+    assert!(
+        resident < 24 << 20,
+        "writer keeps {resident} bytes resident"
+    );
     // A reader going through the whole backlog keeps only a tail resident too.
     let mut reader = wal.reader(1);
     let mut count = 0;
@@ -595,6 +603,9 @@ async fn resident_memory_does_not_grow_with_the_backlog() {
     }
     assert_eq!(count, (64 << 20) / payload.len());
     let resident = resident_under(dir.path());
-    assert!(resident < 24 << 20, "reader keeps {resident} bytes resident");
+    assert!(
+        resident < 24 << 20,
+        "reader keeps {resident} bytes resident"
+    );
     wal.close().await.unwrap();
 }
