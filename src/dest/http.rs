@@ -124,6 +124,50 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// Send one request and return the answer whatever its status (REST APIs whose 404 or
+    /// 409 mean something, e.g. "table missing", "job already exists"); only transport
+    /// errors are failures. The request counts as failed in the metrics when [`classify`]
+    /// would fail it.
+    pub async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        target: &(dyn Display + Sync),
+    ) -> Result<HttpResponse, Failure> {
+        let sent = self
+            .client
+            .request(method, url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await;
+        let result = match sent {
+            Ok(response) => {
+                let status = response.status();
+                let headers = response.headers().clone();
+                match response.bytes().await {
+                    Ok(body) => Ok(HttpResponse {
+                        status,
+                        headers,
+                        body,
+                    }),
+                    Err(error) => Err(classify_transport_error(error, target)),
+                }
+            }
+            Err(error) => Err(classify_transport_error(error, target)),
+        };
+        self.requests.record(match &result {
+            Ok(response) if response.status.is_success() => RequestResult::Ok,
+            Ok(response) => RequestResult::Failed(classify_status_code(response.status.as_u16())),
+            Err(failure) => RequestResult::Failed(failure.class),
+        });
+        result
+    }
+}
+
 /// A vendor endpoint as reasons and logs name it: "Segment `https://…/v1/batch`".
 #[derive(Debug, Clone)]
 pub struct VendorUrl {

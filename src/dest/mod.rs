@@ -30,6 +30,7 @@
 //!    logs, `/v1/destinations` and `flagstream test-destination`, and never a secret.
 
 pub mod aws;
+pub mod bigquery;
 pub mod eventhubs;
 pub mod failure;
 pub mod file;

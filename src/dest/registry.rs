@@ -19,6 +19,7 @@ use super::kind::{AnyKind, BuildContext};
 use super::options::OptionMap;
 use super::secrets::{self, Redaction};
 use super::{file, kafka, kinesis, log, mparticle, postgres, pubsub, s3, segment, webhook};
+use super::bigquery;
 use super::{DestError, Destination, DestinationSpec};
 
 /// Every destination type, in `--help` order.
@@ -30,6 +31,7 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &kafka::KafkaKind,
     &s3::S3Kind,
     &postgres::PostgresKind,
+    &bigquery::BigQueryKind,
     &webhook::WebhookKind::<true>,
     &webhook::WebhookKind::<false>,
     &segment::SegmentKind,

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod bigquery;
 mod conformance;
 mod delivery_engine;
 mod delivery_restart;

@@ -17,6 +17,7 @@
 //! Adding a destination: implement [`Target`] in `targets.rs`, add a line to the list at the
 //! bottom of this file.
 
+pub mod bigquery;
 pub mod kafka;
 pub mod mparticle;
 pub mod postgres_target;
@@ -410,7 +411,7 @@ macro_rules! conformance {
     ($module:ident, $start:path, [$($check:ident),+ $(,)?]) => {
         mod $module {
             #[allow(unused_imports)]
-            use super::{mparticle, segment, targets, webhook};
+            use super::{bigquery, mparticle, segment, targets, webhook};
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
@@ -437,6 +438,11 @@ conformance!(s3_moto, targets::S3::moto);
 conformance!(
     postgres,
     targets::Postgres::start,
+    [exactly_once, missing_target, outage, resent_batch]
+);
+conformance!(
+    bigquery_emulator,
+    bigquery::BigQuery::start,
     [exactly_once, missing_target, outage, resent_batch]
 );
 conformance!(webhook_receiver, webhook::Webhook::start);

@@ -2,6 +2,7 @@
 //!
 //! * [`serve`]: start the real `flagstream serve` binary and talk to it over HTTP.
 //! * [`cloud`]: real stand-in servers (moto, kinesalite, the Pub/Sub emulator) and batches.
+//! * [`bigquery`], [`snowflake`]: bqemulator and fakesnow (warehouse stand-ins).
 //! * [`kafka`]: a tansu broker (Kafka protocol) behind a gate, and rdkafka read-back.
 //! * [`http_receivers`]: in-process stand-ins of vendors' HTTP servers (webhook, Segment,
 //!   mParticle).
@@ -13,6 +14,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub mod bigquery;
 pub mod cloud;
 pub mod delivery;
 pub mod event_fuzz;
