@@ -48,6 +48,7 @@ pub mod pubsub;
 pub mod raw;
 pub mod registry;
 pub mod s3;
+pub mod snowflake;
 pub mod secrets;
 pub mod segment;
 pub mod spec;

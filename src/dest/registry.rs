@@ -19,7 +19,7 @@ use super::kind::{AnyKind, BuildContext};
 use super::options::OptionMap;
 use super::secrets::{self, Redaction};
 use super::{file, kafka, kinesis, log, mparticle, postgres, pubsub, s3, segment, webhook};
-use super::bigquery;
+use super::{bigquery, snowflake};
 use super::{DestError, Destination, DestinationSpec};
 
 /// Every destination type, in `--help` order.
@@ -32,6 +32,7 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &s3::S3Kind,
     &postgres::PostgresKind,
     &bigquery::BigQueryKind,
+    &snowflake::SnowflakeKind,
     &webhook::WebhookKind::<true>,
     &webhook::WebhookKind::<false>,
     &segment::SegmentKind,

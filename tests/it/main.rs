@@ -32,6 +32,7 @@ mod secrets;
 mod segment;
 mod serve_crash;
 mod serve_e2e;
+mod snowflake;
 mod wal_crash;
 mod wal_faults;
 mod wal_fuzz_harness;

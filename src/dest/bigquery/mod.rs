@@ -180,6 +180,7 @@ impl BigQueryDestination {
         let url = self.urls.table(&table.name);
         let mut answer = self.api.call(Method::GET, &url, None, &what).await?;
         if answer.status == StatusCode::NOT_FOUND {
+            self.dataset_exists(&what).await?;
             let resource = tables::table_resource(table, &self.target.project);
             let created = self
                 .api
@@ -205,8 +206,21 @@ impl BigQueryDestination {
         }
     }
 
-    /// A failed `tables.get` / `tables.insert`: when the dataset itself is missing, say so
-    /// (emulators may answer those with a 500 rather than BigQuery's 404).
+    /// Fail permanently, naming the dataset, when it does not exist (checked before a
+    /// table is created: emulators answer a table insert into a missing dataset with 500).
+    async fn dataset_exists(&self, what: &str) -> Result<(), Failure> {
+        let dataset = self.api.call(Method::GET, &self.urls.dataset(), None, &what).await?;
+        match dataset.status {
+            StatusCode::NOT_FOUND => Err(Failure::permanent(format!(
+                "{} does not exist (create it; flagstream creates only its tables)",
+                self.target
+            ))),
+            status if status.is_success() => Ok(()),
+            _ => Err(api::failure(&dataset, &what)),
+        }
+    }
+
+    /// A failed `tables.get` / `tables.insert`: when the dataset itself is missing, say so.
     async fn missing_dataset_or(&self, failed: api::Answer, what: &str) -> Failure {
         let dataset = self.api.call(Method::GET, &self.urls.dataset(), None, &what).await;
         match dataset {

@@ -23,6 +23,7 @@ pub mod mparticle;
 pub mod postgres_target;
 pub mod s3;
 pub mod segment;
+pub mod snowflake;
 pub mod targets;
 pub mod webhook;
 
@@ -411,7 +412,7 @@ macro_rules! conformance {
     ($module:ident, $start:path, [$($check:ident),+ $(,)?]) => {
         mod $module {
             #[allow(unused_imports)]
-            use super::{bigquery, mparticle, segment, targets, webhook};
+            use super::{bigquery, mparticle, segment, snowflake, targets, webhook};
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
@@ -444,6 +445,11 @@ conformance!(
     bigquery_emulator,
     bigquery::BigQuery::start,
     [exactly_once, missing_target, outage, resent_batch]
+);
+conformance!(
+    snowflake_fakesnow,
+    snowflake::Snowflake::start,
+    [exactly_once, resent_batch]
 );
 conformance!(webhook_receiver, webhook::Webhook::start);
 conformance!(

@@ -22,6 +22,7 @@ pub mod http_receivers;
 pub mod kafka;
 pub mod postgres;
 pub mod serve;
+pub mod snowflake;
 pub mod wal;
 pub mod wal_fuzz;
 
