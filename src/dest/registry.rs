@@ -18,8 +18,8 @@ use crate::event::Schema;
 use super::kind::{AnyKind, BuildContext};
 use super::options::OptionMap;
 use super::secrets::{self, Redaction};
-use super::{file, kafka, kinesis, log, mparticle, postgres, pubsub, s3, segment, webhook};
 use super::{bigquery, snowflake};
+use super::{file, kafka, kinesis, log, mparticle, postgres, pubsub, s3, segment, webhook};
 use super::{DestError, Destination, DestinationSpec};
 
 /// Every destination type, in `--help` order.

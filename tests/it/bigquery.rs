@@ -42,7 +42,10 @@ async fn load_jobs_create_the_tables_and_land_rows_with_the_documented_types() {
     assert_eq!(dest.send(&batch("b", &rows)).await, SendOutcome::Delivered);
 
     let table = emulator.table("flags", "evaluation_events").await;
-    assert_eq!(table["timePartitioning"], json!({"type": "DAY", "field": "timestamp"}));
+    assert_eq!(
+        table["timePartitioning"],
+        json!({"type": "DAY", "field": "timestamp"})
+    );
     assert_eq!(table["clustering"]["fields"], json!(["flag_key"]));
     let fields = table["schema"]["fields"].as_array().unwrap();
     let field = |name: &str| fields.iter().find(|f| f["name"] == name).unwrap().clone();
@@ -106,19 +109,25 @@ async fn a_table_that_does_not_match_is_a_permanent_error_naming_the_column() {
         .map(|c| json!({"name": c.name, "type": "STRING", "mode": "NULLABLE"}))
         .collect();
     fields.retain(|f| f["name"] != "kind");
-    emulator.create_table("flags", "evaluation_events", json!(fields)).await;
+    emulator
+        .create_table("flags", "evaluation_events", json!(fields))
+        .await;
     let dest = destination(&emulator.url("flags", "")).await;
     let failure = failure_of(dest.send(&batch("b", &evaluations("m", 3))).await);
     assert_eq!(failure.class, FailureClass::Permanent);
     assert!(
-        failure.reason.contains("evaluation_events") && failure.reason.contains("`kind` is missing"),
+        failure.reason.contains("evaluation_events")
+            && failure.reason.contains("`kind` is missing"),
         "{}",
         failure.reason
     );
     // Every column STRING: the first typed column is named.
     let check = dest.check().await.unwrap_err().to_string();
     assert!(check.contains("evaluation_events"), "{check}");
-    assert_eq!(count(&emulator, "SELECT count(*) FROM flags.evaluation_events").await, 0);
+    assert_eq!(
+        count(&emulator, "SELECT count(*) FROM flags.evaluation_events").await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +136,11 @@ async fn a_missing_dataset_is_permanent_and_named() {
     let dest = destination(&emulator.url("no_such_dataset", "")).await;
     let failure = failure_of(dest.send(&batch("b", &evaluations("m", 1))).await);
     assert_eq!(failure.class, FailureClass::Permanent, "{}", failure.reason);
-    assert!(failure.reason.contains("no_such_dataset"), "{}", failure.reason);
+    assert!(
+        failure.reason.contains("no_such_dataset"),
+        "{}",
+        failure.reason
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,8 +166,14 @@ async fn an_outage_is_retriable_and_the_batch_lands_once_after_it() {
     let failure = failure_of(dest.send(&batch("b", &evaluations("o", 5))).await);
     assert!(failure.is_retriable(), "{}", failure.reason);
     emulator.restart();
-    assert_eq!(dest.send(&batch("b", &evaluations("o", 5))).await, SendOutcome::Delivered);
-    assert_eq!(count(&emulator, "SELECT count(*) FROM flags.evaluation_events").await, 5);
+    assert_eq!(
+        dest.send(&batch("b", &evaluations("o", 5))).await,
+        SendOutcome::Delivered
+    );
+    assert_eq!(
+        count(&emulator, "SELECT count(*) FROM flags.evaluation_events").await,
+        5
+    );
 }
 
 /// BigQuery's job-id contract for one dataset, as documented: `tables.get` / `tables.insert`,
@@ -173,7 +192,8 @@ struct JobIdContract {
 fn job_resource(id: &str, state: &str, failed: bool) -> String {
     let mut status = json!({"state": state});
     if failed {
-        status["errorResult"] = json!({"reason": "backendError", "message": "Backend error. Job aborted."});
+        status["errorResult"] =
+            json!({"reason": "backendError", "message": "Backend error. Job aborted."});
     }
     json!({"kind": "bigquery#job", "jobReference": {"projectId": PROJECT, "jobId": id}, "status": status})
         .to_string()
@@ -182,47 +202,81 @@ fn job_resource(id: &str, state: &str, failed: bool) -> String {
 /// The `jobId` in a multipart upload's metadata part.
 fn uploaded_job_id(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let metadata = text.split("\r\n\r\n").nth(1).unwrap().split("\r\n--").next().unwrap();
+    let metadata = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap()
+        .split("\r\n--")
+        .next()
+        .unwrap();
     let metadata: Value = serde_json::from_str(metadata).unwrap();
-    metadata["jobReference"]["jobId"].as_str().unwrap().to_string()
+    metadata["jobReference"]["jobId"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 impl Contract for JobIdContract {
     fn answer(&self, request: &Received, _accepted: &[Received]) -> Answer {
         let path = request.path.split('?').next().unwrap_or_default();
         let last = path.rsplit('/').next().unwrap_or_default().to_string();
-        match (request.method.as_str(), path.contains("/jobs"), path.ends_with("/tables")) {
+        match (
+            request.method.as_str(),
+            path.contains("/jobs"),
+            path.ends_with("/tables"),
+        ) {
             ("POST", true, _) => {
                 let id = uploaded_job_id(&request.body);
                 let mut jobs = self.jobs.lock().unwrap();
                 if jobs.contains_key(&id) {
                     let message = format!("Already Exists: Job {PROJECT}:US.{id}");
-                    return Answer::new(409, json!({"error": {"code": 409, "message": message,
+                    return Answer::new(
+                        409,
+                        json!({"error": {"code": 409, "message": message,
                         "errors": [{"domain": "global", "reason": "duplicate", "message": message}],
-                        "status": "ALREADY_EXISTS"}}).to_string());
+                        "status": "ALREADY_EXISTS"}})
+                        .to_string(),
+                    );
                 }
                 let failed = self.fail_first_job && jobs.is_empty();
                 jobs.insert(id.clone(), (failed, 0));
-                let state = if self.running_polls { "RUNNING" } else { "DONE" };
+                let state = if self.running_polls {
+                    "RUNNING"
+                } else {
+                    "DONE"
+                };
                 Answer::accepted(200, job_resource(&id, state, failed && !self.running_polls))
             }
             ("GET", true, _) => match self.jobs.lock().unwrap().get_mut(&last) {
                 Some((failed, gets)) => {
                     *gets += 1;
-                    let state = if self.running_polls && *gets < 2 { "RUNNING" } else { "DONE" };
+                    let state = if self.running_polls && *gets < 2 {
+                        "RUNNING"
+                    } else {
+                        "DONE"
+                    };
                     Answer::new(200, job_resource(&last, state, *failed && state == "DONE"))
                 }
-                None => Answer::new(404, r#"{"error":{"code":404,"errors":[{"reason":"notFound"}]}}"#),
+                None => Answer::new(
+                    404,
+                    r#"{"error":{"code":404,"errors":[{"reason":"notFound"}]}}"#,
+                ),
             },
             ("POST", false, true) => {
                 let resource: Value = serde_json::from_slice(&request.body).unwrap();
-                let table = resource["tableReference"]["tableId"].as_str().unwrap().to_string();
+                let table = resource["tableReference"]["tableId"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
                 self.tables.lock().unwrap().insert(table, resource.clone());
                 Answer::new(200, resource.to_string())
             }
             ("GET", false, false) => match self.tables.lock().unwrap().get(&last) {
                 Some(resource) => Answer::new(200, resource.to_string()),
-                None => Answer::new(404, r#"{"error":{"code":404,"errors":[{"reason":"notFound"}]}}"#),
+                None => Answer::new(
+                    404,
+                    r#"{"error":{"code":404,"errors":[{"reason":"notFound"}]}}"#,
+                ),
             },
             _ => Answer::new(400, "unexpected request"),
         }
@@ -239,7 +293,10 @@ fn accepted_job_ids(receiver: &Receiver) -> Vec<String> {
 }
 
 fn contract_url(receiver: &Receiver) -> String {
-    format!("bigquery://{PROJECT}/flags?endpoint={}", receiver.base_url())
+    format!(
+        "bigquery://{PROJECT}/flags?endpoint={}",
+        receiver.base_url()
+    )
 }
 
 #[tokio::test]
@@ -252,9 +309,19 @@ async fn a_resent_batch_is_refused_as_a_duplicate_job_and_counted_delivered() {
     }
     let ids = accepted_job_ids(&receiver);
     assert_eq!(ids.len(), 1, "one job loaded: {ids:?}");
-    assert!(ids[0].starts_with("flagstream_evaluation_events_b1_"), "{ids:?}");
-    let refused = receiver.answered().iter().filter(|(_, status)| *status == 409).count();
-    assert_eq!(refused, 1, "the re-sent batch's job was refused as a duplicate");
+    assert!(
+        ids[0].starts_with("flagstream_evaluation_events_b1_"),
+        "{ids:?}"
+    );
+    let refused = receiver
+        .answered()
+        .iter()
+        .filter(|(_, status)| *status == 409)
+        .count();
+    assert_eq!(
+        refused, 1,
+        "the re-sent batch's job was refused as a duplicate"
+    );
 }
 
 #[tokio::test]
@@ -267,7 +334,11 @@ async fn a_failed_job_spends_its_id_and_the_next_id_loads_the_batch() {
     let dest = destination(&contract_url(&receiver)).await;
     let rows = evaluations("f", 3);
     let failure = failure_of(dest.send(&batch("b1", &rows)).await);
-    assert!(failure.is_retriable() && failure.reason.contains("backendError"), "{}", failure.reason);
+    assert!(
+        failure.is_retriable() && failure.reason.contains("backendError"),
+        "{}",
+        failure.reason
+    );
     assert_eq!(dest.send(&batch("b1", &rows)).await, SendOutcome::Delivered);
     assert_eq!(dest.send(&batch("b1", &rows)).await, SendOutcome::Delivered);
     let ids = accepted_job_ids(&receiver);
@@ -283,7 +354,10 @@ async fn a_running_job_is_polled_until_done() {
     })
     .await;
     let dest = destination(&contract_url(&receiver)).await;
-    assert_eq!(dest.send(&batch("b1", &evaluations("p", 2))).await, SendOutcome::Delivered);
+    assert_eq!(
+        dest.send(&batch("b1", &evaluations("p", 2))).await,
+        SendOutcome::Delivered
+    );
     let polls = receiver
         .answered()
         .iter()

@@ -35,7 +35,10 @@ async fn merge_lands_rows_with_the_documented_types() {
     assert_eq!(value, json!({"colour": "grün", "nested": [1, 2.5, null]}));
     let attributes: Value = serde_json::from_str(row[3].as_str().unwrap()).unwrap();
     assert_eq!(attributes["seats"], json!(12_345_678_901_234i64));
-    assert_eq!((row[4].clone(), row[5].clone(), row[6].clone()), (json!(true), Value::Null, json!(1)));
+    assert_eq!(
+        (row[4].clone(), row[5].clone(), row[6].clone()),
+        (json!(true), Value::Null, json!(1))
+    );
     let no_context = "SELECT count(*) FROM analytics.flags.evaluation_events \
                       WHERE event_id = 'e-2' AND context_kind IS NULL";
     assert_eq!(server.count(no_context), 1);
@@ -70,16 +73,26 @@ async fn a_resent_batch_inserts_nothing_twice() {
     let rows = evaluations("r", 300);
     let first = destination(&url).await;
     for _ in 0..2 {
-        assert_eq!(first.send(&batch("b1", &rows)).await, SendOutcome::Delivered);
+        assert_eq!(
+            first.send(&batch("b1", &rows)).await,
+            SendOutcome::Delivered
+        );
     }
     let restarted = destination(&url).await;
     let mut overlapping = evaluations("r", 310);
     overlapping.reverse();
     overlapping.push(evaluation("r-0", Some("user")));
-    assert_eq!(restarted.send(&batch("b2", &overlapping)).await, SendOutcome::Delivered);
+    assert_eq!(
+        restarted.send(&batch("b2", &overlapping)).await,
+        SendOutcome::Delivered
+    );
 
-    assert_eq!(server.count("SELECT count(*) FROM analytics.flags.evaluation_events"), 310);
-    let duplicates = "SELECT count(*) FROM (SELECT event_id FROM analytics.flags.evaluation_events \
+    assert_eq!(
+        server.count("SELECT count(*) FROM analytics.flags.evaluation_events"),
+        310
+    );
+    let duplicates =
+        "SELECT count(*) FROM (SELECT event_id FROM analytics.flags.evaluation_events \
                       GROUP BY event_id, context_kind HAVING count(*) > 1)";
     assert_eq!(server.count(duplicates), 0);
 }
@@ -104,18 +117,30 @@ async fn a_table_that_does_not_match_is_a_permanent_error_naming_the_column() {
         "{}",
         failure.reason
     );
-    assert_eq!(server.count("SELECT count(*) FROM analytics.flags.metric_events"), 0);
+    assert_eq!(
+        server.count("SELECT count(*) FROM analytics.flags.metric_events"),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_pair_login_loads_through_the_driver_protocol() {
     let server = Fakesnow::start();
     server.create_schema("analytics", "flags");
-    let key = concat!(env!("CARGO_MANIFEST_DIR"), "/src/dest/snowflake/testdata/rsa_key.p8");
+    let key = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/dest/snowflake/testdata/rsa_key.p8"
+    );
     let url = server
         .url("analytics", "flags", &format!("private_key=file:{key}"))
         .replace("&password=unused", "");
     let dest = destination(&url).await;
-    assert_eq!(dest.send(&batch("b", &evaluations("k", 5))).await, SendOutcome::Delivered);
-    assert_eq!(server.count("SELECT count(*) FROM analytics.flags.evaluation_events"), 5);
+    assert_eq!(
+        dest.send(&batch("b", &evaluations("k", 5))).await,
+        SendOutcome::Delivered
+    );
+    assert_eq!(
+        server.count("SELECT count(*) FROM analytics.flags.evaluation_events"),
+        5
+    );
 }

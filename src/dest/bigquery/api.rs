@@ -65,7 +65,10 @@ impl Api {
             }
             None => Bytes::new(),
         };
-        let response = self.http.exchange(method, url, headers, body, target).await?;
+        let response = self
+            .http
+            .exchange(method, url, headers, body, target)
+            .await?;
         Ok(Answer {
             status: response.status,
             body: serde_json::from_slice(&response.body).unwrap_or(Value::Null),

@@ -68,7 +68,9 @@ fn valid_project(project: &str) -> bool {
 fn valid_dataset(dataset: &str) -> bool {
     !dataset.is_empty()
         && dataset.len() <= 1024
-        && dataset.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && dataset
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl fmt::Display for DatasetTarget {

@@ -42,7 +42,13 @@ pub fn job_id(batch_id: &str, table: &str, attempt: u32) -> String {
     let hash = xxh3_64(format!("{batch_id}\n{table}").as_bytes());
     let clean: String = batch_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(MAX_JOB_ID_CHARS - 128)
         .collect();
     let suffix = if attempt == 0 {
@@ -132,7 +138,10 @@ pub fn job_end(job: &Value, ndjson: &Ndjson, what: &str) -> JobEnd {
 /// Rows named by `status.errors[].message`.
 fn refused_rows(job: &Value, ndjson: &Ndjson) -> Vec<(usize, String)> {
     let mut rows = Vec::new();
-    let errors = job["status"]["errors"].as_array().cloned().unwrap_or_default();
+    let errors = job["status"]["errors"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for error in &errors {
         let message = error["message"].as_str().unwrap_or_default();
         // BigQuery: "row starting at position N" (a byte offset); DuckDB-backed emulators:
@@ -151,7 +160,10 @@ fn refused_rows(job: &Value, ndjson: &Ndjson) -> Vec<(usize, String)> {
 /// The number right after `prefix` in `text`.
 fn number_after(text: &str, prefix: &str) -> Option<usize> {
     let rest = text.split(prefix).nth(1)?;
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// One table's rows of one batch, loaded by [`load`].
@@ -263,7 +275,10 @@ async fn poll(request: &LoadRequest<'_>, mut job: Value) -> Result<Value, Failur
     while job["status"]["state"] != "DONE" {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
-        let id = job["jobReference"]["jobId"].as_str().unwrap_or_default().to_string();
+        let id = job["jobReference"]["jobId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         job = get_job(request, &id).await?;
     }
     Ok(job)

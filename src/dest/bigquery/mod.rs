@@ -89,7 +89,10 @@ impl DestinationKind for BigQueryKind {
         let target = DatasetTarget::parse(target).map_err(|reason| context.error(reason))?;
         let timeout = request.timeout().map_err(|reason| context.error(reason))?;
         if let Some(location) = &options.location {
-            if !location.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            if !location
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
                 return Err(context.error(format!("`location={location}` is not a location")));
             }
         }
@@ -209,7 +212,10 @@ impl BigQueryDestination {
     /// Fail permanently, naming the dataset, when it does not exist (checked before a
     /// table is created: emulators answer a table insert into a missing dataset with 500).
     async fn dataset_exists(&self, what: &str) -> Result<(), Failure> {
-        let dataset = self.api.call(Method::GET, &self.urls.dataset(), None, &what).await?;
+        let dataset = self
+            .api
+            .call(Method::GET, &self.urls.dataset(), None, &what)
+            .await?;
         match dataset.status {
             StatusCode::NOT_FOUND => Err(Failure::permanent(format!(
                 "{} does not exist (create it; flagstream creates only its tables)",
@@ -222,7 +228,10 @@ impl BigQueryDestination {
 
     /// A failed `tables.get` / `tables.insert`: when the dataset itself is missing, say so.
     async fn missing_dataset_or(&self, failed: api::Answer, what: &str) -> Failure {
-        let dataset = self.api.call(Method::GET, &self.urls.dataset(), None, &what).await;
+        let dataset = self
+            .api
+            .call(Method::GET, &self.urls.dataset(), None, &what)
+            .await;
         match dataset {
             Ok(answer) if answer.status == StatusCode::NOT_FOUND => Failure::permanent(format!(
                 "{} does not exist (create it; flagstream creates only its tables)",

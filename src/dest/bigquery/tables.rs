@@ -85,9 +85,11 @@ pub fn table_resource(table: &Table, project: &str) -> Value {
 pub fn mismatch(table: &Table, existing: &Value) -> Option<String> {
     let fields = existing["schema"]["fields"].as_array()?;
     let find = |name: &str| {
-        fields
-            .iter()
-            .find(|f| f["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+        fields.iter().find(|f| {
+            f["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
     };
     for column in table.columns {
         let Some(field) = find(column.name) else {
@@ -112,6 +114,11 @@ pub fn mismatch(table: &Table, existing: &Value) -> Option<String> {
         .iter()
         .filter(|f| f["mode"] == "REQUIRED")
         .filter_map(|f| f["name"].as_str())
-        .find(|name| !table.columns.iter().any(|c| c.name.eq_ignore_ascii_case(name)))
+        .find(|name| {
+            !table
+                .columns
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(name))
+        })
         .map(|name| format!("column `{name}` is REQUIRED but flagstream does not write it"))
 }

@@ -30,13 +30,31 @@ fn row(index: usize, id: &str, kind: Option<&str>) -> Row {
 
 #[test]
 fn job_ids_follow_bigquerys_rules_and_are_stable() {
-    let id = job_id("my dest-00000000000000000001.0-00000000000000000002.3", "metric_events", 0);
+    let id = job_id(
+        "my dest-00000000000000000001.0-00000000000000000002.3",
+        "metric_events",
+        0,
+    );
     assert!(id.len() <= 1024);
-    assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{id}");
-    assert_eq!(id, job_id("my dest-00000000000000000001.0-00000000000000000002.3", "metric_events", 0));
+    assert!(
+        id.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        "{id}"
+    );
+    assert_eq!(
+        id,
+        job_id(
+            "my dest-00000000000000000001.0-00000000000000000002.3",
+            "metric_events",
+            0
+        )
+    );
     // Batch ids that sanitise alike still get different job ids.
     assert_ne!(job_id("a.b", "t", 0), job_id("a_b", "t", 0));
-    assert_eq!(job_id("a.b", "t", 2), format!("{}_r2", job_id("a.b", "t", 0)));
+    assert_eq!(
+        job_id("a.b", "t", 2),
+        format!("{}_r2", job_id("a.b", "t", 0))
+    );
     assert!(job_id(&"x".repeat(5000), "evaluation_events", 15).len() <= 1024);
 }
 
@@ -44,10 +62,18 @@ fn job_ids_follow_bigquerys_rules_and_are_stable() {
 fn tables_are_partitioned_clustered_and_checked() {
     let tables = warehouse_tables("flags");
     let resource = table_resource(&tables[0], "p");
-    assert_eq!(resource["timePartitioning"], json!({"type": "DAY", "field": "timestamp"}));
+    assert_eq!(
+        resource["timePartitioning"],
+        json!({"type": "DAY", "field": "timestamp"})
+    );
     assert_eq!(resource["clustering"], json!({"fields": ["flag_key"]}));
-    assert_eq!(table_resource(&tables[1], "p")["clustering"], json!({"fields": ["metric_key"]}));
-    assert!(table_resource(&tables[2], "p").get("timePartitioning").is_none());
+    assert_eq!(
+        table_resource(&tables[1], "p")["clustering"],
+        json!({"fields": ["metric_key"]})
+    );
+    assert!(table_resource(&tables[2], "p")
+        .get("timePartitioning")
+        .is_none());
     assert_eq!(mismatch(&tables[0], &resource), None);
 
     let mut legacy = resource.clone();
@@ -56,14 +82,23 @@ fn tables_are_partitioned_clustered_and_checked() {
             field["type"] = json!("INTEGER");
         }
     }
-    assert_eq!(mismatch(&tables[0], &legacy), None, "legacy type names match");
+    assert_eq!(
+        mismatch(&tables[0], &legacy),
+        None,
+        "legacy type names match"
+    );
     let mut wrong = resource.clone();
     wrong["schema"]["fields"][10]["type"] = json!("STRING");
     let reason = mismatch(&tables[0], &wrong).unwrap();
-    assert!(reason.contains("variation_index") && reason.contains("STRING"), "{reason}");
+    assert!(
+        reason.contains("variation_index") && reason.contains("STRING"),
+        "{reason}"
+    );
     let mut required = resource;
     required["schema"]["fields"][6]["mode"] = json!("REQUIRED");
-    assert!(mismatch(&tables[0], &required).unwrap().contains("context_kind"));
+    assert!(mismatch(&tables[0], &required)
+        .unwrap()
+        .contains("context_kind"));
 }
 
 #[test]
@@ -87,7 +122,10 @@ fn job_outcomes_are_classified_and_bad_rows_located() {
     let table = &warehouse_tables("d")[0];
     let rows = [row(0, "a", None), row(1, "b", None), row(2, "c", None)];
     let ndjson = Ndjson::of(table, &rows);
-    assert_eq!(job_end(&json!({"status": {"state": "DONE"}}), &ndjson, "t"), JobEnd::Succeeded);
+    assert_eq!(
+        job_end(&json!({"status": {"state": "DONE"}}), &ndjson, "t"),
+        JobEnd::Succeeded
+    );
     // BigQuery's message quotes the byte offset of the row.
     let offset = ndjson.offsets[2];
     let real = json!({"status": {"state": "DONE",
@@ -105,7 +143,8 @@ fn job_outcomes_are_classified_and_bad_rows_located() {
         ("invalid", FailureClass::Permanent),
         ("accessDenied", FailureClass::Permanent),
     ] {
-        let job = json!({"status": {"state": "DONE", "errorResult": {"reason": reason, "message": "m"}}});
+        let job =
+            json!({"status": {"state": "DONE", "errorResult": {"reason": reason, "message": "m"}}});
         match job_end(&job, &ndjson, "t") {
             JobEnd::Failed(failure) => assert_eq!(failure.class, class, "{reason}"),
             other => panic!("{reason}: {other:?}"),
@@ -122,7 +161,13 @@ fn insert_all_errors_name_the_event_and_stopped_rows_retry() {
     ]});
     let failures = row_failures(&body, &rows, "t");
     assert_eq!(failures.len(), 2);
-    assert_eq!((failures[0].index, failures[0].failure.class), (4, FailureClass::Permanent));
+    assert_eq!(
+        (failures[0].index, failures[0].failure.class),
+        (4, FailureClass::Permanent)
+    );
     assert!(failures[0].failure.reason.contains("event a"));
-    assert_eq!((failures[1].index, failures[1].failure.class), (7, FailureClass::Retriable));
+    assert_eq!(
+        (failures[1].index, failures[1].failure.class),
+        (7, FailureClass::Retriable)
+    );
 }

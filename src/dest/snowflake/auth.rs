@@ -40,9 +40,11 @@ impl RsaKey {
     /// Parse PEM text (`BEGIN PRIVATE KEY` or `BEGIN RSA PRIVATE KEY`); errors never quote it.
     pub fn from_pem(pem: &str) -> Result<RsaKey, String> {
         if pem.contains("ENCRYPTED PRIVATE KEY") {
-            return Err("option `private_key`: the key is encrypted; give an unencrypted PKCS#8 key \
+            return Err(
+                "option `private_key`: the key is encrypted; give an unencrypted PKCS#8 key \
                         (openssl pkcs8 -topk8 -nocrypt)"
-                .into());
+                    .into(),
+            );
         }
         let der = PrivateKeyDer::from_pem_slice(pem.as_bytes())
             .map_err(|err| format!("option `private_key`: not a PEM private key ({err:?})"))?;

@@ -81,8 +81,13 @@ impl fmt::Display for SnowflakeTarget {
 /// An identifier as Snowflake resolves it unquoted (letters, digits, `_`, `$`; stored upper
 /// case), quoted so it can be any text: `flags` → `"FLAGS"`, `My Schema` → `"My Schema"`.
 pub fn ident(name: &str) -> String {
-    let plain = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$'));
+    let plain = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$'));
     let stored = if plain {
         name.to_ascii_uppercase()
     } else {

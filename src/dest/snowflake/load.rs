@@ -31,7 +31,13 @@ pub fn merge_statement(target: &SnowflakeTarget, table: &Table, rows: usize) -> 
         .columns
         .iter()
         .enumerate()
-        .map(|(i, c)| format!("{} AS {}", convert(c.ty, &format!("column{}", i + 1)), ident(c.name)))
+        .map(|(i, c)| {
+            format!(
+                "{} AS {}",
+                convert(c.ty, &format!("column{}", i + 1)),
+                ident(c.name)
+            )
+        })
         .collect();
     let placeholders = format!("({})", vec!["?"; table.columns.len()].join(", "));
     let values = vec![placeholders; rows].join(", ");
@@ -84,7 +90,10 @@ pub fn bindings(table: &Table, rows: &[Row]) -> (usize, Vec<Option<String>>) {
     let mut values = Vec::with_capacity(rows.len() * table.columns.len());
     let mut count = 0;
     for row in rows {
-        let key: Vec<Option<String>> = key_columns.iter().map(|&i| row.cells[i].to_text()).collect();
+        let key: Vec<Option<String>> = key_columns
+            .iter()
+            .map(|&i| row.cells[i].to_text())
+            .collect();
         if seen.insert(key) {
             values.extend(row.cells.iter().map(|cell| cell.to_text()));
             count += 1;

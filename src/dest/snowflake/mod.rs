@@ -96,17 +96,16 @@ impl DestinationKind for SnowflakeKind {
             .user
             .clone()
             .ok_or_else(|| context.error("option `user` is required"))?;
-        let login = match (&options.password, &options.private_key) {
-            (Some(password), None) => Login::Password(password.clone()),
-            (None, Some(pem)) => {
-                Login::KeyPair(RsaKey::from_pem(pem.expose()).map_err(|r| context.error(r))?)
-            }
-            _ => {
-                return Err(context.error(
+        let login =
+            match (&options.password, &options.private_key) {
+                (Some(password), None) => Login::Password(password.clone()),
+                (None, Some(pem)) => {
+                    Login::KeyPair(RsaKey::from_pem(pem.expose()).map_err(|r| context.error(r))?)
+                }
+                _ => return Err(context.error(
                     "give exactly one of `password` and `private_key` (as env:NAME or file:PATH)",
-                ))
-            }
-        };
+                )),
+            };
         let http = HttpClient::new(&context.name, &request, &HttpOptions::default())
             .map_err(|reason| context.error(reason))?;
         let endpoint = request

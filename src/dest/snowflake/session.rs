@@ -217,12 +217,7 @@ pub fn bindings_json(bindings: &[Option<String>]) -> Value {
     let map: serde_json::Map<String, Value> = bindings
         .iter()
         .enumerate()
-        .map(|(i, value)| {
-            (
-                (i + 1).to_string(),
-                json!({"type": "TEXT", "value": value}),
-            )
-        })
+        .map(|(i, value)| ((i + 1).to_string(), json!({"type": "TEXT", "value": value})))
         .collect();
     Value::Object(map)
 }
@@ -262,7 +257,12 @@ pub fn rows_of(data: &Value) -> Result<Rows, String> {
             .iter()
             .map(|row| {
                 row.as_array()
-                    .map(|cells| cells.iter().map(|c| c.as_str().map(str::to_string)).collect())
+                    .map(|cells| {
+                        cells
+                            .iter()
+                            .map(|c| c.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default()
             })
             .collect());

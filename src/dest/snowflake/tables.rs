@@ -77,7 +77,8 @@ pub fn columns_query(target: &SnowflakeTarget, table: &Table) -> (String, Vec<Op
 
 /// Why existing columns (`[name, data_type, is_nullable]` rows) cannot take `table`'s rows.
 pub fn mismatch(table: &Table, existing: &[Vec<Option<String>>]) -> Option<String> {
-    let text = |row: &Vec<Option<String>>, i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    let text =
+        |row: &Vec<Option<String>>, i: usize| row.get(i).cloned().flatten().unwrap_or_default();
     for column in table.columns {
         let Some(row) = existing
             .iter()
@@ -94,13 +95,21 @@ pub fn mismatch(table: &Table, existing: &[Vec<Option<String>>]) -> Option<Strin
             ));
         }
         if column.nullable && text(row, 2) == "NO" {
-            return Some(format!("column `{}` is NOT NULL but may be null", column.name));
+            return Some(format!(
+                "column `{}` is NOT NULL but may be null",
+                column.name
+            ));
         }
     }
     existing
         .iter()
         .filter(|row| text(row, 2) == "NO")
         .map(|row| text(row, 0))
-        .find(|name| !table.columns.iter().any(|c| c.name.eq_ignore_ascii_case(name)))
+        .find(|name| {
+            !table
+                .columns
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(name))
+        })
         .map(|name| format!("column `{name}` is NOT NULL but flagstream does not write it"))
 }

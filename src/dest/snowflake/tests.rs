@@ -34,7 +34,10 @@ fn the_login_jwt_is_byte_for_byte_what_pyjwt_makes() {
             1_700_003_540
         )
     );
-    assert_eq!(key.jwt("MYACCOUNT", "flagstream", 1_700_000_000).unwrap(), expected);
+    assert_eq!(
+        key.jwt("MYACCOUNT", "flagstream", 1_700_000_000).unwrap(),
+        expected
+    );
 }
 
 #[test]
@@ -42,7 +45,10 @@ fn bad_keys_are_named_and_never_quoted() {
     let err = RsaKey::from_pem("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n").unwrap_err();
     assert!(err.contains("encrypted"), "{err}");
     let err = RsaKey::from_pem("not a key at all SECRETSTUFF").unwrap_err();
-    assert!(err.contains("private_key") && !err.contains("SECRETSTUFF"), "{err}");
+    assert!(
+        err.contains("private_key") && !err.contains("SECRETSTUFF"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -63,9 +69,18 @@ fn the_merge_inserts_only_missing_keys_with_typed_conversions() {
     let target = SnowflakeTarget::parse("a/db/s").unwrap();
     let tables = warehouse_tables("s");
     let sql = merge_statement(&target, &tables[0], 2);
-    assert!(sql.starts_with("MERGE INTO \"DB\".\"S\".\"EVALUATION_EVENTS\" t USING"), "{sql}");
-    assert!(sql.contains("PARSE_JSON(column10) AS \"CONTEXT_ATTRIBUTES\""), "{sql}");
-    assert!(sql.contains("column23::TIMESTAMP_TZ AS \"TIMESTAMP\""), "{sql}");
+    assert!(
+        sql.starts_with("MERGE INTO \"DB\".\"S\".\"EVALUATION_EVENTS\" t USING"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("PARSE_JSON(column10) AS \"CONTEXT_ATTRIBUTES\""),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("column23::TIMESTAMP_TZ AS \"TIMESTAMP\""),
+        "{sql}"
+    );
     assert!(
         sql.contains("ON t.\"EVENT_ID\" = s.\"EVENT_ID\" AND EQUAL_NULL(t.\"CONTEXT_KIND\", s.\"CONTEXT_KIND\")"),
         "{sql}"
@@ -114,8 +129,15 @@ fn mismatches_name_the_column() {
     assert_eq!(mismatch(table, &columns), None);
     columns[8][1] = Some("TEXT".into());
     let reason = mismatch(table, &columns).unwrap();
-    assert!(reason.contains("metric_value") && reason.contains("TEXT"), "{reason}");
+    assert!(
+        reason.contains("metric_value") && reason.contains("TEXT"),
+        "{reason}"
+    );
     columns[8][1] = Some("FLOAT".into());
-    columns.push(vec![Some("EXTRA".into()), Some("TEXT".into()), Some("NO".into())]);
+    columns.push(vec![
+        Some("EXTRA".into()),
+        Some("TEXT".into()),
+        Some("NO".into()),
+    ]);
     assert!(mismatch(table, &columns).unwrap().contains("EXTRA"));
 }

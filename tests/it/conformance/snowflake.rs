@@ -47,7 +47,10 @@ impl Target for Snowflake {
     }
 
     async fn read_back(&mut self, name: &str, _expected: usize) -> Vec<String> {
-        let sql = format!("SELECT payload FROM {}.flags.flagstream_events", database(name));
+        let sql = format!(
+            "SELECT payload FROM {}.flags.flagstream_events",
+            database(name)
+        );
         self.server
             .sql(&[&sql])
             .iter()

@@ -89,7 +89,13 @@ impl BqEmulator {
             .args(["start", "--rest-host", "127.0.0.1"])
             .args(["--rest-port", &self.port.to_string()])
             .args(["--grpc-host", "127.0.0.1", "--grpc-port", "0"])
-            .args(["--project", PROJECT, "--persistent", "--log-level", "warning"])
+            .args([
+                "--project",
+                PROJECT,
+                "--persistent",
+                "--log-level",
+                "warning",
+            ])
             .arg("--data-dir")
             .arg(&data)
             .env("HOME", test_deps().join("bqemulator/home"))
@@ -106,7 +112,11 @@ impl BqEmulator {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !connectable(self.port) {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("bqemulator exited with {status}; log:\n{}", self.log());
             }
             assert!(
@@ -125,9 +135,21 @@ impl BqEmulator {
     /// Create `dataset`.
     pub async fn create_dataset(&self, dataset: &str) {
         let body = json!({"datasetReference": {"projectId": PROJECT, "datasetId": dataset}});
-        let url = format!("{}/bigquery/v2/projects/{PROJECT}/datasets", self.endpoint());
-        let response = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
-        assert!(response.status().is_success(), "{:?}", response.text().await);
+        let url = format!(
+            "{}/bigquery/v2/projects/{PROJECT}/datasets",
+            self.endpoint()
+        );
+        let response = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{:?}",
+            response.text().await
+        );
     }
 
     /// Create `table` in `dataset` with `fields` (`[{"name", "type", "mode"}]`).
@@ -140,8 +162,17 @@ impl BqEmulator {
             "{}/bigquery/v2/projects/{PROJECT}/datasets/{dataset}/tables",
             self.endpoint()
         );
-        let response = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
-        assert!(response.status().is_success(), "{:?}", response.text().await);
+        let response = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{:?}",
+            response.text().await
+        );
     }
 
     /// The table resource (`tables.get`).
@@ -150,7 +181,14 @@ impl BqEmulator {
             "{}/bigquery/v2/projects/{PROJECT}/datasets/{dataset}/tables/{table}",
             self.endpoint()
         );
-        reqwest::Client::new().get(url).send().await.unwrap().json().await.unwrap()
+        reqwest::Client::new()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Run a GoogleSQL query (`jobs.query`); each row's cells as BigQuery's REST API gives them

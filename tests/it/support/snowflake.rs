@@ -47,7 +47,11 @@ impl Fakesnow {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("fakesnow exited with {status}; log:\n{}", server.log());
             }
-            assert!(Instant::now() < deadline, "fakesnow did not listen; log:\n{}", server.log());
+            assert!(
+                Instant::now() < deadline,
+                "fakesnow did not listen; log:\n{}",
+                server.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         server
@@ -84,7 +88,8 @@ impl Fakesnow {
 
     /// Run `statements` with the Python connector; the last one's rows.
     pub fn sql(&self, statements: &[&str]) -> Vec<Vec<Value>> {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/snowflake_sql.py");
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/snowflake_sql.py");
         let mut child = Command::new(test_deps().join("fakesnow/bin/python"))
             .arg(script)
             .stdin(Stdio::piped())
