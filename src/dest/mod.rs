@@ -53,6 +53,7 @@ pub mod segment;
 pub mod snowflake;
 pub mod spec;
 pub mod units;
+pub mod warehouse;
 pub mod webhook;
 
 use std::fmt;

@@ -176,7 +176,8 @@ async fn an_outage_is_retriable_and_the_batch_lands_once_after_it() {
     );
 }
 
-/// BigQuery's job-id contract for one dataset, as documented: `tables.get` / `tables.insert`,
+/// BigQuery's job-id contract for one dataset, as documented: `datasets.get`, `tables.get` /
+/// `tables.insert`,
 /// multipart `jobs.insert` that refuses a job id it has seen (409, reason `duplicate`), and
 /// `jobs.get`. Jobs answer `RUNNING` to their first `jobs.get` when `running_polls` is set;
 /// the first upload fails with `backendError` when `fail_first_job` is.
@@ -220,6 +221,12 @@ impl Contract for JobIdContract {
     fn answer(&self, request: &Received, _accepted: &[Received]) -> Answer {
         let path = request.path.split('?').next().unwrap_or_default();
         let last = path.rsplit('/').next().unwrap_or_default().to_string();
+        if request.method == "GET" && path.ends_with("/datasets/flags") {
+            return Answer::new(
+                200,
+                json!({"datasetReference": {"datasetId": "flags"}}).to_string(),
+            );
+        }
         match (
             request.method.as_str(),
             path.contains("/jobs"),

@@ -59,7 +59,8 @@ use super::gcp::GoogleOptions;
 use super::http::{HttpClient, HttpOptions};
 use super::kind::{BuildContext, DestinationKind};
 use super::options::RequestOptions;
-use super::postgres::{document_rows, document_table, warehouse_rows, warehouse_tables, Table};
+use super::postgres::Table;
+use super::warehouse;
 use super::{Batch, BatchLimits, DestError, Destination, Failure, ItemFailure, SendOutcome};
 use crate::event::Schema;
 use api::Api;
@@ -104,13 +105,8 @@ impl DestinationKind for BigQueryKind {
         };
         let http = HttpClient::new(&context.name, &request, &HttpOptions::default())
             .map_err(|reason| context.error(reason))?;
-        let tables = match context.schema {
-            Schema::Warehouse => warehouse_tables(&target.dataset),
-            _ => vec![document_table(
-                &target.dataset,
-                options.table.as_deref().unwrap_or("flagstream_events"),
-            )],
-        };
+        let tables =
+            warehouse::tables_for(context.schema, &target.dataset, options.table.as_deref());
         Ok(Arc::new(BigQueryDestination {
             name: context.name.clone(),
             schema: context.schema,
@@ -242,33 +238,31 @@ impl BigQueryDestination {
     }
 
     async fn send_batch(&self, batch: &Batch) -> SendOutcome {
-        let grouped = match self.schema {
-            Schema::Warehouse => warehouse_rows(&batch.items, &self.tables),
-            _ => document_rows(&batch.items),
-        };
-        let mut failures: Vec<ItemFailure> = grouped.failures;
-        let attempt = async {
+        let grouped = warehouse::rows_for(self.schema, &batch.items, &self.tables);
+        let load = async {
             self.ensure_tables().await?;
+            let mut refused = Vec::new();
             for (table, rows) in self.tables.iter().zip(&grouped.rows) {
-                if rows.is_empty() {
-                    continue;
+                if !rows.is_empty() {
+                    refused.extend(self.write(batch, table, rows).await?);
                 }
-                failures.extend(self.write(batch, table, rows).await?);
             }
-            Ok::<(), Failure>(())
+            Ok(refused)
         };
-        let result = match tokio::time::timeout(self.timeout * 2, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::retriable(format!(
-                "{}: loading took longer than {:?} (a re-send finds the job by its id)",
-                self.target,
-                self.timeout * 2
-            ))),
+        let late = || {
+            format!(
+                "{}: loading (a re-send finds the job by its id)",
+                self.target
+            )
         };
-        match result {
-            Ok(()) => SendOutcome::from_item_failures(batch.items.len(), failures, None),
-            Err(failure) => SendOutcome::Failed(failure),
-        }
+        warehouse::outcome_within(
+            batch.items.len(),
+            grouped.failures,
+            self.timeout * 2,
+            late,
+            load,
+        )
+        .await
     }
 
     async fn write(

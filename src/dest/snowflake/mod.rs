@@ -56,8 +56,9 @@ pub use config::{SnowflakeOptions, SnowflakeTarget};
 use super::http::{HttpClient, HttpOptions};
 use super::kind::{BuildContext, DestinationKind};
 use super::options::RequestOptions;
-use super::postgres::{document_rows, document_table, warehouse_rows, warehouse_tables, Table};
-use super::{Batch, BatchLimits, DestError, Destination, Failure, ItemFailure, SendOutcome};
+use super::postgres::Table;
+use super::warehouse;
+use super::{Batch, BatchLimits, DestError, Destination, Failure, SendOutcome};
 use crate::event::Schema;
 use auth::{Login, RsaKey};
 use session::Session;
@@ -112,13 +113,8 @@ impl DestinationKind for SnowflakeKind {
             .endpoint
             .as_ref()
             .map_or_else(|| target.public_endpoint(), |e| e.as_str().to_string());
-        let tables = match context.schema {
-            Schema::Warehouse => warehouse_tables(&target.schema),
-            _ => vec![document_table(
-                &target.schema,
-                options.table.as_deref().unwrap_or("flagstream_events"),
-            )],
-        };
+        let tables =
+            warehouse::tables_for(context.schema, &target.schema, options.table.as_deref());
         let mut session = Session::new(http, endpoint, target, user, login);
         session.warehouse = options.warehouse.clone();
         session.role = options.role.clone();
@@ -186,32 +182,26 @@ impl SnowflakeDestination {
     }
 
     async fn send_batch(&self, batch: &Batch) -> SendOutcome {
-        let grouped = match self.schema {
-            Schema::Warehouse => warehouse_rows(&batch.items, &self.tables),
-            _ => document_rows(&batch.items),
-        };
-        let mut failures: Vec<ItemFailure> = grouped.failures;
-        let attempt = async {
+        let grouped = warehouse::rows_for(self.schema, &batch.items, &self.tables);
+        let load = async {
             self.ensure_tables().await?;
+            let mut refused = Vec::new();
             for (table, rows) in self.tables.iter().zip(&grouped.rows) {
                 if !rows.is_empty() {
-                    failures.extend(load::merge(&self.session, table, rows).await?);
+                    refused.extend(load::merge(&self.session, table, rows).await?);
                 }
             }
-            Ok::<(), Failure>(())
+            Ok(refused)
         };
-        let result = match tokio::time::timeout(self.timeout * 2, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::retriable(format!(
-                "{}: loading took longer than {:?}",
-                self.session.target,
-                self.timeout * 2
-            ))),
-        };
-        match result {
-            Ok(()) => SendOutcome::from_item_failures(batch.items.len(), failures, None),
-            Err(failure) => SendOutcome::Failed(failure),
-        }
+        let late = || format!("{}: loading", self.session.target);
+        warehouse::outcome_within(
+            batch.items.len(),
+            grouped.failures,
+            self.timeout * 2,
+            late,
+            load,
+        )
+        .await
     }
 }
 

@@ -128,6 +128,11 @@ impl BqEmulator {
         }
     }
 
+    /// The emulator's process id (for CPU accounting in benches/warehouse.rs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("bqemulator.log")).unwrap_or_default()
     }

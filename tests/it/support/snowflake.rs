@@ -61,6 +61,11 @@ impl Fakesnow {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The server's process id (for CPU accounting in benches/warehouse.rs).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("fakesnow.log")).unwrap_or_default()
     }

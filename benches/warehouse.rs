@@ -1,0 +1,206 @@
+//! Rows per second into the warehouse destinations, and who spends the CPU: flagstream
+//! (this process) or the server (PostgreSQL's postmaster and backends, bqemulator, fakesnow).
+//!
+//! Not criterion: each case loads a fixed number of fresh rows through `Destination::send`
+//! and prints one line — rows/s by wall time, this process's CPU seconds (getrusage via
+//! `/proc/self/stat`) and the server's CPU seconds (`/proc/<pid>/stat` of the server and
+//! its children) over the same interval:
+//!
+//! - `postgres`: 40 batches of 5,000 `evaluation_events` rows (binary `COPY` + `INSERT … ON
+//!   CONFLICT DO NOTHING`), then the same 40 re-sent (all conflicts);
+//! - `bigquery_load`: 4 batches of 5,000 rows as load jobs into bqemulator;
+//! - `bigquery_stream`: 4 batches of 500 rows through `insertAll`;
+//! - `snowflake`: 2 batches of 100 rows as `MERGE`s into fakesnow.
+//!
+//! The emulators are Python over DuckDB: their numbers say what the tests can push through
+//! them, not what BigQuery or Snowflake take. Run: `cargo bench --bench warehouse`.
+
+#[path = "../tests/it/support/bigquery.rs"]
+mod bigquery;
+#[path = "../tests/it/support/cloud/mod.rs"]
+mod cloud;
+#[path = "../tests/it/support/postgres.rs"]
+mod postgres;
+#[path = "../tests/it/support/snowflake.rs"]
+mod snowflake;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use flagstream::dest::{registry, Batch, BatchItem, Destination, DestinationSpec, SendOutcome};
+use flagstream::event::Schema;
+
+/// CPU seconds (user + system) of `pid` and, with `children`, of every descendant.
+fn cpu_seconds(pid: u32, children: bool) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    let mut total = 0.0;
+    let mut pids = vec![pid];
+    if children {
+        pids.extend(descendants(pid));
+    }
+    for pid in pids {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            let used: f64 =
+                fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+            total += used / ticks;
+        }
+    }
+    total
+}
+
+/// Every process whose parent chain leads to `root`.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let fields: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            parents.push((pid, fields[1].parse().unwrap_or(0)));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(pid, _)| *pid),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+fn batch(prefix: &str, rows: usize) -> Batch {
+    let items = (0..rows)
+        .map(|i| {
+            let event_id = format!("{prefix}-{i}");
+            let row = serde_json::json!({
+                "table": "evaluation_events", "event_id": event_id, "project": "default",
+                "environment": "production", "kind": "feature", "flag_key": "new-checkout",
+                "flag_version": "12", "context_kind": "user", "context_key": format!("user-{}", i % 100),
+                "context_anonymous": false, "context_attributes": "{\"plan\":\"pro\"}",
+                "variation_index": 1, "variation_name": null, "variation_value": "true",
+                "default_value": "false", "used_default": false, "reason_kind": "FALLTHROUGH",
+                "reason_detail": null, "in_experiment": false, "prereq_of": null,
+                "sampling_ratio": null, "source": null, "creation_date": 1_716_999_999_001i64,
+                "timestamp": "2024-05-29T16:26:39.001Z", "received_at": 1_717_000_000_123i64,
+            });
+            BatchItem {
+                event_id,
+                payload: Bytes::from(serde_json::to_vec(&row).unwrap()),
+                kind: "feature".into(),
+                key: Some("new-checkout".into()),
+                context_key: None,
+                environment: "production".into(),
+                received_at_ms: 1_717_000_000_123,
+            }
+        })
+        .collect();
+    Batch {
+        id: prefix.into(),
+        schema: Schema::Warehouse,
+        items,
+    }
+}
+
+/// Send `batches` and print rows/s, our CPU and the server's.
+async fn measure(
+    name: &str,
+    dest: &Arc<dyn Destination>,
+    batches: &[Batch],
+    server: &dyn Fn() -> f64,
+) {
+    let rows: usize = batches.iter().map(|b| b.items.len()).sum();
+    let (ours, theirs, start) = (
+        cpu_seconds(std::process::id(), false),
+        server(),
+        Instant::now(),
+    );
+    for batch in batches {
+        assert_eq!(dest.send(batch).await, SendOutcome::Delivered, "{name}");
+    }
+    let wall = start.elapsed();
+    let ours = cpu_seconds(std::process::id(), false) - ours;
+    let theirs = server() - theirs;
+    println!(
+        "{name:<20} {rows:>7} rows  {:>9.0} rows/s  wall {:>7.2}s  flagstream CPU {ours:>6.2}s  server CPU {theirs:>6.2}s",
+        rows as f64 / wall.as_secs_f64(),
+        wall.as_secs_f64(),
+    );
+}
+
+async fn build(url: &str) -> Arc<dyn Destination> {
+    let dest = registry::build_named(DestinationSpec::parse(url).unwrap(), "bench")
+        .await
+        .unwrap();
+    dest.check().await.unwrap();
+    dest
+}
+
+async fn run() {
+    let cluster = postgres::Cluster::start();
+    cluster.create_database("bench").await;
+    let dest = build(&cluster.url("bench", "")).await;
+    let postmaster: u32 = std::fs::read_to_string(cluster.data().join("postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let batches: Vec<Batch> = (0..40).map(|n| batch(&format!("pg{n}"), 5_000)).collect();
+    measure("postgres load", &dest, &batches, &|| {
+        cpu_seconds(postmaster, true)
+    })
+    .await;
+    measure("postgres resend", &dest, &batches, &|| {
+        cpu_seconds(postmaster, true)
+    })
+    .await;
+    drop(cluster);
+
+    let emulator = bigquery::BqEmulator::start();
+    emulator.create_dataset("bench").await;
+    let pid = emulator.pid().unwrap();
+    let load = build(&emulator.url("bench", "")).await;
+    let batches: Vec<Batch> = (0..4).map(|n| batch(&format!("bq{n}"), 5_000)).collect();
+    measure("bigquery_load", &load, &batches, &|| cpu_seconds(pid, true)).await;
+    let stream = build(&emulator.url("bench", "mode=stream")).await;
+    let batches: Vec<Batch> = (0..4).map(|n| batch(&format!("bqs{n}"), 500)).collect();
+    measure("bigquery_stream", &stream, &batches, &|| {
+        cpu_seconds(pid, true)
+    })
+    .await;
+    drop(emulator);
+
+    let server = snowflake::Fakesnow::start();
+    server.create_schema("bench", "flags");
+    let pid = server.pid();
+    let dest = build(&server.url("bench", "flags", "")).await;
+    let batches: Vec<Batch> = (0..2).map(|n| batch(&format!("sf{n}"), 100)).collect();
+    measure("snowflake", &dest, &batches, &|| cpu_seconds(pid, true)).await;
+}
+
+fn main() {
+    // `cargo bench` passes `--bench` (and any filter): ignored, every case runs.
+    tokio::runtime::Runtime::new().unwrap().block_on(run());
+}
