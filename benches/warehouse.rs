@@ -6,8 +6,8 @@
 //! `/proc/self/stat`) and the server's CPU seconds (`/proc/<pid>/stat` of the server and
 //! its children) over the same interval:
 //!
-//! - `postgres`: 40 batches of 5,000 `evaluation_events` rows (binary `COPY` + `INSERT … ON
-//!   CONFLICT DO NOTHING`), then the same 40 re-sent (all conflicts);
+//! - `postgres`: 10 batches of 5,000 `evaluation_events` rows (binary `COPY` + `INSERT … ON
+//!   CONFLICT DO NOTHING`), then the same 10 re-sent (all conflicts);
 //! - `bigquery_load`: 4 batches of 5,000 rows as load jobs into bqemulator;
 //! - `bigquery_stream`: 4 batches of 500 rows through `insertAll`;
 //! - `snowflake`: 2 batches of 100 rows as `MERGE`s into fakesnow.
@@ -167,7 +167,7 @@ async fn run() {
         .trim()
         .parse()
         .unwrap();
-    let batches: Vec<Batch> = (0..40).map(|n| batch(&format!("pg{n}"), 5_000)).collect();
+    let batches: Vec<Batch> = (0..10).map(|n| batch(&format!("pg{n}"), 5_000)).collect();
     measure("postgres load", &dest, &batches, &|| {
         cpu_seconds(postmaster, true)
     })
