@@ -21,57 +21,48 @@ mod bigquery;
 mod cloud;
 #[path = "../tests/it/support/postgres.rs"]
 mod postgres;
+#[path = "support/rows.rs"]
+mod rows;
 #[path = "../tests/it/support/snowflake.rs"]
 mod snowflake;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-use flagstream::dest::{registry, Batch, BatchItem, Destination, DestinationSpec, SendOutcome};
-use flagstream::event::Schema;
+use flagstream::dest::{registry, Batch, Destination, DestinationSpec, SendOutcome};
+
+/// The fields of `/proc/<pid>/stat` after the command name (field 3 onward).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit(')').next()?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
 
 /// CPU seconds (user + system) of `pid` and, with `children`, of every descendant.
 fn cpu_seconds(pid: u32, children: bool) -> f64 {
     let ticks = 100.0; // USER_HZ on Linux
-    let mut total = 0.0;
     let mut pids = vec![pid];
     if children {
         pids.extend(descendants(pid));
     }
-    for pid in pids {
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            let fields: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            let used: f64 =
-                fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
-            total += used / ticks;
-        }
-    }
-    total
+    let used = |fields: Vec<String>| -> f64 {
+        fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0)
+    };
+    pids.into_iter()
+        .filter_map(stat_fields)
+        .map(used)
+        .sum::<f64>()
+        / ticks
 }
 
 /// Every process whose parent chain leads to `root`.
 fn descendants(root: u32) -> Vec<u32> {
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            let fields: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            parents.push((pid, fields[1].parse().unwrap_or(0)));
-        }
-    }
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, stat_fields(pid)?[1].parse().ok()?)))
+        .collect();
     let mut found = vec![root];
     let mut i = 0;
     while i < found.len() {
@@ -89,36 +80,7 @@ fn descendants(root: u32) -> Vec<u32> {
 }
 
 fn batch(prefix: &str, rows: usize) -> Batch {
-    let items = (0..rows)
-        .map(|i| {
-            let event_id = format!("{prefix}-{i}");
-            let row = serde_json::json!({
-                "table": "evaluation_events", "event_id": event_id, "project": "default",
-                "environment": "production", "kind": "feature", "flag_key": "new-checkout",
-                "flag_version": "12", "context_kind": "user", "context_key": format!("user-{}", i % 100),
-                "context_anonymous": false, "context_attributes": "{\"plan\":\"pro\"}",
-                "variation_index": 1, "variation_name": null, "variation_value": "true",
-                "default_value": "false", "used_default": false, "reason_kind": "FALLTHROUGH",
-                "reason_detail": null, "in_experiment": false, "prereq_of": null,
-                "sampling_ratio": null, "source": null, "creation_date": 1_716_999_999_001i64,
-                "timestamp": "2024-05-29T16:26:39.001Z", "received_at": 1_717_000_000_123i64,
-            });
-            BatchItem {
-                event_id,
-                payload: Bytes::from(serde_json::to_vec(&row).unwrap()),
-                kind: "feature".into(),
-                key: Some("new-checkout".into()),
-                context_key: None,
-                environment: "production".into(),
-                received_at_ms: 1_717_000_000_123,
-            }
-        })
-        .collect();
-    Batch {
-        id: prefix.into(),
-        schema: Schema::Warehouse,
-        items,
-    }
+    rows::evaluation_batch(prefix, rows)
 }
 
 /// Send `batches` and print rows/s, our CPU and the server's.

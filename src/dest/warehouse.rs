@@ -10,6 +10,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::sync::OnceCell;
+
 use super::postgres::{
     document_rows, document_table, warehouse_rows, warehouse_tables, Grouped, Table,
 };
@@ -59,4 +61,26 @@ pub async fn outcome_within(
         }
         Err(failure) => SendOutcome::Failed(failure),
     }
+}
+
+/// Run `ensure` (create a table when missing, check it) for each of `tables`, once per
+/// process: `done` is set when every table passed, and an error leaves it unset so the next
+/// batch tries again.
+pub async fn once_for_each<'a, F, Fut>(
+    done: &OnceCell<()>,
+    tables: &'a [Table],
+    ensure: F,
+) -> Result<(), Failure>
+where
+    F: Fn(&'a Table) -> Fut,
+    Fut: Future<Output = Result<(), Failure>>,
+{
+    done.get_or_try_init(|| async {
+        for table in tables {
+            ensure(table).await?;
+        }
+        Ok::<(), Failure>(())
+    })
+    .await
+    .map(|_| ())
 }

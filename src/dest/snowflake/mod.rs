@@ -151,15 +151,10 @@ impl fmt::Debug for SnowflakeDestination {
 
 impl SnowflakeDestination {
     async fn ensure_tables(&self) -> Result<(), Failure> {
-        self.created
-            .get_or_try_init(|| async {
-                for table in &self.tables {
-                    self.ensure_table(table).await?;
-                }
-                Ok::<(), Failure>(())
-            })
-            .await
-            .map(|_| ())
+        warehouse::once_for_each(&self.created, &self.tables, |table| {
+            self.ensure_table(table)
+        })
+        .await
     }
 
     async fn ensure_table(&self, table: &Table) -> Result<(), Failure> {

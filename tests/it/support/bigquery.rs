@@ -137,24 +137,25 @@ impl BqEmulator {
         std::fs::read_to_string(self.dir.path().join("bqemulator.log")).unwrap_or_default()
     }
 
-    /// Create `dataset`.
-    pub async fn create_dataset(&self, dataset: &str) {
-        let body = json!({"datasetReference": {"projectId": PROJECT, "datasetId": dataset}});
-        let url = format!(
-            "{}/bigquery/v2/projects/{PROJECT}/datasets",
-            self.endpoint()
-        );
+    /// POST `body` to `path` (under the project's REST root); panics unless it succeeded.
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let url = format!("{}/bigquery/v2/projects/{PROJECT}/{path}", self.endpoint());
         let response = reqwest::Client::new()
             .post(url)
             .json(&body)
             .send()
             .await
             .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{:?}",
-            response.text().await
-        );
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or_default();
+        assert!(status.is_success(), "{path}: {status} {answer}");
+        answer
+    }
+
+    /// Create `dataset`.
+    pub async fn create_dataset(&self, dataset: &str) {
+        let body = json!({"datasetReference": {"projectId": PROJECT, "datasetId": dataset}});
+        self.post("datasets", body).await;
     }
 
     /// Create `table` in `dataset` with `fields` (`[{"name", "type", "mode"}]`).
@@ -163,21 +164,7 @@ impl BqEmulator {
             "tableReference": {"projectId": PROJECT, "datasetId": dataset, "tableId": table},
             "schema": {"fields": fields},
         });
-        let url = format!(
-            "{}/bigquery/v2/projects/{PROJECT}/datasets/{dataset}/tables",
-            self.endpoint()
-        );
-        let response = reqwest::Client::new()
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{:?}",
-            response.text().await
-        );
+        self.post(&format!("datasets/{dataset}/tables"), body).await;
     }
 
     /// The table resource (`tables.get`).
@@ -199,17 +186,9 @@ impl BqEmulator {
     /// Run a GoogleSQL query (`jobs.query`); each row's cells as BigQuery's REST API gives them
     /// (strings, or null).
     pub async fn query(&self, sql: &str) -> Vec<Vec<Value>> {
-        let url = format!("{}/bigquery/v2/projects/{PROJECT}/queries", self.endpoint());
-        let body = json!({"query": sql, "useLegacySql": false});
-        let answer: Value = reqwest::Client::new()
-            .post(url)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = self
+            .post("queries", json!({"query": sql, "useLegacySql": false}))
+            .await;
         assert!(answer["error"].is_null(), "{sql}: {answer}");
         answer["rows"]
             .as_array()
