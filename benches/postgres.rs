@@ -11,47 +11,18 @@
 
 #[path = "../tests/it/support/postgres.rs"]
 mod postgres;
+#[path = "support/rows.rs"]
+mod rows;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use flagstream::dest::{registry, Batch, BatchItem, DestinationSpec, SendOutcome};
-use flagstream::event::Schema;
+use flagstream::dest::{registry, Batch, DestinationSpec, SendOutcome};
 
 const ROWS: usize = 5_000;
 
 fn batch(prefix: &str) -> Batch {
-    let items = (0..ROWS)
-        .map(|i| {
-            let event_id = format!("{prefix}-{i}");
-            let row = serde_json::json!({
-                "table": "evaluation_events", "event_id": event_id, "project": "default",
-                "environment": "production", "kind": "feature", "flag_key": "new-checkout",
-                "flag_version": "12", "context_kind": "user", "context_key": format!("user-{}", i % 100),
-                "context_anonymous": false, "context_attributes": "{\"plan\":\"pro\"}",
-                "variation_index": 1, "variation_name": null, "variation_value": "true",
-                "default_value": "false", "used_default": false, "reason_kind": "FALLTHROUGH",
-                "reason_detail": null, "in_experiment": false, "prereq_of": null,
-                "sampling_ratio": null, "source": null, "creation_date": 1_716_999_999_001i64,
-                "timestamp": "2024-05-29T16:26:39.001Z", "received_at": 1_717_000_000_123i64,
-            });
-            BatchItem {
-                event_id,
-                payload: Bytes::from(serde_json::to_vec(&row).unwrap()),
-                kind: "feature".into(),
-                key: Some("new-checkout".into()),
-                context_key: None,
-                environment: "production".into(),
-                received_at_ms: 1_717_000_000_123,
-            }
-        })
-        .collect();
-    Batch {
-        id: prefix.into(),
-        schema: Schema::Warehouse,
-        items,
-    }
+    rows::evaluation_batch(prefix, ROWS)
 }
 
 fn bench(c: &mut Criterion) {

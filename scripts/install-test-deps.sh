@@ -113,3 +113,30 @@ if ! "$DEPS/eventhubs-python/bin/python" -c "import proton, sys; sys.exit(0 if p
   "$DEPS/eventhubs-python/bin/pip" install --quiet --disable-pip-version-check "python-qpid-proton==$PROTON_VERSION"
 fi
 # --- end Event Hubs stand-in -----------------------------------------------------------------
+# --- BigQuery and Snowflake stand-ins (owner: warehouse destinations) ------------------------
+# Into $FLAGSTREAM_TEST_DEPS (default .test-deps). Run just this part with
+#   scripts/install-test-deps.sh            (every section is idempotent)
+WH_DEPS="${FLAGSTREAM_TEST_DEPS:-$DEPS}"
+# bqemulator (BigQuery REST, DuckDB-backed). numpy is an undeclared dependency; the spatial
+# extension would be downloaded at start, so the PyPI copy is linked into the emulator's own
+# HOME (tests/it/support/bigquery.rs starts it with HOME=$WH_DEPS/bqemulator/home).
+BQ_VERSION="1.4.0"
+if ! "$WH_DEPS/bqemulator/bin/pip" show bqemulator 2>/dev/null | grep -qx "Version: $BQ_VERSION"; then
+    echo "install-test-deps: installing bqemulator $BQ_VERSION into $WH_DEPS/bqemulator"
+    python3 -m venv "$WH_DEPS/bqemulator"
+    "$WH_DEPS/bqemulator/bin/pip" install --quiet --disable-pip-version-check \
+        "bqemulator==$BQ_VERSION" duckdb==1.5.5 duckdb-extension-spatial==1.5.5 numpy
+fi
+BQ_SPATIAL=$("$WH_DEPS/bqemulator/bin/python" -c \
+    'import duckdb_extension_spatial, os, glob; print(glob.glob(os.path.join(os.path.dirname(duckdb_extension_spatial.__file__), "extensions", "v1.5.5", "spatial.duckdb_extension*"))[0])')
+mkdir -p "$WH_DEPS/bqemulator/home/.duckdb/extensions/v1.5.5/linux_amd64"
+ln -sf "$BQ_SPATIAL" "$WH_DEPS/bqemulator/home/.duckdb/extensions/v1.5.5/linux_amd64/spatial.duckdb_extension"
+# fakesnow (Snowflake's driver protocol, DuckDB-backed).
+FAKESNOW_VERSION="0.12.1"
+if ! "$WH_DEPS/fakesnow/bin/pip" show fakesnow 2>/dev/null | grep -qx "Version: $FAKESNOW_VERSION"; then
+    echo "install-test-deps: installing fakesnow $FAKESNOW_VERSION into $WH_DEPS/fakesnow"
+    python3 -m venv "$WH_DEPS/fakesnow"
+    "$WH_DEPS/fakesnow/bin/pip" install --quiet --disable-pip-version-check \
+        "fakesnow[server]==$FAKESNOW_VERSION" "snowflake-connector-python<5"
+fi
+# --- end BigQuery and Snowflake stand-ins -----------------------------------------------------

@@ -128,6 +128,33 @@ impl HttpClient {
         body: Bytes,
         target: &(dyn Display + Sync),
     ) -> Result<HttpResponse, Failure> {
+        let response = self.exchange(method, url, headers, body, target).await?;
+        match classify(
+            response.status,
+            &response.headers,
+            &response.body,
+            target,
+            SystemTime::now(),
+        ) {
+            None => Ok(response),
+            Some(failure) => Err(failure),
+        }
+    }
+}
+
+impl HttpClient {
+    /// Send one request and return the answer whatever its status (REST APIs whose 404 or
+    /// 409 mean something, e.g. "table missing", "job already exists"); only transport
+    /// errors are failures ([`HttpClient::send`] classifies the rest). The request counts as
+    /// failed in the metrics when [`classify`] would fail it.
+    pub async fn exchange(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        target: &(dyn Display + Sync),
+    ) -> Result<HttpResponse, Failure> {
         let sent = self
             .client
             .request(method, url)
@@ -136,11 +163,23 @@ impl HttpClient {
             .send()
             .await;
         let result = match sent {
-            Ok(response) => classify_response(response, target).await,
+            Ok(response) => {
+                let status = response.status();
+                let headers = response.headers().clone();
+                match response.bytes().await {
+                    Ok(body) => Ok(HttpResponse {
+                        status,
+                        headers,
+                        body,
+                    }),
+                    Err(error) => Err(classify_transport_error(error, target)),
+                }
+            }
             Err(error) => Err(classify_transport_error(error, target)),
         };
         self.requests.record(match &result {
-            Ok(_) => RequestResult::Ok,
+            Ok(response) if response.status.is_success() => RequestResult::Ok,
+            Ok(response) => RequestResult::Failed(classify_status_code(response.status.as_u16())),
             Err(failure) => RequestResult::Failed(failure.class),
         });
         result
@@ -206,26 +245,6 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     );
     encoder.write_all(body)?;
     encoder.finish()
-}
-
-async fn classify_response(
-    response: reqwest::Response,
-    target: &(dyn Display + Sync),
-) -> Result<HttpResponse, Failure> {
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = match response.bytes().await {
-        Ok(body) => body,
-        Err(error) => return Err(classify_transport_error(error, target)),
-    };
-    match classify(status, &headers, &body, target, SystemTime::now()) {
-        None => Ok(HttpResponse {
-            status,
-            headers,
-            body,
-        }),
-        Some(failure) => Err(failure),
-    }
 }
 
 /// The classifier: `None` for 2xx, else the failure (see the module doc).

@@ -30,6 +30,7 @@
 //!    logs, `/v1/destinations` and `flagstream test-destination`, and never a secret.
 
 pub mod aws;
+pub mod bigquery;
 pub mod environment_keys;
 pub mod eventhubs;
 pub mod failure;
@@ -51,8 +52,10 @@ pub mod registry;
 pub mod s3;
 pub mod secrets;
 pub mod segment;
+pub mod snowflake;
 pub mod spec;
 pub mod units;
+pub mod warehouse;
 pub mod webhook;
 
 use std::fmt;

@@ -19,8 +19,8 @@ use super::kind::{AnyKind, BuildContext};
 use super::options::OptionMap;
 use super::secrets::{self, Redaction};
 use super::{
-    eventhubs, file, kafka, kinesis, launchdarkly, log, mparticle, postgres, pubsub, s3, segment,
-    webhook,
+    bigquery, eventhubs, file, kafka, kinesis, launchdarkly, log, mparticle, postgres, pubsub, s3,
+    segment, snowflake, webhook,
 };
 use super::{DestError, Destination, DestinationSpec, EnvironmentKeys};
 
@@ -34,6 +34,8 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &eventhubs::EventHubsKind,
     &s3::S3Kind,
     &postgres::PostgresKind,
+    &bigquery::BigQueryKind,
+    &snowflake::SnowflakeKind,
     &webhook::WebhookKind::<true>,
     &webhook::WebhookKind::<false>,
     &segment::SegmentKind,

@@ -6,6 +6,7 @@
 mod support;
 
 mod admin_api;
+mod bigquery;
 mod conformance;
 mod cursor_fuzz_harness;
 mod dashboards;
@@ -40,6 +41,7 @@ mod serve_crash;
 mod serve_e2e;
 mod serve_faults;
 mod serve_kill9_loop;
+mod snowflake;
 mod top;
 mod wal_crash;
 mod wal_faults;

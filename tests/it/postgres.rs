@@ -14,7 +14,7 @@ use crate::support::cloud::destination;
 use crate::support::postgres::Cluster;
 
 /// A complete `evaluation_events` row (every column, as the warehouse schema emits it).
-fn evaluation(event_id: &str, context_kind: Option<&str>) -> Value {
+pub(crate) fn evaluation(event_id: &str, context_kind: Option<&str>) -> Value {
     json!({
         "table": "evaluation_events",
         "event_id": event_id,
@@ -45,7 +45,7 @@ fn evaluation(event_id: &str, context_kind: Option<&str>) -> Value {
 }
 
 /// A `metric_events` row.
-fn metric(event_id: &str, value: f64) -> Value {
+pub(crate) fn metric(event_id: &str, value: f64) -> Value {
     json!({
         "table": "metric_events",
         "event_id": event_id,
@@ -66,7 +66,7 @@ fn metric(event_id: &str, value: f64) -> Value {
     })
 }
 
-fn item(row: &Value) -> BatchItem {
+pub(crate) fn item(row: &Value) -> BatchItem {
     BatchItem {
         event_id: row["event_id"].as_str().unwrap().to_string(),
         payload: Bytes::from(serde_json::to_vec(row).unwrap()),
@@ -78,7 +78,7 @@ fn item(row: &Value) -> BatchItem {
     }
 }
 
-fn batch(id: &str, rows: &[Value]) -> Batch {
+pub(crate) fn batch(id: &str, rows: &[Value]) -> Batch {
     Batch {
         id: id.into(),
         schema: Schema::Warehouse,
@@ -86,7 +86,7 @@ fn batch(id: &str, rows: &[Value]) -> Batch {
     }
 }
 
-fn evaluations(prefix: &str, count: usize) -> Vec<Value> {
+pub(crate) fn evaluations(prefix: &str, count: usize) -> Vec<Value> {
     (0..count)
         .map(|i| evaluation(&format!("{prefix}-{i}"), Some("user")))
         .collect()
@@ -100,7 +100,7 @@ async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
         .get(0)
 }
 
-fn failure_of(outcome: SendOutcome) -> flagstream::dest::Failure {
+pub(crate) fn failure_of(outcome: SendOutcome) -> flagstream::dest::Failure {
     match outcome {
         SendOutcome::Failed(failure) => failure,
         other => panic!("expected a failure, got {other:?}"),

@@ -57,12 +57,12 @@ pub use classify::{classify, Fault};
 pub use config::{Flavor, PostgresOptions, ServerTarget, SslMode};
 pub use load::{copy_into_stage, create_stage, insert_new};
 pub use migrate::{verify, ExistingColumn, ExistingColumns, MIGRATIONS};
-pub use rows::{document_rows, warehouse_rows, Cell, Row};
+pub use rows::{document_rows, warehouse_rows, Cell, Grouped, Row};
 pub use tables::{document_table, warehouse_tables, Table};
 
 use super::kind::{BuildContext, DestinationKind};
 use super::options::{RequestOptions, CONNECT_TIMEOUT};
-use super::{Batch, BatchLimits, DestError, Destination, Failure, ItemFailure, SendOutcome};
+use super::{warehouse, Batch, BatchLimits, DestError, Destination, Failure, SendOutcome};
 use crate::event::Schema;
 
 /// Rows per batch: large batches make `COPY` pay off.
@@ -96,13 +96,7 @@ impl DestinationKind for PostgresKind {
             return Err(context.error("option `endpoint` does not apply: the target is the server"));
         }
         let db_schema = options.db_schema.clone().unwrap_or_else(|| "public".into());
-        let tables = match context.schema {
-            Schema::Warehouse => warehouse_tables(&db_schema),
-            _ => vec![document_table(
-                &db_schema,
-                options.table.as_deref().unwrap_or("flagstream_events"),
-            )],
-        };
+        let tables = warehouse::tables_for(context.schema, &db_schema, options.table.as_deref());
         let pool = pool(&server, &options, timeout).map_err(|reason| context.error(reason))?;
         Ok(Arc::new(PostgresDestination {
             name: context.name.clone(),
@@ -205,32 +199,26 @@ impl PostgresDestination {
     }
 
     async fn send_batch(&self, batch: &Batch) -> SendOutcome {
-        let grouped = match self.schema {
-            Schema::Warehouse => warehouse_rows(&batch.items, &self.tables),
-            _ => document_rows(&batch.items),
-        };
-        let mut failures: Vec<ItemFailure> = grouped.failures;
-        let attempt = async {
+        let grouped = warehouse::rows_for(self.schema, &batch.items, &self.tables);
+        let load = async {
             let mut client = self.client().await?;
             self.ensure_tables(&mut client).await?;
+            let mut refused = Vec::new();
             for (table, rows) in self.tables.iter().zip(&grouped.rows) {
-                let refused = load::load_isolating(&mut client, table, rows, self.flavor).await?;
-                failures.extend(refused);
+                refused.extend(load::load_isolating(&mut client, table, rows, self.flavor).await?);
             }
-            Ok::<(), Failure>(())
+            Ok(refused)
         };
         // The server's statement_timeout normally fires first; this bounds a hung connection.
-        let result = match tokio::time::timeout(self.timeout * 2, attempt).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::retriable(format!(
-                "loading into {} took longer than {:?}",
-                self.server, self.timeout
-            ))),
-        };
-        match result {
-            Ok(()) => SendOutcome::from_item_failures(batch.items.len(), failures, None),
-            Err(failure) => SendOutcome::Failed(failure),
-        }
+        let late = || format!("loading into {}", self.server);
+        warehouse::outcome_within(
+            batch.items.len(),
+            grouped.failures,
+            self.timeout * 2,
+            late,
+            load,
+        )
+        .await
     }
 
     async fn check_tables(&self) -> Result<(), DestError> {

@@ -17,6 +17,7 @@
 //! Adding a destination: implement [`Target`] in `targets.rs`, add a line to the list at the
 //! bottom of this file.
 
+pub mod bigquery;
 pub mod eventhubs;
 pub mod kafka;
 pub mod launchdarkly;
@@ -24,6 +25,7 @@ pub mod mparticle;
 pub mod postgres_target;
 pub mod s3;
 pub mod segment;
+pub mod snowflake;
 pub mod targets;
 pub mod webhook;
 
@@ -412,7 +414,7 @@ macro_rules! conformance {
     ($module:ident, $start:path, [$($check:ident),+ $(,)?]) => {
         mod $module {
             #[allow(unused_imports)]
-            use super::{launchdarkly, mparticle, segment, targets, webhook};
+            use super::{bigquery, launchdarkly, mparticle, segment, snowflake, targets, webhook};
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
@@ -440,6 +442,16 @@ conformance!(
     postgres,
     targets::Postgres::start,
     [exactly_once, missing_target, outage, resent_batch]
+);
+conformance!(
+    bigquery_emulator,
+    bigquery::BigQuery::start,
+    [exactly_once, missing_target, outage, resent_batch]
+);
+conformance!(
+    snowflake_fakesnow,
+    snowflake::Snowflake::start,
+    [exactly_once, resent_batch]
 );
 conformance!(webhook_receiver, webhook::Webhook::start);
 conformance!(

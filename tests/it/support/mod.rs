@@ -2,6 +2,7 @@
 //!
 //! * [`serve`]: start the real `flagstream serve` binary and talk to it over HTTP.
 //! * [`cloud`]: real stand-in servers (moto, kinesalite, the Pub/Sub emulator) and batches.
+//! * [`bigquery`], [`snowflake`]: bqemulator and fakesnow (warehouse stand-ins).
 //! * [`kafka`]: a tansu broker (Kafka protocol) behind a gate, and rdkafka read-back.
 //! * [`eventhubs`]: an AMQP 1.0 Event Hubs stand-in (Qpid Proton) behind a gate.
 //! * [`http_receivers`]: in-process stand-ins of vendors' HTTP servers (webhook, Segment,
@@ -15,6 +16,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub mod bigquery;
 pub mod cloud;
 pub mod cursor_fuzz;
 pub mod delivery;
@@ -26,6 +28,7 @@ pub mod kafka;
 pub mod ld_events;
 pub mod postgres;
 pub mod serve;
+pub mod snowflake;
 pub mod wal;
 pub mod wal_fuzz;
 

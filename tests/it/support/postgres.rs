@@ -111,7 +111,7 @@ impl Cluster {
         (cluster, cert)
     }
 
-    fn data(&self) -> PathBuf {
+    pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
