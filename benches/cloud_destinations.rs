@@ -38,8 +38,13 @@ use flagstream::dest::{registry, Batch, Destination, DestinationSpec, SendOutcom
 
 /// 1,000 realistic events (≈ 190 bytes each, 100 contexts) as `parts` batches.
 fn events(prefix: &str, parts: usize) -> Vec<Batch> {
+    events_n(prefix, parts, 1_000)
+}
+
+/// `total` realistic events as `parts` batches.
+fn events_n(prefix: &str, parts: usize, total: usize) -> Vec<Batch> {
     (0..parts)
-        .map(|part| cloud::batch(&format!("{prefix}-{part}"), 1_000 / parts, 100))
+        .map(|part| cloud::batch(&format!("{prefix}-{part}"), total / parts, 100))
         .collect()
 }
 
@@ -101,7 +106,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Measure sending 1,000 events (`batches`) per iteration, as wall time and as CPU time.
+/// Measure sending the events of `batches` per iteration (1,000 unless the function name says
+/// otherwise), as wall time and as CPU time.
 /// `fresh` builds a destination on a new, empty stream/topic; each measurement round gets
 /// one (set up outside the timed part), because moto slows down as a stream grows.
 fn bench_send(
@@ -116,7 +122,8 @@ fn bench_send(
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
-    group.throughput(Throughput::Elements(1_000));
+    let total: usize = batches.iter().map(|batch| batch.items.len()).sum();
+    group.throughput(Throughput::Elements(total as u64));
     let round = std::cell::Cell::new(0);
     let measure = |clock: fn() -> Duration, iterations: u64| {
         round.set(round.get() + 1);
@@ -131,10 +138,10 @@ fn bench_send(
         }
         clock() - start
     };
-    group.bench_function("wall_send_1000", |b| {
+    group.bench_function(format!("wall_send_{total}"), |b| {
         b.iter_custom(|iterations| measure(monotonic, iterations))
     });
-    group.bench_function("cpu_send_1000", |b| {
+    group.bench_function(format!("cpu_send_{total}"), |b| {
         b.iter_custom(|iterations| measure(cpu, iterations))
     });
     group.finish();
@@ -221,6 +228,16 @@ fn kafka(c: &mut Criterion) {
         &runtime,
         fresh,
         &events("kafka", 1),
+    );
+    // The Kafka destination's largest batch (`MAX_EVENTS_PER_BATCH`): per-send costs
+    // (linger wake-ups, produce requests) spread over 5,000 events.
+    bench_send(
+        c,
+        "kafka_tansu_5000",
+        process_cpu,
+        &runtime,
+        |round| fresh(1_000 + round),
+        &events_n("kafka5k", 1, 5_000),
     );
 }
 

@@ -54,6 +54,7 @@
 
 mod config;
 mod message;
+mod reports;
 mod service;
 #[cfg(test)]
 mod tests;
@@ -68,7 +69,6 @@ use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureProducer;
 
 pub use config::{
     option_for_property, producer_properties, Compression, KafkaBlocks, KafkaOptions, KafkaTarget,
@@ -76,6 +76,8 @@ pub use config::{
 };
 pub use message::{headers, HEADER_NAMES};
 pub use service::{classify, classify_code};
+
+use reports::{ReportingContext, ReportingProducer};
 
 use super::failure::RequestMetrics;
 use super::kind::{BuildContext, DestinationKind};
@@ -121,8 +123,10 @@ impl DestinationKind for KafkaKind {
                     config
                 });
         let creation_error = |error: KafkaError| context.error(config_error(&error, &blocks));
-        let producer: FutureProducer = config.create().map_err(creation_error)?;
-        let producer = parking_lot::RwLock::new(producer);
+        let producer = config
+            .create_with_context(ReportingContext)
+            .map_err(creation_error)?;
+        let producer = parking_lot::RwLock::new(Arc::new(producer));
         let options = &blocks.options;
         let admin: Option<AdminClient<DefaultClientContext>> = if options.create_topic {
             Some(admin_config(&settings).create().map_err(creation_error)?)
@@ -219,7 +223,7 @@ pub struct KafkaDestination {
     topic_ready: AtomicBool,
     /// Replaced when librdkafka reports a fatal error (an idempotent producer that was fenced
     /// or lost its sequence cannot produce again; librdkafka says to create a new one).
-    producer: parking_lot::RwLock<FutureProducer>,
+    producer: parking_lot::RwLock<Arc<ReportingProducer>>,
     config: ClientConfig,
     requests: RequestMetrics,
 }

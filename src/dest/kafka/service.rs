@@ -1,20 +1,22 @@
 //! Producing a batch and classifying librdkafka's answers.
 //!
-//! Every message of a batch is enqueued on the idempotent producer in batch order, then every
-//! per-message delivery report is awaited and folded into one [`SendOutcome`]. Enqueueing
-//! never blocks (librdkafka answers `QUEUE_FULL` instead), and delivery reports arrive on the
-//! producer's own polling thread, so no tokio worker waits on librdkafka. Blocking calls
+//! Every message of a batch is enqueued on the idempotent producer in batch order, then the
+//! send waits once for every per-message delivery report ([`super::reports`]) and folds them
+//! into one [`SendOutcome`]. Enqueueing never blocks (librdkafka answers `QUEUE_FULL`
+//! instead), and delivery reports arrive on the producer's own polling thread, so no tokio
+//! worker waits on librdkafka. Blocking calls
 //! (metadata) run on tokio's blocking pool.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use futures::future::join_all;
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 
 use super::message;
+use super::reports::{Reported, ReportingContext, ReportingProducer, SendReports};
 use super::{KafkaDestination, KafkaTarget};
 use crate::dest::{Batch, DestError, Failure, FailureClass, ItemFailure, SendOutcome};
 
@@ -23,41 +25,14 @@ impl KafkaDestination {
         if let Err(failure) = self.ensure_topic().await {
             return SendOutcome::Failed(failure);
         }
-        let topic = &self.target.topic;
-        let producer = self.producer.read().clone();
-        let mut failures = Vec::new();
-        let mut pending = Vec::with_capacity(batch.items.len());
-        // Once enqueueing fails retriably (queue full), later messages are not enqueued: the
-        // resent ones would land behind them and reorder a context's events.
-        let mut stopped: Option<Failure> = None;
+        let producer = Arc::clone(&*self.producer.read());
+        let reports = SendReports::new();
+        let mut failures = self.enqueue(&producer, batch, &reports);
         let mut producer_broken = false;
-        for (index, item) in batch.items.iter().enumerate() {
-            if let Some(failure) = &stopped {
-                failures.push(failure.for_item(index));
-                continue;
-            }
-            let key = message::key(item, &self.keys);
-            let record = FutureRecord::to(topic)
-                .key(&key)
-                .payload(&item.payload[..])
-                .headers(message::headers(item, batch));
-            match producer.send_result(record) {
-                Ok(delivery) => pending.push((index, delivery)),
-                Err((error, _)) => {
-                    let failure = classify(&error, &self.target, item.payload.len());
-                    if failure.is_retriable() {
-                        stopped = Some(failure.clone());
-                    }
-                    failures.push(failure.for_item(index));
-                }
-            }
-        }
-        let (indexes, deliveries): (Vec<usize>, Vec<_>) = pending.into_iter().unzip();
-        for (index, report) in indexes.into_iter().zip(join_all(deliveries).await) {
+        for (index, reported) in reports.finished().await {
             let size = batch.items[index].payload.len();
-            let failure = match report {
-                Ok(Ok(_)) => continue,
-                Ok(Err((error, _))) => {
+            let failure = match reported {
+                Reported::Failed(error) => {
                     producer_broken |= breaks_the_producer(&error);
                     if is_missing_topic(&error) {
                         // Deleted since it was checked: check (or create) it again next time.
@@ -65,7 +40,7 @@ impl KafkaDestination {
                     }
                     classify(&error, &self.target, size)
                 }
-                Err(_canceled) => Failure::retriable(format!(
+                Reported::Abandoned => Failure::retriable(format!(
                     "{}: the producer shut down before the message was delivered",
                     self.target
                 )),
@@ -75,6 +50,40 @@ impl KafkaDestination {
         self.after_send(batch.items.len(), &failures);
         self.replace_if_broken(producer, producer_broken);
         SendOutcome::from_item_failures(batch.items.len(), failures, None)
+    }
+
+    /// Enqueue every message of `batch` in order, tracked by `reports`; the items that could
+    /// not be enqueued, as failures.
+    fn enqueue(
+        &self,
+        producer: &ReportingProducer,
+        batch: &Batch,
+        reports: &Arc<SendReports>,
+    ) -> Vec<ItemFailure> {
+        let mut failures = Vec::new();
+        // Once enqueueing fails retriably (queue full), later messages are not enqueued: the
+        // resent ones would land behind them and reorder a context's events.
+        let mut stopped: Option<Failure> = None;
+        for (index, item) in batch.items.iter().enumerate() {
+            if let Some(failure) = &stopped {
+                failures.push(failure.for_item(index));
+                continue;
+            }
+            let key = message::key(item, &self.keys);
+            let record = BaseRecord::with_opaque_to(&self.target.topic, reports.track(index))
+                .key(&key)
+                .payload(&item.payload[..])
+                .headers(message::headers(item, batch));
+            if let Err((error, mut record)) = producer.send(record) {
+                record.delivery_opaque.dismiss();
+                let failure = classify(&error, &self.target, item.payload.len());
+                if failure.is_retriable() {
+                    stopped = Some(failure.clone());
+                }
+                failures.push(failure.for_item(index));
+            }
+        }
+        failures
     }
 
     fn after_send(&self, items: usize, failures: &[ItemFailure]) {
@@ -87,7 +96,7 @@ impl KafkaDestination {
     /// Replace `used` if librdkafka declared it fatally failed, or the brokers refused its
     /// producer id or epoch (`broken`), unless another send replaced it already. The old
     /// producer is dropped on the blocking pool: its drop purges and joins threads.
-    fn replace_if_broken(&self, used: FutureProducer, broken: bool) {
+    fn replace_if_broken(&self, used: Arc<ReportingProducer>, broken: bool) {
         let fatal = used.client().fatal_error();
         if fatal.is_none() && !broken {
             return;
@@ -98,9 +107,9 @@ impl KafkaDestination {
             return;
         }
         tracing::warn!(destination = %self.name, ?code, %reason, "{}: the producer failed fatally; creating a new one", self.target);
-        match self.config.create::<FutureProducer>() {
+        match self.config.create_with_context(ReportingContext) {
             Ok(fresh) => {
-                let old = std::mem::replace(&mut *current, fresh);
+                let old = std::mem::replace(&mut *current, Arc::new(fresh));
                 drop(current);
                 tokio::task::spawn_blocking(move || drop((old, used)));
             }
@@ -153,7 +162,7 @@ impl KafkaDestination {
 
     /// Ask the brokers for the topic's metadata (never creating it).
     async fn describe_topic(&self) -> Result<(), Failure> {
-        let producer = self.producer.read().clone();
+        let producer = Arc::clone(&*self.producer.read());
         let topic = self.target.topic.clone();
         let timeout = self.timeout;
         let metadata = tokio::task::spawn_blocking(move || {
