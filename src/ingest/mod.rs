@@ -10,6 +10,7 @@
 //! | [`handler`] | one request from route to durable append; metrics per request |
 //! | [`instance`] | the data dir's instance id (`<data-dir>/instance-id`), stamped into every record |
 //! | [`server`] | accept loop, HTTP/1 + HTTP/2, graceful shutdown (shared with the admin listener) |
+//! | [`tls`] | TLS (rustls) for both listeners: PEM pair, ALPN h2/http1.1, reload on change |
 //! | [`connection`] | connection slots, header/idle deadlines from accept, shedding idle connections |
 //! | [`head`] | request-head limits checked by our code, so hyper's bare errors never reach clients |
 //! | [`inflight`] | the in-flight byte budget, reserved as bytes arrive |
@@ -49,13 +50,14 @@ pub mod inflight;
 pub mod instance;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 use std::time::Duration;
 
 pub use environments::{Environments, DEFAULT_ENVIRONMENT};
 pub use error::IngestError;
 pub use handler::{Ingest, RecordSink};
-pub use server::serve;
+pub use server::{serve, Listener};
 
 /// Limits and credentials of the ingest server (from the `serve` flags).
 #[derive(Debug, Clone)]
