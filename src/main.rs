@@ -260,6 +260,7 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
         instance_id,
     ));
     admin_state.attach_ingest_connections(ingest_state.connections().clone());
+    recover_payload_ids(&ingest_state, &wal).await?;
     let ingest_shutdown = CancellationToken::new();
     let ingest_tls = listener_tls("ingest", &config.tls, &config, &admin_shutdown)?;
     let tls = ingest_tls.is_some();
@@ -297,6 +298,22 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Rebuild the payload-id dedupe cache from the WAL's recent records (before ingest serves).
+async fn recover_payload_ids(ingest: &Arc<Ingest>, wal: &Wal) -> Result<()> {
+    let (ingest, wal) = (ingest.clone(), wal.clone());
+    let started = std::time::Instant::now();
+    let recovered = tokio::task::spawn_blocking(move || ingest.recover_payload_ids(&wal))
+        .await
+        .context("payload-id recovery task")?;
+    tracing::info!(
+        records = recovered.records,
+        payload_ids = recovered.ids,
+        recovery_ms = started.elapsed().as_millis() as u64,
+        "payload ids of recent records remembered again"
+    );
+    Ok(())
 }
 
 /// TLS for a listener when its pair is configured, with its reloader running until `stop`.

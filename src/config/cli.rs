@@ -346,6 +346,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FLAGSTREAM_DEDUPE_CACHE_SIZE", default_value_t = 100_000)]
     pub dedupe_cache_size: usize,
 
+    /// At start-up, remember again the payload ids of records received this recently (read
+    /// from the WAL), so an SDK retry arriving after a restart is not stored twice (0s = off).
+    #[arg(long, env = "FLAGSTREAM_DEDUPE_RECOVERY_WINDOW", default_value = "5m")]
+    pub dedupe_recovery_window: humantime::Duration,
+
     /// Attempts per batch before it goes to the dead letters (or `unlimited`).
     #[arg(long, env = "FLAGSTREAM_RETRY_MAX_ATTEMPTS", default_value = "5")]
     pub retry_max_attempts: Limit<u32>,

@@ -325,6 +325,7 @@ impl ServeConfig {
                 AutoCount::Count(count) => count,
             },
             dedupe_cache_size: args.dedupe_cache_size,
+            dedupe_recovery_window: args.dedupe_recovery_window.into(),
             header_timeout: args.header_timeout.into(),
             idle_timeout: args.idle_timeout.into(),
             body_timeout: args.body_timeout.into(),
