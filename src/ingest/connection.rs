@@ -229,7 +229,8 @@ impl Connections {
             match tls {
                 None => super::head::refuse(stream, &refusal).await,
                 Some(tls) => {
-                    if let Ok(Ok(stream)) = tokio::time::timeout(deadline, tls.accept(stream)).await {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(deadline, tls.accept(stream)).await
+                    {
                         super::head::refuse(stream, &refusal).await;
                     }
                 }
@@ -537,7 +538,9 @@ mod tests {
             };
             for _ in 0..LIMITS.max_connections {
                 full.connect().await;
-                let accepted = full.connections.accept(&full.listener, None, &full.shutdown);
+                let accepted = full
+                    .connections
+                    .accept(&full.listener, None, &full.shutdown);
                 full.accepted.push(accepted.await.unwrap());
             }
             full
@@ -563,7 +566,9 @@ mod tests {
             })
         };
         full.connect().await;
-        let third = full.connections.accept(&full.listener, None, &full.shutdown);
+        let third = full
+            .connections
+            .accept(&full.listener, None, &full.shutdown);
         let third = third.await.unwrap();
         serving.await.unwrap();
         assert_eq!(full.connections.open(), 2, "the idle one made room");
@@ -586,7 +591,12 @@ mod tests {
                 full.listener.clone(),
                 full.shutdown.clone(),
             );
-            tokio::spawn(async move { connections.accept(&listener, None, &shutdown).await.is_some() })
+            tokio::spawn(async move {
+                connections
+                    .accept(&listener, None, &shutdown)
+                    .await
+                    .is_some()
+            })
         };
         while !full.connections.saturated() {
             tokio::time::sleep(SLOT_RETRY).await;

@@ -202,14 +202,29 @@ mod recovery_tests {
     #[tokio::test]
     async fn ids_received_inside_the_window_are_remembered_again() {
         let records: Vec<(u64, &str, String)> = (0..100u64)
-            .map(|n| (1_000 + n * 10, if n % 2 == 0 { "prod" } else { "dev" }, format!("p{n}")))
+            .map(|n| {
+                (
+                    1_000 + n * 10,
+                    if n % 2 == 0 { "prod" } else { "dev" },
+                    format!("p{n}"),
+                )
+            })
             .collect();
-        let borrowed: Vec<_> = records.iter().map(|(t, e, id)| (*t, *e, id.as_str())).collect();
+        let borrowed: Vec<_> = records
+            .iter()
+            .map(|(t, e, id)| (*t, *e, id.as_str()))
+            .collect();
         let (_dir, wal) = wal_with(&borrowed).await;
         let ids = PayloadIds::new(1_000);
         // Records 50.. were received at or after 1_500.
         let recovered = ids.recover(&wal, 1_500);
-        assert_eq!(recovered, Recovered { records: 50, ids: 50 });
+        assert_eq!(
+            recovered,
+            Recovered {
+                records: 50,
+                ids: 50
+            }
+        );
         assert!(ids.seen("prod", "p50") && ids.seen("dev", "p99"));
         assert!(!ids.seen("dev", "p49"), "received before the window");
         assert!(!ids.seen("prod", "p51"), "scoped by environment");

@@ -104,7 +104,10 @@ impl TlsFiles {
                 source,
             })
         };
-        Ok((read(self.cert_flag, &self.cert)?, read(self.key_flag, &self.key)?))
+        Ok((
+            read(self.cert_flag, &self.cert)?,
+            read(self.key_flag, &self.key)?,
+        ))
     }
 
     fn parse(&self, cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {

@@ -311,7 +311,9 @@ impl Server {
     /// True when the server reported TLS on its admin listener.
     fn admin_tls(&self) -> bool {
         let lines = self.log_lines();
-        let admin = lines.iter().find(|line| line["message"] == "admin listening");
+        let admin = lines
+            .iter()
+            .find(|line| line["message"] == "admin listening");
         admin.is_some_and(|line| line["tls"] == true)
     }
 
