@@ -201,30 +201,36 @@ async fn start(data: &Path, tls_args: &[&str]) -> Flagstream {
         .await
 }
 
+/// Write `pki` as the ingest pair and start a server serving it, with `extra` flags; the
+/// server and the pair's paths.
+async fn start_tls(dir: &Path, pki: &TestPki, extra: &[&str]) -> (Flagstream, PathBuf, PathBuf) {
+    let (cert, key) = pki.write(dir, "ingest");
+    let mut args = vec!["--tls-cert", path(&cert), "--tls-key", path(&key)];
+    args.extend_from_slice(extra);
+    let server = start(dir, &args).await;
+    (server, cert, key)
+}
+
 fn path(path: &Path) -> &str {
     path.to_str().unwrap()
+}
+
+fn text(path: &Path) -> String {
+    path.display().to_string()
 }
 
 #[tokio::test]
 async fn ingest_over_tls_takes_http1_and_http2_and_admin_has_its_own_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (ingest_pki, admin_pki) = (TestPki::new("ingest"), TestPki::new("admin"));
-    let (cert, key) = ingest_pki.write(dir.path(), "ingest");
     let (admin_cert, admin_key) = admin_pki.write(dir.path(), "admin");
-    let server = start(
-        dir.path(),
-        &[
-            "--tls-cert",
-            path(&cert),
-            "--tls-key",
-            path(&key),
-            "--admin-tls-cert",
-            path(&admin_cert),
-            "--admin-tls-key",
-            path(&admin_key),
-        ],
-    )
-    .await;
+    let admin_tls = [
+        "--admin-tls-cert",
+        path(&admin_cert),
+        "--admin-tls-key",
+        path(&admin_key),
+    ];
+    let (server, _, _) = start_tls(dir.path(), &ingest_pki, &admin_tls).await;
 
     let mut one = connect(server.ingest, &ingest_pki.ca, Http::One)
         .await
@@ -280,19 +286,8 @@ async fn a_rotated_certificate_serves_new_connections_while_old_ones_finish_and_
 ) {
     let dir = tempfile::tempdir().unwrap();
     let first = TestPki::new("first");
-    let (cert, key) = first.write(dir.path(), "ingest");
-    let server = start(
-        dir.path(),
-        &[
-            "--tls-cert",
-            path(&cert),
-            "--tls-key",
-            path(&key),
-            "--tls-reload-interval",
-            "100ms",
-        ],
-    )
-    .await;
+    let reload_fast = ["--tls-reload-interval", "100ms"];
+    let (server, cert, _) = start_tls(dir.path(), &first, &reload_fast).await;
     let mut old = connect(server.ingest, &first.ca, Http::One).await.unwrap();
     assert_eq!(old.post_bulk(&numbered_bulk(0, 1)).await, 202);
 
@@ -334,23 +329,19 @@ async fn a_rotated_certificate_serves_new_connections_while_old_ones_finish_and_
         )
     };
     let errors_before = errors().await;
+    let wait_for_errors = |what: &'static str, above: f64| {
+        eventually(what, TIMEOUT, move || async move {
+            let errors = errors().await;
+            (errors > above)
+                .then_some(())
+                .ok_or(format!("{errors} errors"))
+        })
+    };
     replace(&cert, "not a certificate");
-    eventually("the unusable certificate is counted", TIMEOUT, || async {
-        let errors = errors().await;
-        (errors > errors_before)
-            .then_some(())
-            .ok_or(format!("{errors} errors"))
-    })
-    .await;
+    wait_for_errors("the unusable certificate is counted", errors_before).await;
     let third = TestPki::new("third");
     replace(&cert, &third.cert_pem);
-    eventually("the mismatched key is counted", TIMEOUT, || async {
-        let errors = errors().await;
-        (errors > errors_before + 1.0)
-            .then_some(())
-            .ok_or(format!("{errors} errors"))
-    })
-    .await;
+    wait_for_errors("the mismatched key is counted", errors_before + 1.0).await;
     let mut still = connect(server.ingest, &second.ca, Http::One).await.unwrap();
     assert_eq!(still.post_bulk(&numbered_bulk(3, 1)).await, 202);
     assert!(connect(server.ingest, &third.ca, Http::One).await.is_err());
@@ -364,19 +355,8 @@ async fn a_rotated_certificate_serves_new_connections_while_old_ones_finish_and_
 async fn a_client_that_never_finishes_its_handshake_is_closed_at_the_header_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let pki = TestPki::new("deadline");
-    let (cert, key) = pki.write(dir.path(), "ingest");
-    let server = start(
-        dir.path(),
-        &[
-            "--tls-cert",
-            path(&cert),
-            "--tls-key",
-            path(&key),
-            "--header-timeout",
-            "300ms",
-        ],
-    )
-    .await;
+    let short_deadline = ["--header-timeout", "300ms"];
+    let (server, _, _) = start_tls(dir.path(), &pki, &short_deadline).await;
     let mut silent = TcpStream::connect(server.ingest).await.unwrap();
     // Half a ClientHello record header, then nothing.
     tokio::io::AsyncWriteExt::write_all(&mut silent, &[0x16, 0x03, 0x01])
@@ -401,7 +381,7 @@ fn bad_tls_files_are_refused_at_start_naming_the_flag() {
     let not_pem = dir.path().join("not.pem");
     std::fs::write(&not_pem, "hello").unwrap();
     let missing = dir.path().join("missing.pem");
-    let run = |args: &[&str]| {
+    let run = |args: &[String]| {
         let output = Command::new(env!("CARGO_BIN_EXE_flagstream"))
             .args(["validate", "--data-dir", path(&dir.path().join("data"))])
             .args(args)
@@ -412,46 +392,42 @@ fn bad_tls_files_are_refused_at_start_naming_the_flag() {
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
     };
-    let cases: [(&[&str], &str, &str); 6] = [
+    let pair = |cert: &Path, key: &Path| {
+        vec![
+            "--tls-cert".to_string(),
+            text(cert),
+            "--tls-key".to_string(),
+            text(key),
+        ]
+    };
+    let cases = [
         (
-            &["--tls-cert", path(&cert)],
+            vec!["--tls-cert".to_string(), text(&cert)],
             "--tls-key",
             "is required with --tls-cert",
         ),
         (
-            &["--admin-tls-key", path(&key)],
+            vec!["--admin-tls-key".to_string(), text(&key)],
             "--admin-tls-cert",
             "is required",
         ),
+        (pair(&missing, &key), "--tls-cert", "cannot read"),
+        (pair(&not_pem, &key), "--tls-cert", "BEGIN CERTIFICATE"),
+        (pair(&cert, &not_pem), "--tls-key", "BEGIN PRIVATE KEY"),
         (
-            &["--tls-cert", path(&missing), "--tls-key", path(&key)],
-            "--tls-cert",
-            "cannot read",
-        ),
-        (
-            &["--tls-cert", path(&not_pem), "--tls-key", path(&key)],
-            "--tls-cert",
-            "BEGIN CERTIFICATE",
-        ),
-        (
-            &["--tls-cert", path(&cert), "--tls-key", path(&not_pem)],
-            "--tls-key",
-            "BEGIN PRIVATE KEY",
-        ),
-        (
-            &["--tls-cert", path(&cert), "--tls-key", path(&other_key)],
+            pair(&cert, &other_key),
             "--tls-key",
             "is not the key of the certificate",
         ),
     ];
     for (args, flag, problem) in cases {
-        let (code, stderr) = run(args);
+        let (code, stderr) = run(&args);
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(
             stderr.contains(&format!("`{flag}`")) && stderr.contains(problem),
             "{args:?}: {stderr}"
         );
     }
-    let (code, stderr) = run(&["--tls-cert", path(&cert), "--tls-key", path(&key)]);
+    let (code, stderr) = run(&pair(&cert, &key));
     assert_eq!(code, Some(0), "{stderr}");
 }
