@@ -267,3 +267,67 @@ impl ListenerTls {
         tracing::error!(listener = self.listener, flag = err.flag(), error = %err, "TLS certificate reload failed; still serving the previous certificate");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed `localhost` pair written to `dir` as `tls.crt`/`tls.key`.
+    fn write_pair(dir: &Path) -> TlsFiles {
+        let pair = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let files = TlsFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            cert_flag: "tls-cert",
+            key_flag: "tls-key",
+        };
+        std::fs::write(&files.cert, pair.cert.pem()).unwrap();
+        std::fs::write(&files.key, pair.key_pair.serialize_pem()).unwrap();
+        files
+    }
+
+    fn served(tls: &ListenerTls) -> CertificateDer<'static> {
+        tls.current.0.read().cert[0].clone()
+    }
+
+    #[tokio::test]
+    async fn a_changed_pair_is_swapped_in_and_a_bad_one_keeps_the_old_and_is_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_pair(dir.path());
+        let tls = ListenerTls::new("test", files.clone()).unwrap();
+        let (cert, key) = files.read().unwrap();
+        let mut seen = Some(TlsFiles::digest(&cert, &key));
+        let first = served(&tls);
+        tls.reload_if_changed(&mut seen).await;
+        assert_eq!(served(&tls), first, "unchanged files change nothing");
+
+        write_pair(dir.path());
+        tls.reload_if_changed(&mut seen).await;
+        let second = served(&tls);
+        assert_ne!(second, first, "the new pair serves new handshakes");
+
+        std::fs::write(&files.cert, "garbage").unwrap();
+        tls.reload_if_changed(&mut seen).await;
+        let bad = seen;
+        tls.reload_if_changed(&mut seen).await;
+        assert_eq!(seen, bad, "the same bad content is tried once");
+        assert_eq!(served(&tls), second, "a bad pair keeps the old one");
+        std::fs::remove_file(&files.key).unwrap();
+        tls.reload_if_changed(&mut seen).await;
+        assert_eq!(served(&tls), second, "an unreadable pair keeps the old one");
+    }
+
+    #[test]
+    fn errors_name_the_flag_at_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_pair(dir.path());
+        assert!(files.load().is_ok());
+        std::fs::write(&files.key, "no key here").unwrap();
+        assert_eq!(files.load().unwrap_err().flag(), "tls-key");
+        let missing = TlsFiles {
+            cert: dir.path().join("missing.crt"),
+            ..files
+        };
+        assert_eq!(missing.load().unwrap_err().flag(), "tls-cert");
+    }
+}
