@@ -196,13 +196,17 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
         idle_timeout: config.ingest.idle_timeout,
         max_per_client: admin::MAX_ADMIN_CONNECTIONS,
     };
+    let admin_tls = listener_tls("admin", &config.admin_tls, &config, &admin_shutdown)?;
+    if admin_tls.is_none() && !admin_addr.ip().is_loopback() && config.admin_auth.requires_token() {
+        tracing::warn!(%admin_addr, "the admin listener is off loopback without TLS: its token travels in clear text (set --admin-tls-cert/--admin-tls-key)");
+    }
     let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
+        ingest::Listener::new(admin_listener, admin_tls.clone()),
         admin_state.clone(),
         admin_limits,
         admin_shutdown.clone(),
     ));
-    tracing::info!(%admin_addr, "admin listening");
+    tracing::info!(%admin_addr, tls = admin_tls.is_some(), "admin listening");
 
     if config.ingest.environments.is_open() {
         tracing::warn!(
@@ -256,15 +260,18 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
         instance_id,
     ));
     admin_state.attach_ingest_connections(ingest_state.connections().clone());
+    recover_payload_ids(&ingest_state, &wal).await?;
     let ingest_shutdown = CancellationToken::new();
+    let ingest_tls = listener_tls("ingest", &config.tls, &config, &admin_shutdown)?;
+    let tls = ingest_tls.is_some();
     let ingest_task = tokio::spawn(ingest::serve(
-        ingest_listener,
+        ingest::Listener::new(ingest_listener, ingest_tls),
         ingest_state,
         ingest_shutdown.clone(),
         config.shutdown_timeout,
     ));
     readiness.set(Phase::Ready);
-    tracing::info!(%ingest_addr, destinations = ?delivery.names(), "ingest listening");
+    tracing::info!(%ingest_addr, tls, destinations = ?delivery.names(), "ingest listening");
 
     let fatal = wait_for_shutdown(&wal).await;
     readiness.set(Phase::ShuttingDown);
@@ -291,6 +298,39 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Rebuild the payload-id dedupe cache from the WAL's recent records (before ingest serves).
+async fn recover_payload_ids(ingest: &Arc<Ingest>, wal: &Wal) -> Result<()> {
+    let (ingest, wal) = (ingest.clone(), wal.clone());
+    let started = std::time::Instant::now();
+    let recovered = tokio::task::spawn_blocking(move || ingest.recover_payload_ids(&wal))
+        .await
+        .context("payload-id recovery task")?;
+    tracing::info!(
+        records = recovered.records,
+        payload_ids = recovered.ids,
+        recovery_ms = started.elapsed().as_millis() as u64,
+        "payload ids of recent records remembered again"
+    );
+    Ok(())
+}
+
+/// TLS for a listener when its pair is configured, with its reloader running until `stop`.
+fn listener_tls(
+    listener: &'static str,
+    files: &Option<ingest::tls::TlsFiles>,
+    config: &ServeConfig,
+    stop: &CancellationToken,
+) -> Result<Option<Arc<ingest::tls::ListenerTls>>> {
+    let Some(files) = files else { return Ok(None) };
+    // Checked by the config already; a file changed since then is still a config error.
+    let tls = ingest::tls::ListenerTls::new(listener, files.clone()).map_err(|err| {
+        eprintln!("flagstream: invalid value for `--{}`: {err}", err.flag());
+        anyhow::Error::new(Exit(EXIT_CONFIG))
+    })?;
+    tls.spawn_reloader(config.tls_reload_interval, stop.clone());
+    Ok(Some(tls))
 }
 
 /// Wait for SIGTERM/SIGINT (→ `None`) or a fatal WAL state (→ `Some(reason)`).

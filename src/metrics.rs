@@ -119,6 +119,14 @@ pub const READY: &str = "flagstream_ready";
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "flagstream_connections_closed_total";
 /// gauge{listener}: 1 while every connection slot is busy with a request and new clients wait.
 pub const CONNECTIONS_SATURATED: &str = "flagstream_connections_saturated";
+/// counter{listener}: certificate/key pairs swapped in after their files changed.
+pub const TLS_RELOADS_TOTAL: &str = "flagstream_tls_reloads_total";
+/// counter{listener}: changed certificate/key files that could not be used (the old pair stays).
+pub const TLS_RELOAD_ERRORS_TOTAL: &str = "flagstream_tls_reload_errors_total";
+/// counter{listener}: TLS handshakes that failed (bad client, untrusted certificate, plain HTTP).
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "flagstream_tls_handshake_failures_total";
+/// gauge: payload ids put back into the dedupe cache from the WAL at start-up.
+pub const INGEST_DEDUPE_RECOVERED_IDS: &str = "flagstream_ingest_dedupe_recovered_ids";
 
 // --- recorder -----------------------------------------------------------------------------
 
@@ -237,6 +245,22 @@ fn describe() {
     describe_gauge!(
         CONNECTIONS_SATURATED,
         "1 while every connection slot is busy with a request and new clients wait"
+    );
+    describe_counter!(
+        TLS_RELOADS_TOTAL,
+        "Certificate/key pairs swapped in after their files changed, by listener"
+    );
+    describe_counter!(
+        TLS_RELOAD_ERRORS_TOTAL,
+        "Changed certificate/key files that could not be used; the previous pair keeps serving"
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES_TOTAL,
+        "TLS handshakes that failed, by listener"
+    );
+    describe_gauge!(
+        INGEST_DEDUPE_RECOVERED_IDS,
+        "Payload ids put back into the dedupe cache from the WAL at start-up"
     );
     describe_counter!(
         WAL_APPEND_BYTES_TOTAL,

@@ -49,7 +49,6 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::{Delivery, DeliveryError};
@@ -358,7 +357,7 @@ pub const MAX_ADMIN_CONNECTIONS: usize = 256;
 
 /// Serve the admin API until `shutdown` is cancelled. Also runs the Prometheus upkeep tick.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<crate::ingest::Listener>,
     admin: Arc<Admin>,
     limits: ConnectionLimits,
     shutdown: CancellationToken,

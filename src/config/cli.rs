@@ -212,6 +212,29 @@ pub struct ServeArgs {
     #[arg(long, env = "FLAGSTREAM_ADMIN_METRICS_PUBLIC", default_value_t = false)]
     pub admin_metrics_public: bool,
 
+    /// PEM certificate chain for TLS on the ingest listener (leaf first); with --tls-key.
+    /// Reloaded when the file changes. Without it, ingest serves plain HTTP.
+    #[arg(long, env = "FLAGSTREAM_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, RSA or EC) of --tls-cert.
+    #[arg(long, env = "FLAGSTREAM_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM certificate chain for TLS on the admin listener; with --admin-tls-key. The admin
+    /// listener has its own pair (often an internal CA); give the ingest files to share one.
+    #[arg(long, env = "FLAGSTREAM_ADMIN_TLS_CERT", value_name = "FILE")]
+    pub admin_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --admin-tls-cert.
+    #[arg(long, env = "FLAGSTREAM_ADMIN_TLS_KEY", value_name = "FILE")]
+    pub admin_tls_key: Option<PathBuf>,
+
+    /// How often the TLS certificate and key files are checked for changes (a changed pair
+    /// serves new connections; a bad one is logged and the old pair kept).
+    #[arg(long, env = "FLAGSTREAM_TLS_RELOAD_INTERVAL", default_value = "10s")]
+    pub tls_reload_interval: humantime::Duration,
+
     /// Directory for the WAL (`wal/`), dead letters and the default file destination.
     #[arg(long, env = "FLAGSTREAM_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
@@ -322,6 +345,11 @@ pub struct ServeArgs {
     /// How many recent `X-LaunchDarkly-Payload-ID`s are remembered to drop SDK retries (0 = off).
     #[arg(long, env = "FLAGSTREAM_DEDUPE_CACHE_SIZE", default_value_t = 100_000)]
     pub dedupe_cache_size: usize,
+
+    /// At start-up, remember again the payload ids of records received this recently (read
+    /// from the WAL), so an SDK retry arriving after a restart is not stored twice (0s = off).
+    #[arg(long, env = "FLAGSTREAM_DEDUPE_RECOVERY_WINDOW", default_value = "5m")]
+    pub dedupe_recovery_window: humantime::Duration,
 
     /// Attempts per batch before it goes to the dead letters (or `unlimited`).
     #[arg(long, env = "FLAGSTREAM_RETRY_MAX_ATTEMPTS", default_value = "5")]

@@ -42,6 +42,7 @@ use crate::dest::file::FileDestination;
 use crate::dest::secrets::resolve_value;
 use crate::dest::DestinationSpec;
 use crate::ingest::connection::ConnectionLimits;
+use crate::ingest::tls::TlsFiles;
 use crate::ingest::{Environments, IngestSettings};
 use crate::wal::{RecoveryMode, SyncMode, WalError, WalOption, WalOptions};
 
@@ -98,6 +99,12 @@ pub struct ServeConfig {
     pub admin_listen: SocketAddr,
     /// Who may use the admin API (`--admin-token`, `--admin-metrics-public`).
     pub admin_auth: AdminAuth,
+    /// `--tls-cert`/`--tls-key`, checked to load: the ingest listener serves TLS.
+    pub tls: Option<TlsFiles>,
+    /// `--admin-tls-cert`/`--admin-tls-key`: the admin listener serves TLS.
+    pub admin_tls: Option<TlsFiles>,
+    /// `--tls-reload-interval`.
+    pub tls_reload_interval: Duration,
     pub data_dir: PathBuf,
     pub wal: WalOptions,
     pub ingest: IngestSettings,
@@ -318,6 +325,7 @@ impl ServeConfig {
                 AutoCount::Count(count) => count,
             },
             dedupe_cache_size: args.dedupe_cache_size,
+            dedupe_recovery_window: args.dedupe_recovery_window.into(),
             header_timeout: args.header_timeout.into(),
             idle_timeout: args.idle_timeout.into(),
             body_timeout: args.body_timeout.into(),
@@ -326,10 +334,21 @@ impl ServeConfig {
             ..IngestSettings::default()
         };
         let admin_auth = admin_auth(args)?;
+        let tls = tls_files(&args.tls_cert, &args.tls_key, "tls-cert", "tls-key")?;
+        let admin_tls = tls_files(
+            &args.admin_tls_cert,
+            &args.admin_tls_key,
+            "admin-tls-cert",
+            "admin-tls-key",
+        )?;
+        check_timeout("tls-reload-interval", args.tls_reload_interval, MAX_TIMEOUT)?;
         Ok(ServeConfig {
             listen: args.listen,
             admin_listen: args.admin_listen,
             admin_auth,
+            tls,
+            admin_tls,
+            tls_reload_interval: args.tls_reload_interval.into(),
             data_dir,
             wal,
             ingest,
@@ -375,6 +394,38 @@ fn admin_auth(args: &ServeArgs) -> Result<AdminAuth, ConfigError> {
         ));
     }
     Ok(AdminAuth::with_token(&token, args.admin_metrics_public))
+}
+
+/// A listener's certificate and key flags: both or neither, and a pair that loads (so
+/// `validate` catches what `serve` would refuse).
+fn tls_files(
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    cert_flag: &'static str,
+    key_flag: &'static str,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let (cert, key) = match (cert, key) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        (Some(_), None) => {
+            let message = format!("is required with --{cert_flag} (the certificate's private key)");
+            return Err(ConfigError::invalid(key_flag, message));
+        }
+        (None, Some(_)) => {
+            let message = format!("is required with --{key_flag} (the key's certificate chain)");
+            return Err(ConfigError::invalid(cert_flag, message));
+        }
+    };
+    let files = TlsFiles {
+        cert,
+        key,
+        cert_flag,
+        key_flag,
+    };
+    files
+        .load()
+        .map_err(|err| ConfigError::invalid(err.flag(), err.to_string()))?;
+    Ok(Some(files))
 }
 
 /// Longest accepted connection or body timeout: longer ones only keep attackers' sockets open.
@@ -655,7 +706,17 @@ mod tests {
             }
             assert!(arg.get_env().is_some(), "--{id} has no env var");
             let has_default = !arg.get_default_values().is_empty();
-            let documented_absent = ["config", "environment", "dest", "admin_token"].contains(&id);
+            let documented_absent = [
+                "config",
+                "environment",
+                "dest",
+                "admin_token",
+                "tls_cert",
+                "tls_key",
+                "admin_tls_cert",
+                "admin_tls_key",
+            ]
+            .contains(&id);
             assert!(has_default || documented_absent, "--{id} shows no default");
         }
     }

@@ -41,6 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::IngestError;
+use super::tls::ListenerTls;
 use crate::metrics as m;
 
 /// Deadlines and the slot count of one listener.
@@ -144,6 +145,7 @@ impl Connections {
     pub async fn accept(
         self: &Arc<Self>,
         listener: &TcpListener,
+        tls: Option<&Arc<ListenerTls>>,
         shutdown: &CancellationToken,
     ) -> Option<Accepted> {
         let (stream, peer) = loop {
@@ -162,7 +164,7 @@ impl Connections {
             if self.make_room_for_client(peer.ip()) {
                 break (stream, peer);
             }
-            self.refuse_over_client_limit(stream, peer);
+            self.refuse_over_client_limit(stream, peer, tls.cloned());
         };
         let slot = self.slot(shutdown).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -207,8 +209,14 @@ impl Connections {
     }
 
     /// Answer a connection over its client's cap with 503 and close it, off the accept loop.
-    fn refuse_over_client_limit(&self, stream: TcpStream, peer: std::net::SocketAddr) {
-        let limit = self.limits.max_per_client;
+    /// Over TLS the answer needs a handshake first, bounded by the header deadline.
+    fn refuse_over_client_limit(
+        &self,
+        stream: TcpStream,
+        peer: std::net::SocketAddr,
+        tls: Option<Arc<ListenerTls>>,
+    ) {
+        let (limit, deadline) = (self.limits.max_per_client, self.limits.header_timeout);
         tracing::debug!(listener = self.listener, %peer, limit, "connection refused: client holds too many busy connections");
         metrics::counter!(
             m::CONNECTIONS_CLOSED_TOTAL,
@@ -217,7 +225,16 @@ impl Connections {
         )
         .increment(1);
         tokio::spawn(async move {
-            super::head::refuse(stream, &IngestError::TooManyConnections { limit }).await;
+            let refusal = IngestError::TooManyConnections { limit };
+            match tls {
+                None => super::head::refuse(stream, &refusal).await,
+                Some(tls) => {
+                    if let Ok(Ok(stream)) = tokio::time::timeout(deadline, tls.accept(stream)).await
+                    {
+                        super::head::refuse(stream, &refusal).await;
+                    }
+                }
+            }
         });
     }
 
@@ -521,7 +538,9 @@ mod tests {
             };
             for _ in 0..LIMITS.max_connections {
                 full.connect().await;
-                let accepted = full.connections.accept(&full.listener, &full.shutdown);
+                let accepted = full
+                    .connections
+                    .accept(&full.listener, None, &full.shutdown);
                 full.accepted.push(accepted.await.unwrap());
             }
             full
@@ -547,7 +566,9 @@ mod tests {
             })
         };
         full.connect().await;
-        let third = full.connections.accept(&full.listener, &full.shutdown);
+        let third = full
+            .connections
+            .accept(&full.listener, None, &full.shutdown);
         let third = third.await.unwrap();
         serving.await.unwrap();
         assert_eq!(full.connections.open(), 2, "the idle one made room");
@@ -570,7 +591,12 @@ mod tests {
                 full.listener.clone(),
                 full.shutdown.clone(),
             );
-            tokio::spawn(async move { connections.accept(&listener, &shutdown).await.is_some() })
+            tokio::spawn(async move {
+                connections
+                    .accept(&listener, None, &shutdown)
+                    .await
+                    .is_some()
+            })
         };
         while !full.connections.saturated() {
             tokio::time::sleep(SLOT_RETRY).await;

@@ -119,6 +119,19 @@ impl Ingest {
         }
     }
 
+    /// Remember again the payload ids stored in the last `--dedupe-recovery-window` (see
+    /// [`super::dedupe`]); call before serving. Blocking: reads the WAL.
+    pub fn recover_payload_ids(&self, wal: &Wal) -> super::dedupe::Recovered {
+        let window = self.settings.dedupe_recovery_window.as_millis() as u64;
+        if window == 0 {
+            return super::dedupe::Recovered::default();
+        }
+        let since_ms = unix_ms_now().saturating_sub(window);
+        let recovered = self.payload_ids.recover(wal, since_ms);
+        metrics::gauge!(m::INGEST_DEDUPE_RECOVERED_IDS).set(recovered.ids as f64);
+        recovered
+    }
+
     pub fn settings(&self) -> &IngestSettings {
         &self.settings
     }

@@ -83,7 +83,9 @@ pub fn check<B>(request: &Request<B>) -> Result<(), IngestError> {
 ///
 /// `Ok` holds the bytes read so far, to be replayed to hyper; `Err(Some(_))` is the refusal to
 /// answer; `Err(None)` means the client closed (or failed) before sending a head.
-pub async fn read_first_head(stream: &mut TcpStream) -> Result<Bytes, Option<IngestError>> {
+pub async fn read_first_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<Bytes, Option<IngestError>> {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         buf.reserve(8192);
@@ -173,7 +175,7 @@ fn check_framing(headers: &[httparse::Header<'_>]) -> Result<(), IngestError> {
 }
 
 /// Answer a refused head with the JSON error and close the connection.
-pub async fn refuse(mut stream: TcpStream, err: &IngestError) {
+pub async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, err: &IngestError) {
     let body = err.json_body();
     let head = format!(
         "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -195,16 +197,16 @@ pub async fn refuse(mut stream: TcpStream, err: &IngestError) {
 
 /// A stream that first replays bytes already read from it, and gives hyper's own bare error
 /// answers (a later keep-alive request whose head hyper could not parse) the JSON body.
-pub struct Rewind {
+pub struct Rewind<S = TcpStream> {
     prefix: Bytes,
-    inner: TcpStream,
+    inner: S,
     /// A JSON answer being written in place of hyper's bare one, and the length of the bare
     /// one (what the write reports once the JSON is out).
     replacing: Option<(Bytes, usize)>,
 }
 
-impl Rewind {
-    pub fn new(prefix: Bytes, inner: TcpStream) -> Self {
+impl<S: AsyncWrite + Unpin> Rewind<S> {
+    pub fn new(prefix: Bytes, inner: S) -> Self {
         Rewind {
             prefix,
             inner,
@@ -264,7 +266,7 @@ fn json_for_bare_error(written: &[u8]) -> Option<Bytes> {
     )))
 }
 
-impl AsyncRead for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -280,7 +282,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

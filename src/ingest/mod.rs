@@ -6,10 +6,11 @@
 //! | [`routes`] | the route table: path + method → format, credential source, action |
 //! | [`auth`] / [`environments`] | credential → environment (401 when unknown) |
 //! | [`body`] | body caps, gunzip with a decompressed-size cap, the pixel's `d` parameter |
-//! | [`dedupe`] | recent `X-LaunchDarkly-Payload-ID`s, so SDK retries are not stored twice |
+//! | [`dedupe`] | recent `X-LaunchDarkly-Payload-ID`s, so SDK retries are not stored twice (rebuilt from the WAL at start-up) |
 //! | [`handler`] | one request from route to durable append; metrics per request |
 //! | [`instance`] | the data dir's instance id (`<data-dir>/instance-id`), stamped into every record |
 //! | [`server`] | accept loop, HTTP/1 + HTTP/2, graceful shutdown (shared with the admin listener) |
+//! | [`tls`] | TLS (rustls) for both listeners: PEM pair, ALPN h2/http1.1, reload on change |
 //! | [`connection`] | connection slots, header/idle deadlines from accept, shedding idle connections |
 //! | [`head`] | request-head limits checked by our code, so hyper's bare errors never reach clients |
 //! | [`inflight`] | the in-flight byte budget, reserved as bytes arrive |
@@ -49,13 +50,14 @@ pub mod inflight;
 pub mod instance;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 use std::time::Duration;
 
 pub use environments::{Environments, DEFAULT_ENVIRONMENT};
 pub use error::IngestError;
 pub use handler::{Ingest, RecordSink};
-pub use server::serve;
+pub use server::{serve, Listener};
 
 /// Limits and credentials of the ingest server (from the `serve` flags).
 #[derive(Debug, Clone)]
@@ -70,6 +72,8 @@ pub struct IngestSettings {
     pub max_connections_per_client: usize,
     /// Payload ids remembered for deduplication (0 = off).
     pub dedupe_cache_size: usize,
+    /// At start-up, the payload ids of records received this recently are remembered again.
+    pub dedupe_recovery_window: Duration,
     /// How long a request may wait for in-flight room before 503.
     pub inflight_wait: Duration,
     /// From accept to the first complete request head.
@@ -89,6 +93,9 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `--body-timeout`.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `--dedupe-recovery-window`: SDKs retry a payload within seconds, so minutes cover
+/// a crash and restart with room to spare.
+pub const DEFAULT_DEDUPE_RECOVERY_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// Default `--body-stall-timeout`.
 pub const DEFAULT_BODY_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -100,6 +107,7 @@ impl Default for IngestSettings {
             max_connections: 4096,
             max_connections_per_client: connection::ConnectionLimits::default_per_client(4096),
             dedupe_cache_size: 100_000,
+            dedupe_recovery_window: DEFAULT_DEDUPE_RECOVERY_WINDOW,
             inflight_wait: handler::DEFAULT_INFLIGHT_WAIT,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,

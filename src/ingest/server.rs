@@ -1,11 +1,14 @@
-//! The listener: accepts TCP connections into [`Connections`] slots, checks each connection's
-//! first request head ([`head`]), serves HTTP/1.1 and HTTP/2 (prior knowledge) with hyper, and
-//! shuts down gracefully. The admin listener runs the same loop with its own handler.
+//! The listener: accepts TCP connections into [`Connections`] slots, runs the TLS handshake
+//! when the listener has TLS ([`super::tls`]), checks each connection's first request head
+//! ([`head`]), serves HTTP/1.1 and HTTP/2 (prior knowledge on plain TCP, ALPN `h2` over TLS)
+//! with hyper, and shuts down gracefully. The admin listener runs the same loop with its own
+//! handler.
 //!
 //! Invariants:
 //! * At most `max_connections` connections are served at once; when all slots are taken, the
 //!   longest-idle connection is shed for the new one (see [`super::connection`]).
 //! * Every request passes [`head::check`] before its handler: head limits answer JSON.
+//! * The TLS handshake happens inside the connection's slot, under its header deadline.
 //! * On shutdown the listener closes first (no new connections), then every connection
 //!   finishes its in-flight requests — including their WAL appends — within the grace period.
 
@@ -23,12 +26,32 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Connections;
 use super::handler::Ingest;
 use super::head;
+use super::tls::ListenerTls;
 use crate::metrics as m;
+
+/// A bound listener, with the TLS it serves (plain TCP without).
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<Arc<ListenerTls>>,
+}
+
+impl Listener {
+    pub fn new(tcp: TcpListener, tls: Option<Arc<ListenerTls>>) -> Self {
+        Listener { tcp, tls }
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Self {
+        Listener { tcp, tls: None }
+    }
+}
 
 /// Most concurrent HTTP/2 streams per connection: each may hold a request body in memory.
 const MAX_H2_STREAMS: u32 = 32;
@@ -36,7 +59,7 @@ const MAX_H2_STREAMS: u32 = 32;
 /// Serve `listener` until `shutdown` is cancelled, then drain for at most `grace`.
 /// Returns false if the grace period ran out with requests still in flight.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
     grace: Duration,
@@ -58,7 +81,7 @@ pub async fn serve(
 /// The accept loop shared by the ingest and admin listeners. `handler_for_connection` makes
 /// the request handler of each new connection.
 pub async fn serve_listener<M, H, F>(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     connections: Arc<Connections>,
     handler_for_connection: M,
     shutdown: CancellationToken,
@@ -69,11 +92,12 @@ where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
+    let Listener { tcp: listener, tls } = listener.into();
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(http_builder(&connections));
     let ingest = connections.listener() == "ingest";
-    while let Some(accepted) = connections.accept(&listener, &shutdown).await {
-        let mut stream = accepted.stream;
+    while let Some(accepted) = connections.accept(&listener, tls.as_ref(), &shutdown).await {
+        let stream = accepted.stream;
         let peer = accepted.peer;
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %err, "TCP_NODELAY not set");
@@ -92,13 +116,22 @@ where
                 Ok::<_, Infallible>(response)
             }
         });
-        let (watcher, builder, connections) =
-            (graceful.watcher(), builder.clone(), connections.clone());
+        let (watcher, builder, connections, tls) = (
+            graceful.watcher(),
+            builder.clone(),
+            connections.clone(),
+            tls.clone(),
+        );
         tokio::spawn(async move {
             if ingest {
                 metrics::gauge!(m::INGEST_OPEN_CONNECTIONS).increment(1.0);
             }
             let connection = async {
+                // Boxed: a TLS stream is large, and most connections of a listener are alike.
+                let mut stream = match tls {
+                    None => Either::Left(stream),
+                    Some(tls) => Either::Right(Box::new(tls.accept(stream).await?)),
+                };
                 let prefix = match head::read_first_head(&mut stream).await {
                     Ok(prefix) => prefix,
                     Err(None) => return Ok(()),

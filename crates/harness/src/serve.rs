@@ -270,6 +270,11 @@ impl Server {
             if let Some((ingest, admin)) = self.bound_addresses() {
                 self.ingest = ingest;
                 self.admin = admin;
+                // A TLS admin listener cannot be polled in plain HTTP; the server logs
+                // `ingest listening` once it is ready.
+                if self.admin_tls() {
+                    return Ok(());
+                }
                 if client::get(admin, "/readyz")
                     .await
                     .is_ok_and(|response| response.status == 200)
@@ -301,6 +306,15 @@ impl Server {
             reported("ingest listening", "ingest_addr")?,
             reported("admin listening", "admin_addr")?,
         ))
+    }
+
+    /// True when the server reported TLS on its admin listener.
+    fn admin_tls(&self) -> bool {
+        let lines = self.log_lines();
+        let admin = lines
+            .iter()
+            .find(|line| line["message"] == "admin listening");
+        admin.is_some_and(|line| line["tls"] == true)
     }
 
     fn exit_status(&mut self) -> Option<ExitStatus> {

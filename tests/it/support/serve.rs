@@ -176,6 +176,11 @@ pub async fn http_request(addr: SocketAddr, method: &str, path: &str) -> Option<
 /// `label="value"` given.
 pub async fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> f64 {
     let text = http_get(admin, "/metrics").await.expect("metrics");
+    metric_in(&text, name, labels)
+}
+
+/// [`metric`] over a `/metrics` text already fetched.
+pub fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
