@@ -120,6 +120,13 @@ pub const CONNECTIONS_CLOSED_TOTAL: &str = "flagstream_connections_closed_total"
 /// gauge{listener}: 1 while every connection slot is busy with a request and new clients wait.
 pub const CONNECTIONS_SATURATED: &str = "flagstream_connections_saturated";
 
+// --- configuration (runtime) -------------------------------------------------------------
+/// Counter{outcome}: `--config` reloads on SIGHUP, `success` or `failure` (nothing changed).
+pub const CONFIG_RELOADS_TOTAL: &str = "flagstream_config_reloads_total";
+/// Counter{action}: destinations changed while running (`create`, `update`, `delete`), through
+/// the admin API or a reload.
+pub const DESTINATION_CHANGES_TOTAL: &str = "flagstream_destination_changes_total";
+
 // --- recorder -----------------------------------------------------------------------------
 
 /// Latency buckets (seconds): 100 µs … 10 s, dense where group commit lives (0.5–20 ms).
@@ -344,6 +351,14 @@ fn describe() {
         DEAD_LETTER_BYTES,
         Unit::Bytes,
         "Bytes of all dead-letter files"
+    );
+    describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        "--config reloads on SIGHUP, by outcome (a failed one changed nothing)"
+    );
+    describe_counter!(
+        DESTINATION_CHANGES_TOTAL,
+        "Destinations created, updated or deleted while running"
     );
     describe_counter!(
         DEAD_LETTER_REFUSED_WRITES_TOTAL,
