@@ -151,7 +151,11 @@ impl Admin {
                 Some(delivery) => json(
                     StatusCode::OK,
                     serde_json::json!({
-                        "destinations": delivery.statuses(),
+                        "destinations": delivery
+                            .statuses()
+                            .into_iter()
+                            .map(|status| self.with_source(status))
+                            .collect::<Vec<_>>(),
                         "wal": self.wal.get().map(|wal| wal_summary(&wal.stats())),
                     }),
                 ),
@@ -232,9 +236,22 @@ impl Admin {
             return not_ready("delivery has not started yet");
         };
         match delivery.status(name) {
-            Some(status) => json(StatusCode::OK, serde_json::json!(status)),
+            Some(status) => json(StatusCode::OK, self.with_source(status)),
             None => unknown_destination(name),
         }
+    }
+
+    /// A destination's status with where it is defined (`config` or `api`), when known.
+    fn with_source(&self, status: crate::delivery::DestinationStatus) -> serde_json::Value {
+        let source = self
+            .destination_set
+            .get()
+            .and_then(|set| set.source_of(&status.name));
+        let mut value = serde_json::json!(status);
+        if let (Some(source), Some(fields)) = (source, value.as_object_mut()) {
+            fields.insert("source".into(), serde_json::json!(source));
+        }
+        value
     }
 
     fn control(&self, name: &str, action: &str) -> Response<Full<Bytes>> {

@@ -100,6 +100,18 @@ struct SetState {
 }
 
 impl SetState {
+    fn sources(&self) -> BTreeMap<String, Source> {
+        let config = self
+            .config
+            .keys()
+            .map(|name| (name.clone(), Source::Config));
+        let api = self
+            .api
+            .iter()
+            .map(|entry| (entry.name.clone(), Source::Api));
+        config.chain(api).collect()
+    }
+
     fn source_of(&self, name: &str) -> Option<Source> {
         if self.config.contains_key(name) {
             Some(Source::Config)
@@ -207,6 +219,8 @@ pub struct DestinationSet {
     data_dir: PathBuf,
     store: DestinationStore,
     state: tokio::sync::Mutex<SetState>,
+    /// Where each name is defined, as of the last change (read without waiting for one).
+    sources: std::sync::Mutex<BTreeMap<String, Source>>,
 }
 
 impl DestinationSet {
@@ -223,6 +237,7 @@ impl DestinationSet {
             defaults,
             data_dir: data_dir.to_path_buf(),
             store: DestinationStore::new(data_dir),
+            sources: std::sync::Mutex::new(startup_state.state.sources()),
             state: tokio::sync::Mutex::new(startup_state.state),
         }
     }
@@ -246,9 +261,21 @@ impl DestinationSet {
         &self.delivery
     }
 
-    /// Where `name` is defined, if anywhere.
-    pub async fn source_of(&self, name: &str) -> Option<Source> {
-        self.state.lock().await.source_of(name)
+    /// Where `name` is defined, if anywhere (as of the last completed change).
+    pub fn source_of(&self, name: &str) -> Option<Source> {
+        self.sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .copied()
+    }
+
+    /// Publish where each name is defined after a change.
+    fn publish(&self, state: &SetState) {
+        *self
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = state.sources();
     }
 
     async fn sourced(&self, name: &str, source: Source) -> Result<SourcedStatus, SetError> {
@@ -279,6 +306,7 @@ impl DestinationSet {
             return Err(err.into());
         }
         state.api = api;
+        self.publish(&state);
         count_changes("create", 1);
         tracing::info!(destination = %entry.name, "destination created through the admin API");
         drop(state);
@@ -301,6 +329,7 @@ impl DestinationSet {
             api[index] = entry;
             self.save(&api).await?;
             state.api = api;
+            self.publish(&state);
             self.delivery.replace(configured).await?;
             count_changes("update", 1);
             tracing::info!(
@@ -320,6 +349,7 @@ impl DestinationSet {
         api.remove(index);
         self.save(&api).await?;
         state.api = api;
+        self.publish(&state);
         self.delivery.remove(name).await?;
         count_changes("delete", 1);
         tracing::info!(
@@ -382,6 +412,7 @@ impl DestinationSet {
             }
         }
         state.config = config;
+        self.publish(&state);
         count_changes("create", summary.added.len());
         count_changes("update", summary.changed.len());
         count_changes("delete", summary.removed.len());
