@@ -612,6 +612,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn destinations_are_added_replaced_and_removed_while_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = test_wal(dir.path());
+        let (sent, _received) = tokio::sync::mpsc::unbounded_channel();
+        let raw = || ConfiguredDestination {
+            settings: DeliverySettings::named("raw", &DeliveryDefaults::default()),
+            destination: Arc::new(RawSink { sent: sent.clone() }),
+        };
+        let delivery = Delivery::start(&wal, vec![], &EngineOptions::new(dir.path())).unwrap();
+        delivery.add(raw()).unwrap();
+        assert!(matches!(
+            delivery.add(raw()),
+            Err(DeliveryError::DuplicateName(_))
+        ));
+        assert_eq!(wal.cursor_names(), vec!["raw"]);
+        delivery.pause("raw").unwrap();
+        delivery.replace(raw()).await.unwrap();
+        assert_eq!(delivery.names(), vec!["raw"]);
+        assert!(
+            delivery.status("raw").unwrap().paused,
+            "a restart keeps the pause"
+        );
+        assert_eq!(
+            wal.cursor_names(),
+            vec!["raw"],
+            "a restart keeps the cursor"
+        );
+        delivery.remove("raw").await.unwrap();
+        assert!(delivery.names().is_empty());
+        assert!(
+            wal.cursor_names().is_empty(),
+            "removing releases the cursor"
+        );
+        assert!(matches!(
+            delivery.remove("raw").await,
+            Err(DeliveryError::UnknownDestination(_))
+        ));
+        delivery.shutdown().await;
+    }
+
+    #[tokio::test]
     async fn the_engine_hands_raw_records_with_their_metadata() {
         use crate::event::stored::{encode_header, StoredMeta};
         use crate::event::InboundFormat;
