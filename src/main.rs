@@ -172,6 +172,12 @@ fn delivery_defaults(config: &ServeConfig) -> DeliveryDefaults {
     }
 }
 
+/// A destination configuration error: printed naming `--dest`, exit code 2.
+fn invalid_dest(err: impl std::fmt::Display) -> anyhow::Error {
+    eprintln!("flagstream: invalid value for `--dest`: {err}");
+    anyhow::Error::new(Exit(EXIT_CONFIG))
+}
+
 /// Build every destination from its spec; errors are configuration errors (exit 2).
 async fn configure_destinations(
     config: &ServeConfig,
@@ -182,10 +188,7 @@ async fn configure_destinations(
         &config.data_dir,
     )
     .await
-    .map_err(|err| {
-        eprintln!("flagstream: invalid value for `--dest`: {err}");
-        anyhow::Error::new(Exit(EXIT_CONFIG))
-    })
+    .map_err(invalid_dest)
 }
 
 /// Build the starting destinations: `--dest`/`--config` and those created through the admin
@@ -199,10 +202,7 @@ async fn configure_startup(config: &ServeConfig) -> Result<destination_set::Star
         &config.data_dir,
     )
     .await
-    .map_err(|err| {
-        eprintln!("flagstream: invalid value for `--dest`: {err}");
-        anyhow::Error::new(Exit(EXIT_CONFIG))
-    })
+    .map_err(invalid_dest)
 }
 
 async fn serve(

@@ -26,24 +26,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Largest request body: a destination's options are small.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-pub async fn create<B>(set: &DestinationSet, request: Request<B>) -> Response<Full<Bytes>>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    let body = match read_json(request).await {
-        Ok(body) => body,
-        Err(refusal) => return refusal,
-    };
-    match set.create(body).await {
-        Ok(status) => json(StatusCode::CREATED, serde_json::json!(status)),
-        Err(err) => refusal(err),
-    }
-}
-
-pub async fn update<B>(
+/// `POST /v1/destinations` (`name` = `None`) or `PUT /v1/destinations/{name}`.
+pub async fn create_or_update<B>(
     set: &DestinationSet,
-    name: &str,
+    name: Option<&str>,
     request: Request<B>,
 ) -> Response<Full<Bytes>>
 where
@@ -54,8 +40,12 @@ where
         Ok(body) => body,
         Err(refusal) => return refusal,
     };
-    match set.update(name, body).await {
-        Ok(status) => json(StatusCode::OK, serde_json::json!(status)),
+    let (result, success) = match name {
+        None => (set.create(body).await, StatusCode::CREATED),
+        Some(name) => (set.update(name, body).await, StatusCode::OK),
+    };
+    match result {
+        Ok(status) => json(success, serde_json::json!(status)),
         Err(err) => refusal(err),
     }
 }

@@ -162,11 +162,11 @@ impl Admin {
                 None => not_ready("delivery has not started yet"),
             },
             (&Method::POST, ["v1", "destinations"]) => match self.destination_set.get() {
-                Some(set) => destinations::create(set, request).await,
+                Some(set) => destinations::create_or_update(set, None, request).await,
                 None => not_ready("delivery has not started yet"),
             },
             (&Method::PUT, ["v1", "destinations", name]) => match self.destination_set.get() {
-                Some(set) => destinations::update(set, name, request).await,
+                Some(set) => destinations::create_or_update(set, Some(name), request).await,
                 None => not_ready("delivery has not started yet"),
             },
             (&Method::DELETE, ["v1", "destinations", name]) => match self.destination_set.get() {

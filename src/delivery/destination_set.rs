@@ -299,14 +299,13 @@ impl DestinationSet {
         let configured = self.configure_api(&entry).await?;
         let mut api = state.api.clone();
         api.push(entry.clone());
-        self.save(&api).await?;
+        let before = state.api.clone();
+        self.commit(&mut state, api).await?;
         // Opening a new cursor is a small blocking write + fsync; admin requests are rare.
         if let Err(err) = self.delivery.add(configured) {
-            self.save(&state.api).await?;
+            self.commit(&mut state, before).await?;
             return Err(err.into());
         }
-        state.api = api;
-        self.publish(&state);
         count_changes("create", 1);
         tracing::info!(destination = %entry.name, "destination created through the admin API");
         drop(state);
@@ -327,9 +326,7 @@ impl DestinationSet {
             let configured = self.configure_api(&entry).await?;
             let mut api = state.api.clone();
             api[index] = entry;
-            self.save(&api).await?;
-            state.api = api;
-            self.publish(&state);
+            self.commit(&mut state, api).await?;
             self.delivery.replace(configured).await?;
             count_changes("update", 1);
             tracing::info!(
@@ -347,9 +344,7 @@ impl DestinationSet {
         let index = self.api_index(&state, name)?;
         let mut api = state.api.clone();
         api.remove(index);
-        self.save(&api).await?;
-        state.api = api;
-        self.publish(&state);
+        self.commit(&mut state, api).await?;
         self.delivery.remove(name).await?;
         count_changes("delete", 1);
         tracing::info!(
@@ -417,6 +412,15 @@ impl DestinationSet {
         count_changes("update", summary.changed.len());
         count_changes("delete", summary.removed.len());
         Ok(summary)
+    }
+
+    /// Store `api` durably, then make it the state (and publish the sources). On a store
+    /// error the state stays as it was.
+    async fn commit(&self, state: &mut SetState, api: Vec<ApiDestination>) -> Result<(), SetError> {
+        self.save(&api).await?;
+        state.api = api;
+        self.publish(state);
+        Ok(())
     }
 
     async fn save(&self, api: &[ApiDestination]) -> Result<(), SetError> {

@@ -353,13 +353,19 @@ fn sighup(server: &Flagstream) {
     assert!(status.success());
 }
 
-async fn reloads(server: &Flagstream, outcome: &str) -> f64 {
-    metric(
-        server.admin,
-        "flagstream_config_reloads_total",
-        &[("outcome", outcome)],
-    )
-    .await
+/// Wait until `flagstream_config_reloads_total{outcome}` reaches `count` (a reload is
+/// counted once it has been applied or refused).
+async fn wait_reloads(server: &Flagstream, outcome: &str, count: f64) {
+    eventually(&format!("{count} {outcome} reloads"), TIMEOUT, || async {
+        let labels = [("outcome", outcome)];
+        let seen = metric(server.admin, "flagstream_config_reloads_total", &labels).await;
+        if seen == count {
+            Ok(())
+        } else {
+            Err(format!("{seen}"))
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,28 +413,18 @@ async fn sighup_adds_and_removes_config_destinations_under_load_without_a_failed
     eventually("the load running", TIMEOUT, || load_running(10)).await;
     write_config(&config, dir.path(), &[("a", ""), ("b", "")]);
     sighup(&server);
-    eventually("b added by the reload", TIMEOUT, || async {
-        let (status, body) = status_of(&server, "b").await;
-        if status == 200 {
-            Ok(())
-        } else {
-            Err(body.to_string())
-        }
-    })
-    .await;
+    wait_reloads(&server, "success", 1.0).await;
+    let (status, added) = status_of(&server, "b").await;
+    assert_eq!(
+        (status, added["source"].as_str()),
+        (200, Some("config")),
+        "{added}"
+    );
 
     // A bad file changes nothing and is counted.
     write_config(&config, dir.path(), &[("b", "rotat = \"1s\"")]);
     sighup(&server);
-    eventually("the failed reload counted", TIMEOUT, || async {
-        let failures = reloads(&server, "failure").await;
-        if failures == 1.0 {
-            Ok(())
-        } else {
-            Err(format!("{failures} failures"))
-        }
-    })
-    .await;
+    wait_reloads(&server, "failure", 1.0).await;
     assert_eq!(
         status_of(&server, "a").await.0,
         200,
@@ -441,15 +437,7 @@ async fn sighup_adds_and_removes_config_destinations_under_load_without_a_failed
 
     write_config(&config, dir.path(), &[("b", "")]);
     sighup(&server);
-    eventually("the second reload applied", TIMEOUT, || async {
-        let successes = reloads(&server, "success").await;
-        if successes == 2.0 {
-            Ok(())
-        } else {
-            Err(format!("{successes} successful reloads"))
-        }
-    })
-    .await;
+    wait_reloads(&server, "success", 2.0).await;
     assert_eq!(
         status_of(&server, "a").await.0,
         404,
