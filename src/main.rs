@@ -294,9 +294,15 @@ async fn serve(
     );
     admin_state.attach_destination_set(destination_set.clone());
     let reload_shutdown = CancellationToken::new();
-    let reload_task = reload.map(|(reloader, file)| {
-        tokio::spawn(reloader.run_on_sighup(destination_set.clone(), file, reload_shutdown.clone()))
-    });
+    // SIGHUP reloads --config's destinations (or, without one, is refused with a warning).
+    let reload_task = match reload {
+        Some((reloader, file)) => tokio::spawn(reloader.run_on_sighup(
+            destination_set.clone(),
+            file,
+            reload_shutdown.clone(),
+        )),
+        None => tokio::spawn(config::reload::refuse_sighup(reload_shutdown.clone())),
+    };
 
     let instance_id = ingest::instance::load_or_create(&config.data_dir)
         .context("loading the data dir's instance id")?;
@@ -324,9 +330,7 @@ async fn serve(
     let drained = ingest_task.await.unwrap_or(false);
     tracing::info!(drained, "ingest stopped; stopping delivery");
     reload_shutdown.cancel();
-    if let Some(task) = reload_task {
-        let _ = task.await;
-    }
+    let _ = reload_task.await;
     delivery.shutdown().await;
     if let Err(err) = wal.close().await {
         tracing::error!(error = %err, "final WAL sync failed");

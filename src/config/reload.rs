@@ -134,6 +134,26 @@ impl Reloader {
     }
 }
 
+/// Without `--config`, SIGHUP would end the process (its default action): take it and say
+/// there is nothing to reload, so `systemctl reload` never stops flagstream by accident.
+pub async fn refuse_sighup(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            received = hangup.recv() => if received.is_none() { return },
+        }
+        metrics::counter!(CONFIG_RELOADS_TOTAL, "outcome" => "failure").increment(1);
+        tracing::warn!(
+            "SIGHUP: there is no --config file to reload (--dest destinations change with a \
+             restart, or use the admin API's /v1/destinations)"
+        );
+    }
+}
+
 /// Settings (not destinations) that differ between two versions of the file.
 fn restart_only_changes(old: &ConfigFile, new: &ConfigFile) -> Vec<String> {
     let mut changed: Vec<String> = new

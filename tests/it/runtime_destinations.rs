@@ -255,6 +255,11 @@ async fn bad_input_is_refused_naming_the_option_and_changes_nothing() {
             .collect()
     };
     assert_eq!(view(&after), view(&before), "no destination changed");
+
+    // Without --config, SIGHUP is refused with a warning instead of ending the process.
+    sighup(&server);
+    wait_reloads(&server, "failure", 1.0).await;
+    assert_eq!(status_of(&server, "live").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
