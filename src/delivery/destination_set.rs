@@ -386,32 +386,56 @@ impl DestinationSet {
             )));
         }
         let mut summary = ReloadSummary::default();
-        for name in state.config.keys() {
-            if !config.contains_key(name) {
-                self.delivery.remove(name).await?;
-                summary.removed.push(name.clone());
-            }
-        }
-        for built in configured {
-            let name = built.settings.name.clone();
-            match state.config.get(&name) {
-                None => {
-                    self.delivery.add(built)?;
-                    summary.added.push(name);
-                }
-                Some(old) if Some(old) != config.get(&name) => {
-                    self.delivery.replace(built).await?;
-                    summary.changed.push(name);
-                }
-                Some(_) => summary.unchanged += 1,
-            }
-        }
-        state.config = config;
+        let applied = self
+            .apply_config(&mut state, config, configured, &mut summary)
+            .await;
         self.publish(&state);
         count_changes("create", summary.added.len());
         count_changes("update", summary.changed.len());
         count_changes("delete", summary.removed.len());
-        Ok(summary)
+        applied.map(|()| summary)
+    }
+
+    /// Apply a validated config set step by step. `state.config` follows every step that
+    /// succeeded, so after an I/O failure half-way it still matches what runs (and the next
+    /// reload picks up from there).
+    async fn apply_config(
+        &self,
+        state: &mut SetState,
+        mut config: BTreeMap<String, DestinationSpec>,
+        configured: Vec<ConfiguredDestination>,
+        summary: &mut ReloadSummary,
+    ) -> Result<(), SetError> {
+        let dropped: Vec<String> = state
+            .config
+            .keys()
+            .filter(|name| !config.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in dropped {
+            self.delivery.remove(&name).await?;
+            state.config.remove(&name);
+            summary.removed.push(name);
+        }
+        for built in configured {
+            let name = built.settings.name.clone();
+            let Some(spec) = config.remove(&name) else {
+                continue;
+            };
+            match state.config.get(&name) {
+                None => {
+                    self.delivery.add(built)?;
+                    summary.added.push(name.clone());
+                }
+                Some(old) if *old != spec => {
+                    self.delivery.replace(built).await?;
+                    summary.changed.push(name.clone());
+                }
+                Some(_) => summary.unchanged += 1,
+            }
+            state.config.insert(name, spec);
+        }
+        Ok(())
     }
 
     /// Store `api` durably, then make it the state (and publish the sources). On a store
@@ -434,5 +458,67 @@ impl DestinationSet {
                 })
             })?
             .map_err(SetError::Store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::EngineOptions;
+
+    fn spec(text: &str) -> DestinationSpec {
+        DestinationSpec::parse(text).unwrap()
+    }
+
+    async fn running(dir: &Path, config: &[&str]) -> DestinationSet {
+        let mut options = crate::wal::WalOptions::new(dir.join("wal"));
+        (options.segment_bytes, options.min_free_bytes) = (1 << 20, 0);
+        let wal = crate::wal::Wal::open(options).unwrap();
+        let defaults = DeliveryDefaults::default();
+        let specs = config.iter().map(|text| spec(text)).collect();
+        let store = DestinationStore::new(dir);
+        let mut startup = configure_startup(specs, &store, &defaults, dir)
+            .await
+            .unwrap();
+        let configured = std::mem::take(&mut startup.configured);
+        let delivery = Delivery::start(&wal, configured, &EngineOptions::new(dir)).unwrap();
+        DestinationSet::new(delivery, startup, defaults, dir)
+    }
+
+    #[tokio::test]
+    async fn the_sources_stay_apart_and_a_refused_reload_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = running(dir.path(), &["log:?name=a"]).await;
+        let b = serde_json::json!({"name": "b", "url": "log:"});
+        set.create(b.clone()).await.unwrap();
+        assert!(matches!(
+            set.create(b).await,
+            Err(SetError::Conflict { .. })
+        ));
+        let a = serde_json::json!({"url": "log:stderr"});
+        assert!(matches!(
+            set.update("a", a).await,
+            Err(SetError::ManagedByConfig(_))
+        ));
+
+        let clash = set.reload(vec![spec("log:?name=b")]).await.unwrap_err();
+        assert!(clash.to_string().contains("admin API"), "{clash}");
+        let typo = set.reload(vec![spec("log:?name=c&lingr=1s")]).await;
+        assert!(matches!(typo, Err(SetError::Invalid(_))));
+        assert_eq!(set.delivery().names(), vec!["a", "b"], "nothing changed");
+
+        let summary = set.reload(vec![spec("log:?name=c")]).await.unwrap();
+        assert_eq!(
+            (summary.added, summary.removed),
+            (vec!["c".to_string()], vec!["a".to_string()])
+        );
+        assert_eq!(set.delivery().names(), vec!["b", "c"]);
+        assert_eq!(set.source_of("c"), Some(Source::Config));
+        assert_eq!(set.source_of("a"), None);
+
+        set.delete("b").await.unwrap();
+        assert_eq!(set.delivery().names(), vec!["c"]);
+        assert!(DestinationStore::new(dir.path()).load().unwrap().is_empty());
+        set.delivery().shutdown().await;
     }
 }

@@ -288,10 +288,10 @@ impl Delivery {
         Ok(())
     }
 
-    /// Stop `name` and release its cursor, so it no longer holds back WAL garbage collection
-    /// (a destination created later under this name starts afresh).
+    /// Stop `name` (if it runs) and release its cursor, so it no longer holds back WAL garbage
+    /// collection (a destination created later under this name starts afresh). Idempotent.
     pub async fn remove(&self, name: &str) -> Result<(), DeliveryError> {
-        self.stop(name).await?;
+        self.stop_if_running(name).await?;
         let wal = self.shared.wal.clone();
         let owned = name.to_string();
         let released = tokio::task::spawn_blocking(move || {
@@ -321,13 +321,23 @@ impl Delivery {
     /// pause state): the old worker settles or abandons its in-flight batches first.
     pub async fn replace(&self, configured: ConfiguredDestination) -> Result<(), DeliveryError> {
         let name = configured.settings.name.clone();
-        let paused = *self.handle(&name)?.paused.borrow();
-        self.stop(&name).await?;
+        // Not running (an earlier replace failed to start it again): just start it.
+        let paused = self
+            .handle(&name)
+            .is_ok_and(|handle| *handle.paused.borrow());
+        self.stop_if_running(&name).await?;
         self.add(configured)?;
         if paused {
             self.pause(&name)?;
         }
         Ok(())
+    }
+
+    async fn stop_if_running(&self, name: &str) -> Result<(), DeliveryError> {
+        match self.stop(name).await {
+            Err(DeliveryError::UnknownDestination(_)) => Ok(()),
+            other => other,
+        }
     }
 
     /// Everything one worker is built from, and the handle that controls it.
@@ -645,8 +655,12 @@ mod tests {
             wal.cursor_names().is_empty(),
             "removing releases the cursor"
         );
+        delivery
+            .remove("raw")
+            .await
+            .expect("removing is idempotent");
         assert!(matches!(
-            delivery.remove("raw").await,
+            delivery.stop("raw").await,
             Err(DeliveryError::UnknownDestination(_))
         ));
         delivery.shutdown().await;
