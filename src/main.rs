@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use flagstream::admin::{self, Admin, Phase, Readiness};
 use flagstream::config::{
-    self, BenchArgs, Cli, Command, ConfigError, LogFormat, ServeArgs, ServeConfig, TopArgs,
-    WalCommand, WalSyncArg,
+    self, BenchArgs, Cli, Command, ConfigError, ConfigFile, LogFormat, ServeArgs, ServeConfig,
+    TopArgs, WalCommand, WalSyncArg,
 };
-use flagstream::delivery::{self, DeliveryDefaults, EngineOptions, RetryPolicy};
+use flagstream::delivery::{self, destination_set, DeliveryDefaults, EngineOptions, RetryPolicy};
 use flagstream::dest::{registry, Batch, BatchItem, Input, SendOutcome};
 use flagstream::event::{self, InboundFormat, RecordContext};
 use flagstream::ingest::{self, Ingest};
@@ -77,8 +77,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli, raw: &[OsString], matches: &clap::ArgMatches) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
-            let config = load_config("serve", args, raw, matches)?;
-            runtime()?.block_on(serve(config))
+            let reloader = args.config.clone().map(|path| config::reload::Reloader {
+                path,
+                raw: raw.to_vec(),
+                matches: matches.clone(),
+            });
+            let (config, file) = load_config_and_file("serve", args, raw, matches)?;
+            runtime()?.block_on(serve(config, reloader.zip(file)))
         }
         Command::Validate(args) => {
             let config = load_config("validate", args, raw, matches)?;
@@ -109,6 +114,16 @@ fn load_config(
     raw: &[OsString],
     matches: &clap::ArgMatches,
 ) -> Result<ServeConfig> {
+    Ok(load_config_and_file(subcommand, args, raw, matches)?.0)
+}
+
+/// [`load_config`], also returning the parsed file.
+fn load_config_and_file(
+    subcommand: &str,
+    args: ServeArgs,
+    raw: &[OsString],
+    matches: &clap::ArgMatches,
+) -> Result<(ServeConfig, Option<ConfigFile>)> {
     let (args, file) = match args.config.clone() {
         None => (args, None),
         Some(path) => {
@@ -124,7 +139,8 @@ fn load_config(
             (args, Some(file))
         }
     };
-    Ok(ServeConfig::from_args(&args, file.as_ref())?)
+    let config = ServeConfig::from_args(&args, file.as_ref())?;
+    Ok((config, file))
 }
 
 fn init_logging(format: LogFormat, filter: &str) {
@@ -156,6 +172,12 @@ fn delivery_defaults(config: &ServeConfig) -> DeliveryDefaults {
     }
 }
 
+/// A destination configuration error: printed naming `--dest`, exit code 2.
+fn invalid_dest(err: impl std::fmt::Display) -> anyhow::Error {
+    eprintln!("flagstream: invalid value for `--dest`: {err}");
+    anyhow::Error::new(Exit(EXIT_CONFIG))
+}
+
 /// Build every destination from its spec; errors are configuration errors (exit 2).
 async fn configure_destinations(
     config: &ServeConfig,
@@ -166,13 +188,27 @@ async fn configure_destinations(
         &config.data_dir,
     )
     .await
-    .map_err(|err| {
-        eprintln!("flagstream: invalid value for `--dest`: {err}");
-        anyhow::Error::new(Exit(EXIT_CONFIG))
-    })
+    .map_err(invalid_dest)
 }
 
-async fn serve(config: ServeConfig) -> Result<ExitCode> {
+/// Build the starting destinations: `--dest`/`--config` and those created through the admin
+/// API (stored in the data dir). Errors are configuration errors (exit 2).
+async fn configure_startup(config: &ServeConfig) -> Result<destination_set::Startup> {
+    let store = delivery::destination_store::DestinationStore::new(&config.data_dir);
+    destination_set::configure_startup(
+        config.destinations.clone(),
+        &store,
+        &delivery_defaults(config),
+        &config.data_dir,
+    )
+    .await
+    .map_err(invalid_dest)
+}
+
+async fn serve(
+    config: ServeConfig,
+    reload: Option<(config::reload::Reloader, ConfigFile)>,
+) -> Result<ExitCode> {
     init_logging(config.log_format, &config.log_filter);
     let prometheus = flagstream::metrics::install_recorder().context("installing metrics")?;
     let readiness = Arc::new(Readiness::default());
@@ -215,7 +251,8 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
             ingest::DEFAULT_ENVIRONMENT
         );
     }
-    let destinations = configure_destinations(&config).await?;
+    let mut startup = configure_startup(&config).await?;
+    let destinations = std::mem::take(&mut startup.configured);
     for warning in config::limits::check_destination_limits(&destinations, max_body(&config))? {
         tracing::warn!("{warning}");
     }
@@ -250,6 +287,26 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
     let delivery = delivery::Delivery::start(&wal, destinations, &engine_options)
         .context("starting delivery")?;
     admin_state.attach_delivery(delivery.clone());
+    let destination_set = Arc::new(
+        destination_set::DestinationSet::new(
+            delivery.clone(),
+            startup,
+            delivery_defaults(&config),
+            &config.data_dir,
+        )
+        .with_check(limits_check(max_body(&config))),
+    );
+    admin_state.attach_destination_set(destination_set.clone());
+    let reload_shutdown = CancellationToken::new();
+    // SIGHUP reloads --config's destinations (or, without one, is refused with a warning).
+    let reload_task = match reload {
+        Some((reloader, file)) => tokio::spawn(reloader.run_on_sighup(
+            destination_set.clone(),
+            file,
+            reload_shutdown.clone(),
+        )),
+        None => tokio::spawn(config::reload::refuse_sighup(reload_shutdown.clone())),
+    };
 
     let instance_id = ingest::instance::load_or_create(&config.data_dir)
         .context("loading the data dir's instance id")?;
@@ -279,6 +336,8 @@ async fn serve(config: ServeConfig) -> Result<ExitCode> {
     ingest_shutdown.cancel();
     let drained = ingest_task.await.unwrap_or(false);
     tracing::info!(drained, "ingest stopped; stopping delivery");
+    reload_shutdown.cancel();
+    let _ = reload_task.await;
     delivery.shutdown().await;
     if let Err(err) = wal.close().await {
         tracing::error!(error = %err, "final WAL sync failed");
@@ -366,6 +425,19 @@ async fn wait_for_shutdown(wal: &Wal) -> Option<String> {
             }
         }
     }
+}
+
+/// The start-up check of destination limits against `--max-body-bytes`, for destinations
+/// added while running: an error refuses the change, warnings are logged.
+fn limits_check(max_body: u64) -> destination_set::Check {
+    Box::new(move |destinations| {
+        let warnings = config::limits::check_destination_limits(destinations, max_body)
+            .map_err(|err| err.to_string())?;
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok(())
+    })
 }
 
 /// `--max-body-bytes` as validated.

@@ -128,6 +128,13 @@ pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "flagstream_tls_handshake_failure
 /// gauge: payload ids put back into the dedupe cache from the WAL at start-up.
 pub const INGEST_DEDUPE_RECOVERED_IDS: &str = "flagstream_ingest_dedupe_recovered_ids";
 
+// --- configuration (runtime) -------------------------------------------------------------
+/// Counter{outcome}: `--config` reloads on SIGHUP, `success` or `failure` (nothing changed).
+pub const CONFIG_RELOADS_TOTAL: &str = "flagstream_config_reloads_total";
+/// Counter{action}: destinations changed while running (`create`, `update`, `delete`), through
+/// the admin API or a reload.
+pub const DESTINATION_CHANGES_TOTAL: &str = "flagstream_destination_changes_total";
+
 // --- recorder -----------------------------------------------------------------------------
 
 /// Latency buckets (seconds): 100 µs … 10 s, dense where group commit lives (0.5–20 ms).
@@ -368,6 +375,14 @@ fn describe() {
         DEAD_LETTER_BYTES,
         Unit::Bytes,
         "Bytes of all dead-letter files"
+    );
+    describe_counter!(
+        CONFIG_RELOADS_TOTAL,
+        "--config reloads on SIGHUP, by outcome (a failed one changed nothing)"
+    );
+    describe_counter!(
+        DESTINATION_CHANGES_TOTAL,
+        "Destinations created, updated or deleted while running"
     );
     describe_counter!(
         DEAD_LETTER_REFUSED_WRITES_TOTAL,

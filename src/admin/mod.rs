@@ -9,6 +9,7 @@
 //! | `GET /v1/destinations` | state, cursor, lag (records / bytes / seconds), retry state, dead letters; plus `wal`: seqs, size, corrupt records |
 //! | `GET /v1/destinations/{name}` | the same for one destination |
 //! | `POST /v1/destinations/{name}/pause` / `resume` | stop / restart sending; answers the new status |
+//! | `POST /v1/destinations`, `PUT` / `DELETE /v1/destinations/{name}` | create, change, delete while running ([`destinations`]) |
 //!
 //! The admin server starts *before* the WAL is recovered, so `/healthz` and `/readyz` (503
 //! `recovering`) answer during a long recovery; the WAL and the delivery engine are attached
@@ -40,6 +41,7 @@
 //! refusal is 401 `unauthorized` with `WWW-Authenticate: Bearer`.
 
 pub mod auth;
+pub mod destinations;
 pub mod readiness;
 
 use std::sync::{Arc, OnceLock};
@@ -51,6 +53,7 @@ use http_body_util::Full;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::delivery::destination_set::DestinationSet;
 use crate::delivery::{Delivery, DeliveryError};
 use crate::ingest::connection::{ConnectionLimits, Connections};
 use crate::ingest::server::serve_listener;
@@ -67,6 +70,7 @@ pub struct Admin {
     auth: AdminAuth,
     wal: OnceLock<Wal>,
     delivery: OnceLock<Delivery>,
+    destination_set: OnceLock<Arc<DestinationSet>>,
     ingest_connections: OnceLock<Arc<Connections>>,
 }
 
@@ -79,6 +83,7 @@ impl Admin {
             auth: AdminAuth::open(),
             wal: OnceLock::new(),
             delivery: OnceLock::new(),
+            destination_set: OnceLock::new(),
             ingest_connections: OnceLock::new(),
         }
     }
@@ -103,13 +108,22 @@ impl Admin {
         let _ = self.delivery.set(delivery);
     }
 
+    /// Attach the destination set (for creating, changing and deleting destinations).
+    pub fn attach_destination_set(&self, set: Arc<DestinationSet>) {
+        let _ = self.destination_set.set(set);
+    }
+
     /// Attach the ingest listener's connection slots (`/readyz` fails while they are all busy).
     pub fn attach_ingest_connections(&self, connections: Arc<Connections>) {
         let _ = self.ingest_connections.set(connections);
     }
 
     /// Answer one admin request.
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let path = request.uri().path().to_string();
         let method = request.method().clone();
         if let Err(refusal) = self
@@ -136,20 +150,35 @@ impl Admin {
                 Some(delivery) => json(
                     StatusCode::OK,
                     serde_json::json!({
-                        "destinations": delivery.statuses(),
+                        "destinations": delivery
+                            .statuses()
+                            .into_iter()
+                            .map(|status| self.with_source(status))
+                            .collect::<Vec<_>>(),
                         "wal": self.wal.get().map(|wal| wal_summary(&wal.stats())),
                     }),
                 ),
+                None => not_ready("delivery has not started yet"),
+            },
+            (&Method::POST, ["v1", "destinations"]) => match self.destination_set.get() {
+                Some(set) => destinations::create_or_update(set, None, request).await,
+                None => not_ready("delivery has not started yet"),
+            },
+            (&Method::PUT, ["v1", "destinations", name]) => match self.destination_set.get() {
+                Some(set) => destinations::create_or_update(set, Some(name), request).await,
+                None => not_ready("delivery has not started yet"),
+            },
+            (&Method::DELETE, ["v1", "destinations", name]) => match self.destination_set.get() {
+                Some(set) => destinations::delete(set, name).await,
                 None => not_ready("delivery has not started yet"),
             },
             (&Method::GET, ["v1", "destinations", name]) => self.status(name),
             (&Method::POST, ["v1", "destinations", name, action @ ("pause" | "resume")]) => {
                 self.control(name, action)
             }
-            (_, ["healthz" | "readyz" | "metrics"]) | (_, ["v1", "destinations"]) => {
-                method_not_allowed("GET")
-            }
-            (_, ["v1", "destinations", _]) => method_not_allowed("GET"),
+            (_, ["healthz" | "readyz" | "metrics"]) => method_not_allowed("GET"),
+            (_, ["v1", "destinations"]) => method_not_allowed("GET, POST"),
+            (_, ["v1", "destinations", _]) => method_not_allowed("GET, PUT, DELETE"),
             (_, ["v1", "destinations", _, "pause" | "resume"]) => method_not_allowed("POST"),
             _ => error(
                 StatusCode::NOT_FOUND,
@@ -206,9 +235,22 @@ impl Admin {
             return not_ready("delivery has not started yet");
         };
         match delivery.status(name) {
-            Some(status) => json(StatusCode::OK, serde_json::json!(status)),
+            Some(status) => json(StatusCode::OK, self.with_source(status)),
             None => unknown_destination(name),
         }
+    }
+
+    /// A destination's status with where it is defined (`config` or `api`), when known.
+    fn with_source(&self, status: crate::delivery::DestinationStatus) -> serde_json::Value {
+        let source = self
+            .destination_set
+            .get()
+            .and_then(|set| set.source_of(&status.name));
+        let mut value = serde_json::json!(status);
+        if let (Some(source), Some(fields)) = (source, value.as_object_mut()) {
+            fields.insert("source".into(), serde_json::json!(source));
+        }
+        value
     }
 
     fn control(&self, name: &str, action: &str) -> Response<Full<Bytes>> {

@@ -103,7 +103,7 @@ impl ConfigFile {
                             error(format!("destination #{} is not a table", index + 1))
                         })?;
                         file.destinations
-                            .push(destination(table).map_err(|message| {
+                            .push(DestinationSpec::from_table(table).map_err(|message| {
                                 error(format!("destination #{}: {message}", index + 1))
                             })?);
                     }
@@ -113,7 +113,7 @@ impl ConfigFile {
                     if let Some((_, hint)) = TABLE_ONLY.iter().find(|(name, _)| *name == flag) {
                         return Err(error(format!("`{key}` is not a setting here: {hint}")));
                     }
-                    let value = scalar(&value).ok_or_else(|| {
+                    let value = crate::dest::spec::table_scalar(&value).ok_or_else(|| {
                         error(format!("`{key}` must be a string, number or bool"))
                     })?;
                     file.settings.push((flag, value));
@@ -121,43 +121,6 @@ impl ConfigFile {
             }
         }
         Ok(file)
-    }
-}
-
-fn destination(table: &toml::Table) -> Result<DestinationSpec, String> {
-    let url = table
-        .get("url")
-        .and_then(toml::Value::as_str)
-        .ok_or("needs `url = \"scheme://target?options\"`")?;
-    let mut spec = DestinationSpec::parse(url).map_err(|err| err.to_string())?;
-    for (key, value) in table {
-        if key == "url" {
-            continue;
-        }
-        let value = match value {
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|item| scalar(item).ok_or(()))
-                .collect::<Result<Vec<_>, _>>()
-                .map(|items| items.join(","))
-                .map_err(|()| format!("`{key}`: list items must be strings, numbers or bools"))?,
-            other => scalar(other)
-                .ok_or_else(|| format!("`{key}` must be a string, number, bool or list"))?,
-        };
-        if spec.options.insert(key.clone(), value).is_some() {
-            return Err(format!("option `{key}` is given in the url and as a key"));
-        }
-    }
-    Ok(spec)
-}
-
-fn scalar(value: &toml::Value) -> Option<String> {
-    match value {
-        toml::Value::String(text) => Some(text.clone()),
-        toml::Value::Integer(number) => Some(number.to_string()),
-        toml::Value::Float(number) => Some(number.to_string()),
-        toml::Value::Boolean(flag) => Some(flag.to_string()),
-        _ => None,
     }
 }
 

@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod file;
 pub mod limits;
+pub mod reload;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;

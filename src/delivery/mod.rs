@@ -20,6 +20,8 @@
 //! | [`dead_letter`] | the on-disk dead-letter store |
 //! | `worker` | the per-destination task tying these together, cursor persistence |
 //! | [`status`] | the snapshot behind `GET /v1/destinations` |
+//! | [`destination_set`] | destinations added, changed and removed while running (admin API, reload) |
+//! | [`destination_store`] | the API-created destinations persisted in the data dir |
 //!
 //! ## Invariants (design §2)
 //!
@@ -45,6 +47,8 @@ pub mod batcher;
 pub mod cursor_state;
 pub mod dead_letter;
 pub mod dead_letter_budget;
+pub mod destination_set;
+pub mod destination_store;
 pub mod pipeline;
 pub mod retry;
 pub mod sender;
@@ -169,13 +173,19 @@ struct DestinationHandle {
     name: String,
     paused: watch::Sender<bool>,
     status: Arc<StatusCell>,
+    /// Stops this worker only (a child of the engine's shutdown token).
+    stop: CancellationToken,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct Shared {
     wal: Wal,
-    destinations: Vec<DestinationHandle>,
+    options: EngineOptions,
+    budget: Arc<DeadLetterBudget>,
+    /// Running destinations in the order they were added; changes while running
+    /// ([`Delivery::add`], [`Delivery::remove`], [`Delivery::replace`]).
+    destinations: Mutex<Vec<Arc<DestinationHandle>>>,
     shutdown: CancellationToken,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// The running engine. Cheap to clone; every clone controls the same workers.
@@ -190,6 +200,12 @@ impl std::fmt::Debug for Delivery {
             .field("destinations", &self.names())
             .finish()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Delivery {
@@ -215,128 +231,212 @@ impl Delivery {
             name: "*".to_string(),
             source,
         })?;
-        let budget = Arc::new(budget);
-        let shutdown = CancellationToken::new();
-        let mut handles = Vec::with_capacity(destinations.len());
-        let mut workers = Vec::with_capacity(destinations.len());
-        for ConfiguredDestination {
+        let delivery = Delivery {
+            shared: Arc::new(Shared {
+                wal: wal.clone(),
+                options: options.clone(),
+                budget: Arc::new(budget),
+                destinations: Mutex::new(Vec::with_capacity(destinations.len())),
+                shutdown: CancellationToken::new(),
+            }),
+        };
+        for configured in destinations {
+            if let Err(err) = delivery.add(configured) {
+                delivery.shared.shutdown.cancel();
+                return Err(err);
+            }
+        }
+        Ok(delivery)
+    }
+
+    /// Start one more destination while running: open (or create) its cursor, open its
+    /// dead-letter file, spawn its worker. Small blocking file I/O; call inside a runtime.
+    pub fn add(&self, configured: ConfiguredDestination) -> Result<(), DeliveryError> {
+        let name = configured.settings.name.clone();
+        settings::validate_name(&name).map_err(DeliveryError::InvalidName)?;
+        // Held across the open so two adds of one name cannot both pass the check.
+        let mut destinations = lock(&self.shared.destinations);
+        if destinations.iter().any(|handle| handle.name == name) {
+            return Err(DeliveryError::DuplicateName(name));
+        }
+        let (parts, handle) = self.worker_parts(configured)?;
+        let task = tokio::spawn(Worker::new(parts).run());
+        *lock(&handle.task) = Some(task);
+        destinations.push(Arc::new(handle));
+        Ok(())
+    }
+
+    /// Stop `name`'s worker (its in-flight batches get the shutdown grace period, then are
+    /// abandoned unacknowledged and re-read later) and forget it. Its cursor stays on disk.
+    pub async fn stop(&self, name: &str) -> Result<(), DeliveryError> {
+        let handle = {
+            let mut destinations = lock(&self.shared.destinations);
+            let index = destinations
+                .iter()
+                .position(|handle| handle.name == name)
+                .ok_or_else(|| DeliveryError::UnknownDestination(name.to_string()))?;
+            destinations.remove(index)
+        };
+        handle.stop.cancel();
+        let task = lock(&handle.task).take();
+        if let Some(task) = task {
+            if let Err(err) = task.await {
+                tracing::error!(destination = name, error = %err, "delivery worker ended abnormally");
+            }
+        }
+        tracing::info!(destination = name, "destination stopped");
+        Ok(())
+    }
+
+    /// Stop `name` (if it runs) and release its cursor, so it no longer holds back WAL garbage
+    /// collection (a destination created later under this name starts afresh). Idempotent.
+    pub async fn remove(&self, name: &str) -> Result<(), DeliveryError> {
+        self.stop_if_running(name).await?;
+        let wal = self.shared.wal.clone();
+        let owned = name.to_string();
+        let released = tokio::task::spawn_blocking(move || {
+            wal.release_cursor(&owned)?;
+            wal.collect_garbage()
+        })
+        .await
+        .unwrap_or_else(|err| Err(WalError::InvalidArgument(err.to_string())));
+        // The series stay in /metrics; zero them so a removed destination raises no lag alert.
+        for gauge in [
+            crate::metrics::DEST_LAG_RECORDS,
+            crate::metrics::DEST_LAG_BYTES,
+            crate::metrics::DEST_LAG_SECONDS,
+            crate::metrics::DEST_PAUSED,
+            crate::metrics::DEST_DEAD_LETTERS_FULL,
+            crate::metrics::DEST_DEAD_LETTERS_WAITING,
+        ] {
+            metrics::gauge!(gauge, "destination" => name.to_string()).set(0.0);
+        }
+        released.map(drop).map_err(|source| DeliveryError::Cursor {
+            name: name.to_string(),
+            source,
+        })
+    }
+
+    /// Restart `configured.settings.name` with new options, keeping its cursor (and its
+    /// pause state): the old worker settles or abandons its in-flight batches first.
+    pub async fn replace(&self, configured: ConfiguredDestination) -> Result<(), DeliveryError> {
+        let name = configured.settings.name.clone();
+        // Not running (an earlier replace failed to start it again): just start it.
+        let paused = self
+            .handle(&name)
+            .is_ok_and(|handle| *handle.paused.borrow());
+        self.stop_if_running(&name).await?;
+        self.add(configured)?;
+        if paused {
+            self.pause(&name)?;
+        }
+        Ok(())
+    }
+
+    async fn stop_if_running(&self, name: &str) -> Result<(), DeliveryError> {
+        match self.stop(name).await {
+            Err(DeliveryError::UnknownDestination(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Everything one worker is built from, and the handle that controls it.
+    fn worker_parts(
+        &self,
+        configured: ConfiguredDestination,
+    ) -> Result<(WorkerParts, DestinationHandle), DeliveryError> {
+        let ConfiguredDestination {
             settings,
             destination,
-        } in destinations
-        {
-            let name = settings.name.clone();
-            let filter = Filter::new(&settings.filter).map_err(|reason| DeliveryError::Filter {
-                name: name.clone(),
-                reason,
-            })?;
-            let cursor = wal
-                .open_cursor(&name)
-                .map_err(|source| DeliveryError::Cursor {
-                    name: name.clone(),
-                    source,
-                })?;
-            let loaded = DeliveryCursor::load(&name, &cursor.state());
-            let dead_file = DeadLetterFile::open(budget.clone(), &name).map_err(|source| {
+        } = configured;
+        let (wal, options) = (&self.shared.wal, &self.shared.options);
+        let name = settings.name.clone();
+        let filter = Filter::new(&settings.filter).map_err(|reason| DeliveryError::Filter {
+            name: name.clone(),
+            reason,
+        })?;
+        let cursor = open_cursor(wal, &name)?;
+        let loaded = DeliveryCursor::load(&name, &cursor.state());
+        let dead_file =
+            DeadLetterFile::open(self.shared.budget.clone(), &name).map_err(|source| {
                 DeliveryError::DeadLetters {
                     name: name.clone(),
                     source,
                 }
             })?;
-            let schema = destination.schema();
-            let limits = settings.effective_limits(destination.limits());
-            let concurrency = settings.effective_concurrency(destination.kind());
-            let (paused_tx, paused_rx) = watch::channel(false);
-            let (progress_tx, progress_rx) = mpsc::unbounded_channel();
-            let status = Arc::new(StatusCell {
-                name: name.clone(),
-                kind: destination.kind().to_string(),
-                schema: schema.name().to_string(),
-                concurrency,
-                options: settings.shown_options.clone(),
-                dead_letter_path: dead_file.path().display().to_string(),
-                current: Mutex::new(WorkerStatus {
-                    state: DeliveryState::Running,
-                    paused: false,
-                    acked: loaded.acked,
-                    in_flight_batches: 0,
-                    concurrency,
-                    retry: loaded.retry,
-                    delivered_events: 0,
-                    dead_lettered_events: loaded.dead_lettered,
-                    last_error: None,
-                }),
-            });
-            let send_ctx = Arc::new(SendContext {
-                destination: destination.clone(),
-                policy: settings.retry,
-                paused: paused_rx.clone(),
-                shutdown: shutdown.clone(),
-                progress: progress_tx,
-                metrics: SendMetrics::new(&name),
-            });
-            tracing::info!(
-                destination = %name,
-                kind = destination.kind(),
-                cursor_seq = loaded.acked.seq,
-                cursor_event = loaded.acked.event,
-                max_items = limits.max_items,
-                max_bytes = limits.max_bytes,
-                linger_ms = limits.linger.as_millis() as u64,
-                concurrency,
-                "starting delivery"
-            );
-            workers.push(WorkerParts {
-                reader: wal.reader(loaded.acked.seq),
-                batcher: Batcher::new(&name, schema, limits, loaded.acked, loaded.plan),
-                pipeline: Pipeline::new(schema, settings.export.clone(), filter)
-                    .with_input(destination.input()),
-                name: name.clone(),
-                wal: wal.clone(),
-                cursor,
-                loaded,
-                dead_file,
-                send_ctx,
-                progress_rx,
-                concurrency,
-                status: status.clone(),
-                paused: paused_rx,
-                shutdown: shutdown.clone(),
-                sync_interval: options.cursor_sync_interval,
-                shutdown_grace: options.shutdown_grace,
-            });
-            handles.push(DestinationHandle {
-                name,
-                paused: paused_tx,
-                status,
-            });
-        }
-        let tasks = workers
-            .into_iter()
-            .map(|parts| tokio::spawn(Worker::new(parts).run()))
-            .collect();
-        Ok(Delivery {
-            shared: Arc::new(Shared {
-                wal: wal.clone(),
-                destinations: handles,
-                shutdown,
-                tasks: Mutex::new(tasks),
-            }),
-        })
+        let schema = destination.schema();
+        let limits = settings.effective_limits(destination.limits());
+        let concurrency = settings.effective_concurrency(destination.kind());
+        let (paused_tx, paused_rx) = watch::channel(false);
+        let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+        let status = Arc::new(status_cell(
+            &settings,
+            destination.as_ref(),
+            &dead_file,
+            &loaded,
+            concurrency,
+        ));
+        let stop = self.shared.shutdown.child_token();
+        let send_ctx = Arc::new(SendContext {
+            destination: destination.clone(),
+            policy: settings.retry,
+            paused: paused_rx.clone(),
+            shutdown: stop.clone(),
+            progress: progress_tx,
+            metrics: SendMetrics::new(&name),
+        });
+        tracing::info!(
+            destination = %name,
+            kind = destination.kind(),
+            cursor_seq = loaded.acked.seq,
+            cursor_event = loaded.acked.event,
+            max_items = limits.max_items,
+            max_bytes = limits.max_bytes,
+            linger_ms = limits.linger.as_millis() as u64,
+            concurrency,
+            "starting delivery"
+        );
+        let parts = WorkerParts {
+            reader: wal.reader(loaded.acked.seq),
+            batcher: Batcher::new(&name, schema, limits, loaded.acked, loaded.plan),
+            pipeline: Pipeline::new(schema, settings.export.clone(), filter)
+                .with_input(destination.input()),
+            name: name.clone(),
+            wal: wal.clone(),
+            cursor,
+            loaded,
+            dead_file,
+            send_ctx,
+            progress_rx,
+            concurrency,
+            status: status.clone(),
+            paused: paused_rx,
+            shutdown: stop.clone(),
+            sync_interval: options.cursor_sync_interval,
+            shutdown_grace: options.shutdown_grace,
+        };
+        let handle = DestinationHandle {
+            name,
+            paused: paused_tx,
+            status,
+            stop,
+            task: Mutex::new(None),
+        };
+        Ok((parts, handle))
     }
 
-    /// Destination names in configuration order.
+    /// Destination names in the order they were added.
     pub fn names(&self) -> Vec<String> {
-        self.shared
-            .destinations
+        lock(&self.shared.destinations)
             .iter()
             .map(|handle| handle.name.clone())
             .collect()
     }
 
-    /// Status of every destination, in configuration order.
+    /// Status of every destination, in the order they were added.
     pub fn statuses(&self) -> Vec<DestinationStatus> {
-        self.shared
-            .destinations
+        let handles = lock(&self.shared.destinations).clone();
+        handles
             .iter()
             .map(|handle| handle.status.snapshot(&self.shared.wal))
             .collect()
@@ -370,23 +470,62 @@ impl Delivery {
     /// Idempotent; returns when all workers have stopped.
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();
-        let tasks = match self.shared.tasks.lock() {
-            Ok(mut tasks) => std::mem::take(&mut *tasks),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        };
-        for task in tasks {
-            if let Err(err) = task.await {
-                tracing::error!(error = %err, "delivery worker ended abnormally");
+        let handles = lock(&self.shared.destinations).clone();
+        for handle in handles {
+            let task = lock(&handle.task).take();
+            if let Some(task) = task {
+                if let Err(err) = task.await {
+                    tracing::error!(error = %err, "delivery worker ended abnormally");
+                }
             }
         }
     }
 
-    fn handle(&self, name: &str) -> Result<&DestinationHandle, DeliveryError> {
-        self.shared
-            .destinations
+    fn handle(&self, name: &str) -> Result<Arc<DestinationHandle>, DeliveryError> {
+        lock(&self.shared.destinations)
             .iter()
             .find(|handle| handle.name == name)
+            .cloned()
             .ok_or_else(|| DeliveryError::UnknownDestination(name.to_string()))
+    }
+}
+
+/// Open (or create) the cursor a destination starts from. The one place a new destination's
+/// start position is decided: a cursor created here starts at the oldest stored record.
+fn open_cursor(wal: &Wal, name: &str) -> Result<crate::wal::Cursor, DeliveryError> {
+    wal.open_cursor(name)
+        .map_err(|source| DeliveryError::Cursor {
+            name: name.to_string(),
+            source,
+        })
+}
+
+/// The status a worker starts with, from its persisted cursor.
+fn status_cell(
+    settings: &DeliverySettings,
+    destination: &dyn crate::dest::Destination,
+    dead_file: &DeadLetterFile,
+    loaded: &DeliveryCursor,
+    concurrency: usize,
+) -> StatusCell {
+    StatusCell {
+        name: settings.name.clone(),
+        kind: destination.kind().to_string(),
+        schema: destination.schema().name().to_string(),
+        concurrency,
+        options: settings.shown_options.clone(),
+        dead_letter_path: dead_file.path().display().to_string(),
+        current: Mutex::new(WorkerStatus {
+            state: DeliveryState::Running,
+            paused: false,
+            acked: loaded.acked,
+            in_flight_batches: 0,
+            concurrency,
+            retry: loaded.retry,
+            delivered_events: 0,
+            dead_lettered_events: loaded.dead_lettered,
+            last_error: None,
+        }),
     }
 }
 
@@ -480,6 +619,51 @@ mod tests {
         let mut options = crate::wal::WalOptions::new(dir.join("wal"));
         (options.segment_bytes, options.min_free_bytes) = (1 << 20, 0);
         Wal::open(options).unwrap()
+    }
+
+    #[tokio::test]
+    async fn destinations_are_added_replaced_and_removed_while_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = test_wal(dir.path());
+        let (sent, _received) = tokio::sync::mpsc::unbounded_channel();
+        let raw = || ConfiguredDestination {
+            settings: DeliverySettings::named("raw", &DeliveryDefaults::default()),
+            destination: Arc::new(RawSink { sent: sent.clone() }),
+        };
+        let delivery = Delivery::start(&wal, vec![], &EngineOptions::new(dir.path())).unwrap();
+        delivery.add(raw()).unwrap();
+        assert!(matches!(
+            delivery.add(raw()),
+            Err(DeliveryError::DuplicateName(_))
+        ));
+        assert_eq!(wal.cursor_names(), vec!["raw"]);
+        delivery.pause("raw").unwrap();
+        delivery.replace(raw()).await.unwrap();
+        assert_eq!(delivery.names(), vec!["raw"]);
+        assert!(
+            delivery.status("raw").unwrap().paused,
+            "a restart keeps the pause"
+        );
+        assert_eq!(
+            wal.cursor_names(),
+            vec!["raw"],
+            "a restart keeps the cursor"
+        );
+        delivery.remove("raw").await.unwrap();
+        assert!(delivery.names().is_empty());
+        assert!(
+            wal.cursor_names().is_empty(),
+            "removing releases the cursor"
+        );
+        delivery
+            .remove("raw")
+            .await
+            .expect("removing is idempotent");
+        assert!(matches!(
+            delivery.stop("raw").await,
+            Err(DeliveryError::UnknownDestination(_))
+        ));
+        delivery.shutdown().await;
     }
 
     #[tokio::test]

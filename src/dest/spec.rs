@@ -74,6 +74,39 @@ impl DestinationSpec {
         })
     }
 
+    /// A `[[destination]]` table of the config file (or the same table as JSON through the
+    /// admin API): `url = "scheme://target?options"` plus extra keys, folded into the
+    /// options as if they were query parameters (lists joined with `,`). A key given both
+    /// ways is an error; the message names the key.
+    pub fn from_table(table: &toml::Table) -> Result<Self, String> {
+        let url = table
+            .get("url")
+            .and_then(toml::Value::as_str)
+            .ok_or("needs `url = \"scheme://target?options\"`")?;
+        let mut spec = DestinationSpec::parse(url).map_err(|err| err.to_string())?;
+        for (key, value) in table {
+            if key == "url" {
+                continue;
+            }
+            let value = match value {
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|item| table_scalar(item).ok_or(()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|items| items.join(","))
+                    .map_err(|()| {
+                        format!("`{key}`: list items must be strings, numbers or bools")
+                    })?,
+                other => table_scalar(other)
+                    .ok_or_else(|| format!("`{key}` must be a string, number, bool or list"))?,
+            };
+            if spec.options.insert(key.clone(), value).is_some() {
+                return Err(format!("option `{key}` is given in the url and as a key"));
+            }
+        }
+        Ok(spec)
+    }
+
     /// Remove and return an option.
     pub fn take(&mut self, key: &str) -> Option<String> {
         self.options.remove(key)
@@ -85,6 +118,17 @@ impl DestinationSpec {
             url: self.source.clone(),
             reason: reason.into(),
         }
+    }
+}
+
+/// A table value as option text.
+pub fn table_scalar(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(text) => Some(text.clone()),
+        toml::Value::Integer(number) => Some(number.to_string()),
+        toml::Value::Float(number) => Some(number.to_string()),
+        toml::Value::Boolean(flag) => Some(flag.to_string()),
+        _ => None,
     }
 }
 

@@ -35,6 +35,7 @@ mod numbers;
 mod object_readers;
 mod postgres;
 mod pubsub_emulator;
+mod runtime_destinations;
 mod s3_moto;
 mod secrets;
 mod segment;

@@ -103,6 +103,11 @@ impl Flagstream {
         self.server.admin_url(path)
     }
 
+    /// The server's process id (to signal it, e.g. SIGHUP); `None` once it exited.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.pid()
+    }
+
     /// SIGKILL: a crash, no chance to clean up.
     pub fn kill9(&mut self) {
         self.server.kill9();
