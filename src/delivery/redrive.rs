@@ -350,9 +350,11 @@ pub struct Summary {
     pub by_reason: BTreeMap<String, u64>,
     /// Lines a redrive would send now.
     pub redrivable: u64,
-    /// Lines redriven and delivered.
+    /// Lines whose event was redriven and delivered. Counted per line by the event's latest
+    /// settlement: once a redrive of a line that failed again delivers the event, its older
+    /// lines count as delivered too.
     pub redriven: u64,
-    /// Lines redriven that failed again (a newer line holds the new reason).
+    /// Lines whose event was redriven and failed again (a newer line holds the new reason).
     pub redriven_dead_lettered: u64,
     /// Complete lines that do not parse.
     pub unreadable: u64,

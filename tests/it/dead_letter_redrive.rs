@@ -394,7 +394,7 @@ async fn failed_redrives_dead_letter_again_and_redrives_go_elsewhere_and_survive
     );
     wait_delivered(&hook, "/other", &markers("c", 4)).await;
     wait_summary(&server, "hook", "redriven to other", |s| {
-        s["redriven"] == 4 && s["redrive"].is_null()
+        s["redriven"] == 8 && s["redrive"].is_null()
     })
     .await;
     assert!(delivered(&hook, "/hook").is_empty());
@@ -422,7 +422,7 @@ async fn failed_redrives_dead_letter_again_and_redrives_go_elsewhere_and_survive
     let server = start(scratch.path(), &hook).await;
     wait_delivered(&hook, "/hook", &markers("d", 3)).await;
     let listed = wait_summary(&server, "hook", "the resumed job finished", |s| {
-        s["redrive"].is_null() && s["redriven"] == 7
+        s["redrive"].is_null() && s["redriven"] == 11
     })
     .await;
     assert_eq!(listed["redrivable"], 0, "{listed:#}");
