@@ -305,6 +305,24 @@ fn write_json_atomically<T: Serialize>(dir: &Path, name: &str, value: &T) -> io:
     File::open(dir)?.sync_all()
 }
 
+/// Every file of `source` under `dir`, oldest first, with its complete lines and how many
+/// lines did not parse ([`read_complete`]).
+pub fn read_files(
+    dir: &Path,
+    source: &str,
+) -> Result<Vec<(PathBuf, Vec<DeadLetterEntry>, usize)>, RedriveError> {
+    let io_error = |err| RedriveError::Io {
+        dir: dir.display().to_string(),
+        source: err,
+    };
+    let mut files = Vec::new();
+    for path in dead_letter_files(dir, source).map_err(io_error)? {
+        let (entries, unreadable) = read_complete(&path).map_err(io_error)?;
+        files.push((path, entries, unreadable));
+    }
+    Ok(files)
+}
+
 /// The complete lines of one dead-letter file. A last line without its `\n` (being written
 /// right now) is left for later; a complete line that does not parse is counted, not fatal.
 pub fn read_complete(path: &Path) -> io::Result<(Vec<DeadLetterEntry>, usize)> {
@@ -368,10 +386,6 @@ pub fn summarize(
     destination: &str,
     ledger: &RedriveLedger,
 ) -> Result<Summary, RedriveError> {
-    let io_error = |source| RedriveError::Io {
-        dir: dir.display().to_string(),
-        source,
-    };
     let mut summary = Summary {
         destination: destination.to_string(),
         redrive: ledger
@@ -380,8 +394,7 @@ pub fn summarize(
             .find(|job| job.source == destination),
         ..Summary::default()
     };
-    for path in dead_letter_files(dir, destination).map_err(io_error)? {
-        let (entries, unreadable) = read_complete(&path).map_err(io_error)?;
+    for (path, entries, unreadable) in read_files(dir, destination)? {
         let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
         summary.files.push(FileSummary {
             path: path.display().to_string(),
@@ -411,10 +424,6 @@ pub fn pending(
     filter: &RedriveFilter,
     ledger: &RedriveLedger,
 ) -> Result<u64, RedriveError> {
-    let io_error = |err| RedriveError::Io {
-        dir: dir.display().to_string(),
-        source: err,
-    };
     let probe = RedriveJob {
         id: 0,
         source: source.to_string(),
@@ -423,8 +432,7 @@ pub fn pending(
         cutoff_ms: unix_ms_now(),
     };
     let mut events = std::collections::HashSet::new();
-    for path in dead_letter_files(dir, source).map_err(io_error)? {
-        let (entries, _) = read_complete(&path).map_err(io_error)?;
+    for (_, entries, _) in read_files(dir, source)? {
         for entry in entries {
             if probe.selects(&entry) && ledger.handled(source, &entry)?.is_none() {
                 events.extend(entry.event_id);
@@ -462,18 +470,13 @@ pub fn page(
     (offset, limit): (u64, u64),
     ledger: &RedriveLedger,
 ) -> Result<Page, RedriveError> {
-    let io_error = |source| RedriveError::Io {
-        dir: dir.display().to_string(),
-        source,
-    };
     let mut page = Page {
         destination: destination.to_string(),
         total: 0,
         offset,
         entries: Vec::new(),
     };
-    for path in dead_letter_files(dir, destination).map_err(io_error)? {
-        let (entries, _) = read_complete(&path).map_err(io_error)?;
+    for (_, entries, _) in read_files(dir, destination)? {
         for entry in entries.into_iter().filter(|entry| filter.matches(entry)) {
             let index = page.total;
             page.total += 1;

@@ -429,6 +429,8 @@ fn settle_dead(
     };
     dead.push_item(letter, item, job.cutoff_ms + 1);
     count(&job.source, target, 0, 1);
+    metrics::counter!(names::DEST_DEAD_LETTERED_EVENTS_TOTAL, "destination" => target.to_string(), "reason" => "unbatchable")
+        .increment(1);
     Handled {
         source: job.source.clone(),
         event_id: item.event_id.clone(),

@@ -562,6 +562,7 @@ impl Worker {
                 self.redrive
                     .on_finished(ticket, &batch_id, &dead, &mut self.dead);
                 for group in &dead {
+                    WorkerMetrics::dead_lettered(&self.name, group.label, group.items.len() as u64);
                     self.set_error(format!("redrive batch {batch_id}: {}", group.reason));
                 }
                 self.delivered_total += delivered as u64;

@@ -147,14 +147,9 @@ async fn wait_delivered(hook: &Receiver, path: &str, expected: &[String]) {
     .await
 }
 
-fn receiver_paths() -> Arc<Mutex<Vec<String>>> {
-    Arc::new(Mutex::new(vec!["/other".to_string()]))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_are_listed_shown_and_redriven_once_each() {
-    let scratch = tempfile::tempdir().unwrap();
-    let paths = receiver_paths();
+/// A webhook receiver with a hook at `/other` only (`/hook` is added to the paths to fix it).
+async fn receiver() -> (Arc<Mutex<Vec<String>>>, Receiver) {
+    let paths = Arc::new(Mutex::new(vec!["/other".to_string()]));
     let hook = Receiver::start(WebhookContract {
         paths: paths.clone(),
         secret: None,
@@ -162,6 +157,13 @@ async fn dead_letters_are_listed_shown_and_redriven_once_each() {
         max_body_bytes: 1 << 20,
     })
     .await;
+    (paths, hook)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_shown_and_redriven_once_each() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (paths, hook) = receiver().await;
     let mut server = start(scratch.path(), &hook).await;
 
     // No hook at /hook yet: 404, permanent. Then one injected 422.
@@ -341,14 +343,7 @@ async fn refuses_bad_requests(server: &Server) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_redrives_dead_letter_again_and_redrives_go_elsewhere_and_survive_restarts() {
     let scratch = tempfile::tempdir().unwrap();
-    let paths = receiver_paths();
-    let hook = Receiver::start(WebhookContract {
-        paths: paths.clone(),
-        secret: None,
-        token: None,
-        max_body_bytes: 1 << 20,
-    })
-    .await;
+    let (paths, hook) = receiver().await;
     let mut server = start(scratch.path(), &hook).await;
     let admin = server.admin();
     post(&server, &ld_bulk("c", 4, 2)).await;
