@@ -394,7 +394,8 @@ async fn failed_redrives_dead_letter_again_and_redrives_go_elsewhere_and_survive
     .await;
     assert!(delivered(&hook, "/hook").is_empty());
 
-    // A redrive queued while its destination is paused finishes after a restart.
+    // A redrive queued while its destination is paused survives a crash (kill -9) and
+    // finishes after the restart; nothing redriven before is sent again.
     post(&server, &ld_bulk("d", 3, 2)).await;
     wait_summary(&server, "hook", "3 more dead letters", |s| {
         s["redrivable"] == 3
@@ -409,10 +410,10 @@ async fn failed_redrives_dead_letter_again_and_redrives_go_elsewhere_and_survive
         "{busy}"
     );
     paths.lock().push("/hook".to_string());
-    server.terminate(WAIT).await.expect("orderly stop");
+    server.kill9();
     assert!(
         delivered(&hook, "/hook").is_empty(),
-        "paused: nothing sent before the restart"
+        "paused: nothing sent before the crash"
     );
     let server = start(scratch.path(), &hook).await;
     wait_delivered(&hook, "/hook", &markers("d", 3)).await;
@@ -421,4 +422,40 @@ async fn failed_redrives_dead_letter_again_and_redrives_go_elsewhere_and_survive
     })
     .await;
     assert_eq!(listed["redrivable"], 0, "{listed:#}");
+    wait_delivered(&hook, "/other", &markers("c", 4)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_needs_and_passes_the_admin_token() {
+    const TOKEN: &str = "dead-letters-admin-token-0123";
+    let scratch = tempfile::tempdir().unwrap();
+    let (_, hook) = receiver().await;
+    let server = ServeOptions::new(
+        env!("CARGO_BIN_EXE_flagstream"),
+        scratch.path().join("data"),
+    )
+    .args(["--admin-token", TOKEN, "--wal-min-free-bytes", "0"])
+    .args([
+        "--dest",
+        &format!("webhook+http://{}/other?name=other", hook.authority()),
+    ])
+    .start()
+    .await
+    .unwrap_or_else(|err| panic!("{err}"));
+    let refused = cli(server.admin(), &["list"]).await.unwrap_err();
+    assert!(
+        refused.contains("401") && refused.contains("--admin-token"),
+        "{refused}"
+    );
+    let listed = cli(server.admin(), &["list", "--admin-token", TOKEN])
+        .await
+        .unwrap();
+    assert!(listed.contains("other: 0 dead letters"), "{listed}");
+    let answer = cli(
+        server.admin(),
+        &["redrive", "other", "--admin-token", TOKEN],
+    )
+    .await
+    .unwrap();
+    assert!(answer.contains("nothing to redrive"), "{answer}");
 }
