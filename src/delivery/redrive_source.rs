@@ -490,3 +490,127 @@ async fn wait_for<T: Send + 'static>(job: &mut Option<JoinHandle<T>>) -> Result<
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::redrive::RedriveFilter;
+
+    fn line(event_id: &str, time_ms: u64, payload: &str) -> String {
+        format!(
+            r#"{{"time_ms":{time_ms},"destination":"d","reason":"permanent failure: 404","event_id":"{event_id}","seq":{time_ms},"event":0,"batch_id":"d-1","kind":"custom","environment":"production","received_at_ms":7,"payload":{payload}}}"#
+        ) + "\n"
+    }
+
+    async fn step(source: &mut RedriveSource) {
+        match source.wait().await {
+            RedriveStep::Job(job) => source.on_job(job),
+            RedriveStep::Loaded(loaded) => assert_eq!(source.on_loaded(loaded), None),
+        }
+        source.advance();
+    }
+
+    #[tokio::test]
+    async fn batches_within_limits_once_per_event_and_settles_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = format!("\"{}\"", "x".repeat(300));
+        let lines = [
+            line("e1", 1, "{\"n\":1}"),
+            line("e2", 2, "{\"n\":2}"),
+            line("e1", 3, "{\"n\":1}"), // the same event again (a crash replay)
+            line("e3", 4, &big),
+            line("e4", 5, "{\"n\":4}"),
+        ];
+        std::fs::write(dir.path().join("d.ndjson"), lines.concat()).unwrap();
+        let ledger = Arc::new(RedriveLedger::open(dir.path()).unwrap());
+        let job = ledger
+            .create_job("d", "d", RedriveFilter::default())
+            .unwrap();
+        let limits = BatchLimits {
+            max_items: 2,
+            max_item_bytes: 100,
+            ..BatchLimits::default()
+        };
+        let (jobs, jobs_rx) = mpsc::unbounded_channel();
+        let mut source = RedriveSource::new(
+            "d",
+            ledger,
+            dir.path(),
+            jobs_rx,
+            (limits, Schema::default()),
+        );
+        source.advance(); // the job from the ledger starts and its file loads
+        step(&mut source).await;
+        drop(jobs);
+
+        let mut dead = DeadLetterBuffer::new("d");
+        let first = source.next_cut(&mut dead).unwrap();
+        let second = source.next_cut(&mut dead).unwrap();
+        assert!(source.next_cut(&mut dead).is_none());
+        let ids = |cut: &RedriveCut| {
+            cut.batch
+                .items
+                .iter()
+                .map(|i| i.event_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            (ids(&first), ids(&second)),
+            (vec!["e1".to_string(), "e2".into()], vec!["e4".to_string()])
+        );
+        assert_eq!(first.batch.items[0].environment, "production");
+        assert_eq!(&first.batch.items[0].payload[..], b"{\"n\":1}");
+        assert!(
+            first.batch.id.starts_with("d-redrive1-"),
+            "{}",
+            first.batch.id
+        );
+        assert_eq!(
+            dead.pending_count(),
+            1,
+            "e3 is too big: dead-lettered again at once"
+        );
+
+        let refused = DeadItems {
+            reason: "permanent failure: 410".into(),
+            label: "permanent",
+            items: vec![(second.batch.items[0].clone(), second.positions[0])],
+        };
+        source.on_finished(second.ticket, &second.batch.id, &[refused], &mut dead);
+        source.advance();
+        step(&mut source).await; // nothing more to load: the job can finish
+        source.on_finished(first.ticket, &first.batch.id, &[], &mut dead);
+        source.advance();
+        let (marks, finished) = source.take_unpersisted();
+        assert_eq!(finished, vec![job.id]);
+        let settled: Vec<(&str, u64, Outcome)> = marks
+            .iter()
+            .map(|h| (h.event_id.as_str(), h.mark.time_ms, h.mark.outcome))
+            .collect();
+        assert_eq!(
+            settled,
+            vec![
+                ("e3", 4, Outcome::DeadLettered),
+                ("e4", 5, Outcome::DeadLettered),
+                ("e1", 3, Outcome::Delivered), // covers both lines of e1
+                ("e2", 2, Outcome::Delivered),
+            ]
+        );
+        let (written, count) = dead.take();
+        assert_eq!(count, 2);
+        let text = String::from_utf8(written).unwrap();
+        assert!(text.contains("oversized") && text.contains("410"), "{text}");
+        for new_line in text.lines() {
+            let entry: DeadLetterEntry = serde_json::from_str(new_line).unwrap();
+            assert!(
+                entry.time_ms > job.cutoff_ms,
+                "after the job's cutoff: {new_line}"
+            );
+            assert_eq!(
+                entry.environment.as_deref(),
+                Some("production"),
+                "{new_line}"
+            );
+        }
+    }
+}
