@@ -398,7 +398,7 @@ pub fn dead_letter_files(dir: &Path, destination: &str) -> io::Result<Vec<PathBu
 }
 
 /// Truncate a partial last line (no trailing `\n`) left by a crash.
-fn cut_torn_tail(file: &mut File) -> io::Result<()> {
+pub(super) fn cut_torn_tail(file: &mut File) -> io::Result<()> {
     let len = file.metadata()?.len();
     if len == 0 {
         return Ok(());

@@ -20,14 +20,18 @@
 //!   `cutoff_ms`). A job selects the redrivable lines of its source with `time_ms <= cutoff_ms`
 //!   (the moment it was asked for) matching its filter (`reason` substring) and not yet
 //!   handled. A restart resumes every job found here.
-//! * `<source>.marks.json`: per event id, the `time_ms` of the newest line of that event that
-//!   was handled and how (`delivered`, or `dead_lettered` again). A line is handled when its
-//!   event has a mark at or after its time: a crash replay that wrote the same dead letter
-//!   twice is sent once, and a line written after the redrive (the event failed again) is not
-//!   covered by the old mark.
+//! * `<source>.marks.ndjson`: an append-only log, one line per settled event
+//!   (`{"event_id", "time_ms", "outcome"}`): the `time_ms` of the newest line of that event that
+//!   was handled and how (`delivered`, or `dead_lettered` again); the newest mark of an event
+//!   wins. A line is handled when its event has a mark at or after its time: a crash replay
+//!   that wrote the same dead letter twice is sent once, and a line written after the redrive
+//!   (the event failed again) is not covered by the old mark.
 //!
-//! Both files are replaced atomically (write a temporary file, fsync, rename, fsync the
-//! directory), so a crash leaves the old or the new version, never a torn one.
+//! `jobs.json` is replaced atomically (write a temporary file, fsync, rename, fsync the
+//! directory), so a crash leaves the old or the new version. Marks are appended and
+//! fdatasynced, so a persist costs the new marks only, not the whole history; a torn last
+//! line (a crash mid-append) is cut when the log is first read, and the events it would have
+//! marked are sent again (at least once).
 //!
 //! ## Invariants and failure cases
 //!
@@ -241,21 +245,28 @@ impl RedriveLedger {
     /// Record settled dead letters (durably) before returning.
     pub fn record(&self, handled: &[Handled]) -> Result<(), RedriveError> {
         let mut state = self.lock();
-        let mut touched: Vec<&str> = Vec::new();
+        let mut by_source: BTreeMap<&str, Vec<&Handled>> = BTreeMap::new();
         for item in handled {
-            let marks = self.marks_of(&mut state, &item.source)?;
-            let mark = marks.entry(item.event_id.clone()).or_insert(item.mark);
-            if item.mark.time_ms >= mark.time_ms {
-                *mark = item.mark;
-            }
-            if !touched.contains(&item.source.as_str()) {
-                touched.push(&item.source);
-            }
+            by_source.entry(&item.source).or_default().push(item);
         }
-        for source in touched {
-            let marks: BTreeMap<_, _> = state.marks[source].iter().collect();
-            write_json_atomically(&self.dir, &marks_name(source), &marks)
-                .map_err(|e| self.io_error(e))?;
+        for (source, items) in by_source {
+            // Loads (and cuts a torn tail) before the first append of this process.
+            self.marks_of(&mut state, source)?;
+            let mut lines = Vec::new();
+            for item in &items {
+                let line = MarkLine {
+                    event_id: item.event_id.clone(),
+                    time_ms: item.mark.time_ms,
+                    outcome: item.mark.outcome,
+                };
+                serde_json::to_writer(&mut lines, &line).map_err(|e| self.io_error(e.into()))?;
+                lines.push(b'\n');
+            }
+            append_durably(&self.dir, &marks_name(source), &lines).map_err(|e| self.io_error(e))?;
+            let marks = self.marks_of(&mut state, source)?;
+            for item in items {
+                merge(marks, item.event_id.clone(), item.mark);
+            }
         }
         Ok(())
     }
@@ -266,9 +277,8 @@ impl RedriveLedger {
         source: &str,
     ) -> Result<&'s mut HashMap<String, Mark>, RedriveError> {
         if !state.marks.contains_key(source) {
-            let loaded = read_json(&self.dir.join(marks_name(source)))
-                .map_err(|e| self.io_error(e))?
-                .unwrap_or_default();
+            let loaded =
+                load_marks(&self.dir.join(marks_name(source))).map_err(|e| self.io_error(e))?;
             state.marks.insert(source.to_string(), loaded);
         }
         Ok(state.marks.entry(source.to_string()).or_default())
@@ -276,7 +286,71 @@ impl RedriveLedger {
 }
 
 fn marks_name(source: &str) -> String {
-    format!("{source}.marks.json")
+    format!("{source}.marks.ndjson")
+}
+
+/// One line of a marks log.
+#[derive(Serialize, Deserialize)]
+struct MarkLine {
+    event_id: String,
+    time_ms: u64,
+    outcome: Outcome,
+}
+
+/// Keep the newest mark of an event.
+fn merge(marks: &mut HashMap<String, Mark>, event_id: String, mark: Mark) {
+    let kept = marks.entry(event_id).or_insert(mark);
+    if mark.time_ms >= kept.time_ms {
+        *kept = mark;
+    }
+}
+
+/// Read a marks log (newest mark per event), cutting a torn last line a crash left.
+fn load_marks(path: &Path) -> io::Result<HashMap<String, Mark>> {
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(err) => return Err(err),
+    };
+    super::dead_letter::cut_torn_tail(&mut file)?;
+    let mut text = Vec::new();
+    io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+    file.read_to_end(&mut text)?;
+    let mut marks = HashMap::new();
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let line: MarkLine = serde_json::from_slice(line).map_err(|err| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {err}", path.display()),
+            )
+        })?;
+        let mark = Mark {
+            time_ms: line.time_ms,
+            outcome: line.outcome,
+        };
+        merge(&mut marks, line.event_id, mark);
+    }
+    Ok(marks)
+}
+
+/// Append `lines` to `dir/name` and fdatasync (and make a new file's name durable).
+fn append_durably(dir: &Path, name: &str, lines: &[u8]) -> io::Result<()> {
+    let path = dir.join(name);
+    let created = !path.exists();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)?;
+    file.write_all(lines)?;
+    file.sync_data()?;
+    if created {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
@@ -541,6 +615,43 @@ mod tests {
             "failed again later"
         );
         assert_eq!(reopened.handled("other", &old).unwrap(), None);
+    }
+
+    #[test]
+    fn a_torn_mark_is_cut_and_later_marks_append_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let handled = |event_id: &str, time_ms| Handled {
+            source: "d".into(),
+            event_id: event_id.into(),
+            mark: Mark {
+                time_ms,
+                outcome: Outcome::Delivered,
+            },
+        };
+        let ledger = RedriveLedger::open(dir.path()).unwrap();
+        ledger.record(&[handled("e1", 10)]).unwrap();
+        let log = dir.path().join("redrive").join(marks_name("d"));
+        let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        file.write_all(br#"{"event_id":"e2","ti"#).unwrap();
+        let reopened = RedriveLedger::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.handled("d", &entry("e2", 20, "r")).unwrap(),
+            None,
+            "torn: sent again"
+        );
+        reopened
+            .record(&[handled("e2", 20), handled("e1", 5)])
+            .unwrap();
+        let again = RedriveLedger::open(dir.path()).unwrap();
+        assert_eq!(
+            again.handled("d", &entry("e2", 20, "r")).unwrap(),
+            Some(Outcome::Delivered)
+        );
+        assert_eq!(
+            again.handled("d", &entry("e1", 10, "r")).unwrap(),
+            Some(Outcome::Delivered),
+            "the newest mark wins"
+        );
     }
 
     #[test]
