@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use flagstream::admin::{self, Admin, Phase, Readiness};
 use flagstream::config::{
-    self, BenchArgs, Cli, Command, ConfigError, ConfigFile, LogFormat, ServeArgs, ServeConfig,
-    TopArgs, WalCommand, WalSyncArg,
+    self, BenchArgs, Cli, Command, ConfigError, ConfigFile, DeadLettersArgs, DeadLettersCommand,
+    LogFormat, ServeArgs, ServeConfig, TopArgs, WalCommand, WalSyncArg,
 };
 use flagstream::delivery::{self, destination_set, DeliveryDefaults, EngineOptions, RetryPolicy};
 use flagstream::dest::{registry, Batch, BatchItem, Input, SendOutcome};
@@ -96,6 +96,7 @@ fn run(cli: Cli, raw: &[OsString], matches: &clap::ArgMatches) -> Result<ExitCod
         Command::Wal { command } => wal_command(command),
         Command::Bench(args) => runtime()?.block_on(bench(args)),
         Command::Top(args) => runtime()?.block_on(top(args)),
+        Command::DeadLetters(args) => runtime()?.block_on(dead_letters(args)),
     }
 }
 
@@ -657,19 +658,61 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn top(args: TopArgs) -> Result<ExitCode> {
-    let token = match &args.admin_token {
-        Some(value) => Some(
-            flagstream::dest::secrets::resolve_value("admin-token", value)
-                .map_err(|err| ConfigError::Invalid {
-                    flag: "admin-token",
-                    message: err.to_string(),
-                })?
-                .expose()
-                .to_string(),
-        ),
-        None => None,
+/// `--admin-token` of the admin clients (`top`, `dead-letters`): the token, `env:` or `file:`.
+fn admin_client_token(value: &Option<String>) -> Result<Option<String>> {
+    let Some(value) = value else {
+        return Ok(None);
     };
+    let token = flagstream::dest::secrets::resolve_value("admin-token", value).map_err(|err| {
+        ConfigError::Invalid {
+            flag: "admin-token",
+            message: err.to_string(),
+        }
+    })?;
+    Ok(Some(token.expose().to_string()))
+}
+
+async fn dead_letters(args: DeadLettersArgs) -> Result<ExitCode> {
+    use flagstream_harness::dead_letters::{self as dl, AdminApi, ShowQuery};
+    let api = AdminApi {
+        addr: dl::parse_admin_url(&args.admin_url)?,
+        token: admin_client_token(&args.admin_token)?,
+    };
+    let reason = |filter: &Option<String>| filter.as_deref().map(dl::parse_filter).transpose();
+    let output = match args.command {
+        DeadLettersCommand::List { name, json: true } => {
+            serde_json::to_string_pretty(&dl::list_json(&api, name.as_deref()).await?)? + "\n"
+        }
+        DeadLettersCommand::List { name, json: false } => dl::list(&api, name.as_deref()).await?,
+        DeadLettersCommand::Show {
+            name,
+            filter,
+            offset,
+            limit,
+            json,
+        } => {
+            let query = ShowQuery {
+                reason: reason(&filter)?,
+                offset,
+                limit,
+            };
+            if json {
+                serde_json::to_string_pretty(&dl::show_json(&api, &name, &query).await?)? + "\n"
+            } else {
+                dl::show(&api, &name, &query).await?
+            }
+        }
+        DeadLettersCommand::Redrive { name, to, filter } => {
+            let reason = reason(&filter)?;
+            dl::redrive(&api, &name, to.as_deref(), reason.as_deref()).await?
+        }
+    };
+    print!("{output}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn top(args: TopArgs) -> Result<ExitCode> {
+    let token = admin_client_token(&args.admin_token)?;
     let interval: std::time::Duration = args.interval.into();
     if interval < std::time::Duration::from_millis(100) {
         return Err(ConfigError::Invalid {

@@ -108,6 +108,11 @@ pub const DEAD_LETTER_BYTES: &str = "flagstream_dead_letter_bytes";
 /// Counter{destination, reason}: dead-letter writes refused (`budget` or `disk` floor); each
 /// refused write is retried every cursor sync while the destination waits.
 pub const DEAD_LETTER_REFUSED_WRITES_TOTAL: &str = "flagstream_dead_letter_refused_writes_total";
+/// Counter{destination, to}: dead letters of `destination` redriven and delivered by `to`.
+pub const DEAD_LETTERS_REDRIVEN_TOTAL: &str = "flagstream_dead_letters_redriven_total";
+/// Counter{destination, to}: dead letters of `destination` redriven that failed again at `to`
+/// (dead-lettered again into `to`'s store with the new reason).
+pub const DEAD_LETTERS_REDRIVE_FAILED_TOTAL: &str = "flagstream_dead_letters_redrive_failed_total";
 
 // --- process ------------------------------------------------------------------------------
 /// Gauge: ingest connections currently open.
@@ -387,6 +392,14 @@ fn describe() {
     describe_counter!(
         DEAD_LETTER_REFUSED_WRITES_TOTAL,
         "Dead-letter writes refused by the budget or the free-space floor"
+    );
+    describe_counter!(
+        DEAD_LETTERS_REDRIVEN_TOTAL,
+        "Dead letters redriven and delivered"
+    );
+    describe_counter!(
+        DEAD_LETTERS_REDRIVE_FAILED_TOTAL,
+        "Dead letters redriven that failed again (dead-lettered again)"
     );
 }
 

@@ -10,6 +10,7 @@
 //! | `GET /v1/destinations/{name}` | the same for one destination |
 //! | `POST /v1/destinations/{name}/pause` / `resume` | stop / restart sending; answers the new status |
 //! | `POST /v1/destinations`, `PUT` / `DELETE /v1/destinations/{name}` | create, change, delete while running ([`destinations`]) |
+//! | `/v1/dead-letters…` | list, show and redrive dead letters ([`dead_letters`]) |
 //!
 //! The admin server starts *before* the WAL is recovered, so `/healthz` and `/readyz` (503
 //! `recovering`) answer during a long recovery; the WAL and the delivery engine are attached
@@ -41,6 +42,7 @@
 //! refusal is 401 `unauthorized` with `WWW-Authenticate: Bearer`.
 
 pub mod auth;
+pub mod dead_letters;
 pub mod destinations;
 pub mod readiness;
 
@@ -122,7 +124,7 @@ impl Admin {
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
     where
         B: hyper::body::Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B::Error: std::error::Error + Send + Sync + 'static,
     {
         let path = request.uri().path().to_string();
         let method = request.method().clone();
@@ -176,6 +178,7 @@ impl Admin {
             (&Method::POST, ["v1", "destinations", name, action @ ("pause" | "resume")]) => {
                 self.control(name, action)
             }
+            (_, ["v1", "dead-letters", ..]) => self.dead_letters(request, &segments[2..]).await,
             (_, ["healthz" | "readyz" | "metrics"]) => method_not_allowed("GET"),
             (_, ["v1", "destinations"]) => method_not_allowed("GET, POST"),
             (_, ["v1", "destinations", _]) => method_not_allowed("GET, PUT, DELETE"),
@@ -184,6 +187,35 @@ impl Admin {
                 StatusCode::NOT_FOUND,
                 "not_found",
                 format!("no admin route {method} {path}"),
+            ),
+        }
+    }
+
+    /// `/v1/dead-letters` routes (see [`dead_letters`]); `rest` is the path after them.
+    async fn dead_letters<B>(&self, request: Request<B>, rest: &[&str]) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let Some(delivery) = self.delivery.get() else {
+            return not_ready("delivery has not started yet");
+        };
+        let method = request.method().clone();
+        match (&method, rest) {
+            (&Method::GET, []) => dead_letters::list_all(delivery).await,
+            (&Method::GET, [name]) => dead_letters::summary(delivery, name).await,
+            (&Method::GET, [name, "events"]) => {
+                dead_letters::events(delivery, name, request.uri().query()).await
+            }
+            (&Method::POST, [name, "redrive"]) => {
+                dead_letters::redrive(delivery, name, request.into_body()).await
+            }
+            (_, [] | [_] | [_, "events"]) => method_not_allowed("GET"),
+            (_, [_, "redrive"]) => method_not_allowed("POST"),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no admin route {method} {}", request.uri().path()),
             ),
         }
     }

@@ -43,6 +43,9 @@ pub enum Command {
     /// Live view of a running flagstream (ingest rate, WAL use, each destination's rate, lag,
     /// retries, dead letters), read from its admin API. `--once` prints one screen.
     Top(TopArgs),
+    /// List, show (with reasons) and redrive dead letters of a running flagstream, over its
+    /// admin API.
+    DeadLetters(DeadLettersArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -461,4 +464,68 @@ pub struct TopArgs {
     /// Print one plain-text screen and exit (for scripts and logs).
     #[arg(long)]
     pub once: bool,
+}
+
+/// `flagstream dead-letters`: the admin API to talk to and what to do.
+#[derive(Debug, Args)]
+pub struct DeadLettersArgs {
+    #[command(subcommand)]
+    pub command: DeadLettersCommand,
+
+    /// Admin API of the flagstream to talk to (plain HTTP).
+    #[arg(
+        long,
+        global = true,
+        env = "FLAGSTREAM_ADMIN_URL",
+        default_value = "http://127.0.0.1:8031"
+    )]
+    pub admin_url: String,
+
+    /// The server's admin token: the token, `env:NAME` or `file:PATH`.
+    #[arg(
+        long,
+        global = true,
+        env = "FLAGSTREAM_ADMIN_TOKEN",
+        value_name = "TOKEN|env:NAME|file:PATH"
+    )]
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// Dead-letter files, counts by reason, bytes and redriven counts (every destination, or
+    /// NAME).
+    List {
+        name: Option<String>,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The dead letters of NAME with their reasons, oldest first.
+    Show {
+        name: String,
+        /// Only dead letters whose reason contains TEXT.
+        #[arg(long, value_name = "reason=TEXT")]
+        filter: Option<String>,
+        /// Skip this many (matching) dead letters.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send the dead letters of NAME again through the destination's batching and retries;
+    /// each is sent once (a second redrive sends only what failed again).
+    Redrive {
+        name: String,
+        /// Send them through another destination (same schema) instead.
+        #[arg(long, value_name = "OTHER")]
+        to: Option<String>,
+        /// Only dead letters whose reason contains TEXT.
+        #[arg(long, value_name = "reason=TEXT")]
+        filter: Option<String>,
+    },
 }

@@ -32,8 +32,8 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches};
 
 pub use cli::{
-    AutoCount, AutoSize, BenchArgs, Cli, Command, LogFormat, ServeArgs, TopArgs, WalCommand,
-    WalSyncArg,
+    AutoCount, AutoSize, BenchArgs, Cli, Command, DeadLettersArgs, DeadLettersCommand, LogFormat,
+    ServeArgs, TopArgs, WalCommand, WalSyncArg,
 };
 pub use file::ConfigFile;
 

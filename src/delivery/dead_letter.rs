@@ -36,8 +36,13 @@
 //!   line (a crash mid-write) is truncated away. Its events were not yet covered by a persisted
 //!   cursor, so they are dead-lettered again after the replay.
 //! * Appends and renames only; nothing in flagstream deletes or rewrites dead letters.
-//!   Operators inspect them with [`read_dead_letters`] (or any NDJSON tool), redrive by
-//!   re-posting payloads and remove handled files.
+//!   Operators inspect them (`flagstream dead-letters show`, [`read_dead_letters`] or any
+//!   NDJSON tool), redrive them (`flagstream dead-letters redrive`, see [`super::redrive`];
+//!   which lines were redriven is kept beside the files, the files stay as written) and remove
+//!   handled files.
+//! * Dead letters of events that were in a batch also carry the item's `kind`, `key`,
+//!   `context_key`, `environment` and `received_at_ms`, and a `batch_id`: those are the ones a
+//!   redrive can send again (the payload is the mapped row the destination refused).
 //!
 //! [`DeadLetterLimits::rotate_bytes`]: super::dead_letter_budget::DeadLetterLimits::rotate_bytes
 
@@ -49,6 +54,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::dest::BatchItem;
 use crate::wal::Position;
 
 use super::dead_letter_budget::{DeadLetterBudget, ReserveError, StoreFull};
@@ -76,6 +82,18 @@ pub struct DeadLetterEntry {
     pub event: u32,
     #[serde(default)]
     pub batch_id: Option<String>,
+    /// The item's metadata (events given up on after they were batched; absent in lines
+    /// written before redrive existed): what a redrive needs to rebuild the batch item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at_ms: Option<u64>,
     /// `text` when `payload` is a JSON string holding non-JSON raw text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_encoding: Option<String>,
@@ -91,9 +109,35 @@ struct LineOut<'a> {
     seq: u64,
     event: u32,
     batch_id: Option<&'a str>,
+    #[serde(flatten)]
+    item: Option<ItemFields<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload_encoding: Option<&'static str>,
     payload: Payload<'a>,
+}
+
+/// The metadata of a batched item, kept so a redrive can rebuild it.
+#[derive(Serialize)]
+struct ItemFields<'a> {
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context_key: Option<&'a str>,
+    environment: &'a str,
+    received_at_ms: u64,
+}
+
+impl<'a> ItemFields<'a> {
+    fn of(item: &'a BatchItem) -> Self {
+        ItemFields {
+            kind: &item.kind,
+            key: item.key.as_deref(),
+            context_key: item.context_key.as_deref(),
+            environment: &item.environment,
+            received_at_ms: item.received_at_ms,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -135,6 +179,18 @@ impl DeadLetterBuffer {
 
     /// Serialise one dead letter into the buffer.
     pub fn push(&mut self, letter: DeadLetter<'_>) {
+        self.push_line(letter, None, unix_ms_now());
+    }
+
+    /// Serialise a dead letter of a batched `item` with the item's metadata (so it can be
+    /// redriven), stamped no earlier than `not_before_ms` (a redrive's cutoff: see
+    /// [`super::redrive`]).
+    pub fn push_item(&mut self, letter: DeadLetter<'_>, item: &BatchItem, not_before_ms: u64) {
+        let time_ms = unix_ms_now().max(not_before_ms);
+        self.push_line(letter, Some(ItemFields::of(item)), time_ms);
+    }
+
+    fn push_line(&mut self, letter: DeadLetter<'_>, item: Option<ItemFields<'_>>, time_ms: u64) {
         let trimmed = trim_ascii(letter.payload);
         let json = serde_json::from_slice::<&RawValue>(trimmed).ok();
         let (payload, encoding) = match json {
@@ -145,13 +201,14 @@ impl DeadLetterBuffer {
             ),
         };
         let line = LineOut {
-            time_ms: unix_ms_now(),
+            time_ms,
             destination: &self.destination,
             reason: letter.reason,
             event_id: letter.event_id,
             seq: letter.position.seq,
             event: letter.position.event,
             batch_id: letter.batch_id,
+            item,
             payload_encoding: encoding,
             payload,
         };
@@ -341,7 +398,7 @@ pub fn dead_letter_files(dir: &Path, destination: &str) -> io::Result<Vec<PathBu
 }
 
 /// Truncate a partial last line (no trailing `\n`) left by a crash.
-fn cut_torn_tail(file: &mut File) -> io::Result<()> {
+pub(super) fn cut_torn_tail(file: &mut File) -> io::Result<()> {
     let len = file.metadata()?.len();
     if len == 0 {
         return Ok(());

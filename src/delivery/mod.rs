@@ -18,6 +18,8 @@
 //! | [`sender`] | one batch's send/classify/backoff loop |
 //! | [`retry`] | the backoff schedule and when to give up |
 //! | [`dead_letter`] | the on-disk dead-letter store |
+//! | [`redrive`] | which dead letters a redrive selects and which were handled (on disk) |
+//! | `redrive_source` | a worker's queue of dead letters to send again, between WAL batches |
 //! | `worker` | the per-destination task tying these together, cursor persistence |
 //! | [`status`] | the snapshot behind `GET /v1/destinations` |
 //! | [`destination_set`] | destinations added, changed and removed while running (admin API, reload) |
@@ -50,6 +52,8 @@ pub mod dead_letter_budget;
 pub mod destination_set;
 pub mod destination_store;
 pub mod pipeline;
+pub mod redrive;
+mod redrive_source;
 pub mod retry;
 pub mod sender;
 pub mod settings;
@@ -66,7 +70,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::dest::{registry, DestError, DestinationSpec};
-use crate::event::Filter;
+use crate::event::{Filter, Schema};
 use crate::wal::{Wal, WalError};
 
 pub use crate::dest::units::{parse_byte_size, parse_duration};
@@ -81,6 +85,8 @@ use cursor_state::DeliveryCursor;
 use dead_letter::DeadLetterFile;
 use dead_letter_budget::DeadLetterBudget;
 use pipeline::Pipeline;
+use redrive::{Page, RedriveError, RedriveFilter, RedriveJob, RedriveLedger, Summary};
+use redrive_source::RedriveSource;
 use sender::{SendContext, SendMetrics};
 use status::{StatusCell, WorkerStatus};
 use worker::{Worker, WorkerParts};
@@ -133,6 +139,28 @@ pub enum DeliveryError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Redrive(#[from] RedriveError),
+    #[error(
+        "dead letters of `{from}` are `{source_schema}` rows; `{target}` takes \
+         `{target_schema}`: redrive to a destination with the same schema"
+    )]
+    SchemaMismatch {
+        from: String,
+        target: String,
+        source_schema: &'static str,
+        target_schema: &'static str,
+    },
+    #[error("`{0}` takes raw records, which dead letters are not: redrive to another destination")]
+    RawTarget(String),
+}
+
+/// What a redrive request started.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RedriveStarted {
+    /// Dead letters (distinct events) the job will send; 0 starts no job.
+    pub events: u64,
+    pub job: Option<RedriveJob>,
 }
 
 /// Turn parsed `--dest` specs into configured destinations: `env:` / `file:` values first,
@@ -176,6 +204,9 @@ struct DestinationHandle {
     /// Stops this worker only (a child of the engine's shutdown token).
     stop: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
+    schema: Schema,
+    raw_records: bool,
+    redrive: mpsc::UnboundedSender<RedriveJob>,
 }
 
 struct Shared {
@@ -185,6 +216,8 @@ struct Shared {
     /// Running destinations in the order they were added; changes while running
     /// ([`Delivery::add`], [`Delivery::remove`], [`Delivery::replace`]).
     destinations: Mutex<Vec<Arc<DestinationHandle>>>,
+    dead_letter_dir: PathBuf,
+    ledger: Arc<RedriveLedger>,
     shutdown: CancellationToken,
 }
 
@@ -231,11 +264,18 @@ impl Delivery {
             name: "*".to_string(),
             source,
         })?;
+        let names: Vec<&str> = destinations
+            .iter()
+            .map(|d| d.settings.name.as_str())
+            .collect();
+        let ledger = open_redrive_ledger(&options.dead_letter_dir, &names)?;
         let delivery = Delivery {
             shared: Arc::new(Shared {
                 wal: wal.clone(),
                 options: options.clone(),
                 budget: Arc::new(budget),
+                dead_letter_dir: options.dead_letter_dir.clone(),
+                ledger,
                 destinations: Mutex::new(Vec::with_capacity(destinations.len())),
                 shutdown: CancellationToken::new(),
             }),
@@ -369,6 +409,7 @@ impl Delivery {
         let concurrency = settings.effective_concurrency(destination.kind());
         let (paused_tx, paused_rx) = watch::channel(false);
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+        let (redrive_tx, redrive_rx) = mpsc::unbounded_channel();
         let status = Arc::new(status_cell(
             &settings,
             destination.as_ref(),
@@ -414,6 +455,14 @@ impl Delivery {
             shutdown: stop.clone(),
             sync_interval: options.cursor_sync_interval,
             shutdown_grace: options.shutdown_grace,
+            redrive: RedriveSource::new(
+                &name,
+                self.shared.ledger.clone(),
+                &options.dead_letter_dir,
+                redrive_rx,
+                (limits, schema),
+            ),
+            ledger: self.shared.ledger.clone(),
         };
         let handle = DestinationHandle {
             name,
@@ -421,6 +470,9 @@ impl Delivery {
             status,
             stop,
             task: Mutex::new(None),
+            schema,
+            raw_records: destination.input() == crate::dest::Input::RawRecords,
+            redrive: redrive_tx,
         };
         Ok((parts, handle))
     }
@@ -481,6 +533,71 @@ impl Delivery {
         }
     }
 
+    /// Dead letters of `name`: files, counts by reason, redriven counts. Blocking file I/O.
+    pub fn dead_letter_summary(&self, name: &str) -> Result<Summary, DeliveryError> {
+        self.handle(name)?;
+        Ok(redrive::summarize(
+            &self.shared.dead_letter_dir,
+            name,
+            &self.shared.ledger,
+        )?)
+    }
+
+    /// Lines `offset..offset + limit` of `name`'s dead letters matching `filter`. Blocking.
+    pub fn dead_letter_page(
+        &self,
+        name: &str,
+        filter: &RedriveFilter,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Page, DeliveryError> {
+        self.handle(name)?;
+        let dir = &self.shared.dead_letter_dir;
+        Ok(redrive::page(
+            dir,
+            name,
+            filter,
+            (offset, limit),
+            &self.shared.ledger,
+        )?)
+    }
+
+    /// Send the dead letters of `source` matching `filter` again, through `target` (default:
+    /// `source`). See [`redrive`]. Blocking file I/O (counts what it will send).
+    pub fn redrive(
+        &self,
+        source: &str,
+        target: Option<&str>,
+        filter: RedriveFilter,
+    ) -> Result<RedriveStarted, DeliveryError> {
+        let from = self.handle(source)?;
+        let to = self.handle(target.unwrap_or(source))?;
+        if to.raw_records {
+            return Err(DeliveryError::RawTarget(to.name.clone()));
+        }
+        if from.schema != to.schema {
+            return Err(DeliveryError::SchemaMismatch {
+                from: from.name.clone(),
+                target: to.name.clone(),
+                source_schema: from.schema.name(),
+                target_schema: to.schema.name(),
+            });
+        }
+        let (dir, ledger) = (&self.shared.dead_letter_dir, &self.shared.ledger);
+        let events = redrive::pending(dir, source, &filter, ledger)?;
+        if events == 0 {
+            return Ok(RedriveStarted { events, job: None });
+        }
+        let job = ledger.create_job(source, &to.name, filter)?;
+        tracing::info!(source, target = %to.name, job = job.id, events, "redrive requested");
+        // A closed channel means the worker stopped (shutdown): the job resumes at the next start.
+        let _ = to.redrive.send(job.clone());
+        Ok(RedriveStarted {
+            events,
+            job: Some(job),
+        })
+    }
+
     fn handle(&self, name: &str) -> Result<Arc<DestinationHandle>, DeliveryError> {
         lock(&self.shared.destinations)
             .iter()
@@ -527,6 +644,25 @@ fn status_cell(
             last_error: None,
         }),
     }
+}
+
+/// Open the redrive ledger; jobs whose source or target is no longer configured are dropped
+/// (with a warning) so they do not block new redrives of their source.
+fn open_redrive_ledger(dir: &Path, names: &[&str]) -> Result<Arc<RedriveLedger>, DeliveryError> {
+    let dead_letters = |source| DeliveryError::DeadLetters {
+        name: "*".to_string(),
+        source,
+    };
+    let ledger = RedriveLedger::open(dir).map_err(dead_letters)?;
+    let orphans: Vec<u64> = ledger
+        .jobs()
+        .into_iter()
+        .filter(|job| !names.contains(&job.source.as_str()) || !names.contains(&job.target.as_str()))
+        .inspect(|job| tracing::warn!(job = job.id, source = %job.source, target = %job.target, "dropping a redrive whose destination is no longer configured"))
+        .map(|job| job.id)
+        .collect();
+    ledger.finish_jobs(&orphans)?;
+    Ok(Arc::new(ledger))
 }
 
 #[cfg(test)]

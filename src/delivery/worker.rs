@@ -42,6 +42,8 @@ use super::cursor_state::{DeliveryCursor, RetryState};
 use super::dead_letter::{AppendError, DeadLetter, DeadLetterBuffer, DeadLetterFile};
 use super::dead_letter_budget::StoreFull;
 use super::pipeline::{Pipeline, RecordProgress};
+use super::redrive::{Handled, RedriveLedger};
+use super::redrive_source::{RedriveCut, RedriveSource, RedriveStep};
 use super::retry::unix_ms_now;
 use super::sender::{self, Progress, SendContext, SendJob, SendReport};
 use super::status::{DeliveryState, StatusCell, WorkerStatus};
@@ -75,6 +77,8 @@ pub(crate) struct WorkerParts {
     pub shutdown: CancellationToken,
     pub sync_interval: Duration,
     pub shutdown_grace: Duration,
+    pub redrive: RedriveSource,
+    pub ledger: Arc<RedriveLedger>,
 }
 
 struct InFlight {
@@ -89,6 +93,8 @@ struct PersistOutcome {
     unwritten: Option<(Vec<u8>, u64)>,
     /// The dead-letter store refused the lines: the destination pauses until they fit.
     full: Option<StoreFull>,
+    /// Redrive marks (and finished jobs) that could not be written, to put back.
+    unwritten_marks: Option<(Vec<Handled>, Vec<u64>)>,
 }
 
 struct WorkerMetrics {
@@ -140,6 +146,7 @@ enum Step {
     GateOpen,
     ReadRetry,
     Record(Result<Record, WalError>),
+    Redrive(RedriveStep),
 }
 
 pub(crate) struct Worker {
@@ -189,6 +196,9 @@ pub(crate) struct Worker {
     last_lag_update: Instant,
     shutdown_grace: Duration,
     metrics: WorkerMetrics,
+    /// Dead letters being redriven through this destination.
+    redrive: RedriveSource,
+    ledger: Arc<RedriveLedger>,
 }
 
 impl Worker {
@@ -235,6 +245,8 @@ impl Worker {
             tick,
             last_lag_update: Instant::now() - LAG_GAUGE_INTERVAL,
             shutdown_grace: parts.shutdown_grace,
+            redrive: parts.redrive,
+            ledger: parts.ledger,
         }
     }
 
@@ -251,6 +263,8 @@ impl Worker {
         self.probe_destination().await;
         loop {
             self.dispatch_ready();
+            self.redrive.advance();
+            self.dispatch_redrive();
             let paused = *self.paused.borrow();
             let may_decode = !paused
                 && !self.failed
@@ -283,6 +297,7 @@ impl Worker {
                 _ = sleep_until(self.gate), if self.gate.is_some() => Step::GateOpen,
                 _ = sleep_until(self.read_backoff), if self.read_backoff.is_some() => Step::ReadRetry,
                 record = self.reader.next(), if want_records => Step::Record(record),
+                step = self.redrive.wait() => Step::Redrive(step),
             };
             match step {
                 Step::Shutdown => break,
@@ -310,6 +325,12 @@ impl Worker {
                 }
                 Step::Record(Err(WalError::Closed)) => break,
                 Step::Record(Err(err)) => self.on_read_error(err),
+                Step::Redrive(RedriveStep::Job(job)) => self.redrive.on_job(job),
+                Step::Redrive(RedriveStep::Loaded(loaded)) => {
+                    if let Some(error) = self.redrive.on_loaded(loaded) {
+                        self.set_error(error);
+                    }
+                }
             }
         }
         self.finish().await;
@@ -437,6 +458,38 @@ impl Worker {
         }
     }
 
+    /// Hand redrive batches to send tasks: only into free slots, and one at a time while WAL
+    /// batches wait (see [`super::redrive_source`]).
+    fn dispatch_redrive(&mut self) {
+        let paused = *self.paused.borrow() || self.store_full.is_some();
+        if self.shutting_down || self.failed || paused || self.gate.is_some() {
+            return;
+        }
+        while self.tasks.len() < self.concurrency {
+            let wal_waiting = self.batcher.has_ready() || self.deferred.is_some();
+            if wal_waiting && self.redrive.in_flight() > 0 {
+                return;
+            }
+            let Some(RedriveCut {
+                ticket,
+                batch,
+                positions,
+            }) = self.redrive.next_cut(&mut self.dead)
+            else {
+                return;
+            };
+            let job = SendJob {
+                ticket,
+                batch,
+                positions,
+                retry: RetryState::default(),
+                not_before: None,
+            };
+            let handle = self.tasks.spawn(sender::run(self.send_ctx.clone(), job));
+            self.task_tickets.insert(handle.id(), ticket);
+        }
+    }
+
     fn spawn_send(&mut self, ticket: Ticket, cut: CutBatch) {
         let (retry, not_before) = match self.restart_retry.take() {
             Some(retry) => {
@@ -475,6 +528,9 @@ impl Worker {
             }
             Err(err) => {
                 let ticket = self.task_tickets.remove(&err.id());
+                if let Some(ticket) = ticket.filter(|t| RedriveSource::owns(*t)) {
+                    self.redrive.forget(ticket);
+                }
                 if err.is_cancelled() {
                     // Aborted at the end of the shutdown grace period: not acked, replayed
                     // after the restart.
@@ -497,6 +553,24 @@ impl Worker {
 
     fn on_report(&mut self, report: SendReport) {
         match report {
+            SendReport::Finished {
+                ticket,
+                batch_id,
+                delivered,
+                dead,
+            } if RedriveSource::owns(ticket) => {
+                self.redrive
+                    .on_finished(ticket, &batch_id, &dead, &mut self.dead);
+                for group in &dead {
+                    WorkerMetrics::dead_lettered(&self.name, group.label, group.items.len() as u64);
+                    self.set_error(format!("redrive batch {batch_id}: {}", group.reason));
+                }
+                self.delivered_total += delivered as u64;
+                self.publish_status();
+            }
+            SendReport::Interrupted { ticket, .. } if RedriveSource::owns(ticket) => {
+                self.redrive.forget(ticket);
+            }
             SendReport::Finished {
                 ticket,
                 batch_id,
@@ -598,19 +672,22 @@ impl Worker {
         }
         self.persist_again = false;
         let state = self.cursor_state();
-        if state == self.persisted && self.dead.is_empty() {
+        if state == self.persisted && self.dead.is_empty() && !self.redrive.has_unpersisted() {
             return;
         }
-        let (lines, count) = self.dead.take();
+        let job = PersistJob {
+            name: self.name.clone(),
+            state,
+            dead: self.dead.take(),
+            marks: self.redrive.take_unpersisted(),
+            collect: state.acked.seq > self.persisted.acked.seq,
+        };
         let cursor = self.cursor.clone();
         let dead_file = self.dead_file.clone();
         let wal = self.wal.clone();
-        let collect = state.acked.seq > self.persisted.acked.seq;
-        let name = self.name.clone();
+        let ledger = self.ledger.clone();
         self.persist_job = Some(tokio::task::spawn_blocking(move || {
-            persist_blocking(
-                &name, state, lines, count, &dead_file, &cursor, &wal, collect,
-            )
+            persist_blocking(job, &dead_file, &cursor, &wal, &ledger)
         }));
     }
 
@@ -619,6 +696,9 @@ impl Worker {
             Ok(outcome) => {
                 if let Some((lines, count)) = outcome.unwritten {
                     self.dead.restore(lines, count);
+                }
+                if let Some(marks) = outcome.unwritten_marks {
+                    self.redrive.restore(marks);
                 }
                 self.on_store_state(outcome.full);
                 match outcome.error {
@@ -781,40 +861,62 @@ impl Worker {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn persist_blocking(
-    name: &str,
+/// What one persist job writes, in order: dead letters, redrive marks, the cursor.
+struct PersistJob {
+    name: String,
     state: DeliveryCursor,
-    lines: Vec<u8>,
-    count: u64,
+    dead: (Vec<u8>, u64),
+    marks: (Vec<Handled>, Vec<u64>),
+    collect: bool,
+}
+
+impl PersistJob {
+    /// Nothing of this job's dead letters or marks was written: hand them back.
+    fn failed(self, error: String, full: Option<StoreFull>) -> PersistOutcome {
+        PersistOutcome {
+            state: self.state,
+            error: Some(error),
+            unwritten: Some(self.dead),
+            full,
+            unwritten_marks: Some(self.marks),
+        }
+    }
+}
+
+fn persist_blocking(
+    job: PersistJob,
     dead_file: &DeadLetterFile,
     cursor: &Mutex<Cursor>,
     wal: &Wal,
-    collect: bool,
+    ledger: &RedriveLedger,
 ) -> PersistOutcome {
-    match dead_file.append_durably(&lines) {
+    let name = job.name.as_str();
+    match dead_file.append_durably(&job.dead.0) {
         Ok(()) => {}
-        Err(AppendError::Full(full)) => {
-            return PersistOutcome {
-                state,
-                error: Some(full.to_string()),
-                unwritten: Some((lines, count)),
-                full: Some(full),
-            }
-        }
+        Err(AppendError::Full(full)) => return job.failed(full.to_string(), Some(full)),
         Err(AppendError::Io(err)) => {
             tracing::error!(destination = name, error = %err, path = %dead_file.path().display(), "writing dead letters failed; the cursor waits");
-            return PersistOutcome {
-                state,
-                error: Some(format!(
-                    "writing dead letters to {}: {err}",
-                    dead_file.path().display()
-                )),
-                unwritten: Some((lines, count)),
-                full: None,
-            };
+            let error = format!(
+                "writing dead letters to {}: {err}",
+                dead_file.path().display()
+            );
+            return job.failed(error, None);
         }
     }
+    // After the dead-letter fsync: a redriven event that failed again is durable in its new
+    // line before its old line is marked handled.
+    let (marks, finished) = &job.marks;
+    let recorded = ledger
+        .record(marks)
+        .and_then(|()| ledger.finish_jobs(finished));
+    let unwritten_marks = match recorded {
+        Ok(()) => None,
+        Err(err) => {
+            tracing::error!(destination = name, error = %err, "recording redriven dead letters failed; retrying");
+            Some(job.marks.clone())
+        }
+    };
+    let state = job.state;
     let persisted = match cursor.lock() {
         Ok(mut cursor) => cursor.persist(state.encode()),
         Err(poisoned) => poisoned.into_inner().persist(state.encode()),
@@ -826,9 +928,10 @@ fn persist_blocking(
             error: Some(format!("persisting the cursor: {err}")),
             unwritten: None,
             full: None,
+            unwritten_marks,
         };
     }
-    if collect {
+    if job.collect {
         if let Err(err) = wal.collect_garbage() {
             tracing::warn!(destination = name, error = %err, "WAL garbage collection failed");
         }
@@ -838,6 +941,7 @@ fn persist_blocking(
         error: None,
         unwritten: None,
         full: None,
+        unwritten_marks,
     }
 }
 

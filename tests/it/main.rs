@@ -10,6 +10,7 @@ mod bigquery;
 mod conformance;
 mod cursor_fuzz_harness;
 mod dashboards;
+mod dead_letter_redrive;
 mod dedupe_restart;
 mod delivery_engine;
 mod delivery_restart;

@@ -7,11 +7,13 @@
 //! | [`client`] | a minimal loopback HTTP/1.1 client (no TLS, no pooling) for admin polling |
 //! | [`load`] | `flagstream bench`: the end-to-end load generator and its report |
 //! | [`top`] | `flagstream top`: a live (or one-shot) view of a server from its admin API |
+//! | [`dead_letters`] | `flagstream dead-letters list/show/redrive` over the admin API |
 //!
 //! The server's library never depends on this crate: the `flagstream` binary uses it for its
 //! `bench` and `top` subcommands and the integration tests use it as a dev-dependency.
 
 pub mod client;
+pub mod dead_letters;
 pub mod load;
 pub mod serve;
 pub mod top;
