@@ -110,6 +110,29 @@ pub fn parse_size(text: &str) -> Result<ByteSize, String> {
     Ok(size)
 }
 
+/// `--wal-retention`: `off`, a duration, a size, or a duration and a size separated by `,`.
+pub fn parse_retention(text: &str) -> Result<crate::wal::Retention, String> {
+    let mut retention = crate::wal::Retention::default();
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(retention);
+    }
+    let expected = "expected `off`, a duration (24h), a size (10GiB) or both (24h,10GiB)";
+    for part in text.split(',').map(str::trim) {
+        if let Ok(age) = humantime::parse_duration(part) {
+            if age.is_zero() || retention.max_age.replace(age).is_some() {
+                return Err(format!("`{text}`: {expected}"));
+            }
+        } else if let Ok(size) = parse_size(part) {
+            if size.as_u64() == 0 || retention.max_bytes.replace(size.as_u64()).is_some() {
+                return Err(format!("`{text}`: {expected}"));
+            }
+        } else {
+            return Err(format!("`{part}` is neither a duration nor a size; {expected}"));
+        }
+    }
+    Ok(retention)
+}
+
 /// A count that may be `unlimited`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit<T> {
@@ -249,6 +272,13 @@ pub struct ServeArgs {
     /// Disk budget for all WAL segments; when full, ingest answers 503 with Retry-After.
     #[arg(long, env = "FLAGSTREAM_WAL_MAX_BYTES", value_parser = parse_size, default_value = "20GiB")]
     pub wal_max_bytes: ByteSize,
+
+    /// Keep WAL segments every destination has passed, for replays (`start=`, rewinds): a
+    /// duration (`24h`), a size (`10GiB`) or both (`24h,10GiB`: each must hold), or `off`.
+    /// Retained segments count against `--wal-max-bytes` and are evicted, oldest first, when
+    /// new records need the room.
+    #[arg(long, env = "FLAGSTREAM_WAL_RETENTION", value_parser = parse_retention, default_value = "off")]
+    pub wal_retention: crate::wal::Retention,
 
     /// Never allocate a segment when the filesystem's free space would drop below this.
     #[arg(long, env = "FLAGSTREAM_WAL_MIN_FREE_BYTES", value_parser = parse_size, default_value = "1GiB")]

@@ -204,6 +204,17 @@ impl Batcher {
         }
     }
 
+    /// Drop everything open or ready and continue at `position` (a rewind), as a batcher
+    /// created there without a plan would.
+    pub fn restart_at(&mut self, position: Position) {
+        self.position = position;
+        self.record_seq = None;
+        self.record_events = 0;
+        self.open = OpenBatch::new(position);
+        self.ready.clear();
+        self.replay_end = None;
+    }
+
     pub fn limits(&self) -> &BatchLimits {
         &self.limits
     }

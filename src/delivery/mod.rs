@@ -18,6 +18,8 @@
 //! | [`sender`] | one batch's send/classify/backoff loop |
 //! | [`retry`] | the backoff schedule and when to give up |
 //! | [`dead_letter`] | the on-disk dead-letter store |
+//! | [`rewind`] | moving a running destination's cursor back (`worker/rewind.rs` does it) |
+//! | [`start`] | `start=` of a new cursor, rewind targets, RFC 3339 times |
 //! | `worker` | the per-destination task tying these together, cursor persistence |
 //! | [`status`] | the snapshot behind `GET /v1/destinations` |
 //!
@@ -47,8 +49,10 @@ pub mod dead_letter;
 pub mod dead_letter_budget;
 pub mod pipeline;
 pub mod retry;
+pub mod rewind;
 pub mod sender;
 pub mod settings;
+pub mod start;
 pub mod status;
 mod worker;
 
@@ -168,6 +172,7 @@ pub async fn configure(
 struct DestinationHandle {
     name: String,
     paused: watch::Sender<bool>,
+    control: mpsc::UnboundedSender<worker::Control>,
     status: Arc<StatusCell>,
 }
 
@@ -229,8 +234,9 @@ impl Delivery {
                 name: name.clone(),
                 reason,
             })?;
+            // `start=` matters only when the cursor is created here; an existing one wins.
             let cursor = wal
-                .open_cursor(&name)
+                .open_cursor_from(&name, settings.start.resolve(wal))
                 .map_err(|source| DeliveryError::Cursor {
                     name: name.clone(),
                     source,
@@ -247,6 +253,7 @@ impl Delivery {
             let concurrency = settings.effective_concurrency(destination.kind());
             let (paused_tx, paused_rx) = watch::channel(false);
             let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+            let (control_tx, control_rx) = mpsc::unbounded_channel();
             let status = Arc::new(StatusCell {
                 name: name.clone(),
                 kind: destination.kind().to_string(),
@@ -297,6 +304,7 @@ impl Delivery {
                 dead_file,
                 send_ctx,
                 progress_rx,
+                control_rx,
                 concurrency,
                 status: status.clone(),
                 paused: paused_rx,
@@ -307,13 +315,15 @@ impl Delivery {
             handles.push(DestinationHandle {
                 name,
                 paused: paused_tx,
+                control: control_tx,
                 status,
             });
         }
-        let tasks = workers
+        let mut tasks: Vec<_> = workers
             .into_iter()
             .map(|parts| tokio::spawn(Worker::new(parts).run()))
             .collect();
+        tasks.extend(spawn_retention_expiry(wal, shutdown.clone()));
         Ok(Delivery {
             shared: Arc::new(Shared {
                 wal: wal.clone(),
@@ -388,6 +398,28 @@ impl Delivery {
             .find(|handle| handle.name == name)
             .ok_or_else(|| DeliveryError::UnknownDestination(name.to_string()))
     }
+}
+
+/// With `--wal-retention` by age, segments expire while no cursor moves (GC otherwise runs
+/// only after a cursor advanced): collect garbage periodically.
+fn spawn_retention_expiry(wal: &Wal, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
+    let max_age = wal.options().retention.max_age?;
+    let every = (max_age / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    let wal = wal.clone();
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let wal = wal.clone();
+            if let Ok(Err(err)) = tokio::task::spawn_blocking(move || wal.collect_garbage()).await {
+                tracing::warn!(error = %err, "WAL garbage collection (retention expiry) failed");
+            }
+        }
+    }))
 }
 
 #[cfg(test)]

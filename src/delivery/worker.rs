@@ -46,6 +46,10 @@ use super::retry::unix_ms_now;
 use super::sender::{self, Progress, SendContext, SendJob, SendReport};
 use super::status::{DeliveryState, StatusCell, WorkerStatus};
 
+mod rewind;
+pub(crate) use rewind::Control;
+pub use rewind::{RewindRefused, Rewound};
+
 /// Most records decoded per wake-up before the worker looks at its other duties.
 const DRAIN_BUDGET: usize = 256;
 /// How long to wait before reading again after a WAL read error.
@@ -69,6 +73,8 @@ pub(crate) struct WorkerParts {
     pub batcher: Batcher,
     pub send_ctx: Arc<SendContext>,
     pub progress_rx: mpsc::UnboundedReceiver<Progress>,
+    /// Requests from the engine handle (rewinds).
+    pub control_rx: mpsc::UnboundedReceiver<Control>,
     pub concurrency: usize,
     pub status: Arc<StatusCell>,
     pub paused: watch::Receiver<bool>,
@@ -140,6 +146,7 @@ enum Step {
     GateOpen,
     ReadRetry,
     Record(Result<Record, WalError>),
+    Control(Control),
 }
 
 pub(crate) struct Worker {
@@ -158,6 +165,7 @@ pub(crate) struct Worker {
     task_tickets: HashMap<tokio::task::Id, Ticket>,
     send_ctx: Arc<SendContext>,
     progress_rx: mpsc::UnboundedReceiver<Progress>,
+    control_rx: mpsc::UnboundedReceiver<Control>,
     /// Configured most batches in flight.
     concurrency_limit: usize,
     /// Current most batches in flight: halved when the target throttles, +1 per clean
@@ -214,6 +222,7 @@ impl Worker {
             task_tickets: HashMap::new(),
             send_ctx: parts.send_ctx,
             progress_rx: parts.progress_rx,
+            control_rx: parts.control_rx,
             concurrency_limit: parts.concurrency.max(1),
             concurrency: parts.concurrency.max(1),
             restart_retry,
@@ -274,6 +283,7 @@ impl Worker {
                 Some(progress) = self.progress_rx.recv() => Step::Progress(progress),
                 done = wait_for(&mut self.persist_job), if self.persist_job.is_some() => Step::Persisted(done),
                 _ = self.tick.tick() => Step::Tick,
+                Some(control) = self.control_rx.recv() => Step::Control(control),
                 changed = self.paused.changed() => match changed {
                     Ok(()) => Step::PauseChanged(*self.paused.borrow_and_update()),
                     // The engine handle is gone: nobody can stop us any more but a shutdown.
@@ -310,6 +320,7 @@ impl Worker {
                 }
                 Step::Record(Err(WalError::Closed)) => break,
                 Step::Record(Err(err)) => self.on_read_error(err),
+                Step::Control(control) => self.on_control(control).await,
             }
         }
         self.finish().await;
