@@ -9,6 +9,7 @@
 //! | `GET /v1/destinations` | state, cursor, lag (records / bytes / seconds), retry state, dead letters; plus `wal`: seqs, size, corrupt records |
 //! | `GET /v1/destinations/{name}` | the same for one destination |
 //! | `POST /v1/destinations/{name}/pause` / `resume` | stop / restart sending; answers the new status |
+//! | `POST /v1/destinations/{name}/rewind` | move the cursor back to a time / seq / `earliest` and deliver again ([`rewind`](mod@rewind)) |
 //!
 //! The admin server starts *before* the WAL is recovered, so `/healthz` and `/readyz` (503
 //! `recovering`) answer during a long recovery; the WAL and the delivery engine are attached
@@ -41,6 +42,7 @@
 
 pub mod auth;
 pub mod readiness;
+mod rewind;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -110,7 +112,11 @@ impl Admin {
     }
 
     /// Answer one admin request.
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body<Data = Bytes>,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let path = request.uri().path().to_string();
         let method = request.method().clone();
         if let Err(refusal) = self
@@ -147,11 +153,16 @@ impl Admin {
             (&Method::POST, ["v1", "destinations", name, action @ ("pause" | "resume")]) => {
                 self.control(name, action)
             }
+            (&Method::POST, ["v1", "destinations", name, "rewind"]) => {
+                rewind::handle(self.delivery.get(), name, request.into_body()).await
+            }
             (_, ["healthz" | "readyz" | "metrics"]) | (_, ["v1", "destinations"]) => {
                 method_not_allowed("GET")
             }
             (_, ["v1", "destinations", _]) => method_not_allowed("GET"),
-            (_, ["v1", "destinations", _, "pause" | "resume"]) => method_not_allowed("POST"),
+            (_, ["v1", "destinations", _, "pause" | "resume" | "rewind"]) => {
+                method_not_allowed("POST")
+            }
             _ => error(
                 StatusCode::NOT_FOUND,
                 "not_found",

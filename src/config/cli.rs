@@ -43,6 +43,70 @@ pub enum Command {
     /// Live view of a running flagstream (ingest rate, WAL use, each destination's rate, lag,
     /// retries, dead letters), read from its admin API. `--once` prints one screen.
     Top(TopArgs),
+    /// Act on the destinations of a running flagstream through its admin API.
+    Destinations {
+        #[command(subcommand)]
+        command: DestinationsCommand,
+    },
+}
+
+/// `flagstream destinations …` (each talks to the admin API of a running server).
+#[derive(Debug, Subcommand)]
+pub enum DestinationsCommand {
+    /// Move a destination's cursor back and deliver from there again (replayed batches keep
+    /// their ids). Prints the server's answer as JSON.
+    Rewind(RewindArgs),
+}
+
+/// Where the admin API is (shared by the `destinations` subcommands).
+#[derive(Debug, Clone, Args)]
+pub struct AdminClientArgs {
+    /// Base URL of the server's admin API.
+    #[arg(
+        long,
+        env = "FLAGSTREAM_ADMIN_URL",
+        default_value = "http://127.0.0.1:8031"
+    )]
+    pub admin_url: String,
+
+    /// The server's admin token: the token, `env:NAME` or `file:PATH`.
+    #[arg(
+        long,
+        env = "FLAGSTREAM_ADMIN_TOKEN",
+        value_name = "TOKEN|env:NAME|file:PATH"
+    )]
+    pub admin_token: Option<String>,
+}
+
+/// Settings of `flagstream destinations rewind`.
+#[derive(Debug, Clone, Args)]
+pub struct RewindArgs {
+    /// Name of the destination (see `GET /v1/destinations`).
+    pub name: String,
+
+    /// Where to go back to: an RFC 3339 time (`2026-11-01T00:00:00Z`), a seq, or `earliest`.
+    #[arg(long, value_parser = parse_rewind_to)]
+    pub to: crate::delivery::start::RewindTo,
+
+    #[command(flatten)]
+    pub admin: AdminClientArgs,
+}
+
+/// `--to` of `destinations rewind`: `earliest`, a seq (a whole number from 1) or a time.
+pub fn parse_rewind_to(text: &str) -> Result<crate::delivery::start::RewindTo, String> {
+    use crate::delivery::start::{parse_time, RewindTo};
+    if text == "earliest" {
+        return Ok(RewindTo::Earliest);
+    }
+    if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return match text.parse::<u64>() {
+            Ok(seq) if seq > 0 => Ok(RewindTo::Seq(seq)),
+            _ => Err(format!("`{text}` is not a seq (a whole number from 1)")),
+        };
+    }
+    parse_time(text).map(RewindTo::Time).map_err(|err| {
+        format!("`{text}` is not `earliest`, a seq or an RFC 3339 time such as 2026-11-01T00:00:00Z ({err})")
+    })
 }
 
 #[derive(Debug, Subcommand)]
