@@ -4,7 +4,7 @@
 //!
 //! | answer | when |
 //! |---|---|
-//! | 200 `{destination, from, to, to_received_at, status}` | rewound (the cursor is persisted) |
+//! | 200 `{destination, from, to, replay_from, status}` | rewound: events from `to` on are delivered again; reading restarts at the batch boundary `replay_from` ≤ `to` so batches keep their ids |
 //! | 400 `invalid_rewind` | body not JSON, `to` missing or not a time / seq / `earliest`, a seq past the log's end |
 //! | 404 `unknown_destination` | no such destination |
 //! | 409 `before_earliest` | the target is older than the oldest stored record; names its seq and time |
@@ -52,6 +52,7 @@ where
                 "destination": name,
                 "from": position(rewound.from),
                 "to": position(rewound.to),
+                "replay_from": position(rewound.replay_from),
                 "status": delivery.status(name),
             }),
         ),

@@ -15,6 +15,7 @@
 //! | [`settings`] | the delivery keys of a `--dest` URL, names, limits, concurrency |
 //! | [`pipeline`] | record → events → filter → schema rows (the per-event hot path) |
 //! | [`batcher`] | deterministic batch cutting and stable batch ids |
+//! | [`cut_log`] | recorded linger cuts and starts, so replays cut the same batches |
 //! | [`sender`] | one batch's send/classify/backoff loop |
 //! | [`retry`] | the backoff schedule and when to give up |
 //! | [`dead_letter`] | the on-disk dead-letter store |
@@ -45,6 +46,7 @@
 
 pub mod batcher;
 pub mod cursor_state;
+pub mod cut_log;
 pub mod dead_letter;
 pub mod dead_letter_budget;
 pub mod pipeline;
@@ -97,6 +99,8 @@ pub struct EngineOptions {
     pub cursor_sync_interval: Duration,
     /// How long sends already on the wire may finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Where `<destination>.cuts` cut logs live ([`cut_log`]).
+    pub cut_log_dir: PathBuf,
 }
 
 impl EngineOptions {
@@ -107,6 +111,7 @@ impl EngineOptions {
             dead_letter_limits: DeadLetterLimits::UNLIMITED,
             cursor_sync_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
+            cut_log_dir: data_dir.join("batch-cuts"),
         }
     }
 }
@@ -126,6 +131,12 @@ pub enum DeliveryError {
         name: String,
         #[source]
         source: WalError,
+    },
+    #[error("destination `{name}`: opening its cut log: {source}")]
+    CutLog {
+        name: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("destination `{name}`: opening its dead-letter store: {source}")]
     DeadLetters {
@@ -292,9 +303,22 @@ impl Delivery {
                 concurrency,
                 "starting delivery"
             );
+            let (cut_log, recorded_cuts) = cut_log::open_for_start(
+                &options.cut_log_dir,
+                &name,
+                loaded.acked,
+                wal.first_seq(),
+            )
+            .map_err(|source| DeliveryError::CutLog {
+                name: name.clone(),
+                source,
+            })?;
+            let mut batcher = Batcher::new(&name, schema, limits, loaded.acked, loaded.plan);
+            batcher.plan_cuts(recorded_cuts);
             workers.push(WorkerParts {
                 reader: wal.reader(loaded.acked.seq),
-                batcher: Batcher::new(&name, schema, limits, loaded.acked, loaded.plan),
+                batcher,
+                cut_log: Arc::new(cut_log),
                 pipeline: Pipeline::new(schema, settings.export.clone(), filter)
                     .with_input(destination.input()),
                 name: name.clone(),

@@ -38,6 +38,7 @@ use crate::metrics as names;
 use crate::wal::{AckWindow, Cursor, Position, Record, Ticket, Wal, WalError, WalReader};
 
 use super::batcher::{Batcher, CutBatch, CutReason};
+use super::cut_log::CutLog;
 use super::cursor_state::{DeliveryCursor, RetryState};
 use super::dead_letter::{AppendError, DeadLetter, DeadLetterBuffer, DeadLetterFile};
 use super::dead_letter_budget::StoreFull;
@@ -69,6 +70,8 @@ pub(crate) struct WorkerParts {
     pub cursor: Cursor,
     pub loaded: DeliveryCursor,
     pub dead_file: DeadLetterFile,
+    /// Linger cuts and start positions, for replays that cut the same batches.
+    pub cut_log: Arc<CutLog>,
     pub pipeline: Pipeline,
     pub batcher: Batcher,
     pub send_ctx: Arc<SendContext>,
@@ -157,6 +160,12 @@ pub(crate) struct Worker {
     loaded: DeliveryCursor,
     dead_file: Arc<DeadLetterFile>,
     dead: DeadLetterBuffer,
+    cut_log: Arc<CutLog>,
+    /// Cut-log entries to write with the next persist (before the batches they cut are sent).
+    pending_cuts: Vec<Position>,
+    /// After a rewind: batches ending at or before this were delivered and are acked without
+    /// sending (the replay restarted at an earlier batch boundary, `cut_log.rs`).
+    skip_until: Option<Position>,
     pipeline: Pipeline,
     batcher: Batcher,
     window: AckWindow,
@@ -214,6 +223,9 @@ impl Worker {
             cursor: Arc::new(Mutex::new(parts.cursor)),
             loaded,
             dead_file: Arc::new(parts.dead_file),
+            cut_log: parts.cut_log,
+            pending_cuts: Vec::new(),
+            skip_until: None,
             pipeline: parts.pipeline,
             batcher: parts.batcher,
             window: AckWindow::new(loaded.acked),
@@ -417,7 +429,8 @@ impl Worker {
         }
         let paused = *self.paused.borrow() || self.store_full.is_some();
         while let Some(front) = self.batcher.peek_ready() {
-            let empty = front.batch.items.is_empty();
+            let skipped = self.skip_until.is_some_and(|until| front.end <= until);
+            let empty = front.batch.items.is_empty() || skipped;
             let blocked = paused || self.gate.is_some() || self.tasks.len() >= self.concurrency;
             if !empty && blocked {
                 return;
@@ -434,6 +447,9 @@ impl Worker {
                 continue;
             }
             let span = (cut.start, cut.end);
+            if cut.reason == CutReason::Linger {
+                self.pending_cuts.push(cut.end);
+            }
             if cut.reason == CutReason::Linger && self.persisted.plan != Some(span) {
                 // Only the oldest batch's plan fits in the cursor, so a linger cut waits until
                 // it is the oldest and its plan is durable: a crash then re-cuts it
@@ -609,16 +625,22 @@ impl Worker {
         }
         self.persist_again = false;
         let state = self.cursor_state();
-        if state == self.persisted && self.dead.is_empty() {
+        if state == self.persisted && self.dead.is_empty() && self.pending_cuts.is_empty() {
             return;
         }
         let (lines, count) = self.dead.take();
+        let cuts = std::mem::take(&mut self.pending_cuts);
+        let cut_log = self.cut_log.clone();
         let cursor = self.cursor.clone();
         let dead_file = self.dead_file.clone();
         let wal = self.wal.clone();
         let collect = state.acked.seq > self.persisted.acked.seq;
         let name = self.name.clone();
         self.persist_job = Some(tokio::task::spawn_blocking(move || {
+            if let Err(err) = cut_log.append_durably(&cuts) {
+                // Only later replays depend on it (their batch ids may then differ).
+                tracing::warn!(destination = %name, error = %err, "writing the cut log failed");
+            }
             persist_blocking(
                 &name, state, lines, count, &dead_file, &cursor, &wal, collect,
             )

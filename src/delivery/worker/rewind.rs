@@ -13,10 +13,17 @@
 //!    what a restart would do.
 //! 4. Reset the ack window, batcher, pipeline and reader to the new position; a pause set by
 //!    the operator stays in force.
+//!
+//! The persisted position is not the target itself but the last recorded batch boundary at or
+//! before it (`cut_log.rs`), and the recorded boundaries after it become planned cuts: the
+//! replay cuts the batches the first delivery cut, with the same ids. Batches that end at or
+//! before the target are acked without sending (`skip_until`); a restart during that stretch
+//! forgets it and sends them again (same ids, so overwriting destinations stay exact).
 
 use tokio::sync::oneshot;
 
 use crate::delivery::cursor_state::{DeliveryCursor, RetryState};
+use crate::delivery::cut_log::replay_start;
 use crate::wal::{Position, WalError};
 
 use super::Worker;
@@ -34,8 +41,11 @@ pub(crate) enum Control {
 pub struct Rewound {
     /// The acked position before the rewind.
     pub from: Position,
-    /// The persisted position delivery restarts from.
+    /// The position asked for: every event from here on is delivered again.
     pub to: Position,
+    /// The batch boundary at or before `to` reading restarts from (the persisted cursor);
+    /// batches that end at or before `to` are re-cut but not sent (`cut_log.rs`).
+    pub replay_from: Position,
 }
 
 /// Why a rewind did not happen (the destination continues where it was).
@@ -69,8 +79,16 @@ impl Worker {
             });
         }
         self.drop_in_flight().await;
+        let boundaries = match self.cut_log.read() {
+            Ok(boundaries) => boundaries,
+            Err(err) => {
+                tracing::warn!(destination = %self.name, error = %err, "reading the cut log failed; the replay may cut batches differently");
+                Vec::new()
+            }
+        };
+        let replay_from = replay_start(&boundaries, to, self.wal.first_seq());
         let state = DeliveryCursor {
-            acked: to,
+            acked: replay_from,
             plan: None,
             retry: RetryState::default(),
             dead_lettered: self.dead.total(),
@@ -95,10 +113,19 @@ impl Worker {
             self.reset_to(from, self.persisted);
             return Err(refused);
         }
-        self.reset_to(to, state);
-        tracing::warn!(destination = %self.name, from_seq = from.seq, to_seq = to.seq,
+        self.reset_to(replay_from, state);
+        self.batcher.plan_cuts(boundaries);
+        self.skip_until = (to > replay_from).then_some(to);
+        // The new start is a boundary of the sequence from now on (written with the next
+        // persist, before anything is sent).
+        self.pending_cuts.push(replay_from);
+        tracing::warn!(destination = %self.name, from_seq = from.seq, to_seq = to.seq, replay_from_seq = replay_from.seq,
             "Rewound the destination; events from here on are delivered again.");
-        Ok(Rewound { from, to })
+        Ok(Rewound {
+            from,
+            to,
+            replay_from,
+        })
     }
 
     /// Abort every send and wait for the tasks and a running persist to end.
@@ -126,6 +153,8 @@ impl Worker {
         self.unfinished = None;
         self.restart_retry = None;
         self.gate = None;
+        self.skip_until = None;
+        self.pending_cuts.clear();
         self.window = crate::wal::AckWindow::new(position);
         self.batcher.restart_at(position);
         self.pipeline.forget_unfinished();
