@@ -795,6 +795,8 @@ impl Wal {
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
+mod retention_tests;
+#[cfg(test)]
 mod tail_tests;
 #[cfg(test)]
 mod tests;
