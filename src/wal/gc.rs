@@ -40,7 +40,11 @@ pub(crate) enum Unclaimed {
 pub(crate) fn collect_garbage(core: &Core, unclaimed: Unclaimed) -> Result<u64, WalError> {
     let _one_at_a_time = core.gc_lock.lock();
     // Read before the segment lock: the append path takes `writer` then `segments`.
-    let bytes_on_disk = core.writer.lock().bytes_on_disk;
+    let (bytes_on_disk, spare_bytes) = {
+        let state = core.writer.lock();
+        let spares: u64 = state.spares.iter().map(|spare| spare.len()).sum();
+        (state.bytes_on_disk, spares)
+    };
     let victims = {
         // Holding the registry while choosing victims keeps `open_cursor` from creating a
         // cursor at a seq we are about to free.
@@ -62,12 +66,13 @@ pub(crate) fn collect_garbage(core: &Core, unclaimed: Unclaimed) -> Result<u64, 
             .collect();
         let passed_bytes: u64 = passed.iter().map(|segment| segment.bytes).sum();
         // Retained bytes may use the budget minus what cursors still need minus one segment
-        // of headroom, so the next roll does not have to evict on the append path.
+        // of headroom (a spare counts), so the next roll need not evict on the append path.
+        let needed = bytes_on_disk.saturating_sub(passed_bytes + spare_bytes);
+        let headroom = spare_bytes.max(core.options.segment_bytes);
         let room = core
             .options
             .max_bytes
-            .saturating_sub(bytes_on_disk.saturating_sub(passed_bytes))
-            .saturating_sub(core.options.segment_bytes);
+            .saturating_sub(needed + headroom);
         let plan = retention::plan(&passed, core.options.retention, now_unix_ms(), room);
         metrics::gauge!(names::WAL_RETAINED_BYTES).set(plan.retained_bytes as f64);
         if plan.evicted > 0 {

@@ -34,6 +34,7 @@ mod numbers;
 mod object_readers;
 mod postgres;
 mod pubsub_emulator;
+mod replay;
 mod s3_moto;
 mod secrets;
 mod segment;
