@@ -63,8 +63,8 @@ where
 /// The `to` of a request body.
 fn parse_target(body: &[u8]) -> Result<RewindTo, String> {
     let expected = r#"expected {"to": "<RFC 3339 time>"}, {"to": <seq>} or {"to": "earliest"}"#;
-    let value: Value =
-        serde_json::from_slice(body).map_err(|err| format!("body is not JSON ({err}); {expected}"))?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|err| format!("body is not JSON ({err}); {expected}"))?;
     match value.get("to") {
         Some(Value::String(text)) if text == "earliest" => Ok(RewindTo::Earliest),
         Some(Value::String(text)) => parse_time(text)
@@ -75,7 +75,9 @@ fn parse_target(body: &[u8]) -> Result<RewindTo, String> {
             .filter(|seq| *seq > 0)
             .map(RewindTo::Seq)
             .ok_or_else(|| format!("`to`: {number} is not a seq (a whole number from 1)")),
-        Some(other) => Err(format!("`to`: {other} is neither a time nor a seq; {expected}")),
+        Some(other) => Err(format!(
+            "`to`: {other} is neither a time nor a seq; {expected}"
+        )),
         None => Err(format!("`to` is missing; {expected}")),
     }
 }
@@ -118,7 +120,10 @@ mod tests {
 
     #[test]
     fn targets_parse_and_bad_ones_name_the_problem() {
-        assert_eq!(parse_target(br#"{"to": "earliest"}"#), Ok(RewindTo::Earliest));
+        assert_eq!(
+            parse_target(br#"{"to": "earliest"}"#),
+            Ok(RewindTo::Earliest)
+        );
         assert_eq!(parse_target(br#"{"to": 42}"#), Ok(RewindTo::Seq(42)));
         assert_eq!(
             parse_target(br#"{"to": "2026-11-01T00:00:00Z"}"#),

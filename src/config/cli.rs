@@ -191,7 +191,9 @@ pub fn parse_retention(text: &str) -> Result<crate::wal::Retention, String> {
                 return Err(format!("`{text}`: {expected}"));
             }
         } else {
-            return Err(format!("`{part}` is neither a duration nor a size; {expected}"));
+            return Err(format!(
+                "`{part}` is neither a duration nor a size; {expected}"
+            ));
         }
     }
     Ok(retention)

@@ -72,7 +72,8 @@ impl CutLog {
     pub fn read(&self) -> io::Result<Vec<Position>> {
         let mut bytes = Vec::new();
         File::open(&self.path)?.read_to_end(&mut bytes)?;
-        let mut positions: Vec<Position> = bytes.chunks_exact(ENTRY_BYTES).filter_map(decode).collect();
+        let mut positions: Vec<Position> =
+            bytes.chunks_exact(ENTRY_BYTES).filter_map(decode).collect();
         positions.sort_unstable();
         positions.dedup();
         Ok(positions)
@@ -83,8 +84,14 @@ impl CutLog {
         if positions.is_empty() {
             return Ok(());
         }
-        let bytes: Vec<u8> = positions.iter().flat_map(|position| encode(*position)).collect();
-        let file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let bytes: Vec<u8> = positions
+            .iter()
+            .flat_map(|position| encode(*position))
+            .collect();
+        let file = self
+            .file
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         (&*file).write_all(&bytes)?;
         file.sync_data()
     }
@@ -101,7 +108,10 @@ impl CutLog {
         if (positions.len() - keep.len()) * 2 < positions.len().max(1) {
             return Ok(());
         }
-        let mut file = self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let temporary = self.path.with_extension("cuts.tmp");
         let mut rewritten = File::create(&temporary)?;
         let bytes: Vec<u8> = keep.iter().flat_map(|position| encode(*position)).collect();
@@ -111,7 +121,10 @@ impl CutLog {
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
         }
-        *file = OpenOptions::new().read(true).append(true).open(&self.path)?;
+        *file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
         Ok(())
     }
 }
@@ -198,9 +211,14 @@ mod tests {
     fn compaction_drops_what_the_wal_no_longer_stores() {
         let dir = tempfile::tempdir().unwrap();
         let log = CutLog::open(dir.path(), "s3").unwrap();
-        log.append_durably(&[at(1, 0), at(2, 0), at(3, 0), at(8, 0)]).unwrap();
+        log.append_durably(&[at(1, 0), at(2, 0), at(3, 0), at(8, 0)])
+            .unwrap();
         log.compact(2).unwrap();
-        assert_eq!(log.read().unwrap().len(), 4, "a quarter stale: not worth it yet");
+        assert_eq!(
+            log.read().unwrap().len(),
+            4,
+            "a quarter stale: not worth it yet"
+        );
         log.compact(4).unwrap();
         assert_eq!(log.read().unwrap(), vec![at(8, 0)]);
         log.append_durably(&[at(9, 0)]).unwrap();

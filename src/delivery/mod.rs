@@ -303,16 +303,12 @@ impl Delivery {
                 concurrency,
                 "starting delivery"
             );
-            let (cut_log, recorded_cuts) = cut_log::open_for_start(
-                &options.cut_log_dir,
-                &name,
-                loaded.acked,
-                wal.first_seq(),
-            )
-            .map_err(|source| DeliveryError::CutLog {
-                name: name.clone(),
-                source,
-            })?;
+            let (cut_log, recorded_cuts) =
+                cut_log::open_for_start(&options.cut_log_dir, &name, loaded.acked, wal.first_seq())
+                    .map_err(|source| DeliveryError::CutLog {
+                        name: name.clone(),
+                        source,
+                    })?;
             let mut batcher = Batcher::new(&name, schema, limits, loaded.acked, loaded.plan);
             batcher.plan_cuts(recorded_cuts);
             workers.push(WorkerParts {

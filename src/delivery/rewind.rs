@@ -74,10 +74,9 @@ impl Delivery {
             }),
             RewindTo::Seq(seq) => Ok(seq),
             RewindTo::Time(unix_ms) => match wal.first_record_time() {
-                Some(first) if unix_ms < first => Err(self.before_earliest(
-                    super::start::format_time(unix_ms),
-                    first_seq,
-                )),
+                Some(first) if unix_ms < first => {
+                    Err(self.before_earliest(super::start::format_time(unix_ms), first_seq))
+                }
                 _ => Ok(wal.seq_at_time(unix_ms)),
             },
         }

@@ -29,8 +29,8 @@ use crate::dest::registry;
 use crate::dest::{BatchLimits, DestError, Destination, DestinationSpec};
 use crate::event::{ExportOptions, FilterConfig, Schema};
 
-use super::start::StartAt;
 use super::retry::{parse_max_age, parse_max_attempts, RetryPolicy};
+use super::start::StartAt;
 
 /// Engine-wide defaults for per-destination settings (filled from CLI flags).
 #[derive(Debug, Clone)]
@@ -140,7 +140,9 @@ impl DeliverySettings {
         )?;
         settings.linger = options.linger.map(|HumanDuration(linger)| linger);
         settings.concurrency = at_least_one("concurrency", options.concurrency)?;
-        settings.start = options.start.map_or_else(StartAt::default, |Parsed(start)| start);
+        settings.start = options
+            .start
+            .map_or_else(StartAt::default, |Parsed(start)| start);
         let retry = &mut settings.retry;
         if let Some(raw) = options.retry_max_attempts {
             retry.max_attempts = parse_max_attempts(&raw)

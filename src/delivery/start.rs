@@ -127,7 +127,12 @@ mod tests {
         assert_eq!(parse_time("2026-11-01T02:00:00+02:00"), Ok(utc));
         assert_eq!(parse_time("2026-10-31T19:30:00.250-04:30"), Ok(utc + 250));
         assert_eq!(format_time(utc + 250), "2026-11-01T00:00:00.250Z");
-        for bad in ["yesterday", "2026-11-01", "2026-11-01T00:00:00+2:00", "2026-11-01T00:00:00"] {
+        for bad in [
+            "yesterday",
+            "2026-11-01",
+            "2026-11-01T00:00:00+2:00",
+            "2026-11-01T00:00:00",
+        ] {
             let err = bad.parse::<StartAt>().unwrap_err();
             assert!(err.contains(bad) && err.contains("RFC 3339"), "{err}");
         }

@@ -38,8 +38,8 @@ use crate::metrics as names;
 use crate::wal::{AckWindow, Cursor, Position, Record, Ticket, Wal, WalError, WalReader};
 
 use super::batcher::{Batcher, CutBatch, CutReason};
-use super::cut_log::CutLog;
 use super::cursor_state::{DeliveryCursor, RetryState};
+use super::cut_log::CutLog;
 use super::dead_letter::{AppendError, DeadLetter, DeadLetterBuffer, DeadLetterFile};
 use super::dead_letter_budget::StoreFull;
 use super::pipeline::{Pipeline, RecordProgress};

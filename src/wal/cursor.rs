@@ -513,11 +513,7 @@ pub(crate) fn open_or_create(
             source,
         });
     }
-    tracing::info!(
-        cursor = name,
-        seq = first_seq,
-        "Created a cursor."
-    );
+    tracing::info!(cursor = name, seq = first_seq, "Created a cursor.");
     let shared = Arc::new(CursorShared {
         name: name.to_owned(),
         path,

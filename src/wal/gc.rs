@@ -69,17 +69,17 @@ pub(crate) fn collect_garbage(core: &Core, unclaimed: Unclaimed) -> Result<u64, 
         // of headroom (a spare counts), so the next roll need not evict on the append path.
         let needed = bytes_on_disk.saturating_sub(passed_bytes + spare_bytes);
         let headroom = spare_bytes.max(core.options.segment_bytes);
-        let room = core
-            .options
-            .max_bytes
-            .saturating_sub(needed + headroom);
+        let room = core.options.max_bytes.saturating_sub(needed + headroom);
         let plan = retention::plan(&passed, core.options.retention, now_unix_ms(), room);
         metrics::gauge!(names::WAL_RETAINED_BYTES).set(plan.retained_bytes as f64);
         if plan.evicted > 0 {
             metrics::counter!(names::WAL_RETENTION_EVICTED_BYTES_TOTAL)
                 .increment(plan.evicted_bytes);
-            tracing::info!(segments = plan.evicted, bytes = plan.evicted_bytes,
-                "Evicted retained write-ahead log segments to stay within --wal-max-bytes.");
+            tracing::info!(
+                segments = plan.evicted,
+                bytes = plan.evicted_bytes,
+                "Evicted retained write-ahead log segments to stay within --wal-max-bytes."
+            );
         }
         let victims: Vec<_> = segments.drain(..plan.free).collect();
         metrics::gauge!(names::WAL_SEGMENTS).set(segments.len() as f64);
@@ -129,8 +129,11 @@ pub(crate) fn evict_for_space(core: &Core) -> Result<bool, WalError> {
         return Ok(false);
     };
     metrics::counter!(names::WAL_RETENTION_EVICTED_BYTES_TOTAL).increment(victim.map.len());
-    tracing::info!(segment = victim.id, bytes = victim.map.len(),
-        "Evicted a retained write-ahead log segment to make room for new records.");
+    tracing::info!(
+        segment = victim.id,
+        bytes = victim.map.len(),
+        "Evicted a retained write-ahead log segment to make room for new records."
+    );
     free_all(core, vec![victim]).map(|freed| freed > 0)
 }
 

@@ -357,7 +357,11 @@ impl Recovery<'_> {
         });
         if let Some(seal) = seal.filter(|_| file_len >= len) {
             writer.freeze(seal.end_offset);
-            segment.set_recovered(header.base_seq + seal.record_count, true, seal.sealed_unix_ms);
+            segment.set_recovered(
+                header.base_seq + seal.record_count,
+                true,
+                seal.sealed_unix_ms,
+            );
         } else {
             self.io.sync_data(&segment.file, &path).map_err(|error| {
                 WalError::Fatal(format!(

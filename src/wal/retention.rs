@@ -119,13 +119,19 @@ mod tests {
             max_bytes: None,
         };
         let kept = plan(&passed, by_age, now, u64::MAX);
-        assert_eq!((kept.free, kept.evicted, kept.retained_bytes), (2, 0, 2 * MIB));
+        assert_eq!(
+            (kept.free, kept.evicted, kept.retained_bytes),
+            (2, 0, 2 * MIB)
+        );
         let by_size = Retention {
             max_age: None,
             max_bytes: Some(3 * MIB + 1),
         };
         let kept = plan(&passed, by_size, now, u64::MAX);
-        assert_eq!((kept.free, kept.evicted, kept.retained_bytes), (1, 0, 3 * MIB));
+        assert_eq!(
+            (kept.free, kept.evicted, kept.retained_bytes),
+            (1, 0, 3 * MIB)
+        );
         // Both: each limit must hold.
         let both = Retention {
             max_age: Some(Duration::from_secs(45)),

@@ -136,7 +136,11 @@ async fn retention_yields_to_the_budget_but_never_evicts_what_a_cursor_needs() {
         assert!(wal.stats().bytes_on_disk <= 6 * SMALL_SEGMENT);
     }
     assert!(wal.first_seq() > 1);
-    assert!(wal.stats().segments > 2, "retained what fits: {:?}", wal.stats());
+    assert!(
+        wal.stats().segments > 2,
+        "retained what fits: {:?}",
+        wal.stats()
+    );
 }
 
 #[tokio::test]
@@ -147,7 +151,9 @@ async fn an_append_evicts_a_retained_segment_when_the_budget_is_exhausted() {
     // The cursor persists without GC running: the passed segments are still listed, so the
     // append path itself must make room.
     for time in 0..200 {
-        append_at(&wal, time).await.expect("retained segments make room");
+        append_at(&wal, time)
+            .await
+            .expect("retained segments make room");
         cursor.persist(at(wal.next_seq())).unwrap();
     }
     assert!(wal.first_seq() > 1);
@@ -228,9 +234,15 @@ async fn retention_behaves_like_its_model() {
                 }
             }
             let stats = wal.stats();
-            assert!(stats.bytes_on_disk <= 8 * SMALL_SEGMENT, "seed {seed}: {stats:?}");
+            assert!(
+                stats.bytes_on_disk <= 8 * SMALL_SEGMENT,
+                "seed {seed}: {stats:?}"
+            );
             let min = cursors.iter().map(|c| c.state().acked.seq).min().unwrap();
-            assert!(wal.first_seq() <= min, "seed {seed}: freed what a cursor needs");
+            assert!(
+                wal.first_seq() <= min,
+                "seed {seed}: freed what a cursor needs"
+            );
             let mut reader = wal.reader(min);
             let mut expected = min.max(wal.first_seq());
             while let Some(record) = reader.try_next().unwrap() {

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::support::eventually;
 use serde_json::{json, Value};
 use support::*;
-use crate::support::eventually;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 /// Events per posted body (about 100 KiB of JSON).
@@ -106,13 +106,17 @@ async fn status_of(server: &Flagstream, name: &str) -> Value {
 
 /// Wait until `name` has delivered at least `count` events since the server started.
 async fn wait_delivered_events(server: &Flagstream, name: &str, count: u64) {
-    eventually(&format!("{name} delivered {count} events"), TIMEOUT, || async {
-        let status = status_of(server, name).await;
-        match status["delivered_events"].as_u64() {
-            Some(delivered) if delivered >= count => Ok(()),
-            _ => Err(format!("{status:#}")),
-        }
-    })
+    eventually(
+        &format!("{name} delivered {count} events"),
+        TIMEOUT,
+        || async {
+            let status = status_of(server, name).await;
+            match status["delivered_events"].as_u64() {
+                Some(delivered) if delivered >= count => Ok(()),
+                _ => Err(format!("{status:#}")),
+            }
+        },
+    )
     .await;
 }
 
@@ -138,13 +142,18 @@ async fn new_destinations_start_at_a_past_time_latest_or_earliest_of_the_retaine
     server.wait_delivered(TIMEOUT).await;
     let since = now_ms() + 1;
     eventually("the clock passed `since`", TIMEOUT, || async {
-        (now_ms() > since).then_some(()).ok_or_else(|| "not yet".to_string())
+        (now_ms() > since)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
     })
     .await;
     post_events(&server, 100_000, 3).await;
     server.wait_delivered(TIMEOUT).await;
     let destinations = server.destinations().await;
-    assert_eq!(destinations["wal"]["first_seq"], 1, "retained: {destinations:#}");
+    assert_eq!(
+        destinations["wal"]["first_seq"], 1,
+        "retained: {destinations:#}"
+    );
     assert!(metric(server.admin, "flagstream_wal_retained_bytes", &[]).await > 0.0);
     server.terminate().await;
 
@@ -161,7 +170,11 @@ async fn new_destinations_start_at_a_past_time_latest_or_earliest_of_the_retaine
         (&earliest, "earliest", "earliest".to_string()),
     ] {
         second_run.push("--dest".into());
-        second_run.push(file_dest(dir, name, &format!("&linger=100ms&start={start}")));
+        second_run.push(file_dest(
+            dir,
+            name,
+            &format!("&linger=100ms&start={start}"),
+        ));
     }
     let server = start(data.path(), &second_run).await;
     post_events(&server, 200_000, 1).await;
@@ -169,12 +182,24 @@ async fn new_destinations_start_at_a_past_time_latest_or_earliest_of_the_retaine
     let after: Vec<u64> = (100_000..100_000 + 3 * PER_BODY)
         .chain(200_000..200_000 + PER_BODY)
         .collect();
-    assert_eq!(sorted_markers(&late), after, "exactly the events since {since}");
+    assert_eq!(
+        sorted_markers(&late),
+        after,
+        "exactly the events since {since}"
+    );
     let newest: Vec<u64> = (200_000..200_000 + PER_BODY).collect();
-    assert_eq!(sorted_markers(&latest), newest, "start=latest: only new events");
+    assert_eq!(
+        sorted_markers(&latest),
+        newest,
+        "start=latest: only new events"
+    );
     let everything: Vec<u64> = (0..20 * PER_BODY).chain(after.iter().copied()).collect();
     assert_eq!(sorted_markers(&earliest), everything);
-    assert_eq!(sorted_markers(&archive), everything, "archive delivered each once");
+    assert_eq!(
+        sorted_markers(&archive),
+        everything,
+        "archive delivered each once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +237,11 @@ async fn rewinds_by_api_and_cli_redeliver_the_same_batches() {
     assert_eq!(answer["to"]["seq"], 1);
     wait_delivered_events(&server, "archive", 2 * posted).await;
     server.wait_delivered(TIMEOUT).await;
-    assert_eq!(export_files(&archive), before, "same batch ids, same contents");
+    assert_eq!(
+        export_files(&archive),
+        before,
+        "same batch ids, same contents"
+    );
 
     // CLI: back to a time in the middle; only files from there on are rewritten.
     let output = Command::new(env!("CARGO_BIN_EXE_flagstream"))
@@ -223,17 +252,28 @@ async fn rewinds_by_api_and_cli_redeliver_the_same_batches() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let answer: Value = serde_json::from_str(&stdout).unwrap();
     let to = answer["to"]["seq"].as_u64().unwrap();
-    assert!(to > 1 && answer["replay_from"]["seq"].as_u64().unwrap() <= to, "{answer:#}");
+    assert!(
+        to > 1 && answer["replay_from"]["seq"].as_u64().unwrap() <= to,
+        "{answer:#}"
+    );
     let replayed_events = 2 * PER_BODY + PER_BODY; // rounds 4 and 5
     wait_delivered_events(&server, "archive", 2 * posted + replayed_events).await;
     server.wait_delivered(TIMEOUT).await;
     assert_eq!(export_files(&archive), before);
     // A seq rewind, as the CLI sends it.
     let (status, answer) = rewind(&server, "archive", json!({ "to": to })).await;
-    assert_eq!((status, answer["to"]["seq"].as_u64()), (200, Some(to)), "{answer:#}");
+    assert_eq!(
+        (status, answer["to"]["seq"].as_u64()),
+        (200, Some(to)),
+        "{answer:#}"
+    );
     server.wait_delivered(TIMEOUT).await;
     assert_eq!(export_files(&archive), before);
 }
@@ -250,17 +290,32 @@ async fn bad_rewinds_are_refused_naming_the_problem() {
     post_events(&server, 0, 1).await;
     server.wait_delivered(TIMEOUT).await;
     for (body, status, code, names) in [
-        (json!({"to": "yesterday"}), 400, "invalid_rewind", "RFC 3339"),
+        (
+            json!({"to": "yesterday"}),
+            400,
+            "invalid_rewind",
+            "RFC 3339",
+        ),
         (json!({"from": 1}), 400, "invalid_rewind", "`to` is missing"),
         (json!({"to": 99}), 400, "invalid_rewind", "beyond the end"),
         (json!({"to": 0}), 400, "invalid_rewind", "not a seq"),
     ] {
         let (got, answer) = rewind(&server, "archive", body.clone()).await;
-        assert_eq!((got, answer["error"].as_str()), (status, Some(code)), "{body}: {answer}");
-        assert!(answer["detail"].as_str().unwrap().contains(names), "{answer}");
+        assert_eq!(
+            (got, answer["error"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
+        assert!(
+            answer["detail"].as_str().unwrap().contains(names),
+            "{answer}"
+        );
     }
     let (got, answer) = rewind(&server, "nope", json!({"to": "earliest"})).await;
-    assert_eq!((got, answer["error"].as_str()), (404, Some("unknown_destination")));
+    assert_eq!(
+        (got, answer["error"].as_str()),
+        (404, Some("unknown_destination"))
+    );
     let (got, _) = http_request(server.admin, "GET", "/v1/destinations/archive/rewind")
         .await
         .unwrap();
@@ -272,16 +327,29 @@ async fn bad_rewinds_are_refused_naming_the_problem() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--to") && stderr.contains("last-week"), "{stderr}");
+    assert!(
+        stderr.contains("--to") && stderr.contains("last-week"),
+        "{stderr}"
+    );
     // ... and reports the server's refusal.
     let output = Command::new(env!("CARGO_BIN_EXE_flagstream"))
-        .args(["destinations", "rewind", "nope", "--to", "earliest", "--admin-url"])
+        .args([
+            "destinations",
+            "rewind",
+            "nope",
+            "--to",
+            "earliest",
+            "--admin-url",
+        ])
         .arg(format!("http://{}", server.admin))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("404") && stderr.contains("nope"), "{stderr}");
+    assert!(
+        stderr.contains("404") && stderr.contains("nope"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,7 +378,12 @@ async fn retention_yields_to_a_small_budget_and_old_rewinds_get_409() {
         server.wait_delivered(TIMEOUT).await;
     }
     assert_eq!(sorted_markers(&archive).len() as u64, 16 * 5 * PER_BODY);
-    let evicted = metric(server.admin, "flagstream_wal_retention_evicted_bytes_total", &[]).await;
+    let evicted = metric(
+        server.admin,
+        "flagstream_wal_retention_evicted_bytes_total",
+        &[],
+    )
+    .await;
     assert!(evicted > 0.0, "evicted {evicted}");
     let wal = server.destinations().await["wal"].clone();
     assert!(wal["bytes_on_disk"].as_u64().unwrap() <= 4 << 20, "{wal:#}");
@@ -319,12 +392,20 @@ async fn retention_yields_to_a_small_budget_and_old_rewinds_get_409() {
     assert!(metric(server.admin, "flagstream_wal_retained_bytes", &[]).await > 0.0);
 
     let (status, answer) = rewind(&server, "archive", json!({"to": rfc3339(start_ms)})).await;
-    assert_eq!((status, answer["error"].as_str()), (409, Some("before_earliest")), "{answer}");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (409, Some("before_earliest")),
+        "{answer}"
+    );
     assert_eq!(answer["earliest_seq"].as_u64(), Some(first_seq));
     assert!(answer["earliest_received_at"].is_string(), "{answer}");
     let (status, answer) = rewind(&server, "archive", json!({"to": 1})).await;
     assert_eq!(status, 409, "{answer}");
     // What is retained can still be replayed.
     let (status, answer) = rewind(&server, "archive", json!({"to": "earliest"})).await;
-    assert_eq!((status, answer["to"]["seq"].as_u64()), (200, Some(first_seq)), "{answer}");
+    assert_eq!(
+        (status, answer["to"]["seq"].as_u64()),
+        (200, Some(first_seq)),
+        "{answer}"
+    );
 }

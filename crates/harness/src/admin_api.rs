@@ -66,8 +66,7 @@ impl AdminTarget {
             headers.push(("authorization", value.as_str()));
         }
         let body = Bytes::from(body.to_string());
-        let response =
-            client::request(self.addr, http::Method::POST, path, &headers, body).await?;
+        let response = client::request(self.addr, http::Method::POST, path, &headers, body).await?;
         let parsed: Value =
             serde_json::from_slice(&response.body).map_err(|_| AdminError::NotJson {
                 status: response.status,
@@ -96,5 +95,7 @@ impl AdminTarget {
 /// number or `"earliest"`). Returns the server's answer.
 pub async fn rewind(target: &AdminTarget, name: &str, to: Value) -> Result<Value, AdminError> {
     let path = format!("/v1/destinations/{name}/rewind");
-    target.post_json(&path, &serde_json::json!({ "to": to })).await
+    target
+        .post_json(&path, &serde_json::json!({ "to": to }))
+        .await
 }
