@@ -100,7 +100,8 @@ fn split_offset(text: &str) -> Result<(String, i64), String> {
     };
     let (base, offset) = text.split_at(split);
     let sign = match bytes[split] {
-        b'+' => 1,
+        // A `+` written unescaped in a `--dest` URL's query arrives as a space.
+        b'+' | b' ' => 1,
         b'-' => -1,
         _ => return Err("a time needs `Z` or an offset such as +02:00".into()),
     };
@@ -125,6 +126,11 @@ mod tests {
         let utc = parse_time("2026-11-01T00:00:00Z").unwrap();
         assert_eq!(utc, 1_793_491_200_000);
         assert_eq!(parse_time("2026-11-01T02:00:00+02:00"), Ok(utc));
+        assert_eq!(
+            parse_time("2026-11-01T02:00:00 02:00"),
+            Ok(utc),
+            "an unescaped + in a URL"
+        );
         assert_eq!(parse_time("2026-10-31T19:30:00.250-04:30"), Ok(utc + 250));
         assert_eq!(format_time(utc + 250), "2026-11-01T00:00:00.250Z");
         for bad in [

@@ -350,6 +350,22 @@ async fn bad_rewinds_are_refused_naming_the_problem() {
         stderr.contains("404") && stderr.contains("nope"),
         "{stderr}"
     );
+    // A bad `start=` or `--wal-retention` is refused at startup, naming it.
+    for (args, names) in [
+        (vec!["--dest", "log:?start=yesterday"], "option `start`"),
+        (vec!["--wal-retention", "5x"], "--wal-retention"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_flagstream"))
+            .arg("validate")
+            .arg("--data-dir")
+            .arg(data.path().join("validate"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(names), "{stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
