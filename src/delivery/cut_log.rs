@@ -29,22 +29,28 @@
 //!   plan, before the batch is sent (`worker.rs`), so no sent batch depends on a missing entry.
 //! * A torn last entry (crash mid-append) fails its checksum and is cut on open.
 //! * Entries below the WAL's first stored seq are useless; they are dropped when the log is
-//!   compacted (written to a temporary file, fsynced, renamed over the log).
+//!   compacted (at start and every [`COMPACT_EVERY`] appends, when at least half are stale:
+//!   written to a temporary file, fsynced, renamed over the log), so the log holds about one
+//!   entry per linger interval of what the WAL stores.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::wal::Position;
 
 const ENTRY_BYTES: usize = 16;
+/// Appended entries between two compaction attempts.
+pub const COMPACT_EVERY: usize = 4096;
 
 /// One destination's cut log.
 #[derive(Debug)]
 pub struct CutLog {
     path: PathBuf,
     file: Mutex<File>,
+    appended_since_compaction: AtomicUsize,
 }
 
 impl CutLog {
@@ -65,6 +71,7 @@ impl CutLog {
         Ok(CutLog {
             path,
             file: Mutex::new(file),
+            appended_since_compaction: AtomicUsize::new(0),
         })
     }
 
@@ -93,12 +100,30 @@ impl CutLog {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         (&*file).write_all(&bytes)?;
-        file.sync_data()
+        file.sync_data()?;
+        self.appended_since_compaction
+            .fetch_add(positions.len(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Compact (see [`CutLog::compact`]) once [`COMPACT_EVERY`] entries were appended since
+    /// the last time, so a long-running process does not grow the log without bound.
+    pub fn maybe_compact(&self, first_seq: u64) -> io::Result<()> {
+        if self.appended_since_compaction.load(Ordering::Relaxed) < COMPACT_EVERY {
+            return Ok(());
+        }
+        self.compact(first_seq)
     }
 
     /// Drop entries below `first_seq` when they are at least half the log (so compaction
     /// costs are amortised over appends): write the rest to a temporary file, fsync, rename.
     pub fn compact(&self, first_seq: u64) -> io::Result<()> {
+        // Held throughout, so no append lands between reading and replacing the file.
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.appended_since_compaction.store(0, Ordering::Relaxed);
         let positions = self.read()?;
         let keep: Vec<Position> = positions
             .iter()
@@ -108,10 +133,6 @@ impl CutLog {
         if (positions.len() - keep.len()) * 2 < positions.len().max(1) {
             return Ok(());
         }
-        let mut file = self
-            .file
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let temporary = self.path.with_extension("cuts.tmp");
         let mut rewritten = File::create(&temporary)?;
         let bytes: Vec<u8> = keep.iter().flat_map(|position| encode(*position)).collect();
@@ -223,6 +244,15 @@ mod tests {
         assert_eq!(log.read().unwrap(), vec![at(8, 0)]);
         log.append_durably(&[at(9, 0)]).unwrap();
         assert_eq!(log.read().unwrap(), vec![at(8, 0), at(9, 0)]);
+        // A long-running worker compacts every COMPACT_EVERY appends.
+        let many: Vec<Position> = (10..10 + COMPACT_EVERY as u64)
+            .map(|seq| at(seq, 0))
+            .collect();
+        log.maybe_compact(1_000_000).unwrap();
+        assert_eq!(log.read().unwrap().len(), 2, "not due yet");
+        log.append_durably(&many).unwrap();
+        log.maybe_compact(1_000_000).unwrap();
+        assert_eq!(log.read().unwrap(), Vec::new());
     }
 
     #[test]

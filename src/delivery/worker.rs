@@ -637,7 +637,11 @@ impl Worker {
         let collect = state.acked.seq > self.persisted.acked.seq;
         let name = self.name.clone();
         self.persist_job = Some(tokio::task::spawn_blocking(move || {
-            if let Err(err) = cut_log.append_durably(&cuts) {
+            let first_seq = wal.first_seq();
+            let written = cut_log
+                .append_durably(&cuts)
+                .and_then(|()| cut_log.maybe_compact(first_seq));
+            if let Err(err) = written {
                 // Only later replays depend on it (their batch ids may then differ).
                 tracing::warn!(destination = %name, error = %err, "writing the cut log failed");
             }
