@@ -425,3 +425,46 @@ async fn retention_yields_to_a_small_budget_and_old_rewinds_get_409() {
         "{answer}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sends_the_admin_token() {
+    const TOKEN: &str = "replay-test-admin-token-0123456789";
+    let data = tempfile::tempdir().unwrap();
+    let archive = data.path().join("archive");
+    let server = start(
+        data.path(),
+        &[
+            "--admin-token".into(),
+            TOKEN.into(),
+            "--dest".into(),
+            file_dest(&archive, "archive", ""),
+        ],
+    )
+    .await;
+    let cli = |token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flagstream"));
+        command
+            .args(["destinations", "rewind", "archive", "--to", "earliest"])
+            .arg("--admin-url")
+            .arg(format!("http://{}", server.admin))
+            .env_remove("FLAGSTREAM_ADMIN_TOKEN")
+            .env("REPLAY_TEST_TOKEN", TOKEN);
+        if let Some(token) = token {
+            command.args(["--admin-token", token]);
+        }
+        command.output().unwrap()
+    };
+    let refused = cli(None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    let accepted = cli(Some("env:REPLAY_TEST_TOKEN"));
+    let stdout = String::from_utf8_lossy(&accepted.stdout);
+    assert!(
+        accepted.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["destination"], "archive");
+}
