@@ -35,7 +35,8 @@
 //!   in-flight batch's plan fits in the cursor, so a linger-cut batch waits until it is the
 //!   oldest (younger batches in flight are always count or byte cuts, which a restart
 //!   reproduces). Destinations that overwrite by batch id (file, object stores) therefore
-//!   hold every event once after any crash; streams may hold a re-sent batch twice.
+//!   hold every event once after any crash; streams may hold a re-sent batch twice. Rewinds
+//!   re-cut the same batches from the recorded linger cuts and starts ([`cut_log`]).
 //! * **Retry state survives restarts** (4): the oldest in-flight batch's attempts, next attempt
 //!   and first failure are part of the persisted cursor.
 //! * **A slow or dead destination never slows the others** (7): each destination has its own

@@ -4,8 +4,12 @@
 //! cursor always wins, so restarting with a changed `start=` never moves a running
 //! destination (use a rewind for that). The default, `earliest`, is what a new cursor always
 //! did: the oldest stored record — with `--wal-retention` that includes retained history.
-//! `latest` reads only records appended from now on (LaunchDarkly's Data Export behaviour);
-//! a time starts at the first record received at or after it.
+//! It stays the default because a destination added to the configuration then never misses
+//! events accepted between the edit and its first read (the issue asks for `latest` as an
+//! option, not as the default), and without retention it reaches back only to what the other
+//! destinations have not passed yet. `latest` reads only records appended from now on
+//! (LaunchDarkly's Data Export behaviour); a time starts at the first record received at or
+//! after it (before the oldest stored record: the oldest stored record).
 //!
 //! Times are RFC 3339 (`2026-11-01T00:00:00Z`, `2026-11-01T02:00:00+02:00`) and are looked up
 //! against the WAL's record receive times ([`Wal::seq_at_time`]).
