@@ -9,7 +9,7 @@
 //! | `GET /v1/destinations` | state, cursor, lag (records / bytes / seconds), retry state, dead letters; plus `wal`: seqs, size, corrupt records |
 //! | `GET /v1/destinations/{name}` | the same for one destination |
 //! | `POST /v1/destinations/{name}/pause` / `resume` | stop / restart sending; answers the new status |
-//! | `POST /v1/destinations/{name}/rewind` | move the cursor back to a time / seq / `earliest` and deliver again ([`rewind`](mod@rewind)) |
+//! | `POST /v1/destinations/{name}/rewind` | move the cursor back to a time / seq / `earliest` and deliver again (`admin/rewind.rs`) |
 //!
 //! The admin server starts *before* the WAL is recovered, so `/healthz` and `/readyz` (503
 //! `recovering`) answer during a long recovery; the WAL and the delivery engine are attached
