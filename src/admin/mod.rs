@@ -255,6 +255,7 @@ impl Admin {
 fn wal_summary(stats: &WalStats) -> serde_json::Value {
     serde_json::json!({
         "first_seq": stats.first_seq,
+        "first_received_at": stats.first_received_at_ms.map(crate::delivery::start::format_time),
         "next_seq": stats.next_seq,
         "segments": stats.segments,
         "bytes_on_disk": stats.bytes_on_disk,

@@ -393,6 +393,8 @@ pub struct Lag {
 pub struct WalStats {
     /// Oldest seq still stored.
     pub first_seq: u64,
+    /// `received_at_ms` of the oldest stored record: how far back a replay can reach.
+    pub first_received_at_ms: Option<u64>,
     /// Seq of the next append; everything below it is committed.
     pub next_seq: u64,
     /// Live segment files (spares not included).
@@ -645,6 +647,7 @@ impl Wal {
         metrics::gauge!(names::WAL_SEGMENTS).set(segments as f64);
         WalStats {
             first_seq: core.first_seq(),
+            first_received_at_ms: seek::first_record_time(core),
             next_seq: core.committed_next(),
             segments,
             bytes_on_disk,

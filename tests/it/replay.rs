@@ -154,6 +154,12 @@ async fn new_destinations_start_at_a_past_time_latest_or_earliest_of_the_retaine
         destinations["wal"]["first_seq"], 1,
         "retained: {destinations:#}"
     );
+    let oldest = destinations["wal"]["first_received_at"].as_str().unwrap();
+    let oldest = humantime::parse_rfc3339(oldest).unwrap();
+    assert!(
+        oldest < UNIX_EPOCH + Duration::from_millis(since),
+        "{destinations:#}"
+    );
     assert!(metric(server.admin, "flagstream_wal_retained_bytes", &[]).await > 0.0);
     server.terminate().await;
 
