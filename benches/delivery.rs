@@ -134,6 +134,7 @@ fn fill_wal(runtime: &tokio::runtime::Runtime, dir: &Path) -> Wal {
         min_free_bytes: 0,
         sync: SyncMode::Never,
         recovery: RecoveryMode::TolerateTail,
+        retention: Default::default(),
     })
     .expect("open WAL");
     let header = header();

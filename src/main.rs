@@ -97,6 +97,7 @@ fn run(cli: Cli, raw: &[OsString], matches: &clap::ArgMatches) -> Result<ExitCod
         Command::Bench(args) => runtime()?.block_on(bench(args)),
         Command::Top(args) => runtime()?.block_on(top(args)),
         Command::DeadLetters(args) => runtime()?.block_on(dead_letters(args)),
+        Command::Destinations { command } => runtime()?.block_on(destinations(command)),
     }
 }
 
@@ -658,25 +659,44 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--admin-token` of the admin clients (`top`, `dead-letters`): the token, `env:` or `file:`.
-fn admin_client_token(value: &Option<String>) -> Result<Option<String>> {
-    let Some(value) = value else {
-        return Ok(None);
+/// `flagstream destinations …`: one admin API call, its JSON answer on stdout; a refusal is
+/// an error naming the server's reason (exit 1).
+async fn destinations(command: flagstream::config::cli::DestinationsCommand) -> Result<ExitCode> {
+    use flagstream::config::cli::DestinationsCommand;
+    use flagstream::delivery::start::{format_time, RewindTo};
+    use flagstream_harness::admin_api::{self, AdminTarget};
+    let DestinationsCommand::Rewind(args) = command;
+    flagstream::delivery::settings::validate_name(&args.name)
+        .map_err(|message| anyhow::anyhow!("destination name {message}"))?;
+    let token = resolve_admin_token(args.admin.admin_token.as_deref())?;
+    let target = AdminTarget::resolve(&args.admin.admin_url, token).await?;
+    let to = match args.to {
+        RewindTo::Earliest => serde_json::json!("earliest"),
+        RewindTo::Seq(seq) => serde_json::json!(seq),
+        RewindTo::Time(unix_ms) => serde_json::json!(format_time(unix_ms)),
     };
-    let token = flagstream::dest::secrets::resolve_value("admin-token", value).map_err(|err| {
+    let answer = admin_api::rewind(&target, &args.name, to).await?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--admin-token` as given: the token, `env:NAME` or `file:PATH`.
+fn resolve_admin_token(value: Option<&str>) -> Result<Option<String>> {
+    let Some(value) = value else { return Ok(None) };
+    let secret = flagstream::dest::secrets::resolve_value("admin-token", value).map_err(|err| {
         ConfigError::Invalid {
             flag: "admin-token",
             message: err.to_string(),
         }
     })?;
-    Ok(Some(token.expose().to_string()))
+    Ok(Some(secret.expose().to_string()))
 }
 
 async fn dead_letters(args: DeadLettersArgs) -> Result<ExitCode> {
     use flagstream_harness::dead_letters::{self as dl, AdminApi, ShowQuery};
     let api = AdminApi {
         addr: dl::parse_admin_url(&args.admin_url)?,
-        token: admin_client_token(&args.admin_token)?,
+        token: resolve_admin_token(args.admin_token.as_deref())?,
     };
     let reason = |filter: &Option<String>| filter.as_deref().map(dl::parse_filter).transpose();
     let output = match args.command {
@@ -712,7 +732,7 @@ async fn dead_letters(args: DeadLettersArgs) -> Result<ExitCode> {
 }
 
 async fn top(args: TopArgs) -> Result<ExitCode> {
-    let token = admin_client_token(&args.admin_token)?;
+    let token = resolve_admin_token(args.admin_token.as_deref())?;
     let interval: std::time::Duration = args.interval.into();
     if interval < std::time::Duration::from_millis(100) {
         return Err(ConfigError::Invalid {

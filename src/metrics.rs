@@ -55,6 +55,10 @@ pub const PROCESS_RESIDENT_ANON_BYTES: &str = "flagstream_process_resident_anon_
 pub const PROCESS_RESIDENT_FILE_BYTES: &str = "flagstream_process_resident_file_bytes";
 /// Counter: segments freed by garbage collection.
 pub const WAL_SEGMENTS_FREED_TOTAL: &str = "flagstream_wal_segments_freed_total";
+/// Gauge: bytes of segments every cursor has passed that `--wal-retention` keeps for replays.
+pub const WAL_RETAINED_BYTES: &str = "flagstream_wal_retained_bytes";
+/// Counter: bytes of retained segments freed early to stay within the WAL's budget.
+pub const WAL_RETENTION_EVICTED_BYTES_TOTAL: &str = "flagstream_wal_retention_evicted_bytes_total";
 
 // --- destinations -------------------------------------------------------------------------
 /// Counter{destination}: events the destination acknowledged.
@@ -205,6 +209,7 @@ fn register_zeroes() {
         WAL_CORRUPT_RECORDS_TOTAL,
         WAL_SEGMENTS_FREED_TOTAL,
         WAL_RELEASED_BYTES_TOTAL,
+        WAL_RETENTION_EVICTED_BYTES_TOTAL,
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -299,6 +304,16 @@ fn describe() {
     describe_counter!(
         WAL_SEGMENTS_FREED_TOTAL,
         "Segments freed by garbage collection"
+    );
+    describe_gauge!(
+        WAL_RETAINED_BYTES,
+        Unit::Bytes,
+        "Bytes of passed segments kept by --wal-retention"
+    );
+    describe_counter!(
+        WAL_RETENTION_EVICTED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Retained WAL bytes freed early to stay within --wal-max-bytes"
     );
     describe_counter!(
         WAL_RELEASED_BYTES_TOTAL,

@@ -11,6 +11,7 @@
 //! | `POST /v1/destinations/{name}/pause` / `resume` | stop / restart sending; answers the new status |
 //! | `POST /v1/destinations`, `PUT` / `DELETE /v1/destinations/{name}` | create, change, delete while running ([`destinations`]) |
 //! | `/v1/dead-letters…` | list, show and redrive dead letters ([`dead_letters`]) |
+//! | `POST /v1/destinations/{name}/rewind` | move the cursor back to a time / seq / `earliest` and deliver again (`admin/rewind.rs`) |
 //!
 //! The admin server starts *before* the WAL is recovered, so `/healthz` and `/readyz` (503
 //! `recovering`) answer during a long recovery; the WAL and the delivery engine are attached
@@ -45,6 +46,7 @@ pub mod auth;
 pub mod dead_letters;
 pub mod destinations;
 pub mod readiness;
+mod rewind;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -178,11 +180,16 @@ impl Admin {
             (&Method::POST, ["v1", "destinations", name, action @ ("pause" | "resume")]) => {
                 self.control(name, action)
             }
+            (&Method::POST, ["v1", "destinations", name, "rewind"]) => {
+                rewind::handle(self.delivery.get(), name, request.into_body()).await
+            }
             (_, ["v1", "dead-letters", ..]) => self.dead_letters(request, &segments[2..]).await,
             (_, ["healthz" | "readyz" | "metrics"]) => method_not_allowed("GET"),
             (_, ["v1", "destinations"]) => method_not_allowed("GET, POST"),
             (_, ["v1", "destinations", _]) => method_not_allowed("GET, PUT, DELETE"),
-            (_, ["v1", "destinations", _, "pause" | "resume"]) => method_not_allowed("POST"),
+            (_, ["v1", "destinations", _, "pause" | "resume" | "rewind"]) => {
+                method_not_allowed("POST")
+            }
             _ => error(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -317,6 +324,7 @@ impl Admin {
 fn wal_summary(stats: &WalStats) -> serde_json::Value {
     serde_json::json!({
         "first_seq": stats.first_seq,
+        "first_received_at": stats.first_received_at_ms.map(crate::delivery::start::format_time),
         "next_seq": stats.next_seq,
         "segments": stats.segments,
         "bytes_on_disk": stats.bytes_on_disk,

@@ -46,6 +46,70 @@ pub enum Command {
     /// List, show (with reasons) and redrive dead letters of a running flagstream, over its
     /// admin API.
     DeadLetters(DeadLettersArgs),
+    /// Act on the destinations of a running flagstream through its admin API.
+    Destinations {
+        #[command(subcommand)]
+        command: DestinationsCommand,
+    },
+}
+
+/// `flagstream destinations …` (each talks to the admin API of a running server).
+#[derive(Debug, Subcommand)]
+pub enum DestinationsCommand {
+    /// Move a destination's cursor back and deliver from there again (replayed batches keep
+    /// their ids). Prints the server's answer as JSON.
+    Rewind(RewindArgs),
+}
+
+/// Where the admin API is (shared by the `destinations` subcommands).
+#[derive(Debug, Clone, Args)]
+pub struct AdminClientArgs {
+    /// Base URL of the server's admin API.
+    #[arg(
+        long,
+        env = "FLAGSTREAM_ADMIN_URL",
+        default_value = "http://127.0.0.1:8031"
+    )]
+    pub admin_url: String,
+
+    /// The server's admin token: the token, `env:NAME` or `file:PATH`.
+    #[arg(
+        long,
+        env = "FLAGSTREAM_ADMIN_TOKEN",
+        value_name = "TOKEN|env:NAME|file:PATH"
+    )]
+    pub admin_token: Option<String>,
+}
+
+/// Settings of `flagstream destinations rewind`.
+#[derive(Debug, Clone, Args)]
+pub struct RewindArgs {
+    /// Name of the destination (see `GET /v1/destinations`).
+    pub name: String,
+
+    /// Where to go back to: an RFC 3339 time (`2026-11-01T00:00:00Z`), a seq, or `earliest`.
+    #[arg(long, value_parser = parse_rewind_to)]
+    pub to: crate::delivery::start::RewindTo,
+
+    #[command(flatten)]
+    pub admin: AdminClientArgs,
+}
+
+/// `--to` of `destinations rewind`: `earliest`, a seq (a whole number from 1) or a time.
+pub fn parse_rewind_to(text: &str) -> Result<crate::delivery::start::RewindTo, String> {
+    use crate::delivery::start::{parse_time, RewindTo};
+    if text == "earliest" {
+        return Ok(RewindTo::Earliest);
+    }
+    if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return match text.parse::<u64>() {
+            Ok(seq) if seq > 0 => Ok(RewindTo::Seq(seq)),
+            _ => Err(format!("`{text}` is not a seq (a whole number from 1)")),
+        };
+    }
+    parse_time(text).map(RewindTo::Time).map_err(|err| {
+        format!("`{text}` is not `earliest`, a seq or an RFC 3339 time such as 2026-11-01T00:00:00Z ({err})")
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +175,31 @@ pub fn parse_size(text: &str) -> Result<ByteSize, String> {
         return Err(format!("`{text}` is too large; {expected}"));
     }
     Ok(size)
+}
+
+/// `--wal-retention`: `off`, a duration, a size, or a duration and a size separated by `,`.
+pub fn parse_retention(text: &str) -> Result<crate::wal::Retention, String> {
+    let mut retention = crate::wal::Retention::default();
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(retention);
+    }
+    let expected = "expected `off`, a duration (24h), a size (10GiB) or both (24h,10GiB)";
+    for part in text.split(',').map(str::trim) {
+        if let Ok(age) = humantime::parse_duration(part) {
+            if age.is_zero() || retention.max_age.replace(age).is_some() {
+                return Err(format!("`{text}`: {expected}"));
+            }
+        } else if let Ok(size) = parse_size(part) {
+            if size.as_u64() == 0 || retention.max_bytes.replace(size.as_u64()).is_some() {
+                return Err(format!("`{text}`: {expected}"));
+            }
+        } else {
+            return Err(format!(
+                "`{part}` is neither a duration nor a size; {expected}"
+            ));
+        }
+    }
+    Ok(retention)
 }
 
 /// A count that may be `unlimited`.
@@ -275,6 +364,13 @@ pub struct ServeArgs {
     /// Disk budget for all WAL segments; when full, ingest answers 503 with Retry-After.
     #[arg(long, env = "FLAGSTREAM_WAL_MAX_BYTES", value_parser = parse_size, default_value = "20GiB")]
     pub wal_max_bytes: ByteSize,
+
+    /// Keep WAL segments every destination has passed, for replays (`start=`, rewinds): a
+    /// duration (`24h`), a size (`10GiB`) or both (`24h,10GiB`: each must hold), or `off`.
+    /// Retained segments count against `--wal-max-bytes` and are evicted, oldest first, when
+    /// new records need the room.
+    #[arg(long, env = "FLAGSTREAM_WAL_RETENTION", value_parser = parse_retention, default_value = "off")]
+    pub wal_retention: crate::wal::Retention,
 
     /// Never allocate a segment when the filesystem's free space would drop below this.
     #[arg(long, env = "FLAGSTREAM_WAL_MIN_FREE_BYTES", value_parser = parse_size, default_value = "1GiB")]

@@ -172,6 +172,7 @@ impl ServeConfig {
         wal.segment_bytes = args.wal_segment_bytes.as_u64();
         wal.max_bytes = args.wal_max_bytes.as_u64();
         wal.min_free_bytes = args.wal_min_free_bytes.as_u64();
+        wal.retention = args.wal_retention;
         wal.sync = match args.wal_sync {
             WalSyncArg::Always => SyncMode::Always,
             WalSyncArg::Interval => SyncMode::Interval(args.wal_sync_interval.into()),

@@ -166,8 +166,9 @@ pub struct Batcher {
     record_events: u32,
     open: OpenBatch,
     ready: VecDeque<CutBatch>,
-    /// End of the persisted plan still to be reproduced.
-    replay_end: Option<Position>,
+    /// Ends of planned cuts still to be reproduced, ascending: the persisted plan of the
+    /// oldest batch and, after a rewind, the recorded boundaries (`cut_log.rs`).
+    replay: VecDeque<Position>,
     /// Payload bytes of the last cut batch: the next batch's arena starts this big, so a
     /// steady stream of full batches allocates each arena once instead of doubling its way up.
     last_arena_len: usize,
@@ -188,8 +189,10 @@ impl Batcher {
             max_bytes: limits.max_bytes.max(1),
             ..limits
         };
-        let replay_end =
-            plan.and_then(|(start, end)| (start == acked && end > acked).then_some(end));
+        let replay = plan
+            .and_then(|(start, end)| (start == acked && end > acked).then_some(end))
+            .into_iter()
+            .collect();
         Batcher {
             destination: destination.to_string(),
             schema,
@@ -199,9 +202,32 @@ impl Batcher {
             record_events: 0,
             open: OpenBatch::new(acked),
             ready: VecDeque::new(),
-            replay_end,
+            replay,
             last_arena_len: 0,
         }
+    }
+
+    /// Drop everything open or ready and continue at `position` (a rewind), as a batcher
+    /// created there without a plan would.
+    pub fn restart_at(&mut self, position: Position) {
+        self.position = position;
+        self.record_seq = None;
+        self.record_events = 0;
+        self.open = OpenBatch::new(position);
+        self.ready.clear();
+        self.replay.clear();
+    }
+
+    /// Also cut at each of `ends` (positions where the original delivery cut a batch for a
+    /// reason not in the data: linger, or a new start; see `cut_log.rs`), so a replay cuts
+    /// the same batches. Ends at or before the current position are ignored.
+    pub fn plan_cuts(&mut self, ends: impl IntoIterator<Item = Position>) {
+        let position = self.position;
+        let mut planned: Vec<Position> = self.replay.drain(..).collect();
+        planned.extend(ends.into_iter().filter(|end| *end > position));
+        planned.sort_unstable();
+        planned.dedup();
+        self.replay = planned.into();
     }
 
     pub fn limits(&self) -> &BatchLimits {
@@ -350,7 +376,7 @@ impl Batcher {
     /// When the open batch must be cut by linger, if it holds items (and no plan is being
     /// reproduced: the plan decides that cut).
     pub fn linger_deadline(&self) -> Option<Instant> {
-        if self.replay_end.is_some() {
+        if !self.replay.is_empty() {
             return None;
         }
         self.open
@@ -397,22 +423,23 @@ impl Batcher {
         };
     }
 
-    /// Cut the plan being reproduced if the position reached its end.
+    /// Cut at a planned end the position reached (ends it jumped over are dropped).
     fn at_cut_point(&mut self) {
-        let Some(end) = self.replay_end else { return };
-        if self.position < end {
-            return;
-        }
-        self.replay_end = None;
-        if self.position == end && !self.open.items.is_empty() {
-            self.cut(end, CutReason::Plan);
+        while let Some(&end) = self.replay.front() {
+            if self.position < end {
+                return;
+            }
+            self.replay.pop_front();
+            if self.position == end && !self.open.items.is_empty() {
+                self.cut(end, CutReason::Plan);
+            }
         }
     }
 
     fn cut(&mut self, end: Position, reason: CutReason) {
         let open = std::mem::replace(&mut self.open, OpenBatch::new(end));
-        if self.replay_end.is_some_and(|plan_end| plan_end <= end) {
-            self.replay_end = None;
+        while self.replay.front().is_some_and(|planned| *planned <= end) {
+            self.replay.pop_front();
         }
         if !open.arena.is_empty() {
             self.last_arena_len = open.arena.len();

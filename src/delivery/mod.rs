@@ -15,11 +15,14 @@
 //! | [`settings`] | the delivery keys of a `--dest` URL, names, limits, concurrency |
 //! | [`pipeline`] | record → events → filter → schema rows (the per-event hot path) |
 //! | [`batcher`] | deterministic batch cutting and stable batch ids |
+//! | [`cut_log`] | recorded linger cuts and starts, so replays cut the same batches |
 //! | [`sender`] | one batch's send/classify/backoff loop |
 //! | [`retry`] | the backoff schedule and when to give up |
 //! | [`dead_letter`] | the on-disk dead-letter store |
 //! | [`redrive`] | which dead letters a redrive selects and which were handled (on disk) |
 //! | `redrive_source` | a worker's queue of dead letters to send again, between WAL batches |
+//! | [`rewind`] | moving a running destination's cursor back (`worker/rewind.rs` does it) |
+//! | [`start`] | `start=` of a new cursor, rewind targets, RFC 3339 times |
 //! | `worker` | the per-destination task tying these together, cursor persistence |
 //! | [`status`] | the snapshot behind `GET /v1/destinations` |
 //! | [`destination_set`] | destinations added, changed and removed while running (admin API, reload) |
@@ -36,7 +39,8 @@
 //!   in-flight batch's plan fits in the cursor, so a linger-cut batch waits until it is the
 //!   oldest (younger batches in flight are always count or byte cuts, which a restart
 //!   reproduces). Destinations that overwrite by batch id (file, object stores) therefore
-//!   hold every event once after any crash; streams may hold a re-sent batch twice.
+//!   hold every event once after any crash; streams may hold a re-sent batch twice. Rewinds
+//!   re-cut the same batches from the recorded linger cuts and starts ([`cut_log`]).
 //! * **Retry state survives restarts** (4): the oldest in-flight batch's attempts, next attempt
 //!   and first failure are part of the persisted cursor.
 //! * **A slow or dead destination never slows the others** (7): each destination has its own
@@ -47,6 +51,7 @@
 
 pub mod batcher;
 pub mod cursor_state;
+pub mod cut_log;
 pub mod dead_letter;
 pub mod dead_letter_budget;
 pub mod destination_set;
@@ -55,8 +60,10 @@ pub mod pipeline;
 pub mod redrive;
 mod redrive_source;
 pub mod retry;
+pub mod rewind;
 pub mod sender;
 pub mod settings;
+pub mod start;
 pub mod status;
 mod worker;
 
@@ -103,6 +110,8 @@ pub struct EngineOptions {
     pub cursor_sync_interval: Duration,
     /// How long sends already on the wire may finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Where `<destination>.cuts` cut logs live ([`cut_log`]).
+    pub cut_log_dir: PathBuf,
 }
 
 impl EngineOptions {
@@ -113,6 +122,7 @@ impl EngineOptions {
             dead_letter_limits: DeadLetterLimits::UNLIMITED,
             cursor_sync_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
+            cut_log_dir: data_dir.join("batch-cuts"),
         }
     }
 }
@@ -132,6 +142,12 @@ pub enum DeliveryError {
         name: String,
         #[source]
         source: WalError,
+    },
+    #[error("destination `{name}`: opening its cut log: {source}")]
+    CutLog {
+        name: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("destination `{name}`: opening its dead-letter store: {source}")]
     DeadLetters {
@@ -200,6 +216,7 @@ pub async fn configure(
 struct DestinationHandle {
     name: String,
     paused: watch::Sender<bool>,
+    control: mpsc::UnboundedSender<worker::Control>,
     status: Arc<StatusCell>,
     /// Stops this worker only (a child of the engine's shutdown token).
     stop: CancellationToken,
@@ -286,6 +303,11 @@ impl Delivery {
                 return Err(err);
             }
         }
+        // Ends with the engine's shutdown token; nothing to wait for at shutdown.
+        drop(spawn_retention_expiry(
+            wal,
+            delivery.shared.shutdown.clone(),
+        ));
         Ok(delivery)
     }
 
@@ -334,8 +356,15 @@ impl Delivery {
         self.stop_if_running(name).await?;
         let wal = self.shared.wal.clone();
         let owned = name.to_string();
+        // A destination created later under this name starts afresh: no recorded cuts.
+        let cuts = self.shared.options.cut_log_dir.join(format!("{name}.cuts"));
         let released = tokio::task::spawn_blocking(move || {
             wal.release_cursor(&owned)?;
+            if let Err(err) = std::fs::remove_file(&cuts) {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(destination = %owned, error = %err, "removing the cut log failed");
+                }
+            }
             wal.collect_garbage()
         })
         .await
@@ -395,7 +424,7 @@ impl Delivery {
             name: name.clone(),
             reason,
         })?;
-        let cursor = open_cursor(wal, &name)?;
+        let cursor = open_cursor(wal, &name, &settings)?;
         let loaded = DeliveryCursor::load(&name, &cursor.state());
         let dead_file =
             DeadLetterFile::open(self.shared.budget.clone(), &name).map_err(|source| {
@@ -410,6 +439,7 @@ impl Delivery {
         let (paused_tx, paused_rx) = watch::channel(false);
         let (progress_tx, progress_rx) = mpsc::unbounded_channel();
         let (redrive_tx, redrive_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
         let status = Arc::new(status_cell(
             &settings,
             destination.as_ref(),
@@ -437,9 +467,18 @@ impl Delivery {
             concurrency,
             "starting delivery"
         );
+        let (cut_log, recorded_cuts) =
+            cut_log::open_for_start(&options.cut_log_dir, &name, loaded.acked, wal.first_seq())
+                .map_err(|source| DeliveryError::CutLog {
+                    name: name.clone(),
+                    source,
+                })?;
+        let mut batcher = Batcher::new(&name, schema, limits, loaded.acked, loaded.plan);
+        batcher.plan_cuts(recorded_cuts);
         let parts = WorkerParts {
             reader: wal.reader(loaded.acked.seq),
-            batcher: Batcher::new(&name, schema, limits, loaded.acked, loaded.plan),
+            batcher,
+            cut_log: Arc::new(cut_log),
             pipeline: Pipeline::new(schema, settings.export.clone(), filter)
                 .with_input(destination.input()),
             name: name.clone(),
@@ -449,6 +488,7 @@ impl Delivery {
             dead_file,
             send_ctx,
             progress_rx,
+            control_rx,
             concurrency,
             status: status.clone(),
             paused: paused_rx,
@@ -467,6 +507,7 @@ impl Delivery {
         let handle = DestinationHandle {
             name,
             paused: paused_tx,
+            control: control_tx,
             status,
             stop,
             task: Mutex::new(None),
@@ -608,9 +649,14 @@ impl Delivery {
 }
 
 /// Open (or create) the cursor a destination starts from. The one place a new destination's
-/// start position is decided: a cursor created here starts at the oldest stored record.
-fn open_cursor(wal: &Wal, name: &str) -> Result<crate::wal::Cursor, DeliveryError> {
-    wal.open_cursor(name)
+/// start position is decided: `start=` matters only when the cursor is created here; an
+/// existing one wins.
+fn open_cursor(
+    wal: &Wal,
+    name: &str,
+    settings: &DeliverySettings,
+) -> Result<crate::wal::Cursor, DeliveryError> {
+    wal.open_cursor_from(name, settings.start.resolve(wal))
         .map_err(|source| DeliveryError::Cursor {
             name: name.to_string(),
             source,
@@ -663,6 +709,28 @@ fn open_redrive_ledger(dir: &Path, names: &[&str]) -> Result<Arc<RedriveLedger>,
         .collect();
     ledger.finish_jobs(&orphans)?;
     Ok(Arc::new(ledger))
+}
+
+/// With `--wal-retention` by age, segments expire while no cursor moves (GC otherwise runs
+/// only after a cursor advanced): collect garbage periodically.
+fn spawn_retention_expiry(wal: &Wal, shutdown: CancellationToken) -> Option<JoinHandle<()>> {
+    let max_age = wal.options().retention.max_age?;
+    let every = (max_age / 10).clamp(Duration::from_millis(100), Duration::from_secs(60));
+    let wal = wal.clone();
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let wal = wal.clone();
+            if let Ok(Err(err)) = tokio::task::spawn_blocking(move || wal.collect_garbage()).await {
+                tracing::warn!(error = %err, "WAL garbage collection (retention expiry) failed");
+            }
+        }
+    }))
 }
 
 #[cfg(test)]

@@ -149,6 +149,11 @@ impl Pipeline {
         }
     }
 
+    /// Forget a huge record's remaining parts (the worker rewound and reads it again).
+    pub fn forget_unfinished(&mut self) {
+        self.unfinished = None;
+    }
+
     /// Feed `record` into `batcher` until it is done or, for a huge record, until batches are
     /// ready (see the module doc); call again with the same record after [`RecordProgress::More`].
     pub fn process_part(

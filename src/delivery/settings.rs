@@ -12,6 +12,7 @@
 //! | `retry_max_attempts` | retries before dead-lettering, or `unlimited` | `--retry-max-attempts` |
 //! | `retry_max_age` | time since the first failure before dead-lettering, or `unlimited` | `--retry-max-age` |
 //! | `retry_initial_backoff` / `retry_max_backoff` | backoff bounds | the `--retry-*` flags |
+//! | `start` | where a destination *without a persisted cursor* starts: `earliest`, `latest` or an RFC 3339 time ([`super::start`]) | `earliest` |
 //! | `project`, `expand_summaries`, `mparticle_*` | schema options (see `event::ExportOptions`) | `--project` (`default`) |
 //!
 //! Names are part of the on-disk state (cursor and dead-letter file names), so the defaults
@@ -29,6 +30,7 @@ use crate::dest::{BatchLimits, DestError, Destination, DestinationSpec};
 use crate::event::{ExportOptions, FilterConfig, Schema};
 
 use super::retry::{parse_max_age, parse_max_attempts, RetryPolicy};
+use super::start::StartAt;
 
 /// Engine-wide defaults for per-destination settings (filled from CLI flags).
 #[derive(Debug, Clone)]
@@ -65,6 +67,7 @@ struct DeliveryOptions {
     retry_max_age: Option<String>,
     retry_initial_backoff: Option<HumanDuration>,
     retry_max_backoff: Option<HumanDuration>,
+    start: Option<Parsed<StartAt>>,
 }
 
 /// Delivery settings of one destination.
@@ -81,6 +84,8 @@ pub struct DeliverySettings {
     pub retry: RetryPolicy,
     pub export: ExportOptions,
     pub filter: FilterConfig,
+    /// Where a new cursor starts (ignored when one is persisted).
+    pub start: StartAt,
     /// Every option as configured, for display: secrets shown as their `env:` / `file:`
     /// reference or `***` (see `dest::secrets`).
     pub shown_options: BTreeMap<String, String>,
@@ -102,6 +107,7 @@ impl DeliverySettings {
                 ..ExportOptions::default()
             },
             filter: FilterConfig::default(),
+            start: StartAt::default(),
             shown_options: BTreeMap::new(),
         }
     }
@@ -134,6 +140,9 @@ impl DeliverySettings {
         )?;
         settings.linger = options.linger.map(|HumanDuration(linger)| linger);
         settings.concurrency = at_least_one("concurrency", options.concurrency)?;
+        settings.start = options
+            .start
+            .map_or_else(StartAt::default, |Parsed(start)| start);
         let retry = &mut settings.retry;
         if let Some(raw) = options.retry_max_attempts {
             retry.max_attempts = parse_max_attempts(&raw)

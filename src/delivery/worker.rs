@@ -39,6 +39,7 @@ use crate::wal::{AckWindow, Cursor, Position, Record, Ticket, Wal, WalError, Wal
 
 use super::batcher::{Batcher, CutBatch, CutReason};
 use super::cursor_state::{DeliveryCursor, RetryState};
+use super::cut_log::CutLog;
 use super::dead_letter::{AppendError, DeadLetter, DeadLetterBuffer, DeadLetterFile};
 use super::dead_letter_budget::StoreFull;
 use super::pipeline::{Pipeline, RecordProgress};
@@ -47,6 +48,10 @@ use super::redrive_source::{RedriveCut, RedriveSource, RedriveStep};
 use super::retry::unix_ms_now;
 use super::sender::{self, Progress, SendContext, SendJob, SendReport};
 use super::status::{DeliveryState, StatusCell, WorkerStatus};
+
+mod rewind;
+pub(crate) use rewind::Control;
+pub use rewind::{RewindRefused, Rewound};
 
 /// Most records decoded per wake-up before the worker looks at its other duties.
 const DRAIN_BUDGET: usize = 256;
@@ -67,10 +72,14 @@ pub(crate) struct WorkerParts {
     pub cursor: Cursor,
     pub loaded: DeliveryCursor,
     pub dead_file: DeadLetterFile,
+    /// Linger cuts and start positions, for replays that cut the same batches.
+    pub cut_log: Arc<CutLog>,
     pub pipeline: Pipeline,
     pub batcher: Batcher,
     pub send_ctx: Arc<SendContext>,
     pub progress_rx: mpsc::UnboundedReceiver<Progress>,
+    /// Requests from the engine handle (rewinds).
+    pub control_rx: mpsc::UnboundedReceiver<Control>,
     pub concurrency: usize,
     pub status: Arc<StatusCell>,
     pub paused: watch::Receiver<bool>,
@@ -147,6 +156,7 @@ enum Step {
     ReadRetry,
     Record(Result<Record, WalError>),
     Redrive(RedriveStep),
+    Control(Control),
 }
 
 pub(crate) struct Worker {
@@ -157,6 +167,12 @@ pub(crate) struct Worker {
     loaded: DeliveryCursor,
     dead_file: Arc<DeadLetterFile>,
     dead: DeadLetterBuffer,
+    cut_log: Arc<CutLog>,
+    /// Cut-log entries to write with the next persist (before the batches they cut are sent).
+    pending_cuts: Vec<Position>,
+    /// After a rewind: batches ending at or before this were delivered and are acked without
+    /// sending (the replay restarted at an earlier batch boundary, `cut_log.rs`).
+    skip_until: Option<Position>,
     pipeline: Pipeline,
     batcher: Batcher,
     window: AckWindow,
@@ -165,6 +181,7 @@ pub(crate) struct Worker {
     task_tickets: HashMap<tokio::task::Id, Ticket>,
     send_ctx: Arc<SendContext>,
     progress_rx: mpsc::UnboundedReceiver<Progress>,
+    control_rx: mpsc::UnboundedReceiver<Control>,
     /// Configured most batches in flight.
     concurrency_limit: usize,
     /// Current most batches in flight: halved when the target throttles, +1 per clean
@@ -216,6 +233,9 @@ impl Worker {
             cursor: Arc::new(Mutex::new(parts.cursor)),
             loaded,
             dead_file: Arc::new(parts.dead_file),
+            cut_log: parts.cut_log,
+            pending_cuts: Vec::new(),
+            skip_until: None,
             pipeline: parts.pipeline,
             batcher: parts.batcher,
             window: AckWindow::new(loaded.acked),
@@ -224,6 +244,7 @@ impl Worker {
             task_tickets: HashMap::new(),
             send_ctx: parts.send_ctx,
             progress_rx: parts.progress_rx,
+            control_rx: parts.control_rx,
             concurrency_limit: parts.concurrency.max(1),
             concurrency: parts.concurrency.max(1),
             restart_retry,
@@ -288,6 +309,7 @@ impl Worker {
                 Some(progress) = self.progress_rx.recv() => Step::Progress(progress),
                 done = wait_for(&mut self.persist_job), if self.persist_job.is_some() => Step::Persisted(done),
                 _ = self.tick.tick() => Step::Tick,
+                Some(control) = self.control_rx.recv() => Step::Control(control),
                 changed = self.paused.changed() => match changed {
                     Ok(()) => Step::PauseChanged(*self.paused.borrow_and_update()),
                     // The engine handle is gone: nobody can stop us any more but a shutdown.
@@ -331,6 +353,7 @@ impl Worker {
                         self.set_error(error);
                     }
                 }
+                Step::Control(control) => self.on_control(control).await,
             }
         }
         self.finish().await;
@@ -427,7 +450,8 @@ impl Worker {
         }
         let paused = *self.paused.borrow() || self.store_full.is_some();
         while let Some(front) = self.batcher.peek_ready() {
-            let empty = front.batch.items.is_empty();
+            let skipped = self.skip_until.is_some_and(|until| front.end <= until);
+            let empty = front.batch.items.is_empty() || skipped;
             let blocked = paused || self.gate.is_some() || self.tasks.len() >= self.concurrency;
             if !empty && blocked {
                 return;
@@ -444,6 +468,9 @@ impl Worker {
                 continue;
             }
             let span = (cut.start, cut.end);
+            if cut.reason == CutReason::Linger {
+                self.pending_cuts.push(cut.end);
+            }
             if cut.reason == CutReason::Linger && self.persisted.plan != Some(span) {
                 // Only the oldest batch's plan fits in the cursor, so a linger cut waits until
                 // it is the oldest and its plan is durable: a crash then re-cuts it
@@ -672,7 +699,11 @@ impl Worker {
         }
         self.persist_again = false;
         let state = self.cursor_state();
-        if state == self.persisted && self.dead.is_empty() && !self.redrive.has_unpersisted() {
+        if state == self.persisted
+            && self.dead.is_empty()
+            && !self.redrive.has_unpersisted()
+            && self.pending_cuts.is_empty()
+        {
             return;
         }
         let job = PersistJob {
@@ -682,11 +713,21 @@ impl Worker {
             marks: self.redrive.take_unpersisted(),
             collect: state.acked.seq > self.persisted.acked.seq,
         };
+        let cuts = std::mem::take(&mut self.pending_cuts);
+        let cut_log = self.cut_log.clone();
         let cursor = self.cursor.clone();
         let dead_file = self.dead_file.clone();
         let wal = self.wal.clone();
         let ledger = self.ledger.clone();
         self.persist_job = Some(tokio::task::spawn_blocking(move || {
+            let first_seq = wal.first_seq();
+            let written = cut_log
+                .append_durably(&cuts)
+                .and_then(|()| cut_log.maybe_compact(first_seq));
+            if let Err(err) = written {
+                // Only later replays depend on it (their batch ids may then differ).
+                tracing::warn!(destination = %job.name, error = %err, "writing the cut log failed");
+            }
             persist_blocking(job, &dead_file, &cursor, &wal, &ledger)
         }));
     }

@@ -13,8 +13,9 @@
 //! * On roll the next segment is in the segment list *before* the old one is marked sealed,
 //!   so a reader that sees "sealed" always finds the successor.
 //! * `bytes_on_disk` counts every segment and spare file; a new file is allocated only if it
-//!   fits both the byte budget and the free-disk floor, otherwise the append fails with
-//!   [`WalError::Full`] at once.
+//!   fits both the byte budget and the free-disk floor; otherwise the oldest segment kept by
+//!   `--wal-retention` is evicted (never one a cursor needs) and, with none left, the append
+//!   fails with [`WalError::Full`] at once.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -195,27 +196,7 @@ impl Core {
         }
         let footprint = record_footprint(payload_len);
 
-        let mut state = self.writer.lock();
-        if let Some(message) = self.fatal() {
-            metrics::counter!(names::WAL_REJECTED_APPENDS_TOTAL, "reason" => "fatal").increment(1);
-            return Err(WalError::Fatal(message.to_owned()));
-        }
-        if self.closed.load(Ordering::Acquire) {
-            return Err(WalError::Closed);
-        }
-        let fits = state
-            .active
-            .as_ref()
-            .is_some_and(|active| active.offset + footprint <= active.segment.map.len());
-        if !fits {
-            if let Err(error) = self.roll(&mut state) {
-                if matches!(error, WalError::Full { .. }) {
-                    metrics::counter!(names::WAL_REJECTED_APPENDS_TOTAL, "reason" => "full")
-                        .increment(1);
-                }
-                return Err(error);
-            }
-        }
+        let mut state = self.lock_with_room(footprint)?;
         let seq = state.next_seq;
         let Some(active) = state.active.as_mut() else {
             return Err(WalError::Fatal(
@@ -258,6 +239,54 @@ impl Core {
         metrics::counter!(names::WAL_APPEND_RECORDS_TOTAL).increment(1);
         metrics::counter!(names::WAL_APPEND_BYTES_TOTAL).increment(footprint);
         Ok(seq)
+    }
+
+    /// Lock the writer with room for a record of `footprint` bytes in the active segment,
+    /// rolling to a new one if needed. When the budget or the free-disk floor refuses the new
+    /// segment, the oldest segment `--wal-retention` keeps is evicted and the roll retried
+    /// (retention yields to new records; `retention.rs`).
+    fn lock_with_room(
+        &self,
+        footprint: u64,
+    ) -> Result<parking_lot::MutexGuard<'_, WriterState>, WalError> {
+        let mut evictions_left = 2;
+        loop {
+            let mut state = self.writer.lock();
+            if let Some(message) = self.fatal() {
+                metrics::counter!(names::WAL_REJECTED_APPENDS_TOTAL, "reason" => "fatal")
+                    .increment(1);
+                return Err(WalError::Fatal(message.to_owned()));
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Err(WalError::Closed);
+            }
+            let fits = state
+                .active
+                .as_ref()
+                .is_some_and(|active| active.offset + footprint <= active.segment.map.len());
+            if fits {
+                return Ok(state);
+            }
+            match self.roll(&mut state) {
+                Ok(()) => return Ok(state),
+                Err(WalError::Full { .. }) if evictions_left > 0 => {
+                    // Eviction takes the GC locks, which are taken before `writer`.
+                    drop(state);
+                    evictions_left -= 1;
+                    if super::gc::evict_for_space(self)? {
+                        continue;
+                    }
+                    evictions_left = 0;
+                }
+                Err(error) => {
+                    if matches!(error, WalError::Full { .. }) {
+                        metrics::counter!(names::WAL_REJECTED_APPENDS_TOTAL, "reason" => "full")
+                            .increment(1);
+                    }
+                    return Err(error);
+                }
+            }
+        }
     }
 
     /// Switch to a new segment: take a spare (or allocate one within budget), give it its

@@ -339,6 +339,25 @@ impl Cursor {
     }
 }
 
+impl Cursor {
+    /// Persist a state whose position may be *behind* the current one (a rewind). Checked
+    /// and persisted under the registry lock that garbage collection holds while it chooses
+    /// segments, so the records from `state.acked.seq` on cannot be freed in between; fails
+    /// with [`WalError::Trimmed`] when they are already gone.
+    pub fn rewind(&mut self, state: CursorState) -> Result<(), WalError> {
+        let wal = Arc::clone(&self.wal);
+        let _registry = wal.core.cursors.lock();
+        let first_seq = wal.core.first_seq();
+        if state.acked.seq < first_seq {
+            return Err(WalError::Trimmed {
+                seq: state.acked.seq,
+                first_seq,
+            });
+        }
+        self.persist(state)
+    }
+}
+
 /// Load every `*.cur` file of `dir`, migrating 0.1 files (module doc). Files whose slots are
 /// all invalid start at `fallback`. Returns the registry and the number of such files.
 pub(crate) fn load_all(
@@ -446,9 +465,9 @@ fn migrate(
     Ok((generation, slot.state))
 }
 
-/// Open the named cursor, creating and persisting it at `first_seq` if it does not exist.
-/// The caller holds the registry lock, so garbage collection cannot free `first_seq` before
-/// the new cursor is on disk.
+/// Open the named cursor, creating and persisting it at `first_seq` if it does not exist
+/// (the caller chooses it among the stored seqs). The caller holds the registry lock, so
+/// garbage collection cannot free `first_seq` before the new cursor is on disk.
 pub(crate) fn open_or_create(
     core: &Core,
     registry: &mut CursorRegistry,
@@ -494,11 +513,7 @@ pub(crate) fn open_or_create(
             source,
         });
     }
-    tracing::info!(
-        cursor = name,
-        seq = first_seq,
-        "Created a cursor at the oldest stored record."
-    );
+    tracing::info!(cursor = name, seq = first_seq, "Created a cursor.");
     let shared = Arc::new(CursorShared {
         name: name.to_owned(),
         path,

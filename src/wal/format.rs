@@ -33,6 +33,9 @@
 //!
 //! The seal lives in the header page (not after the last record) so recovery finds it at a
 //! fixed offset in O(1); it is written once, when the writer rolls to the next segment.
+//! Its `sealed_unix_ms` is the segment's age for `--wal-retention` (`retention.rs`); the
+//! records' `received_at_ms` (the caller's clock at append) serves time lookups (`seek.rs`).
+//! Neither needed a format change.
 
 use crc32fast::Hasher;
 

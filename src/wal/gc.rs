@@ -4,7 +4,8 @@
 //! * A segment is freeable iff it is sealed, it is not the newest segment (the newest carries
 //!   the seq counter across restarts), and all its records are below the lowest persisted
 //!   acked seq over **every** cursor on disk — configured or not. No cursor at all frees
-//!   nothing: data nobody has read yet is never thrown away.
+//!   nothing: data nobody has read yet is never thrown away. `--wal-retention` keeps the
+//!   newest freeable segments for replays, within the budget (`retention.rs`).
 //! * Only persisted positions count (they are on disk before GC reads them), so a crash can
 //!   never leave a cursor pointing into a freed segment.
 //! * Order: drop the segment from the in-memory list, then recycle (rename to a spare) or
@@ -15,12 +16,14 @@
 //! * A cursor no process has opened that holds the log back is reported loudly: a WARN line
 //!   once per process and the `flagstream_wal_orphan_cursors{cursor}` gauge.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::core::{Core, MAX_SPARES};
 use super::mapping::SegmentMap;
-use super::segment::{spare_file_name, Segment, Spare};
+use super::retention::{self, Passed};
+use super::segment::{now_unix_ms, spare_file_name, Segment, Spare};
 use super::WalError;
 use crate::metrics as names;
 
@@ -32,9 +35,16 @@ pub(crate) enum Unclaimed {
     Ignore,
 }
 
-/// Free every segment that all persisted cursors are past. Returns how many were freed.
+/// Free every segment that all persisted cursors are past and `--wal-retention` does not
+/// keep (`retention.rs`). Returns how many were freed.
 pub(crate) fn collect_garbage(core: &Core, unclaimed: Unclaimed) -> Result<u64, WalError> {
     let _one_at_a_time = core.gc_lock.lock();
+    // Read before the segment lock: the append path takes `writer` then `segments`.
+    let (bytes_on_disk, spare_bytes) = {
+        let state = core.writer.lock();
+        let spares: u64 = state.spares.iter().map(|spare| spare.len()).sum();
+        (state.bytes_on_disk, spares)
+    };
     let victims = {
         // Holding the registry while choosing victims keeps `open_cursor` from creating a
         // cursor at a seq we are about to free.
@@ -46,21 +56,89 @@ pub(crate) fn collect_garbage(core: &Core, unclaimed: Unclaimed) -> Result<u64, 
             report_unclaimed_cursors(core, &registry, min_acked);
         }
         let mut segments = core.segments.write();
-        let mut victims = Vec::new();
-        while segments.len() > 1 {
-            let Some(oldest) = segments.front() else {
-                break;
-            };
-            if !oldest.is_sealed() || oldest.end_seq() > min_acked {
-                break;
-            }
-            if let Some(victim) = segments.pop_front() {
-                victims.push(victim);
-            }
+        let passed: Vec<Passed> = segments
+            .iter()
+            .take(passed_count(&segments, min_acked))
+            .map(|segment| Passed {
+                bytes: segment.map.len(),
+                sealed_ms: segment.sealed_unix_ms(),
+            })
+            .collect();
+        let passed_bytes: u64 = passed.iter().map(|segment| segment.bytes).sum();
+        // Retained bytes may use the budget minus what cursors still need minus one segment
+        // of headroom (a spare counts), so the next roll need not evict on the append path.
+        let needed = bytes_on_disk.saturating_sub(passed_bytes + spare_bytes);
+        let headroom = spare_bytes.max(core.options.segment_bytes);
+        let room = core.options.max_bytes.saturating_sub(needed + headroom);
+        let plan = retention::plan(&passed, core.options.retention, now_unix_ms(), room);
+        metrics::gauge!(names::WAL_RETAINED_BYTES).set(plan.retained_bytes as f64);
+        if plan.evicted > 0 {
+            metrics::counter!(names::WAL_RETENTION_EVICTED_BYTES_TOTAL)
+                .increment(plan.evicted_bytes);
+            tracing::info!(
+                segments = plan.evicted,
+                bytes = plan.evicted_bytes,
+                "Evicted retained write-ahead log segments to stay within --wal-max-bytes."
+            );
         }
+        let victims: Vec<_> = segments.drain(..plan.free).collect();
         metrics::gauge!(names::WAL_SEGMENTS).set(segments.len() as f64);
         victims
     };
+    free_all(core, victims)
+}
+
+/// How many of the oldest segments every persisted cursor has passed: sealed, not the newest,
+/// all records below `min_acked`.
+fn passed_count(segments: &VecDeque<Arc<Segment>>, min_acked: u64) -> usize {
+    let newest = segments.len().saturating_sub(1);
+    segments
+        .iter()
+        .take(newest)
+        .take_while(|segment| segment.is_sealed() && segment.end_seq() <= min_acked)
+        .count()
+}
+
+/// Make room for an append that found the budget or the free-disk floor exhausted: free the
+/// oldest segment retention keeps (never one a cursor needs). Returns whether one was freed.
+pub(crate) fn evict_for_space(core: &Core) -> Result<bool, WalError> {
+    if core.options.retention.is_off() {
+        return Ok(false);
+    }
+    let _one_at_a_time = core.gc_lock.lock();
+    let victim = {
+        let registry = core.cursors.lock();
+        let Some(min_acked) = registry.min_persisted_seq() else {
+            return Ok(false);
+        };
+        let mut segments = core.segments.write();
+        if passed_count(&segments, min_acked) == 0 {
+            return Ok(false);
+        }
+        let victim = segments.pop_front();
+        metrics::gauge!(names::WAL_SEGMENTS).set(segments.len() as f64);
+        let retained: u64 = segments
+            .iter()
+            .take(passed_count(&segments, min_acked))
+            .map(|segment| segment.map.len())
+            .sum();
+        metrics::gauge!(names::WAL_RETAINED_BYTES).set(retained as f64);
+        victim
+    };
+    let Some(victim) = victim else {
+        return Ok(false);
+    };
+    metrics::counter!(names::WAL_RETENTION_EVICTED_BYTES_TOTAL).increment(victim.map.len());
+    tracing::info!(
+        segment = victim.id,
+        bytes = victim.map.len(),
+        "Evicted a retained write-ahead log segment to make room for new records."
+    );
+    free_all(core, vec![victim]).map(|freed| freed > 0)
+}
+
+/// Free `victims` (already out of the segment list), then fsync the directory.
+fn free_all(core: &Core, victims: Vec<Arc<Segment>>) -> Result<u64, WalError> {
     if victims.is_empty() {
         return Ok(0);
     }

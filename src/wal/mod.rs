@@ -52,10 +52,16 @@
 //!    inspect`), whether recovery or a reader finds it. A seq that was ever written is never
 //!    handed out again.
 //! 6. **GC frees only what every persisted cursor is past** (`gc.rs`): persisted cursor
-//!    state first, then unlink/recycle, then directory fsync.
+//!    state first, then unlink/recycle, then directory fsync. With retention
+//!    ([`Retention`], `--wal-retention`) the newest passed segments stay for replays, aged by
+//!    the `sealed_ms` of their seal block (no format change: every sealed segment written by
+//!    any version carries it); retention yields to invariant 7 by evicting the oldest
+//!    retained segment first (`retention.rs`), never a segment a cursor still needs. A cursor
+//!    may be persisted back into retained segments (a rewind): they are then needed again.
 //! 7. **Bounded disk.** All segment and spare files fit in `max_bytes`, and no file is
 //!    allocated when free space would fall below `min_free_bytes`; an append that needs a new
-//!    segment then fails at once with [`WalError::Full`].
+//!    segment then evicts retained segments, and with none fails at once with
+//!    [`WalError::Full`].
 //! 8. **Zero-copy payloads** keep their segment mapped; a segment is recycled only when no
 //!    payload or reader references it (`mapping.rs` enforces this with the type system).
 //!
@@ -121,6 +127,8 @@
 //! | `cursor.rs` | [`Cursor`] files (A/B slots) and the cursor registry |
 //! | `ack.rs` | [`AckWindow`]: out-of-order acks, contiguous prefix |
 //! | `gc.rs` | garbage collection and orphan-cursor reporting |
+//! | `seek.rs` | time → seq lookup over the records' receive times |
+//! | `retention.rs` | which passed segments `--wal-retention` keeps, eviction under the budget |
 //! | `recovery.rs` | opening a directory: lock, scan, repair |
 //! | [`layout`] | directory names, the 0.1 layout migration, finding a WAL for the tools |
 //! | [`io`] | the [`io::WalIo`] trait (fault injection) and the real [`io::OsIo`] |
@@ -138,6 +146,8 @@ mod mapping;
 mod reader;
 mod recovery;
 mod residency;
+mod retention;
+mod seek;
 mod segment;
 mod sync;
 
@@ -193,6 +203,26 @@ pub struct WalOptions {
     /// What to do about valid records after an invalid one in an unsealed segment.
     /// Default [`RecoveryMode::TolerateTail`] (skip only the damage).
     pub recovery: RecoveryMode,
+    /// Keep sealed segments every cursor has passed (for replays), within `max_bytes`.
+    /// Default off.
+    pub retention: Retention,
+}
+
+/// How much of the log to keep after every cursor has passed it (`--wal-retention`): sealed
+/// segments younger than `max_age` (by their seal time) and, newest first, within
+/// `max_bytes`. Both set: a segment must satisfy both. Neither: off. Retention always yields
+/// to the WAL's byte budget (see `retention.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_bytes: Option<u64>,
+}
+
+impl Retention {
+    /// True when nothing is retained.
+    pub fn is_off(&self) -> bool {
+        self.max_age.is_none() && self.max_bytes.is_none()
+    }
 }
 
 /// Default segment size: 128 MiB.
@@ -217,6 +247,7 @@ impl WalOptions {
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             sync: SyncMode::Always,
             recovery: RecoveryMode::TolerateTail,
+            retention: Retention::default(),
         }
     }
 
@@ -332,6 +363,9 @@ pub enum WalError {
     /// An option or argument is out of range; the message names it.
     #[error("invalid write-ahead log argument: {0}")]
     InvalidArgument(String),
+    /// A cursor cannot be moved to `seq`: the records before `first_seq` are no longer stored.
+    #[error("seq {seq} is no longer stored; the oldest stored seq is {first_seq}")]
+    Trimmed { seq: u64, first_seq: u64 },
     /// One of [`WalOptions`]' fields is out of range.
     #[error("invalid write-ahead log option: {message}")]
     InvalidOption { option: WalOption, message: String },
@@ -359,6 +393,8 @@ pub struct Lag {
 pub struct WalStats {
     /// Oldest seq still stored.
     pub first_seq: u64,
+    /// `received_at_ms` of the oldest stored record: how far back a replay can reach.
+    pub first_received_at_ms: Option<u64>,
     /// Seq of the next append; everything below it is committed.
     pub next_seq: u64,
     /// Live segment files (spares not included).
@@ -586,6 +622,17 @@ impl Wal {
         self.inner.core.first_seq()
     }
 
+    /// The first stored seq whose record was received (`received_at_ms`) at or after
+    /// `unix_ms`, or [`Wal::next_seq`] when every stored record is older (`seek.rs`).
+    pub fn seq_at_time(&self, unix_ms: u64) -> u64 {
+        seek::seq_at_time(&self.inner.core, unix_ms)
+    }
+
+    /// `received_at_ms` of the oldest stored record, if there is one.
+    pub fn first_record_time(&self) -> Option<u64> {
+        seek::first_record_time(&self.inner.core)
+    }
+
     /// Every seq below this is durable (fdatasync'd). Equals `next_seq` in `Always` mode
     /// once pending appends resolved.
     pub fn durable_next_seq(&self) -> u64 {
@@ -600,6 +647,7 @@ impl Wal {
         metrics::gauge!(names::WAL_SEGMENTS).set(segments as f64);
         WalStats {
             first_seq: core.first_seq(),
+            first_received_at_ms: seek::first_record_time(core),
             next_seq: core.committed_next(),
             segments,
             bytes_on_disk,
@@ -658,10 +706,17 @@ impl Wal {
     /// cursor as claimed by this process (its destination is configured). Blocking when it
     /// creates the file.
     pub fn open_cursor(&self, name: &str) -> Result<Cursor, WalError> {
+        self.open_cursor_from(name, 0)
+    }
+
+    /// Like [`Wal::open_cursor`], but a cursor that does not exist yet is created at
+    /// `seq_if_new` (clamped to the stored records: oldest stored .. next to append). An
+    /// existing cursor keeps its position.
+    pub fn open_cursor_from(&self, name: &str, seq_if_new: u64) -> Result<Cursor, WalError> {
         let core = &self.inner.core;
         let mut registry = core.cursors.lock();
-        let first_seq = core.first_seq();
-        let shared = cursor::open_or_create(core, &mut registry, name, first_seq)?;
+        let start = seq_if_new.clamp(core.first_seq(), core.committed_next());
+        let shared = cursor::open_or_create(core, &mut registry, name, start)?;
         Ok(Cursor {
             wal: Arc::clone(&self.inner),
             shared,
@@ -742,6 +797,8 @@ impl Wal {
 
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod tail_tests;
 #[cfg(test)]

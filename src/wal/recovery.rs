@@ -357,7 +357,11 @@ impl Recovery<'_> {
         });
         if let Some(seal) = seal.filter(|_| file_len >= len) {
             writer.freeze(seal.end_offset);
-            segment.set_recovered(header.base_seq + seal.record_count, true);
+            segment.set_recovered(
+                header.base_seq + seal.record_count,
+                true,
+                seal.sealed_unix_ms,
+            );
         } else {
             self.io.sync_data(&segment.file, &path).map_err(|error| {
                 WalError::Fatal(format!(
@@ -367,7 +371,7 @@ impl Recovery<'_> {
             })?;
             let tail = self.scan_unsealed(&segment, &writer)?;
             writer.freeze(tail.end_offset);
-            segment.set_recovered(tail.next_seq, false);
+            segment.set_recovered(tail.next_seq, false, 0);
             if newest && tail.damage.is_empty() {
                 self.active = Some(Active {
                     segment: Arc::clone(&segment),

@@ -66,6 +66,8 @@ pub(crate) struct Segment {
     pub file: File,
     pub map: Arc<SegmentMap>,
     sealed: AtomicBool,
+    /// When the segment was sealed (Unix ms, from its seal block); 0 while unsealed.
+    sealed_ms: AtomicU64,
     end_seq: AtomicU64,
     index: Mutex<SeqIndex>,
     /// Disjoint seq ranges `[from, to)` known to be unreadable (already counted).
@@ -148,6 +150,7 @@ impl Segment {
             file,
             map,
             sealed: AtomicBool::new(false),
+            sealed_ms: AtomicU64::new(0),
             end_seq: AtomicU64::new(base_seq),
             index: Mutex::new(SeqIndex {
                 entries: Vec::new(),
@@ -165,6 +168,11 @@ impl Segment {
 
     pub(crate) fn is_sealed(&self) -> bool {
         self.sealed.load(Ordering::Acquire)
+    }
+
+    /// When the segment was sealed (Unix ms; 0 while it is not): its age for retention.
+    pub(crate) fn sealed_unix_ms(&self) -> u64 {
+        self.sealed_ms.load(Ordering::Acquire)
     }
 
     /// Bytes of committed records (header page excluded).
@@ -241,8 +249,12 @@ impl Segment {
     }
 
     /// Mark state found by recovery: records `base_seq..end_seq` end at the frozen end.
-    pub(crate) fn set_recovered(&self, end_seq: u64, sealed: bool) {
+    /// `sealed_ms` is the seal block's time (ignored when not sealed).
+    pub(crate) fn set_recovered(&self, end_seq: u64, sealed: bool, sealed_ms: u64) {
         self.end_seq.store(end_seq, Ordering::Release);
+        if sealed {
+            self.sealed_ms.store(sealed_ms, Ordering::Release);
+        }
         self.sealed.store(sealed, Ordering::Release);
     }
 
@@ -260,6 +272,7 @@ impl Segment {
         let mut page = self.map.read_header_page();
         seal.encode_into(&mut page);
         writer.write_header(&page);
+        self.sealed_ms.store(seal.sealed_unix_ms, Ordering::Release);
         self.sealed.store(true, Ordering::Release);
     }
 

@@ -168,9 +168,11 @@ async fn linger_cut_batches_are_recut_identically_after_a_restart() {
         .into_iter()
         .map(|s| (s.batch_id, s.keys))
         .collect();
-    assert_eq!(
-        after[0], before[0],
-        "first batch re-cut with the same id and items"
+    // Recorded linger cuts (`cut_log.rs`) are re-cut as planned cuts, which may go out
+    // concurrently: look the batch up by id rather than by send order.
+    assert!(
+        after.contains(&before[0]),
+        "first batch re-cut with the same id and items: {before:?} vs {after:?}"
     );
     let mut keys: Vec<String> = after.iter().flat_map(|(_, keys)| keys.clone()).collect();
     keys.sort();

@@ -36,6 +36,7 @@ mod numbers;
 mod object_readers;
 mod postgres;
 mod pubsub_emulator;
+mod replay;
 mod runtime_destinations;
 mod s3_moto;
 mod secrets;

@@ -4,6 +4,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`serve`] | starting `flagstream serve` on free loopback ports and stopping it; used by every end-to-end test and by `flagstream bench` |
+//! | [`admin_api`] | `flagstream destinations …`: admin API calls (URL, token, refusals) |
 //! | [`client`] | a minimal loopback HTTP/1.1 client (no TLS, no pooling) for admin polling |
 //! | [`load`] | `flagstream bench`: the end-to-end load generator and its report |
 //! | [`top`] | `flagstream top`: a live (or one-shot) view of a server from its admin API |
@@ -12,6 +13,7 @@
 //! The server's library never depends on this crate: the `flagstream` binary uses it for its
 //! `bench` and `top` subcommands and the integration tests use it as a dev-dependency.
 
+pub mod admin_api;
 pub mod client;
 pub mod dead_letters;
 pub mod load;

@@ -27,6 +27,7 @@ pub fn open_wal(dir: &Path) -> Wal {
         min_free_bytes: 0,
         sync: SyncMode::Never,
         recovery: RecoveryMode::TolerateTail,
+        retention: Default::default(),
     })
     .expect("open WAL")
 }
