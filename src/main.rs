@@ -575,6 +575,9 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
         drain_timeout: args.drain_timeout.into(),
         serve_args: args.serve_args,
         binary: std::env::current_exe().context("locating the flagstream binary")?,
+        destinations: usize::from(args.destinations),
+        pause_delivery: args.pause_delivery,
+        recovery: args.recovery,
     };
     let report = flagstream_harness::load::run(options).await?;
     if args.json {

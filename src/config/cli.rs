@@ -426,9 +426,25 @@ pub struct BenchArgs {
     #[arg(long = "serve-arg", value_name = "FLAG", allow_hyphen_values = true)]
     pub serve_args: Vec<String>,
 
-    /// How long to wait for the file destination to catch up after posting stops.
+    /// How long to wait for the destinations to catch up after posting stops.
     #[arg(long, env = "FLAGSTREAM_BENCH_DRAIN_TIMEOUT", default_value = "120s")]
     pub drain_timeout: humantime::Duration,
+
+    /// File destinations of the flagstream the bench starts (`file-0`, `file-1`, …; each its
+    /// own directory, every kind, `rotate=200ms`). A `--serve-arg=--dest=…` replaces them.
+    #[arg(long, env = "FLAGSTREAM_BENCH_DESTINATIONS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub destinations: u16,
+
+    /// Pause every destination during the load (ingest CPU alone), then resume and measure
+    /// the drain of the backlog (delivery CPU, drain rate, peak memory while draining).
+    #[arg(long)]
+    pub pause_delivery: bool,
+
+    /// After the load, SIGKILL the started server, restart it on the same data dir and time
+    /// its recovery until `/readyz` answers 200.
+    #[arg(long, conflicts_with = "url")]
+    pub recovery: bool,
 
     /// Print the report as JSON.
     #[arg(long)]

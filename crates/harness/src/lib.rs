@@ -6,6 +6,7 @@
 //! | [`serve`] | starting `flagstream serve` on free loopback ports and stopping it; used by every end-to-end test and by `flagstream bench` |
 //! | [`client`] | a minimal loopback HTTP/1.1 client (no TLS, no pooling) for admin polling |
 //! | [`load`] | `flagstream bench`: the end-to-end load generator and its report |
+//! | [`procstat`] | CPU time and the resident-memory split of a process, from `/proc` |
 //! | [`top`] | `flagstream top`: a live (or one-shot) view of a server from its admin API |
 //!
 //! The server's library never depends on this crate: the `flagstream` binary uses it for its
@@ -13,6 +14,7 @@
 
 pub mod client;
 pub mod load;
+pub mod procstat;
 pub mod serve;
 pub mod top;
 
