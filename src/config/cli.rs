@@ -446,6 +446,19 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with = "url")]
     pub recovery: bool,
 
+    /// PEM file of the CA that signed the server's TLS certificates: needed for an `https://`
+    /// `--url`, `--admin-tls`, or a started server given `--serve-arg=--tls-cert=…`.
+    #[arg(long, env = "FLAGSTREAM_BENCH_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// The `--admin` address speaks TLS (the server has `--admin-tls-cert`).
+    #[arg(long, requires = "ca")]
+    pub admin_tls: bool,
+
+    /// The name the server's TLS certificates must carry.
+    #[arg(long, default_value = "localhost")]
+    pub tls_server_name: String,
+
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -477,4 +490,13 @@ pub struct TopArgs {
     /// Print one plain-text screen and exit (for scripts and logs).
     #[arg(long)]
     pub once: bool,
+
+    /// The admin listener speaks TLS (`--admin-tls-cert`): trust the CA certificates of this
+    /// PEM file.
+    #[arg(long, env = "FLAGSTREAM_TOP_ADMIN_TLS_CA", value_name = "FILE")]
+    pub admin_tls_ca: Option<PathBuf>,
+
+    /// The name the admin listener's certificate must carry.
+    #[arg(long, default_value = "localhost")]
+    pub tls_server_name: String,
 }

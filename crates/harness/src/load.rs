@@ -59,13 +59,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 pub use report::{BenchReport, CpuReport, DestinationReport, DrainReport};
 pub use target::{file_destinations, RecoveryReport};
 
-use crate::client;
+use crate::client::{self, Endpoint};
 use crate::procstat::{self, MemorySampler};
 use crate::serve::StartError;
 use report::per_million;
@@ -98,6 +96,12 @@ pub struct BenchOptions {
     pub pause_delivery: bool,
     /// SIGKILL and restart the started server after the load; time its recovery.
     pub recovery: bool,
+    /// PEM file of the CA that signed the server's TLS certificates.
+    pub ca: Option<PathBuf>,
+    /// The name the server's certificates must carry.
+    pub tls_server_name: String,
+    /// The `--admin` address of a `--url` target speaks TLS.
+    pub admin_tls: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +110,7 @@ pub enum BenchError {
     Start(#[from] Box<StartError>),
     #[error("flagstream did not become ready: {0}")]
     NotReady(String),
-    #[error("bad --url `{0}`: expected http://host:port")]
+    #[error("bad --url `{0}`: expected http://host:port or https://host:port")]
     Url(String),
     #[error("--pause-delivery needs the server's admin address (--admin with --url)")]
     NoAdmin,
@@ -114,6 +118,8 @@ pub enum BenchError {
     NoRestart,
     #[error("admin API: {0}")]
     Admin(String),
+    #[error("{0} speaks TLS: pass the CA that signed its certificate with --ca")]
+    NoCa(SocketAddr),
     #[error("admin API: {0}")]
     Client(#[from] client::ClientError),
     #[error("{0}")]
@@ -161,7 +167,7 @@ struct ConnectionStats {
 }
 
 async fn drive_connection(
-    target: SocketAddr,
+    target: Endpoint,
     host: String,
     bodies: Arc<Vec<Bytes>>,
     events_per_body: u64,
@@ -171,19 +177,11 @@ async fn drive_connection(
     let mut stats = ConnectionStats::default();
     let mut sequence = 0usize;
     'reconnect: while !stop.load(Ordering::Relaxed) {
-        let Ok(stream) = TcpStream::connect(target).await else {
+        let Ok(mut sender) = client::open(&target).await else {
             stats.failed += 1;
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        let Ok((mut sender, connection)) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-        else {
-            stats.failed += 1;
-            continue;
-        };
-        tokio::spawn(connection);
         while !stop.load(Ordering::Relaxed) {
             let body = bodies[(index + sequence) % bodies.len()].clone();
             let length = body.len();
@@ -242,7 +240,7 @@ fn percentile_ms(sorted_us: &[u32], quantile: f64) -> f64 {
 }
 
 /// Keep the connections busy for the duration; their summed stats, latencies sorted.
-async fn generate(options: &BenchOptions, target: SocketAddr) -> ConnectionStats {
+async fn generate(options: &BenchOptions, target: &Endpoint) -> ConnectionStats {
     let bodies = Arc::new(
         (0..64)
             .map(|seed| bulk_body(seed, options.batch_events))
@@ -252,8 +250,8 @@ async fn generate(options: &BenchOptions, target: SocketAddr) -> ConnectionStats
     let mut tasks = Vec::with_capacity(options.connections);
     for index in 0..options.connections.max(1) {
         tasks.push(tokio::spawn(drive_connection(
-            target,
-            target.to_string(),
+            target.clone(),
+            target.addr.to_string(),
             bodies.clone(),
             options.batch_events as u64,
             index,
@@ -335,7 +333,7 @@ async fn measure(options: &BenchOptions, target: &mut Target) -> Result<BenchRep
     let own_pid = std::process::id();
     let (server_cpu, own_cpu) = (target.cpu_seconds(), procstat::cpu_seconds(own_pid));
     let started = Instant::now();
-    let totals = generate(options, target.ingest).await;
+    let totals = generate(options, &target.ingest).await;
     let load_seconds = started.elapsed().as_secs_f64();
     let generator_seconds = elapsed_cpu(own_cpu, procstat::cpu_seconds(own_pid));
     let server_load_seconds = elapsed_cpu(server_cpu, target.cpu_seconds());

@@ -13,13 +13,12 @@
 //! gauges from its admin `/metrics`. Peaks are of 100 ms samples, so a spike shorter than
 //! that can be missed; `VmHWM` (reported beside them) is the kernel's exact peak of the total.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::client;
+use crate::client::{self, Endpoint};
 
 /// How often the sampler reads memory.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
@@ -103,22 +102,31 @@ fn parse_metrics(text: &str) -> Option<Resident> {
 }
 
 /// Where the sampler reads memory from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum MemorySource {
     /// A local process: `/proc/<pid>/status`.
     Process(u32),
     /// A server's admin listener: its resident-memory gauges.
-    Metrics(SocketAddr),
+    Metrics(Endpoint),
 }
 
 impl MemorySource {
-    pub async fn read(self) -> Option<Resident> {
+    pub async fn read(&self) -> Option<Resident> {
         match self {
             MemorySource::Process(pid) => {
                 parse_status(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
             }
             MemorySource::Metrics(admin) => {
-                parse_metrics(&client::get(admin, "/metrics").await.ok()?.text())
+                let response = client::request_to(
+                    admin,
+                    http::Method::GET,
+                    "/metrics",
+                    &[],
+                    Default::default(),
+                )
+                .await
+                .ok()?;
+                parse_metrics(&response.text())
             }
         }
     }
@@ -167,7 +175,11 @@ impl MemorySampler {
             let mut ticks = tokio::time::interval(SAMPLE_INTERVAL);
             loop {
                 ticks.tick().await;
-                let source = shared.lock().unwrap_or_else(PoisonError::into_inner).source;
+                let source = shared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .source
+                    .clone();
                 let reading = match source {
                     Some(source) => source.read().await,
                     None => None,
@@ -193,7 +205,7 @@ impl MemorySampler {
     /// Take one last reading and report.
     pub async fn finish(self) -> MemoryReport {
         self.task.abort();
-        let source = self.lock().source;
+        let source = self.lock().source.clone();
         if let Some(reading) = match source {
             Some(source) => source.read().await,
             None => None,

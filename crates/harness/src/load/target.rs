@@ -6,6 +6,10 @@
 //! WAL is recovered from what is on disk) and restarted on the same data dir to time
 //! recovery; the delivered counters restart at zero in the new process, so the counts read
 //! before the kill are carried over and added.
+//!
+//! TLS: a started server's listeners speak TLS when its log says so (`--serve-arg=--tls-cert=…`
+//! and friends); a `--url` target's ingest when the URL is `https://`, its admin listener with
+//! `--admin-tls`. Either needs `--ca`, the PEM file of the CA that signed the certificates.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::{BenchError, BenchOptions, DELIVERED_EVENTS_METRIC};
-use crate::client;
+use crate::client::{self, Endpoint, Tls};
 use crate::procstat::{self, MemorySource};
 use crate::serve::{ServeOptions, Server};
 
@@ -30,8 +34,8 @@ struct Started {
 }
 
 pub(super) struct Target {
-    pub ingest: SocketAddr,
-    pub admin: Option<SocketAddr>,
+    pub ingest: Endpoint,
+    pub admin: Option<Endpoint>,
     started: Option<Started>,
     /// Delivered counts of processes killed by [`Target::restart`].
     carried: BTreeMap<String, u64>,
@@ -73,13 +77,31 @@ fn gives_destinations(serve_args: &[String]) -> bool {
 impl Target {
     /// Start a server (no `--url`) or resolve the given one; wait until it is ready.
     pub async fn connect(options: &BenchOptions) -> Result<Target, BenchError> {
+        let tls = match &options.ca {
+            Some(ca) => Some(Tls::from_ca_file(ca, &options.tls_server_name)?),
+            None => None,
+        };
+        let with_tls = |addr, wanted: bool| -> Result<Endpoint, BenchError> {
+            let tls = match (wanted, &tls) {
+                (false, _) => None,
+                (true, Some(tls)) => Some(tls.clone()),
+                (true, None) => return Err(BenchError::NoCa(addr)),
+            };
+            Ok(Endpoint { addr, tls })
+        };
         let (ingest, admin, started) = match &options.url {
             None => {
                 let started = start(options).await?;
                 let server = &started.server;
-                (server.ingest(), Some(server.admin()), Some(started))
+                let ingest = with_tls(server.ingest(), server.ingest_tls())?;
+                let admin = with_tls(server.admin(), server.admin_tls())?;
+                (ingest, Some(admin), Some(started))
             }
-            Some(url) => (resolve(url).await?, options.admin, None),
+            Some(url) => {
+                let (addr, https) = resolve(url).await?;
+                let admin = options.admin.map(|addr| with_tls(addr, options.admin_tls));
+                (with_tls(addr, https)?, admin.transpose()?, None)
+            }
         };
         let target = Target {
             ingest,
@@ -105,34 +127,46 @@ impl Target {
     }
 
     pub fn memory_source(&self) -> Option<MemorySource> {
-        match (self.pid(), self.admin) {
+        match (self.pid(), &self.admin) {
             (Some(pid), _) => Some(MemorySource::Process(pid)),
-            (None, Some(admin)) => Some(MemorySource::Metrics(admin)),
+            (None, Some(admin)) => Some(MemorySource::Metrics(admin.clone())),
             (None, None) => None,
         }
     }
 
     async fn wait_ready(&self) -> Result<(), BenchError> {
-        let Some(admin) = self.admin else {
+        let Some(admin) = &self.admin else {
             return Ok(());
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !client::get(admin, "/readyz")
+        while !self
+            .admin_call(http::Method::GET, "/readyz")
             .await
             .is_ok_and(|response| response.status == 200)
         {
             if Instant::now() > deadline {
-                return Err(BenchError::NotReady(format!("{admin}/readyz")));
+                return Err(BenchError::NotReady(format!("{}/readyz", admin.addr)));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(())
     }
 
+    /// One request to the admin listener.
+    async fn admin_call(
+        &self,
+        method: http::Method,
+        path: &str,
+    ) -> Result<client::Response, BenchError> {
+        let admin = self.admin.as_ref().ok_or(BenchError::NoAdmin)?;
+        Ok(client::request_to(admin, method, path, &[], Default::default()).await?)
+    }
+
     /// Names of the server's destinations (`GET /v1/destinations`).
     pub async fn destination_names(&self) -> Result<Vec<String>, BenchError> {
-        let admin = self.admin.ok_or(BenchError::NoAdmin)?;
-        let response = client::get(admin, "/v1/destinations").await?;
+        let response = self
+            .admin_call(http::Method::GET, "/v1/destinations")
+            .await?;
         let body: serde_json::Value = serde_json::from_slice(&response.body)
             .map_err(|err| BenchError::Admin(format!("GET /v1/destinations: {err}")))?;
         let names = body["destinations"]
@@ -148,11 +182,9 @@ impl Target {
 
     /// `POST /v1/destinations/{name}/{action}` (`pause` or `resume`) for each name.
     pub async fn control(&self, action: &str, names: &[String]) -> Result<(), BenchError> {
-        let admin = self.admin.ok_or(BenchError::NoAdmin)?;
         for name in names {
             let path = format!("/v1/destinations/{name}/{action}");
-            let response =
-                client::request(admin, http::Method::POST, &path, &[], Default::default()).await?;
+            let response = self.admin_call(http::Method::POST, &path).await?;
             if response.status != 200 {
                 return Err(BenchError::Admin(format!(
                     "POST {path}: {} {}",
@@ -168,10 +200,7 @@ impl Target {
     /// admin address is unknown or `/metrics` did not answer.
     pub async fn delivered(&self) -> BTreeMap<String, u64> {
         let mut counts = self.carried.clone();
-        let Some(admin) = self.admin else {
-            return counts;
-        };
-        let Ok(response) = client::get(admin, "/metrics").await else {
+        let Ok(response) = self.admin_call(http::Method::GET, "/metrics").await else {
             return counts;
         };
         for (name, count) in parse_delivered(&response.text()) {
@@ -201,8 +230,10 @@ impl Target {
             wal_open_ms: logged_ms("write-ahead log open"),
             payload_id_recovery_ms: logged_ms("payload ids of recent records remembered again"),
         };
-        self.ingest = started.server.ingest();
-        self.admin = Some(started.server.admin());
+        self.ingest.addr = started.server.ingest();
+        if let Some(admin) = &mut self.admin {
+            admin.addr = started.server.admin();
+        }
         Ok(report)
     }
 
@@ -255,15 +286,18 @@ async fn start(options: &BenchOptions) -> Result<Started, BenchError> {
     })
 }
 
-async fn resolve(url: &str) -> Result<SocketAddr, BenchError> {
-    let authority = url
-        .strip_prefix("http://")
-        .map(|rest| rest.trim_end_matches('/'))
-        .ok_or_else(|| BenchError::Url(url.to_string()))?;
-    tokio::net::lookup_host(authority)
+/// The address of an `http://` or `https://` URL, and whether it is `https`.
+async fn resolve(url: &str) -> Result<(SocketAddr, bool), BenchError> {
+    let (authority, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, false),
+        (None, Some(rest)) => (rest, true),
+        (None, None) => return Err(BenchError::Url(url.to_string())),
+    };
+    let addr = tokio::net::lookup_host(authority.trim_end_matches('/'))
         .await?
         .next()
-        .ok_or_else(|| BenchError::Url(url.to_string()))
+        .ok_or_else(|| BenchError::Url(url.to_string()))?;
+    Ok((addr, https))
 }
 
 /// `destination → count` from the delivered counter's lines in a Prometheus exposition.
@@ -319,6 +353,18 @@ mod tests {
         assert_eq!(counts.len(), 2);
         assert_eq!(counts["file-0"], 300);
         assert_eq!(counts["file-1"], 1500);
+    }
+
+    #[tokio::test]
+    async fn urls_name_their_scheme() {
+        let (addr, https) = resolve("https://127.0.0.1:8443/").await.unwrap();
+        assert_eq!((addr.to_string().as_str(), https), ("127.0.0.1:8443", true));
+        let (_, https) = resolve("http://127.0.0.1:8030").await.unwrap();
+        assert!(!https);
+        assert!(matches!(
+            resolve("ftp://127.0.0.1:1").await,
+            Err(BenchError::Url(_))
+        ));
     }
 
     #[test]
