@@ -330,101 +330,169 @@ async fn measure(options: &BenchOptions, target: &mut Target) -> Result<BenchRep
     };
     let baseline = target.delivered().await;
     let sampler = target.memory_source().map(MemorySampler::start);
-    let own_pid = std::process::id();
-    let (server_cpu, own_cpu) = (target.cpu_seconds(), procstat::cpu_seconds(own_pid));
-    let started = Instant::now();
-    let totals = generate(options, &target.ingest).await;
-    let load_seconds = started.elapsed().as_secs_f64();
-    let generator_seconds = elapsed_cpu(own_cpu, procstat::cpu_seconds(own_pid));
-    let server_load_seconds = elapsed_cpu(server_cpu, target.cpu_seconds());
-
+    let load = load_phase(options, target).await;
     if let Some(sampler) = &sampler {
         sampler.begin_phase();
     }
-    let before_drain: u64 = delivered_since(target, &baseline).await.values().sum();
-    let mut drain_cpu = target.cpu_seconds();
-    let mut drain_started = Instant::now();
-    // Pauses do not survive the restart: the drain starts with the new process, whose CPU
-    // from its start (recovery included) is the drain's.
-    let recovery = if options.recovery {
-        let recovery = target.restart().await?;
-        if let (Some(sampler), Some(source)) = (&sampler, target.memory_source()) {
-            sampler.set_source(source);
-        }
-        drain_cpu = Some(0.0);
-        Some(recovery)
-    } else {
-        if options.pause_delivery {
-            target.control("resume", &paused).await?;
-        }
-        drain_started = Instant::now();
-        None
-    };
-    let (delivered, caught_up) = wait_caught_up(
-        target,
-        &baseline,
-        totals.accepted_events,
-        options.drain_timeout,
-    )
-    .await;
-    let server_drain_seconds = elapsed_cpu(drain_cpu, target.cpu_seconds());
+    let drained = drain_phase(options, target, &sampler, &baseline, &paused, &load).await?;
     let server_peak_rss_mib = target.peak_rss_mib();
     let memory = match sampler {
         Some(sampler) => Some(sampler.finish().await),
         None => None,
     };
+    let known = target.admin.is_some() && !drained.delivered.is_empty();
+    Ok(report(
+        options,
+        load,
+        drained,
+        known,
+        server_peak_rss_mib,
+        memory,
+    ))
+}
 
-    let accepted = totals.accepted_events;
-    let total_delivered: u64 = delivered.values().sum();
-    let known = target.admin.is_some() && !delivered.is_empty();
-    let drain = options.pause_delivery.then(|| {
-        let seconds = caught_up.unwrap_or_else(Instant::now) - drain_started;
-        let events = total_delivered.saturating_sub(before_drain);
-        DrainReport {
-            delivered_events: events,
-            seconds: seconds.as_secs_f64(),
-            events_per_second: events as f64 / seconds.as_secs_f64().max(1e-9),
-            caught_up: caught_up.is_some(),
+/// What the load phase measured.
+struct Load {
+    totals: ConnectionStats,
+    started: Instant,
+    seconds: f64,
+    server_cpu: Option<f64>,
+    generator_cpu: Option<f64>,
+}
+
+async fn load_phase(options: &BenchOptions, target: &Target) -> Load {
+    let own_pid = std::process::id();
+    let (server_cpu, own_cpu) = (target.cpu_seconds(), procstat::cpu_seconds(own_pid));
+    let started = Instant::now();
+    let totals = generate(options, &target.ingest).await;
+    Load {
+        totals,
+        started,
+        seconds: started.elapsed().as_secs_f64(),
+        server_cpu: elapsed_cpu(server_cpu, target.cpu_seconds()),
+        generator_cpu: elapsed_cpu(own_cpu, procstat::cpu_seconds(own_pid)),
+    }
+}
+
+/// What the drain (after the load, or after the restart) measured.
+struct Drained {
+    /// Per destination since the baseline.
+    delivered: BTreeMap<String, u64>,
+    caught_up: Option<Instant>,
+    started: Instant,
+    /// Delivered (all destinations) when the drain started.
+    before: u64,
+    server_cpu: Option<f64>,
+    recovery: Option<RecoveryReport>,
+}
+
+async fn drain_phase(
+    options: &BenchOptions,
+    target: &mut Target,
+    sampler: &Option<MemorySampler>,
+    baseline: &BTreeMap<String, u64>,
+    paused: &[String],
+    load: &Load,
+) -> Result<Drained, BenchError> {
+    let before = delivered_since(target, baseline).await.values().sum();
+    let mut server_cpu = target.cpu_seconds();
+    let mut started = Instant::now();
+    // Pauses do not survive the restart: the drain starts with the new process, whose CPU
+    // from its start (recovery included) is the drain's.
+    let recovery = if options.recovery {
+        let recovery = target.restart().await?;
+        if let (Some(sampler), Some(source)) = (sampler, target.memory_source()) {
+            sampler.set_source(source);
         }
-    });
-    let server_seconds = match (server_load_seconds, server_drain_seconds) {
+        server_cpu = Some(0.0);
+        Some(recovery)
+    } else {
+        if options.pause_delivery {
+            target.control("resume", paused).await?;
+        }
+        started = Instant::now();
+        None
+    };
+    let accepted = load.totals.accepted_events;
+    let (delivered, caught_up) =
+        wait_caught_up(target, baseline, accepted, options.drain_timeout).await;
+    Ok(Drained {
+        delivered,
+        caught_up,
+        started,
+        before,
+        server_cpu: elapsed_cpu(server_cpu, target.cpu_seconds()),
+        recovery,
+    })
+}
+
+fn cpu_report(load: &Load, drained: &Drained, drain: Option<&DrainReport>) -> CpuReport {
+    let accepted = load.totals.accepted_events;
+    let server = match (load.server_cpu, drained.server_cpu) {
         (Some(load), Some(drain)) => Some(load + drain),
         _ => None,
     };
-    let cpu = CpuReport {
-        server_load_seconds,
-        server_drain_seconds,
-        generator_seconds: generator_seconds.unwrap_or(0.0),
-        server_per_million_events: per_million(server_seconds, accepted),
-        ingest_per_million_events: options
-            .pause_delivery
-            .then(|| per_million(server_load_seconds, accepted))
-            .flatten(),
+    CpuReport {
+        server_load_seconds: load.server_cpu,
+        server_drain_seconds: drained.server_cpu,
+        generator_seconds: load.generator_cpu.unwrap_or(0.0),
+        server_per_million_events: per_million(server, accepted),
+        // Only a paused load is ingest alone, and only its drain delivery alone.
+        ingest_per_million_events: drain.and_then(|_| per_million(load.server_cpu, accepted)),
         delivery_per_million_events: drain
-            .as_ref()
-            .and_then(|drain| per_million(server_drain_seconds, drain.delivered_events)),
-        generator_per_million_events: per_million(generator_seconds, accepted),
-    };
-    let caught_up_seconds = caught_up.map(|at| (at - started).as_secs_f64());
-    let delivered_seconds = caught_up_seconds.unwrap_or_else(|| started.elapsed().as_secs_f64());
-    Ok(BenchReport {
+            .and_then(|drain| per_million(drained.server_cpu, drain.delivered_events)),
+        generator_per_million_events: per_million(load.generator_cpu, accepted),
+    }
+}
+
+fn report(
+    options: &BenchOptions,
+    load: Load,
+    drained: Drained,
+    known: bool,
+    server_peak_rss_mib: Option<f64>,
+    memory: Option<procstat::MemoryReport>,
+) -> BenchReport {
+    let accepted = load.totals.accepted_events;
+    let total_delivered: u64 = drained.delivered.values().sum();
+    let drain = options.pause_delivery.then(|| {
+        let seconds = (drained.caught_up.unwrap_or_else(Instant::now) - drained.started)
+            .as_secs_f64()
+            .max(1e-9);
+        let events = total_delivered.saturating_sub(drained.before);
+        DrainReport {
+            delivered_events: events,
+            seconds,
+            events_per_second: events as f64 / seconds,
+            caught_up: drained.caught_up.is_some(),
+        }
+    });
+    let cpu = cpu_report(&load, &drained, drain.as_ref());
+    let caught_up_seconds = drained
+        .caught_up
+        .map(|at| (at - load.started).as_secs_f64());
+    let delivered_seconds =
+        caught_up_seconds.unwrap_or_else(|| load.started.elapsed().as_secs_f64());
+    let totals = &load.totals;
+    BenchReport {
         wal_sync: options.wal_sync.clone(),
         connections: options.connections,
         batch_events: options.batch_events,
         paused_delivery: options.pause_delivery,
-        duration_seconds: load_seconds,
+        duration_seconds: load.seconds,
         requests: totals.requests,
         failed_requests: totals.failed,
         accepted_events: accepted,
-        accepted_events_per_second: accepted as f64 / load_seconds,
-        accepted_mib_per_second: totals.accepted_bytes as f64 / load_seconds / (1024.0 * 1024.0),
+        accepted_events_per_second: accepted as f64 / load.seconds,
+        accepted_mib_per_second: totals.accepted_bytes as f64 / load.seconds / (1024.0 * 1024.0),
         ack_latency_p50_ms: percentile_ms(&totals.latencies_us, 0.50),
         ack_latency_p99_ms: percentile_ms(&totals.latencies_us, 0.99),
         ack_latency_max_ms: percentile_ms(&totals.latencies_us, 1.0),
         delivered_events: known.then_some(total_delivered),
         delivered_events_per_second: known.then(|| total_delivered as f64 / delivered_seconds),
         delivery_caught_up_seconds: caught_up_seconds,
-        destinations: delivered
+        destinations: drained
+            .delivered
             .into_iter()
             .map(|(name, count)| DestinationReport {
                 name,
@@ -436,8 +504,8 @@ async fn measure(options: &BenchOptions, target: &mut Target) -> Result<BenchRep
         cpu,
         server_peak_rss_mib,
         memory,
-        recovery,
-    })
+        recovery: drained.recovery,
+    }
 }
 
 #[cfg(test)]
