@@ -142,7 +142,9 @@ struct Samples {
     count: u64,
 }
 
-/// The memory part of a report, in MiB.
+/// The memory part of a report, in MiB. Each peak is the largest reading of its own field,
+/// so peak anon + peak file can exceed peak RSS (they may peak at different moments); the
+/// `end_*` fields are one reading and add up.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryReport {
     pub samples: u64,
