@@ -649,6 +649,12 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
         drain_timeout: args.drain_timeout.into(),
         serve_args: args.serve_args,
         binary: std::env::current_exe().context("locating the flagstream binary")?,
+        destinations: usize::from(args.destinations),
+        pause_delivery: args.pause_delivery,
+        recovery: args.recovery,
+        ca: args.ca,
+        tls_server_name: args.tls_server_name,
+        admin_tls: args.admin_tls,
     };
     let report = flagstream_harness::load::run(options).await?;
     if args.json {
@@ -741,8 +747,20 @@ async fn top(args: TopArgs) -> Result<ExitCode> {
         }
         .into());
     }
+    let tls = match &args.admin_tls_ca {
+        Some(ca) => Some(
+            flagstream_harness::client::Tls::from_ca_file(ca, &args.tls_server_name).map_err(
+                |err| ConfigError::Invalid {
+                    flag: "admin-tls-ca",
+                    message: err.to_string(),
+                },
+            )?,
+        ),
+        None => None,
+    };
     let options = flagstream_harness::top::TopOptions {
         admin: args.admin,
+        tls,
         token,
         interval,
         once: args.once,

@@ -525,9 +525,38 @@ pub struct BenchArgs {
     #[arg(long = "serve-arg", value_name = "FLAG", allow_hyphen_values = true)]
     pub serve_args: Vec<String>,
 
-    /// How long to wait for the file destination to catch up after posting stops.
+    /// How long to wait for the destinations to catch up after posting stops.
     #[arg(long, env = "FLAGSTREAM_BENCH_DRAIN_TIMEOUT", default_value = "120s")]
     pub drain_timeout: humantime::Duration,
+
+    /// File destinations of the flagstream the bench starts (`file-0`, `file-1`, …; each its
+    /// own directory, every kind, `rotate=200ms`). A `--serve-arg=--dest=…` replaces them.
+    #[arg(long, env = "FLAGSTREAM_BENCH_DESTINATIONS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub destinations: u16,
+
+    /// Pause every destination during the load (ingest CPU alone), then resume and measure
+    /// the drain of the backlog (delivery CPU, drain rate, peak memory while draining).
+    #[arg(long)]
+    pub pause_delivery: bool,
+
+    /// After the load, SIGKILL the started server, restart it on the same data dir and time
+    /// its recovery until `/readyz` answers 200.
+    #[arg(long, conflicts_with = "url")]
+    pub recovery: bool,
+
+    /// PEM file of the CA that signed the server's TLS certificates: needed for an `https://`
+    /// `--url`, `--admin-tls`, or a started server given `--serve-arg=--tls-cert=…`.
+    #[arg(long, env = "FLAGSTREAM_BENCH_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// The `--admin` address speaks TLS (the server has `--admin-tls-cert`).
+    #[arg(long, requires = "ca")]
+    pub admin_tls: bool,
+
+    /// The name the server's TLS certificates must carry.
+    #[arg(long, default_value = "localhost")]
+    pub tls_server_name: String,
 
     /// Print the report as JSON.
     #[arg(long)]
@@ -560,6 +589,15 @@ pub struct TopArgs {
     /// Print one plain-text screen and exit (for scripts and logs).
     #[arg(long)]
     pub once: bool,
+
+    /// The admin listener speaks TLS (`--admin-tls-cert`): trust the CA certificates of this
+    /// PEM file.
+    #[arg(long, env = "FLAGSTREAM_TOP_ADMIN_TLS_CA", value_name = "FILE")]
+    pub admin_tls_ca: Option<PathBuf>,
+
+    /// The name the admin listener's certificate must carry.
+    #[arg(long, default_value = "localhost")]
+    pub tls_server_name: String,
 }
 
 /// `flagstream dead-letters`: the admin API to talk to and what to do.

@@ -19,6 +19,15 @@ fn bench_reads_the_servers_delivered_counter() {
         DELIVERED_EVENTS_METRIC,
         flagstream::metrics::DEST_DELIVERED_EVENTS_TOTAL
     );
+    use flagstream_harness::procstat::{RESIDENT_ANON_METRIC, RESIDENT_FILE_METRIC};
+    assert_eq!(
+        RESIDENT_ANON_METRIC,
+        flagstream::metrics::PROCESS_RESIDENT_ANON_BYTES
+    );
+    assert_eq!(
+        RESIDENT_FILE_METRIC,
+        flagstream::metrics::PROCESS_RESIDENT_FILE_BYTES
+    );
 }
 
 /// Both servers bind port 0 at the same time: no picked-then-released port to race for.
@@ -61,4 +70,107 @@ async fn a_server_that_exits_early_reports_its_log() {
         }
         other => panic!("expected an early exit, got {other:?}"),
     }
+}
+
+/// `flagstream bench … --json` through the binary; the parsed report.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_flagstream"))
+        .args(["bench", "--duration", "1s", "--connections", "4", "--json"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "--serve-arg=--wal-segment-bytes=16MiB",
+            "--serve-arg=--wal-min-free-bytes=0",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|err| panic!("{err}: {stdout}\n{stderr}"))
+}
+
+fn number(report: &serde_json::Value, pointer: &str) -> f64 {
+    report
+        .pointer(pointer)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} missing in {report:#}"))
+}
+
+#[test]
+fn bench_reports_cpu_memory_split_and_every_destination() {
+    let report = bench_json(&["--destinations", "2"]);
+    let accepted = report["accepted_events"].as_u64().unwrap();
+    assert!(accepted > 0, "{report:#}");
+    let destinations = report["destinations"].as_array().unwrap();
+    let names: Vec<&str> = destinations
+        .iter()
+        .filter_map(|d| d["name"].as_str())
+        .collect();
+    assert_eq!(names, ["file-0", "file-1"], "{report:#}");
+    for destination in destinations {
+        assert!(
+            destination["delivered_events"].as_u64().unwrap() >= accepted,
+            "{report:#}"
+        );
+        assert_eq!(destination["delivered_all_accepted"], true);
+    }
+    assert!(number(&report, "/delivered_events") >= 2.0 * accepted as f64);
+    assert!(
+        number(&report, "/cpu/server_load_seconds") > 0.0,
+        "{report:#}"
+    );
+    assert!(number(&report, "/cpu/server_per_million_events") > 0.0);
+    assert!(
+        number(&report, "/cpu/generator_seconds") > 0.0,
+        "{report:#}"
+    );
+    assert!(
+        report["cpu"]["ingest_per_million_events"].is_null(),
+        "split needs a pause"
+    );
+    // One reading: RSS = RssAnon + RssFile (+ RssShmem, ~0 here).
+    let (rss, anon, file) = (
+        number(&report, "/memory/end_rss_mib"),
+        number(&report, "/memory/end_anon_mib"),
+        number(&report, "/memory/end_file_mib"),
+    );
+    assert!(anon > 0.0 && file > 0.0, "{report:#}");
+    assert!((rss - anon - file).abs() < 2.0, "{report:#}");
+    assert!(
+        number(&report, "/memory/samples") >= 5.0,
+        "sampled every 100 ms"
+    );
+    let peak = number(&report, "/memory/peak_rss_mib");
+    assert!(peak >= rss && peak <= number(&report, "/server_peak_rss_mib") + 0.1);
+}
+
+/// `--pause-delivery --recovery`: ingest CPU alone, a crash restart with the backlog in the
+/// WAL, then the drain.
+#[test]
+fn bench_splits_ingest_from_delivery_and_times_recovery() {
+    let report = bench_json(&["--pause-delivery", "--recovery"]);
+    let accepted = report["accepted_events"].as_u64().unwrap();
+    assert!(accepted > 0, "{report:#}");
+    assert_eq!(report["paused_delivery"], true);
+    assert!(
+        number(&report, "/cpu/ingest_per_million_events") > 0.0,
+        "{report:#}"
+    );
+    assert!(
+        number(&report, "/cpu/delivery_per_million_events") > 0.0,
+        "{report:#}"
+    );
+    assert_eq!(report["drain"]["caught_up"], true, "{report:#}");
+    assert_eq!(
+        report["drain"]["delivered_events"].as_u64(),
+        Some(accepted),
+        "nothing was delivered while paused: {report:#}"
+    );
+    assert!(number(&report, "/memory/phase_peak_rss_mib") > 0.0);
+    assert!(number(&report, "/recovery/wal_bytes") > 0.0, "{report:#}");
+    assert!(number(&report, "/recovery/ready_seconds") > 0.0);
+    assert!(report["recovery"]["wal_open_ms"].is_u64(), "{report:#}");
 }

@@ -26,6 +26,8 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// A test CA and a `localhost` leaf certificate it signed, as PEM.
 struct TestPki {
     ca: CertificateDer<'static>,
+    /// The CA certificate as PEM, for `--ca` / `--admin-tls-ca` of `flagstream bench`/`top`.
+    ca_pem: String,
     cert_pem: String,
     key_pem: String,
 }
@@ -48,6 +50,7 @@ impl TestPki {
             .unwrap();
         TestPki {
             ca: ca.der().clone(),
+            ca_pem: ca.pem(),
             cert_pem: leaf.pem(),
             key_pem: leaf_key.serialize_pem(),
         }
@@ -430,4 +433,90 @@ fn bad_tls_files_are_refused_at_start_naming_the_flag() {
     }
     let (code, stderr) = run(&pair(&cert, &key));
     assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// `flagstream top --once` against a TLS admin listener: with `--admin-tls-ca` it shows the
+/// destinations; without, it fails naming the handshake instead of printing a screen.
+#[tokio::test]
+async fn top_reads_a_tls_admin_listener_with_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("top");
+    let (admin_cert, admin_key) = pki.write(dir.path(), "admin");
+    let admin_tls = [
+        "--admin-tls-cert",
+        path(&admin_cert),
+        "--admin-tls-key",
+        path(&admin_key),
+    ];
+    let (server, _, _) = start_tls(dir.path(), &pki, &admin_tls).await;
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let top = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flagstream"))
+            .args(["top", "--once", "--interval", "200ms"])
+            .args(["--admin", &server.admin.to_string()])
+            .args(extra)
+            .env_remove("FLAGSTREAM_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let shown = top(&["--admin-tls-ca", path(&ca)]);
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    let stderr = String::from_utf8_lossy(&shown.stderr);
+    assert!(shown.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("archive"), "{stdout}");
+
+    let refused = top(&[]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains(&server.admin.to_string()), "{stderr}");
+}
+
+/// `flagstream bench --ca` against the TLS listeners of the server it starts: requests go
+/// over TLS to ingest, the delivered counts come over TLS from the admin listener.
+#[test]
+fn bench_posts_and_reads_counts_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("bench");
+    let (cert, key) = pki.write(dir.path(), "server");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let serve_args = [
+        format!("--serve-arg=--tls-cert={}", text(&cert)),
+        format!("--serve-arg=--tls-key={}", text(&key)),
+        format!("--serve-arg=--admin-tls-cert={}", text(&cert)),
+        format!("--serve-arg=--admin-tls-key={}", text(&key)),
+    ];
+    let output = Command::new(env!("CARGO_BIN_EXE_flagstream"))
+        .args(["bench", "--duration", "1s", "--connections", "2", "--json"])
+        .args([
+            "--ca",
+            path(&ca),
+            "--data-dir",
+            path(&dir.path().join("data")),
+        ])
+        .args(&serve_args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let accepted = report["accepted_events"].as_u64().unwrap();
+    assert!(accepted > 0, "{report:#}");
+    assert_eq!(report["failed_requests"], 0, "{report:#}");
+    assert_eq!(
+        report["destinations"][0]["delivered_all_accepted"], true,
+        "{report:#}"
+    );
+
+    let without_ca = Command::new(env!("CARGO_BIN_EXE_flagstream"))
+        .args(["bench", "--duration", "1s", "--connections", "1"])
+        .args(["--data-dir", path(&dir.path().join("data2"))])
+        .args(&serve_args)
+        .output()
+        .unwrap();
+    assert!(!without_ca.status.success());
+    let stderr = String::from_utf8_lossy(&without_ca.stderr);
+    assert!(stderr.contains("--ca"), "{stderr}");
 }

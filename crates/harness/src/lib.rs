@@ -5,8 +5,9 @@
 //! |---|---|
 //! | [`serve`] | starting `flagstream serve` on free loopback ports and stopping it; used by every end-to-end test and by `flagstream bench` |
 //! | [`admin_api`] | `flagstream destinations …`: admin API calls (URL, token, refusals) |
-//! | [`client`] | a minimal loopback HTTP/1.1 client (no TLS, no pooling) for admin polling |
+//! | [`client`] | a minimal HTTP/1.1 client (no pooling; TLS trusting a given CA) for admin polling and the load generator's connections |
 //! | [`load`] | `flagstream bench`: the end-to-end load generator and its report |
+//! | [`procstat`] | CPU time and the resident-memory split of a process, from `/proc` |
 //! | [`top`] | `flagstream top`: a live (or one-shot) view of a server from its admin API |
 //! | [`dead_letters`] | `flagstream dead-letters list/show/redrive` over the admin API |
 //!
@@ -17,6 +18,7 @@ pub mod admin_api;
 pub mod client;
 pub mod dead_letters;
 pub mod load;
+pub mod procstat;
 pub mod serve;
 pub mod top;
 

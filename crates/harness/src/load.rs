@@ -1,36 +1,73 @@
 //! `flagstream bench`: an end-to-end load generator.
 //!
-//! It starts a flagstream (this same binary, `serve` with a fresh data dir and the embedded
-//! file destination, through [`crate::serve`] like the end-to-end tests; its log goes to
-//! `flagstream-<n>.log` in the data dir and its warnings are printed at the end) or targets a
-//! running one (`--url`), then keeps `--connections` HTTP/1.1 keep-alive connections busy
-//! posting LaunchDarkly `/bulk` bodies of `--batch-events` events (the shapes the Python SDK
-//! sends: feature, custom, identify; no `index`/`summary`, which the default export filter
-//! withholds) for `--duration`.
+//! It starts a flagstream (this same binary, `serve` with a fresh data dir, through
+//! [`crate::serve`] like the end-to-end tests; its log goes to `flagstream-<n>.log` in the
+//! data dir and its warnings are printed at the end) or targets a running one (`--url`), then
+//! keeps `--connections` HTTP/1.1 keep-alive connections busy posting LaunchDarkly `/bulk`
+//! bodies of `--batch-events` events (the shapes the Python SDK sends: feature, custom,
+//! identify) for `--duration`.
 //!
-//! Reported: accepted events/s (events in bodies answered 202), ack latency p50/p99 (request
-//! sent → 202 received, so it includes the WAL's group-commit fdatasync with
-//! `--wal-sync always`), delivered events/s to the file destination (read from the server's
-//! `flagstream_dest_delivered_events_total`; measured from the first request until delivery
-//! caught up with everything accepted), and the server's peak RSS (`VmHWM`).
+//! The started server gets `--destinations N` file destinations `file-0` … `file-<N-1>`, each
+//! in its own directory of the data dir, every kind, `rotate=200ms` ([`target`]); a
+//! `--serve-arg=--dest=…` replaces them.
 //!
-//! The generator runs on the same machine as the server, so on a small machine the numbers
-//! are a floor for the server alone: both compete for the same cores.
+//! ## Reported
+//!
+//! * accepted events/s (events in bodies answered 202) and ack latency p50/p99 (request sent
+//!   → 202 received, so it includes the WAL's group-commit fdatasync with `--wal-sync always`);
+//! * delivered events per destination and in total (the server's
+//!   `flagstream_dest_delivered_events_total`), whether each destination delivered at least
+//!   everything accepted, and the time from the first request until all of them did;
+//! * CPU (see below), the server's `VmHWM`, and its `VmRSS` / `RssAnon` / `RssFile` sampled
+//!   every 100 ms ([`crate::procstat`]): peaks, end of run, and peaks during the drain;
+//! * with `--recovery`, the restart after SIGKILL (see below).
+//!
+//! ## CPU per million events
+//!
+//! Ingest and delivery run on the same tokio worker threads (one runtime, threads all named
+//! `flagstream`; only the WAL's fdatasync thread is separate), so per-thread accounting cannot
+//! split them. The split is measured in time instead: with `--pause-delivery` every
+//! destination is paused (`POST /v1/destinations/{name}/pause`) before the load, so the
+//! server's CPU during the load (`utime + stime` of `/proc/<pid>/stat`) is ingest alone
+//! ("ingest CPU s per million accepted events"); then they are resumed and the CPU until every
+//! destination caught up is delivery alone ("delivery CPU s per million delivered events",
+//! delivered summed over destinations). Without `--pause-delivery` only the sum is
+//! meaningful: server CPU from the first request until caught up, per million accepted. The
+//! generator's own CPU during the load (this process) is reported too: on a small machine it
+//! competes with the server for the same cores, so the numbers are a floor for the server.
+//!
+//! ## Backlog drain and recovery
+//!
+//! `--pause-delivery` also makes the drain a measured phase: events/s from the resume until
+//! caught up, and the memory peaks of that phase (the "a destination paused behind a backlog
+//! resumes and drains it" target). `--recovery` kills the started server with SIGKILL after
+//! the load (with `--pause-delivery`, the whole backlog is still in the WAL), restarts it on
+//! the same data dir and reports the WAL's size, the time from spawn until `/readyz` answered
+//! 200, and the server's own WAL-open and payload-id recovery times from its log. Pauses do not
+//! survive a restart, so with `--recovery` the drain starts at the restart: its time and CPU
+//! include the recovery.
 
+mod report;
+mod target;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use serde::Serialize;
-use tokio::net::TcpStream;
 
-use crate::client;
-use crate::serve::{ServeOptions, Server, StartError};
+pub use report::{BenchReport, CpuReport, DestinationReport, DrainReport};
+pub use target::{file_destinations, RecoveryReport};
+
+use crate::client::{self, Endpoint};
+use crate::procstat::{self, MemorySampler};
+use crate::serve::StartError;
+use report::per_million;
+use target::Target;
 
 /// The server's counter of events delivered to destinations (`flagstream::metrics`).
 pub const DELIVERED_EVENTS_METRIC: &str = "flagstream_dest_delivered_events_total";
@@ -53,6 +90,18 @@ pub struct BenchOptions {
     pub serve_args: Vec<String>,
     /// The flagstream binary to start (normally the running executable).
     pub binary: PathBuf,
+    /// File destinations of the started server.
+    pub destinations: usize,
+    /// Pause every destination during the load, resume after it.
+    pub pause_delivery: bool,
+    /// SIGKILL and restart the started server after the load; time its recovery.
+    pub recovery: bool,
+    /// PEM file of the CA that signed the server's TLS certificates.
+    pub ca: Option<PathBuf>,
+    /// The name the server's certificates must carry.
+    pub tls_server_name: String,
+    /// The `--admin` address of a `--url` target speaks TLS.
+    pub admin_tls: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,128 +110,20 @@ pub enum BenchError {
     Start(#[from] Box<StartError>),
     #[error("flagstream did not become ready: {0}")]
     NotReady(String),
-    #[error("bad --url `{0}`: expected http://host:port")]
+    #[error("bad --url `{0}`: expected http://host:port or https://host:port")]
     Url(String),
+    #[error("--pause-delivery needs the server's admin address (--admin with --url)")]
+    NoAdmin,
+    #[error("--recovery needs a server started by the bench (not --url)")]
+    NoRestart,
+    #[error("admin API: {0}")]
+    Admin(String),
+    #[error("{0} speaks TLS: pass the CA that signed its certificate with --ca")]
+    NoCa(SocketAddr),
+    #[error("admin API: {0}")]
+    Client(#[from] client::ClientError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-}
-
-/// The measured numbers.
-#[derive(Debug, Clone, Serialize)]
-pub struct BenchReport {
-    pub wal_sync: String,
-    pub connections: usize,
-    pub batch_events: usize,
-    pub duration_seconds: f64,
-    pub requests: u64,
-    pub failed_requests: u64,
-    pub accepted_events: u64,
-    pub accepted_events_per_second: f64,
-    pub accepted_mib_per_second: f64,
-    pub ack_latency_p50_ms: f64,
-    pub ack_latency_p99_ms: f64,
-    pub ack_latency_max_ms: f64,
-    /// `None` when the server's admin port is unknown (`--url` without a started server).
-    pub delivered_events: Option<u64>,
-    pub delivered_events_per_second: Option<f64>,
-    /// Seconds from the first request until every accepted event was delivered.
-    pub delivery_caught_up_seconds: Option<f64>,
-    pub server_peak_rss_mib: Option<f64>,
-}
-
-impl BenchReport {
-    /// A Markdown table (for `docs/performance.md`).
-    pub fn to_markdown(&self) -> String {
-        let opt = |value: Option<f64>, digits: usize| {
-            value.map_or_else(|| "n/a".to_string(), |v| format!("{v:.digits$}"))
-        };
-        let rows = [
-            ("`--wal-sync`", self.wal_sync.clone()),
-            ("connections", self.connections.to_string()),
-            ("events per `/bulk` body", self.batch_events.to_string()),
-            ("load duration", format!("{:.1} s", self.duration_seconds)),
-            (
-                "requests (failed)",
-                format!("{} ({})", self.requests, self.failed_requests),
-            ),
-            (
-                "accepted events/s",
-                format!("{:.0}", self.accepted_events_per_second),
-            ),
-            (
-                "accepted body MiB/s",
-                format!("{:.1}", self.accepted_mib_per_second),
-            ),
-            (
-                "ack latency p50 / p99 / max",
-                format!(
-                    "{:.2} / {:.2} / {:.2} ms",
-                    self.ack_latency_p50_ms, self.ack_latency_p99_ms, self.ack_latency_max_ms
-                ),
-            ),
-            (
-                "delivered events/s (file destination)",
-                opt(self.delivered_events_per_second, 0),
-            ),
-            (
-                "delivery caught up after",
-                opt(self.delivery_caught_up_seconds, 1) + " s",
-            ),
-            ("server peak RSS", opt(self.server_peak_rss_mib, 1) + " MiB"),
-        ];
-        let mut out = String::from("| measure | value |\n|---|---|\n");
-        for (name, value) in rows {
-            out.push_str(&format!("| {name} | {value} |\n"));
-        }
-        out
-    }
-}
-
-/// The server `run` starts when no `--url` is given, with its data dir removed afterwards
-/// when it was a fresh temporary one.
-struct StartedServer {
-    server: Server,
-    remove_data_dir: bool,
-}
-
-impl StartedServer {
-    async fn start(options: &BenchOptions) -> Result<StartedServer, BenchError> {
-        let (data_dir, remove_data_dir) = match &options.data_dir {
-            Some(dir) => (dir.clone(), false),
-            None => {
-                let stamp = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis())
-                    .unwrap_or(0);
-                let dir = std::env::temp_dir()
-                    .join(format!("flagstream-bench-{}-{stamp}", std::process::id()));
-                (dir, true)
-            }
-        };
-        let server = ServeOptions::new(&options.binary, data_dir)
-            .args(["--wal-sync", &options.wal_sync])
-            .args(options.serve_args.iter().cloned())
-            .start()
-            .await
-            .map_err(Box::new)?;
-        Ok(StartedServer {
-            server,
-            remove_data_dir,
-        })
-    }
-
-    /// SIGTERM, wait for the orderly stop, print what went wrong in the server's log.
-    async fn stop(mut self) {
-        self.server.terminate(Duration::from_secs(30)).await;
-        for line in self.server.log_lines() {
-            if line["level"] == "ERROR" || line["level"] == "WARN" {
-                eprintln!("server: {line}");
-            }
-        }
-        if self.remove_data_dir {
-            let _ = std::fs::remove_dir_all(self.server.data_dir());
-        }
-    }
 }
 
 /// `count` events in the shapes the LaunchDarkly Python SDK sends (see
@@ -226,7 +167,7 @@ struct ConnectionStats {
 }
 
 async fn drive_connection(
-    target: SocketAddr,
+    target: Endpoint,
     host: String,
     bodies: Arc<Vec<Bytes>>,
     events_per_body: u64,
@@ -236,19 +177,11 @@ async fn drive_connection(
     let mut stats = ConnectionStats::default();
     let mut sequence = 0usize;
     'reconnect: while !stop.load(Ordering::Relaxed) {
-        let Ok(stream) = TcpStream::connect(target).await else {
+        let Ok(mut sender) = client::open(&target).await else {
             stats.failed += 1;
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        let Ok((mut sender, connection)) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-        else {
-            stats.failed += 1;
-            continue;
-        };
-        tokio::spawn(connection);
         while !stop.load(Ordering::Relaxed) {
             let body = bodies[(index + sequence) % bodies.len()].clone();
             let length = body.len();
@@ -298,17 +231,6 @@ async fn drive_connection(
     stats
 }
 
-/// The server's delivered-events counter, summed over destinations.
-async fn delivered_events(admin: SocketAddr) -> Option<u64> {
-    let text = client::get(admin, "/metrics").await.ok()?.text();
-    let total: f64 = text
-        .lines()
-        .filter(|line| line.starts_with(DELIVERED_EVENTS_METRIC))
-        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum();
-    Some(total as u64)
-}
-
 fn percentile_ms(sorted_us: &[u32], quantile: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
@@ -317,56 +239,19 @@ fn percentile_ms(sorted_us: &[u32], quantile: f64) -> f64 {
     f64::from(sorted_us[rank.min(sorted_us.len() - 1)]) / 1000.0
 }
 
-/// Run the benchmark.
-pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
-    let server = match options.url {
-        Some(_) => None,
-        None => Some(StartedServer::start(&options).await?),
-    };
-    let (target, admin) = match (&server, &options.url) {
-        (Some(started), _) => (started.server.ingest(), Some(started.server.admin())),
-        (None, Some(url)) => {
-            let authority = url
-                .strip_prefix("http://")
-                .map(|rest| rest.trim_end_matches('/'))
-                .ok_or_else(|| BenchError::Url(url.clone()))?;
-            let target = tokio::net::lookup_host(authority)
-                .await?
-                .next()
-                .ok_or_else(|| BenchError::Url(url.clone()))?;
-            (target, options.admin)
-        }
-        (None, None) => unreachable!("a server is started when no --url is given"),
-    };
-    if let Some(admin) = admin {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !client::get(admin, "/readyz")
-            .await
-            .is_ok_and(|response| response.status == 200)
-        {
-            if Instant::now() > deadline {
-                return Err(BenchError::NotReady(format!("{admin}/readyz")));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    let baseline = match admin {
-        Some(admin) => delivered_events(admin).await.unwrap_or(0),
-        None => 0,
-    };
-
+/// Keep the connections busy for the duration; their summed stats, latencies sorted.
+async fn generate(options: &BenchOptions, target: &Endpoint) -> ConnectionStats {
     let bodies = Arc::new(
         (0..64)
             .map(|seed| bulk_body(seed, options.batch_events))
             .collect::<Vec<_>>(),
     );
     let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
     let mut tasks = Vec::with_capacity(options.connections);
     for index in 0..options.connections.max(1) {
         tasks.push(tokio::spawn(drive_connection(
-            target,
-            target.to_string(),
+            target.clone(),
+            target.addr.to_string(),
             bodies.clone(),
             options.batch_events as u64,
             index,
@@ -385,59 +270,242 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
             totals.latencies_us.extend(stats.latencies_us);
         }
     }
-    let load_seconds = started.elapsed().as_secs_f64();
-
-    let mut delivered = None;
-    let mut caught_up = None;
-    if let Some(admin) = admin {
-        let deadline = Instant::now() + options.drain_timeout;
-        loop {
-            let now = delivered_events(admin)
-                .await
-                .unwrap_or(0)
-                .saturating_sub(baseline);
-            delivered = Some(now);
-            if now >= totals.accepted_events {
-                caught_up = Some(started.elapsed().as_secs_f64());
-                break;
-            }
-            if Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    let server_peak_rss_mib = server
-        .as_ref()
-        .and_then(|started| started.server.peak_rss_mib());
-    if let Some(started) = server {
-        started.stop().await;
-    }
-
     totals.latencies_us.sort_unstable();
-    let delivered_per_second = match (delivered, caught_up) {
-        (Some(count), Some(seconds)) => Some(count as f64 / seconds),
-        (Some(count), None) => Some(count as f64 / started.elapsed().as_secs_f64()),
+    totals
+}
+
+/// Delivered per destination since `baseline`.
+async fn delivered_since(
+    target: &Target,
+    baseline: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    let mut counts = target.delivered().await;
+    for (name, count) in counts.iter_mut() {
+        *count = count.saturating_sub(baseline.get(name).copied().unwrap_or(0));
+    }
+    counts
+}
+
+/// Poll until every destination delivered `accepted` events (or the timeout); the last
+/// counts and, when caught up, the instant it was seen.
+async fn wait_caught_up(
+    target: &Target,
+    baseline: &BTreeMap<String, u64>,
+    accepted: u64,
+    timeout: Duration,
+) -> (BTreeMap<String, u64>, Option<Instant>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let counts = delivered_since(target, baseline).await;
+        if !counts.is_empty() && counts.values().all(|&count| count >= accepted) {
+            return (counts, Some(Instant::now()));
+        }
+        if target.admin.is_none() || Instant::now() > deadline {
+            return (counts, None);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn elapsed_cpu(before: Option<f64>, after: Option<f64>) -> Option<f64> {
+    Some(after? - before?)
+}
+
+/// Run the benchmark.
+pub async fn run(options: BenchOptions) -> Result<BenchReport, BenchError> {
+    let mut target = Target::connect(&options).await?;
+    let result = measure(&options, &mut target).await;
+    target.stop().await;
+    result
+}
+
+/// The load phase, the optional restart, the drain; the report.
+async fn measure(options: &BenchOptions, target: &mut Target) -> Result<BenchReport, BenchError> {
+    let paused = if options.pause_delivery {
+        let names = target.destination_names().await?;
+        target.control("pause", &names).await?;
+        names
+    } else {
+        Vec::new()
+    };
+    let baseline = target.delivered().await;
+    let sampler = target.memory_source().map(MemorySampler::start);
+    let load = load_phase(options, target).await;
+    if let Some(sampler) = &sampler {
+        sampler.begin_phase();
+    }
+    let drained = drain_phase(options, target, &sampler, &baseline, &paused, &load).await?;
+    let server_peak_rss_mib = target.peak_rss_mib();
+    let memory = match sampler {
+        Some(sampler) => Some(sampler.finish().await),
+        None => None,
+    };
+    let known = target.admin.is_some() && !drained.delivered.is_empty();
+    Ok(report(
+        options,
+        load,
+        drained,
+        known,
+        server_peak_rss_mib,
+        memory,
+    ))
+}
+
+/// What the load phase measured.
+struct Load {
+    totals: ConnectionStats,
+    started: Instant,
+    seconds: f64,
+    server_cpu: Option<f64>,
+    generator_cpu: Option<f64>,
+}
+
+async fn load_phase(options: &BenchOptions, target: &Target) -> Load {
+    let own_pid = std::process::id();
+    let (server_cpu, own_cpu) = (target.cpu_seconds(), procstat::cpu_seconds(own_pid));
+    let started = Instant::now();
+    let totals = generate(options, &target.ingest).await;
+    Load {
+        totals,
+        started,
+        seconds: started.elapsed().as_secs_f64(),
+        server_cpu: elapsed_cpu(server_cpu, target.cpu_seconds()),
+        generator_cpu: elapsed_cpu(own_cpu, procstat::cpu_seconds(own_pid)),
+    }
+}
+
+/// What the drain (after the load, or after the restart) measured.
+struct Drained {
+    /// Per destination since the baseline.
+    delivered: BTreeMap<String, u64>,
+    caught_up: Option<Instant>,
+    started: Instant,
+    /// Delivered (all destinations) when the drain started.
+    before: u64,
+    server_cpu: Option<f64>,
+    recovery: Option<RecoveryReport>,
+}
+
+async fn drain_phase(
+    options: &BenchOptions,
+    target: &mut Target,
+    sampler: &Option<MemorySampler>,
+    baseline: &BTreeMap<String, u64>,
+    paused: &[String],
+    load: &Load,
+) -> Result<Drained, BenchError> {
+    let before = delivered_since(target, baseline).await.values().sum();
+    let mut server_cpu = target.cpu_seconds();
+    let mut started = Instant::now();
+    // Pauses do not survive the restart: the drain starts with the new process, whose CPU
+    // from its start (recovery included) is the drain's.
+    let recovery = if options.recovery {
+        let recovery = target.restart().await?;
+        if let (Some(sampler), Some(source)) = (sampler, target.memory_source()) {
+            sampler.set_source(source);
+        }
+        server_cpu = Some(0.0);
+        Some(recovery)
+    } else {
+        if options.pause_delivery {
+            target.control("resume", paused).await?;
+        }
+        started = Instant::now();
+        None
+    };
+    let accepted = load.totals.accepted_events;
+    let (delivered, caught_up) =
+        wait_caught_up(target, baseline, accepted, options.drain_timeout).await;
+    Ok(Drained {
+        delivered,
+        caught_up,
+        started,
+        before,
+        server_cpu: elapsed_cpu(server_cpu, target.cpu_seconds()),
+        recovery,
+    })
+}
+
+fn cpu_report(load: &Load, drained: &Drained, drain: Option<&DrainReport>) -> CpuReport {
+    let accepted = load.totals.accepted_events;
+    let server = match (load.server_cpu, drained.server_cpu) {
+        (Some(load), Some(drain)) => Some(load + drain),
         _ => None,
     };
-    Ok(BenchReport {
-        wal_sync: options.wal_sync,
+    CpuReport {
+        server_load_seconds: load.server_cpu,
+        server_drain_seconds: drained.server_cpu,
+        generator_seconds: load.generator_cpu.unwrap_or(0.0),
+        server_per_million_events: per_million(server, accepted),
+        // Only a paused load is ingest alone, and only its drain delivery alone.
+        ingest_per_million_events: drain.and_then(|_| per_million(load.server_cpu, accepted)),
+        delivery_per_million_events: drain
+            .and_then(|drain| per_million(drained.server_cpu, drain.delivered_events)),
+        generator_per_million_events: per_million(load.generator_cpu, accepted),
+    }
+}
+
+fn report(
+    options: &BenchOptions,
+    load: Load,
+    drained: Drained,
+    known: bool,
+    server_peak_rss_mib: Option<f64>,
+    memory: Option<procstat::MemoryReport>,
+) -> BenchReport {
+    let accepted = load.totals.accepted_events;
+    let total_delivered: u64 = drained.delivered.values().sum();
+    let drain = options.pause_delivery.then(|| {
+        let seconds = (drained.caught_up.unwrap_or_else(Instant::now) - drained.started)
+            .as_secs_f64()
+            .max(1e-9);
+        let events = total_delivered.saturating_sub(drained.before);
+        DrainReport {
+            delivered_events: events,
+            seconds,
+            events_per_second: events as f64 / seconds,
+            caught_up: drained.caught_up.is_some(),
+        }
+    });
+    let cpu = cpu_report(&load, &drained, drain.as_ref());
+    let caught_up_seconds = drained
+        .caught_up
+        .map(|at| (at - load.started).as_secs_f64());
+    let delivered_seconds =
+        caught_up_seconds.unwrap_or_else(|| load.started.elapsed().as_secs_f64());
+    let totals = &load.totals;
+    BenchReport {
+        wal_sync: options.wal_sync.clone(),
         connections: options.connections,
         batch_events: options.batch_events,
-        duration_seconds: load_seconds,
+        paused_delivery: options.pause_delivery,
+        duration_seconds: load.seconds,
         requests: totals.requests,
         failed_requests: totals.failed,
-        accepted_events: totals.accepted_events,
-        accepted_events_per_second: totals.accepted_events as f64 / load_seconds,
-        accepted_mib_per_second: totals.accepted_bytes as f64 / load_seconds / (1024.0 * 1024.0),
+        accepted_events: accepted,
+        accepted_events_per_second: accepted as f64 / load.seconds,
+        accepted_mib_per_second: totals.accepted_bytes as f64 / load.seconds / (1024.0 * 1024.0),
         ack_latency_p50_ms: percentile_ms(&totals.latencies_us, 0.50),
         ack_latency_p99_ms: percentile_ms(&totals.latencies_us, 0.99),
         ack_latency_max_ms: percentile_ms(&totals.latencies_us, 1.0),
-        delivered_events: delivered,
-        delivered_events_per_second: delivered_per_second,
-        delivery_caught_up_seconds: caught_up,
+        delivered_events: known.then_some(total_delivered),
+        delivered_events_per_second: known.then(|| total_delivered as f64 / delivered_seconds),
+        delivery_caught_up_seconds: caught_up_seconds,
+        destinations: drained
+            .delivered
+            .into_iter()
+            .map(|(name, count)| DestinationReport {
+                name,
+                delivered_events: count,
+                delivered_all_accepted: count >= accepted,
+            })
+            .collect(),
+        drain,
+        cpu,
         server_peak_rss_mib,
-    })
+        memory,
+        recovery: drained.recovery,
+    }
 }
 
 #[cfg(test)]

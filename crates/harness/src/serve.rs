@@ -309,12 +309,19 @@ impl Server {
     }
 
     /// True when the server reported TLS on its admin listener.
-    fn admin_tls(&self) -> bool {
+    pub fn admin_tls(&self) -> bool {
+        self.reported_tls("admin listening")
+    }
+
+    /// True when the server reported TLS on its ingest listener.
+    pub fn ingest_tls(&self) -> bool {
+        self.reported_tls("ingest listening")
+    }
+
+    fn reported_tls(&self, message: &str) -> bool {
         let lines = self.log_lines();
-        let admin = lines
-            .iter()
-            .find(|line| line["message"] == "admin listening");
-        admin.is_some_and(|line| line["tls"] == true)
+        let listening = lines.iter().find(|line| line["message"] == message);
+        listening.is_some_and(|line| line["tls"] == true)
     }
 
     fn exit_status(&mut self) -> Option<ExitStatus> {

@@ -22,6 +22,8 @@ use model::{DestinationsReading, Reading, View};
 #[derive(Debug, Clone)]
 pub struct TopOptions {
     pub admin: SocketAddr,
+    /// TLS to the admin listener (`--admin-tls-ca`), when it has `--admin-tls-cert`.
+    pub tls: Option<client::Tls>,
     /// The admin bearer token, when the server requires one.
     pub token: Option<String>,
     pub interval: Duration,
@@ -59,14 +61,12 @@ async fn get(options: &TopOptions, path: &'static str) -> Result<Bytes, TopError
         .iter()
         .map(|value| ("authorization", value.as_str()))
         .collect();
-    let response = client::request(
-        options.admin,
-        http::Method::GET,
-        path,
-        &headers,
-        Bytes::new(),
-    )
-    .await?;
+    let endpoint = client::Endpoint {
+        addr: options.admin,
+        tls: options.tls.clone(),
+    };
+    let response =
+        client::request_to(&endpoint, http::Method::GET, path, &headers, Bytes::new()).await?;
     match response.status {
         200 => Ok(response.body),
         401 | 403 => Err(TopError::Unauthorized {
