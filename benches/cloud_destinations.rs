@@ -19,12 +19,19 @@
 //!   process), clients connecting directly; Microsoft's client runs on this process's runtime,
 //!   so `cpu_send_1000` counts every thread of this process, the stand-in's work not included.
 //!
+//! - Object stores (`s3_moto_*/*`, `gcs_fake_*/*`): one object of 10,000 events per
+//!   iteration (≈ 2 MB as NDJSON) through the object writer to moto's S3 and fake-gcs-server,
+//!   per format; each iteration rewrites the same object name (as a re-sent batch would).
+//!   The clients run on the measured thread, the stand-ins in other processes.
+//!
 //! Run: `cargo bench --bench cloud_destinations` (starts and stops its own stand-ins).
 
 #[path = "../tests/it/support/cloud/mod.rs"]
 mod cloud;
 #[path = "../tests/it/support/eventhubs.rs"]
 mod eventhubs;
+#[path = "../tests/it/support/gcs.rs"]
+mod gcs;
 #[path = "../tests/it/support/kafka.rs"]
 mod kafka;
 
@@ -101,7 +108,8 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Measure sending 1,000 events (`batches`) per iteration, as wall time and as CPU time.
+/// Measure sending `batches` (1,000 events unless said) per iteration, as wall time and as
+/// CPU time.
 /// `fresh` builds a destination on a new, empty stream/topic; each measurement round gets
 /// one (set up outside the timed part), because moto slows down as a stream grows.
 fn bench_send(
@@ -116,7 +124,8 @@ fn bench_send(
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
-    group.throughput(Throughput::Elements(1_000));
+    let events: usize = batches.iter().map(|batch| batch.items.len()).sum();
+    group.throughput(Throughput::Elements(events as u64));
     let round = std::cell::Cell::new(0);
     let measure = |clock: fn() -> Duration, iterations: u64| {
         round.set(round.get() + 1);
@@ -131,10 +140,10 @@ fn bench_send(
         }
         clock() - start
     };
-    group.bench_function("wall_send_1000", |b| {
+    group.bench_function(format!("wall_send_{events}"), |b| {
         b.iter_custom(|iterations| measure(monotonic, iterations))
     });
-    group.bench_function("cpu_send_1000", |b| {
+    group.bench_function(format!("cpu_send_{events}"), |b| {
         b.iter_custom(|iterations| measure(cpu, iterations))
     });
     group.finish();
@@ -248,5 +257,57 @@ fn eventhubs(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, encode, kinesis, pubsub, kafka, eventhubs);
+/// One object of 10,000 events per iteration into moto (S3) and fake-gcs-server (GCS).
+fn object_stores(c: &mut Criterion) {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    let runtime = runtime();
+    let object = [cloud::batch("obj", 10_000, 100)];
+    let moto = cloud::StandIn::moto();
+    let s3 = runtime.block_on(cloud::s3::client(&moto));
+    let fake_gcs = gcs::FakeGcs::start();
+    for format in ["ndjson", "ndjson.gz"] {
+        let fresh = |round: usize| {
+            runtime.block_on(async {
+                let bucket = format!("bench-{}-{round}", format.replace('.', "-"));
+                cloud::s3::create_bucket(&s3, &bucket).await;
+                let url = format!(
+                    "s3://{bucket}?region=us-east-1&endpoint={}&format={format}",
+                    moto.endpoint()
+                );
+                registry::build_named(DestinationSpec::parse(&url).unwrap(), "bench")
+                    .await
+                    .unwrap()
+            })
+        };
+        let name = format!("s3_moto_{}", format.replace('.', "_"));
+        bench_send(c, &name, thread_cpu, &runtime, fresh, &object);
+        let fresh = |round: usize| {
+            runtime.block_on(async {
+                let bucket = format!("bench-{}-{round}", format.replace('.', "-"));
+                fake_gcs.create_bucket(&bucket).await;
+                let url = format!(
+                    "gs://{bucket}?endpoint={}&format={format}",
+                    fake_gcs.endpoint()
+                );
+                registry::build_named(DestinationSpec::parse(&url).unwrap(), "bench")
+                    .await
+                    .unwrap()
+            })
+        };
+        let name = format!("gcs_fake_{}", format.replace('.', "_"));
+        bench_send(c, &name, thread_cpu, &runtime, fresh, &object);
+    }
+}
+
+criterion_group!(
+    benches,
+    encode,
+    kinesis,
+    pubsub,
+    kafka,
+    eventhubs,
+    object_stores
+);
 criterion_main!(benches);
