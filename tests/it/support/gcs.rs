@@ -217,3 +217,94 @@ fn locate() -> PathBuf {
         path.display()
     );
 }
+
+/// A TCP forwarder to fake-gcs-server that keeps every byte clients send, per connection: the
+/// requests as they went over the wire.
+///
+/// Why: fake-gcs-server takes an uploaded object's `Content-Type` from the media part's own
+/// header instead of the `contentType` of the metadata part (which is what Cloud Storage
+/// documents and what google-cloud-storage sends, leaving the media part untyped), so the
+/// stored object cannot show it; the tests read it from the request instead.
+pub struct UploadRecorder {
+    port: u16,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UploadRecorder {
+    /// Start forwarding to `127.0.0.1:upstream_port`.
+    pub async fn new(upstream_port: u16) -> UploadRecorder {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                else {
+                    continue;
+                };
+                let index = {
+                    let mut log = log.lock().unwrap();
+                    log.push(Vec::new());
+                    log.len() - 1
+                };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let answers = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                    });
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    while let Ok(read) = client_read.read(&mut buffer).await {
+                        // Recorded before it is forwarded: once the answer is back, the
+                        // request is in the log.
+                        log.lock().unwrap()[index].extend_from_slice(&buffer[..read]);
+                        if read == 0 || server_write.write_all(&buffer[..read]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server_write.shutdown().await;
+                    let _ = answers.await;
+                });
+            }
+        });
+        UploadRecorder {
+            port,
+            connections,
+            task,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The JSON metadata part of every multipart upload sent so far, in order per connection.
+    /// The request body is chunked, so a part's JSON is a line of its own between chunk
+    /// framing; the metadata part is the one carrying the object's `crc32c` (event lines and
+    /// CSV rows never do).
+    pub fn upload_metadata(&self) -> Vec<Value> {
+        let connections = self.connections.lock().unwrap();
+        let mut found = Vec::new();
+        for bytes in connections.iter() {
+            let text = String::from_utf8_lossy(bytes);
+            for line in text.split("\r\n").filter(|line| line.starts_with('{')) {
+                if let Ok(metadata) = serde_json::from_str::<Value>(line) {
+                    if metadata["crc32c"].is_string() {
+                        found.push(metadata);
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+impl Drop for UploadRecorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
