@@ -173,6 +173,12 @@ async fn kill_9_loop_with_file_kinesis_and_s3_loses_nothing_and_file_and_s3_dupl
     let (file_missing, file_duplicates) = check("file", &file, &acked, sent_bound);
     let (stream_missing, _stream_duplicates) = check("kinesis", &stream, &acked, sent_bound);
     let (s3_missing, s3_duplicates) = check("s3", &s3_markers, &acked, sent_bound);
+    if s3_duplicates > 0 {
+        eprintln!(
+            "s3 objects holding events twice:\n{}",
+            duplicate_holders(&objects)
+        );
+    }
     assert_eq!(
         (file_missing, stream_missing, s3_missing),
         (0, 0, 0),
@@ -183,4 +189,38 @@ async fn kill_9_loop_with_file_kinesis_and_s3_loses_nothing_and_file_and_s3_dupl
         (0, 0),
         "the file or S3 destination delivered events twice"
     );
+}
+
+/// For the first few events held by more than one object: the objects (key, marker range)
+/// that hold them, to show how the batches overlap.
+fn duplicate_holders(objects: &[s3::StoredObject]) -> String {
+    let mut holders: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    let mut ranges = Vec::new();
+    for (index, object) in objects.iter().enumerate() {
+        let markers: Vec<u64> = markers(
+            &object
+                .text
+                .lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect::<Vec<_>>(),
+        );
+        for marker in &markers {
+            holders.entry(*marker).or_default().push(index);
+        }
+        let (low, high) = (markers.iter().min(), markers.iter().max());
+        ranges.push(format!(
+            "{} [{low:?}..={high:?}, {} events]",
+            object.key,
+            markers.len()
+        ));
+    }
+    let mut shown = std::collections::BTreeSet::new();
+    for indices in holders.values().filter(|i| i.len() > 1).take(200) {
+        shown.extend(indices.iter().copied());
+    }
+    shown
+        .iter()
+        .take(12)
+        .map(|i| format!("  {}\n", ranges[*i]))
+        .collect()
 }
