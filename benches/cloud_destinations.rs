@@ -22,7 +22,8 @@
 //! - Object stores (`s3_moto_*/*`, `gcs_fake_*/*`): one object of 10,000 events per
 //!   iteration (≈ 2 MB as NDJSON) through the object writer to moto's S3 and fake-gcs-server,
 //!   per format; each iteration rewrites the same object name (as a re-sent batch would).
-//!   The clients run on the measured thread, the stand-ins in other processes.
+//!   `cpu_send` counts every thread of this process (`process_cpu`): the object writer encodes
+//!   (gzip, CSV) on tokio's blocking pool; the stand-ins are other processes.
 //!
 //! Run: `cargo bench --bench cloud_destinations` (starts and stops its own stand-ins).
 
@@ -267,37 +268,40 @@ fn object_stores(c: &mut Criterion) {
     let moto = cloud::StandIn::moto();
     let s3 = runtime.block_on(cloud::s3::client(&moto));
     let fake_gcs = gcs::FakeGcs::start();
+    let build = |url: String| async move {
+        registry::build_named(DestinationSpec::parse(&url).unwrap(), "bench")
+            .await
+            .unwrap()
+    };
     for format in ["ndjson", "ndjson.gz"] {
-        let fresh = |round: usize| {
+        let label = format.replace('.', "_");
+        let bucket = |round: usize| format!("bench-{}-{round}", label.replace('_', "-"));
+        let fresh_s3 = |round: usize| {
             runtime.block_on(async {
-                let bucket = format!("bench-{}-{round}", format.replace('.', "-"));
-                cloud::s3::create_bucket(&s3, &bucket).await;
-                let url = format!(
-                    "s3://{bucket}?region=us-east-1&endpoint={}&format={format}",
-                    moto.endpoint()
-                );
-                registry::build_named(DestinationSpec::parse(&url).unwrap(), "bench")
-                    .await
-                    .unwrap()
+                cloud::s3::create_bucket(&s3, &bucket(round)).await;
+                let endpoint = moto.endpoint();
+                build(format!(
+                    "s3://{}?region=us-east-1&endpoint={endpoint}&format={format}",
+                    bucket(round)
+                ))
+                .await
             })
         };
-        let name = format!("s3_moto_{}", format.replace('.', "_"));
-        bench_send(c, &name, thread_cpu, &runtime, fresh, &object);
-        let fresh = |round: usize| {
+        let name = format!("s3_moto_{label}");
+        bench_send(c, &name, process_cpu, &runtime, fresh_s3, &object);
+        let fresh_gcs = |round: usize| {
             runtime.block_on(async {
-                let bucket = format!("bench-{}-{round}", format.replace('.', "-"));
-                fake_gcs.create_bucket(&bucket).await;
-                let url = format!(
-                    "gs://{bucket}?endpoint={}&format={format}",
-                    fake_gcs.endpoint()
-                );
-                registry::build_named(DestinationSpec::parse(&url).unwrap(), "bench")
-                    .await
-                    .unwrap()
+                fake_gcs.create_bucket(&bucket(round)).await;
+                let endpoint = fake_gcs.endpoint();
+                build(format!(
+                    "gs://{}?endpoint={endpoint}&format={format}",
+                    bucket(round)
+                ))
+                .await
             })
         };
-        let name = format!("gcs_fake_{}", format.replace('.', "_"));
-        bench_send(c, &name, thread_cpu, &runtime, fresh, &object);
+        let name = format!("gcs_fake_{label}");
+        bench_send(c, &name, process_cpu, &runtime, fresh_gcs, &object);
     }
 }
 

@@ -9,14 +9,13 @@
 //! nothing across [`FakeGcs::stop`] + [`FakeGcs::start`]: tests re-create their buckets.
 #![allow(dead_code)] // benches may include this module and use only part of it
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
 
-use super::cloud::{free_port, kill_process_group, test_deps, wait_listening};
+use super::cloud::{free_port, gunzipped_text, kill_process_group, test_deps, wait_listening};
 
 /// A running fake-gcs-server (killed on drop).
 pub struct FakeGcs {
@@ -174,15 +173,7 @@ impl FakeGcs {
                 .bytes()
                 .await
                 .unwrap();
-            let text = if raw.starts_with(&[0x1f, 0x8b]) {
-                let mut text = String::new();
-                flate2::read::GzDecoder::new(&raw[..])
-                    .read_to_string(&mut text)
-                    .unwrap();
-                text
-            } else {
-                String::from_utf8(raw.to_vec()).unwrap()
-            };
+            let text = gunzipped_text(&raw);
             let field = |key: &str| item[key].as_str().map(str::to_string);
             objects.push(StoredObject {
                 content_type: field("contentType"),
