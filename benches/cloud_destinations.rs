@@ -19,12 +19,20 @@
 //!   process), clients connecting directly; Microsoft's client runs on this process's runtime,
 //!   so `cpu_send_1000` counts every thread of this process, the stand-in's work not included.
 //!
+//! - Object stores (`s3_moto_*/*`, `gcs_fake_*/*`): one object of 10,000 events per
+//!   iteration (≈ 2 MB as NDJSON) through the object writer to moto's S3 and fake-gcs-server,
+//!   per format; each iteration rewrites the same object name (as a re-sent batch would).
+//!   `cpu_send` counts every thread of this process (`process_cpu`): the object writer encodes
+//!   (gzip, CSV) on tokio's blocking pool; the stand-ins are other processes.
+//!
 //! Run: `cargo bench --bench cloud_destinations` (starts and stops its own stand-ins).
 
 #[path = "../tests/it/support/cloud/mod.rs"]
 mod cloud;
 #[path = "../tests/it/support/eventhubs.rs"]
 mod eventhubs;
+#[path = "../tests/it/support/gcs.rs"]
+mod gcs;
 #[path = "../tests/it/support/kafka.rs"]
 mod kafka;
 
@@ -265,5 +273,60 @@ fn eventhubs(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, encode, kinesis, pubsub, kafka, eventhubs);
+/// One object of 10,000 events per iteration into moto (S3) and fake-gcs-server (GCS).
+fn object_stores(c: &mut Criterion) {
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    let runtime = runtime();
+    let object = [cloud::batch("obj", 10_000, 100)];
+    let moto = cloud::StandIn::moto();
+    let s3 = runtime.block_on(cloud::s3::client(&moto));
+    let fake_gcs = gcs::FakeGcs::start();
+    let build = |url: String| async move {
+        registry::build_named(DestinationSpec::parse(&url).unwrap(), "bench")
+            .await
+            .unwrap()
+    };
+    for format in ["ndjson", "ndjson.gz"] {
+        let label = format.replace('.', "_");
+        let bucket = |round: usize| format!("bench-{}-{round}", label.replace('_', "-"));
+        let fresh_s3 = |round: usize| {
+            runtime.block_on(async {
+                cloud::s3::create_bucket(&s3, &bucket(round)).await;
+                let endpoint = moto.endpoint();
+                build(format!(
+                    "s3://{}?region=us-east-1&endpoint={endpoint}&format={format}",
+                    bucket(round)
+                ))
+                .await
+            })
+        };
+        let name = format!("s3_moto_{label}");
+        bench_send(c, &name, process_cpu, &runtime, fresh_s3, &object);
+        let fresh_gcs = |round: usize| {
+            runtime.block_on(async {
+                fake_gcs.create_bucket(&bucket(round)).await;
+                let endpoint = fake_gcs.endpoint();
+                build(format!(
+                    "gs://{}?endpoint={endpoint}&format={format}",
+                    bucket(round)
+                ))
+                .await
+            })
+        };
+        let name = format!("gcs_fake_{label}");
+        bench_send(c, &name, process_cpu, &runtime, fresh_gcs, &object);
+    }
+}
+
+criterion_group!(
+    benches,
+    encode,
+    kinesis,
+    pubsub,
+    kafka,
+    eventhubs,
+    object_stores
+);
 criterion_main!(benches);

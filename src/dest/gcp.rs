@@ -16,6 +16,7 @@ use google_cloud_gax::error::rpc::Code;
 use serde::Deserialize;
 
 use super::failure::{error_chain, find_source, Failure, FailureClass};
+use super::options::Endpoint;
 use super::secrets::Secret;
 
 /// Credential options of Google Cloud destinations (see the module doc).
@@ -69,6 +70,26 @@ fn service_account_key(option: &str, what: &str, text: &str) -> Result<Credentia
     service_account::Builder::new(json)
         .build()
         .map_err(|err| format!("option `{option}`: {what}: {err}"))
+}
+
+/// Like Google's client libraries: an emulator variable (`PUBSUB_EMULATOR_HOST`,
+/// `STORAGE_EMULATOR_HOST`) set to `host:port` or a URL means "talk to the emulator there".
+pub fn emulator_endpoint(variable: &str) -> Result<Option<Endpoint>, String> {
+    match std::env::var(variable) {
+        Ok(host) if !host.is_empty() => emulator_url(&host)
+            .map(Some)
+            .map_err(|err| format!("{variable}: {err}")),
+        _ => Ok(None),
+    }
+}
+
+/// `host:port` means plain HTTP (emulators do not speak TLS); a URL is taken as it is.
+pub fn emulator_url(host: &str) -> Result<Endpoint, String> {
+    if host.contains("://") {
+        host.parse()
+    } else {
+        format!("http://{host}").parse()
+    }
 }
 
 /// Classify a gRPC status code returned by a Google API for `target`.

@@ -36,6 +36,7 @@ pub mod eventhubs;
 pub mod failure;
 pub mod file;
 pub mod gcp;
+pub mod gcs;
 pub mod http;
 pub mod kafka;
 pub mod kind;

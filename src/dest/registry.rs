@@ -33,6 +33,7 @@ pub static KINDS: &[&dyn AnyKind] = &[
     &kafka::KafkaKind,
     &eventhubs::EventHubsKind,
     &s3::S3Kind,
+    &super::gcs::GcsKind,
     &postgres::PostgresKind,
     &bigquery::BigQueryKind,
     &snowflake::SnowflakeKind,

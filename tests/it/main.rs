@@ -22,6 +22,7 @@ mod event_props;
 mod event_schemas;
 mod eventhubs;
 mod fuzz_regressions;
+mod gcs;
 mod harness;
 mod hostile_clients;
 mod ingest_fuzz_harness;

@@ -1,7 +1,10 @@
-//! kill -9 in a loop with two destinations — the file destination and Kinesis (moto) — while
-//! clients post: no acknowledged event is ever lost by either, and duplicates are counted per
-//! destination. The file destination re-cuts every batch identically after a crash and
-//! overwrites it, so it must show none; Kinesis cannot deduplicate a re-sent record and may.
+//! kill -9 in a loop with three destinations — the file destination, Kinesis and S3 (both on
+//! moto) — while clients post: no acknowledged event is ever lost by any, and duplicates are
+//! counted per destination. The file and S3 destinations re-cut every batch identically after
+//! a crash and overwrite its objects (names derive from the batch id), so they must show none:
+//! every acknowledged event is in the bucket exactly once, across all objects. Kinesis cannot
+//! deduplicate a re-sent record and may. S3 runs with a small `max_bytes`, so byte-cut batches
+//! go out concurrently and linger cuts wait for their persisted plan (both paths are crossed).
 //!
 //! Cycles: `FLAGSTREAM_KILL9_CYCLES` (default 12, about 40 s in CI; docs/reliability.md records
 //! a run of 50).
@@ -15,7 +18,7 @@ use rand::Rng;
 
 use crate::serve_crash::{Load, EVENTS_PER_BODY};
 use crate::support::cloud::kinesis::{client, create_stream, read_all, use_test_credentials};
-use crate::support::cloud::StandIn;
+use crate::support::cloud::{s3, StandIn};
 use crate::support::serve::*;
 
 const DEFAULT_CYCLES: usize = 12;
@@ -23,6 +26,7 @@ const DEFAULT_CYCLES: usize = 12;
 /// runs one batch at a time here (see `start`).
 const CLIENTS: usize = 2;
 const STREAM: &str = "flag-events";
+const BUCKET: &str = "kill9-bucket";
 
 fn cycles() -> usize {
     std::env::var("FLAGSTREAM_KILL9_CYCLES")
@@ -46,6 +50,14 @@ async fn start(data: &std::path::Path, export: &std::path::Path, moto: &StandIn)
             "--dest",
             &format!(
                 "kinesis://{STREAM}?name=stream&region=us-east-1&endpoint={}&linger=50ms&concurrency=1",
+                moto.endpoint()
+            ),
+        ])
+        .args([
+            "--dest",
+            &format!(
+                "s3://{BUCKET}/events?name=bucket&region=us-east-1&endpoint={}&rotate=50ms\
+                 &max_bytes=64KiB&format=ndjson.gz",
                 moto.endpoint()
             ),
         ])
@@ -88,13 +100,15 @@ fn check(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_loop_with_file_and_kinesis_loses_nothing_and_the_file_duplicates_nothing() {
+async fn kill_9_loop_with_file_kinesis_and_s3_loses_nothing_and_file_and_s3_duplicate_nothing() {
     let started = Instant::now();
     let cycles = cycles();
     let moto = StandIn::moto();
     use_test_credentials();
     let kinesis = client(&moto).await;
     create_stream(&kinesis, STREAM, 2).await;
+    let bucket = s3::client(&moto).await;
+    s3::create_bucket(&bucket, BUCKET).await;
     let dir = tempfile::tempdir().unwrap();
     let (data, export) = (dir.path().join("data"), dir.path().join("export"));
     let next_body = Arc::new(AtomicU64::new(0));
@@ -141,21 +155,72 @@ async fn kill_9_loop_with_file_and_kinesis_loses_nothing_and_the_file_duplicates
                 event["event"]["data"]["n"].as_u64()
             }),
     );
+    let objects = s3::read_objects(&bucket, BUCKET, "events/").await;
+    let s3_markers = count(objects.iter().flat_map(|object| {
+        object.text.lines().filter_map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|err| panic!("{}: bad line {line}: {err}", object.key));
+            event["event"]["data"]["n"].as_u64()
+        })
+    }));
     eprintln!(
-        "kill -9 x{cycles} with file + Kinesis: {} bodies ({} events) acknowledged, {:?}",
+        "kill -9 x{cycles} with file + Kinesis + S3 ({} objects): {} bodies ({} events) acknowledged, {:?}",
+        objects.len(),
         acked.len(),
         acked.len() as u64 * EVENTS_PER_BODY,
         started.elapsed()
     );
     let (file_missing, file_duplicates) = check("file", &file, &acked, sent_bound);
     let (stream_missing, _stream_duplicates) = check("kinesis", &stream, &acked, sent_bound);
+    let (s3_missing, s3_duplicates) = check("s3", &s3_markers, &acked, sent_bound);
+    if s3_duplicates > 0 {
+        eprintln!(
+            "s3 objects holding events twice:\n{}",
+            duplicate_holders(&objects)
+        );
+    }
     assert_eq!(
-        (file_missing, stream_missing),
-        (0, 0),
+        (file_missing, stream_missing, s3_missing),
+        (0, 0, 0),
         "acknowledged events lost"
     );
     assert_eq!(
-        file_duplicates, 0,
-        "the file destination delivered events twice"
+        (file_duplicates, s3_duplicates),
+        (0, 0),
+        "the file or S3 destination delivered events twice"
     );
+}
+
+/// For the first few events held by more than one object: the objects (key, marker range)
+/// that hold them, to show how the batches overlap.
+fn duplicate_holders(objects: &[s3::StoredObject]) -> String {
+    let mut holders: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    let mut ranges = Vec::new();
+    for (index, object) in objects.iter().enumerate() {
+        let markers: Vec<u64> = markers(
+            &object
+                .text
+                .lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect::<Vec<_>>(),
+        );
+        for marker in &markers {
+            holders.entry(*marker).or_default().push(index);
+        }
+        let (low, high) = (markers.iter().min(), markers.iter().max());
+        ranges.push(format!(
+            "{} [{low:?}..={high:?}, {} events]",
+            object.key,
+            markers.len()
+        ));
+    }
+    let mut shown = std::collections::BTreeSet::new();
+    for indices in holders.values().filter(|i| i.len() > 1).take(200) {
+        shown.extend(indices.iter().copied());
+    }
+    shown
+        .iter()
+        .take(12)
+        .map(|i| format!("  {}\n", ranges[*i]))
+        .collect()
 }

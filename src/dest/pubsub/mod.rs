@@ -114,7 +114,7 @@ impl DestinationKind for PubSubKind {
         let timeout = request.timeout().map_err(|reason| context.error(reason))?;
         let endpoint = match request.endpoint {
             Some(endpoint) => Some(endpoint),
-            None => emulator_endpoint().map_err(|reason| context.error(reason))?,
+            None => gcp::emulator_endpoint(EMULATOR_ENV).map_err(|reason| context.error(reason))?,
         };
         let plaintext = endpoint.as_ref().is_some_and(Endpoint::is_plaintext);
         let credentials = google
@@ -160,21 +160,6 @@ impl DestinationKind for PubSubKind {
             requests: RequestMetrics::new(&context.name),
         }))
     }
-}
-
-/// Like Google's client libraries: `PUBSUB_EMULATOR_HOST=host:port` means the emulator.
-fn emulator_endpoint() -> Result<Option<Endpoint>, String> {
-    let Some(host) = std::env::var(EMULATOR_ENV).ok().filter(|h| !h.is_empty()) else {
-        return Ok(None);
-    };
-    let url = if host.contains("://") {
-        host
-    } else {
-        format!("http://{host}")
-    };
-    url.parse()
-        .map(Some)
-        .map_err(|err| format!("{EMULATOR_ENV}: {err}"))
 }
 
 /// The Pub/Sub destination.

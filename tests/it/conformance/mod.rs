@@ -19,6 +19,7 @@
 
 pub mod bigquery;
 pub mod eventhubs;
+pub mod gcs;
 pub mod kafka;
 pub mod launchdarkly;
 pub mod mparticle;
@@ -438,6 +439,7 @@ conformance!(kinesis_kinesalite, targets::Kinesis::kinesalite);
 conformance!(pubsub_emulator, targets::PubSub::emulator);
 conformance!(kafka_tansu, targets::Kafka::tansu);
 conformance!(s3_moto, targets::S3::moto);
+conformance!(gcs_fake, targets::Gcs::fake);
 conformance!(
     postgres,
     targets::Postgres::start,

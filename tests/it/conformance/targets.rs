@@ -294,6 +294,7 @@ impl Target for PubSub {
 /// The `kafka` destination on tansu (its own file).
 /// The `eventhubs` destination on the AMQP stand-in (its own file).
 pub use super::eventhubs::EventHubs;
+pub use super::gcs::Gcs;
 pub use super::kafka::Kafka;
 /// PostgreSQL (its own file: `postgres_target.rs`).
 pub use super::postgres_target::Postgres;

@@ -5,6 +5,7 @@
 //! * [`bigquery`], [`snowflake`]: bqemulator and fakesnow (warehouse stand-ins).
 //! * [`kafka`]: a tansu broker (Kafka protocol) behind a gate, and rdkafka read-back.
 //! * [`eventhubs`]: an AMQP 1.0 Event Hubs stand-in (Qpid Proton) behind a gate.
+//! * [`gcs`]: fake-gcs-server (Cloud Storage JSON API): buckets, listing and read-back.
 //! * [`http_receivers`]: in-process stand-ins of vendors' HTTP servers (webhook, Segment,
 //!   mParticle).
 //! * [`ld_events`]: LaunchDarkly's events service (in-process) and a recording proxy.
@@ -22,6 +23,7 @@ pub mod cursor_fuzz;
 pub mod delivery;
 pub mod event_fuzz;
 pub mod eventhubs;
+pub mod gcs;
 pub mod http_receivers;
 pub mod ingest_fuzz;
 pub mod kafka;

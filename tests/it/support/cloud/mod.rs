@@ -380,6 +380,17 @@ pub fn batch(prefix: &str, count: usize, contexts: usize) -> Batch {
     }
 }
 
+/// An object's text as stored, gunzipped when it is gzip (by its magic bytes).
+pub fn gunzipped_text(raw: &[u8]) -> String {
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(raw), &mut text).unwrap();
+        text
+    } else {
+        String::from_utf8(raw.to_vec()).unwrap()
+    }
+}
+
 /// The event id inside a read-back payload.
 pub fn event_id_of(payload: &[u8]) -> String {
     let value: serde_json::Value = serde_json::from_slice(payload).unwrap_or_else(|err| {

@@ -1,8 +1,6 @@
 //! S3 test helpers over the real `aws-sdk-s3` client (path-style, as moto needs): bucket
 //! creation and reading every object under a prefix.
 
-use std::io::Read;
-
 use super::StandIn;
 
 pub async fn client(moto: &StandIn) -> aws_sdk_s3::Client {
@@ -72,15 +70,7 @@ pub async fn read_objects(
         let storage_class = got.storage_class().map(|c| c.as_str().to_string());
         let server_side_encryption = got.server_side_encryption().map(|s| s.as_str().to_string());
         let raw = got.body.collect().await.unwrap().into_bytes().to_vec();
-        let text = if raw.starts_with(&[0x1f, 0x8b]) {
-            let mut text = String::new();
-            flate2::read::GzDecoder::new(&raw[..])
-                .read_to_string(&mut text)
-                .unwrap();
-            text
-        } else {
-            String::from_utf8(raw.clone()).unwrap()
-        };
+        let text = super::gunzipped_text(&raw);
         objects.push(StoredObject {
             key,
             content_type,
