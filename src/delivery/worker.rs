@@ -297,7 +297,8 @@ impl Worker {
                 continue;
             }
             let want_records = may_decode && self.read_backoff.is_none();
-            let linger = if paused {
+            // No linger while a cut batch waits for a free slot: the next cut is by size.
+            let linger = if paused || self.batcher.has_ready() {
                 None
             } else {
                 self.batcher.linger_deadline()
@@ -335,7 +336,7 @@ impl Worker {
                     tracing::info!(destination = %self.name, paused, "pause state changed");
                     self.publish_status();
                 }
-                Step::Linger => self.batcher.cut_lingering(),
+                Step::Linger => self.on_linger(),
                 Step::GateOpen => {
                     self.gate = None;
                     self.publish_status();
@@ -376,6 +377,20 @@ impl Worker {
         tracing::warn!(destination = %self.name, %error, "destination check failed at start; delivery will retry");
         self.set_error(format!("startup check: {error}"));
         self.publish_status();
+    }
+
+    /// The open batch's linger time passed: cut it, unless committed records are still unread.
+    ///
+    /// A linger cut is for light traffic. With a backlog (after a restart, or a reader that
+    /// fell behind) the open batch must fill by count or bytes exactly as it did in the run
+    /// before: those cuts go out without a persisted plan because they are a pure function of
+    /// the start and the log, so a linger cut of the same stretch would put its events under a
+    /// second batch id (and, in an object store, a second object).
+    fn on_linger(&mut self) {
+        let caught_up = self.drain_committed();
+        if caught_up && self.unfinished.is_none() && !self.batcher.has_ready() {
+            self.batcher.cut_lingering();
+        }
     }
 
     /// Decode records that are already committed, until a batch is ready; true when nothing
