@@ -7,6 +7,7 @@
 //! * [`eventhubs`]: an AMQP 1.0 Event Hubs stand-in (Qpid Proton) behind a gate.
 //! * [`http_receivers`]: in-process stand-ins of vendors' HTTP servers (webhook, Segment,
 //!   mParticle).
+//! * [`readers`]: DuckDB and pyarrow reading what the object destinations wrote.
 //! * [`ld_events`]: LaunchDarkly's events service (in-process) and a recording proxy.
 //! * [`delivery`]: a real WAL plus simulated remote targets for the delivery engine tests.
 //! * [`wal`]: a fault-injecting `WalIo`, deterministic payloads, small options.
@@ -27,6 +28,7 @@ pub mod ingest_fuzz;
 pub mod kafka;
 pub mod ld_events;
 pub mod postgres;
+pub mod readers;
 pub mod serve;
 pub mod snowflake;
 pub mod wal;
