@@ -129,13 +129,22 @@ pub enum ParquetError {
 /// A warehouse table: its name and columns.
 pub type Table = (&'static str, &'static [Column]);
 
-/// The table a warehouse row belongs to (its leading `"table"` field), if it is one of
-/// [`warehouse::TABLES`].
+/// The table a warehouse row belongs to (its `"table"` field), if it is one of
+/// [`warehouse::TABLES`]. The mapper writes `table` first, so that is checked in place; any
+/// other row is parsed.
 pub fn table_of(payload: &[u8]) -> Option<Table> {
-    let rest = payload.strip_prefix(b"{\"table\":\"")?;
-    warehouse::TABLES.into_iter().find(|(name, _)| {
-        rest.strip_prefix(name.as_bytes())
-            .is_some_and(|after| after.first() == Some(&b'"'))
+    let leading = payload.strip_prefix(b"{\"table\":\"").and_then(|rest| {
+        warehouse::TABLES.into_iter().find(|(name, _)| {
+            rest.strip_prefix(name.as_bytes())
+                .is_some_and(|after| after.first() == Some(&b'"'))
+        })
+    });
+    leading.or_else(|| {
+        let row: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let name = row.get("table")?.as_str()?;
+        warehouse::TABLES
+            .into_iter()
+            .find(|(table, _)| *table == name)
     })
 }
 

@@ -227,7 +227,7 @@ async fn send_sdk_payload(server: &Flagstream) {
 fn load_event(n: u64) -> String {
     let created = LOAD_START_MS + n;
     let (flag, user, org) = (n % 20, n % 1000, n % 7);
-    let value = n % 3 == 0;
+    let value = n.is_multiple_of(3);
     match n % 10 {
         0..=5 => format!(
             r#"{{"kind":"feature","creationDate":{created},"key":"flag-{flag}","version":3,"variation":{},"value":{value},"default":false,"context":{{"kind":"user","key":"user-{user}","name":"U{user}"}}}}"#,

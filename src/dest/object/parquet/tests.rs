@@ -269,10 +269,16 @@ fn numbers_simd_json_refuses_take_the_serde_path() {
 }
 
 #[test]
-fn table_of_reads_the_leading_table_field_only() {
+fn table_of_reads_the_table_field_first_in_place_else_anywhere() {
     assert_eq!(
         table_of(br#"{"table":"metric_events","x":1}"#).unwrap().0,
         "metric_events"
+    );
+    assert_eq!(
+        table_of(br#"{"x":1,"table":"summary_counters"}"#)
+            .unwrap()
+            .0,
+        "summary_counters"
     );
     assert!(table_of(br#"{"table":"metric_events_2"}"#).is_none());
     assert!(table_of(br#"{"kind":"feature"}"#).is_none());
