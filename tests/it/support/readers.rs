@@ -60,30 +60,23 @@ impl TableRead {
 
 /// Run `object_reader.py` with `request` (see the script's doc).
 pub fn read_objects(request: &Value) -> ReaderOutput {
-    let out = Command::new(reader_python())
-        .arg(fixture("object_reader.py"))
-        .arg(request.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "reader failed on {request}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let script = fixture("object_reader.py");
+    run_python(&[script.as_os_str(), request.to_string().as_ref()])
 }
 
 /// Run one DuckDB query; its single row as JSON values.
 pub fn duckdb_row(sql: &str) -> Vec<Value> {
     let script = "import duckdb, json, sys\n\
                   print(json.dumps(duckdb.sql(sys.argv[1]).fetchall()[0], default=str))";
-    let out = Command::new(reader_python())
-        .args(["-c", script, sql])
-        .output()
-        .unwrap();
+    run_python(&["-c".as_ref(), script.as_ref(), sql.as_ref()])
+}
+
+/// Run the readers' Python with `args`; its standard output as JSON.
+fn run_python<T: serde::de::DeserializeOwned>(args: &[&std::ffi::OsStr]) -> T {
+    let out = Command::new(reader_python()).args(args).output().unwrap();
     assert!(
         out.status.success(),
-        "duckdb failed on {sql}: {}",
+        "reader failed on {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
