@@ -67,12 +67,15 @@ fi
 # --- end Kafka stand-in -----------------------------------------------------------------------
 
 # --- Object readers (owner: object storage) -------------------------------------------------
-# DuckDB reads the objects the file/s3 destinations write (tests/it/object_readers.rs).
+# DuckDB (with its httpfs extension, to read straight from moto's S3) and pyarrow read the
+# objects the file/s3 destinations write (tests/it/object_readers.rs).
 DUCKDB_VERSION="1.5.5"
-if ! "$DEPS/duckdb-python/bin/python" -c "import duckdb, sys; sys.exit(0 if duckdb.__version__ == '$DUCKDB_VERSION' else 1)" 2>/dev/null; then
-  echo "installing duckdb $DUCKDB_VERSION into $DEPS/duckdb-python"
+PYARROW_VERSION="26.0.1"
+if ! "$DEPS/duckdb-python/bin/python" -c "import duckdb, duckdb_extension_httpfs, pyarrow, sys; sys.exit(0 if (duckdb.__version__, pyarrow.__version__) == ('$DUCKDB_VERSION', '$PYARROW_VERSION') else 1)" 2>/dev/null; then
+  echo "installing duckdb $DUCKDB_VERSION, httpfs and pyarrow $PYARROW_VERSION into $DEPS/duckdb-python"
   python3 -m venv "$DEPS/duckdb-python"
-  "$DEPS/duckdb-python/bin/pip" install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION"
+  "$DEPS/duckdb-python/bin/pip" install --quiet --disable-pip-version-check "duckdb==$DUCKDB_VERSION" \
+    "duckdb-extension-httpfs==$DUCKDB_VERSION" "pyarrow==$PYARROW_VERSION"
 fi
 # --- end object readers ---------------------------------------------------------------------
 

@@ -64,7 +64,7 @@ pub struct FileKind;
 impl DestinationKind for FileKind {
     const SCHEME: &'static str = "file";
     const SUMMARY: &'static str =
-        "one file per batch in a directory (NDJSON, NDJSON.gz or CSV), written atomically";
+        "one file per batch in a directory (NDJSON, NDJSON.gz, CSV or Parquet), written atomically";
     const EXAMPLE: &'static str =
         "file:///var/lib/flagstream/export?format=ndjson.gz&partitions=dt,hour&rotate=5s";
     type Options = (ObjectOptions,);
@@ -410,7 +410,8 @@ mod tests {
 
         for (url, needle) in [
             ("file://relative/dir", "absolute"),
-            ("file:///srv?format=parquet", "format"),
+            ("file:///srv?format=orc", "format"),
+            ("file:///srv?format=parquet", "schema=warehouse"),
             ("file:///srv?file_name=x", "batch_id"),
             ("file:///srv?rotate=never", "rotate"),
             ("file:///srv?rotate=0s", "rotate"),

@@ -35,6 +35,7 @@ mod launchdarkly;
 mod mparticle;
 mod numbers;
 mod object_readers;
+mod object_rotation;
 mod postgres;
 mod pubsub_emulator;
 mod replay;

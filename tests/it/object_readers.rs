@@ -1,48 +1,18 @@
-//! Object files read by a reader no one here wrote: DuckDB (PyPI `duckdb`, installed by
-//! `scripts/install-test-deps.sh`) reads what the `file` destination wrote — NDJSON.gz in
-//! Hive partitions and CSV with a header — and the counts, the partition columns and the
-//! equality filters must match what was sent, every event exactly once (a re-sent batch
-//! included).
+//! Object files read by readers no one here wrote: DuckDB and pyarrow (PyPI, installed by
+//! `scripts/install-test-deps.sh`) read what the `file` and `s3` destinations wrote, and the
+//! counts, values, types, partition columns and equality filters must match what was sent,
+//! every event exactly once (a re-sent batch included).
+//!
+//! [`load`] runs the binary with
+//! one destination per format (Parquet, CSV, NDJSON, NDJSON.gz to files, Parquet to S3 on
+//! moto), sends the real SDK payload and a 100k-event load, and compares every reader's rows
+//! with the NDJSON rows, value by value; the NDJSON itself is checked against the load.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod load;
 
 use crate::support::cloud::{self, destination};
+use crate::support::readers::duckdb_row;
 use flagstream::dest::{Batch, SendOutcome};
-
-/// DuckDB's Python interpreter; panics (the test fails, never skips) with the install command.
-fn duckdb_python() -> PathBuf {
-    let deps = std::env::var_os("FLAGSTREAM_TEST_DEPS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".test-deps"));
-    let python = deps.join("duckdb-python/bin/python");
-    let ok = Command::new(&python)
-        .args(["-c", "import duckdb"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    assert!(
-        ok,
-        "DuckDB is not installed at {}; run `scripts/install-test-deps.sh`",
-        python.display()
-    );
-    python
-}
-
-/// Run one DuckDB query; its single row as JSON values.
-fn duckdb_row(sql: &str) -> Vec<serde_json::Value> {
-    let script = "import duckdb, json, sys\n\
-                  print(json.dumps(duckdb.sql(sys.argv[1]).fetchall()[0], default=str))";
-    let out = Command::new(duckdb_python())
-        .args(["-c", script, sql])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "duckdb failed on {sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// 300 events over 10 contexts, two kinds, across an hour boundary.
 fn spanning_batch() -> Batch {

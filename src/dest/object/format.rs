@@ -5,6 +5,7 @@
 //! | `ndjson` (default) | one mapped event per line, `\n`-terminated | `application/x-ndjson` | — |
 //! | `ndjson.gz` | the same, gzip (one member) | `application/x-ndjson` | `gzip` |
 //! | `csv` | RFC 4180 CSV, optional header row, one row per event | `text/csv` | — |
+//! | `parquet` | typed `schema=warehouse` tables, one object per table ([`super::parquet`]) | `application/vnd.apache.parquet` | — |
 //!
 //! CSV columns are values of the mapped payload picked by JSON pointer (`csv_columns`): each
 //! entry is `name` (the top-level field `name`) or `header:/json/pointer`. Strings are written
@@ -21,6 +22,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 
 use super::super::BatchItem;
+use super::parquet::{self, ParquetError, ParquetSettings, Table};
 
 /// go-feature-flag's default CSV column set (its template
 /// `{{ .Kind}};{{ .ContextKind}};{{ .UserKey}};{{ .CreationDate}};{{ .Key}};{{ .Variation}};{{ .Value}};{{ .Default}};{{ .Source}}`).
@@ -33,6 +35,7 @@ pub enum FormatKind {
     Ndjson,
     NdjsonGz,
     Csv,
+    Parquet,
 }
 
 impl std::str::FromStr for FormatKind {
@@ -43,8 +46,9 @@ impl std::str::FromStr for FormatKind {
             "ndjson" => Ok(FormatKind::Ndjson),
             "ndjson.gz" => Ok(FormatKind::NdjsonGz),
             "csv" => Ok(FormatKind::Csv),
+            "parquet" => Ok(FormatKind::Parquet),
             other => Err(format!(
-                "unknown format `{other}` (use ndjson, ndjson.gz or csv)"
+                "unknown format `{other}` (use ndjson, ndjson.gz, csv or parquet)"
             )),
         }
     }
@@ -93,6 +97,19 @@ pub enum Format {
         header: bool,
         delimiter: u8,
     },
+    Parquet(ParquetSettings),
+}
+
+/// Why an object's bytes could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Parquet(#[from] ParquetError),
+    /// A Parquet object was asked for without its warehouse table.
+    #[error("no warehouse table given for a Parquet object")]
+    NoTable,
 }
 
 impl Format {
@@ -102,6 +119,7 @@ impl Format {
             Format::Ndjson => "ndjson",
             Format::NdjsonGz => "ndjson.gz",
             Format::Csv { .. } => "csv",
+            Format::Parquet(_) => "parquet",
         }
     }
 
@@ -109,22 +127,31 @@ impl Format {
         match self {
             Format::Ndjson | Format::NdjsonGz => "application/x-ndjson",
             Format::Csv { .. } => "text/csv; charset=utf-8",
+            // IANA-registered in 2024.
+            Format::Parquet(_) => "application/vnd.apache.parquet",
         }
     }
 
     pub fn content_encoding(&self) -> Option<&'static str> {
         match self {
             Format::NdjsonGz => Some("gzip"),
-            Format::Ndjson | Format::Csv { .. } => None,
+            Format::Ndjson | Format::Csv { .. } | Format::Parquet(_) => None,
         }
     }
 
-    /// Encode `items` (the payloads of one object) into the object's bytes.
+    /// Whether objects are split by warehouse table (one schema per file).
+    pub fn splits_tables(&self) -> bool {
+        matches!(self, Format::Parquet(_))
+    }
+
+    /// Encode `items` (the payloads of one object, all rows of `table` when
+    /// [`Self::splits_tables`]) into the object's bytes.
     pub fn encode<'a>(
         &self,
+        table: Option<Table>,
         items: impl Iterator<Item = &'a BatchItem>,
         size_hint: usize,
-    ) -> std::io::Result<Bytes> {
+    ) -> Result<Bytes, EncodeError> {
         match self {
             Format::Ndjson => {
                 let mut out = Vec::with_capacity(size_hint);
@@ -140,7 +167,11 @@ impl Format {
                 columns,
                 header,
                 delimiter,
-            } => encode_csv(items, columns, *header, *delimiter, size_hint),
+            } => Ok(encode_csv(items, columns, *header, *delimiter, size_hint)?),
+            Format::Parquet(settings) => {
+                let table = table.ok_or(EncodeError::NoTable)?;
+                Ok(parquet::encode(table, items, settings, size_hint)?)
+            }
         }
     }
 }

@@ -11,13 +11,18 @@
 //! |---|---|---|
 //! | `rotate` | longest time events wait before their object is written (the batch linger) | `file`: `5s`; buckets: `60s` |
 //! | `max_bytes` | largest batch of mapped events per object (before compression) | `file`: `8MiB`; buckets: `64MiB` |
-//! | `format` | `ndjson`, `ndjson.gz`, `csv` ([`format`]) | `ndjson` |
+//! | `format` | `ndjson`, `ndjson.gz`, `csv`, `parquet` ([`format`]; `parquet` needs `schema=warehouse`, see [`parquet`]) | `ndjson` |
 //! | `partitions` | Hive partitions in path order: `dt`, `hour`, `environment`, `kind` (comma-separated), or `none` | `file`: `none`; buckets: `dt,hour` |
 //! | `partition_time` | `received` (when flagstream accepted the event) or `event` (the event's creation time) | `received` |
 //! | `file_name` | file name template; must contain `{batch_id}`, may contain `{ext}` | `{batch_id}.{ext}` |
 //! | `csv_columns` | CSV columns: `name` or `header:/json/pointer`, comma-separated | go-feature-flag's set |
 //! | `csv_header` | write a header row | `true` |
 //! | `csv_delimiter` | one ASCII character | `,` |
+//! | `parquet_compression` | `snappy`, `zstd` or `none` | `snappy` |
+//! | `parquet_row_group_rows` | most rows per Parquet row group | `122880` |
+//!
+//! With `format=parquet` the table name is a directory before the partitions
+//! (`<prefix>/<table>/dt=…/hour=…/<batch id>.parquet`): one object per (table, partition).
 //!
 //! ## Exactly once by construction
 //!
@@ -29,6 +34,7 @@
 
 pub mod format;
 pub mod layout;
+pub mod parquet;
 
 use std::time::Duration;
 
@@ -36,12 +42,14 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-pub use format::{CsvColumn, Format, FormatKind, GOFF_CSV_COLUMNS};
+pub use format::{CsvColumn, EncodeError, Format, FormatKind, GOFF_CSV_COLUMNS};
 pub use layout::{Layout, Partition, PartitionTime, Partitions, MAX_KEY_BYTES};
+pub use parquet::{ParquetCompression, ParquetSettings};
 
 use super::options::{HumanDuration, Parsed, Size};
 use super::{Batch, BatchLimits, DestError, Destination, Failure, SendOutcome};
 use crate::event::Schema;
+use parquet::Table;
 
 /// Most events per object.
 pub const MAX_EVENTS_PER_OBJECT: usize = 1_000_000;
@@ -89,6 +97,8 @@ pub struct ObjectOptions {
     pub csv_columns: Option<String>,
     pub csv_header: Option<bool>,
     pub csv_delimiter: Option<String>,
+    pub parquet_compression: Option<Parsed<ParquetCompression>>,
+    pub parquet_row_group_rows: Option<usize>,
 }
 
 impl ObjectOptions {
@@ -109,6 +119,10 @@ impl ObjectOptions {
             return Err("options `csv_*` need `format=csv`".into());
         }
         let format = match kind {
+            FormatKind::Parquet => Format::Parquet(self.parquet_settings(schema)?),
+            _ if self.parquet_compression.is_some() || self.parquet_row_group_rows.is_some() => {
+                return Err("options `parquet_*` need `format=parquet`".into())
+            }
             FormatKind::Ndjson => Format::Ndjson,
             FormatKind::NdjsonGz => Format::NdjsonGz,
             FormatKind::Csv => Format::Csv {
@@ -135,6 +149,30 @@ impl ObjectOptions {
             layout,
             format,
             schema,
+        })
+    }
+}
+
+impl ObjectOptions {
+    /// The Parquet settings; Parquet writes the typed warehouse tables only.
+    fn parquet_settings(&self, schema: Schema) -> Result<ParquetSettings, String> {
+        if schema != Schema::Warehouse {
+            return Err(format!(
+                "`format=parquet` writes the typed tables of `schema=warehouse` (got `schema={schema}`): add `schema=warehouse`"
+            ));
+        }
+        let row_group_rows = self
+            .parquet_row_group_rows
+            .unwrap_or(parquet::DEFAULT_ROW_GROUP_ROWS);
+        if row_group_rows == 0 {
+            return Err("option `parquet_row_group_rows` must be at least 1".into());
+        }
+        Ok(ParquetSettings {
+            compression: self
+                .parquet_compression
+                .map(|Parsed(c)| c)
+                .unwrap_or_default(),
+            row_group_rows,
         })
     }
 }
@@ -219,11 +257,12 @@ pub struct ObjectWriter {
 }
 
 impl ObjectWriter {
-    /// The objects of `batch`: one per partition, in first-seen partition order.
+    /// The objects of `batch`: one per partition (per table and partition for Parquet), in
+    /// first-seen order.
     pub fn encode(&self, batch: &Batch) -> Result<Vec<EncodedObject>, Failure> {
         let ext = self.format.extension();
         let mut objects = Vec::new();
-        for (path, items) in self.layout.group(self.schema, &batch.items) {
+        for (path, table, items) in self.groups(batch)? {
             let key = self.layout.key(&path, &batch.id, ext);
             if key.len() > MAX_KEY_BYTES {
                 return Err(Failure::permanent(format!(
@@ -237,7 +276,7 @@ impl ObjectWriter {
                 .sum();
             let body = self
                 .format
-                .encode(items.iter().map(|&i| &batch.items[i]), size_hint)
+                .encode(table, items.iter().map(|&i| &batch.items[i]), size_hint)
                 .map_err(|err| Failure::permanent(format!("encoding {key}: {err}")))?;
             objects.push(EncodedObject {
                 key,
@@ -250,7 +289,43 @@ impl ObjectWriter {
         Ok(objects)
     }
 
-    /// Encode `batch` (on a blocking thread: gzip and CSV are CPU work) and put its objects
+    /// The batch's items grouped by partition path and, when the format splits tables, by
+    /// warehouse table (whose name then leads the path).
+    #[allow(clippy::type_complexity)]
+    fn groups(&self, batch: &Batch) -> Result<Vec<(String, Option<Table>, Vec<usize>)>, Failure> {
+        let groups = self.layout.group(self.schema, &batch.items);
+        if !self.format.splits_tables() {
+            return Ok(groups
+                .into_iter()
+                .map(|(p, items)| (p, None, items))
+                .collect());
+        }
+        let mut split = Vec::with_capacity(groups.len());
+        for (path, items) in groups {
+            let mut tables: Vec<(Table, Vec<usize>)> = Vec::new();
+            for index in items {
+                let item = &batch.items[index];
+                let table = parquet::table_of(&item.payload).ok_or_else(|| {
+                    Failure::permanent(format!(
+                        "event {} is not a warehouse row: format=parquet needs schema=warehouse",
+                        item.event_id
+                    ))
+                })?;
+                match tables.iter_mut().find(|(t, _)| t.0 == table.0) {
+                    Some((_, indices)) => indices.push(index),
+                    None => tables.push((table, vec![index])),
+                }
+            }
+            split.extend(
+                tables
+                    .into_iter()
+                    .map(|(table, items)| (format!("{}/{path}", table.0), Some(table), items)),
+            );
+        }
+        Ok(split)
+    }
+
+    /// Encode `batch` (on a blocking thread: gzip, CSV and Parquet are CPU work) and put its objects
     /// one after the other; the first failure fails the whole batch (see the module doc).
     pub async fn write(&self, store: &impl ObjectStore, batch: &Batch) -> SendOutcome {
         let writer = self.clone();

@@ -188,7 +188,7 @@ fn csv_columns_template_header_and_delimiter_are_configurable() {
 
 #[test]
 fn bad_options_are_refused_with_the_option_named() {
-    let cases: [(ObjectOptions, &str); 4] = [
+    let cases: [(ObjectOptions, &str); 7] = [
         (
             ObjectOptions {
                 file_name: Some("fixed.ndjson".into()),
@@ -218,6 +218,28 @@ fn bad_options_are_refused_with_the_option_named() {
             },
             "csv_delimiter",
         ),
+        (
+            ObjectOptions {
+                format: parsed("parquet"),
+                ..ObjectOptions::default()
+            },
+            "schema=warehouse",
+        ),
+        (
+            ObjectOptions {
+                parquet_compression: parsed("zstd"),
+                ..ObjectOptions::default()
+            },
+            "format=parquet",
+        ),
+        (
+            ObjectOptions {
+                format: parsed("csv"),
+                parquet_row_group_rows: Some(10),
+                ..ObjectOptions::default()
+            },
+            "format=parquet",
+        ),
     ];
     for (options, needle) in cases {
         let err = options.writer("", &[], Schema::LaunchDarkly).unwrap_err();
@@ -228,10 +250,18 @@ fn bad_options_are_refused_with_the_option_named() {
         .unwrap_err()
         .contains("week"));
     assert!("dt,dt".parse::<Partitions>().unwrap_err().contains("twice"));
-    assert!("parquet"
-        .parse::<FormatKind>()
+    assert!("orc".parse::<FormatKind>().unwrap_err().contains("parquet"));
+    assert!("lz4"
+        .parse::<ParquetCompression>()
         .unwrap_err()
-        .contains("parquet"));
+        .contains("parquet_compression"));
+    let zero_rows = ObjectOptions {
+        format: parsed("parquet"),
+        parquet_row_group_rows: Some(0),
+        ..ObjectOptions::default()
+    };
+    let err = zero_rows.writer("", &[], Schema::Warehouse).unwrap_err();
+    assert!(err.contains("parquet_row_group_rows"), "{err}");
     assert!(format::parse_csv_columns("a,:/x").is_err());
 }
 
@@ -246,4 +276,86 @@ fn overlong_keys_are_a_permanent_failure_naming_the_limit() {
         "{}",
         failure.reason
     );
+}
+
+fn warehouse_row(table: &str, event_id: &str) -> String {
+    match table {
+        "summary_counters" => format!(
+            r#"{{"table":"summary_counters","event_id":"{event_id}","project":"p","environment":"prod","flag_key":"f","counter_index":0,"context_kinds":null,"flag_version":null,"unknown_flag":false,"variation_index":null,"variation_value":null,"default_value":null,"count":1,"start_date":null,"end_date":null}}"#
+        ),
+        _ => format!(
+            r#"{{"table":"metric_events","event_id":"{event_id}","project":"p","environment":"prod","kind":"custom","metric_key":"m","context_kind":null,"context_key":null,"context_anonymous":false,"metric_value":null,"data":null,"url":null,"selector":null,"creation_date":1,"timestamp":"1970-01-01T00:00:00.001Z","received_at":1}}"#
+        ),
+    }
+}
+
+#[test]
+fn parquet_writes_one_object_per_table_and_partition_with_the_table_first_in_the_key() {
+    let options = ObjectOptions {
+        format: parsed("parquet"),
+        ..ObjectOptions::default()
+    };
+    let w = options
+        .writer(
+            "exports",
+            &[Partition::Date, Partition::Hour],
+            Schema::Warehouse,
+        )
+        .unwrap();
+    let b = batch(vec![
+        item(
+            0,
+            &warehouse_row("metric_events", "e0"),
+            "prod",
+            LAST_MS_OF_HOUR_7,
+        ),
+        item(
+            1,
+            &warehouse_row("summary_counters", "e1"),
+            "prod",
+            LAST_MS_OF_HOUR_7,
+        ),
+        item(
+            2,
+            &warehouse_row("metric_events", "e2"),
+            "prod",
+            LAST_MS_OF_HOUR_7 + 1,
+        ),
+        item(
+            3,
+            &warehouse_row("metric_events", "e3"),
+            "prod",
+            LAST_MS_OF_HOUR_7,
+        ),
+    ]);
+    let objects = w.encode(&b).unwrap();
+    let keys: Vec<(&str, &[usize])> = objects
+        .iter()
+        .map(|o| (o.key.as_str(), o.items.as_slice()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (
+                "exports/metric_events/dt=2026-11-29/hour=07/s3-10-12.parquet",
+                &[0, 3][..]
+            ),
+            (
+                "exports/summary_counters/dt=2026-11-29/hour=07/s3-10-12.parquet",
+                &[1][..]
+            ),
+            (
+                "exports/metric_events/dt=2026-11-29/hour=08/s3-10-12.parquet",
+                &[2][..]
+            ),
+        ]
+    );
+    assert_eq!(objects[0].content_type, "application/vnd.apache.parquet");
+    assert_eq!(objects[0].content_encoding, None);
+    assert!(objects[0].body.starts_with(b"PAR1") && objects[0].body.ends_with(b"PAR1"));
+    assert_eq!(w.encode(&b).unwrap(), objects, "deterministic bytes");
+
+    let stray = batch(vec![item(0, r#"{"kind":"feature"}"#, "prod", 0)]);
+    let failure = w.encode(&stray).unwrap_err();
+    assert!(!failure.is_retriable() && failure.reason.contains("schema=warehouse"));
 }

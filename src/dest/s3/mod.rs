@@ -11,7 +11,7 @@
 //! | option | meaning | default |
 //! |---|---|---|
 //! | target | `BUCKET` or `BUCKET/PREFIX` | required |
-//! | `format`, `partitions`, `partition_time`, `file_name`, `csv_*`, `rotate`, `max_bytes` | the object options ([`crate::dest::object`]) | `ndjson`, `dt,hour`, `received`, `{batch_id}.{ext}`, `60s`, `64MiB` |
+//! | `format`, `partitions`, `partition_time`, `file_name`, `csv_*`, `parquet_*`, `rotate`, `max_bytes` | the object options ([`crate::dest::object`]) | `ndjson`, `dt,hour`, `received`, `{batch_id}.{ext}`, `60s`, `64MiB` |
 //! | `region`, `access_key_id`, `secret_access_key`, `session_token`, `role_arn`, `external_id` | AWS region and credentials ([`crate::dest::aws`]) | the standard AWS chain |
 //! | `endpoint` | S3-compatible store or VPC endpoint (MinIO, Ceph, R2, moto) | AWS |
 //! | `path_style` | path-style addressing (`endpoint/bucket/key`), which most S3-compatible stores need | `true` with `endpoint`, else `false` |
@@ -22,7 +22,8 @@
 //! | `part_size` | part size of multipart uploads (5 MiB – 5 GiB; grown to stay within 10,000 parts) | `8MiB` |
 //! | `timeout` | per-request timeout | `30s` |
 //!
-//! `Content-Type` is the format's (`application/x-ndjson`, `text/csv; charset=utf-8`), and
+//! `Content-Type` is the format's (`application/x-ndjson`, `text/csv; charset=utf-8`,
+//! `application/vnd.apache.parquet`), and
 //! `ndjson.gz` objects carry `Content-Encoding: gzip`. With an `endpoint`, request checksums
 //! are only sent where S3 requires them (many S3-compatible stores reject the newer
 //! `x-amz-checksum-*` trailers).
@@ -74,7 +75,7 @@ pub struct S3Kind;
 impl DestinationKind for S3Kind {
     const SCHEME: &'static str = "s3";
     const SUMMARY: &'static str =
-        "Amazon S3 or S3-compatible objects (NDJSON, NDJSON.gz, CSV), Hive-partitioned";
+        "Amazon S3 or S3-compatible objects (NDJSON, NDJSON.gz, CSV, Parquet), Hive-partitioned";
     const EXAMPLE: &'static str =
         "s3://analytics-bucket/flag-events?region=us-east-1&format=ndjson.gz";
     type Options = (S3Options, ObjectOptions, RequestOptions, AwsOptions);

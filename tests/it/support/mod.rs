@@ -8,6 +8,7 @@
 //! * [`gcs`]: fake-gcs-server (Cloud Storage JSON API): buckets, listing and read-back.
 //! * [`http_receivers`]: in-process stand-ins of vendors' HTTP servers (webhook, Segment,
 //!   mParticle).
+//! * [`readers`]: DuckDB and pyarrow reading what the object destinations wrote.
 //! * [`ld_events`]: LaunchDarkly's events service (in-process) and a recording proxy.
 //! * [`delivery`]: a real WAL plus simulated remote targets for the delivery engine tests.
 //! * [`wal`]: a fault-injecting `WalIo`, deterministic payloads, small options.
@@ -29,6 +30,7 @@ pub mod ingest_fuzz;
 pub mod kafka;
 pub mod ld_events;
 pub mod postgres;
+pub mod readers;
 pub mod serve;
 pub mod snowflake;
 pub mod wal;

@@ -1,0 +1,476 @@
+//! `format=parquet`: the typed tables of `schema=warehouse` as Parquet files (arrow-rs).
+//!
+//! ## Objects: one per table
+//!
+//! A Parquet file has one schema, and the warehouse schema has three tables
+//! (`evaluation_events`, `metric_events`, `summary_counters`, see
+//! [`crate::event::schema::warehouse`]), so a batch becomes **one object per (table,
+//! partition)**: the table name is the first directory under the prefix, before the Hive
+//! partitions — `exports/evaluation_events/dt=2026-11-29/hour=07/<batch id>.parquet` — which is
+//! the layout Athena, Trino, Spark and BigQuery external tables want (one table location
+//! per schema). Keys stay a pure function of the batch id, the table and the partition values.
+//!
+//! ## Column types
+//!
+//! Columns are the table's, in its order, with the warehouse types: text → `BYTE_ARRAY`
+//! `STRING` (plain UTF-8 logical type), JSON columns (`context_attributes`, `data`, values,
+//! …) → `STRING` holding compact JSON text, int64 → `INT64`, float64 → `DOUBLE`, bool →
+//! `BOOLEAN`, `timestamp` → `INT64 TIMESTAMP(MILLIS, isAdjustedToUTC=true)`. Columns the
+//! schema marks not null are `REQUIRED`, the others `OPTIONAL`.
+//!
+//! ## What readers need (`../shared/spec/formats.md` §2.5, §6)
+//!
+//! go-feature-flag's first Parquet files broke Athena v3 equality filters: its library wrote a
+//! wrong page index (column/offset index), which Trino reads for `WHERE x = …`. arrow-rs writes
+//! the page index correctly (a unit test reads it back and checks it tiles each column chunk);
+//! we also keep dictionary encoding and page statistics on for the filter columns
+//! (`flag_key`, `context_key`, …), Parquet 1.0 data pages (every reader), and turn
+//! dictionaries off only for unique-per-row columns (ids, times, attribute JSON), where a
+//! dictionary costs CPU and saves nothing.
+//!
+//! Compression: snappy by default, `parquet_compression=zstd` (or `none`). Row groups hold
+//! at most `parquet_row_group_rows` rows (default [`DEFAULT_ROW_GROUP_ROWS`], DuckDB's own
+//! row-group size: readers parallelise and skip by row group, and a batch of the default
+//! `max_bytes` fits in one or a few).
+//!
+//! ## Reading rows
+//!
+//! Rows arrive as the warehouse mapper's JSON (`{"table":…, <every column in order>}`); each
+//! is parsed with simd-json into a reused tape and its values appended to Arrow column
+//! builders. Columns are matched by name (in order on the fast path), so a reordered or
+//! partial row still lands right; a value of the wrong type, or null in a not-null column,
+//! fails the object with an error naming the event and column.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema as ArrowSchema, TimeUnit};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use simd_json::{Buffers, Node, StaticNode, Tape};
+
+use super::super::BatchItem;
+use crate::event::schema::warehouse::{self, Column, ColumnType};
+
+/// Default most rows per row group (DuckDB's row-group size).
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 122_880;
+/// Rows appended to the builders before they are handed to the writer as one record batch
+/// (bounds the Arrow arrays held at once; the writer still fills whole row groups).
+const CHUNK_ROWS: usize = 16_384;
+/// Columns whose values are (nearly) unique per row: no dictionary.
+const NO_DICTIONARY: &[&str] = &[
+    "event_id",
+    "context_attributes",
+    "data",
+    "creation_date",
+    "timestamp",
+    "received_at",
+    "start_date",
+    "end_date",
+];
+
+/// The `parquet_compression` option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParquetCompression {
+    #[default]
+    Snappy,
+    Zstd,
+    None,
+}
+
+impl std::str::FromStr for ParquetCompression {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "snappy" => Ok(ParquetCompression::Snappy),
+            "zstd" => Ok(ParquetCompression::Zstd),
+            "none" => Ok(ParquetCompression::None),
+            other => Err(format!(
+                "unknown parquet_compression `{other}` (use snappy, zstd or none)"
+            )),
+        }
+    }
+}
+
+/// Validated Parquet settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParquetSettings {
+    pub compression: ParquetCompression,
+    pub row_group_rows: usize,
+}
+
+impl Default for ParquetSettings {
+    fn default() -> Self {
+        ParquetSettings {
+            compression: ParquetCompression::Snappy,
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+        }
+    }
+}
+
+/// Why a run of rows could not become a Parquet file.
+#[derive(Debug, thiserror::Error)]
+pub enum ParquetError {
+    #[error("event {event_id}: {reason}")]
+    Row { event_id: String, reason: String },
+    #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error(transparent)]
+    Arrow(#[from] arrow_schema::ArrowError),
+}
+
+/// A warehouse table: its name and columns.
+pub type Table = (&'static str, &'static [Column]);
+
+/// The table a warehouse row belongs to (its `"table"` field), if it is one of
+/// [`warehouse::TABLES`]. The mapper writes `table` first, so that is checked in place; any
+/// other row is parsed.
+pub fn table_of(payload: &[u8]) -> Option<Table> {
+    let leading = payload.strip_prefix(b"{\"table\":\"").and_then(|rest| {
+        warehouse::TABLES.into_iter().find(|(name, _)| {
+            rest.strip_prefix(name.as_bytes())
+                .is_some_and(|after| after.first() == Some(&b'"'))
+        })
+    });
+    leading.or_else(|| {
+        let row: serde_json::Value = serde_json::from_slice(payload).ok()?;
+        let name = row.get("table")?.as_str()?;
+        warehouse::TABLES
+            .into_iter()
+            .find(|(table, _)| *table == name)
+    })
+}
+
+/// Encode `items` (rows of `table`) as one Parquet file.
+pub fn encode<'a>(
+    table: Table,
+    items: impl Iterator<Item = &'a BatchItem>,
+    settings: &ParquetSettings,
+    size_hint: usize,
+) -> Result<Bytes, ParquetError> {
+    let (_, columns) = table;
+    let schema = Arc::new(arrow_schema(columns));
+    let properties = writer_properties(columns, settings);
+    let mut writer = ArrowWriter::try_new(
+        Vec::with_capacity(size_hint / 4),
+        schema.clone(),
+        Some(properties),
+    )?;
+    let mut rows = RowReader::default();
+    let mut builders = Builders::new(columns);
+    for item in items {
+        rows.append(item, columns, &mut builders)?;
+        if builders.rows == CHUNK_ROWS {
+            writer.write(&builders.finish(&schema)?)?;
+        }
+    }
+    if builders.rows > 0 {
+        writer.write(&builders.finish(&schema)?)?;
+    }
+    Ok(writer.into_inner()?.into())
+}
+
+/// The Arrow schema of a table's columns.
+pub fn arrow_schema(columns: &[Column]) -> ArrowSchema {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|c| Field::new(c.name, data_type(c.ty), c.nullable))
+        .collect();
+    ArrowSchema::new(fields)
+}
+
+fn data_type(ty: ColumnType) -> DataType {
+    match ty {
+        ColumnType::String | ColumnType::Json => DataType::Utf8,
+        ColumnType::Int64 => DataType::Int64,
+        ColumnType::Float64 => DataType::Float64,
+        ColumnType::Bool => DataType::Boolean,
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+    }
+}
+
+fn writer_properties(columns: &[Column], settings: &ParquetSettings) -> WriterProperties {
+    let compression = match settings.compression {
+        ParquetCompression::Snappy => Compression::SNAPPY,
+        ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::default()),
+        ParquetCompression::None => Compression::UNCOMPRESSED,
+    };
+    let mut builder = WriterProperties::builder()
+        .set_created_by(format!("flagstream {}", env!("CARGO_PKG_VERSION")))
+        .set_compression(compression)
+        .set_max_row_group_size(settings.row_group_rows)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_dictionary_enabled(true);
+    for column in columns.iter().filter(|c| NO_DICTIONARY.contains(&c.name)) {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column.name), false);
+    }
+    builder.build()
+}
+
+/// One value of a row, whichever parser read it.
+#[derive(Debug, Clone, Copy)]
+enum Cell<'a> {
+    Null,
+    Str(&'a str),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Bool(bool),
+    /// An object or array where a scalar belongs.
+    Nested,
+}
+
+/// One Arrow builder per column.
+struct Builders {
+    columns: Vec<ColumnBuilder>,
+    rows: usize,
+}
+
+enum ColumnBuilder {
+    Text(StringBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Time(TimestampMillisecondBuilder),
+}
+
+impl Builders {
+    fn new(columns: &[Column]) -> Builders {
+        let builders = columns
+            .iter()
+            .map(|c| match c.ty {
+                ColumnType::String | ColumnType::Json => {
+                    ColumnBuilder::Text(StringBuilder::with_capacity(CHUNK_ROWS, CHUNK_ROWS * 16))
+                }
+                ColumnType::Int64 => ColumnBuilder::Int(Int64Builder::with_capacity(CHUNK_ROWS)),
+                ColumnType::Float64 => {
+                    ColumnBuilder::Float(Float64Builder::with_capacity(CHUNK_ROWS))
+                }
+                ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(CHUNK_ROWS)),
+                ColumnType::Timestamp => ColumnBuilder::Time(
+                    TimestampMillisecondBuilder::with_capacity(CHUNK_ROWS).with_timezone("UTC"),
+                ),
+            })
+            .collect();
+        Builders {
+            columns: builders,
+            rows: 0,
+        }
+    }
+
+    /// The rows appended so far as a record batch; the builders start over empty.
+    fn finish(&mut self, schema: &Arc<ArrowSchema>) -> Result<RecordBatch, ParquetError> {
+        let arrays: Vec<ArrayRef> = self
+            .columns
+            .iter_mut()
+            .map(|builder| -> ArrayRef {
+                match builder {
+                    ColumnBuilder::Text(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Int(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Float(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Time(b) => Arc::new(b.finish()),
+                }
+            })
+            .collect();
+        self.rows = 0;
+        Ok(RecordBatch::try_new(schema.clone(), arrays)?)
+    }
+}
+
+impl ColumnBuilder {
+    /// Append `cell` as this column's value; `Err` names the problem.
+    fn append(&mut self, column: &Column, cell: Cell<'_>) -> Result<(), String> {
+        if matches!(cell, Cell::Null) {
+            if !column.nullable {
+                return Err(format!("column `{}` is null or missing", column.name));
+            }
+            self.append_null();
+            return Ok(());
+        }
+        let wrong = || format!("column `{}` has a {cell:?} value", column.name);
+        match self {
+            ColumnBuilder::Text(b) => match cell {
+                Cell::Str(text) => b.append_value(text),
+                Cell::Int(v) => b.append_value(v.to_string()),
+                Cell::Uint(v) => b.append_value(v.to_string()),
+                Cell::Float(v) => b.append_value(v.to_string()),
+                Cell::Bool(v) => b.append_value(if v { "true" } else { "false" }),
+                Cell::Null | Cell::Nested => return Err(wrong()),
+            },
+            ColumnBuilder::Int(b) => b.append_value(as_i64(cell).ok_or_else(wrong)?),
+            ColumnBuilder::Float(b) => b.append_value(match cell {
+                Cell::Int(v) => v as f64,
+                Cell::Uint(v) => v as f64,
+                Cell::Float(v) => v,
+                _ => return Err(wrong()),
+            }),
+            ColumnBuilder::Bool(b) => match cell {
+                Cell::Bool(v) => b.append_value(v),
+                _ => return Err(wrong()),
+            },
+            ColumnBuilder::Time(b) => b.append_value(match cell {
+                Cell::Str(text) => parse_timestamp_ms(text).ok_or_else(wrong)?,
+                other => as_i64(other).ok_or_else(wrong)?,
+            }),
+        }
+        Ok(())
+    }
+
+    fn append_null(&mut self) {
+        match self {
+            ColumnBuilder::Text(b) => b.append_null(),
+            ColumnBuilder::Int(b) => b.append_null(),
+            ColumnBuilder::Float(b) => b.append_null(),
+            ColumnBuilder::Bool(b) => b.append_null(),
+            ColumnBuilder::Time(b) => b.append_null(),
+        }
+    }
+}
+
+fn as_i64(cell: Cell<'_>) -> Option<i64> {
+    match cell {
+        Cell::Int(v) => Some(v),
+        Cell::Uint(v) => i64::try_from(v).ok(),
+        Cell::Float(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => Some(v as i64),
+        _ => None,
+    }
+}
+
+/// Unix ms of an RFC 3339 UTC time (`2024-05-29T16:26:40.001Z`, what the warehouse writes).
+fn parse_timestamp_ms(text: &str) -> Option<i64> {
+    let time = humantime::parse_rfc3339(text).ok()?;
+    let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since.as_millis()).ok()
+}
+
+/// Parses rows into cells, reusing its buffers from row to row.
+#[derive(Default)]
+struct RowReader {
+    scratch: Vec<u8>,
+    buffers: Buffers,
+    tape: Option<Tape<'static>>,
+    cells: Vec<Option<usize>>,
+}
+
+impl RowReader {
+    /// Parse `item`'s row and append its values to `builders`.
+    fn append(
+        &mut self,
+        item: &BatchItem,
+        columns: &[Column],
+        builders: &mut Builders,
+    ) -> Result<(), ParquetError> {
+        let row_error = |reason: String| ParquetError::Row {
+            event_id: item.event_id.clone(),
+            reason,
+        };
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&item.payload);
+        let len = self.scratch.len();
+        self.scratch.resize(len + simd_json::INPUT_PADDING, 0);
+        let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
+        let parsed =
+            simd_json::fill_tape_padded(&mut self.scratch, len, &mut self.buffers, &mut tape);
+        let result = match parsed {
+            Ok(()) => append_tape_row(&tape.0, columns, &mut self.cells, builders),
+            // simd-json refuses a few valid numbers (beyond its float parser): the slow path.
+            Err(_) => append_serde_row(&item.payload, columns, builders),
+        };
+        self.tape = Some(tape.reset());
+        result.map_err(row_error)?;
+        builders.rows += 1;
+        Ok(())
+    }
+}
+
+/// Append the row on `nodes` (a tape whose root is the row object).
+fn append_tape_row(
+    nodes: &[Node<'_>],
+    columns: &[Column],
+    slots: &mut Vec<Option<usize>>,
+    builders: &mut Builders,
+) -> Result<(), String> {
+    let Some(Node::Object { len, .. }) = nodes.first() else {
+        return Err("the row is not a JSON object".into());
+    };
+    slots.clear();
+    slots.resize(columns.len(), None);
+    let mut idx = 1;
+    for position in 0..*len {
+        let key = match nodes.get(idx) {
+            Some(Node::String(key)) => *key,
+            _ => return Err("malformed row".into()),
+        };
+        // The fast path: the mapper writes `table` and then every column in order.
+        let expected = position.checked_sub(1).filter(|&i| i < columns.len());
+        let column = match expected {
+            Some(i) if columns[i].name == key => Some(i),
+            _ => columns.iter().position(|c| c.name == key),
+        };
+        if let Some(column) = column {
+            slots[column] = Some(idx + 1);
+        }
+        idx += 1 + span(nodes, idx + 1);
+    }
+    for ((column, builder), slot) in columns.iter().zip(&mut builders.columns).zip(slots.iter()) {
+        let cell = slot.map_or(Cell::Null, |i| tape_cell(&nodes[i]));
+        builder.append(column, cell)?;
+    }
+    Ok(())
+}
+
+fn span(nodes: &[Node<'_>], idx: usize) -> usize {
+    match nodes.get(idx) {
+        Some(Node::Object { count, .. }) | Some(Node::Array { count, .. }) => count + 1,
+        _ => 1,
+    }
+}
+
+fn tape_cell<'a>(node: &Node<'a>) -> Cell<'a> {
+    match node {
+        Node::String(text) => Cell::Str(text),
+        Node::Static(StaticNode::Null) => Cell::Null,
+        Node::Static(StaticNode::Bool(v)) => Cell::Bool(*v),
+        Node::Static(StaticNode::I64(v)) => Cell::Int(*v),
+        Node::Static(StaticNode::U64(v)) => Cell::Uint(*v),
+        Node::Static(StaticNode::F64(v)) => Cell::Float(*v),
+        Node::Object { .. } | Node::Array { .. } => Cell::Nested,
+    }
+}
+
+/// The slow path for rows simd-json refused: serde_json, columns by name.
+fn append_serde_row(
+    payload: &[u8],
+    columns: &[Column],
+    builders: &mut Builders,
+) -> Result<(), String> {
+    let row: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(payload).map_err(|err| format!("the row is not JSON: {err}"))?;
+    for (column, builder) in columns.iter().zip(&mut builders.columns) {
+        let cell = match row.get(column.name) {
+            None | Some(serde_json::Value::Null) => Cell::Null,
+            Some(serde_json::Value::String(text)) => Cell::Str(text),
+            Some(serde_json::Value::Bool(v)) => Cell::Bool(*v),
+            Some(serde_json::Value::Number(n)) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(v), _, _) => Cell::Int(v),
+                (_, Some(v), _) => Cell::Uint(v),
+                (_, _, Some(v)) => Cell::Float(v),
+                _ => Cell::Nested,
+            },
+            Some(_) => Cell::Nested,
+        };
+        builder.append(column, cell)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
