@@ -90,7 +90,7 @@ pub struct GcsKind;
 impl DestinationKind for GcsKind {
     const SCHEME: &'static str = "gs";
     const SUMMARY: &'static str =
-        "Google Cloud Storage objects (NDJSON, NDJSON.gz, CSV), Hive-partitioned";
+        "Google Cloud Storage objects (NDJSON, NDJSON.gz, CSV, Parquet), Hive-partitioned";
     const EXAMPLE: &'static str = "gs://analytics-bucket/flag-events?format=ndjson.gz";
     type Options = (GcsOptions, ObjectOptions, RequestOptions, GoogleOptions);
 
