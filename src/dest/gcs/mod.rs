@@ -69,15 +69,10 @@ pub use service::{classify_error, classify_http_status, GcsStore};
 use super::failure::{error_chain, RequestMetrics};
 use super::gcp::{self, GoogleOptions};
 use super::kind::{BuildContext, DestinationKind};
-use super::object::{ObjectDestination, ObjectOptions, Partition};
+use super::object::{ObjectDestination, ObjectOptions};
 use super::options::{Endpoint, RequestOptions, CONNECT_TIMEOUT};
 use super::{DestError, Destination};
 
-/// Default longest wait before an object is written (as for S3: one upload per minute per
-/// partition at low traffic keeps request costs and small-file counts down).
-pub const DEFAULT_ROTATE: Duration = Duration::from_secs(60);
-/// Default largest batch per object.
-pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// Cloud Storage's JSON API root.
 pub const DEFAULT_ENDPOINT: &str = "https://storage.googleapis.com";
 
@@ -103,15 +98,8 @@ impl DestinationKind for GcsKind {
         let error = |reason: String| context.error(reason);
         let target = GcsTarget::parse(target).map_err(error)?;
         options.validate().map_err(error)?;
-        let limits = objects
-            .limits(DEFAULT_ROTATE, DEFAULT_MAX_BYTES)
-            .map_err(error)?;
-        let writer = objects
-            .writer(
-                &target.prefix,
-                &[Partition::Date, Partition::Hour],
-                context.schema,
-            )
+        let (limits, writer) = objects
+            .for_bucket(&target.prefix, context.schema)
             .map_err(error)?;
         let timeout = request.timeout().map_err(error)?;
         let endpoint = match request.endpoint {

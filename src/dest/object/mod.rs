@@ -54,7 +54,26 @@ use parquet::Table;
 /// Most events per object.
 pub const MAX_EVENTS_PER_OBJECT: usize = 1_000_000;
 
+/// Default longest wait before a bucket object (S3, GCS) is written: one upload per minute per
+/// partition at low traffic keeps request costs and small-file counts down.
+pub const BUCKET_ROTATE: Duration = Duration::from_secs(60);
+/// Default largest batch per bucket object.
+pub const BUCKET_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Default partitions of bucket keys: what Athena, BigQuery external tables and Spark prune by.
+pub const BUCKET_PARTITIONS: [Partition; 2] = [Partition::Date, Partition::Hour];
+
 impl ObjectOptions {
+    /// A bucket store's batch limits and object writer, with the bucket defaults.
+    pub fn for_bucket(
+        self,
+        prefix: &str,
+        schema: Schema,
+    ) -> Result<(BatchLimits, ObjectWriter), String> {
+        let limits = self.limits(BUCKET_ROTATE, BUCKET_MAX_BYTES)?;
+        let writer = self.writer(prefix, &BUCKET_PARTITIONS, schema)?;
+        Ok((limits, writer))
+    }
+
     /// The batch limits: `rotate` (else `default_rotate`) as the linger, `max_bytes` (else
     /// `default_max_bytes`, at least 1 KiB) as the byte limit.
     pub fn limits(

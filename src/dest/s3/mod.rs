@@ -47,7 +47,6 @@ mod service;
 mod tests;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use config::{
     part_size_for, BucketTarget, S3Options, Sse, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_BYTES,
@@ -58,15 +57,9 @@ pub use service::{classify_service_error, S3Store};
 use super::aws::AwsOptions;
 use super::failure::RequestMetrics;
 use super::kind::{BuildContext, DestinationKind};
-use super::object::{ObjectDestination, ObjectOptions, Partition};
+use super::object::{ObjectDestination, ObjectOptions};
 use super::options::{Parsed, RequestOptions};
 use super::{DestError, Destination};
-
-/// Default longest wait before an object is written: one PUT per minute per partition at
-/// low traffic keeps request costs and small-file counts down.
-pub const DEFAULT_ROTATE: Duration = Duration::from_secs(60);
-/// Default largest batch per object.
-pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// The `s3` destination type.
 #[derive(Debug, Clone, Copy)]
@@ -89,15 +82,8 @@ impl DestinationKind for S3Kind {
         let error = |reason: String| context.error(reason);
         let target = BucketTarget::parse(target).map_err(error)?;
         let (multipart_threshold, part_size) = options.upload_sizes().map_err(error)?;
-        let limits = objects
-            .limits(DEFAULT_ROTATE, DEFAULT_MAX_BYTES)
-            .map_err(error)?;
-        let writer = objects
-            .writer(
-                &target.prefix,
-                &[Partition::Date, Partition::Hour],
-                context.schema,
-            )
+        let (limits, writer) = objects
+            .for_bucket(&target.prefix, context.schema)
             .map_err(error)?;
         let session = format!("flagstream-{}", context.name);
         let sdk_config = aws
