@@ -75,6 +75,7 @@ fn kill_dash_nine_never_loses_an_acknowledged_append() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = rand::rng();
     let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut retired_so_far = 0;
     let started = Instant::now();
     for round in 0..ROUNDS as u64 {
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -127,6 +128,14 @@ fn kill_dash_nine_never_loses_an_acknowledged_append() {
         }
 
         let wal = Wal::open(crash_options(dir.path())).unwrap();
+        // Recovery scans only the unsealed tail, so what it counts is this kill's damage.
+        // Appends copy under the writer lock: one kill tears at most one record.
+        let torn_now = wal.stats().corrupt_records;
+        assert!(
+            torn_now <= 1,
+            "round {round}: {torn_now} records lost to damage by one kill"
+        );
+        retired_so_far += torn_now;
         let records = read_all(&wal, 1);
         // Seqs only grow. A gap is a torn last record whose seq recovery retired (the child
         // was killed mid-copy); such a record was never acknowledged.
@@ -149,15 +158,18 @@ fn kill_dash_nine_never_loses_an_acknowledged_append() {
                 .unwrap_or_else(|| panic!("round {round}: acknowledged seq {seq} is missing"));
             assert_intact(record, key, len_of(key));
         }
-        // At most the one torn record of this round's kill is counted as lost.
+        // Reading from seq 1 meets the torn records of earlier rounds again (each process
+        // counts the damage it reads once); anything beyond those is new damage.
         assert!(
-            wal.stats().corrupt_records <= 1,
-            "round {round}: {} records lost to damage",
+            wal.stats().corrupt_records <= retired_so_far,
+            "round {round}: {} records lost to damage, only {retired_so_far} torn by the kills",
             wal.stats().corrupt_records
         );
         eprintln!(
-            "round {round}: {round_acks} acks, {} records stored",
-            records.len()
+            "round {round}: {round_acks} acks, {} records stored, {torn_now} torn by this kill, \
+             {} damaged seen by the reader",
+            records.len(),
+            wal.stats().corrupt_records
         );
     }
     assert!(
