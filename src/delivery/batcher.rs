@@ -172,6 +172,9 @@ pub struct Batcher {
     /// Payload bytes of the last cut batch: the next batch's arena starts this big, so a
     /// steady stream of full batches allocates each arena once instead of doubling its way up.
     last_arena_len: usize,
+    /// Items of the last cut batch: the next batch's item, range and position lists start
+    /// this long, for the same reason (they would otherwise be regrown and copied ~10 times).
+    last_item_count: usize,
 }
 
 impl Batcher {
@@ -204,6 +207,7 @@ impl Batcher {
             ready: VecDeque::new(),
             replay,
             last_arena_len: 0,
+            last_item_count: 0,
         }
     }
 
@@ -319,6 +323,12 @@ impl Batcher {
             open.opened_at = Some(Instant::now());
             open.arena
                 .reserve(bytes.max(self.last_arena_len).min(self.limits.max_bytes));
+            let items = row_count
+                .max(self.last_item_count)
+                .min(self.limits.max_items);
+            open.items.reserve(items);
+            open.ranges.reserve(items);
+            open.positions.reserve(items);
         }
         let mut event_id = Some(meta.event_id);
         for (row_index, row) in rows.iter().enumerate() {
@@ -443,6 +453,7 @@ impl Batcher {
         }
         if !open.arena.is_empty() {
             self.last_arena_len = open.arena.len();
+            self.last_item_count = open.items.len();
         }
         let payloads = Bytes::from(open.arena);
         let mut items = open.items;

@@ -473,11 +473,13 @@ impl Pipeline {
         self.row_ends.clear();
         let rows = &mut self.rows;
         let row_ends = &mut self.row_ends;
-        let mapped = event::map_event(
+        let id = event::EventIdText::of(ctx, index);
+        let mapped = event::map_event_with_id(
             self.schema,
             &self.export,
             ctx,
             event,
+            &id,
             &mut self.map_scratch,
             &mut |row: &[u8]| {
                 rows.extend_from_slice(row);
@@ -486,11 +488,10 @@ impl Pipeline {
         );
         if let Err(err) = mapped {
             batcher.skip(index);
-            let event_id = event::event_id(ctx, index);
             let reason = format!("cannot map event to schema {}: {err}", self.schema.name());
             dead.push(DeadLetter {
                 reason: &reason,
-                event_id: Some(&event_id),
+                event_id: Some(id.as_str()),
                 position,
                 batch_id: None,
                 payload: b"null",
@@ -505,7 +506,7 @@ impl Pipeline {
             return;
         }
         let meta = ItemMeta {
-            event_id: event::event_id(ctx, index),
+            event_id: id.as_str().to_owned(),
             kind: event.kind(),
             key: event.key(),
             context_key: event.context_key(),
@@ -519,12 +520,11 @@ impl Pipeline {
         match batcher.offer(index, meta, rows) {
             Ok(()) => counts.batched += 1,
             Err(rejected) => {
-                let event_id = event::event_id(ctx, index);
                 let reason = rejected.to_string();
                 for row in rows.iter() {
                     dead.push(DeadLetter {
                         reason: &reason,
-                        event_id: Some(&event_id),
+                        event_id: Some(id.as_str()),
                         position,
                         batch_id: None,
                         payload: row,

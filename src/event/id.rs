@@ -182,11 +182,28 @@ pub fn write_event_id(ctx: &RecordContext<'_>, index: u32, out: &mut [u8; EVENT_
     }
 }
 
+/// An event id as text on the stack: what the hot path computes once per event and then
+/// both writes into the mapped row and copies into the batch item.
+#[derive(Clone, Copy)]
+pub struct EventIdText([u8; EVENT_ID_LEN]);
+
+impl EventIdText {
+    /// The id of event `index` of the record.
+    pub fn of(ctx: &RecordContext<'_>, index: u32) -> EventIdText {
+        let mut buf = [0u8; EVENT_ID_LEN];
+        write_event_id(ctx, index, &mut buf);
+        EventIdText(buf)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Hex digits and hyphens only, so this never falls back; no `unsafe` for the cast.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 /// See [`super::event_id`].
 pub(crate) fn event_id(ctx: &RecordContext<'_>, index: u32) -> String {
-    let mut buf = [0u8; EVENT_ID_LEN];
-    write_event_id(ctx, index, &mut buf);
-    buf.iter().map(|&b| b as char).collect()
+    EventIdText::of(ctx, index).as_str().to_owned()
 }
 
 #[cfg(test)]

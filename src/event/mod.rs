@@ -53,7 +53,7 @@ mod validate;
 pub use chunks::{array_parts, ArrayPart};
 pub use decode::{ContextRef, DecodeScratch, Event, Origin};
 pub use filter::{Filter, FilterConfig, FILTER_PARAMS, KINDS_OFF_BY_DEFAULT};
-pub use id::{write_event_id, InstanceId, EVENT_ID_LEN};
+pub use id::{write_event_id, EventIdText, InstanceId, EVENT_ID_LEN};
 pub use schema::{ExportOptions, Schema, EXPORT_PARAMS};
 
 /// Which inbound route/format a body arrived in. The code is stored in every WAL record.
@@ -222,4 +222,17 @@ pub fn map_event(
     emit: &mut dyn FnMut(&[u8]),
 ) -> Result<(), MapError> {
     schema::map_event(schema, options, ctx, event, scratch, emit)
+}
+
+/// [`map_event`] with the event's id already computed (`EventIdText::of(ctx, event.index())`).
+pub fn map_event_with_id(
+    schema: Schema,
+    options: &ExportOptions,
+    ctx: &RecordContext<'_>,
+    event: &Event<'_>,
+    id: &EventIdText,
+    scratch: &mut Vec<u8>,
+    emit: &mut dyn FnMut(&[u8]),
+) -> Result<(), MapError> {
+    schema::map_event_with_id(schema, options, ctx, event, id.as_str(), scratch, emit)
 }

@@ -173,10 +173,22 @@ pub(crate) fn map_event(
     scratch: &mut Vec<u8>,
     emit: &mut dyn FnMut(&[u8]),
 ) -> Result<(), MapError> {
-    let mut id = [0u8; super::id::EVENT_ID_LEN];
-    super::id::write_event_id(ctx, event.index(), &mut id);
-    // The id is hex digits and hyphens only.
-    let id = std::str::from_utf8(&id).map_err(|e| MapError(e.to_string()))?;
+    let id = super::id::EventIdText::of(ctx, event.index());
+    map_event_with_id(schema, options, ctx, event, id.as_str(), scratch, emit)
+}
+
+/// [`map_event`] for a caller that already holds the event's id (it must be
+/// `event_id(ctx, event.index())`): the delivery pipeline needs the id for the item too, and
+/// hashing it once instead of twice is measurable per event.
+pub(crate) fn map_event_with_id(
+    schema: Schema,
+    options: &ExportOptions,
+    ctx: &RecordContext<'_>,
+    event: &Event<'_>,
+    id: &str,
+    scratch: &mut Vec<u8>,
+    emit: &mut dyn FnMut(&[u8]),
+) -> Result<(), MapError> {
     let row = Row {
         options,
         ctx,
