@@ -670,20 +670,44 @@ async fn bench(args: BenchArgs) -> Result<ExitCode> {
 async fn destinations(command: flagstream::config::cli::DestinationsCommand) -> Result<ExitCode> {
     use flagstream::config::cli::DestinationsCommand;
     use flagstream::delivery::start::{format_time, RewindTo};
-    use flagstream_harness::admin_api::{self, AdminTarget};
+    use flagstream_harness::admin_api;
     let DestinationsCommand::Rewind(args) = command;
     flagstream::delivery::settings::validate_name(&args.name)
         .map_err(|message| anyhow::anyhow!("destination name {message}"))?;
-    let token = resolve_admin_token(args.admin.admin_token.as_deref())?;
-    let target = AdminTarget::resolve(&args.admin.admin_url, token).await?;
+    let api = admin_client(&args.admin).await?;
     let to = match args.to {
         RewindTo::Earliest => serde_json::json!("earliest"),
         RewindTo::Seq(seq) => serde_json::json!(seq),
         RewindTo::Time(unix_ms) => serde_json::json!(format_time(unix_ms)),
     };
-    let answer = admin_api::rewind(&target, &args.name, to).await?;
+    let answer = admin_api::rewind(&api, &args.name, to).await?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The admin API client of `--admin-url`, `--admin-token`, `--admin-tls-ca` and
+/// `--tls-server-name`.
+async fn admin_client(
+    args: &flagstream::config::cli::AdminClientArgs,
+) -> Result<flagstream_harness::admin_api::AdminApi> {
+    let token = resolve_admin_token(args.admin_token.as_deref())?;
+    let tls = admin_tls(args.admin_tls_ca.as_deref(), &args.tls_server_name)?;
+    Ok(flagstream_harness::admin_api::AdminApi::resolve(&args.admin_url, token, tls).await?)
+}
+
+/// `--admin-tls-ca FILE` (with `--tls-server-name`) as a client TLS configuration.
+fn admin_tls(
+    ca: Option<&std::path::Path>,
+    server_name: &str,
+) -> Result<Option<flagstream_harness::client::Tls>> {
+    let Some(ca) = ca else { return Ok(None) };
+    let tls = flagstream_harness::client::Tls::from_ca_file(ca, server_name).map_err(|err| {
+        ConfigError::Invalid {
+            flag: "admin-tls-ca",
+            message: err.to_string(),
+        }
+    })?;
+    Ok(Some(tls))
 }
 
 /// `--admin-token` as given: the token, `env:NAME` or `file:PATH`.
@@ -699,11 +723,8 @@ fn resolve_admin_token(value: Option<&str>) -> Result<Option<String>> {
 }
 
 async fn dead_letters(args: DeadLettersArgs) -> Result<ExitCode> {
-    use flagstream_harness::dead_letters::{self as dl, AdminApi, ShowQuery};
-    let api = AdminApi {
-        addr: dl::parse_admin_url(&args.admin_url)?,
-        token: resolve_admin_token(args.admin_token.as_deref())?,
-    };
+    use flagstream_harness::dead_letters::{self as dl, ShowQuery};
+    let api = admin_client(&args.admin).await?;
     let reason = |filter: &Option<String>| filter.as_deref().map(dl::parse_filter).transpose();
     let output = match args.command {
         DeadLettersCommand::List { name, json: true } => {
@@ -747,17 +768,7 @@ async fn top(args: TopArgs) -> Result<ExitCode> {
         }
         .into());
     }
-    let tls = match &args.admin_tls_ca {
-        Some(ca) => Some(
-            flagstream_harness::client::Tls::from_ca_file(ca, &args.tls_server_name).map_err(
-                |err| ConfigError::Invalid {
-                    flag: "admin-tls-ca",
-                    message: err.to_string(),
-                },
-            )?,
-        ),
-        None => None,
-    };
+    let tls = admin_tls(args.admin_tls_ca.as_deref(), &args.tls_server_name)?;
     let options = flagstream_harness::top::TopOptions {
         admin: args.admin,
         tls,

@@ -61,12 +61,15 @@ pub enum DestinationsCommand {
     Rewind(RewindArgs),
 }
 
-/// Where the admin API is (shared by the `destinations` subcommands).
+/// Where the admin API is and how to reach it (shared by the `destinations` and
+/// `dead-letters` subcommands).
 #[derive(Debug, Clone, Args)]
 pub struct AdminClientArgs {
-    /// Base URL of the server's admin API.
+    /// Base URL of the server's admin API: `http://HOST:PORT`, or `https://HOST:PORT` when the
+    /// admin listener speaks TLS (`--admin-tls-cert`; then pass `--admin-tls-ca`).
     #[arg(
         long,
+        global = true,
         env = "FLAGSTREAM_ADMIN_URL",
         default_value = "http://127.0.0.1:8031"
     )]
@@ -75,10 +78,24 @@ pub struct AdminClientArgs {
     /// The server's admin token: the token, `env:NAME` or `file:PATH`.
     #[arg(
         long,
+        global = true,
         env = "FLAGSTREAM_ADMIN_TOKEN",
         value_name = "TOKEN|env:NAME|file:PATH"
     )]
     pub admin_token: Option<String>,
+
+    /// For an `https://` admin URL: trust the CA certificates of this PEM file.
+    #[arg(
+        long,
+        global = true,
+        env = "FLAGSTREAM_ADMIN_TLS_CA",
+        value_name = "FILE"
+    )]
+    pub admin_tls_ca: Option<PathBuf>,
+
+    /// For an `https://` admin URL: the name the server's certificate must carry.
+    #[arg(long, global = true, default_value = "localhost")]
+    pub tls_server_name: String,
 }
 
 /// Settings of `flagstream destinations rewind`.
@@ -606,23 +623,9 @@ pub struct DeadLettersArgs {
     #[command(subcommand)]
     pub command: DeadLettersCommand,
 
-    /// Admin API of the flagstream to talk to (plain HTTP).
-    #[arg(
-        long,
-        global = true,
-        env = "FLAGSTREAM_ADMIN_URL",
-        default_value = "http://127.0.0.1:8031"
-    )]
-    pub admin_url: String,
-
-    /// The server's admin token: the token, `env:NAME` or `file:PATH`.
-    #[arg(
-        long,
-        global = true,
-        env = "FLAGSTREAM_ADMIN_TOKEN",
-        value_name = "TOKEN|env:NAME|file:PATH"
-    )]
-    pub admin_token: Option<String>,
+    /// The admin API of the flagstream to talk to.
+    #[command(flatten)]
+    pub admin: AdminClientArgs,
 }
 
 #[derive(Debug, Subcommand)]

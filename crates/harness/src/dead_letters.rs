@@ -7,73 +7,20 @@
 //! progress (`redriven`, the running job).
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
 use serde_json::Value;
 
-use crate::client::{self, ClientError};
-
-/// Where the admin API is and how to get in.
-#[derive(Debug, Clone)]
-pub struct AdminApi {
-    pub addr: SocketAddr,
-    /// The admin bearer token, when the server requires one.
-    pub token: Option<String>,
-}
+pub use crate::admin_api::AdminApi;
+use crate::admin_api::AdminError;
 
 /// Why a dead-letters command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLettersError {
-    #[error("--admin-url `{url}`: {reason}")]
-    AdminUrl { url: String, reason: String },
     #[error("--filter `{0}`: use reason=TEXT")]
     Filter(String),
     #[error(transparent)]
-    Request(#[from] ClientError),
-    #[error("{method} {path} answered {status}: pass the admin token with --admin-token (or FLAGSTREAM_ADMIN_TOKEN)")]
-    Unauthorized {
-        method: &'static str,
-        path: String,
-        status: u16,
-    },
-    #[error("{method} {path} answered {status}: {detail}")]
-    Status {
-        method: &'static str,
-        path: String,
-        status: u16,
-        detail: String,
-    },
-    #[error("{path}: unexpected answer: {source}")]
-    Json {
-        path: String,
-        source: serde_json::Error,
-    },
-}
-
-/// `http://HOST:PORT` (or `HOST:PORT`) → the address to connect to (plain HTTP only: the
-/// client is for the loopback admin listener).
-pub fn parse_admin_url(url: &str) -> Result<SocketAddr, DeadLettersError> {
-    let invalid = |reason: &str| DeadLettersError::AdminUrl {
-        url: url.to_string(),
-        reason: reason.to_string(),
-    };
-    if url.starts_with("https://") {
-        return Err(invalid(
-            "https is not supported by this client; use http://",
-        ));
-    }
-    let authority = url.strip_prefix("http://").unwrap_or(url);
-    let authority = authority.trim_end_matches('/');
-    if authority.is_empty() || authority.contains('/') {
-        return Err(invalid("expected http://HOST:PORT"));
-    }
-    authority
-        .to_socket_addrs()
-        .map_err(|err| invalid(&err.to_string()))?
-        .next()
-        .ok_or_else(|| invalid("the host has no address"))
+    Admin(#[from] AdminError),
 }
 
 /// `reason=TEXT` → `TEXT`.
@@ -84,57 +31,13 @@ pub fn parse_filter(filter: &str) -> Result<String, DeadLettersError> {
     }
 }
 
-async fn call(
-    api: &AdminApi,
-    method: &'static str,
-    path: String,
-    body: Option<Value>,
-) -> Result<Value, DeadLettersError> {
-    let bearer = api.token.as_ref().map(|token| format!("Bearer {token}"));
-    let mut headers: Vec<(&str, &str)> = Vec::new();
-    if let Some(value) = &bearer {
-        headers.push(("authorization", value));
-    }
-    let body = match body {
-        Some(body) => {
-            headers.push(("content-type", "application/json"));
-            Bytes::from(body.to_string())
-        }
-        None => Bytes::new(),
-    };
-    let verb = http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET);
-    let response = client::request(api.addr, verb, &path, &headers, body).await?;
-    if matches!(response.status, 401 | 403) {
-        let status = response.status;
-        return Err(DeadLettersError::Unauthorized {
-            method,
-            path,
-            status,
-        });
-    }
-    let parsed: Result<Value, _> = serde_json::from_slice(&response.body);
-    if !(200..300).contains(&response.status) {
-        let detail = match &parsed {
-            Ok(json) => json["detail"].as_str().map(str::to_string),
-            Err(_) => None,
-        };
-        return Err(DeadLettersError::Status {
-            method,
-            path,
-            status: response.status,
-            detail: detail.unwrap_or_else(|| response.text()),
-        });
-    }
-    parsed.map_err(|source| DeadLettersError::Json { path, source })
-}
-
 /// `GET /v1/dead-letters[/{name}]` as JSON.
 pub async fn list_json(api: &AdminApi, name: Option<&str>) -> Result<Value, DeadLettersError> {
     let path = match name {
         Some(name) => format!("/v1/dead-letters/{}", encode(name)),
         None => "/v1/dead-letters".to_string(),
     };
-    call(api, "GET", path, None).await
+    Ok(api.get_json(&path).await?)
 }
 
 /// `list`, as text: one block per destination.
@@ -224,7 +127,7 @@ pub async fn show_json(
     if let Some(reason) = &query.reason {
         path.push_str(&format!("&reason={}", encode(reason)));
     }
-    call(api, "GET", path, None).await
+    Ok(api.get_json(&path).await?)
 }
 
 /// `show`, pretty-printed: each dead letter with its reason, state and payload.
@@ -297,7 +200,7 @@ pub async fn redrive_json(
         body.insert("filter".into(), serde_json::json!({ "reason": reason }));
     }
     let path = format!("/v1/dead-letters/{}/redrive", encode(name));
-    call(api, "POST", path, Some(Value::Object(body))).await
+    Ok(api.post_json(&path, &Value::Object(body)).await?)
 }
 
 /// `redrive`: queue the job and say what it will send.
@@ -341,17 +244,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn admin_urls_and_filters_are_checked() {
-        assert_eq!(
-            parse_admin_url("http://127.0.0.1:8031/").unwrap(),
-            "127.0.0.1:8031".parse().unwrap()
-        );
-        assert!(parse_admin_url("127.0.0.1:9").is_ok());
-        assert!(parse_admin_url("https://127.0.0.1:9")
-            .unwrap_err()
-            .to_string()
-            .contains("--admin-url"));
-        assert!(parse_admin_url("http://127.0.0.1:9/v1").is_err());
+    fn filters_are_checked() {
         assert_eq!(parse_filter("reason=404 Not").unwrap(), "404 Not");
         assert!(parse_filter("kind=feature").is_err());
         assert!(parse_filter("reason=").is_err());
