@@ -1,11 +1,20 @@
 //! Loading rows exactly once.
 //!
-//! PostgreSQL, per table, in one transaction: a temporary staging table shaped like the
-//! target (`CREATE TEMP TABLE … ON COMMIT DROP AS SELECT … WITH NO DATA`, so no constraints),
-//! binary `COPY` of the rows into it, then
-//! `INSERT INTO target SELECT … FROM stage ON CONFLICT <key> DO NOTHING`. A row whose key is
-//! already in the table is skipped, so a batch re-sent after a crash or retry inserts nothing
-//! twice; either the whole batch's rows are in the table or (on any error) none of this
+//! PostgreSQL, per table, in one transaction, in two steps of which the second is rare:
+//!
+//! 1. **Straight in**: binary `COPY` of the rows into the table itself. The table's unique key
+//!    refuses any row already there, so this either inserts every row of the batch or fails
+//!    with `unique_violation` (SQLSTATE 23505) and inserts none (the transaction rolls back).
+//!    A batch is sent for the first time far more often than again, and this path costs the
+//!    server ~18 % less CPU per row than staging (measured: docs/performance.md).
+//! 2. **Staged**, only after a unique violation (a batch re-sent after a crash or retry, or
+//!    rows that reached the table another way): a temporary staging table shaped like the
+//!    target (`CREATE TEMP TABLE … ON COMMIT DROP AS SELECT … WITH NO DATA`, so no
+//!    constraints), binary `COPY` into it, then
+//!    `INSERT INTO target SELECT … FROM stage ON CONFLICT <key> DO NOTHING`: rows whose key
+//!    is already in the table are skipped, the others inserted.
+//!
+//! Either way a batch's rows are in the table exactly once, and on any error none of this
 //! attempt's are.
 //!
 //! Redshift ([`super::redshift`]) has neither `COPY FROM STDIN` nor `ON CONFLICT`; its
@@ -20,8 +29,9 @@
 use std::pin::pin;
 
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use super::classify::{classify, Fault};
 use super::config::Flavor;
@@ -50,6 +60,15 @@ pub fn copy_into_stage(table: &Table) -> String {
     format!(
         "COPY {} ({}) FROM STDIN (FORMAT binary)",
         stage_name(table),
+        table.column_list()
+    )
+}
+
+/// PostgreSQL: the binary `COPY` straight into the table (a batch's first attempt).
+pub fn copy_into_table(table: &Table) -> String {
+    format!(
+        "COPY {} ({}) FROM STDIN (FORMAT binary)",
+        table.qualified(),
         table.column_list()
     )
 }
@@ -105,31 +124,60 @@ pub async fn load_isolating(
     Ok(failures)
 }
 
-/// One PostgreSQL load attempt of `rows` in one transaction.
+/// One PostgreSQL load attempt of `rows`: straight in, or staged when some key is already in
+/// the table (module doc).
 async fn load(client: &mut Client, table: &Table, rows: &[Row]) -> Result<(), Fault> {
     let target = format!("table {}", table.display());
     let fail = |error: tokio_postgres::Error| classify(&error, "loading into", &target);
-    let transaction = client.transaction().await.map_err(fail)?;
-    transaction
-        .batch_execute(&create_stage(table))
-        .await
-        .map_err(fail)?;
-    let sink = transaction
-        .copy_in(&copy_into_stage(table))
-        .await
-        .map_err(fail)?;
+    match load_straight(client, table, rows).await {
+        Ok(()) => Ok(()),
+        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            load_staged(client, table, rows).await.map_err(fail)
+        }
+        Err(error) => Err(fail(error)),
+    }
+}
+
+/// `COPY` into the table in one transaction.
+async fn load_straight(
+    client: &mut Client,
+    table: &Table,
+    rows: &[Row],
+) -> Result<(), tokio_postgres::Error> {
+    let transaction = client.transaction().await?;
+    copy_rows(&transaction, &copy_into_table(table), table, rows).await?;
+    transaction.commit().await
+}
+
+/// Stage, then insert the rows whose key is new, in one transaction.
+async fn load_staged(
+    client: &mut Client,
+    table: &Table,
+    rows: &[Row],
+) -> Result<(), tokio_postgres::Error> {
+    let transaction = client.transaction().await?;
+    transaction.batch_execute(&create_stage(table)).await?;
+    copy_rows(&transaction, &copy_into_stage(table), table, rows).await?;
+    transaction.execute(&insert_new(table), &[]).await?;
+    transaction.commit().await
+}
+
+/// Binary `COPY` of `rows` through the `COPY … FROM STDIN` statement `copy`.
+async fn copy_rows(
+    transaction: &Transaction<'_>,
+    copy: &str,
+    table: &Table,
+    rows: &[Row],
+) -> Result<(), tokio_postgres::Error> {
+    let sink = transaction.copy_in(copy).await?;
     let types: Vec<_> = table.columns.iter().map(|c| copy_type(c.ty)).collect();
     let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
     let mut values: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(types.len());
     for row in rows {
         values.clear();
         values.extend(row.cells.iter().map(|cell| cell as &(dyn ToSql + Sync)));
-        writer.as_mut().write(&values).await.map_err(fail)?;
+        writer.as_mut().write(&values).await?;
     }
-    writer.finish().await.map_err(fail)?;
-    transaction
-        .execute(&insert_new(table), &[])
-        .await
-        .map_err(fail)?;
-    transaction.commit().await.map_err(fail)
+    writer.finish().await?;
+    Ok(())
 }

@@ -55,7 +55,7 @@ use tokio::sync::OnceCell;
 
 pub use classify::{classify, Fault};
 pub use config::{Flavor, PostgresOptions, ServerTarget, SslMode};
-pub use load::{copy_into_stage, create_stage, insert_new};
+pub use load::{copy_into_stage, copy_into_table, create_stage, insert_new};
 pub use migrate::{verify, ExistingColumn, ExistingColumns, MIGRATIONS};
 pub use rows::{document_rows, warehouse_rows, Cell, Grouped, Row};
 pub use tables::{document_table, warehouse_tables, Table};

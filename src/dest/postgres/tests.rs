@@ -5,7 +5,7 @@ use super::migrate::{verify, ExistingColumn, ExistingColumns};
 use super::redshift;
 use super::rows::{warehouse_rows, Cell};
 use super::tables::{document_table, warehouse_tables, Table};
-use super::{copy_into_stage, create_stage, insert_new};
+use super::{copy_into_stage, copy_into_table, create_stage, insert_new};
 
 fn evaluation_table() -> Table {
     warehouse_tables("flags").remove(0)
@@ -60,6 +60,9 @@ fn postgres_statements_stage_copy_and_skip_known_keys() {
     assert!(indexes.iter().any(|i| i.contains("(\"flag_key\")")));
     assert!(create_stage(&table).ends_with("FROM \"flags\".\"evaluation_events\" WITH NO DATA"));
     assert!(copy_into_stage(&table).ends_with("FROM STDIN (FORMAT binary)"));
+    assert!(
+        copy_into_table(&table).starts_with("COPY \"flags\".\"evaluation_events\" (\"event_id\", ")
+    );
     assert!(insert_new(&table).ends_with(
         "FROM \"flagstream_stage_evaluation_events\" ON CONFLICT (\"event_id\", (coalesce(\"context_kind\", ''))) DO NOTHING"
     ));
