@@ -199,6 +199,32 @@ async fn types_round_trip_as_the_schema_documents() {
     );
 }
 
+/// `query_indexes=false`: the tables get their unique key (exactly once still holds on a
+/// re-send) but not the `timestamp` / `flag_key` indexes.
+#[tokio::test]
+async fn without_query_indexes_only_the_unique_key_is_created() {
+    let cluster = Cluster::start();
+    let db = cluster.create_database("keyonly").await;
+    let url = cluster.url("keyonly", "query_indexes=false");
+    let dest = destination(&url).await;
+    let rows = evaluations("k", 20);
+    for _ in 0..2 {
+        assert_eq!(dest.send(&batch("b1", &rows)).await, SendOutcome::Delivered);
+    }
+    assert_eq!(count(&db, "evaluation_events").await, 20);
+    let indexes: Vec<String> = db
+        .query(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'evaluation_events' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(indexes, ["evaluation_events_key"]);
+}
+
 #[tokio::test]
 async fn a_resent_batch_inserts_nothing_twice() {
     let cluster = Cluster::start();

@@ -51,6 +51,8 @@ pub struct PostgresOptions {
     pub flavor: Flavor,
     /// Most pooled connections.
     pub pool_size: Option<usize>,
+    /// Create the `timestamp` / `flag_key` query indexes with the tables (default true).
+    pub query_indexes: Option<bool>,
 }
 
 /// Where to connect: `[USER@]HOST[:PORT]/DATABASE`.

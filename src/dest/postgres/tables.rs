@@ -26,6 +26,9 @@ pub struct Table {
     pub columns: &'static [Column],
     /// Column names of the unique key, in order.
     pub key: &'static [&'static str],
+    /// Whether [`Table::create_indexes`] adds the query indexes (`timestamp`, `flag_key`)
+    /// besides the unique key (`query_indexes=false`: faster loads, slower queries).
+    pub query_indexes: bool,
 }
 
 const fn column(name: &'static str, ty: ColumnType, nullable: bool) -> Column {
@@ -61,6 +64,7 @@ pub fn warehouse_tables(schema: &str) -> Vec<Table> {
             } else {
                 CONTEXT_ROW_KEY
             },
+            query_indexes: true,
         })
         .collect()
 }
@@ -72,6 +76,7 @@ pub fn document_table(schema: &str, name: &str) -> Table {
         name: name.to_string(),
         columns: DOCUMENT_COLUMNS,
         key: DOCUMENT_KEY,
+        query_indexes: true,
     }
 }
 
@@ -189,6 +194,9 @@ impl Table {
                 self.qualified(),
                 self.key_target()
             ));
+        }
+        if !self.query_indexes {
+            return statements;
         }
         for name in ["timestamp", "received_at", "flag_key"] {
             let indexed = self.columns.iter().any(|c| c.name == name)

@@ -58,6 +58,11 @@ fn postgres_statements_stage_copy_and_skip_known_keys() {
          (\"event_id\", (coalesce(\"context_kind\", '')))"
     );
     assert!(indexes.iter().any(|i| i.contains("(\"flag_key\")")));
+    let key_only = Table {
+        query_indexes: false,
+        ..table.clone()
+    };
+    assert_eq!(key_only.create_indexes(Flavor::Postgres), indexes[..1]);
     assert!(create_stage(&table).ends_with("FROM \"flags\".\"evaluation_events\" WITH NO DATA"));
     assert!(copy_into_stage(&table).ends_with("FROM STDIN (FORMAT binary)"));
     assert!(
