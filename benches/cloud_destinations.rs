@@ -220,15 +220,22 @@ fn pubsub(c: &mut Criterion) {
 fn kafka(c: &mut Criterion) {
     let runtime = runtime();
     let broker = runtime.block_on(kafka::Tansu::start_ungated());
+    let options = std::env::var("FLAGSTREAM_BENCH_KAFKA_OPTIONS").unwrap_or_default();
     let fresh = |round: usize| {
         runtime.block_on(async {
             let topic = format!("bench-{round}");
             broker.create_topic(&topic, 4).await;
-            let url = format!("kafka://{}/{topic}", broker.bootstrap());
+            let url = format!("kafka://{}/{topic}?{options}", broker.bootstrap());
             let spec = DestinationSpec::parse(&url).unwrap();
             registry::build_named(spec, "bench").await.unwrap()
         })
     };
+    if let Ok(sends) = std::env::var("FLAGSTREAM_BENCH_KAFKA_QUICK") {
+        let sends = sends
+            .parse()
+            .expect("FLAGSTREAM_BENCH_KAFKA_QUICK: a number of sends");
+        return quick_cpu_per_thread(&runtime, &fresh(0), &events("kafka", 1)[0], sends);
+    }
     bench_send(
         c,
         "kafka_tansu",
@@ -247,6 +254,65 @@ fn kafka(c: &mut Criterion) {
         |round| fresh(1_000 + round),
         &events_n("kafka5k", 1, 5_000),
     );
+}
+
+/// `FLAGSTREAM_BENCH_KAFKA_QUICK=N`: N sends of `batch` after 50 warm-up sends; prints
+/// CPU per 1,000 events per thread name (where the CPU goes, without a profiler).
+fn quick_cpu_per_thread(
+    runtime: &tokio::runtime::Runtime,
+    destination: &Arc<dyn Destination>,
+    batch: &Batch,
+    sends: usize,
+) {
+    let per_thread = || -> std::collections::BTreeMap<String, (u64, u64)> {
+        let mut threads = std::collections::BTreeMap::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let read = |file: &str| std::fs::read_to_string(task.path().join(file)).ok();
+            let (Some(comm), Some(stat)) = (read("comm"), read("stat")) else {
+                continue;
+            };
+            let fields: Vec<u64> = stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .map(|f| f.parse().unwrap())
+                .collect();
+            let entry = threads.entry(comm.trim().to_string()).or_insert((0, 0));
+            entry.0 += fields[0];
+            entry.1 += fields[1];
+        }
+        threads
+    };
+    let send_all = |count: usize| {
+        runtime.block_on(async {
+            for _ in 0..count {
+                assert_eq!(destination.send(batch).await, SendOutcome::Delivered);
+            }
+        })
+    };
+    send_all(50);
+    let (cpu, wall, before) = (process_cpu(), Instant::now(), per_thread());
+    send_all(sends);
+    let (cpu, wall, after) = (process_cpu() - cpu, wall.elapsed(), per_thread());
+    let per_1000 = |total: Duration| total / sends as u32 * 1_000 / batch.items.len() as u32;
+    println!(
+        "quick: {sends} sends: CPU {:?} per 1,000 events, wall {:?} per 1,000",
+        per_1000(cpu),
+        per_1000(wall)
+    );
+    let tick_ms = 10; // USER_HZ = 100
+    for (name, (user, system)) in after {
+        let (user0, system0) = before.get(&name).copied().unwrap_or((0, 0));
+        let to_ms = |ticks: u64| ticks * tick_ms;
+        println!(
+            "  {name:<28} user {:>6} ms  sys {:>6} ms",
+            to_ms(user - user0),
+            to_ms(system - system0)
+        );
+    }
 }
 
 fn eventhubs(c: &mut Criterion) {
