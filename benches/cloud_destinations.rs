@@ -260,6 +260,31 @@ fn kafka(c: &mut Criterion) {
     );
 }
 
+/// User and system CPU ticks (1/100 s) of this process's threads, summed by thread name.
+fn ticks_per_thread() -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut threads = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).ok();
+        let (Some(comm), Some(stat)) = (read("comm"), read("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        // Fields after the `(comm)`: utime and stime are the 12th and 13th.
+        let after_comm = stat.rsplit(')').next().unwrap_or_default();
+        let mut fields = after_comm.split_whitespace().skip(11);
+        let mut next = || {
+            fields
+                .next()
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let (user, system) = (next(), next());
+        let entry = threads.entry(comm.trim().to_string()).or_insert((0, 0));
+        entry.0 += user;
+        entry.1 += system;
+    }
+    threads
+}
+
 /// `FLAGSTREAM_BENCH_KAFKA_QUICK=N`: N sends of `batch` after 50 warm-up sends; prints
 /// CPU per 1,000 events per thread name (where the CPU goes, without a profiler).
 fn quick_cpu_per_thread(
@@ -268,28 +293,6 @@ fn quick_cpu_per_thread(
     batch: &Batch,
     sends: usize,
 ) {
-    let per_thread = || -> std::collections::BTreeMap<String, (u64, u64)> {
-        let mut threads = std::collections::BTreeMap::new();
-        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-            let read = |file: &str| std::fs::read_to_string(task.path().join(file)).ok();
-            let (Some(comm), Some(stat)) = (read("comm"), read("stat")) else {
-                continue;
-            };
-            let fields: Vec<u64> = stat
-                .rsplit(')')
-                .next()
-                .unwrap()
-                .split_whitespace()
-                .skip(11)
-                .take(2)
-                .map(|f| f.parse().unwrap())
-                .collect();
-            let entry = threads.entry(comm.trim().to_string()).or_insert((0, 0));
-            entry.0 += fields[0];
-            entry.1 += fields[1];
-        }
-        threads
-    };
     let send_all = |count: usize| {
         runtime.block_on(async {
             for _ in 0..count {
@@ -298,23 +301,24 @@ fn quick_cpu_per_thread(
         })
     };
     send_all(50);
-    let (cpu, wall, before) = (process_cpu(), Instant::now(), per_thread());
+    let (cpu, wall, before) = (process_cpu(), Instant::now(), ticks_per_thread());
     send_all(sends);
-    let (cpu, wall, after) = (process_cpu() - cpu, wall.elapsed(), per_thread());
+    let (cpu, wall, after) = (process_cpu() - cpu, wall.elapsed(), ticks_per_thread());
     let per_1000 = |total: Duration| total / sends as u32 * 1_000 / batch.items.len() as u32;
     println!(
         "quick: {sends} sends: CPU {:?} per 1,000 events, wall {:?} per 1,000",
         per_1000(cpu),
         per_1000(wall)
     );
-    let tick_ms = 10; // USER_HZ = 100
+    // Ticks are 10 ms (USER_HZ = 100): per 1,000 events over all the sends.
+    let events = (sends * batch.items.len()) as f64;
+    let per_1000_ms = |ticks: u64| ticks as f64 * 10.0 * 1_000.0 / events;
     for (name, (user, system)) in after {
         let (user0, system0) = before.get(&name).copied().unwrap_or((0, 0));
-        let to_ms = |ticks: u64| ticks * tick_ms;
         println!(
-            "  {name:<28} user {:>6} ms  sys {:>6} ms",
-            to_ms(user - user0),
-            to_ms(system - system0)
+            "  {name:<28} user {:.2} ms  sys {:.2} ms per 1,000 events",
+            per_1000_ms(user.saturating_sub(user0)),
+            per_1000_ms(system.saturating_sub(system0))
         );
     }
 }
