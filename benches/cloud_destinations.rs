@@ -14,6 +14,10 @@
 //! - Kafka (`kafka_tansu/*`): a tansu broker, clients connecting directly. librdkafka works
 //!   on its own threads, so `cpu_send_1000` there counts every thread of this process
 //!   (`/proc/self/task/*/schedstat`); tansu is another process, so it is still our side only.
+//!   `FLAGSTREAM_BENCH_KAFKA_OPTIONS=a=b&c=d` appends destination options to the URL (e.g.
+//!   `rdkafka.linger.ms=20`, `compression=none`); `FLAGSTREAM_BENCH_KAFKA_QUICK=N` skips the
+//!   criterion groups and prints CPU per 1,000 events for N sends, with user/system time per
+//!   thread name (our sending thread, librdkafka's broker thread, the polling thread).
 //!
 //! - Event Hubs (`eventhubs_standin/*`): the AMQP 1.0 stand-in (Qpid Proton, one Python
 //!   process), clients connecting directly; Microsoft's client runs on this process's runtime,
@@ -220,15 +224,22 @@ fn pubsub(c: &mut Criterion) {
 fn kafka(c: &mut Criterion) {
     let runtime = runtime();
     let broker = runtime.block_on(kafka::Tansu::start_ungated());
+    let options = std::env::var("FLAGSTREAM_BENCH_KAFKA_OPTIONS").unwrap_or_default();
     let fresh = |round: usize| {
         runtime.block_on(async {
             let topic = format!("bench-{round}");
             broker.create_topic(&topic, 4).await;
-            let url = format!("kafka://{}/{topic}", broker.bootstrap());
+            let url = format!("kafka://{}/{topic}?{options}", broker.bootstrap());
             let spec = DestinationSpec::parse(&url).unwrap();
             registry::build_named(spec, "bench").await.unwrap()
         })
     };
+    if let Ok(sends) = std::env::var("FLAGSTREAM_BENCH_KAFKA_QUICK") {
+        let sends = sends
+            .parse()
+            .expect("FLAGSTREAM_BENCH_KAFKA_QUICK: a number of sends");
+        return quick_cpu_per_thread(&runtime, &fresh(0), &events("kafka", 1)[0], sends);
+    }
     bench_send(
         c,
         "kafka_tansu",
@@ -247,6 +258,69 @@ fn kafka(c: &mut Criterion) {
         |round| fresh(1_000 + round),
         &events_n("kafka5k", 1, 5_000),
     );
+}
+
+/// User and system CPU ticks (1/100 s) of this process's threads, summed by thread name.
+fn ticks_per_thread() -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut threads = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).ok();
+        let (Some(comm), Some(stat)) = (read("comm"), read("stat")) else {
+            continue; // the thread ended meanwhile
+        };
+        // Fields after the `(comm)`: utime and stime are the 12th and 13th.
+        let after_comm = stat.rsplit(')').next().unwrap_or_default();
+        let mut fields = after_comm.split_whitespace().skip(11);
+        let mut next = || {
+            fields
+                .next()
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let (user, system) = (next(), next());
+        let entry = threads.entry(comm.trim().to_string()).or_insert((0, 0));
+        entry.0 += user;
+        entry.1 += system;
+    }
+    threads
+}
+
+/// `FLAGSTREAM_BENCH_KAFKA_QUICK=N`: N sends of `batch` after 50 warm-up sends; prints
+/// CPU per 1,000 events per thread name (where the CPU goes, without a profiler).
+fn quick_cpu_per_thread(
+    runtime: &tokio::runtime::Runtime,
+    destination: &Arc<dyn Destination>,
+    batch: &Batch,
+    sends: usize,
+) {
+    let send_all = |count: usize| {
+        runtime.block_on(async {
+            for _ in 0..count {
+                assert_eq!(destination.send(batch).await, SendOutcome::Delivered);
+            }
+        })
+    };
+    send_all(50);
+    let (cpu, wall, before) = (process_cpu(), Instant::now(), ticks_per_thread());
+    send_all(sends);
+    let (cpu, wall, after) = (process_cpu() - cpu, wall.elapsed(), ticks_per_thread());
+    let per_1000 = |total: Duration| total / sends as u32 * 1_000 / batch.items.len() as u32;
+    println!(
+        "quick: {sends} sends: CPU {:?} per 1,000 events, wall {:?} per 1,000",
+        per_1000(cpu),
+        per_1000(wall)
+    );
+    // Ticks are 10 ms (USER_HZ = 100): per 1,000 events over all the sends.
+    let events = (sends * batch.items.len()) as f64;
+    let per_1000_ms = |ticks: u64| ticks as f64 * 10.0 * 1_000.0 / events;
+    for (name, (user, system)) in after {
+        let (user0, system0) = before.get(&name).copied().unwrap_or((0, 0));
+        println!(
+            "  {name:<28} user {:.2} ms  sys {:.2} ms per 1,000 events",
+            per_1000_ms(user.saturating_sub(user0)),
+            per_1000_ms(system.saturating_sub(system0))
+        );
+    }
 }
 
 fn eventhubs(c: &mut Criterion) {

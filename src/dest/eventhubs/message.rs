@@ -28,7 +28,7 @@ pub const MAX_PARTITION_KEY_LEN: usize = 128;
 pub fn partition_key(item: &BatchItem, source: &PartitionKeySource) -> String {
     let key = source.unbounded_key_for(item);
     if key.len() <= MAX_PARTITION_KEY_LEN {
-        return key;
+        return key.into_owned();
     }
     Sha256::digest(key.as_bytes())
         .iter()

@@ -5,6 +5,8 @@
 //! so events spread over partitions and each context's events stay in order on one partition.
 //! Headers let consumers route and deduplicate without parsing the payload.
 
+use std::borrow::Cow;
+
 use rdkafka::message::{Header, OwnedHeaders};
 
 use crate::dest::kinesis::PartitionKeySource;
@@ -47,7 +49,8 @@ pub fn headers(item: &BatchItem, batch: &Batch) -> OwnedHeaders {
 }
 
 /// The message key of `item`: the configured field, falling back to the context key, then
-/// the event id (never one constant for every event).
-pub fn key(item: &BatchItem, source: &PartitionKeySource) -> String {
+/// the event id (never one constant for every event). Borrowed from the item unless it is a
+/// payload field: librdkafka copies it anyway.
+pub fn key<'a>(item: &'a BatchItem, source: &PartitionKeySource) -> Cow<'a, str> {
     source.unbounded_key_for(item)
 }

@@ -71,7 +71,7 @@ impl KafkaDestination {
             }
             let key = message::key(item, &self.keys);
             let record = BaseRecord::with_opaque_to(&self.target.topic, reports.track(index))
-                .key(&key)
+                .key(key.as_ref())
                 .payload(&item.payload[..])
                 .headers(message::headers(item, batch));
             if let Err((error, mut record)) = producer.send(record) {

@@ -1,6 +1,7 @@
 //! Turning a batch into `PutRecords` requests: partition keys, records (optionally
 //! aggregated), and request-sized runs within the API limits.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 
@@ -67,23 +68,31 @@ impl PartitionKeySource {
     /// The partition key of one item. Missing values fall back to the context key, then the
     /// event id, so one absent field never funnels every event onto one shard.
     pub fn key_for(&self, item: &BatchItem) -> String {
-        bound_partition_key(self.unbounded_key_for(item))
+        bound_partition_key(self.unbounded_key_for(item).into_owned())
     }
 
-    /// The key before Kinesis' length bound (for targets without one, like Kafka).
-    pub fn unbounded_key_for(&self, item: &BatchItem) -> String {
-        let chosen: Option<String> = match self {
-            PartitionKeySource::ContextKey => item.context_key.clone(),
-            PartitionKeySource::EventId => Some(item.event_id.clone()),
-            PartitionKeySource::Kind => Some(item.kind.clone()),
-            PartitionKeySource::Key => item.key.clone(),
-            PartitionKeySource::Environment => Some(item.environment.clone()),
-            PartitionKeySource::PayloadField(pointer) => payload_field(&item.payload, pointer),
+    /// The key before Kinesis' length bound (for targets without one, like Kafka); borrowed
+    /// from the item unless it comes from a payload field (no allocation per event).
+    pub fn unbounded_key_for<'a>(&self, item: &'a BatchItem) -> Cow<'a, str> {
+        let chosen: Option<Cow<'a, str>> = match self {
+            PartitionKeySource::ContextKey => item.context_key.as_deref().map(Cow::Borrowed),
+            PartitionKeySource::EventId => Some(Cow::Borrowed(&item.event_id)),
+            PartitionKeySource::Kind => Some(Cow::Borrowed(&item.kind)),
+            PartitionKeySource::Key => item.key.as_deref().map(Cow::Borrowed),
+            PartitionKeySource::Environment => Some(Cow::Borrowed(&item.environment)),
+            PartitionKeySource::PayloadField(pointer) => {
+                payload_field(&item.payload, pointer).map(Cow::Owned)
+            }
         };
         chosen
             .filter(|key| !key.is_empty())
-            .or_else(|| item.context_key.clone().filter(|key| !key.is_empty()))
-            .unwrap_or_else(|| item.event_id.clone())
+            .or_else(|| {
+                item.context_key
+                    .as_deref()
+                    .filter(|key| !key.is_empty())
+                    .map(Cow::Borrowed)
+            })
+            .unwrap_or(Cow::Borrowed(&item.event_id))
     }
 }
 
