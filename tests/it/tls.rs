@@ -435,22 +435,29 @@ fn bad_tls_files_are_refused_at_start_naming_the_flag() {
     assert_eq!(code, Some(0), "{stderr}");
 }
 
-/// `flagstream top --once` against a TLS admin listener: with `--admin-tls-ca` it shows the
-/// destinations; without, it fails naming the handshake instead of printing a screen.
-#[tokio::test]
-async fn top_reads_a_tls_admin_listener_with_its_ca() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new("top");
-    let (admin_cert, admin_key) = pki.write(dir.path(), "admin");
+/// A server whose ingest and admin listeners both speak TLS (certificates of one test CA),
+/// and the CA's PEM file for clients.
+async fn start_with_tls_admin(dir: &Path, name: &str) -> (Flagstream, PathBuf) {
+    let pki = TestPki::new(name);
+    let (admin_cert, admin_key) = pki.write(dir, "admin");
     let admin_tls = [
         "--admin-tls-cert",
         path(&admin_cert),
         "--admin-tls-key",
         path(&admin_key),
     ];
-    let (server, _, _) = start_tls(dir.path(), &pki, &admin_tls).await;
-    let ca = dir.path().join("ca.pem");
+    let (server, _, _) = start_tls(dir, &pki, &admin_tls).await;
+    let ca = dir.join("ca.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
+    (server, ca)
+}
+
+/// `flagstream top --once` against a TLS admin listener: with `--admin-tls-ca` it shows the
+/// destinations; without, it fails naming the handshake instead of printing a screen.
+#[tokio::test]
+async fn top_reads_a_tls_admin_listener_with_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, ca) = start_with_tls_admin(dir.path(), "top").await;
     let top = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_flagstream"))
             .args(["top", "--once", "--interval", "200ms"])
@@ -479,17 +486,7 @@ async fn top_reads_a_tls_admin_listener_with_its_ca() {
 #[tokio::test]
 async fn admin_clis_speak_tls_with_the_admin_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new("admin-cli");
-    let (admin_cert, admin_key) = pki.write(dir.path(), "admin");
-    let admin_tls = [
-        "--admin-tls-cert",
-        path(&admin_cert),
-        "--admin-tls-key",
-        path(&admin_key),
-    ];
-    let (server, _, _) = start_tls(dir.path(), &pki, &admin_tls).await;
-    let ca = dir.path().join("ca.pem");
-    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let (server, ca) = start_with_tls_admin(dir.path(), "admin-cli").await;
     let url = format!("https://{}", server.admin);
     let run = |args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_flagstream"))
