@@ -379,7 +379,7 @@ impl ObjectWriter {
     /// [`Self::encode`] in place. On a multi-threaded runtime (`serve`) the worker thread first
     /// hands its other tasks to a new worker ([`tokio::task::block_in_place`]): encoding
     /// borrows the batch where it is, where `spawn_blocking` would need a deep copy of every
-    /// item (≈ 0.6 µs of CPU per event, more than gzip itself costs). A current-thread runtime (tests) has
+    /// item (≈ 0.6 µs of CPU per event, about what the gzip itself costs). A current-thread runtime (tests) has
     /// no other worker and encodes inline.
     fn encode_blocking(&self, batch: &Batch) -> Result<Vec<EncodedObject>, Failure> {
         use tokio::runtime::{Handle, RuntimeFlavor};
