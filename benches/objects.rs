@@ -7,9 +7,15 @@
 //!
 //! - `objects/<format>/encode`: `ObjectWriter::encode` alone (rows → object bytes), on this
 //!   thread: the CPU work per object.
-//! - `objects/<format>/file_send`: `Destination::send` of the `file` destination (encode on a
-//!   blocking thread, temp file, fdatasync, rename, directory fsync), one batch at a time on a
-//!   current-thread runtime: one core's worth.
+//! - `objects/<format>/file_send`: `Destination::send` of the `file` destination (encode,
+//!   temp file, fdatasync, rename, directory fsync), one batch at a time on a runtime with one
+//!   worker thread: one core's worth.
+//!
+//! Before Criterion's wall-clock figures, a CPU pass prints events per CPU-second (every
+//! thread's user + system time, `/proc/self/stat`) of both, per format: on a shared machine
+//! wall time includes waiting for a core, CPU time does not. `OBJECTS_FORMATS=parquet,ndjson.gz`
+//! limits both passes to those formats; `OBJECTS_PROFILE=<format>` only encodes the batch
+//! [`PROFILE_ROUNDS`] times (for `valgrind --tool=callgrind`).
 //!
 //! Criterion reports events/s (`Throughput::Elements`); bytes/s of mapped JSON in = events/s ×
 //! the bytes per event printed first, with every format's output size and compression ratio,
@@ -30,17 +36,35 @@ use flagstream::event::Schema;
 
 /// Rows per benchmarked batch.
 const ROWS: usize = 50_000;
+/// Batches encoded by `OBJECTS_PROFILE`.
+const PROFILE_ROUNDS: usize = 3;
+/// Batches per format of the CPU-time pass.
+const CPU_ROUNDS: usize = 10;
 const CSV_COLUMNS: &str = "table,event_id,flag_key,metric_key,context_kind,context_key,\
                            variation_index,variation_value,metric_value,count,timestamp";
 
 /// `(name, URL query)` of every format.
-const FORMATS: [(&str, &str); 5] = [
+const FORMATS: [(&str, &str); 9] = [
     ("ndjson", "format=ndjson"),
     ("ndjson.gz", "format=ndjson.gz"),
+    ("ndjson.gz-2", "format=ndjson.gz&gzip_level=2"),
+    ("ndjson.gz-4", "format=ndjson.gz&gzip_level=4"),
+    ("ndjson.gz-6", "format=ndjson.gz&gzip_level=6"),
+    ("ndjson.gz-9", "format=ndjson.gz&gzip_level=9"),
     ("csv", "format=csv"),
     ("parquet", "format=parquet"),
     ("parquet-zstd", "format=parquet&parquet_compression=zstd"),
 ];
+
+/// The formats `OBJECTS_FORMATS` names (every format when unset).
+fn formats() -> impl Iterator<Item = (&'static str, &'static str)> {
+    let wanted = std::env::var("OBJECTS_FORMATS").ok();
+    FORMATS.into_iter().filter(move |(name, _)| {
+        wanted
+            .as_deref()
+            .is_none_or(|list| list.split(',').any(|w| w == *name))
+    })
+}
 
 fn golden_rows() -> Vec<String> {
     let path = concat!(
@@ -119,14 +143,17 @@ fn object_options(format: &str) -> ObjectOptions {
                 options.parquet_compression = Some(Parsed(value.parse().unwrap()))
             }
             "csv_columns" => options.csv_columns = Some(value.to_string()),
+            "gzip_level" => options.gzip_level = Some(value.parse().unwrap()),
             _ => unreachable!("{key}"),
         }
     }
     options
 }
 
+/// One worker thread, multi-threaded like `serve`'s (so encoding takes the same path).
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .unwrap()
@@ -142,7 +169,7 @@ fn print_sizes(batch: &Batch, sdk: &Batch) {
         sdk.items.len(),
         input(sdk)
     );
-    for (name, format) in FORMATS {
+    for (name, format) in formats() {
         let writer = object_options(format)
             .writer("", &[], Schema::Warehouse)
             .unwrap();
@@ -157,14 +184,72 @@ fn print_sizes(batch: &Batch, sdk: &Batch) {
     }
 }
 
+/// CPU seconds (user + system) of every thread this process ran, exited ones included
+/// (`/proc/self/stat`, in USER_HZ ticks of 10 ms: the CPU pass runs a second or more).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// CPU time per event (every thread) of `run` repeated [`CPU_ROUNDS`] times, and
+/// the wall time: the honest figure on a shared machine, where wall time includes waiting for
+/// a core.
+fn cpu_per_event(mut run: impl FnMut()) -> (f64, f64) {
+    run(); // warm-up: allocator, page cache, directories
+    let (cpu, wall) = (cpu_seconds(), std::time::Instant::now());
+    for _ in 0..CPU_ROUNDS {
+        run();
+    }
+    let events = (CPU_ROUNDS * ROWS) as f64;
+    (
+        (cpu_seconds() - cpu) / events,
+        wall.elapsed().as_secs_f64() / events,
+    )
+}
+
+/// Events per CPU-second and per wall second of encode and file send, per format.
+fn print_cpu(batch: &Batch, dir: &Path) {
+    println!("per core (CPU time of every thread, {CPU_ROUNDS} batches of {ROWS}):");
+    for (name, format) in formats() {
+        let writer = object_options(format)
+            .writer("", &[], Schema::Warehouse)
+            .unwrap();
+        let (encode_cpu, encode_wall) = cpu_per_event(|| drop(writer.encode(batch).unwrap()));
+        let destination = file_destination(&dir.join(format!("cpu-{name}")), format);
+        let runtime = runtime();
+        let (send_cpu, send_wall) = cpu_per_event(|| {
+            let outcome = runtime.block_on(destination.send(batch));
+            assert_eq!(outcome, SendOutcome::Delivered);
+        });
+        println!(
+            "{name:>12}: encode {:>9.0} events/CPU-s ({:.2} µs/event, wall {:>9.0}/s); \
+             file send {:>9.0} events/CPU-s ({:.2} µs/event, wall {:>9.0}/s)",
+            1.0 / encode_cpu,
+            encode_cpu * 1e6,
+            1.0 / encode_wall,
+            1.0 / send_cpu,
+            send_cpu * 1e6,
+            1.0 / send_wall
+        );
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let batch = batch("bench-1-50000", ROWS);
     print_sizes(&batch, &self::batch("sdk-1-15", golden_rows().len()));
     let dir = tempfile::tempdir().unwrap();
+    print_cpu(&batch, dir.path());
     let mut group = c.benchmark_group("objects");
     group.throughput(Throughput::Elements(ROWS as u64));
     group.sample_size(10);
-    for (name, format) in FORMATS {
+    for (name, format) in formats() {
         let writer = object_options(format)
             .writer("", &[], Schema::Warehouse)
             .unwrap();
@@ -189,6 +274,17 @@ fn main() {
     // for a test.
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|arg| arg == "--list") || !args.iter().any(|arg| arg == "--bench") {
+        return;
+    }
+    if let Ok(name) = std::env::var("OBJECTS_PROFILE") {
+        let (_, format) = FORMATS.into_iter().find(|(n, _)| *n == name).unwrap();
+        let writer = object_options(format)
+            .writer("", &[], Schema::Warehouse)
+            .unwrap();
+        let batch = batch("bench-1-50000", ROWS);
+        for _ in 0..PROFILE_ROUNDS {
+            drop(writer.encode(&batch).unwrap());
+        }
         return;
     }
     let mut criterion = Criterion::default().configure_from_args();

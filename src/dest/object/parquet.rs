@@ -36,7 +36,8 @@
 //! ## Reading rows
 //!
 //! Rows arrive as the warehouse mapper's JSON (`{"table":…, <every column in order>}`); each
-//! is parsed with simd-json into a reused tape and its values appended to Arrow column
+//! is read in one pass by [`flat_row`] (compact flat objects, the mapper's output; any other
+//! row is parsed with simd-json into a reused tape) and its values appended to Arrow column
 //! builders. Columns are matched by name (in order on the fast path), so a reordered or
 //! partial row still lands right; a value of the wrong type, or null in a not-null column,
 //! fails the object with an error naming the event and column.
@@ -57,6 +58,8 @@ use simd_json::{Buffers, Node, StaticNode, Tape};
 
 use super::super::BatchItem;
 use crate::event::schema::warehouse::{self, Column, ColumnType};
+
+mod flat_row;
 
 /// Default most rows per row group (DuckDB's row-group size).
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 122_880;
@@ -163,7 +166,12 @@ pub fn encode<'a>(
         schema.clone(),
         Some(properties),
     )?;
-    let mut rows = RowReader::default();
+    let mut rows = RowReader {
+        expected_keys: std::iter::once("table")
+            .chain(columns.iter().map(|c| c.name))
+            .collect(),
+        ..RowReader::default()
+    };
     let mut builders = Builders::new(columns);
     for item in items {
         rows.append(item, columns, &mut builders)?;
@@ -354,6 +362,10 @@ fn parse_timestamp_ms(text: &str) -> Option<i64> {
 /// Parses rows into cells, reusing its buffers from row to row.
 #[derive(Default)]
 struct RowReader {
+    /// The keys of a row as the mapper writes them: `table`, then the columns in order.
+    expected_keys: Vec<&'static str>,
+    fields: Vec<flat_row::Field>,
+    unescaped: String,
     scratch: Vec<u8>,
     buffers: Buffers,
     tape: Option<Tape<'static>>,
@@ -361,19 +373,76 @@ struct RowReader {
 }
 
 impl RowReader {
-    /// Parse `item`'s row and append its values to `builders`.
+    /// Parse `item`'s row and append its values to `builders`: flat rows (what the mapper
+    /// writes) with [`flat_row`], anything else with simd-json.
     fn append(
         &mut self,
         item: &BatchItem,
         columns: &[Column],
         builders: &mut Builders,
     ) -> Result<(), ParquetError> {
-        let row_error = |reason: String| ParquetError::Row {
+        let flat = std::str::from_utf8(&item.payload).ok().and_then(|row| {
+            let in_order = flat_row::scan(row, &self.expected_keys, &mut self.fields)?;
+            Some((row, in_order))
+        });
+        let result = match flat {
+            Some((row, in_order)) => self.append_flat(row, in_order, columns, builders),
+            None => self.append_parsed(&item.payload, columns, builders),
+        };
+        result.map_err(|reason| ParquetError::Row {
             event_id: item.event_id.clone(),
             reason,
-        };
+        })?;
+        builders.rows += 1;
+        Ok(())
+    }
+
+    /// Append the row [`flat_row::scan`] read into `self.fields`; `in_order`: its keys are
+    /// `table` and then exactly the columns, in order.
+    fn append_flat(
+        &mut self,
+        row: &str,
+        in_order: bool,
+        columns: &[Column],
+        builders: &mut Builders,
+    ) -> Result<(), String> {
+        if in_order {
+            self.cells.clear();
+            self.cells.extend((1..=columns.len()).map(Some));
+        } else {
+            let keys = self.fields.iter().map(|field| &row[field.key.clone()]);
+            slot_columns(keys, columns, &mut self.cells);
+        }
+        for ((column, builder), slot) in columns.iter().zip(&mut builders.columns).zip(&self.cells)
+        {
+            let cell = match slot.map(|i| &self.fields[i].value) {
+                None | Some(flat_row::Value::Null) => Cell::Null,
+                Some(flat_row::Value::Str(range)) => Cell::Str(&row[range.clone()]),
+                Some(flat_row::Value::Escaped(range)) => {
+                    flat_row::unescape(&row[range.clone()], &mut self.unescaped)
+                        .ok_or_else(|| format!("column `{}` has a bad escape", column.name))?;
+                    Cell::Str(&self.unescaped)
+                }
+                Some(flat_row::Value::Int(v)) => Cell::Int(*v),
+                Some(flat_row::Value::Uint(v)) => Cell::Uint(*v),
+                Some(flat_row::Value::Float(v)) => Cell::Float(*v),
+                Some(flat_row::Value::Bool(v)) => Cell::Bool(*v),
+            };
+            builder.append(column, cell)?;
+        }
+        Ok(())
+    }
+
+    /// Append a row the flat reader left: simd-json, or serde_json for the few numbers
+    /// simd-json refuses.
+    fn append_parsed(
+        &mut self,
+        payload: &[u8],
+        columns: &[Column],
+        builders: &mut Builders,
+    ) -> Result<(), String> {
         self.scratch.clear();
-        self.scratch.extend_from_slice(&item.payload);
+        self.scratch.extend_from_slice(payload);
         let len = self.scratch.len();
         self.scratch.resize(len + simd_json::INPUT_PADDING, 0);
         let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
@@ -381,13 +450,31 @@ impl RowReader {
             simd_json::fill_tape_padded(&mut self.scratch, len, &mut self.buffers, &mut tape);
         let result = match parsed {
             Ok(()) => append_tape_row(&tape.0, columns, &mut self.cells, builders),
-            // simd-json refuses a few valid numbers (beyond its float parser): the slow path.
-            Err(_) => append_serde_row(&item.payload, columns, builders),
+            Err(_) => append_serde_row(payload, columns, builders),
         };
         self.tape = Some(tape.reset());
-        result.map_err(row_error)?;
-        builders.rows += 1;
-        Ok(())
+        result
+    }
+}
+
+/// `slots[c]` = the position of column `c`'s key among `keys` (the last one if repeated), or
+/// `None`. The fast path: the mapper writes `table` and then every column in order.
+fn slot_columns<'k>(
+    keys: impl Iterator<Item = &'k str>,
+    columns: &[Column],
+    slots: &mut Vec<Option<usize>>,
+) {
+    slots.clear();
+    slots.resize(columns.len(), None);
+    for (position, key) in keys.enumerate() {
+        let expected = position.checked_sub(1).filter(|&i| i < columns.len());
+        let column = match expected {
+            Some(i) if columns[i].name == key => Some(i),
+            _ => columns.iter().position(|c| c.name == key),
+        };
+        if let Some(column) = column {
+            slots[column] = Some(position);
+        }
     }
 }
 
@@ -401,27 +488,19 @@ fn append_tape_row(
     let Some(Node::Object { len, .. }) = nodes.first() else {
         return Err("the row is not a JSON object".into());
     };
-    slots.clear();
-    slots.resize(columns.len(), None);
+    // (key, index of its value node); the slow path, so allocating is fine.
+    let mut fields = Vec::with_capacity(*len);
     let mut idx = 1;
-    for position in 0..*len {
-        let key = match nodes.get(idx) {
-            Some(Node::String(key)) => *key,
-            _ => return Err("malformed row".into()),
+    for _ in 0..*len {
+        let Some(Node::String(key)) = nodes.get(idx) else {
+            return Err("malformed row".into());
         };
-        // The fast path: the mapper writes `table` and then every column in order.
-        let expected = position.checked_sub(1).filter(|&i| i < columns.len());
-        let column = match expected {
-            Some(i) if columns[i].name == key => Some(i),
-            _ => columns.iter().position(|c| c.name == key),
-        };
-        if let Some(column) = column {
-            slots[column] = Some(idx + 1);
-        }
+        fields.push((*key, idx + 1));
         idx += 1 + span(nodes, idx + 1);
     }
+    slot_columns(fields.iter().map(|(key, _)| *key), columns, slots);
     for ((column, builder), slot) in columns.iter().zip(&mut builders.columns).zip(slots.iter()) {
-        let cell = slot.map_or(Cell::Null, |i| tape_cell(&nodes[i]));
+        let cell = slot.map_or(Cell::Null, |p| tape_cell(&nodes[fields[p].1]));
         builder.append(column, cell)?;
     }
     Ok(())

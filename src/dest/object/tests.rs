@@ -143,6 +143,40 @@ fn ndjson_gz_is_gzip_of_the_ndjson_and_says_so() {
 }
 
 #[test]
+fn gzip_level_trades_cpu_for_size() {
+    let rows: Vec<BatchItem> = (0..2_000)
+        .map(|i| {
+            item(
+                i,
+                &format!("{{\"n\":{},\"k\":\"user-{}\"}}", i * 7 % 100, i % 37),
+                "p",
+                0,
+            )
+        })
+        .collect();
+    let size = |level: Option<u32>| {
+        let options = ObjectOptions {
+            format: parsed("ndjson.gz"),
+            gzip_level: level,
+            ..ObjectOptions::default()
+        };
+        let objects = writer(options, &[]).encode(&batch(rows.clone())).unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&objects[0].body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text.lines().count(), rows.len());
+        objects[0].body.len()
+    };
+    let (default, one, nine) = (size(None), size(Some(1)), size(Some(9)));
+    assert_eq!(default, one, "the default is level 1");
+    assert!(
+        nine < one,
+        "level 9 ({nine} B) is smaller than level 1 ({one} B)"
+    );
+}
+
+#[test]
 fn csv_defaults_to_go_feature_flag_columns_with_a_header_and_escapes_values() {
     let options = ObjectOptions {
         format: parsed("csv"),
@@ -188,7 +222,22 @@ fn csv_columns_template_header_and_delimiter_are_configurable() {
 
 #[test]
 fn bad_options_are_refused_with_the_option_named() {
-    let cases: [(ObjectOptions, &str); 7] = [
+    let cases: [(ObjectOptions, &str); 9] = [
+        (
+            ObjectOptions {
+                gzip_level: Some(6),
+                ..ObjectOptions::default()
+            },
+            "format=ndjson.gz",
+        ),
+        (
+            ObjectOptions {
+                format: parsed("ndjson.gz"),
+                gzip_level: Some(0),
+                ..ObjectOptions::default()
+            },
+            "gzip_level",
+        ),
         (
             ObjectOptions {
                 file_name: Some("fixed.ndjson".into()),

@@ -222,6 +222,40 @@ fn page_index_tiles_every_column_chunk_and_filter_columns_have_dictionaries_and_
     }
 }
 
+/// The flat-row reader (compact rows, the mapper's) and the general parser (any other JSON:
+/// here the same rows pretty-printed) write the same file, escapes and all.
+#[test]
+fn flat_rows_and_reformatted_rows_write_identical_files() {
+    let rows = golden_rows();
+    for (name, _) in warehouse::TABLES {
+        let compact = rows_of(&rows, name);
+        let pretty: Vec<String> = compact
+            .iter()
+            .map(|row| {
+                let value: Value = serde_json::from_str(row).unwrap();
+                serde_json::to_string_pretty(&value).unwrap()
+            })
+            .collect();
+        assert!(
+            compact.iter().any(|row| row.contains('\\')),
+            "escapes in {name}"
+        );
+        let (mut fields, keys) = (Vec::new(), ["table"]);
+        assert!(compact
+            .iter()
+            .all(|row| flat_row::scan(row, &keys, &mut fields).is_some()));
+        assert!(pretty
+            .iter()
+            .all(|row| flat_row::scan(row, &keys, &mut fields).is_none()));
+        let settings = ParquetSettings::default();
+        assert_eq!(
+            write(name, &compact, &settings),
+            write(name, &pretty, &settings),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn rows_are_matched_by_name_when_reordered_or_partial() {
     let row = r#"{"table":"summary_counters","count":2,"flag_key":"f","event_id":"e1","project":"p","environment":"prod","counter_index":0,"unknown_flag":false,"extra":[1]}"#;
