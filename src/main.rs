@@ -33,6 +33,14 @@ use flagstream::event::{self, InboundFormat, RecordContext};
 use flagstream::ingest::{self, Ingest};
 use flagstream::wal::{inspect, Wal};
 
+/// jemalloc instead of glibc's malloc (issue 15, measured in `docs/performance.md` "Memory"):
+/// delivery's multi-MiB batch buffers are allocated and freed many times a second, and glibc's
+/// dynamic mmap threshold moved them onto its heaps, where freed holes stayed resident — the
+/// process held about twice its live heap. jemalloc (with background purge threads) keeps RSS
+/// near the live heap at the same CPU per event.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit code for configuration errors (clap uses 2 for usage errors too).
 const EXIT_CONFIG: u8 = 2;
 
