@@ -616,3 +616,27 @@ async fn resident_memory_does_not_grow_with_the_backlog() {
     );
     wal.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn recovery_scan_of_the_tail_leaves_it_out_of_resident_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = WalOptions::new(dir.path());
+    options.segment_bytes = 32 << 20;
+    options.min_free_bytes = 0;
+    let wal = Wal::open(options.clone()).unwrap();
+    let payload = vec![5u8; 60 << 10];
+    // 16 MiB in the active segment, which a restart scans to its end (it is not sealed).
+    for _ in 0..(16 << 20) / payload.len() {
+        append(&wal, &payload).await;
+    }
+    wal.close().await.unwrap();
+    drop(wal);
+    let reopened = Wal::open(options).unwrap();
+    assert_eq!(reopened.next_seq(), 1 + ((16 << 20) / payload.len()) as u64);
+    let resident = resident_under(dir.path());
+    assert!(
+        resident < RESIDENT_BOUND,
+        "recovery keeps {resident} bytes resident"
+    );
+    reopened.close().await.unwrap();
+}
