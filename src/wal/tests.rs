@@ -640,3 +640,33 @@ async fn recovery_scan_of_the_tail_leaves_it_out_of_resident_memory() {
     );
     reopened.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn finding_a_seq_deep_in_a_recovered_segment_leaves_no_backlog_resident() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = WalOptions::new(dir.path());
+    options.segment_bytes = 32 << 20;
+    options.min_free_bytes = 0;
+    options.sync = SyncMode::Never;
+    let wal = Wal::open(options.clone()).unwrap();
+    // A header on every page, as with SDK-sized bodies (a few KiB).
+    let payload = vec![6u8; 4000];
+    // Segment 1 sealed full, a little in segment 2.
+    let count = (40 << 20) / payload.len() as u64;
+    for _ in 0..count {
+        append(&wal, &payload).await;
+    }
+    wal.close().await.unwrap();
+    drop(wal);
+    let reopened = Wal::open(options).unwrap();
+    // A recovered sealed segment has no seq index: the lag probe (delivery's lag metrics,
+    // which follow the acked position) finding seq 8000 reads every record header before it.
+    let lag = reopened.lag(8000);
+    assert_eq!(lag.records, count + 1 - 8000);
+    let resident = resident_under(dir.path());
+    assert!(
+        resident < RESIDENT_BOUND,
+        "the lag probe keeps {resident} bytes resident"
+    );
+    reopened.close().await.unwrap();
+}
