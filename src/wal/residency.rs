@@ -25,8 +25,8 @@ use crate::metrics as names;
 ///
 /// Each owner keeps at most tail + step resident per segment it is in, and there are two
 /// owners at least (the sync thread and one reader per destination), so these two set the
-/// WAL's share of RSS: 2 + 1 MiB each measured 6 MiB of `RssFile` at 64 connections where
-/// 4 + 4 MiB held 14 MiB (issue 15's 150 MiB budget). A reader further behind than the tail
+/// WAL's share of RSS: at most 3 MiB per owner, where 4 + 4 MiB held 8–14 MiB of `RssFile`
+/// at 64 connections (issue 15's 150 MiB budget). A reader further behind than the tail
 /// faults pages back from the page cache (a minor fault per 64 KiB fault-around), which
 /// costs far less than the copy into a batch that follows.
 pub(crate) const RESIDENT_TAIL_BYTES: u64 = 2 << 20;
