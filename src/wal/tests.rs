@@ -617,22 +617,31 @@ async fn resident_memory_does_not_grow_with_the_backlog() {
     wal.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn recovery_scan_of_the_tail_leaves_it_out_of_resident_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = WalOptions::new(dir.path());
+/// A WAL of 32 MiB segments (no fsync) holding `bytes` of `record_bytes`-sized records,
+/// closed and opened again (recovery ran); returns it and the number of records.
+async fn reopened_with(dir: &Path, bytes: usize, record_bytes: usize) -> (Wal, u64) {
+    let mut options = WalOptions::new(dir);
     options.segment_bytes = 32 << 20;
     options.min_free_bytes = 0;
+    options.sync = SyncMode::Never;
     let wal = Wal::open(options.clone()).unwrap();
-    let payload = vec![5u8; 60 << 10];
-    // 16 MiB in the active segment, which a restart scans to its end (it is not sealed).
-    for _ in 0..(16 << 20) / payload.len() {
+    let payload = vec![5u8; record_bytes];
+    let count = (bytes / record_bytes) as u64;
+    for _ in 0..count {
         append(&wal, &payload).await;
     }
     wal.close().await.unwrap();
     drop(wal);
     let reopened = Wal::open(options).unwrap();
-    assert_eq!(reopened.next_seq(), 1 + ((16 << 20) / payload.len()) as u64);
+    assert_eq!(reopened.next_seq(), count + 1);
+    (reopened, count)
+}
+
+#[tokio::test]
+async fn recovery_scan_of_the_tail_leaves_it_out_of_resident_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // 16 MiB in the active segment, which a restart scans to its end (it is not sealed).
+    let (reopened, _) = reopened_with(dir.path(), 16 << 20, 60 << 10).await;
     let resident = resident_under(dir.path());
     assert!(
         resident < RESIDENT_BOUND,
@@ -644,21 +653,9 @@ async fn recovery_scan_of_the_tail_leaves_it_out_of_resident_memory() {
 #[tokio::test]
 async fn finding_a_seq_deep_in_a_recovered_segment_leaves_no_backlog_resident() {
     let dir = tempfile::tempdir().unwrap();
-    let mut options = WalOptions::new(dir.path());
-    options.segment_bytes = 32 << 20;
-    options.min_free_bytes = 0;
-    options.sync = SyncMode::Never;
-    let wal = Wal::open(options.clone()).unwrap();
-    // A header on every page, as with SDK-sized bodies (a few KiB).
-    let payload = vec![6u8; 4000];
-    // Segment 1 sealed full, a little in segment 2.
-    let count = (40 << 20) / payload.len() as u64;
-    for _ in 0..count {
-        append(&wal, &payload).await;
-    }
-    wal.close().await.unwrap();
-    drop(wal);
-    let reopened = Wal::open(options).unwrap();
+    // Segment 1 sealed full, a little in segment 2; a header on every page, as with
+    // SDK-sized bodies (a few KiB).
+    let (reopened, count) = reopened_with(dir.path(), 40 << 20, 4000).await;
     // A recovered sealed segment has no seq index: the lag probe (delivery's lag metrics,
     // which follow the acked position) finding seq 8000 reads every record header before it.
     let lag = reopened.lag(8000);
