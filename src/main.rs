@@ -7,7 +7,8 @@
 //! `serve` start-up order, chosen so that every failure is early and visible: logging and the
 //! metrics recorder; bind both listeners (a busy port fails fast); admin server up (`/readyz`
 //! answers 503 `recovering`); destinations built (bad options fail before any disk work); WAL
-//! recovery; delivery workers; ingest serves; ready.
+//! recovery; payload ids of recent records (before delivery, whose backlog drain would compete
+//! for the cores); delivery workers; ingest serves; ready.
 //!
 //! Shutdown (SIGTERM/SIGINT, or a fatal WAL): not ready → ingest stops accepting and drains
 //! in-flight appends → delivery persists cursors → WAL final sync → exit.
@@ -32,6 +33,14 @@ use flagstream::dest::{registry, Batch, BatchItem, Input, SendOutcome};
 use flagstream::event::{self, InboundFormat, RecordContext};
 use flagstream::ingest::{self, Ingest};
 use flagstream::wal::{inspect, Wal};
+
+/// jemalloc instead of glibc's malloc (issue 15, measured in `docs/performance.md` "Memory"):
+/// delivery's multi-MiB batch buffers are allocated and freed many times a second, and glibc's
+/// dynamic mmap threshold moved them onto its heaps, where freed holes stayed resident — the
+/// process held about twice its live heap. jemalloc (with background purge threads) keeps RSS
+/// near the live heap at the same CPU per event.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Exit code for configuration errors (clap uses 2 for usage errors too).
 const EXIT_CONFIG: u8 = 2;
@@ -282,6 +291,18 @@ async fn serve(
         "write-ahead log open"
     );
     admin_state.attach_wal(wal.clone());
+    // Payload ids are recovered before delivery starts: with a backlog, delivery workers
+    // decode on every core at once, and recovery (and so readiness) would wait for the drain.
+    let instance_id = ingest::instance::load_or_create(&config.data_dir)
+        .context("loading the data dir's instance id")?;
+    tracing::info!(instance_id = %instance_id.to_hex(), "instance id");
+    let ingest_state = Arc::new(Ingest::new(
+        config.ingest.clone(),
+        Arc::new(wal.clone()),
+        instance_id,
+    ));
+    admin_state.attach_ingest_connections(ingest_state.connections().clone());
+    recover_payload_ids(&ingest_state, &wal).await?;
 
     let mut engine_options = EngineOptions::new(&config.data_dir);
     engine_options.shutdown_grace = engine_options.shutdown_grace.min(config.shutdown_timeout);
@@ -310,16 +331,6 @@ async fn serve(
         None => tokio::spawn(config::reload::refuse_sighup(reload_shutdown.clone())),
     };
 
-    let instance_id = ingest::instance::load_or_create(&config.data_dir)
-        .context("loading the data dir's instance id")?;
-    tracing::info!(instance_id = %instance_id.to_hex(), "instance id");
-    let ingest_state = Arc::new(Ingest::new(
-        config.ingest.clone(),
-        Arc::new(wal.clone()),
-        instance_id,
-    ));
-    admin_state.attach_ingest_connections(ingest_state.connections().clone());
-    recover_payload_ids(&ingest_state, &wal).await?;
     let ingest_shutdown = CancellationToken::new();
     let ingest_tls = listener_tls("ingest", &config.tls, &config, &admin_shutdown)?;
     let tls = ingest_tls.is_some();

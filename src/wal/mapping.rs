@@ -111,12 +111,15 @@ impl SegmentMap {
 
     /// Drop the pages of the frozen bytes in `range` from this process (`MADV_DONTNEED`), so
     /// they stop counting in its resident memory; the next access faults them back in from
-    /// the page cache or the file. Only whole pages inside `[HEADER_PAGE_BYTES, frozen_end)`
-    /// are released. Returns the bytes released (0 when the kernel refused: the advice is
-    /// only an optimisation, and refusing it changes nothing readers can observe).
+    /// the page cache or the file. Whole pages inside `[HEADER_PAGE_BYTES, frozen_end)` are
+    /// released, from the page holding `range.start` (owners release consecutive ranges, so
+    /// rounding the start up would keep one page per release resident for the segment's
+    /// lifetime) to the last page wholly before `range.end`. Returns the bytes released (0
+    /// when the kernel refused: the advice is only an optimisation, and refusing it changes
+    /// nothing readers can observe).
     pub(crate) fn release(&self, range: Range<u64>) -> u64 {
         let page = page_bytes();
-        let start = range.start.max(HEADER_PAGE_BYTES).next_multiple_of(page);
+        let start = (range.start / page * page).max(HEADER_PAGE_BYTES);
         let end = range.end.min(self.frozen_end()) / page * page;
         if end <= start {
             return 0;
@@ -203,6 +206,26 @@ impl MapWriter {
             }
             at += part.len();
         }
+    }
+
+    /// Drop every page of the record area from this process (`MADV_DONTNEED`), written or
+    /// not: recovery's scan of an unsealed segment reads it to the end looking for valid
+    /// records past damage, and would otherwise leave the whole segment resident.
+    pub(crate) fn release_all(&mut self) -> u64 {
+        let page = page_bytes();
+        let end = self.map.len / page * page;
+        // SAFETY: page-aligned and inside the mapping. Frozen bytes: see `SegmentMap::release`.
+        // Unfrozen bytes are written only through `&mut self`, which we hold, so no write
+        // races the advice, and a later write faults the page back from the file (MAP_SHARED:
+        // no data is dropped, the kernel moves a dirty PTE's state to the page cache first).
+        let result = unsafe {
+            self.map.raw.unchecked_advise_range(
+                UncheckedAdvice::DontNeed,
+                HEADER_PAGE_BYTES as usize,
+                (end - HEADER_PAGE_BYTES) as usize,
+            )
+        };
+        result.map_or(0, |()| end - HEADER_PAGE_BYTES)
     }
 
     /// Zero the unfrozen bytes in `range`.
@@ -370,6 +393,33 @@ mod tests {
             map.release(HEADER_PAGE_BYTES + 1..HEADER_PAGE_BYTES + 4000),
             0
         );
+    }
+
+    #[test]
+    fn consecutive_releases_at_unaligned_offsets_leave_no_page_behind() {
+        let pages = 64;
+        let len = (pages + 1) * HEADER_PAGE_BYTES;
+        let (_dir, _file, map, mut writer) = mapped(len);
+        writer.write(
+            HEADER_PAGE_BYTES,
+            &[&vec![3u8; (len - HEADER_PAGE_BYTES) as usize]],
+        );
+        writer.freeze(len);
+        let touched: u64 = map
+            .frozen(HEADER_PAGE_BYTES..len)
+            .iter()
+            .map(|&b| u64::from(b))
+            .sum();
+        assert_eq!(touched, 3 * (len - HEADER_PAGE_BYTES));
+        // Owners release from where they stopped last time: record ends, not page ends.
+        let mut from = HEADER_PAGE_BYTES;
+        for step in 1..=pages / 4 {
+            let to = HEADER_PAGE_BYTES + step * 4 * HEADER_PAGE_BYTES - 1000;
+            map.release(from..to);
+            from = to;
+        }
+        map.release(from..len);
+        assert!(resident_bytes(map.raw.as_ptr() as usize) <= HEADER_PAGE_BYTES);
     }
 
     #[test]

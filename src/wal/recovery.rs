@@ -371,6 +371,10 @@ impl Recovery<'_> {
             })?;
             let tail = self.scan_unsealed(&segment, &writer)?;
             writer.freeze(tail.end_offset);
+            // The scan read the segment to its end: drop those pages, or after a restart the
+            // whole segment stays resident (measured: RssFile 110 MiB while a restarted
+            // server drained its backlog).
+            writer.release_all();
             segment.set_recovered(tail.next_seq, false, 0);
             if newest && tail.damage.is_empty() {
                 self.active = Some(Active {

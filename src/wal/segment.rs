@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use super::format::{RecordView, Seal, SegmentHeader, Window, HEADER_PAGE_BYTES};
 use super::io::WalIo;
 use super::mapping::{MapWriter, SegmentMap};
+use super::residency::RELEASE_STEP_BYTES;
 
 /// Bytes of records between two index entries.
 pub(crate) const INDEX_STRIDE: u64 = 64 * 1024;
@@ -80,6 +81,9 @@ struct SeqIndex {
     /// Entries are complete for records before this offset; the record there has this seq.
     covered_offset: u64,
     covered_seq: u64,
+    /// Start of the stretch `locate` hopped over (reading record headers) and has not yet
+    /// released from resident memory.
+    hopped_from: Option<u64>,
 }
 
 /// A preallocated, mapped file waiting to become a segment.
@@ -156,6 +160,7 @@ impl Segment {
                 entries: Vec::new(),
                 covered_offset: HEADER_PAGE_BYTES,
                 covered_seq: base_seq,
+                hopped_from: None,
             }),
             damaged: Mutex::new(Vec::new()),
         }
@@ -285,6 +290,9 @@ impl Segment {
         }
         let window = self.window();
         let mut index = self.index.lock();
+        if index.covered_seq <= seq && index.hopped_from.is_none() {
+            index.hopped_from = Some(index.covered_offset);
+        }
         while index.covered_seq <= seq {
             let (offset, expected) = (index.covered_offset, index.covered_seq);
             let Some(view) = hop(&window, offset, expected) else {
@@ -305,6 +313,7 @@ impl Segment {
             index.covered_offset = view.next_offset;
             index.covered_seq = expected + 1;
         }
+        self.release_hopped(&mut index);
         let after = index
             .entries
             .partition_point(|&(entry_seq, _)| entry_seq <= seq);
@@ -318,6 +327,21 @@ impl Segment {
             at_seq += 1;
         }
         Some(offset)
+    }
+
+    /// Hops read a header on every page or so of a recovered segment (whose index starts
+    /// empty): the lag-age probe follows the acked position, behind every reader, and would
+    /// leave everything behind it resident until the segment is collected. Drop what was
+    /// hopped over once it is a release step (see `residency.rs`).
+    fn release_hopped(&self, index: &mut SeqIndex) {
+        let Some(from) = index.hopped_from else {
+            return;
+        };
+        if index.covered_offset >= from + RELEASE_STEP_BYTES {
+            let bytes = self.map.release(from..index.covered_offset);
+            metrics::counter!(crate::metrics::WAL_RELEASED_BYTES_TOTAL).increment(bytes);
+            index.hopped_from = None;
+        }
     }
 
     /// Header of the record with `seq` (no checksum check), for lag ages.

@@ -576,11 +576,18 @@ fn resident_under(dir: &Path) -> u64 {
     kib * 1024
 }
 
+/// What one owner (writer or reader) may keep resident of a segment it is in, with room for
+/// the segment it just left (released when it leaves) and the header pages.
+const RESIDENT_BOUND: u64 =
+    2 * (super::residency::RESIDENT_TAIL_BYTES + super::residency::RELEASE_STEP_BYTES);
+
 #[tokio::test]
 async fn resident_memory_does_not_grow_with_the_backlog() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = WalOptions::new(dir.path());
-    options.segment_bytes = 16 << 20;
+    // 64 MiB end two thirds into the third segment: the writer and the reader stop mid-segment,
+    // where only their tails may stay resident.
+    options.segment_bytes = 24 << 20;
     options.max_bytes = 256 << 20;
     options.min_free_bytes = 0;
     let wal = Wal::open(options).unwrap();
@@ -591,7 +598,7 @@ async fn resident_memory_does_not_grow_with_the_backlog() {
     }
     let resident = resident_under(dir.path());
     assert!(
-        resident < 24 << 20,
+        resident < RESIDENT_BOUND,
         "writer keeps {resident} bytes resident"
     );
     // A reader going through the whole backlog keeps only a tail resident too.
@@ -604,8 +611,59 @@ async fn resident_memory_does_not_grow_with_the_backlog() {
     assert_eq!(count, (64 << 20) / payload.len());
     let resident = resident_under(dir.path());
     assert!(
-        resident < 24 << 20,
+        resident < RESIDENT_BOUND,
         "reader keeps {resident} bytes resident"
     );
     wal.close().await.unwrap();
+}
+
+/// A WAL of 32 MiB segments (no fsync) holding `bytes` of `record_bytes`-sized records,
+/// closed and opened again (recovery ran); returns it and the number of records.
+async fn reopened_with(dir: &Path, bytes: usize, record_bytes: usize) -> (Wal, u64) {
+    let mut options = WalOptions::new(dir);
+    options.segment_bytes = 32 << 20;
+    options.min_free_bytes = 0;
+    options.sync = SyncMode::Never;
+    let wal = Wal::open(options.clone()).unwrap();
+    let payload = vec![5u8; record_bytes];
+    let count = (bytes / record_bytes) as u64;
+    for _ in 0..count {
+        append(&wal, &payload).await;
+    }
+    wal.close().await.unwrap();
+    drop(wal);
+    let reopened = Wal::open(options).unwrap();
+    assert_eq!(reopened.next_seq(), count + 1);
+    (reopened, count)
+}
+
+#[tokio::test]
+async fn recovery_scan_of_the_tail_leaves_it_out_of_resident_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // 16 MiB in the active segment, which a restart scans to its end (it is not sealed).
+    let (reopened, _) = reopened_with(dir.path(), 16 << 20, 60 << 10).await;
+    let resident = resident_under(dir.path());
+    assert!(
+        resident < RESIDENT_BOUND,
+        "recovery keeps {resident} bytes resident"
+    );
+    reopened.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn finding_a_seq_deep_in_a_recovered_segment_leaves_no_backlog_resident() {
+    let dir = tempfile::tempdir().unwrap();
+    // Segment 1 sealed full, a little in segment 2; a header on every page, as with
+    // SDK-sized bodies (a few KiB).
+    let (reopened, count) = reopened_with(dir.path(), 40 << 20, 4000).await;
+    // A recovered sealed segment has no seq index: the lag probe (delivery's lag metrics,
+    // which follow the acked position) finding seq 8000 reads every record header before it.
+    let lag = reopened.lag(8000);
+    assert_eq!(lag.records, count + 1 - 8000);
+    let resident = resident_under(dir.path());
+    assert!(
+        resident < RESIDENT_BOUND,
+        "the lag probe keeps {resident} bytes resident"
+    );
+    reopened.close().await.unwrap();
 }
