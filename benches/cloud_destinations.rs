@@ -40,7 +40,6 @@ mod gcs;
 #[path = "../tests/it/support/kafka.rs"]
 mod kafka;
 
-
 /// The binary's allocator (`src/main.rs`): jemalloc for Rust and, unprefixed, for the C
 /// libraries too. The CPU per event measured here is what the product spends only with it.
 #[global_allocator]
