@@ -327,7 +327,10 @@ fn exercise(bytes: &[u8]) {
             for event in &record.events {
                 for schema in Schema::ALL {
                     map_event(schema, &options, &ctx, event, &mut buf, &mut |row| {
-                        serde_json::from_slice::<Value>(row).expect("rows are JSON");
+                        // A syntax check: numbers keep their digits however large (`1e999`
+                        // is JSON), which `Value` would refuse as out of range.
+                        serde_json::from_slice::<serde::de::IgnoredAny>(row)
+                            .expect("rows are JSON");
                     })
                     .expect("maps");
                 }
