@@ -144,7 +144,10 @@ fn bench_reports_cpu_memory_split_and_every_destination() {
         "sampled every 100 ms"
     );
     let peak = number(&report, "/memory/peak_rss_mib");
-    assert!(peak >= rss && peak <= number(&report, "/server_peak_rss_mib") + 0.1);
+    assert!(
+        peak >= rss && peak <= number(&report, "/server_peak_rss_mib") + 0.1,
+        "{report:#}"
+    );
 }
 
 /// `--pause-delivery --recovery`: ingest CPU alone, a crash restart with the backlog in the

@@ -335,11 +335,12 @@ async fn measure(options: &BenchOptions, target: &mut Target) -> Result<BenchRep
         sampler.begin_phase();
     }
     let drained = drain_phase(options, target, &sampler, &baseline, &paused, &load).await?;
-    let server_peak_rss_mib = target.peak_rss_mib();
     let memory = match sampler {
         Some(sampler) => Some(sampler.finish().await),
         None => None,
     };
+    // Read after the sampler's last reading, so the high-water mark covers every sample.
+    let server_peak_rss_mib = target.peak_rss_mib();
     let known = target.admin.is_some() && !drained.delivered.is_empty();
     Ok(report(
         options,
