@@ -177,12 +177,30 @@ impl Layout {
     /// Group a batch's item indices by partition path, in first-seen order.
     pub fn group(&self, schema: Schema, items: &[BatchItem]) -> Vec<(String, Vec<usize>)> {
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        // The items of a batch mostly share an hour: with only time partitions by receive
+        // time, an item received in the previous item's hour joins that item's group without
+        // its path being formatted and searched for again.
+        let by_received_hour = self.time == PartitionTime::Received
+            && (self.partitions.iter()).all(|p| matches!(p, Partition::Date | Partition::Hour));
+        let mut previous: Option<(u64, usize)> = None;
         for (index, item) in items.iter().enumerate() {
-            let path = self.partition_path(schema, item);
-            match groups.iter_mut().find(|(p, _)| *p == path) {
-                Some((_, indices)) => indices.push(index),
-                None => groups.push((path, vec![index])),
+            let hour = item.received_at_ms / 3_600_000;
+            if let Some((_, group)) = previous.filter(|&(h, _)| by_received_hour && h == hour) {
+                groups[group].1.push(index);
+                continue;
             }
+            let path = self.partition_path(schema, item);
+            let group = match groups.iter().position(|(p, _)| *p == path) {
+                Some(group) => {
+                    groups[group].1.push(index);
+                    group
+                }
+                None => {
+                    groups.push((path, vec![index]));
+                    groups.len() - 1
+                }
+            };
+            previous = Some((hour, group));
         }
         groups
     }

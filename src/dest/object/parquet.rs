@@ -26,7 +26,9 @@
 //! we also keep dictionary encoding and page statistics on for the filter columns
 //! (`flag_key`, `context_key`, …), Parquet 1.0 data pages (every reader), and turn
 //! dictionaries off only for unique-per-row columns (ids, times, attribute JSON), where a
-//! dictionary costs CPU and saves nothing.
+//! dictionary costs CPU and saves nothing. Likewise min/max statistics are off for the event
+//! id and the JSON columns (their column-index entries are absent, which the format allows):
+//! no reader skips a page on the range of random ids or JSON documents.
 //!
 //! Compression: snappy by default, `parquet_compression=zstd` (or `none`). Row groups hold
 //! at most `parquet_row_group_rows` rows (default [`DEFAULT_ROW_GROUP_ROWS`], DuckDB's own
@@ -219,7 +221,18 @@ fn writer_properties(columns: &[Column], settings: &ParquetSettings) -> WriterPr
     for column in columns.iter().filter(|c| NO_DICTIONARY.contains(&c.name)) {
         builder = builder.set_column_dictionary_enabled(ColumnPath::from(column.name), false);
     }
+    for column in columns.iter().filter(|c| !has_statistics(c)) {
+        builder = builder
+            .set_column_statistics_enabled(ColumnPath::from(column.name), EnabledStatistics::None);
+    }
     builder.build()
+}
+
+/// Whether a column gets min/max statistics (page and chunk). Not for JSON text or the event
+/// id: a page's min and max of random ids or JSON documents never lets a reader skip it, and
+/// comparing every long value against both was a tenth of the writer's work.
+fn has_statistics(column: &Column) -> bool {
+    column.ty != ColumnType::Json && column.name != "event_id"
 }
 
 /// One value of a row, whichever parser read it.

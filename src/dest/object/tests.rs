@@ -83,6 +83,53 @@ fn a_batch_spanning_partitions_becomes_one_object_per_partition_deterministicall
     assert_eq!(w.encode(&b).unwrap(), objects);
 }
 
+/// Time-only partitions by receive time take the previous item's group when it is in the
+/// same hour: items that alternate between hours (and days) still land in their own hour.
+#[test]
+fn items_alternating_between_hours_land_in_their_own_hour() {
+    let options = ObjectOptions {
+        partitions: parsed("dt,hour"),
+        ..ObjectOptions::default()
+    };
+    let w = writer(options, &[]);
+    const DAY_MS: u64 = 24 * 3_600_000;
+    let times = [
+        LAST_MS_OF_HOUR_7,
+        LAST_MS_OF_HOUR_7 + 1,
+        LAST_MS_OF_HOUR_7,
+        LAST_MS_OF_HOUR_7 + 1,
+        LAST_MS_OF_HOUR_7 + DAY_MS,
+        LAST_MS_OF_HOUR_7 + 1,
+    ];
+    let items = times
+        .iter()
+        .enumerate()
+        .map(|(n, &ms)| item(n, &format!("{{\"n\":{n}}}"), "prod", ms))
+        .collect();
+    let objects = w.encode(&batch(items)).unwrap();
+    let groups: Vec<(&str, &[usize])> = objects
+        .iter()
+        .map(|o| (o.key.as_str(), o.items.as_slice()))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            (
+                "exports/flags/dt=2026-11-29/hour=07/s3-10-12.ndjson",
+                &[0, 2][..]
+            ),
+            (
+                "exports/flags/dt=2026-11-29/hour=08/s3-10-12.ndjson",
+                &[1, 3, 5][..]
+            ),
+            (
+                "exports/flags/dt=2026-11-30/hour=07/s3-10-12.ndjson",
+                &[4][..]
+            ),
+        ]
+    );
+}
+
 #[test]
 fn event_time_partitions_read_the_payload_and_fall_back_to_receive_time() {
     let options = ObjectOptions {

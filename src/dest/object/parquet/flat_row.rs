@@ -82,7 +82,9 @@ fn key(bytes: &[u8], at: usize, expected: Option<&str>) -> Option<(Range<usize>,
     if let Some(name) = expected {
         let end = start + name.len();
         if bytes.get(at) == Some(&b'"')
-            && bytes.get(start..end) == Some(name.as_bytes())
+            && bytes
+                .get(start..end)
+                .is_some_and(|key| same_bytes(key, name.as_bytes()))
             && bytes.get(end) == Some(&b'"')
         {
             return Some((start..end, end + 1, true));
@@ -90,6 +92,34 @@ fn key(bytes: &[u8], at: usize, expected: Option<&str>) -> Option<(Range<usize>,
     }
     let (key, escaped, next) = string(bytes, at)?;
     (!escaped).then_some((key, next, false))
+}
+
+/// `a == b` without a call to `memcmp`: keys are 4–20 bytes, where the call and its set-up
+/// cost more than comparing them a word at a time in place (the last word may overlap the one
+/// before it).
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    fn word<const N: usize>(bytes: &[u8], at: usize) -> Option<[u8; N]> {
+        bytes.get(at..at + N)?.try_into().ok()
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 4 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    if n < 8 {
+        return word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4);
+    }
+    let mut at = 0;
+    while at + 8 < n {
+        if word::<8>(a, at) != word::<8>(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word::<8>(a, n - 8) == word::<8>(b, n - 8)
 }
 
 /// The string starting at `bytes[at]` (a `"`): its contents, whether it has escapes, and the
@@ -289,6 +319,23 @@ mod tests {
         let mut out = String::new();
         for raw in [r"\x", r"\u12", r"\ud800", r"\ud800\u0041", r"\udc00", "\\"] {
             assert_eq!(unescape(raw, &mut out), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn same_bytes_is_slice_equality() {
+        let text = b"abcdefghijklmnopqrstuvwxyz";
+        for len in 0..=text.len() {
+            let a = &text[..len];
+            assert!(same_bytes(a, a));
+            for flipped in 0..len {
+                let mut b = a.to_vec();
+                b[flipped] ^= 1;
+                assert!(!same_bytes(a, &b), "length {len}, byte {flipped}");
+            }
+            if len > 0 {
+                assert!(!same_bytes(a, &a[..len - 1]));
+            }
         }
     }
 
