@@ -137,7 +137,7 @@ fn record_batches() -> Vec<Batch> {
                 event_id: payload_id.clone(),
                 payload: payload.into(),
                 kind: "ld_bulk".into(),
-                key: Some(payload_id),
+                key: Some(payload_id.into()),
                 context_key: None,
                 environment: "production".into(),
                 received_at_ms: 0,

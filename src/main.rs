@@ -580,10 +580,10 @@ async fn test_destination(config: ServeConfig, name: &str) -> Result<ExitCode> {
         .map(|row| BatchItem {
             event_id: event::event_id(&ctx, 0),
             payload: row.into(),
-            kind: "feature".to_string(),
-            key: Some(TEST_EVENT_KEY.to_string()),
-            context_key: Some(TEST_EVENT_KEY.to_string()),
-            environment: "test".to_string(),
+            kind: "feature".into(),
+            key: Some(TEST_EVENT_KEY.into()),
+            context_key: Some(TEST_EVENT_KEY.into()),
+            environment: "test".into(),
             received_at_ms: now_ms,
         })
         .collect();

@@ -41,7 +41,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::dest::{Batch, BatchItem, BatchLimits};
+use crate::dest::{Batch, BatchItem, BatchLimits, CompactString};
 use crate::event::Schema;
 use crate::wal::Position;
 
@@ -347,10 +347,10 @@ impl Batcher {
             open.items.push(BatchItem {
                 event_id,
                 payload: Bytes::new(),
-                kind: meta.kind.to_string(),
-                key: meta.key.map(str::to_string),
-                context_key: meta.context_key.map(str::to_string),
-                environment: meta.environment.to_string(),
+                kind: meta.kind.into(),
+                key: meta.key.map(CompactString::from),
+                context_key: meta.context_key.map(CompactString::from),
+                environment: meta.environment.into(),
                 received_at_ms: meta.received_at_ms,
             });
         }

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::{JoinError, JoinHandle};
 
-use crate::dest::{Batch, BatchItem, BatchLimits};
+use crate::dest::{Batch, BatchItem, BatchLimits, CompactString};
 use crate::event::Schema;
 use crate::metrics as names;
 use crate::wal::{Position, Ticket};
@@ -399,10 +399,10 @@ fn item_of(entry: &DeadLetterEntry) -> BatchItem {
     BatchItem {
         event_id: entry.event_id.clone().unwrap_or_default(),
         payload: Bytes::copy_from_slice(entry.payload.get().as_bytes()),
-        kind: entry.kind.clone().unwrap_or_default(),
-        key: entry.key.clone(),
-        context_key: entry.context_key.clone(),
-        environment: entry.environment.clone().unwrap_or_default(),
+        kind: entry.kind.as_deref().unwrap_or_default().into(),
+        key: entry.key.as_deref().map(CompactString::from),
+        context_key: entry.context_key.as_deref().map(CompactString::from),
+        environment: entry.environment.as_deref().unwrap_or_default().into(),
         received_at_ms: entry.received_at_ms.unwrap_or(entry.time_ms),
     }
 }

@@ -63,6 +63,8 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
+/// The text type of a [`BatchItem`]'s short fields (re-exported for tests and benches).
+pub use compact_str::CompactString;
 use futures::future::BoxFuture;
 
 use crate::event::Schema;
@@ -101,7 +103,9 @@ impl Default for BatchLimits {
 }
 
 /// One event, mapped to the destination's schema (or one stored record, for a destination
-/// that asked for [`Input::RawRecords`]: see [`RawRecord`]).
+/// that asked for [`Input::RawRecords`]: see [`RawRecord`]). The short text fields are
+/// [`CompactString`]s: kinds, environments and most keys fit inline (24 bytes), so an item
+/// costs one allocation (its id) instead of five, and a batch of 20,000 items a few MiB less.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchItem {
     /// Stable event id (identical on every re-delivery); used for dedupe keys.
@@ -110,13 +114,13 @@ pub struct BatchItem {
     /// for raw records, the stored record ([`RawRecord::of`] reads it).
     pub payload: Bytes,
     /// Inbound event kind (`feature`, `custom`, …).
-    pub kind: String,
+    pub kind: CompactString,
     /// Flag key or metric/event key, when the event has one.
-    pub key: Option<String>,
+    pub key: Option<CompactString>,
     /// Context key used for partitioning / ordering (user key first), when known.
-    pub context_key: Option<String>,
+    pub context_key: Option<CompactString>,
     /// Environment name the event was ingested under.
-    pub environment: String,
+    pub environment: CompactString,
     /// Time the event was received by flagstream (Unix ms).
     pub received_at_ms: u64,
 }

@@ -31,7 +31,7 @@ async fn events_carry_properties_and_keep_each_contexts_order_within_its_partiti
     for event in &events {
         let event_id = event_id_of(event.body.as_bytes());
         let index: usize = event_id.trim_start_matches("p-").parse().unwrap();
-        let context = sent.items[index].context_key.clone().unwrap();
+        let context = sent.items[index].context_key.clone().unwrap().to_string();
         assert_eq!(event.partition_key.as_deref(), Some(context.as_str()));
         assert_eq!(
             event.partition,

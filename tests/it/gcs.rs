@@ -76,7 +76,7 @@ async fn ndjson_objects_split_by_environment_and_csv_objects_carry_their_columns
     .await;
     let mut split = batch("n", 6, 2);
     for item in split.items.iter_mut().skip(3) {
-        item.environment = "staging/eu".to_string();
+        item.environment = "staging/eu".into();
     }
     assert_eq!(ndjson.send(&split).await, SendOutcome::Delivered);
     let objects = gcs.read_objects("plain-bucket", "p/").await;

@@ -33,7 +33,7 @@ async fn messages_carry_keys_and_headers_and_keep_each_contexts_order() {
     for message in &messages {
         let event_id = event_id_of(&message.payload);
         let index: usize = event_id.trim_start_matches("h-").parse().unwrap();
-        let context = sent.items[index].context_key.clone().unwrap();
+        let context = sent.items[index].context_key.clone().unwrap().to_string();
         assert_eq!(
             message.key.as_deref(),
             Some(context.as_str()),

@@ -97,7 +97,7 @@ fn batch(count: usize) -> Batch {
                 payload: Bytes::from(format!(r#"{{"event":{{"id":"evt-{i}"}}}}"#)),
                 kind: "feature".into(),
                 key: Some("flag".into()),
-                context_key: Some(format!("user-{i}")),
+                context_key: Some(format!("user-{i}").into()),
                 environment: "production".into(),
                 received_at_ms: 0,
             })

@@ -215,8 +215,8 @@ fn item(index: usize, context: Option<&str>, key: Option<&str>) -> BatchItem {
         event_id: format!("evt-{index}"),
         payload: Bytes::from_static(br#"{"event":{"contextKeys":{"user":"u-9"}}}"#),
         kind: "feature".into(),
-        key: key.map(str::to_string),
-        context_key: context.map(str::to_string),
+        key: key.map(Into::into),
+        context_key: context.map(Into::into),
         environment: "production".into(),
         received_at_ms: 1_700_000_000_000,
     }

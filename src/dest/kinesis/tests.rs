@@ -10,7 +10,7 @@ fn item(index: usize, context: Option<&str>, payload: &str) -> BatchItem {
         payload: Bytes::from(payload.to_string()),
         kind: "feature".into(),
         key: Some("flag-a".into()),
-        context_key: context.map(str::to_string),
+        context_key: context.map(Into::into),
         environment: "production".into(),
         received_at_ms: 1_700_000_000_000,
     }

@@ -188,8 +188,8 @@ pub fn document_rows(items: &[BatchItem]) -> Grouped {
                 event_id: item.event_id.clone(),
                 cells: vec![
                     Cell::Text(item.event_id.clone()),
-                    Cell::Text(item.kind.clone()),
-                    Cell::Text(item.environment.clone()),
+                    Cell::Text(item.kind.to_string()),
+                    Cell::Text(item.environment.to_string()),
                     Cell::Timestamp(UNIX_EPOCH + Duration::from_millis(item.received_at_ms)),
                     Cell::Json(text.to_string()),
                 ],

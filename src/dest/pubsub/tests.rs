@@ -10,8 +10,8 @@ fn item(kind: &str, key: Option<&str>, context: Option<&str>) -> BatchItem {
         event_id: "evt-1".into(),
         payload: Bytes::from_static(b"{\"kind\":\"feature\"}"),
         kind: kind.into(),
-        key: key.map(str::to_string),
-        context_key: context.map(str::to_string),
+        key: key.map(Into::into),
+        context_key: context.map(Into::into),
         environment: "production".into(),
         received_at_ms: 1,
     }

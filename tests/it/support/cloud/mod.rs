@@ -357,10 +357,10 @@ pub fn item(event_id: &str, context_key: Option<&str>, payload_padding: usize) -
     BatchItem {
         event_id: event_id.to_string(),
         payload: Bytes::from(serde_json::to_vec(&payload).unwrap()),
-        kind: "feature".to_string(),
-        key: Some("new-checkout".to_string()),
-        context_key: context_key.map(str::to_string),
-        environment: "production".to_string(),
+        kind: "feature".into(),
+        key: Some("new-checkout".into()),
+        context_key: context_key.map(Into::into),
+        environment: "production".into(),
         received_at_ms: 1_700_000_000_000,
     }
 }
