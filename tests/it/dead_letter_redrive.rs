@@ -166,7 +166,8 @@ async fn dead_letters_are_listed_shown_and_redriven_once_each() {
     let (paths, hook) = receiver().await;
     let mut server = start(scratch.path(), &hook).await;
 
-    // No hook at /hook yet: 404, permanent. Then one injected 422.
+    // No hook at /hook yet: 404, permanent. Then one injected 422. Reasons are matched with
+    // their `HTTP ` prefix: a bare `422` also matches a random port such as 42291.
     post(&server, &ld_bulk("a", 5, 2)).await;
     wait_summary(&server, "hook", "5 dead letters", |s| s["events"] == 5).await;
     hook.inject(Fault::Status(422, None));
@@ -175,18 +176,18 @@ async fn dead_letters_are_listed_shown_and_redriven_once_each() {
     assert_eq!(listed["redrivable"], 8, "{listed:#}");
     let reasons = listed["by_reason"].as_object().unwrap();
     assert_eq!(reasons.len(), 2, "{listed:#}");
-    assert!(reasons.keys().any(|r| r.contains("404")), "{listed:#}");
+    assert!(reasons.keys().any(|r| r.contains("HTTP 404")), "{listed:#}");
 
     let admin = server.admin();
     let text = cli(admin, &["list", "hook"]).await.unwrap();
     assert!(text.contains("hook: 8 dead letters"), "{text}");
     assert!(text.contains("8 redrivable, 0 redriven"), "{text}");
-    let shown = cli(admin, &["show", "hook", "--filter", "reason=422"])
+    let shown = cli(admin, &["show", "hook", "--filter", "reason=HTTP 422"])
         .await
         .unwrap();
     assert!(shown.contains("hook: 3 dead letters"), "{shown}");
     assert!(
-        shown.contains("reason:") && shown.contains("422"),
+        shown.contains("reason:") && shown.contains("HTTP 422"),
         "{shown}"
     );
     assert!(
@@ -196,7 +197,7 @@ async fn dead_letters_are_listed_shown_and_redriven_once_each() {
     let (status, page) = api(
         &server,
         Method::GET,
-        "/v1/dead-letters/hook/events?reason=404&limit=2&offset=1",
+        "/v1/dead-letters/hook/events?reason=HTTP%20404&limit=2&offset=1",
         "",
     )
     .await;
@@ -217,7 +218,7 @@ async fn dead_letters_are_listed_shown_and_redriven_once_each() {
 
     // Fix the receiver; redrive by reason, then the rest.
     paths.lock().push("/hook".to_string());
-    let answer = cli(admin, &["redrive", "hook", "--filter", "reason=422"])
+    let answer = cli(admin, &["redrive", "hook", "--filter", "reason=HTTP 422"])
         .await
         .unwrap();
     assert!(answer.contains("redriving 3 dead letters"), "{answer}");
