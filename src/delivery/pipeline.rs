@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 use super::batcher::{Batcher, ItemMeta, Rows};
 use super::dead_letter::{DeadLetter, DeadLetterBuffer};
-use super::recording::{self, Recorder, Recording};
+use super::recording::{self, Recorder, Recording, SizeHint};
 use super::shared_records::{Lookup, Member};
 
 /// The event index whose id names a whole record (no event has it: indexes are below the
@@ -125,8 +125,8 @@ pub struct Pipeline {
     /// This destination's place among destinations that share decoded records (same schema,
     /// export options, filter and input): see `shared_records.rs`.
     shared: Option<Member>,
-    /// Text bytes of the last recording, to size the next one's buffer at once.
-    last_recording_len: usize,
+    /// The last recording's lengths, to size the next one's buffers at once.
+    recording_hint: SizeHint,
     /// Closes when the record another member is recording is ready (see [`RecordProgress::Wait`]).
     waiting: Option<watch::Receiver<()>>,
     /// The record last waited for: it is not waited for twice.
@@ -147,7 +147,7 @@ impl Pipeline {
             reason: String::new(),
             unfinished: None,
             shared: None,
-            last_recording_len: 0,
+            recording_hint: SizeHint::default(),
             waiting: None,
             waited_seq: None,
         }
@@ -271,7 +271,7 @@ impl Pipeline {
     /// Everything processing `record` produces, from its first event on, for any destination
     /// configured like this one (see `recording.rs`). Never a huge record.
     fn record(&mut self, record: &Record) -> Recording {
-        let mut recorder = Recorder::new(record.seq, self.last_recording_len);
+        let mut recorder = Recorder::new(record.seq, self.recording_hint);
         let mut scratch = std::mem::take(&mut self.decode_scratch);
         if let Some(stored) = decode_stored(record, &mut recorder) {
             let ctx = record_context(record, &stored);
@@ -279,7 +279,7 @@ impl Pipeline {
         }
         self.decode_scratch = scratch;
         let recording = recorder.finish();
-        self.last_recording_len = recording.text_len();
+        self.recording_hint = recording.size_hint();
         recording
     }
 

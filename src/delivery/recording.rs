@@ -15,8 +15,8 @@
 //!   written whatever the first event is. So batches, batch ids, dead letters and counts are
 //!   identical with and without sharing (the destination's own limits still apply at `offer`:
 //!   an item too big for *this* destination is dead-lettered here, as it would have been).
-//! * **Self-contained.** A recording owns copies of everything it refers to (one text buffer
-//!   plus spans into it), so it outlives the WAL bytes it came from; its memory is what
+//! * **Self-contained.** A recording owns copies of everything it refers to (a byte buffer for
+//!   rows and payloads, a string buffer for metadata, and spans into them), so it outlives the WAL bytes it came from; its memory is what
 //!   [`Recording::bytes`] reports, which the shared cache counts against its bound.
 
 use super::batcher::{Batcher, Rows};
@@ -24,29 +24,34 @@ use super::dead_letter::{DeadLetter, DeadLetterBuffer};
 use super::pipeline::{Direct, EventFailure, EventItem, Output, RecordCounts};
 use crate::wal::Position;
 
-/// A byte range of a recording's text.
+/// A byte range of a recording's `bytes` (rows, payloads).
 #[derive(Debug, Clone, Copy)]
 struct Span {
     start: u32,
     end: u32,
 }
 
-/// A dead letter, as spans of the recording's text.
+/// A range of a recording's `strings` (always whole `&str`s, so slicing never fails and
+/// replay needs no UTF-8 check).
+#[derive(Debug, Clone, Copy)]
+struct StrSpan(Span);
+
+/// A dead letter, as spans of the recording's buffers.
 #[derive(Debug, Clone, Copy)]
 struct LetterSpans {
-    reason: Span,
-    event_id: Option<Span>,
+    reason: StrSpan,
+    event_id: Option<StrSpan>,
     payload: Span,
 }
 
-/// An item's metadata, as spans of the recording's text.
+/// An item's metadata, as spans of the recording's strings.
 #[derive(Debug, Clone, Copy)]
 struct ItemSpans {
-    event_id: Span,
-    kind: Span,
-    key: Option<Span>,
-    context_key: Option<Span>,
-    environment: Span,
+    event_id: StrSpan,
+    kind: StrSpan,
+    key: Option<StrSpan>,
+    context_key: Option<StrSpan>,
+    environment: StrSpan,
     received_at_ms: u64,
 }
 
@@ -69,6 +74,15 @@ enum Step {
     RecordDeadLetter(LetterSpans),
 }
 
+/// Buffer lengths to start a [`Recorder`] with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SizeHint {
+    steps: usize,
+    bytes: usize,
+    strings: usize,
+    row_ends: usize,
+}
+
 /// Everything processing one record produced. See the module doc.
 #[derive(Debug)]
 pub struct Recording {
@@ -76,7 +90,10 @@ pub struct Recording {
     /// What the pipeline passed to `begin_record` (`None`: it never began the record).
     event_count: Option<u32>,
     steps: Vec<Step>,
-    text: Vec<u8>,
+    /// Rows and dead-letter payloads.
+    bytes: Vec<u8>,
+    /// Ids, kinds, keys, environments, reasons.
+    strings: String,
     row_ends: Vec<usize>,
 }
 
@@ -85,13 +102,20 @@ impl Recording {
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.steps.capacity() * std::mem::size_of::<Step>()
-            + self.text.capacity()
+            + self.bytes.capacity()
+            + self.strings.capacity()
             + self.row_ends.capacity() * std::mem::size_of::<usize>()
     }
 
-    /// Bytes of rows and strings (to size the next recording's buffer).
-    pub fn text_len(&self) -> usize {
-        self.text.len()
+    /// This recording's lengths, to size the next one's buffers at once (records of one
+    /// stream are alike) instead of growing them by doubling.
+    pub fn size_hint(&self) -> SizeHint {
+        SizeHint {
+            steps: self.steps.len(),
+            bytes: self.bytes.len(),
+            strings: self.strings.len(),
+            row_ends: self.row_ends.len(),
+        }
     }
 
     #[cfg(test)]
@@ -100,12 +124,11 @@ impl Recording {
     }
 
     fn text(&self, span: Span) -> &[u8] {
-        &self.text[span.start as usize..span.end as usize]
+        &self.bytes[span.start as usize..span.end as usize]
     }
 
-    /// Spans only ever cover `&str`s the recorder copied in whole.
-    fn str(&self, span: Span) -> &str {
-        std::str::from_utf8(self.text(span)).unwrap_or_default()
+    fn str(&self, StrSpan(span): StrSpan) -> &str {
+        &self.strings[span.start as usize..span.end as usize]
     }
 
     fn letter(&self, spans: &LetterSpans, event: u32) -> DeadLetter<'_> {
@@ -183,19 +206,20 @@ pub fn replay(
 pub struct Recorder {
     recording: Recording,
     /// The environment's span, copied once per record (every item has the record's).
-    environment: Option<Span>,
+    environment: Option<StrSpan>,
 }
 
 impl Recorder {
-    /// A recorder for record `seq`, its text buffer sized for `expected_text` bytes.
-    pub fn new(seq: u64, expected_text: usize) -> Self {
+    /// A recorder for record `seq`, its buffers sized by `hint`.
+    pub fn new(seq: u64, hint: SizeHint) -> Self {
         Recorder {
             recording: Recording {
                 seq,
                 event_count: None,
-                steps: Vec::new(),
-                text: Vec::with_capacity(expected_text),
-                row_ends: Vec::new(),
+                steps: Vec::with_capacity(hint.steps),
+                bytes: Vec::with_capacity(hint.bytes),
+                strings: String::with_capacity(hint.strings),
+                row_ends: Vec::with_capacity(hint.row_ends),
             },
             environment: None,
         }
@@ -206,28 +230,38 @@ impl Recorder {
     }
 
     fn push(&mut self, bytes: &[u8]) -> Span {
-        let text = &mut self.recording.text;
-        let start = text.len() as u32;
-        text.extend_from_slice(bytes);
+        let buffer = &mut self.recording.bytes;
+        let start = buffer.len() as u32;
+        buffer.extend_from_slice(bytes);
         Span {
             start,
-            end: text.len() as u32,
+            end: buffer.len() as u32,
         }
+    }
+
+    fn push_str(&mut self, text: &str) -> StrSpan {
+        let strings = &mut self.recording.strings;
+        let start = strings.len() as u32;
+        strings.push_str(text);
+        StrSpan(Span {
+            start,
+            end: strings.len() as u32,
+        })
     }
 
     fn letter(&mut self, letter: &DeadLetter<'_>) -> LetterSpans {
         LetterSpans {
-            reason: self.push(letter.reason.as_bytes()),
-            event_id: letter.event_id.map(|id| self.push(id.as_bytes())),
+            reason: self.push_str(letter.reason),
+            event_id: letter.event_id.map(|id| self.push_str(id)),
             payload: self.push(letter.payload),
         }
     }
 
-    fn environment(&mut self, environment: &str) -> Span {
+    fn environment(&mut self, environment: &str) -> StrSpan {
         match self.environment {
-            Some(span) if self.recording.text(span) == environment.as_bytes() => span,
+            Some(span) if self.recording.str(span) == environment => span,
             _ => {
-                let span = self.push(environment.as_bytes());
+                let span = self.push_str(environment);
                 self.environment = Some(span);
                 span
             }
@@ -265,10 +299,10 @@ impl Output for Recorder {
 
     fn offer(&mut self, index: u32, item: &EventItem<'_>, rows: Rows<'_>) {
         let spans = ItemSpans {
-            event_id: self.push(item.event_id.as_bytes()),
-            kind: self.push(item.kind.as_bytes()),
-            key: item.key.map(|key| self.push(key.as_bytes())),
-            context_key: item.context_key.map(|key| self.push(key.as_bytes())),
+            event_id: self.push_str(item.event_id),
+            kind: self.push_str(item.kind),
+            key: item.key.map(|key| self.push_str(key)),
+            context_key: item.context_key.map(|key| self.push_str(key)),
             environment: self.environment(item.environment),
             received_at_ms: item.received_at_ms,
         };

@@ -364,7 +364,10 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::dead_letter::DeadLetter;
+    use crate::delivery::pipeline::Output;
     use crate::delivery::recording::Recorder;
+    use crate::wal::Position;
 
     fn fingerprint(project: &str) -> Fingerprint {
         Fingerprint {
@@ -380,7 +383,15 @@ mod tests {
 
     /// A recording of about `size` bytes.
     fn recording(seq: u64, size: usize) -> Recording {
-        Recorder::new(seq, size).finish()
+        let mut recorder = Recorder::new(seq, Default::default());
+        recorder.dead_letter_record(DeadLetter {
+            reason: "test",
+            event_id: None,
+            position: Position { seq, event: 0 },
+            batch_id: None,
+            payload: &vec![b'x'; size],
+        });
+        recorder.finish()
     }
 
     fn record(member: &Member, seq: u64, size: usize) {
