@@ -303,8 +303,11 @@ impl Worker {
             // A record waiting for another destination's decoding comes before any next one.
             let want_records =
                 may_decode && self.read_backoff.is_none() && self.unfinished.is_none();
-            // No linger while a cut batch waits for a free slot: the next cut is by size.
-            let linger = if paused || self.batcher.has_ready() {
+            // No linger while a cut batch waits for a free slot: the next cut is by size. Nor
+            // while a record waits for another destination's decoding: a linger cut cannot
+            // happen before that record is in (`on_linger`), and a linger deadline already past
+            // would fire again and again, never letting the wait below be polled.
+            let linger = if paused || self.batcher.has_ready() || waiting {
                 None
             } else {
                 self.batcher.linger_deadline()
