@@ -17,24 +17,32 @@
 //!
 //! * **A lone destination pays nothing.** A group of one never looks anything up, so never
 //!   records (one atomic load per record).
-//! * **Only the leader records.** A member records a record only if no member of its group has
-//!   reserved a higher seq ([`Group::newest`]); everyone else hits, or decodes on its own. So
-//!   a lagging destination (one whose records were evicted or were never recorded) never
-//!   inserts, never evicts the leaders' working set, and never waits for anyone.
+//! * **Record only for near readers.** Each lookup notes where the member's reader is. A
+//!   member records a record only for the other members *behind it by at most the cache's
+//!   window* (`max_bytes` / the last recording's size, in records): they will read it soon.
+//!   With no such reader (it leads alone, or it lags far behind everyone) it decodes on its
+//!   own and pays nothing for recording. So a lagging destination never fills the cache for
+//!   nobody, and a paused one is soon out of every window.
+//! * **Fresh entries are never evicted.** Room is made by evicting entries older than
+//!   [`STALE_AFTER`] (readers that stalled), lowest seq first; when the cache is full of fresh
+//!   entries the leader records nothing more until readers free room (an entry goes as soon as
+//!   every reader it was recorded for read it). The records it skipped are recorded by the
+//!   first follower to reach them, for the ones behind it. So a leader racing ahead never
+//!   evicts what its followers are about to read (evicting the lowest seqs would: it is
+//!   exactly where they read), and followers, replaying ~3× faster than decoding, catch up.
 //! * **Never blocks.** The lock is held for map operations only. A member that finds a record in
 //!   progress gets a channel that closes when the recorder is done (it finishes within one
 //!   synchronous call, on another thread): its worker awaits that, briefly, without holding a
 //!   thread, then looks again; if still nothing, it decodes on its own. Nobody ever waits for a
 //!   member that is waiting, so there is no cycle to deadlock on.
-//! * **Memory bound.** Ready entries total at most `max_bytes` ([`Recording::bytes`]); inserting
-//!   beyond it evicts the lowest seqs first (the positions every leader has passed). An entry is
-//!   dropped as soon as every other member of its group read it. A member that leaves (a
-//!   destination stopped, removed or replaced) is cleared from every entry; a group left with
-//!   one member drops its entries.
+//! * **Memory bound.** Ready entries total at most `max_bytes` ([`Recording::bytes`]). A member
+//!   that leaves (a destination stopped, removed or replaced) is cleared from every entry and
+//!   its position forgotten; a group left with one member drops its entries.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge};
 use tokio::sync::watch;
@@ -53,6 +61,9 @@ pub struct Fingerprint {
     pub export: ExportOptions,
     pub filter: FilterConfig,
 }
+
+/// Default age after which an entry not yet read by all its readers may be evicted for room.
+const STALE_AFTER: Duration = Duration::from_millis(500);
 
 /// What a member should do with a record.
 #[derive(Debug)]
@@ -73,6 +84,8 @@ pub enum Lookup {
 /// The bounded cache shared by every group of the engine. See the module doc.
 pub struct SharedRecords {
     max_bytes: usize,
+    /// Entries older than this may be evicted to make room (their readers stalled).
+    stale_after: Duration,
     state: Mutex<State>,
     metrics: CacheMetrics,
 }
@@ -92,8 +105,25 @@ struct Group {
     fingerprint: Fingerprint,
     /// One bit per member; shared with the members for the lock-free "alone?" check.
     members: Arc<AtomicU64>,
-    /// The highest seq a member reserved for recording.
-    newest: Option<u64>,
+    /// The seq each member (by bit index) looked up last: where its reader is.
+    positions: [Option<u64>; 64],
+    /// Bytes of the group's last recording: the estimate for the next one.
+    last_size: usize,
+}
+
+impl Group {
+    /// Members other than `me` that will read `seq` soon: behind it by at most as many
+    /// records as the cache can hold (one further behind would find it evicted anyway).
+    fn near_readers(&self, me: u64, seq: u64, max_bytes: usize) -> u64 {
+        let window = (max_bytes / self.last_size.max(1)) as u64;
+        let members = self.members.load(Ordering::Acquire) & !me;
+        (0..64)
+            .filter(|&slot| members & (1 << slot) != 0)
+            .filter(|&slot| {
+                self.positions[slot as usize].is_some_and(|at| at < seq && seq - at <= window)
+            })
+            .fold(0, |wanted, slot| wanted | (1 << slot))
+    }
 }
 
 #[derive(Debug)]
@@ -104,6 +134,7 @@ enum Entry {
         recording: Arc<Recording>,
         /// Members that have not read it yet.
         wanted: u64,
+        inserted: Instant,
     },
 }
 
@@ -118,8 +149,14 @@ struct CacheMetrics {
 impl SharedRecords {
     /// A cache holding at most `max_bytes` of recordings (0: nothing is ever shared).
     pub fn new(max_bytes: usize) -> Arc<Self> {
+        Self::with_stale_after(max_bytes, STALE_AFTER)
+    }
+
+    /// [`SharedRecords::new`] with entries evictable after `stale_after` (tests).
+    pub fn with_stale_after(max_bytes: usize, stale_after: Duration) -> Arc<Self> {
         Arc::new(SharedRecords {
             max_bytes,
+            stale_after,
             state: Mutex::new(State::default()),
             metrics: CacheMetrics {
                 hits: metrics::counter!(names::SHARED_RECORDS_HITS_TOTAL),
@@ -151,7 +188,8 @@ impl SharedRecords {
                     id,
                     fingerprint,
                     members: Arc::new(AtomicU64::new(0)),
-                    newest: None,
+                    positions: [None; 64],
+                    last_size: 0,
                 });
                 state.groups.len() - 1
             }
@@ -183,23 +221,25 @@ impl SharedRecords {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Make room for `size` more bytes by evicting stale entries, lowest seq first; false when
+    /// the room is not there (fresh entries are never evicted: their readers are coming).
+    fn make_room(&self, state: &mut State, size: usize) -> bool {
+        let now = Instant::now();
+        while state.bytes + size > self.max_bytes {
+            let stale = state.entries.iter().find_map(|(key, entry)| match entry {
+                Entry::Ready { inserted, .. } if now - *inserted >= self.stale_after => Some(*key),
+                _ => None,
+            });
+            let Some(key) = stale else { return false };
+            self.remove(state, key);
+            self.metrics.evicted.increment(1);
+        }
+        true
+    }
+
     fn remove(&self, state: &mut State, key: (u64, u64)) {
         if let Some(Entry::Ready { recording, .. }) = state.entries.remove(&key) {
             state.bytes -= recording.bytes();
-        }
-    }
-
-    /// Evict ready entries, lowest seq first, until the cache is within its bound.
-    fn evict_to_bound(&self, state: &mut State) {
-        while state.bytes > self.max_bytes {
-            let lowest = state
-                .entries
-                .iter()
-                .find(|(_, entry)| matches!(entry, Entry::Ready { .. }))
-                .map(|(key, _)| *key);
-            let Some(key) = lowest else { return };
-            self.remove(state, key);
-            self.metrics.evicted.increment(1);
         }
     }
 
@@ -240,8 +280,15 @@ impl Member {
         let mut guard = shared.lock();
         let state = &mut *guard;
         let key = (seq, seat.group);
+        let slot = seat.bit.trailing_zeros() as usize;
+        let Some(group) = state.groups.iter_mut().find(|g| g.id == seat.group) else {
+            return Lookup::Alone;
+        };
+        group.positions[slot] = Some(seq);
         match state.entries.get_mut(&key) {
-            Some(Entry::Ready { recording, wanted }) => {
+            Some(Entry::Ready {
+                recording, wanted, ..
+            }) => {
                 let recording = recording.clone();
                 *wanted &= !seat.bit;
                 if *wanted == 0 {
@@ -253,19 +300,20 @@ impl Member {
             }
             Some(Entry::InProgress(recorder)) => Lookup::Busy(recorder.subscribe()),
             None => {
-                let Some(group) = state.groups.iter_mut().find(|g| g.id == seat.group) else {
+                let Some(group) = state.groups.iter().find(|g| g.id == seat.group) else {
                     return Lookup::Alone;
                 };
-                if group.newest.is_some_and(|newest| seq <= newest) {
+                let wanted = group.near_readers(seat.bit, seq, shared.max_bytes);
+                let estimate = group.last_size;
+                if wanted == 0 || !shared.make_room(state, estimate) {
                     return Lookup::Miss;
                 }
-                group.newest = Some(seq);
-                state
-                    .entries
-                    .insert(key, Entry::InProgress(watch::Sender::new(())));
+                let recorder = Entry::InProgress(watch::Sender::new(()));
+                state.entries.insert(key, recorder);
                 Lookup::Record(Reservation {
                     seat: seat.clone(),
                     seq,
+                    wanted,
                     finished: false,
                 })
             }
@@ -288,6 +336,10 @@ impl Drop for Member {
         let mut state = shared.lock();
         let left = seat.members.fetch_and(!seat.bit, Ordering::AcqRel) & !seat.bit;
         let group = seat.group;
+        let slot = seat.bit.trailing_zeros() as usize;
+        if let Some(state_group) = state.groups.iter_mut().find(|g| g.id == group) {
+            state_group.positions[slot] = None;
+        }
         let mut freed = 0;
         state.entries.retain(|&(_, id), entry| {
             if id != group {
@@ -295,7 +347,9 @@ impl Drop for Member {
             }
             match entry {
                 Entry::InProgress(_) => true,
-                Entry::Ready { recording, wanted } => {
+                Entry::Ready {
+                    recording, wanted, ..
+                } => {
                     *wanted &= !seat.bit;
                     let keep = *wanted != 0 && left.count_ones() >= 2;
                     if !keep {
@@ -319,6 +373,8 @@ impl Drop for Member {
 pub struct Reservation {
     seat: Seat,
     seq: u64,
+    /// The members expected to read it (see [`Group::near_readers`]).
+    wanted: u64,
     finished: bool,
 }
 
@@ -333,19 +389,21 @@ impl Reservation {
         let mut state = shared.lock();
         let key = (self.seq, seat.group);
         state.entries.remove(&key);
-        let wanted = seat.members.load(Ordering::Acquire) & !seat.bit;
         let size = recording.bytes();
-        if wanted != 0 && size <= shared.max_bytes {
-            state.entries.insert(
-                key,
-                Entry::Ready {
-                    recording: recording.clone(),
-                    wanted,
-                },
-            );
+        if let Some(group) = state.groups.iter_mut().find(|g| g.id == seat.group) {
+            group.last_size = size;
+        }
+        // Members may have left meanwhile.
+        let wanted = self.wanted & seat.members.load(Ordering::Acquire);
+        if wanted != 0 && shared.make_room(&mut state, size) {
+            let entry = Entry::Ready {
+                recording: recording.clone(),
+                wanted,
+                inserted: Instant::now(),
+            };
+            state.entries.insert(key, entry);
             state.bytes += size;
             shared.metrics.recorded.increment(1);
-            shared.evict_to_bound(&mut state);
         }
         shared.publish_bytes(&state);
         recording
@@ -412,12 +470,13 @@ mod tests {
             "another project: its own group"
         );
         let second = shared.join(fingerprint("a")).unwrap();
-        record(&first, 0, 100);
-        match second.lookup(0) {
-            Lookup::Hit(hit) => assert_eq!(hit.seq(), 0),
+        assert!(matches!(second.lookup(0), Lookup::Miss), "nobody behind it");
+        record(&first, 1, 100);
+        match second.lookup(1) {
+            Lookup::Hit(hit) => assert_eq!(hit.seq(), 1),
             other => panic!("expected a hit, got {other:?}"),
         }
-        assert_eq!(shared.bytes(), 0, "read by its only other member: dropped");
+        assert_eq!(shared.bytes(), 0, "read by its only reader: dropped");
         let raw = Fingerprint {
             input: Input::RawRecords,
             ..fingerprint("a")
@@ -430,28 +489,53 @@ mod tests {
     }
 
     #[test]
-    fn the_bound_evicts_the_lowest_seqs_and_a_lagger_never_records() {
-        let shared = SharedRecords::new(3500);
+    fn a_full_cache_records_more_only_once_readers_free_room_and_never_for_a_far_lagger() {
+        let bound = 3 * recording(0, 1000).bytes() + 500;
+        let shared = SharedRecords::new(bound);
         let leader = shared.join(fingerprint("a")).unwrap();
-        let lagger = shared.join(fingerprint("a")).unwrap();
-        for seq in 0..6 {
+        let follower = shared.join(fingerprint("a")).unwrap();
+        assert!(matches!(follower.lookup(0), Lookup::Miss));
+        for seq in 1..=3 {
             record(&leader, seq, 1000);
-            assert!(shared.bytes() <= 3500, "{}", shared.bytes());
         }
+        assert!(shared.bytes() <= bound, "{}", shared.bytes());
         assert!(
-            matches!(lagger.lookup(0), Lookup::Miss),
-            "evicted: decodes on its own"
+            matches!(leader.lookup(4), Lookup::Miss),
+            "full of fresh entries"
         );
-        assert!(matches!(lagger.lookup(1), Lookup::Miss));
+        assert!(matches!(follower.lookup(1), Lookup::Hit(_)));
+        record(&leader, 4, 1000);
         assert!(
-            matches!(lagger.lookup(5), Lookup::Hit(_)),
-            "the newest are kept"
+            matches!(follower.lookup(2), Lookup::Hit(_)),
+            "never evicted while fresh"
         );
-        // Past the newest reserved seq the lagger has become the leader.
-        assert!(matches!(lagger.lookup(6), Lookup::Record(_)));
         assert!(
-            matches!(leader.lookup(6), Lookup::Miss),
-            "dropped unfinished: withdrawn, and 6 is nobody's to record any more"
+            matches!(leader.lookup(9), Lookup::Miss),
+            "the follower is further behind than the cache holds"
+        );
+        assert!(matches!(follower.lookup(3), Lookup::Hit(_)));
+    }
+
+    #[test]
+    fn stale_entries_make_room_lowest_seq_first() {
+        let bound = 3 * recording(0, 1000).bytes() + 500;
+        let shared = SharedRecords::with_stale_after(bound, Duration::ZERO);
+        let leader = shared.join(fingerprint("a")).unwrap();
+        let near = shared.join(fingerprint("a")).unwrap();
+        let stalled = shared.join(fingerprint("a")).unwrap();
+        assert!(matches!(near.lookup(0), Lookup::Miss));
+        assert!(matches!(stalled.lookup(0), Lookup::Miss));
+        for seq in 1..=3 {
+            record(&leader, seq, 1000);
+            assert!(matches!(near.lookup(seq), Lookup::Hit(_)));
+        }
+        // Full of entries only `stalled` still wants, and (here at once) stale.
+        record(&leader, 4, 1000);
+        assert!(shared.bytes() <= bound);
+        assert!(matches!(stalled.lookup(1), Lookup::Miss), "evicted");
+        assert!(
+            matches!(stalled.lookup(3), Lookup::Hit(_)),
+            "newer ones stay"
         );
     }
 
@@ -460,6 +544,7 @@ mod tests {
         let shared = SharedRecords::new(1 << 20);
         let first = shared.join(fingerprint("a")).unwrap();
         let second = shared.join(fingerprint("a")).unwrap();
+        assert!(matches!(second.lookup(2), Lookup::Miss));
         let Lookup::Record(reservation) = first.lookup(3) else {
             panic!("the first to come records");
         };
@@ -474,21 +559,24 @@ mod tests {
         let first = shared.join(fingerprint("a")).unwrap();
         let second = shared.join(fingerprint("a")).unwrap();
         let third = shared.join(fingerprint("a")).unwrap();
-        record(&first, 0, 1000);
+        assert!(matches!(second.lookup(0), Lookup::Miss));
+        assert!(matches!(third.lookup(0), Lookup::Miss));
         record(&first, 1, 1000);
-        assert!(matches!(second.lookup(0), Lookup::Hit(_)));
+        record(&first, 2, 1000);
+        assert!(matches!(second.lookup(1), Lookup::Hit(_)));
         drop(third);
         assert_eq!(
             shared.bytes(),
-            recording(1, 1000).bytes(),
-            "0 was read by all left"
+            recording(2, 1000).bytes(),
+            "1 was read by all left"
         );
         drop(second);
-        assert_eq!(shared.bytes(), 0, "nobody left to read 1");
-        assert!(matches!(first.lookup(2), Lookup::Alone));
+        assert_eq!(shared.bytes(), 0, "nobody left to read 2");
+        assert!(matches!(first.lookup(3), Lookup::Alone));
         // A destination added later under the same configuration shares again.
         let again = shared.join(fingerprint("a")).unwrap();
-        record(&first, 2, 10);
-        assert!(matches!(again.lookup(2), Lookup::Hit(_)));
+        assert!(matches!(again.lookup(2), Lookup::Miss));
+        record(&first, 3, 10);
+        assert!(matches!(again.lookup(3), Lookup::Hit(_)));
     }
 }
