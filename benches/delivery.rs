@@ -171,7 +171,8 @@ fn pipeline_bench(c: &mut Criterion) {
         let mut dead = DeadLetterBuffer::new("bench");
         let mut next_seq = 0;
         b.iter(|| {
-            // Further along the log each time: a group records only past its newest seq.
+            // Further along the log each time, as readers move: a member records only for
+            // members whose last position is behind it.
             let records: Vec<Record> = records
                 .iter()
                 .map(|record| {
