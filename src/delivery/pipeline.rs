@@ -779,7 +779,7 @@ mod tests {
 
     const INSTANCE: InstanceId = InstanceId([0x5a; 16]);
 
-    fn record(seq: u64, format: InboundFormat, body: &str) -> Record {
+    pub(super) fn record(seq: u64, format: InboundFormat, body: &str) -> Record {
         let mut payload = Vec::new();
         encode_header(
             &StoredMeta {
@@ -1097,12 +1097,12 @@ mod sharing_tests {
     use bytes::Bytes;
     use proptest::prelude::*;
 
+    use super::tests::record as stored;
     use super::*;
     use crate::delivery::batcher::CutBatch;
     use crate::delivery::shared_records::{Fingerprint, SharedRecords};
     use crate::dest::BatchLimits;
-    use crate::event::stored::{encode_header, StoredMeta};
-    use crate::event::{FilterConfig, InstanceId};
+    use crate::event::FilterConfig;
 
     /// One generated event of a record body.
     #[derive(Debug, Clone)]
@@ -1140,31 +1140,6 @@ mod sharing_tests {
         }
     }
 
-    fn stored(seq: u64, format: InboundFormat, body: &[u8]) -> Record {
-        let mut payload = Vec::new();
-        encode_header(
-            &StoredMeta {
-                format: Some(format),
-                instance_id: Some(InstanceId([7; 16])),
-                schema_version: Some(4),
-                environment: "production",
-                payload_id: "",
-                tags: "",
-                user_agent: "",
-                request: Default::default(),
-            },
-            &mut payload,
-        );
-        payload.extend_from_slice(body);
-        Record {
-            seq,
-            tag: format.code(),
-            event_count: 0,
-            received_at_ms: 1_717_000_000_000 + seq,
-            payload: Bytes::from(payload),
-        }
-    }
-
     fn build(seq: u64, record: &GenRecord) -> Record {
         match record {
             GenRecord::Bulk(events) => {
@@ -1173,18 +1148,12 @@ mod sharing_tests {
                     .enumerate()
                     .map(|(i, e)| event_json(e, i))
                     .collect();
-                stored(
-                    seq,
-                    InboundFormat::LdBulk,
-                    format!("[{}]", body.join(",")).as_bytes(),
-                )
+                stored(seq, InboundFormat::LdBulk, &format!("[{}]", body.join(",")))
             }
-            GenRecord::Diagnostic => stored(
-                seq,
-                InboundFormat::LdDiagnostic,
-                b"{\"kind\":\"diagnostic\"}",
-            ),
-            GenRecord::BadBody => stored(seq, InboundFormat::LdBulk, b"[{\"kind\":"),
+            GenRecord::Diagnostic => {
+                stored(seq, InboundFormat::LdDiagnostic, r#"{"kind":"diagnostic"}"#)
+            }
+            GenRecord::BadBody => stored(seq, InboundFormat::LdBulk, r#"[{"kind":"#),
             GenRecord::Garbage => Record {
                 seq,
                 tag: 0,
