@@ -18,11 +18,13 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flagstream::delivery::batcher::Batcher;
 use flagstream::delivery::dead_letter::DeadLetterBuffer;
 use flagstream::delivery::pipeline::Pipeline;
+use flagstream::delivery::shared_records::{Fingerprint, SharedRecords};
 use flagstream::delivery::{
     ConfiguredDestination, Delivery, DeliveryDefaults, DeliverySettings, EngineOptions,
+    DEFAULT_SHARED_RECORDS_MAX_BYTES,
 };
 use flagstream::dest::file::FileDestination;
-use flagstream::dest::BatchLimits;
+use flagstream::dest::{BatchLimits, Input};
 use flagstream::event::stored::{encode_header, StoredMeta};
 use flagstream::event::{ExportOptions, Filter, FilterConfig, InboundFormat, Schema};
 use flagstream::wal::{AppendRequest, Position, Record, RecoveryMode, SyncMode, Wal, WalOptions};
@@ -67,9 +69,9 @@ fn header() -> Vec<u8> {
     header
 }
 
-fn pipeline_bench(c: &mut Criterion) {
+fn bench_records() -> Vec<Record> {
     let header = header();
-    let records: Vec<Record> = (0..100)
+    (0..100)
         .map(|i| {
             let mut payload = header.clone();
             payload.extend_from_slice(body(i).as_bytes());
@@ -81,46 +83,107 @@ fn pipeline_bench(c: &mut Criterion) {
                 payload: Bytes::from(payload),
             }
         })
-        .collect();
-    let mut group = c.benchmark_group("pipeline");
-    group.throughput(Throughput::Elements(
-        (records.len() * EVENTS_PER_RECORD) as u64,
-    ));
-    group.bench_function("launchdarkly", |b| {
-        // The payload mixes in `index` events, which the default filter withholds (as
-        // LaunchDarkly does); the bench measures the whole pipeline, so it opts into every kind.
-        let (filter_config, _) =
-            FilterConfig::from_query(&[("kinds", "all")]).expect("kinds=all parses");
-        let filter = Filter::new(&filter_config).expect("filter");
-        let mut pipeline = Pipeline::new(Schema::LaunchDarkly, ExportOptions::default(), filter);
-        let mut dead = DeadLetterBuffer::new("bench");
-        b.iter(|| {
-            let limits = BatchLimits {
-                max_items: 1_000_000,
-                max_bytes: 8 << 20,
-                max_item_bytes: 8 << 20,
-                per_item_overhead: 1,
-                linger: Duration::from_secs(5),
-            };
-            let mut batcher = Batcher::new(
-                "bench",
-                Schema::LaunchDarkly,
-                limits,
-                Position::default(),
-                None,
-            );
-            let mut items = 0;
-            for record in &records {
-                pipeline.process(record, &mut batcher, &mut dead);
-                while let Some(cut) = batcher.pop_ready() {
-                    items += cut.batch.items.len();
-                }
-            }
-            batcher.cut_lingering();
+        .collect()
+}
+
+/// A pipeline for the bench payload. It mixes in `index` events, which the default filter
+/// withholds (as LaunchDarkly does); the bench measures the whole pipeline, so it opts into
+/// every kind.
+fn bench_pipeline() -> Pipeline {
+    let (filter_config, _) =
+        FilterConfig::from_query(&[("kinds", "all")]).expect("kinds=all parses");
+    let filter = Filter::new(&filter_config).expect("filter");
+    Pipeline::new(Schema::LaunchDarkly, ExportOptions::default(), filter)
+}
+
+fn bench_fingerprint() -> Fingerprint {
+    let (filter, _) = FilterConfig::from_query(&[("kinds", "all")]).expect("kinds=all parses");
+    Fingerprint {
+        schema: Schema::LaunchDarkly,
+        input: Input::MappedEvents,
+        export: ExportOptions::default(),
+        filter,
+    }
+}
+
+fn bench_batcher() -> Batcher {
+    let limits = BatchLimits {
+        max_items: 1_000_000,
+        max_bytes: 8 << 20,
+        max_item_bytes: 8 << 20,
+        per_item_overhead: 1,
+        linger: Duration::from_secs(5),
+    };
+    Batcher::new(
+        "bench",
+        Schema::LaunchDarkly,
+        limits,
+        Position::default(),
+        None,
+    )
+}
+
+/// Every record through each pipeline in turn (destinations reading in step); items batched.
+fn deliver(pipelines: &mut [Pipeline], records: &[Record], dead: &mut DeadLetterBuffer) -> usize {
+    let mut batchers: Vec<Batcher> = pipelines.iter().map(|_| bench_batcher()).collect();
+    let mut items = 0;
+    for record in records {
+        for (pipeline, batcher) in pipelines.iter_mut().zip(&mut batchers) {
+            pipeline.process(record, batcher, dead);
             while let Some(cut) = batcher.pop_ready() {
                 items += cut.batch.items.len();
             }
-            assert_eq!(items, records.len() * EVENTS_PER_RECORD);
+        }
+    }
+    for batcher in &mut batchers {
+        batcher.cut_lingering();
+        while let Some(cut) = batcher.pop_ready() {
+            items += cut.batch.items.len();
+        }
+    }
+    items
+}
+
+/// `launchdarkly`: one destination. `launchdarkly-4-alone` / `-4-shared`: four destinations
+/// configured alike, each decoding on its own / sharing each record's decoding
+/// (`--shared-records-max-bytes`); throughput counts delivered events (4 per event).
+fn pipeline_bench(c: &mut Criterion) {
+    let records = bench_records();
+    let events = records.len() * EVENTS_PER_RECORD;
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(events as u64));
+    group.bench_function("launchdarkly", |b| {
+        let mut pipelines = [bench_pipeline()];
+        let mut dead = DeadLetterBuffer::new("bench");
+        b.iter(|| assert_eq!(deliver(&mut pipelines, &records, &mut dead), events));
+    });
+    group.throughput(Throughput::Elements(4 * events as u64));
+    group.bench_function("launchdarkly-4-alone", |b| {
+        let mut pipelines: Vec<Pipeline> = (0..4).map(|_| bench_pipeline()).collect();
+        let mut dead = DeadLetterBuffer::new("bench");
+        b.iter(|| assert_eq!(deliver(&mut pipelines, &records, &mut dead), 4 * events));
+    });
+    group.bench_function("launchdarkly-4-shared", |b| {
+        let shared = SharedRecords::new(DEFAULT_SHARED_RECORDS_MAX_BYTES);
+        let mut pipelines: Vec<Pipeline> = (0..4)
+            .map(|_| bench_pipeline().with_shared(shared.join(bench_fingerprint())))
+            .collect();
+        let mut dead = DeadLetterBuffer::new("bench");
+        let mut next_seq = 0;
+        b.iter(|| {
+            // Further along the log each time, as readers move: a member records only for
+            // members whose last position is behind it.
+            let records: Vec<Record> = records
+                .iter()
+                .map(|record| {
+                    next_seq += 1;
+                    Record {
+                        seq: next_seq,
+                        ..record.clone()
+                    }
+                })
+                .collect();
+            assert_eq!(deliver(&mut pipelines, &records, &mut dead), 4 * events);
         });
     });
     group.finish();

@@ -307,6 +307,7 @@ async fn serve(
     let mut engine_options = EngineOptions::new(&config.data_dir);
     engine_options.shutdown_grace = engine_options.shutdown_grace.min(config.shutdown_timeout);
     engine_options.dead_letter_limits = config.dead_letters;
+    engine_options.shared_records_max_bytes = config.shared_records_max_bytes;
     let delivery = delivery::Delivery::start(&wal, destinations, &engine_options)
         .context("starting delivery")?;
     admin_state.attach_delivery(delivery.clone());

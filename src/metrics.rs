@@ -105,6 +105,18 @@ pub const DEST_PAUSED: &str = "flagstream_dest_paused";
 pub const DEST_DEAD_LETTERS_FULL: &str = "flagstream_dest_dead_letters_full";
 /// Gauge{destination}: dead letters waiting in memory for room in the store.
 pub const DEST_DEAD_LETTERS_WAITING: &str = "flagstream_dest_dead_letters_waiting";
+/// Counter: records a destination replayed from another destination's decoding (same
+/// schema, export options and filter: `--shared-records-max-bytes`).
+pub const SHARED_RECORDS_HITS_TOTAL: &str = "flagstream_shared_records_hits_total";
+/// Counter: records a sharing destination decoded on its own (another was decoding it at that
+/// moment, or it lags behind the records kept).
+pub const SHARED_RECORDS_MISSES_TOTAL: &str = "flagstream_shared_records_misses_total";
+/// Counter: records decoded once and kept for the other destinations of a group.
+pub const SHARED_RECORDS_RECORDED_TOTAL: &str = "flagstream_shared_records_recorded_total";
+/// Counter: kept records dropped to stay within the bound before every reader read them.
+pub const SHARED_RECORDS_EVICTED_TOTAL: &str = "flagstream_shared_records_evicted_total";
+/// Gauge: bytes of decoded records kept for sharing.
+pub const SHARED_RECORDS_BYTES: &str = "flagstream_shared_records_bytes";
 
 // --- dead-letter store --------------------------------------------------------------------
 /// Gauge: bytes of all dead-letter files (as last counted by the store's budget).
@@ -390,6 +402,27 @@ fn describe() {
     describe_gauge!(
         DEST_DEAD_LETTERS_WAITING,
         "Dead letters waiting for room in the store"
+    );
+    describe_counter!(
+        SHARED_RECORDS_HITS_TOTAL,
+        "Records replayed from another destination's decoding"
+    );
+    describe_counter!(
+        SHARED_RECORDS_MISSES_TOTAL,
+        "Records a sharing destination decoded on its own"
+    );
+    describe_counter!(
+        SHARED_RECORDS_RECORDED_TOTAL,
+        "Records decoded once and kept for the destinations sharing them"
+    );
+    describe_counter!(
+        SHARED_RECORDS_EVICTED_TOTAL,
+        "Kept decoded records dropped for the memory bound before every reader read them"
+    );
+    describe_gauge!(
+        SHARED_RECORDS_BYTES,
+        Unit::Bytes,
+        "Bytes of decoded records kept for sharing"
     );
     describe_gauge!(
         DEAD_LETTER_BYTES,

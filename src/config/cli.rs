@@ -421,6 +421,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FLAGSTREAM_DEAD_LETTER_MAX_BYTES", value_parser = parse_auto_size, default_value = "auto")]
     pub dead_letter_max_bytes: AutoSize,
 
+    /// Memory for decoded records shared by destinations with the same schema, export options
+    /// and filter, so each record is decoded once for all of them; 0 turns sharing off.
+    #[arg(long, env = "FLAGSTREAM_SHARED_RECORDS_MAX_BYTES", value_parser = parse_size, default_value = "16MiB")]
+    pub shared_records_max_bytes: ByteSize,
+
     /// Largest accepted request body, after gunzip (bigger → 413).
     #[arg(long, env = "FLAGSTREAM_MAX_BODY_BYTES", value_parser = parse_size, default_value = "10MiB")]
     pub max_body_bytes: ByteSize,

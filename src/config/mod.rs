@@ -116,6 +116,8 @@ pub struct ServeConfig {
     pub retry: RetrySettings,
     /// The dead-letter store's budget and free-space floor.
     pub dead_letters: DeadLetterLimits,
+    /// `--shared-records-max-bytes`: decoded records shared by destinations configured alike.
+    pub shared_records_max_bytes: usize,
     pub project: String,
     pub log_format: LogFormat,
     pub log_filter: String,
@@ -358,6 +360,7 @@ impl ServeConfig {
             default_destination,
             retry,
             dead_letters,
+            shared_records_max_bytes: to_usize(args.shared_records_max_bytes.as_u64()),
             project: args.project.trim().to_string(),
             log_format: args.log_format,
             log_filter: args.log_level.clone(),

@@ -14,6 +14,8 @@
 //! |---|---|
 //! | [`settings`] | the delivery keys of a `--dest` URL, names, limits, concurrency |
 //! | [`pipeline`] | record → events → filter → schema rows (the per-event hot path) |
+//! | `recording` | what processing one record produced, replayed by destinations configured alike |
+//! | [`shared_records`] | decode once for several destinations: the bounded cache of recordings |
 //! | [`batcher`] | deterministic batch cutting and stable batch ids |
 //! | [`cut_log`] | recorded linger cuts and starts, so replays cut the same batches |
 //! | [`sender`] | one batch's send/classify/backoff loop |
@@ -57,12 +59,14 @@ pub mod dead_letter_budget;
 pub mod destination_set;
 pub mod destination_store;
 pub mod pipeline;
+mod recording;
 pub mod redrive;
 mod redrive_source;
 pub mod retry;
 pub mod rewind;
 pub mod sender;
 pub mod settings;
+pub mod shared_records;
 pub mod start;
 pub mod status;
 mod worker;
@@ -95,8 +99,13 @@ use pipeline::Pipeline;
 use redrive::{Page, RedriveError, RedriveFilter, RedriveJob, RedriveLedger, Summary};
 use redrive_source::RedriveSource;
 use sender::{SendContext, SendMetrics};
+use shared_records::{Fingerprint, SharedRecords};
 use status::{StatusCell, WorkerStatus};
 use worker::{Worker, WorkerParts};
+
+/// Default of [`EngineOptions::shared_records_max_bytes`] (`--shared-records-max-bytes`):
+/// about 300 records of 100 events mapped to LaunchDarkly envelopes.
+pub const DEFAULT_SHARED_RECORDS_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
@@ -112,6 +121,9 @@ pub struct EngineOptions {
     pub shutdown_grace: Duration,
     /// Where `<destination>.cuts` cut logs live ([`cut_log`]).
     pub cut_log_dir: PathBuf,
+    /// Memory bound of decoded records shared by destinations configured alike
+    /// ([`shared_records`]); 0 turns sharing off.
+    pub shared_records_max_bytes: usize,
 }
 
 impl EngineOptions {
@@ -123,6 +135,7 @@ impl EngineOptions {
             cursor_sync_interval: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
             cut_log_dir: data_dir.join("batch-cuts"),
+            shared_records_max_bytes: DEFAULT_SHARED_RECORDS_MAX_BYTES,
         }
     }
 }
@@ -236,6 +249,8 @@ struct Shared {
     dead_letter_dir: PathBuf,
     ledger: Arc<RedriveLedger>,
     shutdown: CancellationToken,
+    /// Decoded records shared by destinations configured alike.
+    shared_records: Arc<SharedRecords>,
 }
 
 /// The running engine. Cheap to clone; every clone controls the same workers.
@@ -295,6 +310,7 @@ impl Delivery {
                 ledger,
                 destinations: Mutex::new(Vec::with_capacity(destinations.len())),
                 shutdown: CancellationToken::new(),
+                shared_records: SharedRecords::new(options.shared_records_max_bytes),
             }),
         };
         for configured in destinations {
@@ -475,12 +491,20 @@ impl Delivery {
                 })?;
         let mut batcher = Batcher::new(&name, schema, limits, loaded.acked, loaded.plan);
         batcher.plan_cuts(recorded_cuts);
+        // Left again when the worker (and with it the pipeline) is dropped.
+        let member = self.shared.shared_records.join(Fingerprint {
+            schema,
+            input: destination.input(),
+            export: settings.export.clone(),
+            filter: settings.filter.clone(),
+        });
         let parts = WorkerParts {
             reader: wal.reader(loaded.acked.seq),
             batcher,
             cut_log: Arc::new(cut_log),
             pipeline: Pipeline::new(schema, settings.export.clone(), filter)
-                .with_input(destination.input()),
+                .with_input(destination.input())
+                .with_shared(member),
             name: name.clone(),
             wal: wal.clone(),
             cursor,

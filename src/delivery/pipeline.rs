@@ -32,9 +32,12 @@ use crate::event::{
     InvalidEvent, RecordContext, Schema,
 };
 use crate::wal::{Position, Record};
+use tokio::sync::watch;
 
 use super::batcher::{Batcher, ItemMeta, Rows};
 use super::dead_letter::{DeadLetter, DeadLetterBuffer};
+use super::recording::{self, Recorder, Recording, SizeHint};
+use super::shared_records::{Lookup, Member};
 
 /// The event index whose id names a whole record (no event has it: indexes are below the
 /// record's event count).
@@ -53,7 +56,22 @@ pub enum RecordProgress {
     Done,
     /// Batches are ready: send them, then call again with the same record.
     More,
+    /// Another destination is decoding this record for this one too: await
+    /// [`Pipeline::wait_for_shared`], then call again with the same record.
+    Wait,
 }
+
+/// What [`Pipeline::process_shared`] did.
+enum Shared {
+    Replayed(RecordCounts),
+    Wait,
+    /// Decode on your own.
+    Own,
+}
+
+/// Longest wait for another destination to finish decoding a record (it takes well under a
+/// millisecond unless its thread was preempted); after it, the destination decodes on its own.
+const RECORDING_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The parts of the record being processed a part at a time.
 #[derive(Debug)]
@@ -104,6 +122,15 @@ pub struct Pipeline {
     row_ends: Vec<usize>,
     reason: String,
     unfinished: Option<Unfinished>,
+    /// This destination's place among destinations that share decoded records (same schema,
+    /// export options, filter and input): see `shared_records.rs`.
+    shared: Option<Member>,
+    /// The last recording's lengths, to size the next one's buffers at once.
+    recording_hint: SizeHint,
+    /// Closes when the record another member is recording is ready (see [`RecordProgress::Wait`]).
+    waiting: Option<watch::Receiver<()>>,
+    /// The record last waited for: it is not waited for twice.
+    waited_seq: Option<u64>,
 }
 
 impl Pipeline {
@@ -119,7 +146,17 @@ impl Pipeline {
             row_ends: Vec::new(),
             reason: String::new(),
             unfinished: None,
+            shared: None,
+            recording_hint: SizeHint::default(),
+            waiting: None,
+            waited_seq: None,
         }
+    }
+
+    /// Share decoded records with the other members of `member`'s group.
+    pub fn with_shared(mut self, member: Option<Member>) -> Self {
+        self.shared = member;
+        self
     }
 
     /// Hand the batcher raw records instead of mapped events (see the module doc).
@@ -143,8 +180,11 @@ impl Pipeline {
         loop {
             let (counts, progress) = self.process_part(record, batcher, dead);
             total += counts;
-            if progress == RecordProgress::Done {
-                return total;
+            match progress {
+                RecordProgress::Done => return total,
+                RecordProgress::More => {}
+                // Synchronous: no waiting; the next call decodes on its own.
+                RecordProgress::Wait => self.waiting = None,
             }
         }
     }
@@ -152,6 +192,22 @@ impl Pipeline {
     /// Forget a huge record's remaining parts (the worker rewound and reads it again).
     pub fn forget_unfinished(&mut self) {
         self.unfinished = None;
+        self.waiting = None;
+    }
+
+    /// True after [`RecordProgress::Wait`], until [`Pipeline::wait_for_shared`] returned.
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Wait (briefly, see [`RECORDING_WAIT`]) until the record another destination is decoding
+    /// for this one is ready. Cancel-safe: awaiting again waits again.
+    pub async fn wait_for_shared(&mut self) {
+        if let Some(recorder) = self.waiting.as_mut() {
+            // Closed when the recording is published or withdrawn: either way, look again.
+            let _ = tokio::time::timeout(RECORDING_WAIT, recorder.changed()).await;
+        }
+        self.waiting = None;
     }
 
     /// Feed `record` into `batcher` until it is done or, for a huge record, until batches are
@@ -162,12 +218,69 @@ impl Pipeline {
         batcher: &mut Batcher,
         dead: &mut DeadLetterBuffer,
     ) -> (RecordCounts, RecordProgress) {
+        match self.process_shared(record, batcher, dead) {
+            Shared::Replayed(counts) => return (counts, RecordProgress::Done),
+            Shared::Wait => return (RecordCounts::default(), RecordProgress::Wait),
+            Shared::Own => {}
+        }
         // Decoded events borrow the scratch buffer while `self` is used mutably below.
         let mut scratch = std::mem::take(&mut self.decode_scratch);
         let mut counts = RecordCounts::default();
         let progress = self.process_with(record, &mut scratch, batcher, dead, &mut counts);
         self.decode_scratch = scratch;
         (counts, progress)
+    }
+
+    /// Replay what another destination of the group recorded for `record`, or record it for
+    /// them and replay it, or wait for the one recording it; [`Shared::Own`] when this
+    /// destination decodes on its own (it shares with nobody, the record is huge or raw input,
+    /// it lags behind the records the group keeps, or it waited already).
+    fn process_shared(
+        &mut self,
+        record: &Record,
+        batcher: &mut Batcher,
+        dead: &mut DeadLetterBuffer,
+    ) -> Shared {
+        let small = record.payload.len() < PARTS_FROM_BYTES;
+        let lookup = match &self.shared {
+            Some(member) if small && self.input == Input::MappedEvents => member.lookup(record.seq),
+            _ => return Shared::Own,
+        };
+        let recording = match lookup {
+            Lookup::Hit(recording) => recording,
+            Lookup::Record(reservation) => {
+                let recording = self.record(record);
+                reservation.finish(recording)
+            }
+            Lookup::Busy(recorder) if self.waited_seq != Some(record.seq) => {
+                self.waited_seq = Some(record.seq);
+                self.waiting = Some(recorder);
+                return Shared::Wait;
+            }
+            Lookup::Busy(_) | Lookup::Miss => {
+                if let Some(member) = &self.shared {
+                    member.count_miss();
+                }
+                return Shared::Own;
+            }
+            Lookup::Alone => return Shared::Own,
+        };
+        Shared::Replayed(recording::replay(&recording, batcher, dead))
+    }
+
+    /// Everything processing `record` produces, from its first event on, for any destination
+    /// configured like this one (see `recording.rs`). Never a huge record.
+    fn record(&mut self, record: &Record) -> Recording {
+        let mut recorder = Recorder::new(record.seq, self.recording_hint);
+        let mut scratch = std::mem::take(&mut self.decode_scratch);
+        if let Some(stored) = decode_stored(record, &mut recorder) {
+            let ctx = record_context(record, &stored);
+            self.process_whole(record, &stored, &ctx, &mut scratch, &mut recorder);
+        }
+        self.decode_scratch = scratch;
+        let recording = recorder.finish();
+        self.recording_hint = recording.size_hint();
+        recording
     }
 
     fn process_with(
@@ -178,37 +291,10 @@ impl Pipeline {
         dead: &mut DeadLetterBuffer,
         counts: &mut RecordCounts,
     ) -> RecordProgress {
-        let whole_record = Position {
-            seq: record.seq,
-            event: 0,
+        let Some(stored) = decode_stored(record, &mut Direct::new(batcher, dead, counts)) else {
+            return RecordProgress::Done;
         };
-        let stored = match stored::decode(&record.payload) {
-            Ok(stored) => stored,
-            Err(err) => {
-                if batcher.begin_record(record.seq, 0).is_some() {
-                    let reason = format!("undecodable stored record: {err}");
-                    dead.push(DeadLetter {
-                        reason: &reason,
-                        event_id: None,
-                        position: whole_record,
-                        batch_id: None,
-                        payload: &record.payload,
-                    });
-                    counts.dead_lettered += 1;
-                    batcher.end_record();
-                }
-                return RecordProgress::Done;
-            }
-        };
-        let ctx = RecordContext {
-            format: stored.format,
-            environment: stored.environment,
-            payload_id: stored.payload_id,
-            schema_version: stored.schema_version,
-            seq: record.seq,
-            received_at_ms: record.received_at_ms,
-            instance_id: stored.instance_id,
-        };
+        let ctx = record_context(record, &stored);
         // Raw records are every record as received, diagnostics included (a forwarder sends
         // them on); as events, diagnostics are never exported.
         if self.input == Input::RawRecords {
@@ -230,28 +316,35 @@ impl Pipeline {
                 return self.process_in_parts(input, parts, scratch, batcher, dead, counts);
             }
         }
+        let mut out = Direct::new(batcher, dead, counts);
+        self.process_whole(record, &stored, &ctx, scratch, &mut out);
+        RecordProgress::Done
+    }
+
+    /// Decode a whole record body and hand its events to `out`.
+    fn process_whole<O: Output>(
+        &mut self,
+        record: &Record,
+        stored: &StoredBatch<'_>,
+        ctx: &RecordContext<'_>,
+        scratch: &mut DecodeScratch,
+        out: &mut O,
+    ) {
         if stored.format == InboundFormat::LdDiagnostic {
-            if batcher.begin_record(record.seq, 0).is_some() {
-                batcher.end_record();
+            if out.begin_record(record.seq, 0).is_some() {
+                out.end_record();
             }
-            return RecordProgress::Done;
+            return;
         }
-        let decoded = match event::decode(&ctx, stored.body, scratch) {
+        let decoded = match event::decode(ctx, stored.body, scratch) {
             Ok(decoded) => decoded,
             Err(err) => {
-                if batcher.begin_record(record.seq, 0).is_some() {
+                if out.begin_record(record.seq, 0).is_some() {
                     let reason = format!("undecodable record body: {err}");
-                    dead.push(DeadLetter {
-                        reason: &reason,
-                        event_id: None,
-                        position: whole_record,
-                        batch_id: None,
-                        payload: stored.body,
-                    });
-                    counts.dead_lettered += 1;
-                    batcher.end_record();
+                    out.dead_letter_record(whole_record_letter(record, &reason, stored.body));
+                    out.end_record();
                 }
-                return RecordProgress::Done;
+                return;
             }
         };
         let DecodedRecord { events, invalid } = &decoded;
@@ -262,12 +355,11 @@ impl Pipeline {
             .max()
             .map_or(0, |max| max + 1)
             .max(record.event_count);
-        let Some(first) = batcher.begin_record(record.seq, event_count) else {
-            return RecordProgress::Done;
+        let Some(first) = out.begin_record(record.seq, event_count) else {
+            return;
         };
-        self.offer_decoded(&ctx, decoded, first, batcher, dead, counts);
-        batcher.end_record();
-        RecordProgress::Done
+        self.offer_decoded(ctx, decoded, first, out);
+        out.end_record();
     }
 
     /// Hand on the parts of a huge record from the batcher's position, stopping after a part
@@ -294,7 +386,10 @@ impl Pipeline {
                 continue;
             }
             match event::decode_part(&body[part.bytes.clone()], part.first_index, scratch) {
-                Ok(decoded) => self.offer_decoded(ctx, decoded, first, batcher, dead, counts),
+                Ok(decoded) => {
+                    let mut out = Direct::new(batcher, dead, counts);
+                    self.offer_decoded(ctx, decoded, first, &mut out);
+                }
                 Err(err) => {
                     Self::dead_letter_part(ctx, body, part, first, &err, batcher, dead, counts)
                 }
@@ -313,25 +408,23 @@ impl Pipeline {
 
     /// Valid and invalid events arrive as two index-ordered lists; merge them so the batcher
     /// sees positions in order.
-    fn offer_decoded(
+    fn offer_decoded<O: Output>(
         &mut self,
         ctx: &RecordContext<'_>,
         decoded: DecodedRecord<'_>,
         first: u32,
-        batcher: &mut Batcher,
-        dead: &mut DeadLetterBuffer,
-        counts: &mut RecordCounts,
+        out: &mut O,
     ) {
         let DecodedRecord { events, invalid } = decoded;
         let mut invalid = invalid.into_iter().peekable();
         for event in events.iter().filter(|event| event.index() >= first) {
             while let Some(bad) = invalid.next_if(|bad| bad.index < event.index()) {
-                self.dead_letter_invalid(ctx, &bad, first, batcher, dead, counts);
+                self.dead_letter_invalid(ctx, &bad, first, out);
             }
-            self.offer_event(ctx, event, batcher, dead, counts);
+            self.offer_event(ctx, event, out);
         }
         for bad in invalid {
-            self.dead_letter_invalid(ctx, &bad, first, batcher, dead, counts);
+            self.dead_letter_invalid(ctx, &bad, first, out);
         }
     }
 
@@ -420,24 +513,21 @@ impl Pipeline {
         counts
     }
 
-    fn dead_letter_invalid(
+    fn dead_letter_invalid<O: Output>(
         &mut self,
         ctx: &RecordContext<'_>,
         bad: &InvalidEvent,
         first: u32,
-        batcher: &mut Batcher,
-        dead: &mut DeadLetterBuffer,
-        counts: &mut RecordCounts,
+        out: &mut O,
     ) {
         if bad.index < first {
             return;
         }
-        batcher.skip(bad.index);
         let event_id = event::event_id(ctx, bad.index);
         self.reason.clear();
         self.reason.push_str("invalid event: ");
         self.reason.push_str(&bad.reason);
-        dead.push(DeadLetter {
+        let letter = DeadLetter {
             reason: &self.reason,
             event_id: Some(&event_id),
             position: Position {
@@ -446,27 +536,14 @@ impl Pipeline {
             },
             batch_id: None,
             payload: bad.raw.as_bytes(),
-        });
-        counts.invalid += 1;
-        counts.dead_lettered += 1;
+        };
+        out.dead_letter_event(letter, EventFailure::Invalid);
     }
 
-    fn offer_event(
-        &mut self,
-        ctx: &RecordContext<'_>,
-        event: &Event<'_>,
-        batcher: &mut Batcher,
-        dead: &mut DeadLetterBuffer,
-        counts: &mut RecordCounts,
-    ) {
+    fn offer_event<O: Output>(&mut self, ctx: &RecordContext<'_>, event: &Event<'_>, out: &mut O) {
         let index = event.index();
-        let position = Position {
-            seq: ctx.seq,
-            event: index,
-        };
         if !self.filter.matches(ctx, event) {
-            batcher.skip(index);
-            counts.filtered += 1;
+            out.filtered(index);
             return;
         }
         self.rows.clear();
@@ -487,26 +564,27 @@ impl Pipeline {
             },
         );
         if let Err(err) = mapped {
-            batcher.skip(index);
             let reason = format!("cannot map event to schema {}: {err}", self.schema.name());
-            dead.push(DeadLetter {
+            let letter = DeadLetter {
                 reason: &reason,
                 event_id: Some(id.as_str()),
-                position,
+                position: Position {
+                    seq: ctx.seq,
+                    event: index,
+                },
                 batch_id: None,
                 payload: b"null",
-            });
-            counts.dead_lettered += 1;
+            };
+            out.dead_letter_event(letter, EventFailure::Unmappable);
             return;
         }
         if self.row_ends.is_empty() {
             // The schema does not export this kind of event (e.g. index events to Segment).
-            batcher.skip(index);
-            counts.filtered += 1;
+            out.filtered(index);
             return;
         }
-        let meta = ItemMeta {
-            event_id: id.as_str().to_owned(),
+        let item = EventItem {
+            event_id: id.as_str(),
             kind: event.kind(),
             key: event.key(),
             context_key: event.context_key(),
@@ -517,22 +595,173 @@ impl Pipeline {
             bytes: &self.rows,
             ends: &self.row_ends,
         };
-        match batcher.offer(index, meta, rows) {
-            Ok(()) => counts.batched += 1,
-            Err(rejected) => {
-                let reason = rejected.to_string();
-                for row in rows.iter() {
-                    dead.push(DeadLetter {
-                        reason: &reason,
-                        event_id: Some(id.as_str()),
-                        position,
-                        batch_id: None,
-                        payload: row,
-                    });
-                }
-                counts.dead_lettered += 1;
+        out.offer(index, &item, rows);
+    }
+}
+
+/// Decode the stored record's header; an undecodable one becomes one dead letter for the whole
+/// record (`None`: nothing more to do).
+fn decode_stored<'r, O: Output>(record: &'r Record, out: &mut O) -> Option<StoredBatch<'r>> {
+    match stored::decode(&record.payload) {
+        Ok(stored) => Some(stored),
+        Err(err) => {
+            if out.begin_record(record.seq, 0).is_some() {
+                let reason = format!("undecodable stored record: {err}");
+                out.dead_letter_record(whole_record_letter(record, &reason, &record.payload));
+                out.end_record();
             }
+            None
         }
+    }
+}
+
+fn record_context<'r>(record: &Record, stored: &StoredBatch<'r>) -> RecordContext<'r> {
+    RecordContext {
+        format: stored.format,
+        environment: stored.environment,
+        payload_id: stored.payload_id,
+        schema_version: stored.schema_version,
+        seq: record.seq,
+        received_at_ms: record.received_at_ms,
+        instance_id: stored.instance_id,
+    }
+}
+
+fn whole_record_letter<'a>(record: &Record, reason: &'a str, payload: &'a [u8]) -> DeadLetter<'a> {
+    DeadLetter {
+        reason,
+        event_id: None,
+        position: Position {
+            seq: record.seq,
+            event: 0,
+        },
+        batch_id: None,
+        payload,
+    }
+}
+
+/// Why one event became a dead letter while processing (counted apart in metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventFailure {
+    /// Structurally invalid.
+    Invalid,
+    /// The schema mapping refused it.
+    Unmappable,
+}
+
+/// The metadata of one mapped event, borrowed from wherever it lives (the decoded record, or a
+/// recording); [`item_meta`] turns it into the batcher's [`ItemMeta`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventItem<'a> {
+    pub event_id: &'a str,
+    pub kind: &'a str,
+    pub key: Option<&'a str>,
+    pub context_key: Option<&'a str>,
+    pub environment: &'a str,
+    pub received_at_ms: u64,
+}
+
+/// The one place an [`ItemMeta`] is built from an event's metadata (fresh or replayed).
+fn item_meta<'a>(item: &EventItem<'a>) -> ItemMeta<'a> {
+    ItemMeta {
+        event_id: item.event_id.to_owned(),
+        kind: item.kind,
+        key: item.key,
+        context_key: item.context_key,
+        environment: item.environment,
+        received_at_ms: item.received_at_ms,
+    }
+}
+
+/// Where the outcome of each event goes: a destination's batcher and dead letters
+/// ([`Direct`]), or a [`Recorder`] whose recording destinations configured alike replay.
+/// Calls come in log order, as they would to the batcher.
+pub(crate) trait Output {
+    /// As [`Batcher::begin_record`]: the first event index to hand on, or `None` to skip the
+    /// record.
+    fn begin_record(&mut self, seq: u64, event_count: u32) -> Option<u32>;
+    /// The record is done.
+    fn end_record(&mut self);
+    /// Event `index` is not selected by the filter or the schema.
+    fn filtered(&mut self, index: u32);
+    /// Event `letter.position.event` cannot be delivered: it is consumed as a dead letter.
+    fn dead_letter_event(&mut self, letter: DeadLetter<'_>, failure: EventFailure);
+    /// The record cannot be decoded at all: one dead letter stands for it.
+    fn dead_letter_record(&mut self, letter: DeadLetter<'_>);
+    /// Event `index` mapped to `rows`.
+    fn offer(&mut self, index: u32, item: &EventItem<'_>, rows: Rows<'_>);
+}
+
+/// A destination's own batcher and dead letters, counting what happens.
+pub(crate) struct Direct<'a> {
+    batcher: &'a mut Batcher,
+    dead: &'a mut DeadLetterBuffer,
+    counts: &'a mut RecordCounts,
+}
+
+impl<'a> Direct<'a> {
+    pub(crate) fn new(
+        batcher: &'a mut Batcher,
+        dead: &'a mut DeadLetterBuffer,
+        counts: &'a mut RecordCounts,
+    ) -> Self {
+        Direct {
+            batcher,
+            dead,
+            counts,
+        }
+    }
+}
+
+impl Output for Direct<'_> {
+    fn begin_record(&mut self, seq: u64, event_count: u32) -> Option<u32> {
+        self.batcher.begin_record(seq, event_count)
+    }
+
+    fn end_record(&mut self) {
+        self.batcher.end_record();
+    }
+
+    fn filtered(&mut self, index: u32) {
+        self.batcher.skip(index);
+        self.counts.filtered += 1;
+    }
+
+    fn dead_letter_event(&mut self, letter: DeadLetter<'_>, failure: EventFailure) {
+        self.batcher.skip(letter.position.event);
+        self.dead.push(letter);
+        if failure == EventFailure::Invalid {
+            self.counts.invalid += 1;
+        }
+        self.counts.dead_lettered += 1;
+    }
+
+    fn dead_letter_record(&mut self, letter: DeadLetter<'_>) {
+        self.dead.push(letter);
+        self.counts.dead_lettered += 1;
+    }
+
+    fn offer(&mut self, index: u32, item: &EventItem<'_>, rows: Rows<'_>) {
+        // Inside a record the batcher's position is in it (an offer may move it past the end).
+        let position = Position {
+            seq: self.batcher.position().seq,
+            event: index,
+        };
+        let Err(rejected) = self.batcher.offer(index, item_meta(item), rows) else {
+            self.counts.batched += 1;
+            return;
+        };
+        let reason = rejected.to_string();
+        for row in rows.iter() {
+            self.dead.push(DeadLetter {
+                reason: &reason,
+                event_id: Some(item.event_id),
+                position,
+                batch_id: None,
+                payload: row,
+            });
+        }
+        self.counts.dead_lettered += 1;
     }
 }
 
@@ -550,7 +779,7 @@ mod tests {
 
     const INSTANCE: InstanceId = InstanceId([0x5a; 16]);
 
-    fn record(seq: u64, format: InboundFormat, body: &str) -> Record {
+    pub(super) fn record(seq: u64, format: InboundFormat, body: &str) -> Record {
         let mut payload = Vec::new();
         encode_header(
             &StoredMeta {
@@ -855,5 +1084,285 @@ mod tests {
         let cut = drain(&mut b);
         assert_eq!(cut[0].start, Position { seq: 4, event: 1 });
         assert_eq!(cut[0].batch.items[0].kind, "custom");
+    }
+}
+
+/// Decoding once for several destinations (`shared_records.rs`) must not change anything a
+/// destination produces: batches, batch ids, dead letters and counts are compared with a
+/// pipeline that decodes on its own, over generated logs, starts and interleavings.
+#[cfg(test)]
+mod sharing_tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use super::tests::record as stored;
+    use super::*;
+    use crate::delivery::batcher::CutBatch;
+    use crate::delivery::shared_records::{Fingerprint, SharedRecords};
+    use crate::dest::BatchLimits;
+    use crate::event::FilterConfig;
+
+    /// One generated event of a record body.
+    #[derive(Debug, Clone)]
+    enum Gen {
+        Feature(u8),
+        /// A custom event whose key is this long (long ones exceed the item limit).
+        Custom(u16),
+        /// Not an object: invalid.
+        Invalid,
+        /// Filtered out by the default kinds.
+        Index,
+    }
+
+    #[derive(Debug, Clone)]
+    enum GenRecord {
+        Bulk(Vec<Gen>),
+        Diagnostic,
+        Garbage,
+        BadBody,
+    }
+
+    fn event_json(event: &Gen, at: usize) -> String {
+        match event {
+            Gen::Feature(v) => format!(
+                r#"{{"kind":"feature","creationDate":{at},"key":"flag-{v}","version":3,"context":{{"kind":"user","key":"u{at}"}},"variation":1,"value":true}}"#
+            ),
+            Gen::Custom(len) => format!(
+                r#"{{"kind":"custom","creationDate":{at},"key":"{}","contextKeys":{{"user":"u{at}"}}}}"#,
+                "k".repeat(usize::from(*len).max(1))
+            ),
+            Gen::Invalid => "42".to_string(),
+            Gen::Index => format!(
+                r#"{{"kind":"index","creationDate":{at},"context":{{"kind":"user","key":"u{at}"}}}}"#
+            ),
+        }
+    }
+
+    fn build(seq: u64, record: &GenRecord) -> Record {
+        match record {
+            GenRecord::Bulk(events) => {
+                let body: Vec<String> = events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| event_json(e, i))
+                    .collect();
+                stored(seq, InboundFormat::LdBulk, &format!("[{}]", body.join(",")))
+            }
+            GenRecord::Diagnostic => {
+                stored(seq, InboundFormat::LdDiagnostic, r#"{"kind":"diagnostic"}"#)
+            }
+            GenRecord::BadBody => stored(seq, InboundFormat::LdBulk, r#"[{"kind":"#),
+            GenRecord::Garbage => Record {
+                seq,
+                tag: 0,
+                event_count: 2,
+                received_at_ms: 0,
+                payload: Bytes::from_static(b"\x09not a stored record"),
+            },
+        }
+    }
+
+    fn gen_event() -> impl Strategy<Value = Gen> {
+        prop_oneof![
+            4 => any::<u8>().prop_map(Gen::Feature),
+            4 => (1u16..700).prop_map(Gen::Custom),
+            1 => Just(Gen::Invalid),
+            1 => Just(Gen::Index),
+        ]
+    }
+
+    fn gen_record() -> impl Strategy<Value = GenRecord> {
+        prop_oneof![
+            12 => prop::collection::vec(gen_event(), 0..7).prop_map(GenRecord::Bulk),
+            1 => Just(GenRecord::Diagnostic),
+            1 => Just(GenRecord::Garbage),
+            1 => Just(GenRecord::BadBody),
+        ]
+    }
+
+    fn limits() -> BatchLimits {
+        BatchLimits {
+            max_items: 3,
+            max_bytes: 4096,
+            max_item_bytes: 600,
+            per_item_overhead: 0,
+            linger: Duration::from_secs(60),
+        }
+    }
+
+    fn fresh_pipeline() -> Pipeline {
+        Pipeline::new(
+            Schema::LaunchDarkly,
+            ExportOptions::default(),
+            Filter::new(&FilterConfig::default()).unwrap(),
+        )
+    }
+
+    fn fingerprint() -> Fingerprint {
+        Fingerprint {
+            schema: Schema::LaunchDarkly,
+            input: Input::MappedEvents,
+            export: ExportOptions::default(),
+            filter: FilterConfig::default(),
+        }
+    }
+
+    /// One destination: its pipeline, batcher, dead letters and what came out.
+    struct Dest {
+        pipeline: Pipeline,
+        batcher: Batcher,
+        dead: DeadLetterBuffer,
+        counts: RecordCounts,
+        cut: Vec<CutBatch>,
+        next: usize,
+    }
+
+    impl Dest {
+        fn new(pipeline: Pipeline, start: Position) -> Self {
+            Dest {
+                pipeline,
+                batcher: Batcher::new("d", Schema::LaunchDarkly, limits(), start, None),
+                dead: DeadLetterBuffer::new("d"),
+                counts: RecordCounts::default(),
+                cut: Vec::new(),
+                next: 0,
+            }
+        }
+
+        fn step(&mut self, records: &[Record]) {
+            let record = &records[self.next];
+            self.next += 1;
+            self.counts += self
+                .pipeline
+                .process(record, &mut self.batcher, &mut self.dead);
+            self.cut
+                .extend(std::iter::from_fn(|| self.batcher.pop_ready()));
+        }
+
+        /// Batches as comparable tuples and dead letters without their time stamps.
+        #[allow(clippy::type_complexity)]
+        fn output(
+            mut self,
+        ) -> (
+            Vec<(Position, Position, crate::dest::Batch, Vec<Position>)>,
+            Vec<serde_json::Value>,
+            RecordCounts,
+        ) {
+            self.batcher.cut_lingering();
+            self.cut
+                .extend(std::iter::from_fn(|| self.batcher.pop_ready()));
+            let batches = self
+                .cut
+                .into_iter()
+                .map(|c| (c.start, c.end, c.batch, c.positions))
+                .collect();
+            let (lines, _) = self.dead.take();
+            let letters = lines
+                .split(|&b| b == b'\n')
+                .filter(|line| !line.is_empty())
+                .map(|line| {
+                    let mut value: serde_json::Value = serde_json::from_slice(line).unwrap();
+                    value.as_object_mut().unwrap().remove("time_ms");
+                    value
+                })
+                .collect();
+            (batches, letters, self.counts)
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn shared_destinations_produce_what_they_would_alone(
+            log in prop::collection::vec(gen_record(), 1..12),
+            starts in prop::collection::vec((0u64..12, 0u32..4), 3),
+            schedule in prop::collection::vec(0usize..3, 0..200),
+            max_bytes in prop_oneof![Just(1usize << 20), 1usize..6000],
+        ) {
+            let records: Vec<Record> = log.iter().enumerate().map(|(seq, r)| build(seq as u64, r)).collect();
+            let shared = SharedRecords::new(max_bytes);
+            let starts: Vec<Position> = starts.iter().map(|&(seq, event)| Position { seq, event }).collect();
+            let mut sharing: Vec<Dest> = starts
+                .iter()
+                .map(|&start| Dest::new(fresh_pipeline().with_shared(shared.join(fingerprint())), start))
+                .collect();
+            // Interleave the destinations as the schedule says, then let each finish.
+            for &who in &schedule {
+                if sharing[who].next < records.len() {
+                    sharing[who].step(&records);
+                }
+            }
+            for dest in &mut sharing {
+                while dest.next < records.len() {
+                    dest.step(&records);
+                }
+            }
+            for (dest, &start) in sharing.into_iter().zip(&starts) {
+                let mut alone = Dest::new(fresh_pipeline(), start);
+                while alone.next < records.len() {
+                    alone.step(&records);
+                }
+                let (batches, letters, counts) = dest.output();
+                let (want_batches, want_letters, want_counts) = alone.output();
+                prop_assert_eq!(batches, want_batches);
+                prop_assert_eq!(letters, want_letters);
+                prop_assert_eq!(counts, want_counts);
+            }
+            prop_assert!(shared.bytes() <= max_bytes);
+        }
+    }
+
+    #[test]
+    fn followers_replay_what_the_leader_recorded_and_the_entry_goes_once_read() {
+        let shared = SharedRecords::new(1 << 20);
+        let records: Vec<Record> = (0..4)
+            .map(|seq| {
+                build(
+                    seq,
+                    &GenRecord::Bulk(vec![
+                        Gen::Feature(1),
+                        Gen::Invalid,
+                        Gen::Custom(900),
+                        Gen::Index,
+                    ]),
+                )
+            })
+            .collect();
+        let mut dests: Vec<Dest> = (0..3)
+            .map(|_| {
+                Dest::new(
+                    fresh_pipeline().with_shared(shared.join(fingerprint())),
+                    Position::default(),
+                )
+            })
+            .collect();
+        for dest in &mut dests {
+            dest.step(&records);
+        }
+        assert_eq!(shared.bytes(), 0, "read by every member: dropped");
+        dests[0].step(&records);
+        assert!(shared.bytes() > 0, "kept for the two others");
+        let outputs: Vec<_> = dests
+            .into_iter()
+            .map(|mut d| {
+                while d.next < records.len() {
+                    d.step(&records);
+                }
+                d.output()
+            })
+            .collect();
+        assert_eq!(
+            outputs[0].2,
+            RecordCounts {
+                batched: 4,
+                filtered: 4,
+                invalid: 4,
+                dead_lettered: 8
+            }
+        );
+        assert_eq!(outputs[0], outputs[1]);
+        assert_eq!(outputs[0], outputs[2]);
     }
 }

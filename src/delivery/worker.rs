@@ -155,6 +155,8 @@ enum Step {
     GateOpen,
     ReadRetry,
     Record(Result<Record, WalError>),
+    /// Another destination finished decoding the record this one waits for (or took too long).
+    SharedDecoded,
     Redrive(RedriveStep),
     Control(Control),
 }
@@ -204,7 +206,8 @@ pub(crate) struct Worker {
     /// Set while the dead-letter store refuses this destination's lines (with when that was
     /// last logged): nothing is read or sent until they are written.
     store_full: Option<(StoreFull, Instant)>,
-    /// A huge record whose remaining parts wait until the batches of the last part are sent.
+    /// A huge record whose remaining parts wait until the batches of the last part are sent,
+    /// or a record another destination is decoding for this one (`Pipeline::is_waiting`).
     unfinished: Option<Record>,
     status: Arc<StatusCell>,
     paused: watch::Receiver<bool>,
@@ -292,13 +295,19 @@ impl Worker {
                 && !self.batcher.has_ready()
                 && self.deferred.is_none()
                 && self.store_full.is_none();
-            if may_decode && self.unfinished.is_some() {
+            let waiting = self.pipeline.is_waiting();
+            if may_decode && self.unfinished.is_some() && !waiting {
                 self.drain_committed();
                 continue;
             }
-            let want_records = may_decode && self.read_backoff.is_none();
-            // No linger while a cut batch waits for a free slot: the next cut is by size.
-            let linger = if paused || self.batcher.has_ready() {
+            // A record waiting for another destination's decoding comes before any next one.
+            let want_records =
+                may_decode && self.read_backoff.is_none() && self.unfinished.is_none();
+            // No linger while a cut batch waits for a free slot: the next cut is by size. Nor
+            // while a record waits for another destination's decoding: a linger cut cannot
+            // happen before that record is in (`on_linger`), and a linger deadline already past
+            // would fire again and again, never letting the wait below be polled.
+            let linger = if paused || self.batcher.has_ready() || waiting {
                 None
             } else {
                 self.batcher.linger_deadline()
@@ -320,6 +329,7 @@ impl Worker {
                 _ = sleep_until(self.gate), if self.gate.is_some() => Step::GateOpen,
                 _ = sleep_until(self.read_backoff), if self.read_backoff.is_some() => Step::ReadRetry,
                 record = self.reader.next(), if want_records => Step::Record(record),
+                () = self.pipeline.wait_for_shared(), if may_decode && waiting => Step::SharedDecoded,
                 step = self.redrive.wait() => Step::Redrive(step),
             };
             match step {
@@ -344,6 +354,9 @@ impl Worker {
                 Step::ReadRetry => self.read_backoff = None,
                 Step::Record(Ok(record)) => {
                     self.consume(&record);
+                    self.drain_committed();
+                }
+                Step::SharedDecoded => {
                     self.drain_committed();
                 }
                 Step::Record(Err(WalError::Closed)) => break,
@@ -397,7 +410,7 @@ impl Worker {
     /// more is there to read now (or reading failed and is backing off).
     fn drain_committed(&mut self) -> bool {
         for _ in 0..DRAIN_BUDGET {
-            if self.batcher.has_ready() {
+            if self.batcher.has_ready() || self.pipeline.is_waiting() {
                 return false;
             }
             if let Some(record) = self.unfinished.take() {
@@ -417,12 +430,13 @@ impl Worker {
     }
 
     /// Decode `record` (or its next part) into the batcher; a huge record whose batches must
-    /// be sent first is kept in `unfinished`.
+    /// be sent first, or one another destination is decoding for this one, is kept in
+    /// `unfinished`.
     fn consume(&mut self, record: &Record) {
         let (counts, progress) =
             self.pipeline
                 .process_part(record, &mut self.batcher, &mut self.dead);
-        if progress == RecordProgress::More {
+        if progress != RecordProgress::Done {
             self.unfinished = Some(record.clone());
         }
         if counts.filtered > 0 {

@@ -47,6 +47,7 @@ mod serve_crash;
 mod serve_e2e;
 mod serve_faults;
 mod serve_kill9_loop;
+mod shared_decoding;
 mod snowflake;
 mod tls;
 mod top;
