@@ -32,6 +32,14 @@ fn writer(options: ObjectOptions, defaults: &[Partition]) -> ObjectWriter {
         .unwrap()
 }
 
+/// Each object's key with the indices of the batch items it holds.
+fn keys_and_items(objects: &[EncodedObject]) -> Vec<(&str, &[usize])> {
+    objects
+        .iter()
+        .map(|o| (o.key.as_str(), o.items.as_slice()))
+        .collect()
+}
+
 fn parsed<T: std::str::FromStr<Err = String>>(text: &str) -> Option<Parsed<T>> {
     Some(Parsed(text.parse().unwrap()))
 }
@@ -107,10 +115,7 @@ fn items_alternating_between_hours_land_in_their_own_hour() {
         .map(|(n, &ms)| item(n, &format!("{{\"n\":{n}}}"), "prod", ms))
         .collect();
     let objects = w.encode(&batch(items)).unwrap();
-    let groups: Vec<(&str, &[usize])> = objects
-        .iter()
-        .map(|o| (o.key.as_str(), o.items.as_slice()))
-        .collect();
+    let groups = keys_and_items(&objects);
     assert_eq!(
         groups,
         [
@@ -425,10 +430,7 @@ fn parquet_writes_one_object_per_table_and_partition_with_the_table_first_in_the
         ),
     ]);
     let objects = w.encode(&b).unwrap();
-    let keys: Vec<(&str, &[usize])> = objects
-        .iter()
-        .map(|o| (o.key.as_str(), o.items.as_slice()))
-        .collect();
+    let keys = keys_and_items(&objects);
     assert_eq!(
         keys,
         [
