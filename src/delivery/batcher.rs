@@ -41,6 +41,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::spare_buffers::{Spare, SparePool};
 use crate::dest::{Batch, BatchItem, BatchLimits, CompactString};
 use crate::event::Schema;
 use crate::wal::Position;
@@ -70,6 +71,9 @@ pub struct CutBatch {
     /// The position of the event each item came from (parallel to `batch.items`).
     pub positions: Vec<Position>,
     pub reason: CutReason,
+    /// The whole arena the items' payloads are slices of, handed back after the send
+    /// ([`Batcher::recycle`]).
+    pub arena: Bytes,
 }
 
 /// Metadata of one event offered to the batcher (everything of a [`BatchItem`] but the row).
@@ -175,6 +179,10 @@ pub struct Batcher {
     /// Items of the last cut batch: the next batch's item, range and position lists start
     /// this long, for the same reason (they would otherwise be regrown and copied ~10 times).
     last_item_count: usize,
+    /// Buffers of sent batches, reused by the next batches (`spare_buffers.rs`).
+    spares: SparePool,
+    /// The item ranges of the last cut batch, emptied: they never leave the batcher.
+    spare_ranges: Vec<(usize, usize)>,
 }
 
 impl Batcher {
@@ -208,6 +216,36 @@ impl Batcher {
             replay,
             last_arena_len: 0,
             last_item_count: 0,
+            spares: SparePool::default(),
+            spare_ranges: Vec::new(),
+        }
+    }
+
+    /// Keep the buffers of a sent batch for the next batches.
+    pub fn recycle(&mut self, spare: Spare) {
+        self.spares.put(spare);
+    }
+
+    /// Free the spare buffers unused for a while (an idle destination keeps no batch memory).
+    pub fn trim_spares(&mut self, now: Instant) {
+        self.spares.trim(now);
+        if self.spares.is_empty() && self.open.items.is_empty() {
+            self.spare_ranges = Vec::new();
+        }
+    }
+
+    /// Give the open (empty) batch the buffers of a sent one, if there are any.
+    fn open_buffers(&mut self) {
+        let open = &mut self.open;
+        if open.ranges.capacity() == 0 {
+            open.ranges = std::mem::take(&mut self.spare_ranges);
+        }
+        if open.arena.capacity() == 0 {
+            if let Some(spare) = self.spares.take() {
+                open.arena = spare.arena;
+                open.items = spare.items;
+                open.positions = spare.positions;
+            }
         }
     }
 
@@ -318,6 +356,9 @@ impl Batcher {
             self.cut(here, CutReason::Bytes);
         }
 
+        if self.open.items.is_empty() {
+            self.open_buffers();
+        }
         let open = &mut self.open;
         if open.items.is_empty() {
             open.opened_at = Some(Instant::now());
@@ -460,6 +501,9 @@ impl Batcher {
         for (item, &(from, to)) in items.iter_mut().zip(&open.ranges) {
             item.payload = payloads.slice(from..to);
         }
+        let mut ranges = open.ranges;
+        ranges.clear();
+        self.spare_ranges = ranges;
         let id = match (open.positions.first(), open.positions.last()) {
             (Some(first), Some(last)) => batch_id(&self.destination, *first, *last),
             _ => format!(
@@ -477,6 +521,7 @@ impl Batcher {
             },
             positions: open.positions,
             reason,
+            arena: payloads,
         });
     }
 }
@@ -589,6 +634,50 @@ mod tests {
             .filter(|e| e.is_some())
             .count();
         assert_eq!(items, expected_items);
+    }
+
+    /// What a send hands back: the batch's buffers, emptied.
+    fn send_and_return(cut: CutBatch) -> Option<Spare> {
+        super::super::spare_buffers::Returned {
+            items: cut.batch.items,
+            positions: cut.positions,
+            arena: Some(cut.arena),
+        }
+        .into_spare()
+    }
+
+    fn contents(cut: &CutBatch) -> (Position, Position, String, Vec<(String, Vec<u8>)>) {
+        let items = cut.batch.items.iter();
+        let items = items.map(|i| (i.event_id.clone(), i.payload.to_vec()));
+        (cut.start, cut.end, cut.batch.id.clone(), items.collect())
+    }
+
+    #[test]
+    fn batches_built_in_recycled_buffers_are_the_same_batches_in_the_same_memory() {
+        let log = sample_log();
+        let mut fresh = Batcher::new("d", Schema::LaunchDarkly, limits(3, 40), pos(0, 0), None);
+        let mut reusing = Batcher::new("d", Schema::LaunchDarkly, limits(3, 40), pos(0, 0), None);
+        let (mut expected, mut got) = (Vec::new(), Vec::new());
+        let (mut returned, mut reused) = (std::collections::HashSet::new(), 0);
+        for (seq, record) in log.iter().enumerate() {
+            feed_record(&mut fresh, seq as u64, record);
+            feed_record(&mut reusing, seq as u64, record);
+            expected.extend(drain(&mut fresh).iter().map(contents));
+            for cut in drain(&mut reusing) {
+                got.push(contents(&cut));
+                reused += usize::from(returned.contains(&cut.arena.as_ptr()));
+                if let Some(spare) = send_and_return(cut) {
+                    if spare.arena.capacity() > 0 {
+                        returned.insert(spare.arena.as_ptr());
+                    }
+                    reusing.recycle(spare);
+                }
+            }
+        }
+        assert_eq!(got, expected);
+        assert!(reused > 3, "arenas came back: {reused}");
+        reusing.trim_spares(Instant::now() + super::super::spare_buffers::IDLE_FREE_AFTER);
+        assert!(reusing.spares.is_empty());
     }
 
     #[test]

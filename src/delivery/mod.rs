@@ -17,6 +17,7 @@
 //! | `recording` | what processing one record produced, replayed by destinations configured alike |
 //! | [`shared_records`] | decode once for several destinations: the bounded cache of recordings |
 //! | [`batcher`] | deterministic batch cutting and stable batch ids |
+//! | [`spare_buffers`] | a sent batch's buffers, reused for the next batch (warm memory) |
 //! | [`cut_log`] | recorded linger cuts and starts, so replays cut the same batches |
 //! | [`sender`] | one batch's send/classify/backoff loop |
 //! | [`retry`] | the backoff schedule and when to give up |
@@ -49,7 +50,9 @@
 //!   task, reader, concurrency slots and cursor; the only shared resource is WAL disk space,
 //!   which a lagging cursor pins visibly (`flagstream_dest_lag_*`).
 //! * **Bounded memory** (6): per destination at most `concurrency` batches in flight plus one
-//!   ready and one open batch, each within the destination's byte limit.
+//!   ready and one open batch, each within the destination's byte limit, and at most
+//!   [`spare_buffers::MAX_SPARES`] emptied buffer sets of sent batches (freed after a second
+//!   unused).
 
 pub mod batcher;
 pub mod cursor_state;
@@ -67,6 +70,7 @@ pub mod rewind;
 pub mod sender;
 pub mod settings;
 pub mod shared_records;
+pub mod spare_buffers;
 pub mod start;
 pub mod status;
 mod worker;

@@ -21,11 +21,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use metrics::{Counter, Histogram};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::cursor_state::RetryState;
+use super::spare_buffers::{Returned, Spare};
 use crate::dest::{Batch, BatchItem, Destination, ItemFailure, SendOutcome};
 use crate::metrics as names;
 use crate::wal::{Position, Ticket};
@@ -86,6 +88,9 @@ pub struct SendJob {
     pub retry: RetryState,
     /// Do not send before this instant (restart backoff).
     pub not_before: Option<Instant>,
+    /// The arena the items' payloads are slices of, handed back with the batch's other
+    /// buffers when the send finishes (`spare_buffers.rs`).
+    pub arena: Option<Bytes>,
 }
 
 /// A retry was scheduled.
@@ -116,6 +121,8 @@ pub enum SendReport {
         batch_id: String,
         delivered: usize,
         dead: Vec<DeadItems>,
+        /// The batch's emptied buffers, for the next batches.
+        spare: Option<Spare>,
     },
     /// Shutdown while waiting to retry: not acked; `retry` is persisted.
     Interrupted { ticket: Ticket, retry: RetryState },
@@ -129,6 +136,7 @@ pub async fn run(ctx: Arc<SendContext>, job: SendJob) -> SendReport {
         mut positions,
         mut retry,
         not_before,
+        arena,
     } = job;
     let mut paused = ctx.paused.clone();
     let mut delivered = 0usize;
@@ -170,7 +178,7 @@ pub async fn run(ctx: Arc<SendContext>, job: SendJob) -> SendReport {
                 ctx.metrics
                     .delivered_events
                     .increment(batch.items.len() as u64);
-                return finished(ticket, batch.id, delivered, dead);
+                return finished(ticket, batch, positions, arena, delivered, dead);
             }
             SendOutcome::Failed(failure) if !failure.is_retriable() => {
                 ctx.metrics.sends_permanent.increment(1);
@@ -180,7 +188,7 @@ pub async fn run(ctx: Arc<SendContext>, job: SendJob) -> SendReport {
                     label: "permanent",
                     items,
                 });
-                return finished(ticket, batch.id, delivered, dead);
+                return finished(ticket, batch, positions, arena, delivered, dead);
             }
             SendOutcome::Failed(failure) => {
                 ctx.metrics.sends_retriable.increment(1);
@@ -211,7 +219,7 @@ pub async fn run(ctx: Arc<SendContext>, job: SendJob) -> SendReport {
                     });
                 }
                 if batch.items.is_empty() {
-                    return finished(ticket, batch.id, delivered, dead);
+                    return finished(ticket, batch, positions, arena, delivered, dead);
                 }
                 let class = if throttled {
                     ErrorClass::Throttled
@@ -270,7 +278,7 @@ pub async fn run(ctx: Arc<SendContext>, job: SendJob) -> SendReport {
                     label: "retries_exhausted",
                     items,
                 });
-                return finished(ticket, batch.id, delivered, dead);
+                return finished(ticket, batch, positions, arena, delivered, dead);
             }
         }
     }
@@ -278,15 +286,25 @@ pub async fn run(ctx: Arc<SendContext>, job: SendJob) -> SendReport {
 
 fn finished(
     ticket: Ticket,
-    batch_id: String,
+    batch: Batch,
+    positions: Vec<Position>,
+    arena: Option<Bytes>,
     delivered: usize,
     dead: Vec<DeadItems>,
 ) -> SendReport {
+    // Emptied here, on the send task, rather than on the worker's.
+    let spare = Returned {
+        items: batch.items,
+        positions,
+        arena,
+    }
+    .into_spare();
     SendReport::Finished {
         ticket,
-        batch_id,
+        batch_id: batch.id,
         delivered,
         dead,
+        spare,
     }
 }
 

@@ -540,6 +540,7 @@ impl Worker {
                 positions,
                 retry: RetryState::default(),
                 not_before: None,
+                arena: None,
             };
             let handle = self.tasks.spawn(sender::run(self.send_ctx.clone(), job));
             self.task_tickets.insert(handle.id(), ticket);
@@ -571,6 +572,7 @@ impl Worker {
             positions: cut.positions,
             retry,
             not_before,
+            arena: Some(cut.arena),
         };
         let handle = self.tasks.spawn(sender::run(self.send_ctx.clone(), job));
         self.task_tickets.insert(handle.id(), ticket);
@@ -614,6 +616,7 @@ impl Worker {
                 batch_id,
                 delivered,
                 dead,
+                spare: _,
             } if RedriveSource::owns(ticket) => {
                 self.redrive
                     .on_finished(ticket, &batch_id, &dead, &mut self.dead);
@@ -632,7 +635,11 @@ impl Worker {
                 batch_id,
                 delivered,
                 dead,
+                spare,
             } => {
+                if let Some(spare) = spare {
+                    self.batcher.recycle(spare);
+                }
                 for group in &dead {
                     for (item, position) in &group.items {
                         self.dead.push(DeadLetter {
@@ -679,6 +686,7 @@ impl Worker {
 
     fn on_tick(&mut self) {
         self.start_persist();
+        self.batcher.trim_spares(Instant::now());
         if self.last_lag_update.elapsed() >= LAG_GAUGE_INTERVAL {
             self.last_lag_update = Instant::now();
             let lag = self.wal.lag(self.window.acked().seq);
