@@ -73,11 +73,13 @@ impl Returned {
 }
 
 /// The arena's memory as an empty `Vec`, if `arena` is its last reference.
-fn reclaim(mut arena: Bytes) -> Option<Vec<u8>> {
-    // Emptied first: turning a `Bytes` back into a `Vec` moves its contents to the front of
-    // the buffer, a copy of every byte even when they are already there.
+fn reclaim(arena: Bytes) -> Option<Vec<u8>> {
+    let mut arena = arena.try_into_mut().ok()?;
+    // Emptied before it becomes a `Vec` again, which moves the contents to the front of the
+    // buffer: a copy of every byte otherwise. (Emptying the `Bytes` instead would drop a not
+    // yet shared buffer: `Bytes::truncate` splits those off.)
     arena.clear();
-    arena.try_into_mut().ok().map(Vec::from)
+    Some(Vec::from(arena))
 }
 
 /// A worker's spare buffer sets (see the module doc).
@@ -135,7 +137,7 @@ mod tests {
     #[test]
     fn a_returned_batch_gives_back_its_arena_memory_empty_and_without_copying() {
         let mut arena = Vec::with_capacity(1 << 20);
-        arena.extend_from_slice(b"abcdef");
+        arena.resize(arena.capacity(), b'a');
         let start = arena.as_ptr();
         let arena = Bytes::from(arena);
         let back = returned(&arena, 4);

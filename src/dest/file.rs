@@ -120,6 +120,7 @@ impl ObjectDestination<DirectoryStore> {
             store: DirectoryStore { dir },
             writer,
             limits: object_limits(rotate, max_bytes),
+            bodies: Default::default(),
         }
     }
 

@@ -130,6 +130,7 @@ impl DestinationKind for GcsKind {
             store,
             writer,
             limits,
+            bodies: Default::default(),
         }))
     }
 }

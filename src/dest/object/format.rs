@@ -23,6 +23,7 @@ use flate2::Compression;
 
 use super::super::BatchItem;
 use super::parquet::{self, ParquetError, ParquetSettings, Table};
+use super::BodyPool;
 
 /// go-feature-flag's default CSV column set (its template
 /// `{{ .Kind}};{{ .ContextKind}};{{ .UserKey}};{{ .CreationDate}};{{ .Key}};{{ .Variation}};{{ .Value}};{{ .Default}};{{ .Source}}`).
@@ -155,16 +156,19 @@ impl Format {
     }
 
     /// Encode `items` (the payloads of one object, all rows of `table` when
-    /// [`Self::splits_tables`]) into the object's bytes.
+    /// [`Self::splits_tables`]) into the object's bytes; `ndjson`, as big as its items, is
+    /// built in a buffer from `bodies`.
     pub fn encode<'a>(
         &self,
         table: Option<Table>,
         items: impl Iterator<Item = &'a BatchItem>,
         size_hint: usize,
+        bodies: &BodyPool,
     ) -> Result<Bytes, EncodeError> {
         match self {
             Format::Ndjson => {
-                let mut out = Vec::with_capacity(size_hint);
+                let mut out = bodies.take();
+                out.reserve(size_hint);
                 write_ndjson(&mut out, items)?;
                 Ok(out.into())
             }

@@ -115,6 +115,7 @@ impl DestinationKind for S3Kind {
             store,
             writer,
             limits,
+            bodies: Default::default(),
         }))
     }
 }
