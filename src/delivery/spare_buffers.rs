@@ -27,8 +27,9 @@ use bytes::Bytes;
 use crate::dest::BatchItem;
 use crate::wal::Position;
 
-/// Most buffer sets a pool keeps: one for the batch being filled while another is in flight.
-pub const MAX_SPARES: usize = 2;
+/// Most buffer sets a pool keeps: the next batch takes the set of the last one sent, so one
+/// is enough to build every batch in warm memory; more would only hold memory.
+pub const MAX_SPARES: usize = 1;
 /// A spare set unused this long is freed.
 pub const IDLE_FREE_AFTER: Duration = Duration::from_secs(1);
 
