@@ -378,7 +378,7 @@ struct RowReader {
     /// The keys of a row as the mapper writes them: `table`, then the columns in order.
     expected_keys: Vec<&'static str>,
     fields: Vec<flat_row::Field>,
-    unescaped: String,
+    unescaped: Vec<u8>,
     scratch: Vec<u8>,
     buffers: Buffers,
     tape: Option<Tape<'static>>,
@@ -432,9 +432,14 @@ impl RowReader {
                 None | Some(flat_row::Value::Null) => Cell::Null,
                 Some(flat_row::Value::Str(range)) => Cell::Str(&row[range.clone()]),
                 Some(flat_row::Value::Escaped(range)) => {
+                    self.unescaped.clear();
                     flat_row::unescape(&row[range.clone()], &mut self.unescaped)
                         .ok_or_else(|| format!("column `{}` has a bad escape", column.name))?;
-                    Cell::Str(&self.unescaped)
+                    // Valid by construction (UTF-8 runs of the row, decoded escapes); checked
+                    // all the same, as there is no unchecked conversion outside the WAL.
+                    let text = std::str::from_utf8(&self.unescaped)
+                        .map_err(|_| format!("column `{}` has a bad escape", column.name))?;
+                    Cell::Str(text)
                 }
                 Some(flat_row::Value::Int(v)) => Cell::Int(*v),
                 Some(flat_row::Value::Uint(v)) => Cell::Uint(*v),
