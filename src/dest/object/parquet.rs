@@ -259,7 +259,7 @@ enum ColumnBuilder {
     Int(Int64Builder),
     Float(Float64Builder),
     Bool(BooleanBuilder),
-    Time(TimestampMillisecondBuilder),
+    Time(TimestampMillisecondBuilder, TimeReader),
 }
 
 impl Builders {
@@ -275,9 +275,7 @@ impl Builders {
                     ColumnBuilder::Float(Float64Builder::with_capacity(CHUNK_ROWS))
                 }
                 ColumnType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(CHUNK_ROWS)),
-                ColumnType::Timestamp => ColumnBuilder::Time(
-                    TimestampMillisecondBuilder::with_capacity(CHUNK_ROWS).with_timezone("UTC"),
-                ),
+                ColumnType::Timestamp => ColumnBuilder::Time(time_builder(), TimeReader::default()),
             })
             .collect();
         Builders {
@@ -286,24 +284,43 @@ impl Builders {
         }
     }
 
-    /// The rows appended so far as a record batch; the builders start over empty.
+    /// The rows appended so far as a record batch; the builders start over empty, with room
+    /// for a whole chunk (a finished builder keeps no capacity: growing it again from nothing
+    /// copied every column's buffers a dozen times a chunk).
     fn finish(&mut self, schema: &Arc<ArrowSchema>) -> Result<RecordBatch, ParquetError> {
         let arrays: Vec<ArrayRef> = self
             .columns
             .iter_mut()
             .map(|builder| -> ArrayRef {
                 match builder {
-                    ColumnBuilder::Text(b) => Arc::new(b.finish()),
-                    ColumnBuilder::Int(b) => Arc::new(b.finish()),
-                    ColumnBuilder::Float(b) => Arc::new(b.finish()),
-                    ColumnBuilder::Bool(b) => Arc::new(b.finish()),
-                    ColumnBuilder::Time(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Text(b) => {
+                        let array = b.finish();
+                        let bytes = array.value_data().len();
+                        *b = StringBuilder::with_capacity(CHUNK_ROWS, bytes + bytes / 8);
+                        Arc::new(array)
+                    }
+                    ColumnBuilder::Int(b) => Arc::new(
+                        std::mem::replace(b, Int64Builder::with_capacity(CHUNK_ROWS)).finish(),
+                    ),
+                    ColumnBuilder::Float(b) => Arc::new(
+                        std::mem::replace(b, Float64Builder::with_capacity(CHUNK_ROWS)).finish(),
+                    ),
+                    ColumnBuilder::Bool(b) => Arc::new(
+                        std::mem::replace(b, BooleanBuilder::with_capacity(CHUNK_ROWS)).finish(),
+                    ),
+                    ColumnBuilder::Time(b, _) => {
+                        Arc::new(std::mem::replace(b, time_builder()).finish())
+                    }
                 }
             })
             .collect();
         self.rows = 0;
         Ok(RecordBatch::try_new(schema.clone(), arrays)?)
     }
+}
+
+fn time_builder() -> TimestampMillisecondBuilder {
+    TimestampMillisecondBuilder::with_capacity(CHUNK_ROWS).with_timezone("UTC")
 }
 
 impl ColumnBuilder {
@@ -337,8 +354,8 @@ impl ColumnBuilder {
                 Cell::Bool(v) => b.append_value(v),
                 _ => return Err(wrong()),
             },
-            ColumnBuilder::Time(b) => b.append_value(match cell {
-                Cell::Str(text) => parse_timestamp_ms(text).ok_or_else(wrong)?,
+            ColumnBuilder::Time(b, times) => b.append_value(match cell {
+                Cell::Str(text) => times.unix_ms(text).ok_or_else(wrong)?,
                 other => as_i64(other).ok_or_else(wrong)?,
             }),
         }
@@ -351,7 +368,7 @@ impl ColumnBuilder {
             ColumnBuilder::Int(b) => b.append_null(),
             ColumnBuilder::Float(b) => b.append_null(),
             ColumnBuilder::Bool(b) => b.append_null(),
-            ColumnBuilder::Time(b) => b.append_null(),
+            ColumnBuilder::Time(b, _) => b.append_null(),
         }
     }
 }
@@ -370,6 +387,48 @@ fn parse_timestamp_ms(text: &str) -> Option<i64> {
     let time = humantime::parse_rfc3339(text).ok()?;
     let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
     i64::try_from(since.as_millis()).ok()
+}
+
+/// Unix ms of the `timestamp` column's RFC 3339 times, remembering the hour of the last one:
+/// a batch's times share a day and mostly an hour, so a time in the mapper's form
+/// (`2024-05-29T16:26:40.001Z`) in the same hour as the one before costs only its minutes,
+/// seconds and milliseconds (≈ 40 instructions instead of `humantime`'s ≈ 280). Any other
+/// time goes to `humantime`, which also reads (and so vouches for) each new hour.
+#[derive(Debug, Default)]
+struct TimeReader {
+    /// `YYYY-MM-DDTHH:` of the last time read in the mapper's form, and Unix ms at its start.
+    hour: Option<([u8; 14], i64)>,
+}
+
+impl TimeReader {
+    fn unix_ms(&mut self, text: &str) -> Option<i64> {
+        let Some((hour, within)) = split_hour(text.as_bytes()) else {
+            return parse_timestamp_ms(text);
+        };
+        match self.hour {
+            Some((last, start)) if last == *hour => Some(start + within),
+            _ => {
+                let ms = parse_timestamp_ms(text)?;
+                self.hour = Some((*hour, ms - within));
+                Some(ms)
+            }
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:` and the milliseconds within the hour of a time in the mapper's form
+/// (`…THH:MM:SS.mmmZ`, minutes and seconds below 60); `None` for any other text.
+fn split_hour(bytes: &[u8]) -> Option<(&[u8; 14], i64)> {
+    let (hour, rest) = bytes.split_first_chunk::<14>()?;
+    let rest: &[u8; 10] = rest.try_into().ok()?; // MM:SS.mmmZ
+    if hour[13] != b':' || rest[2] != b':' || rest[5] != b'.' || rest[9] != b'Z' {
+        return None;
+    }
+    let digit = |i: usize| rest[i].checked_sub(b'0').filter(|d| *d < 10).map(i64::from);
+    let minutes = digit(0)? * 10 + digit(1)?;
+    let seconds = digit(3)? * 10 + digit(4)?;
+    let millis = digit(6)? * 100 + digit(7)? * 10 + digit(8)?;
+    (minutes < 60 && seconds < 60).then_some((hour, (minutes * 60 + seconds) * 1000 + millis))
 }
 
 /// Parses rows into cells, reusing its buffers from row to row.
