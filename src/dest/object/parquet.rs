@@ -362,7 +362,6 @@ impl ColumnBuilder {
         Ok(())
     }
 
-    #[inline]
     fn append_null(&mut self) {
         match self {
             ColumnBuilder::Text(b) => b.append_null(),
