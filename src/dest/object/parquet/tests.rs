@@ -324,3 +324,50 @@ fn table_of_reads_the_table_field_first_in_place_else_anywhere() {
     assert!(table_of(br#"{"table":"metric_events_2"}"#).is_none());
     assert!(table_of(br#"{"kind":"feature"}"#).is_none());
 }
+
+/// The hour-remembering reader gives what `humantime` gives, whatever the order of hours, and
+/// leaves every other form (no fraction, a leap second, an offset, garbage) to it.
+#[test]
+fn times_read_with_the_remembered_hour_equal_humantime() {
+    let mut times = TimeReader::default();
+    for text in [
+        "2026-11-21T13:23:02.896Z",
+        "2026-11-21T13:59:59.999Z",
+        "2026-11-21T13:00:00.000Z",
+        "2026-11-21T14:00:00.000Z",
+        "2026-11-21T13:23:02.896Z",
+        "2026-11-21T13:23:02Z",
+        "2016-12-31T23:59:60.500Z",
+        "2026-11-21T13:23:02.896+01:00",
+        "2026-11-21T13:6x:02.896Z",
+        "2026-11-21T13:61:02.896Z",
+        "2026-02-30T13:23:02.896Z",
+        "2026-02-30T13:23:03.896Z",
+        "",
+    ] {
+        assert_eq!(times.unix_ms(text), parse_timestamp_ms(text), "{text}");
+    }
+}
+
+/// Strings whose escapes end in backslashes next to quotes end where JSON says they do.
+#[test]
+fn escaped_strings_end_at_the_first_unescaped_quote() {
+    for (text, contents) in [
+        (r#""a\\""#, r"a\\"),
+        (r#""a\"""#, r#"a\""#),
+        (r#""\\\"b""#, r#"\\\"b"#),
+        (
+            r#""{\"key\":\"user-0\",\"kind\":\"user\",\"name\":\"U0\"}""#,
+            r#"{\"key\":\"user-0\",\"kind\":\"user\",\"name\":\"U0\"}"#,
+        ),
+    ] {
+        let row = format!(r#"{{"table":{text},"n":1}}"#);
+        let mut fields = Vec::new();
+        flat_row::scan(&row, &["table", "n"], &mut fields).unwrap();
+        let flat_row::Value::Escaped(range) = fields[0].value.clone() else {
+            panic!("{row}: {:?}", fields[0])
+        };
+        assert_eq!(&row[range], contents);
+        assert_eq!(fields[1].value, flat_row::Value::Int(1), "{row}");
+    }
+}
