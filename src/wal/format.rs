@@ -57,6 +57,8 @@ pub const RECORD_MAGIC: u16 = 0xF1A6;
 pub const KIND_DATA: u8 = 1;
 /// Records start at multiples of this.
 pub const RECORD_ALIGN: u64 = 8;
+/// How often a search for the next valid record reports how far it got (1 MiB).
+pub const SCAN_NOTE_BYTES: u64 = 1 << 20;
 
 const SEGMENT_HEADER_BODY: usize = 48;
 const SEAL_BODY: usize = 48;
@@ -374,8 +376,24 @@ impl<'a> Window<'a> {
     /// match (their checksum is bound to another segment id, and their seqs are older).
     /// Linear in the window, O(1) memory.
     pub fn find_valid_from(&self, from: u64, segment_id: u64, min_seq: u64) -> Option<RecordView> {
+        self.find_valid_from_noting(from, segment_id, min_seq, &mut |_| {})
+    }
+
+    /// [`Self::find_valid_from`], calling `passed(offset)` at every [`SCAN_NOTE_BYTES`]
+    /// boundary it searches past (everything before `offset` is done with), so a caller can
+    /// drop what a long search has read.
+    fn find_valid_from_noting(
+        &self,
+        from: u64,
+        segment_id: u64,
+        min_seq: u64,
+        passed: &mut dyn FnMut(u64),
+    ) -> Option<RecordView> {
         let mut offset = align_up(from.max(self.start));
         while offset.saturating_add(RECORD_HEADER_BYTES) <= self.end() {
+            if offset % SCAN_NOTE_BYTES == 0 {
+                passed(offset);
+            }
             let at = (offset - self.start) as usize;
             // Cheap pre-filter before the header parse and the checksum.
             if u16_at(self.bytes, at) == RECORD_MAGIC
@@ -401,8 +419,19 @@ impl<'a> Window<'a> {
         segment_id: u64,
         expected_seq: u64,
     ) -> Option<RecordView> {
+        self.resync_after_noting(bad_offset, segment_id, expected_seq, &mut |_| {})
+    }
+
+    /// [`Self::resync_after`], noting its progress as [`Self::find_valid_from_noting`] does.
+    fn resync_after_noting(
+        &self,
+        bad_offset: u64,
+        segment_id: u64,
+        expected_seq: u64,
+        passed: &mut dyn FnMut(u64),
+    ) -> Option<RecordView> {
         let mut from = bad_offset;
-        while let Some(view) = self.find_valid_from(from, segment_id, expected_seq) {
+        while let Some(view) = self.find_valid_from_noting(from, segment_id, expected_seq, passed) {
             let skipped = view.header.seq - expected_seq;
             let room = (view.offset - bad_offset) / RECORD_HEADER_BYTES;
             if skipped <= room {
@@ -555,9 +584,23 @@ impl TailScan {
 pub fn scan_tail(
     window: &Window<'_>,
     segment_id: u64,
+    offset: u64,
+    next_seq: u64,
+    on_record: impl FnMut(&RecordView),
+) -> TailScan {
+    scan_tail_noting(window, segment_id, offset, next_seq, on_record, &mut |_| {})
+}
+
+/// [`scan_tail`], also calling `passed(offset)` while it searches past damage (the search for
+/// the next valid record reads the rest of the segment, zeros included, after a torn tail),
+/// so the caller can drop what the scan has read (see `Window::find_valid_from_noting`).
+pub fn scan_tail_noting(
+    window: &Window<'_>,
+    segment_id: u64,
     mut offset: u64,
     mut next_seq: u64,
     mut on_record: impl FnMut(&RecordView),
+    passed: &mut dyn FnMut(u64),
 ) -> TailScan {
     let mut records = 0;
     let mut damage = Vec::new();
@@ -574,7 +617,7 @@ pub fn scan_tail(
                 cut_by: None,
             };
         };
-        if let Some(next) = window.resync_after(offset, segment_id, next_seq) {
+        if let Some(next) = window.resync_after_noting(offset, segment_id, next_seq, passed) {
             let header_trusted = window
                 .header_at(offset)
                 .is_ok_and(|view| view.header.seq == next_seq && view.next_offset == next.offset);
@@ -697,6 +740,31 @@ mod tests {
         );
         assert_eq!(window.header_at(4096 + 40), Err(RecordError::Truncated));
         assert_eq!(window.header_at(0), Err(RecordError::Truncated));
+    }
+
+    #[test]
+    fn a_scan_past_a_torn_tail_notes_its_progress_through_the_zeros() {
+        let mut bytes = Vec::new();
+        for seq in 1..4 {
+            bytes.extend(encode_record(3, header(seq, 100), &[seq as u8; 100]));
+        }
+        bytes.extend(encode_record(3, header(4, 100), &[4; 100])[..60].iter());
+        bytes.resize(bytes.len() + 3 * SCAN_NOTE_BYTES as usize, 0);
+        let window = Window::new(&bytes, 4096);
+        let (mut seen, mut passed) = (Vec::new(), Vec::new());
+        let scan = scan_tail_noting(&window, 3, 4096, 1, |v| seen.push(v.header.seq), &mut |o| {
+            passed.push(o)
+        });
+        assert_eq!(seen, [1, 2, 3]);
+        assert_eq!(scan.next_seq, 5, "the torn record's seq is retired");
+        let end = window.end();
+        assert_eq!(
+            passed,
+            (1..=end / SCAN_NOTE_BYTES)
+                .map(|n| n * SCAN_NOTE_BYTES)
+                .collect::<Vec<_>>(),
+            "every MiB of the search, in order, up to the window's end ({end})"
+        );
     }
 
     #[test]

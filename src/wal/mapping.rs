@@ -228,6 +228,34 @@ impl MapWriter {
         result.map_or(0, |()| end - HEADER_PAGE_BYTES)
     }
 
+    /// Drop the pages of `range` of the record area from this process (`MADV_DONTNEED`) while
+    /// borrows from [`Self::read`] may be alive: recovery's scan of an unsealed segment drops
+    /// what it has read as it goes, so a full 128 MiB segment is never resident at once (it
+    /// was, for the tens of milliseconds of the scan: the restart's peak RSS). Whole pages
+    /// from the one holding `range.start` to the last one wholly before `range.end`; returns
+    /// the bytes released (0 when the kernel refused the advice).
+    pub(crate) fn release_read(&self, range: Range<u64>) -> u64 {
+        let page = page_bytes();
+        let start = (range.start / page * page).max(HEADER_PAGE_BYTES);
+        let end = range.end.min(self.map.len) / page * page;
+        if end <= start {
+            return 0;
+        }
+        // SAFETY: page-aligned and inside the mapping. Nothing writes while `&self` is held:
+        // writes need `&mut self` and this writer is the only one. The mapping is MAP_SHARED
+        // over a regular file, so the advice only removes page table entries (a dirty entry's
+        // state goes to the page cache first): a later access through a borrow alive now
+        // faults the same bytes back in. No borrow observes a change: this is not a write.
+        let result = unsafe {
+            self.map.raw.unchecked_advise_range(
+                UncheckedAdvice::DontNeed,
+                start as usize,
+                (end - start) as usize,
+            )
+        };
+        result.map_or(0, |()| end - start)
+    }
+
     /// Zero the unfrozen bytes in `range`.
     pub(crate) fn zero(&mut self, range: Range<u64>) {
         self.check_unfrozen(range.start, range.end.saturating_sub(range.start));
@@ -420,6 +448,27 @@ mod tests {
         }
         map.release(from..len);
         assert!(resident_bytes(map.raw.as_ptr() as usize) <= HEADER_PAGE_BYTES);
+    }
+
+    #[test]
+    fn pages_released_under_a_read_borrow_read_back_the_same_bytes() {
+        let pages = 32;
+        let len = (pages + 1) * HEADER_PAGE_BYTES;
+        let (_dir, _file, map, mut writer) = mapped(len);
+        let data: Vec<u8> = (0..len - HEADER_PAGE_BYTES)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        writer.write(HEADER_PAGE_BYTES, &[&data]);
+        let read = writer.read(HEADER_PAGE_BYTES..len);
+        assert_eq!(read, &data[..]);
+        let released = writer.release_read(HEADER_PAGE_BYTES + 100..len - 100);
+        assert_eq!(
+            released,
+            (pages - 1) * HEADER_PAGE_BYTES,
+            "whole pages only"
+        );
+        assert!(resident_bytes(map.raw.as_ptr() as usize) <= 2 * HEADER_PAGE_BYTES);
+        assert_eq!(read, &data[..], "faulted back from the file, unchanged");
     }
 
     #[test]

@@ -34,12 +34,13 @@ use std::sync::Arc;
 
 use super::core::{Active, WriterState};
 use super::format::{
-    scan_tail, DamageKind, DamagedSpan, Seal, SegmentHeader, TailScan, Window, HEADER_PAGE_BYTES,
-    RECORD_HEADER_BYTES,
+    scan_tail_noting, DamageKind, DamagedSpan, Seal, SegmentHeader, TailScan, Window,
+    HEADER_PAGE_BYTES, RECORD_HEADER_BYTES,
 };
 use super::io::WalIo;
 use super::layout::{CURSOR_DIR, LOCK_FILE, SEGMENT_DIR};
 use super::mapping::{MapWriter, SegmentMap};
+use super::residency::RELEASE_STEP_BYTES;
 use super::segment::{
     parse_segment_file_name, parse_spare_file_name, spare_file_name, Segment, Spare,
 };
@@ -411,12 +412,26 @@ impl Recovery<'_> {
     ) -> Result<TailScan, WalError> {
         let len = segment.map.len();
         let window = Window::new(writer.read(HEADER_PAGE_BYTES..len), HEADER_PAGE_BYTES);
-        let tail = scan_tail(
+        // Pages behind the scan are dropped as it goes (a full segment at once was the peak
+        // of a restart's RSS); a resynchronisation after damage that looks back faults them in
+        // again, unchanged.
+        let released_to = std::cell::Cell::new(HEADER_PAGE_BYTES);
+        let release_to = |offset: u64| {
+            if offset >= released_to.get() + RELEASE_STEP_BYTES {
+                writer.release_read(released_to.get()..offset);
+                released_to.set(offset);
+            }
+        };
+        let tail = scan_tail_noting(
             &window,
             segment.id,
             HEADER_PAGE_BYTES,
             segment.base_seq,
-            |view| segment.note_append(view.header.seq, view.offset, view.next_offset),
+            |view| {
+                segment.note_append(view.header.seq, view.offset, view.next_offset);
+                release_to(view.offset);
+            },
+            &mut |offset| release_to(offset),
         );
         if tail.has_valid_records_after_damage() && self.options.recovery == RecoveryMode::Strict {
             return Err(WalError::Corrupt(format!(
