@@ -391,7 +391,7 @@ impl<'a> Window<'a> {
     ) -> Option<RecordView> {
         let mut offset = align_up(from.max(self.start));
         while offset.saturating_add(RECORD_HEADER_BYTES) <= self.end() {
-            if offset % SCAN_NOTE_BYTES == 0 {
+            if offset.is_multiple_of(SCAN_NOTE_BYTES) {
                 passed(offset);
             }
             let at = (offset - self.start) as usize;
