@@ -312,8 +312,9 @@ impl Segment {
             }
             index.covered_offset = view.next_offset;
             index.covered_seq = expected + 1;
+            // As it goes: a first lookup deep into a 128 MiB segment hops over all of it.
+            self.release_hopped(&mut index);
         }
-        self.release_hopped(&mut index);
         let after = index
             .entries
             .partition_point(|&(entry_seq, _)| entry_seq <= seq);
@@ -331,8 +332,10 @@ impl Segment {
 
     /// Hops read a header on every page or so of a recovered segment (whose index starts
     /// empty): the lag-age probe follows the acked position, behind every reader, and would
-    /// leave everything behind it resident until the segment is collected. Drop what was
-    /// hopped over once it is a release step (see `residency.rs`).
+    /// leave everything behind it resident until the segment is collected, and one lookup
+    /// deep into the segment (a reader starting there, the payload-id recovery's search) would
+    /// make all of it resident at once. Drop what was hopped over in release steps as the hop
+    /// goes (see `residency.rs`).
     fn release_hopped(&self, index: &mut SeqIndex) {
         let Some(from) = index.hopped_from else {
             return;
@@ -340,7 +343,7 @@ impl Segment {
         if index.covered_offset >= from + RELEASE_STEP_BYTES {
             let bytes = self.map.release(from..index.covered_offset);
             metrics::counter!(crate::metrics::WAL_RELEASED_BYTES_TOTAL).increment(bytes);
-            index.hopped_from = None;
+            index.hopped_from = Some(index.covered_offset);
         }
     }
 
