@@ -393,15 +393,24 @@ mod tests {
         kib * 1024
     }
 
-    #[test]
-    fn released_pages_leave_resident_memory_and_read_back_unchanged() {
-        let pages = 64;
+    /// A mapping of `pages` record pages (after the header page) written with a pattern
+    /// that differs page to page, and the pattern.
+    type Written = (tempfile::TempDir, File, Arc<SegmentMap>, MapWriter, Vec<u8>);
+    fn written(pages: u64) -> Written {
         let len = (pages + 1) * HEADER_PAGE_BYTES;
-        let (_dir, _file, map, mut writer) = mapped(len);
+        let (dir, file, map, mut writer) = mapped(len);
         let data: Vec<u8> = (0..len - HEADER_PAGE_BYTES)
             .map(|i| (i % 251) as u8)
             .collect();
         writer.write(HEADER_PAGE_BYTES, &[&data]);
+        (dir, file, map, writer, data)
+    }
+
+    #[test]
+    fn released_pages_leave_resident_memory_and_read_back_unchanged() {
+        let pages = 64;
+        let len = (pages + 1) * HEADER_PAGE_BYTES;
+        let (_dir, _file, map, mut writer, data) = written(pages);
         writer.freeze(len - 100);
         let borrowed = map.frozen(HEADER_PAGE_BYTES..len - 100);
         assert_eq!(borrowed, &data[..data.len() - 100]);
@@ -454,11 +463,7 @@ mod tests {
     fn pages_released_under_a_read_borrow_read_back_the_same_bytes() {
         let pages = 32;
         let len = (pages + 1) * HEADER_PAGE_BYTES;
-        let (_dir, _file, map, mut writer) = mapped(len);
-        let data: Vec<u8> = (0..len - HEADER_PAGE_BYTES)
-            .map(|i| (i % 251) as u8)
-            .collect();
-        writer.write(HEADER_PAGE_BYTES, &[&data]);
+        let (_dir, _file, map, writer, data) = written(pages);
         let read = writer.read(HEADER_PAGE_BYTES..len);
         assert_eq!(read, &data[..]);
         let released = writer.release_read(HEADER_PAGE_BYTES + 100..len - 100);
