@@ -234,9 +234,11 @@ impl Batcher {
         }
     }
 
-    /// Give the open (empty) batch the buffers of a sent one, if there are any.
-    fn open_buffers(&mut self) {
+    /// Start filling the open (empty) batch with an event of `rows` rows and `bytes` bytes:
+    /// in the buffers of a sent batch if there are any, sized like the last batch.
+    fn start_open_batch(&mut self, rows: usize, bytes: usize) {
         let open = &mut self.open;
+        open.opened_at = Some(Instant::now());
         if open.ranges.capacity() == 0 {
             open.ranges = std::mem::take(&mut self.spare_ranges);
         }
@@ -247,6 +249,12 @@ impl Batcher {
                 open.positions = spare.positions;
             }
         }
+        open.arena
+            .reserve(bytes.max(self.last_arena_len).min(self.limits.max_bytes));
+        let items = rows.max(self.last_item_count).min(self.limits.max_items);
+        open.items.reserve(items);
+        open.ranges.reserve(items);
+        open.positions.reserve(items);
     }
 
     /// Drop everything open or ready and continue at `position` (a rewind), as a batcher
@@ -357,20 +365,9 @@ impl Batcher {
         }
 
         if self.open.items.is_empty() {
-            self.open_buffers();
+            self.start_open_batch(row_count, bytes);
         }
         let open = &mut self.open;
-        if open.items.is_empty() {
-            open.opened_at = Some(Instant::now());
-            open.arena
-                .reserve(bytes.max(self.last_arena_len).min(self.limits.max_bytes));
-            let items = row_count
-                .max(self.last_item_count)
-                .min(self.limits.max_items);
-            open.items.reserve(items);
-            open.ranges.reserve(items);
-            open.positions.reserve(items);
-        }
         let mut event_id = Some(meta.event_id);
         for (row_index, row) in rows.iter().enumerate() {
             let start = open.arena.len();

@@ -212,20 +212,7 @@ impl MapWriter {
     /// not: recovery's scan of an unsealed segment reads it to the end looking for valid
     /// records past damage, and would otherwise leave the whole segment resident.
     pub(crate) fn release_all(&mut self) -> u64 {
-        let page = page_bytes();
-        let end = self.map.len / page * page;
-        // SAFETY: page-aligned and inside the mapping. Frozen bytes: see `SegmentMap::release`.
-        // Unfrozen bytes are written only through `&mut self`, which we hold, so no write
-        // races the advice, and a later write faults the page back from the file (MAP_SHARED:
-        // no data is dropped, the kernel moves a dirty PTE's state to the page cache first).
-        let result = unsafe {
-            self.map.raw.unchecked_advise_range(
-                UncheckedAdvice::DontNeed,
-                HEADER_PAGE_BYTES as usize,
-                (end - HEADER_PAGE_BYTES) as usize,
-            )
-        };
-        result.map_or(0, |()| end - HEADER_PAGE_BYTES)
+        self.release_read(HEADER_PAGE_BYTES..self.map.len)
     }
 
     /// Drop the pages of `range` of the record area from this process (`MADV_DONTNEED`) while
