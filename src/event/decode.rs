@@ -88,6 +88,9 @@ pub struct Event<'a> {
     pub(crate) goff_meta: Option<usize>,
     /// Whether `reason.inExperiment` is `true`.
     pub(crate) in_experiment: bool,
+    /// The event object's text as sent, when copying it reproduces the tape's rewrite byte
+    /// for byte and it has no `id` of its own (`super::verbatim`).
+    pub(crate) verbatim: Option<&'a [u8]>,
 }
 
 impl std::fmt::Debug for Event<'_> {
@@ -284,7 +287,7 @@ pub(crate) fn decode<'s>(
     let mut invalid = Vec::new();
     // Event indices of NDJSON lines that made it into the scratch array (None: identity).
     let mut ndjson_indices: Option<Vec<u32>> = None;
-    let source: &[u8] = match ctx.format {
+    match ctx.format {
         InboundFormat::LdDiagnostic => {
             return Ok(DecodedRecord {
                 events: Vec::new(),
@@ -293,10 +296,14 @@ pub(crate) fn decode<'s>(
         }
         InboundFormat::Generic if !starts_with(body, b'[') => {
             ndjson_indices = Some(ndjson_to_array(body, joined, &mut invalid));
-            &joined[..]
         }
-        _ => body,
-    };
+        _ => {
+            // A pristine copy that lives as long as the events: verbatim events point into it.
+            joined.clear();
+            joined.extend_from_slice(body);
+        }
+    }
+    let source: &'s [u8] = joined;
     let tape =
         parse(source, bytes, fallback).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
     let tape = Arc::new(tape);
@@ -322,7 +329,7 @@ pub(crate) fn decode<'s>(
             if json::is_object(nodes, 0) && ndjson_indices.is_some() {
                 // A single multi-line object posted to the generic route.
                 let mut events = Vec::with_capacity(1);
-                match extract(&tape, 0, 0, Origin::LaunchDarkly, None) {
+                match extract(&tape, 0, 0, Origin::LaunchDarkly, None, None) {
                     Ok(event) => events.push(event),
                     Err(reason) => invalid.push(invalid_event(nodes, 0, 0, reason)),
                 }
@@ -348,7 +355,8 @@ pub(crate) fn decode<'s>(
             Some(indices) => indices.get(position).copied().unwrap_or(position as u32),
             None => position as u32,
         };
-        match extract(&tape, element, index, origin, goff_meta) {
+        let verbatim = verbatim_text(nodes, source, position);
+        match extract(&tape, element, index, origin, goff_meta, verbatim) {
             Ok(event) => events.push(event),
             Err(reason) => invalid.push(invalid_event(nodes, element, index, reason)),
         }
@@ -375,8 +383,9 @@ pub(crate) fn decode_part<'s>(
     joined.push(b'[');
     joined.extend_from_slice(elements);
     joined.push(b']');
+    let source: &'s [u8] = joined;
     let tape =
-        parse(joined, bytes, fallback).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
+        parse(source, bytes, fallback).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
     let tape = Arc::new(tape);
     let nodes: &Doc<'s> = &tape;
     let len = match nodes.first() {
@@ -387,12 +396,19 @@ pub(crate) fn decode_part<'s>(
     let mut invalid = Vec::new();
     for (position, element) in json::array_iter(nodes, 0).enumerate() {
         let index = first_index.saturating_add(position as u32);
-        match extract(&tape, element, index, Origin::LaunchDarkly, None) {
+        let verbatim = verbatim_text(nodes, source, position);
+        match extract(&tape, element, index, Origin::LaunchDarkly, None, verbatim) {
             Ok(event) => events.push(event),
             Err(reason) => invalid.push(invalid_event(nodes, element, index, reason)),
         }
     }
     Ok(DecodedRecord { events, invalid })
+}
+
+/// The sent text of the top-level array element at `position`, if it can be copied as is.
+fn verbatim_text<'s>(doc: &Doc<'_>, source: &'s [u8], position: usize) -> Option<&'s [u8]> {
+    let range = doc.verbatim.get(position)?.clone()?;
+    source.get(range.start as usize..range.end as usize)
 }
 
 fn starts_with(body: &[u8], byte: u8) -> bool {
@@ -512,6 +528,7 @@ fn extract<'s>(
     index: u32,
     origin: Origin,
     goff_meta: Option<usize>,
+    verbatim: Option<&'s [u8]>,
 ) -> Result<Event<'s>, String> {
     let nodes: &Doc<'s> = tape;
     if !json::is_object(nodes, node) {
@@ -529,8 +546,10 @@ fn extract<'s>(
     let mut user_key = None;
     let mut context_kind = None;
     let mut reason = None;
+    let mut id = None;
     for (name, value) in json::object_iter(nodes, node) {
         let slot = match name {
+            "id" => &mut id,
             "kind" => &mut kind,
             "key" => &mut key,
             "creationDate" => &mut creation_date,
@@ -641,6 +660,8 @@ fn extract<'s>(
         context_kind,
         goff_meta,
         in_experiment,
+        // An inbound `id` is replaced on the way out, so such an event is rewritten.
+        verbatim: verbatim.filter(|_| id.is_none() && origin == Origin::LaunchDarkly),
     };
     event.context_key = primary_context_key(&event);
     Ok(event)

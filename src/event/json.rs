@@ -19,6 +19,8 @@
 //! Invariant: every function here is total — out-of-range indices and unexpected node types
 //! return `None` (navigation) instead of panicking, so arbitrary tapes from fuzzed input are safe.
 
+use std::ops::Range;
+
 use simd_json::{Node, StaticNode};
 
 use super::number::NumberTexts;
@@ -31,6 +33,9 @@ pub(crate) type Nodes<'a> = [Node<'a>];
 pub(crate) struct Doc<'a> {
     pub(crate) nodes: Vec<Node<'a>>,
     pub(crate) numbers: NumberTexts,
+    /// Byte range in the parsed text of each top-level array element that can be copied as
+    /// sent (`super::verbatim`); empty for other documents.
+    pub(crate) verbatim: Vec<Option<Range<u32>>>,
 }
 
 impl<'a> std::ops::Deref for Doc<'a> {
@@ -590,6 +595,23 @@ impl<'o> ObjectWriter<'o> {
         }
     }
 
+    /// Continue `object`, a complete JSON object written elsewhere (e.g. an event copied as
+    /// sent): its members are copied and further fields follow them. Anything that is not
+    /// `{…}` counts as an empty object.
+    #[inline]
+    pub(crate) fn continuing(out: &'o mut Vec<u8>, object: &[u8]) -> Self {
+        let members = object
+            .strip_prefix(b"{")
+            .and_then(|rest| rest.strip_suffix(b"}"))
+            .unwrap_or_default();
+        out.push(b'{');
+        out.extend_from_slice(members);
+        ObjectWriter {
+            out,
+            first: members.is_empty(),
+        }
+    }
+
     #[inline]
     pub(crate) fn finish(self) {
         self.out.push(b'}');
@@ -604,7 +626,7 @@ mod tests {
         let bytes: &'static mut [u8] = Box::leak(text.as_bytes().to_vec().into_boxed_slice());
         Doc {
             nodes: simd_json::to_tape(bytes).unwrap().0,
-            numbers: NumberTexts::default(),
+            ..Doc::default()
         }
     }
 

@@ -21,6 +21,7 @@
 //! | `schema` | [`Schema`], [`ExportOptions`], [`map_event`]: launchdarkly, segment, mparticle, gofeatureflag, warehouse |
 //! | `json` | tape navigation and the allocation-free JSON writer the schemas share |
 //! | `number` | exact numbers: any RFC 8259 number accepted, exported with its digits |
+//! | `verbatim` | which events can be copied as sent instead of rewritten from the tape |
 //!
 //! ## Invariants
 //!
@@ -49,6 +50,7 @@ mod json;
 mod number;
 pub mod schema;
 mod validate;
+mod verbatim;
 
 pub use chunks::{array_parts, ArrayPart};
 pub use decode::{ContextRef, DecodeScratch, Event, Origin};

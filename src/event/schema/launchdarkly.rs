@@ -10,7 +10,7 @@
 //!   empty `source` → `PROVIDER_CACHE`, request `meta` replaces `metadata`) and `creationDate`
 //!   converted to milliseconds, LaunchDarkly's unit.
 
-use super::super::decode::Origin;
+use super::super::decode::{Event, Origin};
 use super::super::json::{self, ObjectWriter};
 use super::gofeatureflag::{write_goff_event, TimeUnit};
 use super::Row;
@@ -33,6 +33,20 @@ pub(super) fn write_event(row: &Row<'_, '_>, out: &mut Vec<u8>) {
         write_goff_event(row, out, TimeUnit::Milliseconds, Some(row.id));
         return;
     }
+    let mut object = match event.verbatim {
+        // Sent compact, without escapes or an `id`: the sent text is the rewrite.
+        Some(text) => ObjectWriter::continuing(out, text),
+        None => rewrite_fields(event, out),
+    };
+    object.str("id", row.id);
+    if event.context_keys.is_none() {
+        write_context_keys(row, &mut object);
+    }
+    object.finish();
+}
+
+/// Write the event's fields from the tape, except an inbound `id`; the object stays open.
+fn rewrite_fields<'o>(event: &Event<'_>, out: &'o mut Vec<u8>) -> ObjectWriter<'o> {
     let nodes = event.nodes();
     let mut object = ObjectWriter::new(out);
     for (name, value) in json::object_iter(nodes, event.node) {
@@ -40,11 +54,7 @@ pub(super) fn write_event(row: &Row<'_, '_>, out: &mut Vec<u8>) {
             object.value(name, nodes, Some(value));
         }
     }
-    object.str("id", row.id);
-    if event.context_keys.is_none() {
-        write_context_keys(row, &mut object);
-    }
-    object.finish();
+    object
 }
 
 /// `"contextKeys":{kind:key,…}` if the event refers to any context (one pass: the field is
@@ -154,6 +164,162 @@ mod tests {
             "{}",
             out[0]
         );
+    }
+
+    mod verbatim {
+        use proptest::prelude::*;
+
+        use crate::event::{decode, map_event, ExportOptions, InboundFormat, RecordContext};
+        use crate::event::{DecodeScratch, Schema};
+
+        /// One generated event: its text, and whether it must be copied verbatim.
+        #[derive(Debug, Clone)]
+        struct Element {
+            text: String,
+            verbatim: bool,
+        }
+
+        const NUMBERS: [&str; 10] = [
+            "0",
+            "-0",
+            "7",
+            "-12",
+            "1.50",
+            "1e3",
+            "-0.0",
+            "1E-2",
+            "18446744073709551615",
+            "-9223372036854775808",
+        ];
+        const STRINGS: [(&str, bool); 8] = [
+            ("\"plain\"", false),
+            ("\"two words\"", false),
+            ("\"\u{e9}t\u{e9} \u{1f600}\"", false),
+            ("\"\"", false),
+            ("\"q\\\"uote\"", true),
+            ("\"a\\/b\"", true),
+            ("\"\\u00e9\"", true),
+            ("\"line\\nbreak\"", true),
+        ];
+
+        /// A JSON value as text, and whether it contains an escape.
+        fn value(depth: u32) -> BoxedStrategy<(String, bool)> {
+            let leaf = prop_oneof![
+                prop::sample::select(&NUMBERS[..]).prop_map(|n| (n.to_string(), false)),
+                prop::sample::select(&STRINGS[..]).prop_map(|(s, e)| (s.to_string(), e)),
+                prop::sample::select(&["true", "false", "null", "{}", "[]"][..])
+                    .prop_map(|l| (l.to_string(), false)),
+            ];
+            if depth == 0 {
+                return leaf.boxed();
+            }
+            prop_oneof![
+                2 => leaf,
+                1 => prop::collection::vec(value(depth - 1), 1..4).prop_map(|items| {
+                    let escaped = items.iter().any(|(_, e)| *e);
+                    let texts: Vec<_> = items.into_iter().map(|(t, _)| t).collect();
+                    (format!("[{}]", texts.join(",")), escaped)
+                }),
+                1 => prop::collection::vec(("[a-z]{1,3}", value(depth - 1)), 1..4).prop_map(
+                    |members| {
+                        let escaped = members.iter().any(|(_, (_, e))| *e);
+                        let texts: Vec<_> =
+                            members.into_iter().map(|(k, (t, _))| format!("\"{k}\":{t}")).collect();
+                        (format!("{{{}}}", texts.join(",")), escaped)
+                    }
+                ),
+            ]
+            .boxed()
+        }
+
+        fn element() -> impl Strategy<Value = Element> {
+            // Fields whose type the decoder checks get valid values; the others anything.
+            let member = (
+                prop::sample::select(&["id", "value", "data", "x"][..]),
+                value(2),
+            );
+            let context = prop::sample::select(
+                &[
+                    "",
+                    r#","context":{"kind":"user","key":"u1","name":"S"}"#,
+                    r#","contextKeys":{"user":"u1"}"#,
+                    r#","creationDate":1717000000000"#,
+                ][..],
+            );
+            let shape = (prop::collection::vec(member, 0..5), context, any::<bool>());
+            shape.prop_map(|(members, context, spaced)| {
+                let escaped = members.iter().any(|(_, (_, e))| *e);
+                let has_id = members.iter().any(|(k, _)| *k == "id");
+                let spaced = spaced && !members.is_empty();
+                let separator = if spaced { ", " } else { "," };
+                let mut fields = vec![format!("\"kind\":\"custom\",\"key\":\"m\"{context}")];
+                fields.extend(
+                    members
+                        .into_iter()
+                        .map(|(k, (t, _))| format!("\"{k}\":{t}")),
+                );
+                Element {
+                    text: format!("{{{}}}", fields.join(separator)),
+                    verbatim: !escaped && !has_id && !spaced,
+                }
+            })
+        }
+
+        fn rows(events: &[crate::event::Event<'_>], ctx: &RecordContext<'_>) -> Vec<Vec<u8>> {
+            let options = ExportOptions::default();
+            let mut scratch = Vec::new();
+            let mut out = Vec::new();
+            for event in events {
+                map_event(
+                    Schema::LaunchDarkly,
+                    &options,
+                    ctx,
+                    event,
+                    &mut scratch,
+                    &mut |r| out.push(r.to_vec()),
+                )
+                .unwrap();
+            }
+            out
+        }
+
+        proptest! {
+            /// Copying an event as sent writes exactly what rewriting it from the tape writes,
+            /// and every compact event without escapes or an `id` is copied.
+            #[test]
+            fn verbatim_events_are_their_rewrite(elements in prop::collection::vec(element(), 1..6)) {
+                let body = format!(
+                    "[{}]",
+                    elements.iter().map(|e| e.text.as_str()).collect::<Vec<_>>().join(",")
+                );
+                let ctx = RecordContext {
+                    format: InboundFormat::LdBulk,
+                    environment: "production",
+                    payload_id: Some("payload-1"),
+                    schema_version: Some(4),
+                    seq: 1,
+                    received_at_ms: 0,
+                    instance_id: None,
+                };
+                let mut scratch = DecodeScratch::default();
+                let record = decode(&ctx, body.as_bytes(), &mut scratch).unwrap();
+                prop_assert_eq!(record.events.len(), elements.len());
+                for (event, element) in record.events.iter().zip(&elements) {
+                    let copied = event.verbatim.is_some();
+                    prop_assert_eq!(copied, element.verbatim, "{}", element.text);
+                }
+                let rewritten: Vec<_> = record
+                    .events
+                    .iter()
+                    .cloned()
+                    .map(|mut event| {
+                        event.verbatim = None;
+                        event
+                    })
+                    .collect();
+                prop_assert_eq!(rows(&record.events, &ctx), rows(&rewritten, &ctx));
+            }
+        }
     }
 
     #[test]
