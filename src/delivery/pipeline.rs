@@ -140,7 +140,11 @@ impl Pipeline {
             schema,
             export,
             filter,
-            decode_scratch: DecodeScratch::default(),
+            // Only the pass-through schema copies events as sent.
+            decode_scratch: match schema {
+                Schema::LaunchDarkly => DecodeScratch::keeping_verbatim(),
+                _ => DecodeScratch::default(),
+            },
             map_scratch: Vec::new(),
             rows: Vec::new(),
             row_ends: Vec::new(),

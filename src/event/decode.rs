@@ -39,6 +39,7 @@ use simd_json::{Buffers, Node};
 
 use super::json::{self, Doc, Nodes};
 use super::number;
+use super::verbatim;
 use super::{DecodeError, DecodedRecord, InboundFormat, InvalidEvent, RecordContext};
 
 /// Reusable buffers for [`super::decode`]; decoded events borrow from it.
@@ -49,8 +50,23 @@ pub struct DecodeScratch {
     /// The copy parsed instead when simd-json refused a number (placeholders in place of the
     /// refused numbers); untouched otherwise.
     fallback: Vec<u8>,
-    /// NDJSON bodies rewritten as one JSON array: the pristine text the parsed copy came from.
+    /// The pristine text the parsed copy came from, when events borrow from it: NDJSON bodies
+    /// rewritten as one JSON array, or (keeping verbatim events) a copy of the array body.
     joined: Vec<u8>,
+    /// Whether events note their sent text ([`Event::verbatim`]; costs a copy of the body and
+    /// a walk over its structure, worth it only for schemas that pass events through).
+    keep_verbatim: bool,
+}
+
+impl DecodeScratch {
+    /// Scratch for a consumer that copies events as sent where it can (the `launchdarkly`
+    /// schema): decoded events carry [`Event::verbatim`].
+    pub fn keeping_verbatim() -> Self {
+        DecodeScratch {
+            keep_verbatim: true,
+            ..DecodeScratch::default()
+        }
+    }
 }
 
 /// go-feature-flag: timestamps above this are milliseconds (the collector's rule).
@@ -259,17 +275,33 @@ thread_local! {
 
 /// Parse `source` (the JSON document) into a [`Doc`], with thread-local parser buffers.
 /// `bytes` and `fallback` are the copies simd-json parses in place (see [`DecodeScratch`]).
+/// With `verbatim`, the document also notes which array elements can be copied as sent.
 fn parse<'s>(
     source: &[u8],
     bytes: &'s mut Vec<u8>,
     fallback: &'s mut Vec<u8>,
+    verbatim: bool,
 ) -> Result<Doc<'s>, simd_json::Error> {
-    BUFFERS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buffers) => number::parse_exact(source, bytes, fallback, &mut buffers),
-        Err(_) => {
-            let mut buffers = Buffers::new(source.len());
-            number::parse_exact(source, bytes, fallback, &mut buffers)
+    BUFFERS.with(|cell| {
+        let mut own;
+        let mut borrowed;
+        let buffers = match cell.try_borrow_mut() {
+            Ok(buffers) => {
+                borrowed = buffers;
+                &mut *borrowed
+            }
+            Err(_) => {
+                own = Buffers::new(source.len());
+                &mut own
+            }
+        };
+        let mut doc = number::parse_exact(source, bytes, fallback, buffers)?;
+        // Placeholders keep every offset, so the indexes of either parse index `source`.
+        if verbatim {
+            doc.verbatim =
+                verbatim::array_elements(source, buffers.structural_indexes(), &doc.nodes);
         }
+        Ok(doc)
     })
 }
 
@@ -283,11 +315,12 @@ pub(crate) fn decode<'s>(
         bytes,
         fallback,
         joined,
+        keep_verbatim,
     } = scratch;
     let mut invalid = Vec::new();
     // Event indices of NDJSON lines that made it into the scratch array (None: identity).
     let mut ndjson_indices: Option<Vec<u32>> = None;
-    match ctx.format {
+    let parse_joined = match ctx.format {
         InboundFormat::LdDiagnostic => {
             return Ok(DecodedRecord {
                 events: Vec::new(),
@@ -296,16 +329,20 @@ pub(crate) fn decode<'s>(
         }
         InboundFormat::Generic if !starts_with(body, b'[') => {
             ndjson_indices = Some(ndjson_to_array(body, joined, &mut invalid));
+            true
         }
-        _ => {
+        _ if *keep_verbatim => {
             // A pristine copy that lives as long as the events: verbatim events point into it.
             joined.clear();
             joined.extend_from_slice(body);
+            true
         }
-    }
-    let source: &'s [u8] = joined;
-    let tape =
-        parse(source, bytes, fallback).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
+        _ => false,
+    };
+    let joined: &'s [u8] = joined;
+    let source = if parse_joined { joined } else { body };
+    let tape = parse(source, bytes, fallback, *keep_verbatim)
+        .map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
     let tape = Arc::new(tape);
     let nodes: &Doc<'s> = &tape;
 
@@ -355,7 +392,8 @@ pub(crate) fn decode<'s>(
             Some(indices) => indices.get(position).copied().unwrap_or(position as u32),
             None => position as u32,
         };
-        let verbatim = verbatim_text(nodes, source, position);
+        // Doc::verbatim is empty unless the parsed text was `joined`.
+        let verbatim = verbatim_text(nodes, joined, position);
         match extract(&tape, element, index, origin, goff_meta, verbatim) {
             Ok(event) => events.push(event),
             Err(reason) => invalid.push(invalid_event(nodes, element, index, reason)),
@@ -377,6 +415,7 @@ pub(crate) fn decode_part<'s>(
         bytes,
         fallback,
         joined,
+        keep_verbatim,
     } = scratch;
     joined.clear();
     joined.reserve(elements.len() + 2);
@@ -384,8 +423,8 @@ pub(crate) fn decode_part<'s>(
     joined.extend_from_slice(elements);
     joined.push(b']');
     let source: &'s [u8] = joined;
-    let tape =
-        parse(source, bytes, fallback).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
+    let tape = parse(source, bytes, fallback, *keep_verbatim)
+        .map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
     let tape = Arc::new(tape);
     let nodes: &Doc<'s> = &tape;
     let len = match nodes.first() {

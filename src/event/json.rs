@@ -547,6 +547,24 @@ impl<'o> ObjectWriter<'o> {
         write_str(out, value);
     }
 
+    /// A string field whose key and value need no escaping (a literal key; a value such as
+    /// an event id, hex digits and dashes): copied without scanning them.
+    #[inline]
+    pub(crate) fn plain_str(&mut self, key: &str, value: &str) {
+        debug_assert!(!needs_escape(key.as_bytes()) && !needs_escape(value.as_bytes()));
+        let first = std::mem::replace(&mut self.first, false);
+        let out = &mut *self.out;
+        out.reserve(key.len() + value.len() + 6);
+        if !first {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":\"");
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+    }
+
     #[inline]
     pub(crate) fn opt_str(&mut self, key: &str, value: Option<&str>) {
         if let Some(value) = value {

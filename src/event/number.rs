@@ -54,11 +54,10 @@ pub(crate) fn parse_exact<'s>(
             } else {
                 NumberTexts::default()
             };
-            let verbatim = super::verbatim::array_elements(source, buffers.structural_indexes());
             Ok(Doc {
                 nodes: tape.0,
                 numbers,
-                verbatim,
+                verbatim: Vec::new(),
             })
         }
         Err(error) if is_refused_number(&error) => {
@@ -71,7 +70,6 @@ pub(crate) fn parse_exact<'s>(
             let mut tape = Tape::null();
             simd_json::fill_tape_padded(fallback, len, buffers, &mut tape)?;
             let numbers = collect_texts(&tape.0, source, buffers.structural_indexes(), &refused);
-            // No element is verbatim: the tape came from the copy with placeholders.
             Ok(Doc {
                 nodes: tape.0,
                 numbers,

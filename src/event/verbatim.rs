@@ -18,7 +18,8 @@
 //! * its numbers keep their text on both paths (the tape's integers are written with `itoa`,
 //!   which reproduces the sent digits of any integer simd-json accepts; everything else is
 //!   written from its sent text, `super::number`). Bodies whose numbers simd-json refused are
-//!   parsed through placeholders, and then no element is verbatim.
+//!   parsed through placeholders of the same length, so the structural indexes of that parse
+//!   index the sent text as well.
 //!
 //! Whether the event carries a top-level `id` (which the schema replaces) is decided by the
 //! decoder, which reads every top-level key anyway.
@@ -28,104 +29,137 @@
 
 use std::ops::Range;
 
+use simd_json::Node;
+
+use super::json::{self, Nodes};
+
 /// Byte range in `source` of each element of its top-level array, in order, or `None` for an
 /// element that is not verbatim (see the module docs). Empty when `source` is not an array.
 ///
-/// `structurals` are simd-json's stage-1 indexes for `source` (one per token start and per
-/// `{}[]:,`); any index past the end of `source` ends the walk.
-pub(crate) fn array_elements(source: &[u8], structurals: &[u32]) -> Vec<Option<Range<u32>>> {
+/// `nodes` is the tape parsed from `source` and `structurals` simd-json's stage-1 indexes
+/// for it (one per token start — every tape node, keys included — and one per `:` `,` and
+/// closing bracket). An element's structurals are counted from its tape nodes, so finding
+/// the elements costs a pass over the nodes rather than over every structural; each count
+/// is checked against the text (the element must span from its opening to its closing
+/// bracket and be followed by `,` or `]`), and the first that does not fit ends the list:
+/// later elements are rewritten, never mis-copied.
+pub(crate) fn array_elements(
+    source: &[u8],
+    structurals: &[u32],
+    nodes: &Nodes<'_>,
+) -> Vec<Option<Range<u32>>> {
     let mut elements = Vec::new();
-    if structurals.first().and_then(|&s| source.get(s as usize)) != Some(&b'[') {
+    if !matches!(nodes.first(), Some(Node::Array { .. }))
+        || structurals.first().and_then(|&s| source.get(s as usize)) != Some(&b'[')
+    {
         return elements;
     }
-    let mut depth = 0usize;
-    let mut element = Element::default();
-    for &index in structurals {
-        let at = index as usize;
-        let Some(&byte) = source.get(at) else { break };
-        if depth >= 2 {
-            element.note_token(source, at);
+    let mut next = 1; // the structural where the next element starts
+    for element in json::array_iter(nodes, 0) {
+        let count = structural_count(nodes, element);
+        let Some(own) = structurals.get(next..next + count) else {
+            break;
+        };
+        let separator = structurals
+            .get(next + count)
+            .and_then(|&s| source.get(s as usize));
+        if !matches!(separator, Some(b',' | b']')) {
+            break;
         }
-        match byte {
-            b'{' | b'[' => {
-                if depth == 1 {
-                    element = Element::starting_at(at);
-                }
-                depth += 1;
-            }
-            b'}' | b']' => {
-                depth = depth.saturating_sub(1);
-                match depth {
-                    0 => break,
-                    1 => elements.push(element.end_at(source, at + 1)),
-                    _ => {}
-                }
-            }
-            b',' | b':' => {}
-            // A string, number or literal as an element: never an event object.
-            _ if depth == 1 => elements.push(None),
-            _ => {}
-        }
-        element.previous = (at, byte);
+        elements.push(verbatim_element(source, own));
+        next += count + 1;
     }
     elements
 }
 
-/// The element being walked: where it started, whether it is compact so far, and the last
-/// structural seen.
-#[derive(Default)]
-struct Element {
-    start: usize,
-    compact: bool,
-    previous: (usize, u8),
+/// The number of structurals the value at tape index `root` spans: one per node, and per
+/// container one closing bracket, one `,` between members and (objects) one `:` per member.
+fn structural_count(nodes: &Nodes<'_>, root: usize) -> usize {
+    let span = json::span(nodes, root);
+    nodes
+        .get(root..root + span)
+        .unwrap_or_default()
+        .iter()
+        .map(|node| match node {
+            Node::Object { len, .. } => 2 + 2 * len - usize::from(*len > 0),
+            Node::Array { len, .. } => 2 + len - usize::from(*len > 0),
+            _ => 1,
+        })
+        .sum()
 }
 
-impl Element {
-    fn starting_at(start: usize) -> Self {
-        Element {
-            start,
-            compact: true,
-            previous: (start, b'{'),
-        }
+/// The byte range of the element whose structurals are `structurals` (from its first token
+/// to its closing bracket), if it is verbatim: an object or array, nothing to escape, compact.
+fn verbatim_element(source: &[u8], structurals: &[u32]) -> Option<Range<u32>> {
+    let range = *structurals.first()?..structurals.last()?.checked_add(1)?;
+    let text = source.get(range.start as usize..range.end as usize)?;
+    if !matches!((text.first()?, text.last()?), (b'{', b'}') | (b'[', b']')) {
+        return None;
     }
+    match scan(text) {
+        Scan::Escapes => None,
+        Scan::Spaces if !gaps_are_tight(source, structurals) => None,
+        Scan::Spaces | Scan::Clean => Some(range),
+    }
+}
 
-    /// Check the gap between the previous structural and the one at `at`.
-    #[inline]
-    fn note_token(&mut self, source: &[u8], at: usize) {
-        let (previous, previous_byte) = self.previous;
-        self.compact &= if matches!(previous_byte, b'{' | b'[' | b':' | b',') {
+/// Whether no whitespace separates the tokens at `structurals`: after `{` `[` `:` `,` the
+/// next token starts on the next byte, and every other token (string, number, literal, `}`,
+/// `]`) ends right before the next structural. Only elements with a space are walked.
+fn gaps_are_tight(source: &[u8], structurals: &[u32]) -> bool {
+    structurals.windows(2).all(|pair| {
+        let (previous, at) = (pair[0] as usize, pair[1] as usize);
+        if matches!(source.get(previous), Some(b'{' | b'[' | b':' | b',')) {
             at == previous + 1
         } else {
-            // The previous token (string, number, literal, `}` or `]`) ends right before.
             !matches!(
                 source.get(at.wrapping_sub(1)),
                 Some(b' ' | b'\t' | b'\n' | b'\r') | None
             )
-        };
-    }
-
-    fn end_at(&self, source: &[u8], end: usize) -> Option<Range<u32>> {
-        let text = source.get(self.start..end)?;
-        if !self.compact || has_backslash_or_control(text) {
-            return None;
         }
-        Some(u32::try_from(self.start).ok()?..u32::try_from(end).ok()?)
-    }
+    })
 }
 
-/// Whether any byte is `\` or below 0x20, eight bytes at a time.
-fn has_backslash_or_control(bytes: &[u8]) -> bool {
+/// What an element's text holds besides compact JSON without escapes.
+#[derive(Debug, PartialEq)]
+enum Scan {
+    /// No byte below 0x21 and no `\`: compact (whitespace would be such a byte), no escapes.
+    Clean,
+    /// A space somewhere (inside a string, or between tokens): the gaps decide.
+    Spaces,
+    /// A `\` or a byte below 0x20 (an escape, or whitespace that is not a space).
+    Escapes,
+}
+
+/// Classify `bytes` (see [`Scan`]), eight bytes at a time.
+fn scan(bytes: &[u8]) -> Scan {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let word_has = |w: u64| {
-        let below_space = w.wrapping_sub(ONES * 0x20) & !w;
-        let backslash = w ^ (ONES * b'\\' as u64);
-        let backslash = backslash.wrapping_sub(ONES) & !backslash;
-        (below_space | backslash) & HIGH != 0
-    };
+    // High bit of each byte that is below `limit` (exact for bytes below 0x80, and bytes
+    // from 0x80 on never have the high bit of `!w` set).
+    let below = |w: u64, limit: u8| w.wrapping_sub(ONES * u64::from(limit)) & !w & HIGH;
+    let equal = |w: u64, byte: u8| below(w ^ (ONES * u64::from(byte)), 1);
     let (words, tail) = bytes.as_chunks::<8>();
-    words.iter().any(|w| word_has(u64::from_le_bytes(*w)))
-        || tail.iter().any(|&b| b == b'\\' || b < 0x20)
+    let mut spaces = 0;
+    for word in words {
+        let w = u64::from_le_bytes(*word);
+        if below(w, 0x20) | equal(w, b'\\') != 0 {
+            return Scan::Escapes;
+        }
+        spaces |= equal(w, b' ');
+    }
+    for &b in tail {
+        match b {
+            b'\\' | 0..0x20 => return Scan::Escapes,
+            b' ' => spaces = 1,
+            _ => {}
+        }
+    }
+    if spaces == 0 {
+        Scan::Clean
+    } else {
+        Scan::Spaces
+    }
 }
 
 #[cfg(test)]
@@ -136,8 +170,8 @@ mod tests {
     fn elements(text: &str) -> Vec<Option<&str>> {
         let mut buffers = Buffers::default();
         let mut copy = text.as_bytes().to_vec();
-        simd_json::to_tape_with_buffers(&mut copy, &mut buffers).unwrap();
-        array_elements(text.as_bytes(), buffers.structural_indexes())
+        let tape = simd_json::to_tape_with_buffers(&mut copy, &mut buffers).unwrap();
+        array_elements(text.as_bytes(), buffers.structural_indexes(), &tape.0)
             .into_iter()
             .map(|r| r.map(|r| &text[r.start as usize..r.end as usize]))
             .collect()
@@ -181,18 +215,18 @@ mod tests {
     }
 
     #[test]
-    fn every_control_byte_and_backslash_is_found_at_every_position() {
+    fn every_escape_and_space_is_found_at_every_position() {
         for len in 1..20 {
             for position in 0..len {
                 for byte in (0u8..0x20).chain([b'\\']) {
                     let mut text = vec![b'a'; len];
                     text[position] = byte;
-                    assert!(has_backslash_or_control(&text), "{len} {position} {byte}");
+                    assert_eq!(scan(&text), Scan::Escapes, "{len} {position} {byte}");
                 }
-                assert!(!has_backslash_or_control(&vec![b' '; len]));
-                assert!(!has_backslash_or_control(
-                    "é\"~\u{7f}".repeat(len).as_bytes()
-                ));
+                let mut text = "\u{e9}\"~\u{7f}".repeat(len).into_bytes();
+                assert_eq!(scan(&text), Scan::Clean);
+                text[position] = b' ';
+                assert_eq!(scan(&text), Scan::Spaces, "{len} {position}");
             }
         }
     }
