@@ -333,7 +333,7 @@ impl ColumnBuilder {
             self.append_null();
             return Ok(());
         }
-        let wrong = || format!("column `{}` has a {cell:?} value", column.name);
+        let wrong = || wrong_value(column, cell);
         match self {
             ColumnBuilder::Text(b) => match cell {
                 Cell::Str(text) => b.append_value(text),
@@ -371,6 +371,11 @@ impl ColumnBuilder {
             ColumnBuilder::Time(b, _) => b.append_null(),
         }
     }
+}
+
+/// The error of a value of the wrong type for its column.
+fn wrong_value(column: &Column, cell: Cell<'_>) -> String {
+    format!("column `{}` has a {cell:?} value", column.name)
 }
 
 fn as_i64(cell: Cell<'_>) -> Option<i64> {
@@ -453,69 +458,35 @@ impl RowReader {
         columns: &[Column],
         builders: &mut Builders,
     ) -> Result<(), ParquetError> {
-        let flat = std::str::from_utf8(&item.payload).ok().and_then(|row| {
-            let in_order = flat_row::scan(row, &self.expected_keys, &mut self.fields)?;
-            Some((row, in_order))
+        let text = std::str::from_utf8(&item.payload).ok();
+        let in_order = text.and_then(|row| {
+            flat_row::scan(
+                row,
+                &self.expected_keys,
+                &mut self.fields,
+                &mut self.unescaped,
+            )
         });
-        let result = match flat {
-            Some((row, in_order)) => self.append_flat(row, in_order, columns, builders),
-            None => self.append_parsed(&item.payload, columns, builders),
+        // Valid by construction (runs of a valid row cut at ASCII bytes, decoded escapes);
+        // checked all the same, once per row, as there is no unchecked conversion outside
+        // the WAL.
+        let unescaped = std::str::from_utf8(&self.unescaped).ok();
+        let result = match (text, in_order, unescaped) {
+            (Some(text), Some(in_order), Some(unescaped)) => {
+                let row = FlatRow {
+                    text,
+                    unescaped,
+                    fields: &self.fields,
+                };
+                row.append(in_order, columns, builders, &mut self.cells)
+            }
+            _ => self.append_parsed(&item.payload, columns, builders),
         };
         result.map_err(|reason| ParquetError::Row {
             event_id: item.event_id.clone(),
             reason,
         })?;
         builders.rows += 1;
-        Ok(())
-    }
-
-    /// Append the row [`flat_row::scan`] read into `self.fields`; `in_order`: its keys are
-    /// `table` and then exactly the columns, in order.
-    fn append_flat(
-        &mut self,
-        row: &str,
-        in_order: bool,
-        columns: &[Column],
-        builders: &mut Builders,
-    ) -> Result<(), String> {
-        if in_order {
-            return self.append_in_order(row, columns, builders);
-        }
-        let keys = self.fields.iter().map(|field| &row[field.key.clone()]);
-        slot_columns(keys, columns, &mut self.cells);
-        for ((column, builder), slot) in columns.iter().zip(&mut builders.columns).zip(&self.cells)
-        {
-            let value = slot.map(|i| &self.fields[i].value);
-            append_field(row, value, column, builder, &mut self.unescaped)?;
-        }
-        Ok(())
-    }
-
-    /// [`Self::append_flat`] of a row whose fields are `table` and then the columns in order
-    /// (the mapper's rows): the common pairs of column and value go straight to their builder,
-    /// without a detour through [`Cell`] (a third of the reader's instructions per row went
-    /// to that dispatch); any other pair takes the general way.
-    fn append_in_order(
-        &mut self,
-        row: &str,
-        columns: &[Column],
-        builders: &mut Builders,
-    ) -> Result<(), String> {
-        let fields = self.fields.get(1..).unwrap_or_default();
-        for ((column, builder), field) in columns.iter().zip(&mut builders.columns).zip(fields) {
-            match (&mut *builder, &field.value) {
-                (ColumnBuilder::Text(b), flat_row::Value::Str(range)) => {
-                    b.append_value(&row[range.clone()])
-                }
-                (ColumnBuilder::Int(b), flat_row::Value::Int(v)) => b.append_value(*v),
-                (ColumnBuilder::Bool(b), flat_row::Value::Bool(v)) => b.append_value(*v),
-                (ColumnBuilder::Float(b), flat_row::Value::Float(v)) => b.append_value(*v),
-                (builder, flat_row::Value::Null) if column.nullable => builder.append_null(),
-                (builder, value) => {
-                    append_field(row, Some(value), column, builder, &mut self.unescaped)?
-                }
-            }
-        }
         Ok(())
     }
 
@@ -543,36 +514,81 @@ impl RowReader {
     }
 }
 
-/// Append `value` (a field of `row`; `None`: missing) as `column`'s value; escaped text is
-/// decoded into `unescaped` first.
-fn append_field(
-    row: &str,
-    value: Option<&flat_row::Value>,
-    column: &Column,
-    builder: &mut ColumnBuilder,
-    unescaped: &mut Vec<u8>,
-) -> Result<(), String> {
-    let cell = match value {
-        None | Some(flat_row::Value::Null) => Cell::Null,
-        Some(flat_row::Value::Str(range)) => Cell::Str(&row[range.clone()]),
-        Some(flat_row::Value::Escaped(range)) => {
-            unescaped.clear();
-            flat_row::unescape(&row[range.clone()], unescaped)
-                .ok_or_else(|| format!("column `{}` has a bad escape", column.name))?;
-            // Valid by construction (UTF-8 runs of the row, decoded escapes); checked all the
-            // same, as there is no unchecked conversion outside the WAL. Cheaper than
-            // unescaping into a `String`, whose words must each be checked for whole
-            // characters.
-            let text = std::str::from_utf8(unescaped)
-                .map_err(|_| format!("column `{}` has a bad escape", column.name))?;
-            Cell::Str(text)
+/// A row [`flat_row::scan`] read: its text, the decoded text of its strings with escapes,
+/// and its fields.
+struct FlatRow<'r> {
+    text: &'r str,
+    unescaped: &'r str,
+    fields: &'r [flat_row::Field],
+}
+
+impl FlatRow<'_> {
+    /// Append the row's values to `builders`; `in_order`: its keys are `table` and then
+    /// exactly the columns, in order.
+    fn append(
+        &self,
+        in_order: bool,
+        columns: &[Column],
+        builders: &mut Builders,
+        slots: &mut Vec<Option<usize>>,
+    ) -> Result<(), String> {
+        if in_order {
+            return self.append_in_order(columns, builders);
         }
-        Some(flat_row::Value::Int(v)) => Cell::Int(*v),
-        Some(flat_row::Value::Uint(v)) => Cell::Uint(*v),
-        Some(flat_row::Value::Float(v)) => Cell::Float(*v),
-        Some(flat_row::Value::Bool(v)) => Cell::Bool(*v),
-    };
-    builder.append(column, cell)
+        let keys = self
+            .fields
+            .iter()
+            .map(|field| &self.text[field.key.clone()]);
+        slot_columns(keys, columns, slots);
+        for ((column, builder), slot) in columns.iter().zip(&mut builders.columns).zip(slots) {
+            let cell = slot.map_or(Cell::Null, |i| self.cell(&self.fields[i].value));
+            builder.append(column, cell)?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::append`] of a row whose fields are `table` and then the columns in order (the
+    /// mapper's rows): the common pairs of column and value go straight to their builder,
+    /// without a detour through [`Cell`] (a third of the reader's instructions per row went
+    /// to that dispatch); any other pair takes the general way.
+    fn append_in_order(&self, columns: &[Column], builders: &mut Builders) -> Result<(), String> {
+        use flat_row::Value;
+        let fields = self.fields.get(1..).unwrap_or_default();
+        for ((column, builder), field) in columns.iter().zip(&mut builders.columns).zip(fields) {
+            match (&mut *builder, &field.value) {
+                (ColumnBuilder::Text(b), Value::Str(range)) => {
+                    b.append_value(&self.text[range.clone()])
+                }
+                (ColumnBuilder::Text(b), Value::Unescaped(range)) => {
+                    b.append_value(&self.unescaped[range.clone()])
+                }
+                (ColumnBuilder::Int(b), Value::Int(v)) => b.append_value(*v),
+                (ColumnBuilder::Bool(b), Value::Bool(v)) => b.append_value(*v),
+                (ColumnBuilder::Float(b), Value::Float(v)) => b.append_value(*v),
+                (ColumnBuilder::Time(b, times), Value::Str(range)) => {
+                    let text = &self.text[range.clone()];
+                    let ms = times.unix_ms(text);
+                    b.append_value(ms.ok_or_else(|| wrong_value(column, Cell::Str(text)))?)
+                }
+                (builder, Value::Null) if column.nullable => builder.append_null(),
+                (builder, value) => builder.append(column, self.cell(value))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn cell(&self, value: &flat_row::Value) -> Cell<'_> {
+        use flat_row::Value;
+        match value {
+            Value::Null => Cell::Null,
+            Value::Str(range) => Cell::Str(&self.text[range.clone()]),
+            Value::Unescaped(range) => Cell::Str(&self.unescaped[range.clone()]),
+            Value::Int(v) => Cell::Int(*v),
+            Value::Uint(v) => Cell::Uint(*v),
+            Value::Float(v) => Cell::Float(*v),
+            Value::Bool(v) => Cell::Bool(*v),
+        }
+    }
 }
 
 /// `slots[c]` = the position of column `c`'s key among `keys` (the last one if repeated), or
