@@ -27,8 +27,9 @@
 //! (`flag_key`, `context_key`, …), Parquet 1.0 data pages (every reader), and turn
 //! dictionaries off only for unique-per-row columns (ids, times, attribute JSON), where a
 //! dictionary costs CPU and saves nothing. Likewise min/max statistics are off for the event
-//! id and the JSON columns (their column-index entries are absent, which the format allows):
-//! no reader skips a page on the range of random ids or JSON documents.
+//! id, the JSON columns and a few low-cardinality details (`context_kind`, `reason_kind`, …;
+//! their column-index entries are absent, which the format allows): no reader skips a page
+//! on the range of random ids, JSON documents or values every page spans.
 //!
 //! Compression: snappy by default, `parquet_compression=zstd` (or `none`). Row groups hold
 //! at most `parquet_row_group_rows` rows (default [`DEFAULT_ROW_GROUP_ROWS`], DuckDB's own
@@ -228,11 +229,32 @@ fn writer_properties(columns: &[Column], settings: &ParquetSettings) -> WriterPr
     builder.build()
 }
 
+/// Text columns without min/max statistics besides the event id and JSON text (see
+/// [`has_statistics`]): low-cardinality details that every page of mixed traffic spans
+/// (`context_kind` `org`…`user`, `reason_kind` `ERROR`…`TARGET_MATCH`), so their range never
+/// lets a reader skip a page, while comparing each value with the page's minimum and maximum
+/// cost ≈ 200 instructions per row. Equality filters on them still have the dictionary.
+const NO_STATISTICS: &[&str] = &[
+    "flag_version",
+    "context_kind",
+    "variation_name",
+    "reason_kind",
+    "prereq_of",
+    "source",
+    "url",
+    "selector",
+];
+
 /// Whether a column gets min/max statistics (page and chunk). Not for JSON text or the event
 /// id: a page's min and max of random ids or JSON documents never lets a reader skip it, and
-/// comparing every long value against both was a tenth of the writer's work.
+/// comparing every long value against both was a tenth of the writer's work; nor for the
+/// columns of [`NO_STATISTICS`]. The filter columns (`flag_key`, `context_key`,
+/// `metric_key`), the partition-like ones (`project`, `environment`, `kind`: constant in most
+/// files, so their range does skip files) and every number and time keep them.
 fn has_statistics(column: &Column) -> bool {
-    column.ty != ColumnType::Json && column.name != "event_id"
+    column.ty != ColumnType::Json
+        && column.name != "event_id"
+        && !NO_STATISTICS.contains(&column.name)
 }
 
 /// One value of a row, whichever parser read it.
