@@ -170,9 +170,9 @@ pub fn encode<'a>(
         Some(properties),
     )?;
     let mut rows = RowReader {
-        expected_keys: std::iter::once("table")
-            .chain(columns.iter().map(|c| c.name))
-            .collect(),
+        expected_keys: flat_row::ExpectedKeys::new(
+            std::iter::once("table").chain(columns.iter().map(|c| c.name)),
+        ),
         ..RowReader::default()
     };
     let mut builders = Builders::new(columns);
@@ -462,7 +462,7 @@ fn split_hour(bytes: &[u8]) -> Option<(&[u8; 14], i64)> {
 #[derive(Default)]
 struct RowReader {
     /// The keys of a row as the mapper writes them: `table`, then the columns in order.
-    expected_keys: Vec<&'static str>,
+    expected_keys: flat_row::ExpectedKeys,
     fields: Vec<flat_row::Field>,
     unescaped: Vec<u8>,
     scratch: Vec<u8>,

@@ -41,16 +41,28 @@ pub(super) struct Field {
     pub value: Value,
 }
 
+/// The keys a row's fields usually have, in order (the mapper's column order), each as the
+/// row spells it with its quotes and colon (`"name":`), so that one comparison checks it.
+#[derive(Debug, Default)]
+pub(super) struct ExpectedKeys(Vec<Vec<u8>>);
+
+impl ExpectedKeys {
+    pub(super) fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> ExpectedKeys {
+        let spelled = |name: &str| format!("\"{name}\":").into_bytes();
+        ExpectedKeys(names.into_iter().map(spelled).collect())
+    }
+}
+
 /// The fields of `row` (a complete compact JSON object, keys without escapes) into `fields`,
 /// in row order, and the decoded text of its strings with escapes into `unescaped` (UTF-8
 /// when `row` is: runs of the row cut at ASCII bytes, and decoded escapes); `None` when the
-/// row is anything else. `expected_keys[i]` is the key the `i`-th field usually has (the
-/// mapper's column order): checking it in place is much cheaper than searching for the key's
-/// end, and keys are most of a row's bytes. `Some(true)` says the row's keys are exactly
-/// `expected_keys`, in order.
+/// row is anything else. The `i`-th expected key is the key the `i`-th field usually has:
+/// checking it in place is much cheaper than searching for the key's end, and keys are most
+/// of a row's bytes. `Some(true)` says the row's keys are exactly the expected ones, in
+/// order.
 pub(super) fn scan(
     row: &str,
-    expected_keys: &[&str],
+    expected_keys: &ExpectedKeys,
     fields: &mut Vec<Field>,
     unescaped: &mut Vec<u8>,
 ) -> Option<bool> {
@@ -62,23 +74,20 @@ pub(super) fn scan(
     }
     let mut at = 1;
     if bytes.get(at) == Some(&b'}') {
-        return (at + 1 == bytes.len()).then_some(expected_keys.is_empty());
+        return (at + 1 == bytes.len()).then_some(expected_keys.0.is_empty());
     }
     let mut as_expected = true;
     loop {
-        let expected = expected_keys.get(fields.len()).copied();
-        let (key, next, was_expected) = key(bytes, at, expected)?;
+        let expected = expected_keys.0.get(fields.len());
+        let (key, next, was_expected) = key(bytes, at, expected.map(Vec::as_slice))?;
         as_expected &= was_expected;
-        if bytes.get(next) != Some(&b':') {
-            return None;
-        }
-        let (value, next) = value(row, next + 1, unescaped)?;
+        let (value, next) = value(row, next, unescaped)?;
         fields.push(Field { key, value });
         at = next + 1;
         match bytes.get(next) {
             Some(b',') => {}
             Some(b'}') => {
-                let complete = fields.len() == expected_keys.len();
+                let complete = fields.len() == expected_keys.0.len();
                 return (at == bytes.len()).then_some(as_expected && complete);
             }
             _ => return None,
@@ -86,29 +95,33 @@ pub(super) fn scan(
     }
 }
 
-/// The key starting at `bytes[at]` (a `"`), `expected` or any other without escapes, the
-/// index after its closing quote, and whether it is `expected`.
-fn key(bytes: &[u8], at: usize, expected: Option<&str>) -> Option<(Range<usize>, usize, bool)> {
+/// The key starting at `bytes[at]` (a `"`), `expected` (spelled `"name":`) or any other
+/// without escapes, followed by its colon: the key, the index after the colon, and whether
+/// it is `expected`.
+fn key(bytes: &[u8], at: usize, expected: Option<&[u8]>) -> Option<(Range<usize>, usize, bool)> {
     let start = at + 1;
-    if let Some(name) = expected {
-        let end = start + name.len();
-        if bytes.get(at) == Some(&b'"')
-            && bytes
-                .get(start..end)
-                .is_some_and(|key| same_bytes(key, name.as_bytes()))
-            && bytes.get(end) == Some(&b'"')
+    if let Some(spelled) = expected {
+        let next = at + spelled.len();
+        if bytes
+            .get(at..next)
+            .is_some_and(|key| same_bytes(key, spelled))
         {
-            return Some((start..end, end + 1, true));
+            return Some((start..next - 2, next, true));
         }
     }
     if bytes.get(at) != Some(&b'"') {
         return None;
     }
     let end = start + quote_or_backslash(bytes.get(start..)?)?;
-    (bytes[end] == b'"').then_some((start..end, end + 1, false))
+    let colon = end + 1;
+    (bytes[end] == b'"' && bytes.get(colon) == Some(&b':')).then_some((
+        start..end,
+        colon + 1,
+        false,
+    ))
 }
 
-/// `a == b` without a call to `memcmp`: keys are 4–20 bytes, where the call and its set-up
+/// `a == b` without a call to `memcmp`: keys are 7–23 bytes with their quotes and colon, where the call and its set-up
 /// cost more than comparing them a word at a time in place (the last word may overlap the one
 /// before it).
 #[inline]
@@ -338,7 +351,7 @@ mod tests {
     fn scanned(row: &str) -> Option<(Vec<(String, Value)>, Vec<u8>)> {
         let (mut fields, mut unescaped) = (Vec::new(), Vec::new());
         let keys = ["table", "s", "i", "u", "f", "t", "n", "b"];
-        let in_order = scan(row, &keys, &mut fields, &mut unescaped)?;
+        let in_order = scan(row, &ExpectedKeys::new(keys), &mut fields, &mut unescaped)?;
         let names: Vec<&str> = fields.iter().map(|f| &row[f.key.clone()]).collect();
         assert_eq!(in_order, names == keys, "{row}");
         let fields = fields
@@ -406,6 +419,8 @@ mod tests {
     fn anything_but_a_compact_flat_object_is_left_to_the_general_parser() {
         for row in [
             r#"{"a": 1}"#,
+            r#"{"a" :1}"#,
+            r#"{"table" :1}"#,
             r#"{"a":[1]}"#,
             r#"{"a":{"b":1}}"#,
             r#"{"a":1} "#,
@@ -431,6 +446,15 @@ mod tests {
         ] {
             let row = format!(r#"{{"a":"{raw}"}}"#);
             assert_eq!(fields(&row), None, "{row}");
+        }
+    }
+
+    #[test]
+    fn keys_that_only_start_like_the_expected_one_are_read_by_name() {
+        for row in [r#"{"tables":1}"#, r#"{"tabl":1}"#, r#"{"table":1,"ss":2}"#] {
+            let read = fields(row).unwrap();
+            let names: Vec<&str> = row[1..].split(':').take(1).collect();
+            assert_eq!(format!("\"{}\"", read[0].0), names[0], "{row}");
         }
     }
 
@@ -503,7 +527,7 @@ mod tests {
         #[test]
         fn arbitrary_text_never_panics(text in "\\{[\"a-z0-9:,.\\\\{}\\[\\]é+-]{0,40}") {
             let (mut fields, mut out) = (Vec::new(), Vec::new());
-            let _ = scan(&text, &["a"], &mut fields, &mut out);
+            let _ = scan(&text, &ExpectedKeys::new(["a"]), &mut fields, &mut out);
             let _ = unescape_to_quote(text.as_bytes(), 0, &mut out);
         }
 

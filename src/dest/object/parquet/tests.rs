@@ -248,7 +248,8 @@ fn flat_rows_and_reformatted_rows_write_identical_files() {
             compact.iter().any(|row| row.contains('\\')),
             "escapes in {name}"
         );
-        let (mut fields, mut unescaped, keys) = (Vec::new(), Vec::new(), ["table"]);
+        let keys = flat_row::ExpectedKeys::new(["table"]);
+        let (mut fields, mut unescaped) = (Vec::new(), Vec::new());
         assert!(compact
             .iter()
             .all(|row| flat_row::scan(row, &keys, &mut fields, &mut unescaped).is_some()));
@@ -365,7 +366,8 @@ fn escaped_strings_end_at_the_first_unescaped_quote() {
     ] {
         let row = format!(r#"{{"table":{text},"n":1}}"#);
         let (mut fields, mut unescaped) = (Vec::new(), Vec::new());
-        flat_row::scan(&row, &["table", "n"], &mut fields, &mut unescaped).unwrap();
+        let keys = flat_row::ExpectedKeys::new(["table", "n"]);
+        flat_row::scan(&row, &keys, &mut fields, &mut unescaped).unwrap();
         let flat_row::Value::Unescaped(range) = fields[0].value.clone() else {
             panic!("{row}: {:?}", fields[0])
         };
