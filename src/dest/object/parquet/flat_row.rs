@@ -347,8 +347,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Each field of a row: its key's name and its value.
+    type Named = Vec<(String, Value)>;
+
     /// The fields of `row` by key name, and the buffer of its decoded strings.
-    fn scanned(row: &str) -> Option<(Vec<(String, Value)>, Vec<u8>)> {
+    fn scanned(row: &str) -> Option<(Named, Vec<u8>)> {
         let (mut fields, mut unescaped) = (Vec::new(), Vec::new());
         let keys = ["table", "s", "i", "u", "f", "t", "n", "b"];
         let in_order = scan(row, &ExpectedKeys::new(keys), &mut fields, &mut unescaped)?;
@@ -361,7 +364,7 @@ mod tests {
         Some((fields, unescaped))
     }
 
-    fn fields(row: &str) -> Option<Vec<(String, Value)>> {
+    fn fields(row: &str) -> Option<Named> {
         scanned(row).map(|(fields, _)| fields)
     }
 
