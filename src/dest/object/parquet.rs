@@ -592,6 +592,8 @@ impl FlatRow<'_> {
                     let ms = times.unix_ms(text);
                     b.append_value(ms.ok_or_else(|| wrong_value(column, Cell::Str(text)))?)
                 }
+                (ColumnBuilder::Text(b), Value::Null) if column.nullable => b.append_null(),
+                (ColumnBuilder::Int(b), Value::Null) if column.nullable => b.append_null(),
                 (builder, Value::Null) if column.nullable => builder.append_null(),
                 (builder, value) => builder.append(column, self.cell(value))?,
             }
