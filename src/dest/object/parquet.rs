@@ -463,8 +463,7 @@ fn split_hour(bytes: &[u8]) -> Option<(&[u8; 14], i64)> {
 struct RowReader {
     /// The keys of a row as the mapper writes them: `table`, then the columns in order.
     expected_keys: flat_row::ExpectedKeys,
-    fields: Vec<flat_row::Field>,
-    unescaped: Vec<u8>,
+    fields: flat_row::Fields,
     scratch: Vec<u8>,
     buffers: Buffers,
     tape: Option<Tape<'static>>,
@@ -481,24 +480,19 @@ impl RowReader {
         builders: &mut Builders,
     ) -> Result<(), ParquetError> {
         let text = std::str::from_utf8(&item.payload).ok();
-        let in_order = text.and_then(|row| {
-            flat_row::scan(
-                row,
-                &self.expected_keys,
-                &mut self.fields,
-                &mut self.unescaped,
-            )
-        });
+        let in_order =
+            text.and_then(|row| flat_row::scan(row, &self.expected_keys, &mut self.fields));
         // Valid by construction (runs of a valid row cut at ASCII bytes, decoded escapes);
         // checked all the same, once per row, as there is no unchecked conversion outside
         // the WAL.
-        let unescaped = std::str::from_utf8(&self.unescaped).ok();
+        let unescaped = std::str::from_utf8(&self.fields.unescaped).ok();
         let result = match (text, in_order, unescaped) {
             (Some(text), Some(in_order), Some(unescaped)) => {
                 let row = FlatRow {
                     text,
                     unescaped,
                     fields: &self.fields,
+                    expected_keys: &self.expected_keys,
                 };
                 row.append(in_order, columns, builders, &mut self.cells)
             }
@@ -537,11 +531,12 @@ impl RowReader {
 }
 
 /// A row [`flat_row::scan`] read: its text, the decoded text of its strings with escapes,
-/// and its fields.
+/// its fields and the keys they were scanned with.
 struct FlatRow<'r> {
     text: &'r str,
     unescaped: &'r str,
-    fields: &'r [flat_row::Field],
+    fields: &'r flat_row::Fields,
+    expected_keys: &'r flat_row::ExpectedKeys,
 }
 
 impl FlatRow<'_> {
@@ -557,13 +552,11 @@ impl FlatRow<'_> {
         if in_order {
             return self.append_in_order(columns, builders);
         }
-        let keys = self
-            .fields
-            .iter()
-            .map(|field| &self.text[field.key.clone()]);
+        let values = &self.fields.values;
+        let keys = (0..values.len()).map(|i| self.fields.key(i, self.text, self.expected_keys));
         slot_columns(keys, columns, slots);
         for ((column, builder), slot) in columns.iter().zip(&mut builders.columns).zip(slots) {
-            let cell = slot.map_or(Cell::Null, |i| self.cell(&self.fields[i].value));
+            let cell = slot.map_or(Cell::Null, |i| self.cell(&values[i]));
             builder.append(column, cell)?;
         }
         Ok(())
@@ -575,9 +568,9 @@ impl FlatRow<'_> {
     /// to that dispatch); any other pair takes the general way.
     fn append_in_order(&self, columns: &[Column], builders: &mut Builders) -> Result<(), String> {
         use flat_row::Value;
-        let fields = self.fields.get(1..).unwrap_or_default();
-        for ((column, builder), field) in columns.iter().zip(&mut builders.columns).zip(fields) {
-            match (&mut *builder, &field.value) {
+        let values = self.fields.values.get(1..).unwrap_or_default();
+        for ((column, builder), value) in columns.iter().zip(&mut builders.columns).zip(values) {
+            match (&mut *builder, value) {
                 (ColumnBuilder::Text(b), Value::Str(range)) => {
                     b.append_value(&self.text[range.clone()])
                 }

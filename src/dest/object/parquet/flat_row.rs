@@ -34,61 +34,82 @@ pub(super) enum Value {
     Null,
 }
 
-/// One `"key":value` of a flat row.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct Field {
-    pub key: Range<usize>,
-    pub value: Value,
+/// What [`scan`] read of a row; the buffers are reused from row to row. A field's key is
+/// kept only when it is not the expected one (the mapper's rows have none such): storing a
+/// range per field cost more than the rare search of [`Fields::key`].
+#[derive(Debug, Default)]
+pub(super) struct Fields {
+    /// The fields' values, in row order.
+    pub values: Vec<Value>,
+    /// `(i, key)` of each field `i` whose key is not the expected one at its place (a range
+    /// of the row).
+    pub other_keys: Vec<(usize, Range<usize>)>,
+    /// The decoded text of the row's strings with escapes ([`Value::Unescaped`]).
+    pub unescaped: Vec<u8>,
 }
 
-/// The keys a row's fields usually have, in order (the mapper's column order), each as the
-/// row spells it with its quotes and colon (`"name":`), so that one comparison checks it.
+impl Fields {
+    /// The key of field `i` of `row`, which was scanned with `expected`.
+    pub(super) fn key<'a>(&self, i: usize, row: &'a str, expected: &'a ExpectedKeys) -> &'a str {
+        match self.other_keys.iter().find(|(field, _)| *field == i) {
+            Some((_, key)) => &row[key.clone()],
+            None => &expected.names[i],
+        }
+    }
+}
+
+/// The keys a row's fields usually have, in order (the mapper's column order), each also as
+/// the row spells it with its quotes and colon (`"name":`), so that one comparison checks it.
 #[derive(Debug, Default)]
-pub(super) struct ExpectedKeys(Vec<Vec<u8>>);
+pub(super) struct ExpectedKeys {
+    names: Vec<String>,
+    spelled: Vec<Vec<u8>>,
+}
 
 impl ExpectedKeys {
     pub(super) fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> ExpectedKeys {
-        let spelled = |name: &str| format!("\"{name}\":").into_bytes();
-        ExpectedKeys(names.into_iter().map(spelled).collect())
+        let names: Vec<String> = names.into_iter().map(str::to_string).collect();
+        let spelled = names
+            .iter()
+            .map(|name| format!("\"{name}\":").into_bytes())
+            .collect();
+        ExpectedKeys { names, spelled }
     }
 }
 
 /// The fields of `row` (a complete compact JSON object, keys without escapes) into `fields`,
-/// in row order, and the decoded text of its strings with escapes into `unescaped` (UTF-8
-/// when `row` is: runs of the row cut at ASCII bytes, and decoded escapes); `None` when the
-/// row is anything else. The `i`-th expected key is the key the `i`-th field usually has:
+/// in row order, with the decoded text of its strings with escapes (UTF-8 when `row` is:
+/// runs of the row cut at ASCII bytes, and decoded escapes); `None` when the row is anything
+/// else. The `i`-th expected key is the key the `i`-th field usually has:
 /// checking it in place is much cheaper than searching for the key's end, and keys are most
 /// of a row's bytes. `Some(true)` says the row's keys are exactly the expected ones, in
 /// order.
-pub(super) fn scan(
-    row: &str,
-    expected_keys: &ExpectedKeys,
-    fields: &mut Vec<Field>,
-    unescaped: &mut Vec<u8>,
-) -> Option<bool> {
-    fields.clear();
-    unescaped.clear();
+pub(super) fn scan(row: &str, expected_keys: &ExpectedKeys, fields: &mut Fields) -> Option<bool> {
+    fields.values.clear();
+    fields.other_keys.clear();
+    fields.unescaped.clear();
     let bytes = row.as_bytes();
     if bytes.first() != Some(&b'{') {
         return None;
     }
     let mut at = 1;
     if bytes.get(at) == Some(&b'}') {
-        return (at + 1 == bytes.len()).then_some(expected_keys.0.is_empty());
+        return (at + 1 == bytes.len()).then_some(expected_keys.names.is_empty());
     }
-    let mut as_expected = true;
     loop {
-        let expected = expected_keys.0.get(fields.len());
-        let (key, next, was_expected) = key(bytes, at, expected.map(Vec::as_slice))?;
-        as_expected &= was_expected;
-        let (value, next) = value(row, next, unescaped)?;
-        fields.push(Field { key, value });
+        let expected = expected_keys.spelled.get(fields.values.len());
+        let (other_key, next) = key(bytes, at, expected.map(Vec::as_slice))?;
+        if let Some(other_key) = other_key {
+            fields.other_keys.push((fields.values.len(), other_key));
+        }
+        let (value, next) = value(row, next, &mut fields.unescaped)?;
+        fields.values.push(value);
         at = next + 1;
         match bytes.get(next) {
             Some(b',') => {}
             Some(b'}') => {
-                let complete = fields.len() == expected_keys.0.len();
-                return (at == bytes.len()).then_some(as_expected && complete);
+                let complete = fields.values.len() == expected_keys.names.len();
+                return (at == bytes.len()).then_some(fields.other_keys.is_empty() && complete);
             }
             _ => return None,
         }
@@ -96,29 +117,25 @@ pub(super) fn scan(
 }
 
 /// The key starting at `bytes[at]` (a `"`), `expected` (spelled `"name":`) or any other
-/// without escapes, followed by its colon: the key, the index after the colon, and whether
-/// it is `expected`.
-fn key(bytes: &[u8], at: usize, expected: Option<&[u8]>) -> Option<(Range<usize>, usize, bool)> {
-    let start = at + 1;
+/// without escapes, followed by its colon: `None` if it is `expected`, else its range; and
+/// the index after the colon.
+fn key(bytes: &[u8], at: usize, expected: Option<&[u8]>) -> Option<(Option<Range<usize>>, usize)> {
     if let Some(spelled) = expected {
         let next = at + spelled.len();
         if bytes
             .get(at..next)
             .is_some_and(|key| same_bytes(key, spelled))
         {
-            return Some((start..next - 2, next, true));
+            return Some((None, next));
         }
     }
     if bytes.get(at) != Some(&b'"') {
         return None;
     }
+    let start = at + 1;
     let end = start + quote_or_backslash(bytes.get(start..)?)?;
     let colon = end + 1;
-    (bytes[end] == b'"' && bytes.get(colon) == Some(&b':')).then_some((
-        start..end,
-        colon + 1,
-        false,
-    ))
+    (bytes[end] == b'"' && bytes.get(colon) == Some(&b':')).then_some((Some(start..end), colon + 1))
 }
 
 /// `a == b` without a call to `memcmp`: keys are 7–23 bytes with their quotes and colon, where the call and its set-up
@@ -378,16 +395,16 @@ mod tests {
 
     /// The fields of `row` by key name, and the buffer of its decoded strings.
     fn scanned(row: &str) -> Option<(Named, Vec<u8>)> {
-        let (mut fields, mut unescaped) = (Vec::new(), Vec::new());
+        let mut fields = Fields::default();
         let keys = ["table", "s", "i", "u", "f", "t", "n", "b"];
-        let in_order = scan(row, &ExpectedKeys::new(keys), &mut fields, &mut unescaped)?;
-        let names: Vec<&str> = fields.iter().map(|f| &row[f.key.clone()]).collect();
-        assert_eq!(in_order, names == keys, "{row}");
-        let fields = fields
-            .into_iter()
-            .map(|f| (row[f.key].to_string(), f.value))
+        let expected = ExpectedKeys::new(keys);
+        let in_order = scan(row, &expected, &mut fields)?;
+        let names: Vec<&str> = (0..fields.values.len())
+            .map(|i| fields.key(i, row, &expected))
             .collect();
-        Some((fields, unescaped))
+        assert_eq!(in_order, names == keys, "{row}");
+        let named = names.iter().map(|name| name.to_string());
+        Some((named.zip(fields.values).collect(), fields.unescaped))
     }
 
     fn fields(row: &str) -> Option<Named> {
@@ -592,8 +609,8 @@ mod tests {
         /// The reader never panics, whatever the bytes.
         #[test]
         fn arbitrary_text_never_panics(text in "\\{[\"a-z0-9:,.\\\\{}\\[\\]é+-]{0,40}") {
-            let (mut fields, mut out) = (Vec::new(), Vec::new());
-            let _ = scan(&text, &ExpectedKeys::new(["a"]), &mut fields, &mut out);
+            let (mut fields, mut out) = (Fields::default(), Vec::new());
+            let _ = scan(&text, &ExpectedKeys::new(["a"]), &mut fields);
             let _ = unescape_to_quote(text.as_bytes(), 0, &mut out);
         }
 

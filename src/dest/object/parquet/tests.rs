@@ -249,13 +249,13 @@ fn flat_rows_and_reformatted_rows_write_identical_files() {
             "escapes in {name}"
         );
         let keys = flat_row::ExpectedKeys::new(["table"]);
-        let (mut fields, mut unescaped) = (Vec::new(), Vec::new());
+        let mut fields = flat_row::Fields::default();
         assert!(compact
             .iter()
-            .all(|row| flat_row::scan(row, &keys, &mut fields, &mut unescaped).is_some()));
+            .all(|row| flat_row::scan(row, &keys, &mut fields).is_some()));
         assert!(pretty
             .iter()
-            .all(|row| flat_row::scan(row, &keys, &mut fields, &mut unescaped).is_none()));
+            .all(|row| flat_row::scan(row, &keys, &mut fields).is_none()));
         let settings = ParquetSettings::default();
         assert_eq!(
             write(name, &compact, &settings),
@@ -365,13 +365,13 @@ fn escaped_strings_end_at_the_first_unescaped_quote() {
         ),
     ] {
         let row = format!(r#"{{"table":{text},"n":1}}"#);
-        let (mut fields, mut unescaped) = (Vec::new(), Vec::new());
+        let mut fields = flat_row::Fields::default();
         let keys = flat_row::ExpectedKeys::new(["table", "n"]);
-        flat_row::scan(&row, &keys, &mut fields, &mut unescaped).unwrap();
-        let flat_row::Value::Unescaped(range) = fields[0].value.clone() else {
-            panic!("{row}: {:?}", fields[0])
+        flat_row::scan(&row, &keys, &mut fields).unwrap();
+        let flat_row::Value::Unescaped(range) = fields.values[0].clone() else {
+            panic!("{row}: {:?}", fields.values[0])
         };
-        assert_eq!(&unescaped[range], contents.as_bytes());
-        assert_eq!(fields[1].value, flat_row::Value::Int(1), "{row}");
+        assert_eq!(&fields.unescaped[range], contents.as_bytes());
+        assert_eq!(fields.values[1], flat_row::Value::Int(1), "{row}");
     }
 }
