@@ -27,8 +27,9 @@
 //! (`flag_key`, `context_key`, …), Parquet 1.0 data pages (every reader), and turn
 //! dictionaries off only for unique-per-row columns (ids, times, attribute JSON), where a
 //! dictionary costs CPU and saves nothing. Likewise min/max statistics are off for the event
-//! id and the JSON columns (their column-index entries are absent, which the format allows):
-//! no reader skips a page on the range of random ids or JSON documents.
+//! id, the JSON columns and a few low-cardinality details (`context_kind`, `reason_kind`, …;
+//! their column-index entries are absent, which the format allows): no reader skips a page
+//! on the range of random ids, JSON documents or values every page spans.
 //!
 //! Compression: snappy by default, `parquet_compression=zstd` (or `none`). Row groups hold
 //! at most `parquet_row_group_rows` rows (default [`DEFAULT_ROW_GROUP_ROWS`], DuckDB's own
@@ -169,9 +170,9 @@ pub fn encode<'a>(
         Some(properties),
     )?;
     let mut rows = RowReader {
-        expected_keys: std::iter::once("table")
-            .chain(columns.iter().map(|c| c.name))
-            .collect(),
+        expected_keys: flat_row::ExpectedKeys::new(
+            std::iter::once("table").chain(columns.iter().map(|c| c.name)),
+        ),
         ..RowReader::default()
     };
     let mut builders = Builders::new(columns);
@@ -228,11 +229,32 @@ fn writer_properties(columns: &[Column], settings: &ParquetSettings) -> WriterPr
     builder.build()
 }
 
+/// Text columns without min/max statistics besides the event id and JSON text (see
+/// [`has_statistics`]): low-cardinality details that every page of mixed traffic spans
+/// (`context_kind` `org`…`user`, `reason_kind` `ERROR`…`TARGET_MATCH`), so their range never
+/// lets a reader skip a page, while comparing each value with the page's minimum and maximum
+/// cost ≈ 200 instructions per row. Equality filters on them still have the dictionary.
+const NO_STATISTICS: &[&str] = &[
+    "flag_version",
+    "context_kind",
+    "variation_name",
+    "reason_kind",
+    "prereq_of",
+    "source",
+    "url",
+    "selector",
+];
+
 /// Whether a column gets min/max statistics (page and chunk). Not for JSON text or the event
 /// id: a page's min and max of random ids or JSON documents never lets a reader skip it, and
-/// comparing every long value against both was a tenth of the writer's work.
+/// comparing every long value against both was a tenth of the writer's work; nor for the
+/// columns of [`NO_STATISTICS`]. The filter columns (`flag_key`, `context_key`,
+/// `metric_key`), the partition-like ones (`project`, `environment`, `kind`: constant in most
+/// files, so their range does skip files) and every number and time keep them.
 fn has_statistics(column: &Column) -> bool {
-    column.ty != ColumnType::Json && column.name != "event_id"
+    column.ty != ColumnType::Json
+        && column.name != "event_id"
+        && !NO_STATISTICS.contains(&column.name)
 }
 
 /// One value of a row, whichever parser read it.
@@ -333,7 +355,7 @@ impl ColumnBuilder {
             self.append_null();
             return Ok(());
         }
-        let wrong = || format!("column `{}` has a {cell:?} value", column.name);
+        let wrong = || wrong_value(column, cell);
         match self {
             ColumnBuilder::Text(b) => match cell {
                 Cell::Str(text) => b.append_value(text),
@@ -371,6 +393,11 @@ impl ColumnBuilder {
             ColumnBuilder::Time(b, _) => b.append_null(),
         }
     }
+}
+
+/// The error of a value of the wrong type for its column.
+fn wrong_value(column: &Column, cell: Cell<'_>) -> String {
+    format!("column `{}` has a {cell:?} value", column.name)
 }
 
 fn as_i64(cell: Cell<'_>) -> Option<i64> {
@@ -435,9 +462,8 @@ fn split_hour(bytes: &[u8]) -> Option<(&[u8; 14], i64)> {
 #[derive(Default)]
 struct RowReader {
     /// The keys of a row as the mapper writes them: `table`, then the columns in order.
-    expected_keys: Vec<&'static str>,
-    fields: Vec<flat_row::Field>,
-    unescaped: Vec<u8>,
+    expected_keys: flat_row::ExpectedKeys,
+    fields: flat_row::Fields,
     scratch: Vec<u8>,
     buffers: Buffers,
     tape: Option<Tape<'static>>,
@@ -453,69 +479,30 @@ impl RowReader {
         columns: &[Column],
         builders: &mut Builders,
     ) -> Result<(), ParquetError> {
-        let flat = std::str::from_utf8(&item.payload).ok().and_then(|row| {
-            let in_order = flat_row::scan(row, &self.expected_keys, &mut self.fields)?;
-            Some((row, in_order))
-        });
-        let result = match flat {
-            Some((row, in_order)) => self.append_flat(row, in_order, columns, builders),
-            None => self.append_parsed(&item.payload, columns, builders),
+        let text = std::str::from_utf8(&item.payload).ok();
+        let in_order =
+            text.and_then(|row| flat_row::scan(row, &self.expected_keys, &mut self.fields));
+        // Valid by construction (runs of a valid row cut at ASCII bytes, decoded escapes);
+        // checked all the same, once per row, as there is no unchecked conversion outside
+        // the WAL.
+        let unescaped = std::str::from_utf8(&self.fields.unescaped).ok();
+        let result = match (text, in_order, unescaped) {
+            (Some(text), Some(in_order), Some(unescaped)) => {
+                let row = FlatRow {
+                    text,
+                    unescaped,
+                    fields: &self.fields,
+                    expected_keys: &self.expected_keys,
+                };
+                row.append(in_order, columns, builders, &mut self.cells)
+            }
+            _ => self.append_parsed(&item.payload, columns, builders),
         };
         result.map_err(|reason| ParquetError::Row {
             event_id: item.event_id.clone(),
             reason,
         })?;
         builders.rows += 1;
-        Ok(())
-    }
-
-    /// Append the row [`flat_row::scan`] read into `self.fields`; `in_order`: its keys are
-    /// `table` and then exactly the columns, in order.
-    fn append_flat(
-        &mut self,
-        row: &str,
-        in_order: bool,
-        columns: &[Column],
-        builders: &mut Builders,
-    ) -> Result<(), String> {
-        if in_order {
-            return self.append_in_order(row, columns, builders);
-        }
-        let keys = self.fields.iter().map(|field| &row[field.key.clone()]);
-        slot_columns(keys, columns, &mut self.cells);
-        for ((column, builder), slot) in columns.iter().zip(&mut builders.columns).zip(&self.cells)
-        {
-            let value = slot.map(|i| &self.fields[i].value);
-            append_field(row, value, column, builder, &mut self.unescaped)?;
-        }
-        Ok(())
-    }
-
-    /// [`Self::append_flat`] of a row whose fields are `table` and then the columns in order
-    /// (the mapper's rows): the common pairs of column and value go straight to their builder,
-    /// without a detour through [`Cell`] (a third of the reader's instructions per row went
-    /// to that dispatch); any other pair takes the general way.
-    fn append_in_order(
-        &mut self,
-        row: &str,
-        columns: &[Column],
-        builders: &mut Builders,
-    ) -> Result<(), String> {
-        let fields = self.fields.get(1..).unwrap_or_default();
-        for ((column, builder), field) in columns.iter().zip(&mut builders.columns).zip(fields) {
-            match (&mut *builder, &field.value) {
-                (ColumnBuilder::Text(b), flat_row::Value::Str(range)) => {
-                    b.append_value(&row[range.clone()])
-                }
-                (ColumnBuilder::Int(b), flat_row::Value::Int(v)) => b.append_value(*v),
-                (ColumnBuilder::Bool(b), flat_row::Value::Bool(v)) => b.append_value(*v),
-                (ColumnBuilder::Float(b), flat_row::Value::Float(v)) => b.append_value(*v),
-                (builder, flat_row::Value::Null) if column.nullable => builder.append_null(),
-                (builder, value) => {
-                    append_field(row, Some(value), column, builder, &mut self.unescaped)?
-                }
-            }
-        }
         Ok(())
     }
 
@@ -543,36 +530,82 @@ impl RowReader {
     }
 }
 
-/// Append `value` (a field of `row`; `None`: missing) as `column`'s value; escaped text is
-/// decoded into `unescaped` first.
-fn append_field(
-    row: &str,
-    value: Option<&flat_row::Value>,
-    column: &Column,
-    builder: &mut ColumnBuilder,
-    unescaped: &mut Vec<u8>,
-) -> Result<(), String> {
-    let cell = match value {
-        None | Some(flat_row::Value::Null) => Cell::Null,
-        Some(flat_row::Value::Str(range)) => Cell::Str(&row[range.clone()]),
-        Some(flat_row::Value::Escaped(range)) => {
-            unescaped.clear();
-            flat_row::unescape(&row[range.clone()], unescaped)
-                .ok_or_else(|| format!("column `{}` has a bad escape", column.name))?;
-            // Valid by construction (UTF-8 runs of the row, decoded escapes); checked all the
-            // same, as there is no unchecked conversion outside the WAL. Cheaper than
-            // unescaping into a `String`, whose words must each be checked for whole
-            // characters.
-            let text = std::str::from_utf8(unescaped)
-                .map_err(|_| format!("column `{}` has a bad escape", column.name))?;
-            Cell::Str(text)
+/// A row [`flat_row::scan`] read: its text, the decoded text of its strings with escapes,
+/// its fields and the keys they were scanned with.
+struct FlatRow<'r> {
+    text: &'r str,
+    unescaped: &'r str,
+    fields: &'r flat_row::Fields,
+    expected_keys: &'r flat_row::ExpectedKeys,
+}
+
+impl FlatRow<'_> {
+    /// Append the row's values to `builders`; `in_order`: its keys are `table` and then
+    /// exactly the columns, in order.
+    fn append(
+        &self,
+        in_order: bool,
+        columns: &[Column],
+        builders: &mut Builders,
+        slots: &mut Vec<Option<usize>>,
+    ) -> Result<(), String> {
+        if in_order {
+            return self.append_in_order(columns, builders);
         }
-        Some(flat_row::Value::Int(v)) => Cell::Int(*v),
-        Some(flat_row::Value::Uint(v)) => Cell::Uint(*v),
-        Some(flat_row::Value::Float(v)) => Cell::Float(*v),
-        Some(flat_row::Value::Bool(v)) => Cell::Bool(*v),
-    };
-    builder.append(column, cell)
+        let values = &self.fields.values;
+        let keys = (0..values.len()).map(|i| self.fields.key(i, self.text, self.expected_keys));
+        slot_columns(keys, columns, slots);
+        for ((column, builder), slot) in columns.iter().zip(&mut builders.columns).zip(slots) {
+            let cell = slot.map_or(Cell::Null, |i| self.cell(&values[i]));
+            builder.append(column, cell)?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::append`] of a row whose fields are `table` and then the columns in order (the
+    /// mapper's rows): the common pairs of column and value go straight to their builder,
+    /// without a detour through [`Cell`] (a third of the reader's instructions per row went
+    /// to that dispatch); any other pair takes the general way.
+    fn append_in_order(&self, columns: &[Column], builders: &mut Builders) -> Result<(), String> {
+        use flat_row::Value;
+        let values = self.fields.values.get(1..).unwrap_or_default();
+        for ((column, builder), value) in columns.iter().zip(&mut builders.columns).zip(values) {
+            match (&mut *builder, value) {
+                (ColumnBuilder::Text(b), Value::Str(range)) => {
+                    b.append_value(&self.text[range.clone()])
+                }
+                (ColumnBuilder::Text(b), Value::Unescaped(range)) => {
+                    b.append_value(&self.unescaped[range.clone()])
+                }
+                (ColumnBuilder::Int(b), Value::Int(v)) => b.append_value(*v),
+                (ColumnBuilder::Bool(b), Value::Bool(v)) => b.append_value(*v),
+                (ColumnBuilder::Float(b), Value::Float(v)) => b.append_value(*v),
+                (ColumnBuilder::Time(b, times), Value::Str(range)) => {
+                    let text = &self.text[range.clone()];
+                    let ms = times.unix_ms(text);
+                    b.append_value(ms.ok_or_else(|| wrong_value(column, Cell::Str(text)))?)
+                }
+                (ColumnBuilder::Text(b), Value::Null) if column.nullable => b.append_null(),
+                (ColumnBuilder::Int(b), Value::Null) if column.nullable => b.append_null(),
+                (builder, Value::Null) if column.nullable => builder.append_null(),
+                (builder, value) => builder.append(column, self.cell(value))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn cell(&self, value: &flat_row::Value) -> Cell<'_> {
+        use flat_row::Value;
+        match value {
+            Value::Null => Cell::Null,
+            Value::Str(range) => Cell::Str(&self.text[range.clone()]),
+            Value::Unescaped(range) => Cell::Str(&self.unescaped[range.clone()]),
+            Value::Int(v) => Cell::Int(*v),
+            Value::Uint(v) => Cell::Uint(*v),
+            Value::Float(v) => Cell::Float(*v),
+            Value::Bool(v) => Cell::Bool(*v),
+        }
+    }
 }
 
 /// `slots[c]` = the position of column `c`'s key among `keys` (the last one if repeated), or
