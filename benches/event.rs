@@ -18,7 +18,7 @@ use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use flagstream::event::{
     decode, map_event, validate, DecodeScratch, ExportOptions, Filter, FilterConfig, InboundFormat,
-    RecordContext, Schema,
+    RecordContext, Schema, VerbatimText,
 };
 
 const EVENTS_PER_RECORD: usize = 1000;
@@ -180,7 +180,7 @@ fn bench_cpu(c: &mut Criterion<ThreadCpuTime>) {
 /// The scratch the delivery pipeline uses for `schema` (pass-through keeps verbatim events).
 fn scratch_for(schema: Schema) -> DecodeScratch {
     match schema {
-        Schema::LaunchDarkly => DecodeScratch::keeping_verbatim(),
+        Schema::LaunchDarkly => DecodeScratch::with_verbatim(VerbatimText::KeepWithoutNumberTexts),
         _ => DecodeScratch::default(),
     }
 }

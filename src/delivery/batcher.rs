@@ -183,6 +183,19 @@ pub struct Batcher {
     spares: SparePool,
     /// The item ranges of the last cut batch, emptied: they never leave the batcher.
     spare_ranges: Vec<(usize, usize)>,
+    /// The last item's kind and environment: consecutive items mostly share them, and a clone
+    /// of an inline `CompactString` is a plain copy where building one from text stalled on
+    /// reading back the bytes just copied in (measured: most of `offer`'s own time).
+    last_kind: CompactString,
+    last_environment: CompactString,
+}
+
+/// `text` as a `CompactString`, cloned from `last` when equal (and remembered otherwise).
+fn reuse(last: &mut CompactString, text: &str) -> CompactString {
+    if last.as_str() != text {
+        *last = CompactString::from(text);
+    }
+    last.clone()
 }
 
 impl Batcher {
@@ -218,6 +231,8 @@ impl Batcher {
             last_item_count: 0,
             spares: SparePool::default(),
             spare_ranges: Vec::new(),
+            last_kind: CompactString::default(),
+            last_environment: CompactString::default(),
         }
     }
 
@@ -367,6 +382,8 @@ impl Batcher {
         if self.open.items.is_empty() {
             self.start_open_batch(row_count, bytes);
         }
+        let kind = reuse(&mut self.last_kind, meta.kind);
+        let environment = reuse(&mut self.last_environment, meta.environment);
         let open = &mut self.open;
         let mut event_id = Some(meta.event_id);
         for (row_index, row) in rows.iter().enumerate() {
@@ -385,10 +402,10 @@ impl Batcher {
             open.items.push(BatchItem {
                 event_id,
                 payload: Bytes::new(),
-                kind: meta.kind.into(),
+                kind: kind.clone(),
                 key: meta.key.map(CompactString::from),
                 context_key: meta.context_key.map(CompactString::from),
-                environment: meta.environment.into(),
+                environment: environment.clone(),
                 received_at_ms: meta.received_at_ms,
             });
         }

@@ -29,7 +29,7 @@ use crate::dest::Input;
 use crate::event::stored::{self, StoredBatch};
 use crate::event::{
     self, ArrayPart, DecodeScratch, DecodedRecord, Event, ExportOptions, Filter, InboundFormat,
-    InvalidEvent, RecordContext, Schema,
+    InvalidEvent, RecordContext, Schema, VerbatimText,
 };
 use crate::wal::{Position, Record};
 use tokio::sync::watch;
@@ -78,6 +78,16 @@ const RECORDING_WAIT: std::time::Duration = std::time::Duration::from_millis(20)
 struct Unfinished {
     seq: u64,
     parts: Vec<ArrayPart>,
+}
+
+/// Only the pass-through schema copies events as sent; expanding summaries writes their
+/// numbers from the tape, so their exact texts are kept then.
+fn verbatim_text(schema: Schema, export: &ExportOptions) -> VerbatimText {
+    match schema {
+        Schema::LaunchDarkly if export.expand_summaries => VerbatimText::Keep,
+        Schema::LaunchDarkly => VerbatimText::KeepWithoutNumberTexts,
+        _ => VerbatimText::Off,
+    }
 }
 
 /// A record being decoded in parts, with what its header said.
@@ -135,16 +145,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(schema: Schema, export: ExportOptions, filter: Filter) -> Self {
+        let verbatim = verbatim_text(schema, &export);
         Pipeline {
             input: Input::MappedEvents,
             schema,
             export,
             filter,
-            // Only the pass-through schema copies events as sent.
-            decode_scratch: match schema {
-                Schema::LaunchDarkly => DecodeScratch::keeping_verbatim(),
-                _ => DecodeScratch::default(),
-            },
+            decode_scratch: DecodeScratch::with_verbatim(verbatim),
             map_scratch: Vec::new(),
             rows: Vec::new(),
             row_ends: Vec::new(),

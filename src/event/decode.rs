@@ -54,16 +54,31 @@ pub struct DecodeScratch {
     /// rewritten as one JSON array, or (keeping verbatim events) a copy of the array body.
     joined: Vec<u8>,
     /// Whether events note their sent text ([`Event::verbatim`]; costs a copy of the body and
-    /// a walk over its structure, worth it only for schemas that pass events through).
-    keep_verbatim: bool,
+    /// a pass over its tape, worth it only for schemas that pass events through).
+    verbatim: VerbatimText,
+}
+
+/// Whether decoded events carry the text they were sent as ([`Event::verbatim`]), and what
+/// the consumer needs besides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VerbatimText {
+    /// Events are only read from the tape (every schema but the pass-through one).
+    #[default]
+    Off,
+    /// Events carry their sent text where copying it is exact.
+    Keep,
+    /// As `Keep`, for a consumer that writes nothing of a verbatim event from the tape (the
+    /// `launchdarkly` envelope without summary expansion): when every event of a record is
+    /// verbatim, the exact texts of its numbers are not collected (nobody would write them),
+    /// and an invalid event's reported text is its sent text.
+    KeepWithoutNumberTexts,
 }
 
 impl DecodeScratch {
-    /// Scratch for a consumer that copies events as sent where it can (the `launchdarkly`
-    /// schema): decoded events carry [`Event::verbatim`].
-    pub fn keeping_verbatim() -> Self {
+    /// Scratch whose decoded events carry their sent text as `verbatim` says.
+    pub fn with_verbatim(verbatim: VerbatimText) -> Self {
         DecodeScratch {
-            keep_verbatim: true,
+            verbatim,
             ..DecodeScratch::default()
         }
     }
@@ -105,7 +120,8 @@ pub struct Event<'a> {
     /// Whether `reason.inExperiment` is `true`.
     pub(crate) in_experiment: bool,
     /// The event object's text as sent, when copying it reproduces the tape's rewrite byte
-    /// for byte and it has no `id` of its own (`super::verbatim`).
+    /// for byte and it has no `id` of its own (`super::verbatim`); set only when decoding
+    /// with [`VerbatimText`] on.
     pub(crate) verbatim: Option<&'a [u8]>,
 }
 
@@ -275,33 +291,31 @@ thread_local! {
 
 /// Parse `source` (the JSON document) into a [`Doc`], with thread-local parser buffers.
 /// `bytes` and `fallback` are the copies simd-json parses in place (see [`DecodeScratch`]).
-/// With `verbatim`, the document also notes which array elements can be copied as sent.
+/// Unless `verbatim` is off, the document also notes which array elements can be copied as
+/// sent (and, with [`VerbatimText::KeepWithoutNumberTexts`], skips number texts when all can).
 fn parse<'s>(
     source: &[u8],
     bytes: &'s mut Vec<u8>,
     fallback: &'s mut Vec<u8>,
-    verbatim: bool,
+    verbatim: VerbatimText,
 ) -> Result<Doc<'s>, simd_json::Error> {
-    BUFFERS.with(|cell| {
-        let mut own;
-        let mut borrowed;
-        let buffers = match cell.try_borrow_mut() {
-            Ok(buffers) => {
-                borrowed = buffers;
-                &mut *borrowed
-            }
-            Err(_) => {
-                own = Buffers::new(source.len());
-                &mut own
-            }
-        };
-        let mut doc = number::parse_exact(source, bytes, fallback, buffers)?;
-        // Placeholders keep every offset, so the indexes of either parse index `source`.
-        if verbatim {
-            doc.verbatim =
-                verbatim::array_elements(source, buffers.structural_indexes(), &doc.nodes);
+    // Placeholders keep every offset, so the indexes of either parse index `source`.
+    let note_verbatim = |doc: &mut Doc<'s>, structurals: &[u32]| {
+        if verbatim == VerbatimText::Off {
+            return true;
         }
-        Ok(doc)
+        doc.verbatim = verbatim::array_elements(source, structurals, &doc.nodes);
+        let all_verbatim = !doc.verbatim.is_empty() && doc.verbatim.iter().all(Option::is_some);
+        verbatim == VerbatimText::Keep || !all_verbatim
+    };
+    BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffers) => {
+            number::parse_exact(source, bytes, fallback, &mut buffers, note_verbatim)
+        }
+        Err(_) => {
+            let mut buffers = Buffers::new(source.len());
+            number::parse_exact(source, bytes, fallback, &mut buffers, note_verbatim)
+        }
     })
 }
 
@@ -315,8 +329,9 @@ pub(crate) fn decode<'s>(
         bytes,
         fallback,
         joined,
-        keep_verbatim,
+        verbatim: mode,
     } = scratch;
+    let mode = *mode;
     let mut invalid = Vec::new();
     // Event indices of NDJSON lines that made it into the scratch array (None: identity).
     let mut ndjson_indices: Option<Vec<u32>> = None;
@@ -331,7 +346,7 @@ pub(crate) fn decode<'s>(
             ndjson_indices = Some(ndjson_to_array(body, joined, &mut invalid));
             true
         }
-        _ if *keep_verbatim => {
+        _ if mode != VerbatimText::Off => {
             // A pristine copy that lives as long as the events: verbatim events point into it.
             joined.clear();
             joined.extend_from_slice(body);
@@ -341,7 +356,7 @@ pub(crate) fn decode<'s>(
     };
     let joined: &'s [u8] = joined;
     let source = if parse_joined { joined } else { body };
-    let tape = parse(source, bytes, fallback, *keep_verbatim)
+    let tape = parse(source, bytes, fallback, mode)
         .map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
     let tape = Arc::new(tape);
     let nodes: &Doc<'s> = &tape;
@@ -368,7 +383,7 @@ pub(crate) fn decode<'s>(
                 let mut events = Vec::with_capacity(1);
                 match extract(&tape, 0, 0, Origin::LaunchDarkly, None, None) {
                     Ok(event) => events.push(event),
-                    Err(reason) => invalid.push(invalid_event(nodes, 0, 0, reason)),
+                    Err(reason) => invalid.push(invalid_event(nodes, 0, 0, reason, None)),
                 }
                 return Ok(DecodedRecord { events, invalid });
             }
@@ -396,7 +411,7 @@ pub(crate) fn decode<'s>(
         let verbatim = verbatim_text(nodes, joined, position);
         match extract(&tape, element, index, origin, goff_meta, verbatim) {
             Ok(event) => events.push(event),
-            Err(reason) => invalid.push(invalid_event(nodes, element, index, reason)),
+            Err(reason) => invalid.push(invalid_event(nodes, element, index, reason, verbatim)),
         }
     }
     if ndjson_indices.is_some() {
@@ -415,15 +430,16 @@ pub(crate) fn decode_part<'s>(
         bytes,
         fallback,
         joined,
-        keep_verbatim,
+        verbatim: mode,
     } = scratch;
+    let mode = *mode;
     joined.clear();
     joined.reserve(elements.len() + 2);
     joined.push(b'[');
     joined.extend_from_slice(elements);
     joined.push(b']');
     let source: &'s [u8] = joined;
-    let tape = parse(source, bytes, fallback, *keep_verbatim)
+    let tape = parse(source, bytes, fallback, mode)
         .map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
     let tape = Arc::new(tape);
     let nodes: &Doc<'s> = &tape;
@@ -438,7 +454,7 @@ pub(crate) fn decode_part<'s>(
         let verbatim = verbatim_text(nodes, source, position);
         match extract(&tape, element, index, Origin::LaunchDarkly, None, verbatim) {
             Ok(event) => events.push(event),
-            Err(reason) => invalid.push(invalid_event(nodes, element, index, reason)),
+            Err(reason) => invalid.push(invalid_event(nodes, element, index, reason, verbatim)),
         }
     }
     Ok(DecodedRecord { events, invalid })
@@ -540,9 +556,20 @@ fn join(lines: &[Line<'_>], keep: impl Fn(usize) -> bool, out: &mut Vec<u8>) {
     out.push(b']');
 }
 
-fn invalid_event(nodes: &Doc<'_>, element: usize, index: u32, reason: String) -> InvalidEvent {
+/// An invalid event's report; its text is the sent text when that is known to be exact (its
+/// numbers' texts may not have been collected, see [`VerbatimText`]), else written from the tape.
+fn invalid_event(
+    nodes: &Doc<'_>,
+    element: usize,
+    index: u32,
+    reason: String,
+    verbatim: Option<&[u8]>,
+) -> InvalidEvent {
     let mut raw = Vec::new();
-    json::write_value(&mut raw, nodes, element);
+    match verbatim {
+        Some(text) => raw.extend_from_slice(text),
+        None => json::write_value(&mut raw, nodes, element),
+    }
     InvalidEvent {
         index,
         reason,
@@ -585,10 +612,8 @@ fn extract<'s>(
     let mut user_key = None;
     let mut context_kind = None;
     let mut reason = None;
-    let mut id = None;
     for (name, value) in json::object_iter(nodes, node) {
         let slot = match name {
-            "id" => &mut id,
             "kind" => &mut kind,
             "key" => &mut key,
             "creationDate" => &mut creation_date,
@@ -699,8 +724,7 @@ fn extract<'s>(
         context_kind,
         goff_meta,
         in_experiment,
-        // An inbound `id` is replaced on the way out, so such an event is rewritten.
-        verbatim: verbatim.filter(|_| id.is_none() && origin == Origin::LaunchDarkly),
+        verbatim: verbatim.filter(|_| origin == Origin::LaunchDarkly),
     };
     event.context_key = primary_context_key(&event);
     Ok(event)
@@ -814,6 +838,29 @@ mod tests {
             ]
         );
         assert_eq!(record.invalid[0].raw, r#"{"key":"no-kind"}"#);
+    }
+
+    #[test]
+    fn records_of_verbatim_events_skip_number_texts_but_report_invalid_events_as_sent() {
+        let body = br#"[{"kind":"custom","key":"a","metricValue":1.50},{"kind":7,"v":-0}]"#;
+        let ctx = ctx(InboundFormat::LdBulk);
+        let mode = VerbatimText::KeepWithoutNumberTexts;
+        let mut scratch = DecodeScratch::with_verbatim(mode);
+        let record = decode(&ctx, body, &mut scratch).unwrap();
+        let event = &record.events[0];
+        assert_eq!(
+            event.verbatim,
+            Some(&br#"{"kind":"custom","key":"a","metricValue":1.50}"#[..])
+        );
+        assert!(event.tape.numbers.is_empty(), "every event is verbatim");
+        assert_eq!(record.invalid[0].raw, r#"{"kind":7,"v":-0}"#);
+
+        // One event that is not verbatim (an inbound id) and the texts are back.
+        let body = br#"[{"kind":"custom","key":"a","metricValue":1.50},{"kind":"custom","key":"b","id":"x"}]"#;
+        let mut scratch = DecodeScratch::with_verbatim(mode);
+        let record = decode(&ctx, body, &mut scratch).unwrap();
+        assert_eq!(record.events[1].verbatim, None);
+        assert!(!record.events[0].tape.numbers.is_empty());
     }
 
     #[test]

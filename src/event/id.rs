@@ -169,8 +169,8 @@ pub fn write_event_id(ctx: &RecordContext<'_>, index: u32, out: &mut [u8; EVENT_
     let mut bytes = id_hash(ctx, index).to_be_bytes();
     bytes[6] = (bytes[6] & 0x0f) | 0x80; // version 8 (custom)
     bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 9562 variant
-    // Fixed positions and a table of digit pairs: this runs once per delivered event, and a
-    // loop deciding where the dashes go cost more than the hash.
+                                         // Fixed positions and a table of digit pairs: this runs once per delivered event, and a
+                                         // loop deciding where the dashes go cost more than the hash.
     const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     for (&at, &byte) in AT.iter().zip(&bytes) {
         let [high, low] = HEX_PAIRS[byte as usize];

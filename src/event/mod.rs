@@ -53,7 +53,7 @@ mod validate;
 mod verbatim;
 
 pub use chunks::{array_parts, ArrayPart};
-pub use decode::{ContextRef, DecodeScratch, Event, Origin};
+pub use decode::{ContextRef, DecodeScratch, Event, Origin, VerbatimText};
 pub use filter::{Filter, FilterConfig, FILTER_PARAMS, KINDS_OFF_BY_DEFAULT};
 pub use id::{write_event_id, EventIdText, InstanceId, EVENT_ID_LEN};
 pub use schema::{ExportOptions, Schema, EXPORT_PARAMS};

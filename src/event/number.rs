@@ -36,11 +36,17 @@ use super::json::{Doc, Nodes};
 /// `bytes` receives the padded copy simd-json parses in place; `fallback` is used instead only
 /// when simd-json refused a number. They are separate buffers so the returned `Doc` can borrow
 /// either one for the caller's lifetime.
+///
+/// `finish` runs on the parsed document before number texts are collected, with stage 1's
+/// structural indexes (which index `source` on both paths: placeholders keep offsets); it may
+/// fill in the document and returns whether the texts are needed. Texts of refused numbers
+/// are always collected: the tape holds only stand-ins for them.
 pub(crate) fn parse_exact<'s>(
     source: &[u8],
     bytes: &'s mut Vec<u8>,
     fallback: &'s mut Vec<u8>,
     buffers: &mut Buffers,
+    finish: impl FnOnce(&mut Doc<'s>, &[u32]) -> bool,
 ) -> Result<Doc<'s>, simd_json::Error> {
     let len = source.len();
     bytes.clear();
@@ -49,16 +55,15 @@ pub(crate) fn parse_exact<'s>(
     let mut tape = Tape::null();
     match simd_json::fill_tape_padded(bytes, len, buffers, &mut tape) {
         Ok(()) => {
-            let numbers = if needs_texts(&tape.0) {
-                collect_texts(&tape.0, source, buffers.structural_indexes(), &[])
-            } else {
-                NumberTexts::default()
-            };
-            Ok(Doc {
+            let mut doc = Doc {
                 nodes: tape.0,
-                numbers,
-                verbatim: Vec::new(),
-            })
+                ..Doc::default()
+            };
+            let structurals = buffers.structural_indexes();
+            if finish(&mut doc, structurals) && needs_texts(&doc.nodes) {
+                doc.numbers = collect_texts(&doc.nodes, source, structurals, &[]);
+            }
+            Ok(doc)
         }
         Err(error) if is_refused_number(&error) => {
             let refused = refused_numbers(source, buffers.structural_indexes());
@@ -69,12 +74,14 @@ pub(crate) fn parse_exact<'s>(
             fallback.resize(len + simd_json::INPUT_PADDING, 0);
             let mut tape = Tape::null();
             simd_json::fill_tape_padded(fallback, len, buffers, &mut tape)?;
-            let numbers = collect_texts(&tape.0, source, buffers.structural_indexes(), &refused);
-            Ok(Doc {
+            let mut doc = Doc {
                 nodes: tape.0,
-                numbers,
-                verbatim: Vec::new(),
-            })
+                ..Doc::default()
+            };
+            let structurals = buffers.structural_indexes();
+            finish(&mut doc, structurals);
+            doc.numbers = collect_texts(&doc.nodes, source, structurals, &refused);
+            Ok(doc)
         }
         Err(error) => Err(error),
     }

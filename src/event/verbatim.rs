@@ -19,10 +19,13 @@
 //!   which reproduces the sent digits of any integer simd-json accepts; everything else is
 //!   written from its sent text, `super::number`). Bodies whose numbers simd-json refused are
 //!   parsed through placeholders of the same length, so the structural indexes of that parse
-//!   index the sent text as well.
+//!   index the sent text as well;
+//! * it has **no top-level `id`**: the schema replaces an inbound id, so such an event is
+//!   rewritten.
 //!
-//! Whether the event carries a top-level `id` (which the schema replaces) is decided by the
-//! decoder, which reads every top-level key anyway.
+//! The decoder may then skip collecting number texts for a record whose events are all
+//! verbatim (`super::VerbatimText::KeepWithoutNumberTexts`): nothing will be written from its
+//! tape.
 //!
 //! Invariant (tested against the tape writer, property-based in `schema::launchdarkly`): an
 //! element this module calls verbatim is byte-identical to its rewrite from the tape.
@@ -66,7 +69,8 @@ pub(crate) fn array_elements(
         if !matches!(separator, Some(b',' | b']')) {
             break;
         }
-        elements.push(verbatim_element(source, own));
+        let replaces_id = json::get(nodes, element, "id").is_some();
+        elements.push(verbatim_element(source, own).filter(|_| !replaces_id));
         next += count + 1;
     }
     elements
