@@ -183,19 +183,43 @@ pub struct Batcher {
     spares: SparePool,
     /// The item ranges of the last cut batch, emptied: they never leave the batcher.
     spare_ranges: Vec<(usize, usize)>,
-    /// The last item's kind and environment: consecutive items mostly share them, and a clone
-    /// of an inline `CompactString` is a plain copy where building one from text stalled on
-    /// reading back the bytes just copied in (measured: most of `offer`'s own time).
-    last_kind: CompactString,
+    /// The last item's environment: consecutive items share it (see [`reuse`]).
     last_environment: CompactString,
 }
 
 /// `text` as a `CompactString`, cloned from `last` when equal (and remembered otherwise).
+///
+/// A clone of an inline `CompactString` is a plain copy, where building one from text stalls
+/// on reading back the bytes just copied in: that stall was most of `offer`'s own time.
 fn reuse(last: &mut CompactString, text: &str) -> CompactString {
     if last.as_str() != text {
         *last = CompactString::from(text);
     }
     last.clone()
+}
+
+/// The event kinds SDKs send (LaunchDarkly's, the browser SDK's, go-feature-flag's).
+static KNOWN_KINDS: [CompactString; 11] = [
+    CompactString::const_new("feature"),
+    CompactString::const_new("custom"),
+    CompactString::const_new("identify"),
+    CompactString::const_new("index"),
+    CompactString::const_new("summary"),
+    CompactString::const_new("debug"),
+    CompactString::const_new("alias"),
+    CompactString::const_new("click"),
+    CompactString::const_new("pageview"),
+    CompactString::const_new("tracking"),
+    CompactString::const_new("diagnostic"),
+];
+
+/// `kind` as a `CompactString`, cloned from a constant for the known kinds (see [`reuse`]).
+fn kind_text(kind: &str) -> CompactString {
+    KNOWN_KINDS
+        .iter()
+        .find(|known| known.as_str() == kind)
+        .cloned()
+        .unwrap_or_else(|| CompactString::from(kind))
 }
 
 impl Batcher {
@@ -231,7 +255,6 @@ impl Batcher {
             last_item_count: 0,
             spares: SparePool::default(),
             spare_ranges: Vec::new(),
-            last_kind: CompactString::default(),
             last_environment: CompactString::default(),
         }
     }
@@ -382,7 +405,7 @@ impl Batcher {
         if self.open.items.is_empty() {
             self.start_open_batch(row_count, bytes);
         }
-        let kind = reuse(&mut self.last_kind, meta.kind);
+        let kind = kind_text(meta.kind);
         let environment = reuse(&mut self.last_environment, meta.environment);
         let open = &mut self.open;
         let mut event_id = Some(meta.event_id);
@@ -616,6 +639,17 @@ mod tests {
 
     fn pos(seq: u64, event: u32) -> Position {
         Position { seq, event }
+    }
+
+    #[test]
+    fn item_texts_from_constants_and_the_last_item_equal_their_text() {
+        for kind in ["feature", "tracking", "diagnostic", "a-kind-nobody-knows"] {
+            assert_eq!(kind_text(kind), kind);
+        }
+        let mut last = CompactString::default();
+        for environment in ["production", "production", "staging", ""] {
+            assert_eq!(reuse(&mut last, environment), environment);
+        }
     }
 
     #[test]
