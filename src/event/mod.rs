@@ -34,8 +34,9 @@
 //! 4. Unknown kinds and unknown fields survive decoding and pass through the schemas that
 //!    carry whole events (`launchdarkly`, `gofeatureflag`); one bad event in a batch becomes an
 //!    [`InvalidEvent`] (reason + JSON text) and never costs its neighbours.
-//! 5. The hot path (decode → filter → map) allocates once per *record* (the tape), not per
-//!    event: events share the tape through an `Arc`, rows are written into a reused buffer.
+//! 5. The hot path (decode → filter → map) allocates once per *record* (the tape, and for the
+//!    pass-through schema the list of events it copies as sent), not per event: events share
+//!    the tape through an `Arc`, rows are written into a reused buffer.
 //!
 //! Choices on ambiguous points of the formats (`default` value vs boolean, timestamp units,
 //! legacy users, …) are documented in `docs/schemas.md`.
