@@ -7,10 +7,13 @@
 //! Properties: `validate`, `decode` and `map_event` (every schema, with and without summary
 //! expansion) never panic on any bytes; a body that validates also decodes; every row a
 //! schema emits is itself exactly one valid JSON object (checked with our own validator:
-//! one object = one NDJSON line).
+//! one object = one NDJSON line); decoding as the `launchdarkly` pipeline does (events copied
+//! as sent where exact, number texts skipped when all are) writes the same rows as decoding
+//! that only rewrites.
 
 use flagstream::event::{
-    decode, map_event, validate, ExportOptions, InboundFormat, RecordContext, Schema,
+    decode, map_event, validate, DecodeScratch, Event, ExportOptions, InboundFormat, RecordContext,
+    Schema, VerbatimText,
 };
 
 pub fn run(data: &[u8]) {
@@ -30,7 +33,7 @@ pub fn run(data: &[u8]) {
         received_at_ms: 1_717_000_000_000,
         instance_id: None,
     };
-    let mut scratch = flagstream::event::DecodeScratch::default();
+    let mut scratch = DecodeScratch::default();
     let record = match decode(&ctx, body, &mut scratch) {
         Ok(record) => record,
         Err(error) => {
@@ -41,6 +44,13 @@ pub fn run(data: &[u8]) {
             return;
         }
     };
+    let mut copying = DecodeScratch::with_verbatim(VerbatimText::KeepWithoutNumberTexts);
+    let copied = decode(&ctx, body, &mut copying).expect("decodes as the plain decode did");
+    assert_eq!(
+        launchdarkly_rows(&ctx, &copied.events),
+        launchdarkly_rows(&ctx, &record.events),
+        "events copied as sent differ from their rewrite"
+    );
     let mut buf = Vec::new();
     for expand_summaries in [false, true] {
         let options = ExportOptions {
@@ -61,4 +71,23 @@ pub fn run(data: &[u8]) {
             }
         }
     }
+}
+
+/// The `launchdarkly` rows of `events` (default options), one string each.
+fn launchdarkly_rows(ctx: &RecordContext<'_>, events: &[Event<'_>]) -> Vec<String> {
+    let options = ExportOptions::default();
+    let mut buf = Vec::new();
+    let mut rows = Vec::new();
+    for event in events {
+        map_event(
+            Schema::LaunchDarkly,
+            &options,
+            ctx,
+            event,
+            &mut buf,
+            &mut |row| rows.push(String::from_utf8_lossy(row).into_owned()),
+        )
+        .expect("mapping a decoded event never fails");
+    }
+    rows
 }
