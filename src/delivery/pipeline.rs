@@ -82,7 +82,7 @@ struct Unfinished {
 
 /// Only the pass-through schema copies events as sent; expanding summaries writes their
 /// numbers from the tape, so their exact texts are kept then.
-fn verbatim_text(schema: Schema, export: &ExportOptions) -> VerbatimText {
+fn verbatim_mode(schema: Schema, export: &ExportOptions) -> VerbatimText {
     match schema {
         Schema::LaunchDarkly if export.expand_summaries => VerbatimText::Keep,
         Schema::LaunchDarkly => VerbatimText::KeepWithoutNumberTexts,
@@ -145,7 +145,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(schema: Schema, export: ExportOptions, filter: Filter) -> Self {
-        let verbatim = verbatim_text(schema, &export);
+        let verbatim = verbatim_mode(schema, &export);
         Pipeline {
             input: Input::MappedEvents,
             schema,
