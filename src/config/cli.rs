@@ -423,7 +423,7 @@ pub struct ServeArgs {
 
     /// Memory for decoded records shared by destinations with the same schema, export options
     /// and filter, so each record is decoded once for all of them; 0 turns sharing off.
-    #[arg(long, env = "FLAGSTREAM_SHARED_RECORDS_MAX_BYTES", value_parser = parse_size, default_value = "16MiB")]
+    #[arg(long, env = "FLAGSTREAM_SHARED_RECORDS_MAX_BYTES", value_parser = parse_size, default_value = "64MiB")]
     pub shared_records_max_bytes: ByteSize,
 
     /// Largest accepted request body, after gunzip (bigger → 413).

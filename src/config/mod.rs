@@ -617,6 +617,10 @@ mod tests {
         assert!(config.ingest.environments.is_open());
         assert_eq!(config.retry.max_attempts, Some(5));
         assert_eq!(config.retry.max_age, Some(Duration::from_secs(30 * 60)));
+        assert_eq!(
+            config.shared_records_max_bytes,
+            crate::delivery::DEFAULT_SHARED_RECORDS_MAX_BYTES
+        );
     }
 
     #[test]
