@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `rotate` | longest time events wait before their file is written (the batch linger) | `5s` |
 //! | `max_bytes` | largest batch of mapped events (the batch byte limit; a compressed file is smaller) | `8MiB` |
+//! | `direct_io` | write files past the page cache (`O_DIRECT`) where the filesystem allows; `false` writes through it | `true` |
 //! | `format`, `partitions`, `partition_time`, `file_name`, `csv_*`, `parquet_*`, `gzip_level` | format and layout, shared with the bucket destinations ([`super::object`]) | `ndjson`, no partitions, `{batch_id}.{ext}` |
 //!
 //! The defaults keep the layout of earlier versions: a flat directory of `<batch id>.ndjson`.
@@ -29,17 +30,20 @@
 //! crash start with `.` and end in `.tmp`; [`Destination::check`] removes them (in partition
 //! directories too).
 //!
+//! Files are written with direct I/O where the filesystem allows it, through the page cache
+//! where it does not ([`write`] explains why and how).
+//!
 //! Every I/O error is retriable (a full or read-only disk can be fixed by the operator); the
 //! engine's retry budget eventually dead-letters the batch.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use serde::Deserialize;
 
 use crate::event::Schema;
 
@@ -49,6 +53,10 @@ use super::object::{
     MAX_EVENTS_PER_OBJECT,
 };
 use super::{DestError, Destination, DestinationSpec, Failure};
+
+mod write;
+
+use write::{create_dirs_durably, AtomicWriter};
 
 /// Default longest wait before a file is written.
 pub const DEFAULT_ROTATE: Duration = Duration::from_secs(5);
@@ -67,7 +75,7 @@ impl DestinationKind for FileKind {
         "one file per batch in a directory (NDJSON, NDJSON.gz, CSV or Parquet), written atomically";
     const EXAMPLE: &'static str =
         "file:///var/lib/flagstream/export?format=ndjson.gz&partitions=dt,hour&rotate=5s";
-    type Options = (ObjectOptions,);
+    type Options = (FileOptions, ObjectOptions);
 
     /// Files are written in parallel with a bounded memory footprint.
     const DEFAULT_CONCURRENCY: usize = 2;
@@ -75,7 +83,7 @@ impl DestinationKind for FileKind {
     async fn build(
         &self,
         target: &str,
-        (objects,): Self::Options,
+        (file, objects): Self::Options,
         context: &BuildContext,
     ) -> Result<Arc<dyn Destination>, DestError> {
         let dir = PathBuf::from(target);
@@ -96,8 +104,18 @@ impl DestinationKind for FileKind {
             limits.linger,
             limits.max_bytes,
         );
-        Ok(Arc::new(destination.with_writer(writer)))
+        let destination = destination
+            .with_writer(writer)
+            .with_direct_io(file.direct_io.unwrap_or(true));
+        Ok(Arc::new(destination))
     }
+}
+
+/// The `file` destination's own options (the object options are shared with the buckets).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FileOptions {
+    /// Write past the page cache where the filesystem allows (`write.rs`); default on.
+    pub direct_io: Option<bool>,
 }
 
 /// Writes each batch as files in a directory; see the module doc.
@@ -117,7 +135,10 @@ impl ObjectDestination<DirectoryStore> {
             .expect("the default object options are valid");
         ObjectDestination {
             name: name.to_string(),
-            store: DirectoryStore { dir },
+            store: DirectoryStore {
+                dir,
+                writer: Arc::new(AtomicWriter::new(true)),
+            },
             writer,
             limits: object_limits(rotate, max_bytes),
             bodies: Default::default(),
@@ -128,6 +149,18 @@ impl ObjectDestination<DirectoryStore> {
     pub fn with_writer(mut self, writer: ObjectWriter) -> Self {
         self.writer = writer;
         self
+    }
+
+    /// Write with direct I/O where the filesystem allows (`true`, the default) or always
+    /// through the page cache.
+    pub fn with_direct_io(mut self, direct_io: bool) -> Self {
+        self.store.writer = Arc::new(AtomicWriter::new(direct_io));
+        self
+    }
+
+    /// Whether the next file is written with direct I/O (see `write.rs`).
+    pub fn writes_direct(&self) -> bool {
+        self.store.writer.is_direct()
     }
 
     /// The embedded default when no `--dest` is given: NDJSON files in `<data-dir>/export`.
@@ -159,6 +192,7 @@ impl ObjectDestination<DirectoryStore> {
 #[derive(Debug)]
 pub struct DirectoryStore {
     dir: PathBuf,
+    writer: Arc<AtomicWriter>,
 }
 
 impl ObjectStore for DirectoryStore {
@@ -178,10 +212,10 @@ impl ObjectStore for DirectoryStore {
         let path = self.dir.join(&object.key);
         let root = self.dir.clone();
         let body = object.body.clone();
+        let writer = self.writer.clone();
         async move {
             let target = path.clone();
-            match tokio::task::spawn_blocking(move || write_atomically(&root, &target, &body)).await
-            {
+            match tokio::task::spawn_blocking(move || writer.write(&root, &target, &body)).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(err)) => Err(Failure::retriable(format!(
                     "writing {}: {err}",
@@ -195,45 +229,6 @@ impl ObjectStore for DirectoryStore {
         }
         .boxed()
     }
-}
-
-/// Write `body` as `path` (somewhere under `root`) atomically: temp file, fdatasync, rename,
-/// fsync its directory; missing directories are created durably first.
-fn write_atomically(root: &Path, path: &Path, body: &[u8]) -> io::Result<()> {
-    let parent = path.parent().unwrap_or(root);
-    create_dirs_durably(parent)?;
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let temp = parent.join(format!(".{name}.tmp"));
-    let result = (|| {
-        let mut file = File::create(&temp)?;
-        file.write_all(body)?;
-        file.sync_data()?;
-        fs::rename(&temp, path)?;
-        File::open(parent)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
-}
-
-/// Create `dir` and any missing ancestors, fsyncing each new directory's parent so the new
-/// entry survives a power cut.
-fn create_dirs_durably(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        create_dirs_durably(parent)?;
-        match fs::create_dir(dir) {
-            Ok(()) => {}
-            // Another batch in flight created it meanwhile.
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-            Err(err) => return Err(err),
-        }
-        File::open(parent)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// Create the directory (durably), remove temp files a crash left (in partition directories
@@ -408,6 +403,12 @@ mod tests {
         assert_eq!(dest.limits().max_bytes, 2 << 20);
         assert_eq!(dest.schema(), Schema::LaunchDarkly);
         assert!(format!("{dest:?}").contains("/srv/export"));
+        assert!(format!("{dest:?}").contains("direct: true"), "{dest:?}");
+        let cached = build("file:///srv/export?direct_io=false").await.unwrap();
+        assert!(
+            format!("{cached:?}").contains("direct: false"),
+            "{cached:?}"
+        );
 
         for (url, needle) in [
             ("file://relative/dir", "absolute"),
@@ -418,6 +419,7 @@ mod tests {
             ("file:///srv?rotate=0s", "rotate"),
             ("file:///srv?max_bytes=12", "max_bytes"),
             ("file:///srv?max_bytes=8MB&rotat=1s", "rotat"),
+            ("file:///srv?direct_io=sometimes", "direct_io"),
         ] {
             let err = build(url).await.unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
@@ -442,8 +444,8 @@ mod tests {
             .path()
             .join("environment=prod/dt=1970-01-01/hour=01/file-4-5.ndjson.gz");
         let mut text = String::new();
-        io::Read::read_to_string(
-            &mut flate2::read::GzDecoder::new(File::open(&first).unwrap()),
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(fs::File::open(&first).unwrap()),
             &mut text,
         )
         .unwrap();
