@@ -18,6 +18,10 @@ use bytes::Bytes;
 /// Most buffers kept: a file destination sends one batch at a time.
 pub const MAX_BODIES: usize = 1;
 
+/// Pooled bodies start at a multiple of this address: the block alignment direct I/O needs, so
+/// the `file` destination writes them straight from memory (`src/dest/file/write.rs`).
+pub const BODY_ALIGN: usize = 4096;
+
 /// Empty body buffers of objects already put.
 #[derive(Debug, Default)]
 pub struct BodyPool {
@@ -28,6 +32,17 @@ impl BodyPool {
     /// An empty buffer, warm if one was handed back.
     pub fn take(&self) -> Vec<u8> {
         self.lock().pop().unwrap_or_default()
+    }
+
+    /// An empty buffer with room for `len` bytes after `pad` filler bytes that put the body's
+    /// first byte on a [`BODY_ALIGN`] boundary: the body is `Bytes::from(buffer).slice(pad..)`
+    /// (and goes back with [`Self::give_back`] like any other).
+    pub fn take_aligned(&self, len: usize) -> (Vec<u8>, usize) {
+        let mut buffer = self.take();
+        buffer.reserve(len + BODY_ALIGN);
+        let pad = (BODY_ALIGN - buffer.as_ptr() as usize % BODY_ALIGN) % BODY_ALIGN;
+        buffer.resize(pad, 0);
+        (buffer, pad)
     }
 
     /// Keep the memory of `body` (an object already put) if nothing else refers to it.
@@ -75,5 +90,25 @@ mod tests {
         pool.give_back(Bytes::from(vec![1u8; 8]));
         assert!(pool.take().capacity() >= 4096);
         assert_eq!(pool.take().capacity(), 0, "at most {MAX_BODIES} kept");
+    }
+
+    #[test]
+    fn aligned_bodies_start_on_a_block_boundary_and_come_back_in_the_same_memory() {
+        let pool = BodyPool::default();
+        let (mut buffer, pad) = pool.take_aligned(10_000);
+        assert!(pad < BODY_ALIGN && buffer.len() == pad);
+        buffer.extend_from_slice(&[9u8; 10_000]);
+        let body = Bytes::from(buffer).slice(pad..);
+        assert_eq!(body.as_ptr() as usize % BODY_ALIGN, 0);
+        assert_eq!(body.len(), 10_000);
+        let start = body.as_ptr();
+        pool.give_back(body);
+        let (again, pad) = pool.take_aligned(10_000);
+        assert_eq!(
+            again.as_ptr().wrapping_add(pad),
+            start,
+            "the same memory, reused"
+        );
+        assert_eq!(again.len(), pad);
     }
 }

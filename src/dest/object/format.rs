@@ -167,10 +167,9 @@ impl Format {
     ) -> Result<Bytes, EncodeError> {
         match self {
             Format::Ndjson => {
-                let mut out = bodies.take();
-                out.reserve(size_hint);
+                let (mut out, pad) = bodies.take_aligned(size_hint);
                 write_ndjson(&mut out, items)?;
-                Ok(out.into())
+                Ok(Bytes::from(out).slice(pad..))
             }
             Format::NdjsonGz { level } => {
                 let gz =

@@ -172,6 +172,20 @@ fn event_time_partitions_read_the_payload_and_fall_back_to_receive_time() {
 }
 
 #[test]
+fn ndjson_bodies_start_on_a_block_boundary_for_direct_io() {
+    let w = writer(ObjectOptions::default(), &[Partition::Hour]);
+    let mut items: Vec<BatchItem> = (0..300).map(|i| item(i, "{\"n\":1}", "p", 0)).collect();
+    items[299].received_at_ms = 3_600_000; // a second object, in the next hour
+    let objects = w.encode(&batch(items)).unwrap();
+    assert_eq!(objects.len(), 2);
+    for object in &objects {
+        let address = object.body.as_ptr() as usize;
+        assert_eq!(address % super::body_pool::BODY_ALIGN, 0, "{}", object.key);
+    }
+    assert_eq!(&objects[1].body[..], b"{\"n\":1}\n");
+}
+
+#[test]
 fn ndjson_gz_is_gzip_of_the_ndjson_and_says_so() {
     let options = ObjectOptions {
         format: parsed("ndjson.gz"),
