@@ -176,6 +176,10 @@ impl Layout {
 
     /// Group a batch's item indices by partition path, in first-seen order.
     pub fn group(&self, schema: Schema, items: &[BatchItem]) -> Vec<(String, Vec<usize>)> {
+        if self.partitions.is_empty() && !items.is_empty() {
+            // The flat layout (the `file` default): one object of every item.
+            return vec![(String::new(), (0..items.len()).collect())];
+        }
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         // The items of a batch mostly share an hour: with only time partitions by receive
         // time, an item received in the previous item's hour joins that item's group without

@@ -172,6 +172,22 @@ fn event_time_partitions_read_the_payload_and_fall_back_to_receive_time() {
 }
 
 #[test]
+fn the_flat_layout_is_one_object_of_every_item_in_order_and_no_items_no_object() {
+    let w = writer(ObjectOptions::default(), &[]);
+    let items = vec![
+        item(0, "{}", "a", 0),
+        item(1, "{}", "b", 7_200_000),
+        item(2, "{}", "a", 0),
+    ];
+    let objects = w.encode(&batch(items)).unwrap();
+    assert_eq!(
+        keys_and_items(&objects),
+        vec![("exports/flags/s3-10-12.ndjson", &[0usize, 1, 2][..])]
+    );
+    assert!(w.encode(&batch(Vec::new())).unwrap().is_empty());
+}
+
+#[test]
 fn ndjson_bodies_start_on_a_block_boundary_for_direct_io() {
     let w = writer(ObjectOptions::default(), &[Partition::Hour]);
     let mut items: Vec<BatchItem> = (0..300).map(|i| item(i, "{\"n\":1}", "p", 0)).collect();
