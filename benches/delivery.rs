@@ -5,6 +5,8 @@
 //! * `engine/file` — the whole engine: a WAL backlog of LaunchDarkly `/bulk` records (100
 //!   events each) delivered by one worker to the real file destination (8 MiB files, each
 //!   fdatasynced and renamed). The target is ≥ 500,000 events/s on the 2-core CI machine.
+//! * `engine/file-page-cache` — the same with `direct_io=false`: files written through the
+//!   page cache, as before direct I/O (`src/dest/file/write.rs`).
 //!
 //! Run with `cargo bench --bench delivery`.
 
@@ -232,42 +234,45 @@ fn engine_bench(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(20));
     group.throughput(Throughput::Elements((RECORDS * EVENTS_PER_RECORD) as u64));
     let mut run = 0u64;
-    group.bench_function("file", |b| {
-        b.iter_custom(|iterations| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iterations {
-                run += 1;
-                // A fresh destination name = a fresh cursor at the start of the backlog.
-                let name = format!("file{run}");
-                let export = dir.path().join(&name);
-                let destination = FileDestination::new(
-                    &name,
-                    export.clone(),
-                    Schema::LaunchDarkly,
-                    Duration::from_millis(20),
-                    8 << 20,
-                );
-                let configured = ConfiguredDestination {
-                    settings: DeliverySettings::named(&name, &DeliveryDefaults::default()),
-                    destination: Arc::new(destination),
-                };
-                let options = EngineOptions::new(dir.path());
-                let started = Instant::now();
-                runtime.block_on(async {
-                    let delivery =
-                        Delivery::start(&wal, vec![configured], &options).expect("start");
-                    while delivery.status(&name).expect("status").cursor.seq < end {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    total += started.elapsed();
-                    delivery.shutdown().await;
-                });
-                wal.release_cursor(&name).expect("release cursor");
-                let _ = std::fs::remove_dir_all(&export);
-            }
-            total
+    for (id, direct_io) in [("file", true), ("file-page-cache", false)] {
+        group.bench_function(id, |b| {
+            b.iter_custom(|iterations| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iterations {
+                    run += 1;
+                    // A fresh destination name = a fresh cursor at the start of the backlog.
+                    let name = format!("file{run}");
+                    let export = dir.path().join(&name);
+                    let destination = FileDestination::new(
+                        &name,
+                        export.clone(),
+                        Schema::LaunchDarkly,
+                        Duration::from_millis(20),
+                        8 << 20,
+                    )
+                    .with_direct_io(direct_io);
+                    let configured = ConfiguredDestination {
+                        settings: DeliverySettings::named(&name, &DeliveryDefaults::default()),
+                        destination: Arc::new(destination),
+                    };
+                    let options = EngineOptions::new(dir.path());
+                    let started = Instant::now();
+                    runtime.block_on(async {
+                        let delivery =
+                            Delivery::start(&wal, vec![configured], &options).expect("start");
+                        while delivery.status(&name).expect("status").cursor.seq < end {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                        total += started.elapsed();
+                        delivery.shutdown().await;
+                    });
+                    wal.release_cursor(&name).expect("release cursor");
+                    let _ = std::fs::remove_dir_all(&export);
+                }
+                total
+            });
         });
-    });
+    }
     group.finish();
 }
 
