@@ -53,11 +53,11 @@ pub struct DecodeScratch {
     /// The copy parsed instead when simd-json refused a number (placeholders in place of the
     /// refused numbers); untouched otherwise.
     fallback: Vec<u8>,
-    /// The pristine text the parsed copy came from, when events borrow from it: NDJSON bodies
-    /// rewritten as one JSON array, or (keeping verbatim events) a copy of the array body.
+    /// The pristine text the parsed copy came from when it is not the body: NDJSON bodies
+    /// rewritten as one JSON array, or the elements of a huge record's part in brackets.
     joined: Vec<u8>,
-    /// Whether events note their sent text ([`Event::verbatim`]; costs a copy of the body and
-    /// a pass over its tape, worth it only for schemas that pass events through).
+    /// Whether events note their sent text ([`Event::verbatim`]; costs a pass over the tape,
+    /// worth it only for schemas that pass events through).
     verbatim: VerbatimText,
 }
 
@@ -325,7 +325,7 @@ fn parse<'s>(
 /// See [`super::decode`].
 pub(crate) fn decode<'s>(
     ctx: &RecordContext<'_>,
-    body: &[u8],
+    body: &'s [u8],
     scratch: &'s mut DecodeScratch,
 ) -> Result<DecodedRecord<'s>, DecodeError> {
     let DecodeScratch {
@@ -349,12 +349,7 @@ pub(crate) fn decode<'s>(
             ndjson_indices = Some(ndjson_to_array(body, joined, &mut invalid));
             true
         }
-        _ if mode != VerbatimText::Off => {
-            // A pristine copy that lives as long as the events: verbatim events point into it.
-            joined.clear();
-            joined.extend_from_slice(body);
-            true
-        }
+        // Verbatim events point into the body itself: it outlives them.
         _ => false,
     };
     let joined: &'s [u8] = joined;
@@ -410,8 +405,8 @@ pub(crate) fn decode<'s>(
             Some(indices) => indices.get(position).copied().unwrap_or(position as u32),
             None => position as u32,
         };
-        // Doc::verbatim is empty unless the parsed text was `joined`.
-        let verbatim = verbatim_text(nodes, joined, position);
+        // Doc::verbatim is empty unless decoding with verbatim text on.
+        let verbatim = verbatim_text(nodes, source, position);
         match extract(&tape, element, index, origin, goff_meta, verbatim) {
             Ok(event) => events.push(event),
             Err(reason) => invalid.push(invalid_event(nodes, element, index, reason, verbatim)),

@@ -172,7 +172,7 @@ pub struct DecodeError(pub String);
 /// events borrow from it. Every number keeps the digits it was sent with.
 pub fn decode<'s>(
     ctx: &RecordContext<'_>,
-    body: &[u8],
+    body: &'s [u8],
     scratch: &'s mut DecodeScratch,
 ) -> Result<DecodedRecord<'s>, DecodeError> {
     decode::decode(ctx, body, scratch)
