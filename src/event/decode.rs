@@ -11,9 +11,10 @@
 //!    their digits: bodies with fractions, exponents or numbers beyond 64 bits also get a side
 //!    table of number texts, and numbers simd-json refuses are parsed through placeholders
 //!    (`super::number`).
-//! 3. With [`VerbatimText`] on (the pass-through schema), the body is kept pristine beside the
-//!    parsed copy and each top-level element that can be copied as sent is noted
-//!    (`super::verbatim`); [`Event::verbatim`] points into that copy.
+//! 3. With [`VerbatimText`] on (the pass-through schema), each top-level element that can be
+//!    copied as sent is noted (`super::verbatim`); [`Event::verbatim`] points into the body
+//!    itself (or, for NDJSON and parts of huge records, into the pristine array text built
+//!    from them), which outlives the events.
 //! 4. One pass over each event object's keys fills the handful of slots everyone needs
 //!    (`kind`, `key`, `creationDate`, context sources) and checks their types. An event whose
 //!    required fields have the wrong type goes to [`DecodedRecord::invalid`] with the reason and

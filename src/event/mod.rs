@@ -169,7 +169,8 @@ pub struct DecodedRecord<'a> {
 pub struct DecodeError(pub String);
 
 /// Decode a record's body. `scratch` receives a copy of `body` that simd-json parses in place;
-/// events borrow from it. Every number keeps the digits it was sent with.
+/// events borrow from it and (their sent text, [`VerbatimText`]) from `body`. Every number
+/// keeps the digits it was sent with.
 pub fn decode<'s>(
     ctx: &RecordContext<'_>,
     body: &'s [u8],
