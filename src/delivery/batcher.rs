@@ -144,6 +144,14 @@ struct OpenBatch {
 }
 
 impl OpenBatch {
+    /// Copy `row` of the event at `position` into the arena (its item is pushed by the caller).
+    fn push_row(&mut self, row: &[u8], position: Position) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(row);
+        self.ranges.push((start, self.arena.len()));
+        self.positions.push(position);
+    }
+
     fn new(start: Position) -> Self {
         OpenBatch {
             start,
@@ -185,9 +193,6 @@ pub struct Batcher {
     spare_ranges: Vec<(usize, usize)>,
     /// The last item's environment: consecutive items share it (see [`reuse`]).
     last_environment: CompactString,
-    /// The last key and context key seen: events of one request often share them.
-    last_key: CompactString,
-    last_context_key: CompactString,
 }
 
 /// `text` as a `CompactString`, cloned from `last` when equal (and remembered otherwise).
@@ -267,8 +272,6 @@ impl Batcher {
             spares: SparePool::default(),
             spare_ranges: Vec::new(),
             last_environment: CompactString::default(),
-            last_key: CompactString::default(),
-            last_context_key: CompactString::default(),
         }
     }
 
@@ -418,31 +421,29 @@ impl Batcher {
         if self.open.items.is_empty() {
             self.start_open_batch(row_count, bytes);
         }
-        let kind = kind_text(meta.kind);
-        let environment = reuse(&mut self.last_environment, meta.environment);
-        let key = meta.key.map(|key| reuse(&mut self.last_key, key));
-        let context_key = meta
-            .context_key
-            .map(|context_key| reuse(&mut self.last_context_key, context_key));
         let open = &mut self.open;
-        for (row_index, row) in rows.iter().enumerate() {
-            let start = open.arena.len();
-            open.arena.extend_from_slice(row);
-            open.ranges.push((start, open.arena.len()));
-            open.positions.push(here);
+        let mut rows = rows.iter();
+        if let Some(row) = rows.next() {
+            open.push_row(row, here);
+            // Built in place for the first row (no clone, nothing to drop); extra rows copy it.
             open.items.push(BatchItem {
-                event_id: match row_index {
-                    0 => EventId::new(meta.event_id),
-                    // Extra rows of one event (multi-context warehouse rows) need their own ids.
-                    _ => EventId::row(meta.event_id, row_index),
-                },
+                event_id: EventId::new(meta.event_id),
                 payload: Bytes::new(),
-                kind: kind.clone(),
-                key: key.clone(),
-                context_key: context_key.clone(),
-                environment: environment.clone(),
+                kind: kind_text(meta.kind),
+                // Keys are built afresh: consecutive events rarely share them (flag keys and
+                // contexts alternate), and comparing with the last one cost more than it saved.
+                key: meta.key.map(CompactString::from),
+                context_key: meta.context_key.map(CompactString::from),
+                environment: reuse(&mut self.last_environment, meta.environment),
                 received_at_ms: meta.received_at_ms,
             });
+        }
+        for (row_index, row) in (1..).zip(rows) {
+            open.push_row(row, here);
+            // Extra rows of one event (multi-context warehouse rows) need their own ids.
+            let mut item = open.items[open.items.len() - row_index].clone();
+            item.event_id = EventId::row(meta.event_id, row_index);
+            open.items.push(item);
         }
         open.bytes += bytes;
         self.advance_past(index);
@@ -886,8 +887,8 @@ mod tests {
         assert_eq!(&batch.items[1].payload[..], b"b");
     }
 
-    /// Keys and environments are cached from one item to the next: every item must still carry
-    /// exactly its own event's texts, whatever came before it.
+    /// Kinds and environments come from constants and the item before: every item must still
+    /// carry exactly its own event's texts, whatever came before it.
     #[test]
     fn items_carry_their_own_texts_whatever_the_item_before_carried() {
         let texts = [
