@@ -45,15 +45,11 @@ impl EventId {
     /// The id `text`.
     pub fn new(text: &str) -> EventId {
         let len = text.len();
-        let mut bytes = [0u8; INLINE_CAPACITY];
-        // A UUID (nearly every id) is copied as a fixed-size block rather than by `memcpy`.
-        if let Ok(uuid) = <&[u8; EVENT_ID_LEN]>::try_from(text.as_bytes()) {
-            bytes[..EVENT_ID_LEN].copy_from_slice(uuid);
-        } else if len <= INLINE_CAPACITY {
-            bytes[..len].copy_from_slice(text.as_bytes());
-        } else {
+        if len > INLINE_CAPACITY {
             return EventId(Repr::Heap(text.into()));
         }
+        let mut bytes = [0u8; INLINE_CAPACITY];
+        bytes[..len].copy_from_slice(text.as_bytes());
         EventId(Repr::Inline {
             len: len as u8,
             bytes,
