@@ -199,14 +199,8 @@ pub struct Batcher {
 ///
 /// A clone of an inline `CompactString` is a plain copy, where building one from text stalls
 /// on reading back the bytes just copied in: that stall was most of `offer`'s own time.
-/// Texts that differ mostly differ in length or in their last byte (`user-7` after `user-6`),
-/// so those are compared before the bytes.
-#[inline]
 fn reuse(last: &mut CompactString, text: &str) -> CompactString {
-    let same = last.len() == text.len()
-        && last.as_bytes().last() == text.as_bytes().last()
-        && last.as_str() == text;
-    if !same {
+    if last.as_str() != text {
         *last = CompactString::from(text);
     }
     last.clone()
