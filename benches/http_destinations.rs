@@ -134,7 +134,7 @@ fn record_batches() -> Vec<Batch> {
             );
             payload.extend_from_slice(&serde_json::to_vec(&cloud::ld_bulk("b", 50, 10)).unwrap());
             BatchItem {
-                event_id: payload_id.clone(),
+                event_id: payload_id.as_str().into(),
                 payload: payload.into(),
                 kind: "ld_bulk".into(),
                 key: Some(payload_id.into()),

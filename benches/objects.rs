@@ -95,7 +95,7 @@ fn batch(id: &str, rows: usize) -> Batch {
                 edited = edited.replace(&quoted, &format!("\"context_key\":\"user-{}\"", i % 1000));
             }
             BatchItem {
-                event_id,
+                event_id: event_id.into(),
                 payload: Bytes::from(edited),
                 kind: row["kind"].as_str().unwrap_or("summary").into(),
                 key: None,

@@ -592,7 +592,7 @@ async fn test_destination(config: ServeConfig, name: &str) -> Result<ExitCode> {
     let items = rows
         .into_iter()
         .map(|row| BatchItem {
-            event_id: event::event_id(&ctx, 0),
+            event_id: event::event_id(&ctx, 0).into(),
             payload: row.into(),
             kind: "feature".into(),
             key: Some(TEST_EVENT_KEY.into()),

@@ -21,7 +21,7 @@ pub fn evaluation_batch(prefix: &str, rows: usize) -> Batch {
                 "timestamp": "2024-05-29T16:26:39.001Z", "received_at": 1_717_000_000_123i64,
             });
             BatchItem {
-                event_id,
+                event_id: event_id.into(),
                 payload: Bytes::from(serde_json::to_vec(&row).unwrap()),
                 kind: "feature".into(),
                 key: Some("new-checkout".into()),

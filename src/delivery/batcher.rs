@@ -42,7 +42,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::spare_buffers::{Spare, SparePool};
-use crate::dest::{Batch, BatchItem, BatchLimits, CompactString};
+use crate::dest::{Batch, BatchItem, BatchLimits, CompactString, EventId};
 use crate::event::Schema;
 use crate::wal::Position;
 
@@ -79,7 +79,7 @@ pub struct CutBatch {
 /// Metadata of one event offered to the batcher (everything of a [`BatchItem`] but the row).
 #[derive(Debug)]
 pub struct ItemMeta<'a> {
-    pub event_id: String,
+    pub event_id: &'a str,
     pub kind: &'a str,
     pub key: Option<&'a str>,
     pub context_key: Option<&'a str>,
@@ -144,6 +144,14 @@ struct OpenBatch {
 }
 
 impl OpenBatch {
+    /// Copy `row` of the event at `position` into the arena (its item is pushed by the caller).
+    fn push_row(&mut self, row: &[u8], position: Position) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(row);
+        self.ranges.push((start, self.arena.len()));
+        self.positions.push(position);
+    }
+
     fn new(start: Position) -> Self {
         OpenBatch {
             start,
@@ -198,28 +206,30 @@ fn reuse(last: &mut CompactString, text: &str) -> CompactString {
     last.clone()
 }
 
-/// The event kinds SDKs send (LaunchDarkly's, the browser SDK's, go-feature-flag's).
-static KNOWN_KINDS: [CompactString; 11] = [
-    CompactString::const_new("feature"),
-    CompactString::const_new("custom"),
-    CompactString::const_new("identify"),
-    CompactString::const_new("index"),
-    CompactString::const_new("summary"),
-    CompactString::const_new("debug"),
-    CompactString::const_new("alias"),
-    CompactString::const_new("click"),
-    CompactString::const_new("pageview"),
-    CompactString::const_new("tracking"),
-    CompactString::const_new("diagnostic"),
-];
-
-/// `kind` as a `CompactString`, cloned from a constant for the known kinds (see [`reuse`]).
+/// `kind` as a `CompactString`: a constant for the kinds SDKs send (LaunchDarkly's, the
+/// browser SDK's, go-feature-flag's), built from the text otherwise (see [`reuse`]).
 fn kind_text(kind: &str) -> CompactString {
-    KNOWN_KINDS
-        .iter()
-        .find(|known| known.as_str() == kind)
-        .cloned()
-        .unwrap_or_else(|| CompactString::from(kind))
+    macro_rules! known_kinds {
+        ($($known:literal),*) => {
+            match kind {
+                $($known => const { CompactString::const_new($known) },)*
+                _ => CompactString::from(kind),
+            }
+        };
+    }
+    known_kinds!(
+        "feature",
+        "custom",
+        "identify",
+        "index",
+        "summary",
+        "debug",
+        "alias",
+        "click",
+        "pageview",
+        "tracking",
+        "diagnostic"
+    )
 }
 
 impl Batcher {
@@ -405,32 +415,29 @@ impl Batcher {
         if self.open.items.is_empty() {
             self.start_open_batch(row_count, bytes);
         }
-        let kind = kind_text(meta.kind);
-        let environment = reuse(&mut self.last_environment, meta.environment);
         let open = &mut self.open;
-        let mut event_id = Some(meta.event_id);
-        for (row_index, row) in rows.iter().enumerate() {
-            let start = open.arena.len();
-            open.arena.extend_from_slice(row);
-            open.ranges.push((start, open.arena.len()));
-            open.positions.push(here);
-            let event_id = match event_id.take() {
-                Some(id) if row_index == 0 => id,
-                // Extra rows of one event (multi-context warehouse rows) need their own ids.
-                _ => format!(
-                    "{}-{row_index}",
-                    open.items[open.items.len() - row_index].event_id
-                ),
-            };
+        let mut rows = rows.iter();
+        if let Some(row) = rows.next() {
+            open.push_row(row, here);
+            // Built in place for the first row (no clone, nothing to drop); extra rows copy it.
             open.items.push(BatchItem {
-                event_id,
+                event_id: EventId::new(meta.event_id),
                 payload: Bytes::new(),
-                kind: kind.clone(),
+                kind: kind_text(meta.kind),
+                // Keys are built afresh: consecutive events rarely share them (flag keys and
+                // contexts alternate), and comparing with the last one cost more than it saved.
                 key: meta.key.map(CompactString::from),
                 context_key: meta.context_key.map(CompactString::from),
-                environment: environment.clone(),
+                environment: reuse(&mut self.last_environment, meta.environment),
                 received_at_ms: meta.received_at_ms,
             });
+        }
+        for (row_index, row) in (1..).zip(rows) {
+            open.push_row(row, here);
+            // Extra rows of one event (multi-context warehouse rows) need their own ids.
+            let mut item = open.items[open.items.len() - row_index].clone();
+            item.event_id = EventId::row(meta.event_id, row_index);
+            open.items.push(item);
         }
         open.bytes += bytes;
         self.advance_past(index);
@@ -586,7 +593,7 @@ mod tests {
         }
     }
 
-    fn meta(id: String) -> ItemMeta<'static> {
+    fn meta(id: &str) -> ItemMeta<'_> {
         ItemMeta {
             event_id: id,
             kind: "feature",
@@ -609,9 +616,10 @@ mod tests {
                 None => batcher.skip(index as u32),
                 Some(row) => {
                     let ends = [row.len()];
+                    let id = format!("e{seq}.{index}");
                     let _ = batcher.offer(
                         index as u32,
-                        meta(format!("e{seq}.{index}")),
+                        meta(&id),
                         Rows {
                             bytes: row,
                             ends: &ends,
@@ -647,8 +655,17 @@ mod tests {
             assert_eq!(kind_text(kind), kind);
         }
         let mut last = CompactString::default();
-        for environment in ["production", "production", "staging", ""] {
-            assert_eq!(reuse(&mut last, environment), environment);
+        for text in [
+            "production",
+            "production",
+            "staging",
+            "",
+            "user-16",
+            "user-26",
+            "user-27",
+        ] {
+            assert_eq!(reuse(&mut last, text), text);
+            assert_eq!(last, text, "remembered");
         }
     }
 
@@ -696,7 +713,7 @@ mod tests {
 
     fn contents(cut: &CutBatch) -> (Position, Position, String, Vec<(String, Vec<u8>)>) {
         let items = cut.batch.items.iter();
-        let items = items.map(|i| (i.event_id.clone(), i.payload.to_vec()));
+        let items = items.map(|i| (i.event_id.to_string(), i.payload.to_vec()));
         (cut.start, cut.end, cut.batch.id.clone(), items.collect())
     }
 
@@ -791,7 +808,7 @@ mod tests {
         let err = batcher
             .offer(
                 0,
-                meta("a".into()),
+                meta("a"),
                 Rows {
                     bytes: &big,
                     ends: &[101],
@@ -810,7 +827,7 @@ mod tests {
         let err = batcher
             .offer(
                 1,
-                meta("b".into()),
+                meta("b"),
                 Rows {
                     bytes: three,
                     ends: &[1, 2, 3],
@@ -821,7 +838,7 @@ mod tests {
         batcher
             .offer(
                 2,
-                meta("c".into()),
+                meta("c"),
                 Rows {
                     bytes: b"ok",
                     ends: &[2],
@@ -844,7 +861,7 @@ mod tests {
         batcher
             .offer(
                 0,
-                meta("ev".into()),
+                meta("ev"),
                 Rows {
                     bytes: b"ab",
                     ends: &[1, 2],
@@ -856,8 +873,80 @@ mod tests {
         let batch = &drain(&mut batcher)[0].batch;
         let ids: Vec<&str> = batch.items.iter().map(|i| i.event_id.as_str()).collect();
         assert_eq!(ids, vec!["ev", "ev-1"]);
+        assert!(batch
+            .items
+            .iter()
+            .all(|i| i.key.as_deref() == Some("flag") && i.context_key.as_deref() == Some("u1")));
         assert_eq!(&batch.items[0].payload[..], b"a");
         assert_eq!(&batch.items[1].payload[..], b"b");
+    }
+
+    /// Kinds and environments come from constants and the item before: every item must still
+    /// carry exactly its own event's texts, whatever came before it.
+    #[test]
+    fn items_carry_their_own_texts_whatever_the_item_before_carried() {
+        let texts = [
+            ("feature", Some("flag-1"), Some("user-1"), "production"),
+            ("feature", Some("flag-1"), Some("user-1"), "production"),
+            ("feature", Some("flag-2"), Some("user-2"), "staging"),
+            ("index", None, Some("user-2"), "staging"),
+            ("custom", Some("flag-2"), None, "staging"),
+            (
+                "a-kind-of-its-own",
+                Some("a-key-longer-than-twenty-four-bytes"),
+                Some("user-2"),
+                "",
+            ),
+            ("feature", Some("flag-1"), Some("user-1"), "production"),
+        ];
+        let mut batcher =
+            Batcher::new("d", Schema::LaunchDarkly, limits(10, 1000), pos(0, 0), None);
+        batcher.begin_record(0, texts.len() as u32);
+        for (index, &(kind, key, context_key, environment)) in texts.iter().enumerate() {
+            let meta = ItemMeta {
+                event_id: "0190a8e2-4b1c-8a18-86ed-3f2c1d0e9b7a",
+                kind,
+                key,
+                context_key,
+                environment,
+                received_at_ms: index as u64,
+            };
+            let rows = Rows {
+                bytes: b"r",
+                ends: &[1],
+            };
+            batcher.offer(index as u32, meta, rows).unwrap();
+        }
+        batcher.end_record();
+        batcher.cut_lingering();
+        let batch = &drain(&mut batcher)[0].batch;
+        let carried: Vec<_> = batch
+            .items
+            .iter()
+            .map(|i| {
+                let text = |t: &Option<CompactString>| t.as_ref().map(|t| t.to_string());
+                let (key, context_key) = (text(&i.key), text(&i.context_key));
+                (
+                    i.kind.to_string(),
+                    key,
+                    context_key,
+                    i.environment.to_string(),
+                )
+            })
+            .collect();
+        let expected: Vec<_> = texts
+            .iter()
+            .map(|&(kind, key, context_key, environment)| {
+                let owned = |t: Option<&str>| t.map(str::to_string);
+                (
+                    kind.to_string(),
+                    owned(key),
+                    owned(context_key),
+                    environment.to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(carried, expected);
     }
 
     /// Cut the whole log with linger cuts at arbitrary points, then "restart" from every

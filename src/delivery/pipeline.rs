@@ -490,8 +490,9 @@ impl Pipeline {
             batcher.end_record();
             return counts;
         }
+        let event_id = event::EventIdText::of(ctx, RAW_RECORD_INDEX);
         let meta = ItemMeta {
-            event_id: event::event_id(ctx, RAW_RECORD_INDEX),
+            event_id: event_id.as_str(),
             kind: stored.format.name(),
             key: stored.payload_id,
             context_key: None,
@@ -675,7 +676,7 @@ pub(crate) struct EventItem<'a> {
 /// The one place an [`ItemMeta`] is built from an event's metadata (fresh or replayed).
 fn item_meta<'a>(item: &EventItem<'a>) -> ItemMeta<'a> {
     ItemMeta {
-        event_id: item.event_id.to_owned(),
+        event_id: item.event_id,
         kind: item.kind,
         key: item.key,
         context_key: item.context_key,

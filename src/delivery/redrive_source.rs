@@ -279,7 +279,7 @@ impl RedriveSource {
                 seq: entry.seq,
                 event: entry.event,
             });
-            events.push((item.event_id.clone(), newest));
+            events.push((item.event_id.to_string(), newest));
             items.push(item);
         }
         if items.is_empty() {
@@ -397,7 +397,7 @@ impl RedriveSource {
 /// The batch item a dead letter was made from.
 fn item_of(entry: &DeadLetterEntry) -> BatchItem {
     BatchItem {
-        event_id: entry.event_id.clone().unwrap_or_default(),
+        event_id: entry.event_id.as_deref().unwrap_or_default().into(),
         payload: Bytes::copy_from_slice(entry.payload.get().as_bytes()),
         kind: entry.kind.as_deref().unwrap_or_default().into(),
         key: entry.key.as_deref().map(CompactString::from),
@@ -433,7 +433,7 @@ fn settle_dead(
         .increment(1);
     Handled {
         source: job.source.clone(),
-        event_id: item.event_id.clone(),
+        event_id: item.event_id.to_string(),
         mark: Mark {
             time_ms: newest,
             outcome: Outcome::DeadLettered,
@@ -551,7 +551,7 @@ mod tests {
             cut.batch
                 .items
                 .iter()
-                .map(|i| i.event_id.clone())
+                .map(|i| i.event_id.to_string())
                 .collect::<Vec<_>>()
         };
         assert_eq!(

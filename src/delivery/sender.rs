@@ -399,7 +399,7 @@ mod tests {
     fn batch(n: usize) -> (Batch, Vec<Position>) {
         let items = (0..n)
             .map(|i| BatchItem {
-                event_id: format!("e{i}"),
+                event_id: format!("e{i}").into(),
                 payload: Bytes::from(format!("{{\"i\":{i}}}")),
                 kind: "custom".into(),
                 key: None,

@@ -125,7 +125,7 @@ mod tests {
         let mut list = Vec::with_capacity(items);
         for i in 0..items {
             let mut item = BatchItem::with_payload(arena.slice(i..i + 1));
-            item.event_id = format!("e{i}");
+            item.event_id = format!("e{i}").into();
             list.push(item);
         }
         Returned {

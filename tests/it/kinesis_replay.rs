@@ -93,7 +93,7 @@ fn batch(count: usize) -> Batch {
         schema: Schema::LaunchDarkly,
         items: (0..count)
             .map(|i| BatchItem {
-                event_id: format!("evt-{i}"),
+                event_id: format!("evt-{i}").into(),
                 payload: Bytes::from(format!(r#"{{"event":{{"id":"evt-{i}"}}}}"#)),
                 kind: "feature".into(),
                 key: Some("flag".into()),

@@ -68,7 +68,7 @@ pub(crate) fn metric(event_id: &str, value: f64) -> Value {
 
 pub(crate) fn item(row: &Value) -> BatchItem {
     BatchItem {
-        event_id: row["event_id"].as_str().unwrap().to_string(),
+        event_id: row["event_id"].as_str().unwrap().into(),
         payload: Bytes::from(serde_json::to_vec(row).unwrap()),
         kind: "feature".into(),
         key: None,

@@ -53,7 +53,7 @@ pub fn message(item: &BatchItem, schema: Schema, partition_key: &str) -> AmqpMes
             EventData::builder()
                 .with_body(item.payload.to_vec())
                 .with_content_type("application/json".to_string())
-                .with_message_id(item.event_id.clone()),
+                .with_message_id(item.event_id.to_string()),
             |event, (name, value)| event.add_property(name.to_string(), value.to_string()),
         )
         .build();

@@ -275,7 +275,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, row)| BatchItem {
-                    event_id: format!("e{i}"),
+                    event_id: format!("e{i}").into(),
                     payload: Bytes::copy_from_slice(row.as_bytes()),
                     kind: "feature".into(),
                     key: None,

@@ -212,7 +212,7 @@ fn targets_parse() {
 
 fn item(index: usize, context: Option<&str>, key: Option<&str>) -> BatchItem {
     BatchItem {
-        event_id: format!("evt-{index}"),
+        event_id: format!("evt-{index}").into(),
         payload: Bytes::from_static(br#"{"event":{"contextKeys":{"user":"u-9"}}}"#),
         kind: "feature".into(),
         key: key.map(Into::into),

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 fn item(index: usize, context: Option<&str>, payload: &str) -> BatchItem {
     BatchItem {
-        event_id: format!("evt-{index}"),
+        event_id: format!("evt-{index}").into(),
         payload: Bytes::from(payload.to_string()),
         kind: "feature".into(),
         key: Some("flag-a".into()),

@@ -499,7 +499,7 @@ impl RowReader {
             _ => self.append_parsed(&item.payload, columns, builders),
         };
         result.map_err(|reason| ParquetError::Row {
-            event_id: item.event_id.clone(),
+            event_id: item.event_id.to_string(),
             reason,
         })?;
         builders.rows += 1;

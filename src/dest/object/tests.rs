@@ -8,7 +8,7 @@ const LAST_MS_OF_HOUR_7: u64 = 1_795_939_199_999;
 
 fn item(i: usize, payload: &str, environment: &str, received_at_ms: u64) -> BatchItem {
     BatchItem {
-        event_id: format!("e{i}"),
+        event_id: format!("e{i}").into(),
         payload: Bytes::copy_from_slice(payload.as_bytes()),
         kind: "feature".into(),
         key: Some("flag".into()),

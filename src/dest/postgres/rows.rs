@@ -114,7 +114,7 @@ pub fn warehouse_rows(items: &[BatchItem], tables: &[Table]) -> Grouped {
         match warehouse_row(item, tables) {
             Ok((table, cells)) => grouped.rows[table].push(Row {
                 index,
-                event_id: item.event_id.clone(),
+                event_id: item.event_id.to_string(),
                 cells,
             }),
             Err(reason) => grouped.failures.push(ItemFailure::new(
@@ -185,9 +185,9 @@ pub fn document_rows(items: &[BatchItem]) -> Grouped {
         match std::str::from_utf8(&item.payload) {
             Ok(text) => grouped.rows[0].push(Row {
                 index,
-                event_id: item.event_id.clone(),
+                event_id: item.event_id.to_string(),
                 cells: vec![
-                    Cell::Text(item.event_id.clone()),
+                    Cell::Text(item.event_id.to_string()),
                     Cell::Text(item.kind.to_string()),
                     Cell::Text(item.environment.to_string()),
                     Cell::Timestamp(UNIX_EPOCH + Duration::from_millis(item.received_at_ms)),

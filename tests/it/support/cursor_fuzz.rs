@@ -192,8 +192,9 @@ fn cover_log_once(wal: &Wal, loaded: DeliveryCursor, max_items: usize) {
             continue;
         };
         for index in first..record.event_count {
+            let event_id = format!("{}.{index}", record.seq);
             let meta = ItemMeta {
-                event_id: format!("{}.{index}", record.seq),
+                event_id: &event_id,
                 kind: "custom",
                 key: None,
                 context_key: None,

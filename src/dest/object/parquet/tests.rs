@@ -30,7 +30,7 @@ fn item(row: &str) -> BatchItem {
         .unwrap_or("?")
         .to_string();
     BatchItem {
-        event_id,
+        event_id: event_id.into(),
         ..BatchItem::with_payload(Bytes::copy_from_slice(row.as_bytes()))
     }
 }

@@ -335,7 +335,7 @@ pub async fn destination(url: &str) -> std::sync::Arc<dyn Destination> {
 
 /// The event ids of a batch, in order.
 pub fn ids(batch: &Batch) -> Vec<String> {
-    batch.items.iter().map(|i| i.event_id.clone()).collect()
+    batch.items.iter().map(|i| i.event_id.to_string()).collect()
 }
 
 /// One test event. The payload is a LaunchDarkly-export-shaped JSON document carrying its
@@ -355,7 +355,7 @@ pub fn item(event_id: &str, context_key: Option<&str>, payload_padding: usize) -
         }
     });
     BatchItem {
-        event_id: event_id.to_string(),
+        event_id: event_id.into(),
         payload: Bytes::from(serde_json::to_vec(&payload).unwrap()),
         kind: "feature".into(),
         key: Some("new-checkout".into()),
