@@ -58,20 +58,12 @@ impl EventId {
 
     /// The id of extra row `row` of the event whose id is `base`: `"{base}-{row}"`.
     pub fn row(base: &str, row: usize) -> EventId {
-        let mut digits = [0u8; 21];
-        let mut at = digits.len();
-        let mut rest = row;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        at -= 1;
-        digits[at] = b'-';
-        EventId::joined(base, &digits[at..])
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(row);
+        let mut suffix = [0u8; 21];
+        suffix[0] = b'-';
+        suffix[1..=digits.len()].copy_from_slice(digits.as_bytes());
+        EventId::joined(base, &suffix[..=digits.len()])
     }
 
     /// `text` followed by `suffix` (ASCII).

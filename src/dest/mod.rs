@@ -107,8 +107,8 @@ impl Default for BatchLimits {
 /// One event, mapped to the destination's schema (or one stored record, for a destination
 /// that asked for [`Input::RawRecords`]: see [`RawRecord`]). The short text fields are
 /// [`CompactString`]s: kinds, environments and most keys fit inline (24 bytes), and the id is
-/// an [`EventId`] (inline up to 38 bytes), so an item costs no allocation of its own, and a
-/// batch of 20,000 items a few MiB less.
+/// an [`EventId`] (inline up to 38 bytes), so building an item allocates nothing and dropping
+/// it frees nothing (176 bytes, all inline, for the usual item).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchItem {
     /// Stable event id (identical on every re-delivery); used for dedupe keys.
