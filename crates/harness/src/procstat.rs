@@ -11,7 +11,9 @@
 //! The sampler reads a local process' `/proc` files, or, for a server on another host (or
 //! one whose pid is unknown), the server's own `flagstream_process_resident_{anon,file}_bytes`
 //! gauges from its admin `/metrics`. Peaks are of 100 ms samples, so a spike shorter than
-//! that can be missed; `VmHWM` (reported beside them) is the kernel's exact peak of the total.
+//! that can be missed; `VmHWM` (reported beside them) is the kernel's peak of the total, as
+//! precise as its per-CPU RSS counters (a sample may read up to a batch of pages per CPU
+//! above it).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
