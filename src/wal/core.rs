@@ -36,6 +36,9 @@ use super::segment::{spare_file_name, Segment, Spare};
 use super::{AppendRequest, SyncMode, WalError, WalOptions};
 use crate::metrics as names;
 
+/// Zeros for the padding after a payload (records are 8-byte aligned).
+const ZERO_PADDING: [u8; 8] = [0; 8];
+
 /// Spares kept ready (recycled or preallocated) so rolls do not allocate.
 pub(crate) const MAX_SPARES: usize = 2;
 
@@ -213,18 +216,29 @@ impl Core {
         .encode(active.segment.id, &payload_crc);
         let offset = active.offset;
         let next_offset = offset + footprint;
-        active.writer.write(offset, &[&header]);
-        active
-            .writer
-            .write(offset + RECORD_HEADER_BYTES, request.parts);
-        let padding_from = offset + RECORD_HEADER_BYTES + payload_len;
-        if padding_from < next_offset {
-            active.writer.zero(padding_from..next_offset);
-        }
+        let padding = next_offset - (offset + RECORD_HEADER_BYTES + payload_len);
         debug_assert_eq!(
             next_offset - offset,
             RECORD_HEADER_BYTES + align_up(payload_len)
         );
+        let mut parts = Vec::with_capacity(request.parts.len() + 2);
+        parts.push(&header[..]);
+        parts.extend_from_slice(request.parts);
+        parts.push(&ZERO_PADDING[..padding as usize]);
+        let written = active
+            .writer
+            .write(&*self.io, &active.segment.path, offset, &parts);
+        if let Err(error) = written {
+            // Part of the record may be in the page cache (unfrozen, unseen by readers); the
+            // file is in a state we did not choose, as after a failed sync: stop appending.
+            let message = format!(
+                "writing a record to {}: {error}",
+                active.segment.path.display()
+            );
+            drop(state);
+            self.set_fatal(message.clone());
+            return Err(WalError::Fatal(message));
+        }
         active.writer.freeze(next_offset);
         active.segment.note_append(seq, offset, next_offset);
         active.offset = next_offset;

@@ -41,6 +41,18 @@ pub trait WalIo: Send + Sync + fmt::Debug + 'static {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Write all of `buf` at `offset` (pwrite).
     fn write_at(&self, file: &File, path: &Path, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Write `parts` back to back at `offset` (pwritev, continued after short writes): every
+    /// record append. Defaults to the real write, so fault-injecting implementations count
+    /// and fail only the operations they choose.
+    fn write_vectored_at(
+        &self,
+        file: &File,
+        _path: &Path,
+        parts: &[&[u8]],
+        offset: u64,
+    ) -> io::Result<()> {
+        write_all_vectored_at(file, parts, offset)
+    }
     /// Bytes available to unprivileged users on the filesystem holding `dir` (statvfs).
     fn available_bytes(&self, dir: &Path) -> io::Result<u64>;
 }
@@ -171,6 +183,33 @@ impl WalIo for FailSegmentSyncs {
     fn available_bytes(&self, dir: &Path) -> io::Result<u64> {
         OsIo.available_bytes(dir)
     }
+}
+
+/// Linux's `UIO_MAXIOV`: a `pwritev` with more slices fails with EINVAL.
+const MAX_IOVECS: usize = 1024;
+
+/// `pwritev` of every byte of `parts` at `offset`, resumed where a short write stopped (a
+/// signal or a full pipe of dirty pages may cut one short; each call advances the offset).
+fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> io::Result<()> {
+    let mut parts: Vec<io::IoSlice<'_>> = parts
+        .iter()
+        .filter(|part| !part.is_empty())
+        .map(|part| io::IoSlice::new(part))
+        .collect();
+    let mut remaining = &mut parts[..];
+    while !remaining.is_empty() {
+        let batch = &remaining[..remaining.len().min(MAX_IOVECS)];
+        match rustix::io::pwritev(file, batch, offset) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(written) => {
+                offset += written as u64;
+                io::IoSlice::advance_slices(&mut remaining, written);
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(errno) => return Err(io::Error::from(errno)),
+        }
+    }
+    Ok(())
 }
 
 /// Give `file` real blocks for `[from, to)`, growing it to at least `to` bytes.

@@ -10,6 +10,16 @@
 //! * Bytes at or above `frozen_end` may only be touched through the map's single
 //!   [`MapWriter`] (not `Clone`; writing needs `&mut MapWriter`). The borrow checker therefore
 //!   guarantees that while anyone reads unfrozen bytes through `&MapWriter`, nobody writes.
+//! * Records are written **through the file** (`pwritev` into the page cache, via
+//!   [`WalIo::write_vectored_at`]), not through the mapping; readers see them through the
+//!   mapping, which shares the same page-cache pages. Storing into a mapped page of a
+//!   preallocated (unwritten) extent first takes a read fault that zero-fills the page, and
+//!   every writeback write-protects the writer's mapped pages again, which on a multi-threaded
+//!   process costs a TLB shootdown (an IPI to every other CPU) and the next store another
+//!   fault. On the durable ingest path that was 15 % of the server's CPU (`perf`,
+//!   `docs/performance.md`); a write into the page cache does neither. The same `&mut
+//!   MapWriter` rule and unfrozen-range check apply, so the aliasing argument is unchanged:
+//!   the kernel's copy lands only in bytes nobody may borrow.
 //! * The 4 KiB header page (segment header + seal block) is copied in and out under a small
 //!   mutex and never borrowed, because sealing rewrites it while readers are active.
 //! * Pages of frozen bytes can be dropped from the process ([`SegmentMap::release`],
@@ -28,6 +38,7 @@
 use std::fs::File;
 use std::io;
 use std::ops::Range;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -35,11 +46,14 @@ use memmap2::{MmapOptions, MmapRaw, UncheckedAdvice};
 use parking_lot::Mutex;
 
 use super::format::HEADER_PAGE_BYTES;
+use super::io::WalIo;
 
 /// A shared writable mapping of one segment file (see the module doc for the access rules).
 #[derive(Debug)]
 pub(crate) struct SegmentMap {
     raw: MmapRaw,
+    /// The mapped file (its own descriptor): records are written through it.
+    file: File,
     len: u64,
     /// End of the frozen prefix of the record area; only grows (until `reclaim`).
     frozen_end: AtomicU64,
@@ -67,6 +81,7 @@ impl SegmentMap {
         let raw = MmapOptions::new().len(len as usize).map_raw(file)?;
         let map = Arc::new(SegmentMap {
             raw,
+            file: file.try_clone()?,
             len,
             frozen_end: AtomicU64::new(HEADER_PAGE_BYTES),
             header_lock: Mutex::new(()),
@@ -187,25 +202,24 @@ impl MapWriter {
         &self.map
     }
 
-    /// Copy `parts` back to back starting at `offset` (unfrozen bytes only).
-    pub(crate) fn write(&mut self, offset: u64, parts: &[&[u8]]) {
+    /// Write `parts` back to back starting at `offset` (unfrozen bytes only) through the file
+    /// into the page cache, where readers of the mapping see them once frozen (see the module
+    /// doc for why not through the mapping). `path` names the file for errors and for fault
+    /// injection. On an error some of the bytes may have been written: they are unfrozen, so
+    /// no reader sees them, and the caller treats the segment as unwritable.
+    pub(crate) fn write(
+        &mut self,
+        io: &dyn WalIo,
+        path: &Path,
+        offset: u64,
+        parts: &[&[u8]],
+    ) -> io::Result<()> {
         let total: u64 = parts.iter().map(|part| part.len() as u64).sum();
         self.check_unfrozen(offset, total);
-        let mut at = offset as usize;
-        for part in parts {
-            // SAFETY: [offset, offset + total) is inside the mapping and at or above
-            // frozen_end (checked above), so no `&[u8]` from `frozen` covers it; only this
-            // writer (borrowed mutably, hence unique) writes there; `part` is ordinary memory
-            // that cannot overlap the mapping's unfrozen bytes, which nobody can borrow.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    part.as_ptr(),
-                    self.map.raw.as_mut_ptr().add(at),
-                    part.len(),
-                );
-            }
-            at += part.len();
-        }
+        // No `unsafe`: the kernel copies into the page cache. What makes it sound for the
+        // borrows handed out by `frozen` is the check above and `&mut self`: the written range
+        // is unfrozen, so no borrow covers it, and this writer is the only one.
+        io.write_vectored_at(&self.map.file, path, parts, offset)
     }
 
     /// Drop every page of the record area from this process (`MADV_DONTNEED`), written or
@@ -241,20 +255,6 @@ impl MapWriter {
             )
         };
         result.map_or(0, |()| end - start)
-    }
-
-    /// Zero the unfrozen bytes in `range`.
-    pub(crate) fn zero(&mut self, range: Range<u64>) {
-        self.check_unfrozen(range.start, range.end.saturating_sub(range.start));
-        // SAFETY: same argument as `write`: the range is in bounds, unfrozen, and this writer
-        // is the only one and is borrowed mutably.
-        unsafe {
-            std::ptr::write_bytes(
-                self.map.raw.as_mut_ptr().add(range.start as usize),
-                0,
-                (range.end - range.start) as usize,
-            );
-        }
     }
 
     /// Borrow any bytes of the record area (frozen or not). Safe because writing needs
@@ -311,6 +311,14 @@ impl MapWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::io::OsIo;
+
+    /// Write through the file as the append path does.
+    fn write(writer: &mut MapWriter, offset: u64, parts: &[&[u8]]) {
+        writer
+            .write(&OsIo, Path::new("m"), offset, parts)
+            .expect("write into the page cache");
+    }
 
     fn mapped(len: u64) -> (tempfile::TempDir, File, Arc<SegmentMap>, MapWriter) {
         let dir = tempfile::tempdir().unwrap();
@@ -329,7 +337,7 @@ mod tests {
     #[test]
     fn writes_become_readable_once_frozen() {
         let (_dir, _file, map, mut writer) = mapped(3 * HEADER_PAGE_BYTES);
-        writer.write(HEADER_PAGE_BYTES, &[b"abc", b"def"]);
+        write(&mut writer, HEADER_PAGE_BYTES, &[b"abc", b"def"]);
         assert_eq!(
             writer.read(HEADER_PAGE_BYTES..HEADER_PAGE_BYTES + 6),
             b"abcdef"
@@ -342,12 +350,34 @@ mod tests {
     }
 
     #[test]
+    fn bytes_written_through_the_file_are_in_the_file_and_the_mapping_alike() {
+        let (_dir, file, map, mut writer) = mapped(4 * HEADER_PAGE_BYTES);
+        // Read the page through the mapping first, so the write must update a mapped page.
+        map.frozen_end
+            .store(3 * HEADER_PAGE_BYTES, Ordering::Release);
+        assert_eq!(map.frozen(HEADER_PAGE_BYTES..HEADER_PAGE_BYTES + 4), [0; 4]);
+        map.frozen_end.store(HEADER_PAGE_BYTES, Ordering::Release);
+        let big = vec![9u8; 2 * HEADER_PAGE_BYTES as usize];
+        write(&mut writer, HEADER_PAGE_BYTES, &[b"head", &big, b"tail"]);
+        let end = HEADER_PAGE_BYTES + 8 + big.len() as u64;
+        writer.freeze(end);
+        let through_map = map.frozen(HEADER_PAGE_BYTES..end);
+        assert_eq!(&through_map[..4], b"head");
+        assert_eq!(&through_map[4..4 + big.len()], &big[..]);
+        assert_eq!(&through_map[4 + big.len()..], b"tail");
+        let mut through_file = vec![0u8; through_map.len()];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut through_file, HEADER_PAGE_BYTES)
+            .unwrap();
+        assert_eq!(through_file, through_map);
+    }
+
+    #[test]
     #[should_panic(expected = "not in the unfrozen area")]
     fn frozen_bytes_cannot_be_rewritten() {
         let (_dir, _file, _map, mut writer) = mapped(3 * HEADER_PAGE_BYTES);
-        writer.write(HEADER_PAGE_BYTES, &[b"abc"]);
+        write(&mut writer, HEADER_PAGE_BYTES, &[b"abc"]);
         writer.freeze(HEADER_PAGE_BYTES + 8);
-        writer.write(HEADER_PAGE_BYTES + 4, &[b"x"]);
+        write(&mut writer, HEADER_PAGE_BYTES + 4, &[b"x"]);
     }
 
     #[test]
@@ -389,7 +419,7 @@ mod tests {
         let data: Vec<u8> = (0..len - HEADER_PAGE_BYTES)
             .map(|i| (i % 251) as u8)
             .collect();
-        writer.write(HEADER_PAGE_BYTES, &[&data]);
+        write(&mut writer, HEADER_PAGE_BYTES, &[&data]);
         (dir, file, map, writer, data)
     }
 
@@ -424,7 +454,8 @@ mod tests {
         let pages = 64;
         let len = (pages + 1) * HEADER_PAGE_BYTES;
         let (_dir, _file, map, mut writer) = mapped(len);
-        writer.write(
+        write(
+            &mut writer,
             HEADER_PAGE_BYTES,
             &[&vec![3u8; (len - HEADER_PAGE_BYTES) as usize]],
         );

@@ -72,7 +72,7 @@
 //! recovery tells three cases apart:
 //!
 //! 1. **Torn tail** — nothing valid follows: a crash mid-append (a process killed while it
-//!    copies a record into the map, power loss or a kernel crash; such a record was never
+//!    writes a record, power loss or a kernel crash; such a record was never
 //!    acknowledged, since its sync had not completed). The tail is cut there
 //!    and the next append overwrites it. If the invalid record's header still names the
 //!    expected seq, that record was written (in `Interval`/`Never` mode a reader may already
@@ -171,9 +171,9 @@ use crate::metrics as names;
 pub enum SyncMode {
     /// Resolve only after an fdatasync that covers the record (group commit).
     Always,
-    /// Resolve after the memcpy; a background task fdatasyncs at this interval.
+    /// Resolve after the write into the page cache; a background task fdatasyncs at this interval.
     Interval(Duration),
-    /// Resolve after the memcpy; the kernel writes back whenever it likes.
+    /// Resolve after the write into the page cache; the kernel writes back whenever it likes.
     Never,
 }
 
