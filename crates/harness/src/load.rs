@@ -18,6 +18,13 @@
 //! * delivered events per destination and in total (the server's
 //!   `flagstream_dest_delivered_events_total`), whether each destination delivered at least
 //!   everything accepted, and the time from the first request until all of them did;
+//! * **pace** per destination: events it delivered during the second half of the load per
+//!   event accepted in that half (counts read at the half-way point and when the load stops).
+//!   Delivery that keeps pace with ingest reads about 1.0 whatever its latency (a steady lag
+//!   cancels out); below 1.0 the backlog grew by that share of what was accepted. The
+//!   delivered/s figure above is from the first request until *caught up*, so it also counts
+//!   the last linger window after the load and cannot reach the accepted rate even when
+//!   delivery keeps pace;
 //! * CPU (see below), the server's `VmHWM`, and its `VmRSS` / `RssAnon` / `RssFile` sampled
 //!   every 100 ms ([`crate::procstat`]): peaks, end of run, and peaks during the drain;
 //! * with `--recovery`, the restart after SIGKILL (see below).
@@ -53,7 +60,7 @@ mod target;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -173,6 +180,7 @@ async fn drive_connection(
     events_per_body: u64,
     index: usize,
     stop: Arc<AtomicBool>,
+    accepted_so_far: Arc<AtomicU64>,
 ) -> ConnectionStats {
     let mut stats = ConnectionStats::default();
     let mut sequence = 0usize;
@@ -216,6 +224,7 @@ async fn drive_connection(
             stats.requests += 1;
             if status == http::StatusCode::ACCEPTED {
                 stats.accepted_events += events_per_body;
+                accepted_so_far.fetch_add(events_per_body, Ordering::Relaxed);
                 stats.accepted_bytes += length as u64;
                 stats
                     .latencies_us
@@ -231,6 +240,20 @@ async fn drive_connection(
     stats
 }
 
+/// Delivered by `name` in the second half of the load per event accepted in it (see the
+/// module doc); `None` when nothing was accepted in that half.
+fn pace(
+    name: &str,
+    (half_accepted, half_delivered): &(u64, BTreeMap<String, u64>),
+    accepted: u64,
+    at_load_end: &BTreeMap<String, u64>,
+) -> Option<f64> {
+    let accepted = accepted.checked_sub(*half_accepted).filter(|&n| n > 0)?;
+    let delivered_then = half_delivered.get(name).copied().unwrap_or(0);
+    let delivered = at_load_end.get(name)?.saturating_sub(delivered_then);
+    Some(delivered as f64 / accepted as f64)
+}
+
 fn percentile_ms(sorted_us: &[u32], quantile: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
@@ -240,7 +263,11 @@ fn percentile_ms(sorted_us: &[u32], quantile: f64) -> f64 {
 }
 
 /// Keep the connections busy for the duration; their summed stats, latencies sorted.
-async fn generate(options: &BenchOptions, target: &Endpoint) -> ConnectionStats {
+async fn generate(
+    options: &BenchOptions,
+    target: &Endpoint,
+    accepted_so_far: &Arc<AtomicU64>,
+) -> ConnectionStats {
     let bodies = Arc::new(
         (0..64)
             .map(|seed| bulk_body(seed, options.batch_events))
@@ -256,6 +283,7 @@ async fn generate(options: &BenchOptions, target: &Endpoint) -> ConnectionStats 
             options.batch_events as u64,
             index,
             stop.clone(),
+            accepted_so_far.clone(),
         )));
     }
     tokio::time::sleep(options.duration).await;
@@ -330,7 +358,7 @@ async fn measure(options: &BenchOptions, target: &mut Target) -> Result<BenchRep
     };
     let baseline = target.delivered().await;
     let sampler = target.memory_source().map(MemorySampler::start);
-    let load = load_phase(options, target).await;
+    let load = load_phase(options, target, &baseline).await;
     if let Some(sampler) = &sampler {
         sampler.begin_phase();
     }
@@ -355,19 +383,35 @@ async fn measure(options: &BenchOptions, target: &mut Target) -> Result<BenchRep
 /// What the load phase measured.
 struct Load {
     totals: ConnectionStats,
+    /// Accepted, and delivered per destination since the baseline, half-way through.
+    half_way: (u64, BTreeMap<String, u64>),
     started: Instant,
     seconds: f64,
     server_cpu: Option<f64>,
     generator_cpu: Option<f64>,
 }
 
-async fn load_phase(options: &BenchOptions, target: &Target) -> Load {
+async fn load_phase(
+    options: &BenchOptions,
+    target: &Target,
+    baseline: &BTreeMap<String, u64>,
+) -> Load {
     let own_pid = std::process::id();
     let (server_cpu, own_cpu) = (target.cpu_seconds(), procstat::cpu_seconds(own_pid));
     let started = Instant::now();
-    let totals = generate(options, &target.ingest).await;
+    let accepted_so_far = Arc::new(AtomicU64::new(0));
+    let half_way = async {
+        tokio::time::sleep(options.duration / 2).await;
+        let accepted = accepted_so_far.load(Ordering::Relaxed);
+        (accepted, delivered_since(target, baseline).await)
+    };
+    let (totals, half_way) = tokio::join!(
+        generate(options, &target.ingest, &accepted_so_far),
+        half_way
+    );
     Load {
         totals,
+        half_way,
         started,
         seconds: started.elapsed().as_secs_f64(),
         server_cpu: elapsed_cpu(server_cpu, target.cpu_seconds()),
@@ -381,6 +425,8 @@ struct Drained {
     delivered: BTreeMap<String, u64>,
     caught_up: Option<Instant>,
     started: Instant,
+    /// Delivered per destination since the baseline when the load stopped (the drain started).
+    at_load_end: BTreeMap<String, u64>,
     /// Delivered (all destinations) when the drain started.
     before: u64,
     server_cpu: Option<f64>,
@@ -395,7 +441,8 @@ async fn drain_phase(
     paused: &[String],
     load: &Load,
 ) -> Result<Drained, BenchError> {
-    let before = delivered_since(target, baseline).await.values().sum();
+    let at_load_end = delivered_since(target, baseline).await;
+    let before = at_load_end.values().sum();
     let mut server_cpu = target.cpu_seconds();
     let mut started = Instant::now();
     // Pauses do not survive the restart: the drain starts with the new process, whose CPU
@@ -421,6 +468,7 @@ async fn drain_phase(
         delivered,
         caught_up,
         started,
+        at_load_end,
         before,
         server_cpu: elapsed_cpu(server_cpu, target.cpu_seconds()),
         recovery,
@@ -496,6 +544,9 @@ fn report(
             .delivered
             .into_iter()
             .map(|(name, count)| DestinationReport {
+                pace: (!options.pause_delivery)
+                    .then(|| pace(&name, &load.half_way, accepted, &drained.at_load_end))
+                    .flatten(),
                 name,
                 delivered_events: count,
                 delivered_all_accepted: count >= accepted,
@@ -512,6 +563,24 @@ fn report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pace_compares_the_second_half_of_the_load() {
+        let half_way = (
+            1_000,
+            BTreeMap::from([("a".to_owned(), 900), ("b".to_owned(), 500)]),
+        );
+        let at_end = BTreeMap::from([("a".to_owned(), 1_900), ("b".to_owned(), 1_100)]);
+        // 1,000 accepted in the second half: `a` delivered 1,000 of them, `b` only 600.
+        assert_eq!(pace("a", &half_way, 2_000, &at_end), Some(1.0));
+        assert_eq!(pace("b", &half_way, 2_000, &at_end), Some(0.6));
+        assert_eq!(pace("c", &half_way, 2_000, &at_end), None, "no count read");
+        assert_eq!(
+            pace("a", &half_way, 1_000, &at_end),
+            None,
+            "nothing accepted"
+        );
+    }
 
     #[test]
     fn percentiles_pick_ranks() {

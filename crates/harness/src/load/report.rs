@@ -49,6 +49,10 @@ pub struct DestinationReport {
     pub delivered_events: u64,
     /// `delivered_events >= accepted_events`: every accepted event reached it (at least once).
     pub delivered_all_accepted: bool,
+    /// Delivered in the second half of the load per event accepted in it: about 1.0 when
+    /// delivery keeps pace with ingest, below when the backlog grew. `None` with
+    /// `--pause-delivery` (nothing is delivered during the load).
+    pub pace: Option<f64>,
 }
 
 /// CPU time, seconds. "Per million events": per million accepted events for the server and
@@ -157,9 +161,12 @@ impl BenchReport {
                 } else {
                     "**< accepted**"
                 };
+                let pace = dest.pace.map_or(String::new(), |pace| {
+                    format!(", pace {pace:.3} in the load's second half")
+                });
                 (
                     format!("delivered to `{}`", dest.name),
-                    format!("{} ({verdict})", dest.delivered_events),
+                    format!("{} ({verdict}{pace})", dest.delivered_events),
                 )
             })
             .collect()
