@@ -148,6 +148,7 @@ fn record_batches() -> Vec<Batch> {
         id: "records".into(),
         schema: flagstream::event::Schema::default(),
         items,
+        lines: None,
     }]
 }
 

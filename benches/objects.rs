@@ -109,6 +109,7 @@ fn batch(id: &str, rows: usize) -> Batch {
         id: id.into(),
         schema: Schema::Warehouse,
         items,
+        lines: None,
     }
 }
 

@@ -605,6 +605,7 @@ async fn test_destination(config: ServeConfig, name: &str) -> Result<ExitCode> {
         id: format!("{name}-test-{now_ms}"),
         schema,
         items,
+        lines: None,
     };
     let outcome = destination.send(&batch).await;
     match &outcome {

@@ -35,5 +35,6 @@ pub fn evaluation_batch(prefix: &str, rows: usize) -> Batch {
         id: prefix.into(),
         schema: Schema::Warehouse,
         items,
+        lines: None,
     }
 }

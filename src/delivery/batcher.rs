@@ -42,6 +42,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::spare_buffers::{Spare, SparePool};
+use crate::dest::object::BODY_ALIGN as LINES_ALIGN;
 use crate::dest::{Batch, BatchItem, BatchLimits, CompactString, EventId};
 use crate::event::Schema;
 use crate::wal::Position;
@@ -138,17 +139,21 @@ struct OpenBatch {
     ranges: Vec<(usize, usize)>,
     positions: Vec<Position>,
     arena: Vec<u8>,
+    /// Where the rows start in `arena` (after the alignment padding).
+    lines_start: usize,
     /// Payload bytes plus per-item overhead, as counted against the limits.
     bytes: usize,
     opened_at: Option<Instant>,
 }
 
 impl OpenBatch {
-    /// Copy `row` of the event at `position` into the arena (its item is pushed by the caller).
+    /// Copy `row` of the event at `position` into the arena, followed by `\n` (its item is
+    /// pushed by the caller): the arena is then the batch's NDJSON text ([`Batch::lines`]).
     fn push_row(&mut self, row: &[u8], position: Position) {
         let start = self.arena.len();
         self.arena.extend_from_slice(row);
         self.ranges.push((start, self.arena.len()));
+        self.arena.push(b'\n');
         self.positions.push(position);
     }
 
@@ -159,6 +164,7 @@ impl OpenBatch {
             ranges: Vec::new(),
             positions: Vec::new(),
             arena: Vec::new(),
+            lines_start: 0,
             bytes: 0,
             opened_at: None,
         }
@@ -297,9 +303,26 @@ impl Batcher {
                 open.positions = spare.positions;
             }
         }
-        open.arena
-            .reserve(bytes.max(self.last_arena_len).min(self.limits.max_bytes));
         let items = rows.max(self.last_item_count).min(self.limits.max_items);
+        // Room for the rows, their newlines (`last_arena_len` counts them) and the alignment.
+        open.arena.reserve(
+            (bytes + rows)
+                .max(self.last_arena_len)
+                .min(self.limits.max_bytes + items)
+                + LINES_ALIGN,
+        );
+        // The rows start on a 4 KiB boundary, so a file destination writing the arena as its
+        // NDJSON body (`O_DIRECT`) sends whole blocks straight from it. A reused arena keeps
+        // its allocation, hence its padding; one that must grow later may lose the alignment
+        // (the writer then copies the body, as for any unaligned one).
+        debug_assert!(
+            open.arena.is_empty(),
+            "an open batch without items has no rows"
+        );
+        let pad = (LINES_ALIGN - open.arena.as_ptr() as usize % LINES_ALIGN) % LINES_ALIGN;
+        open.arena.clear();
+        open.arena.resize(pad, 0);
+        open.lines_start = pad;
         open.items.reserve(items);
         open.ranges.reserve(items);
         open.positions.reserve(items);
@@ -536,11 +559,12 @@ impl Batcher {
         while self.replay.front().is_some_and(|planned| *planned <= end) {
             self.replay.pop_front();
         }
-        if !open.arena.is_empty() {
-            self.last_arena_len = open.arena.len();
+        if !open.items.is_empty() {
+            self.last_arena_len = open.arena.len() - open.lines_start;
             self.last_item_count = open.items.len();
         }
         let payloads = Bytes::from(open.arena);
+        let lines = (!open.items.is_empty()).then(|| payloads.slice(open.lines_start..));
         let mut items = open.items;
         for (item, &(from, to)) in items.iter_mut().zip(&open.ranges) {
             item.payload = payloads.slice(from..to);
@@ -562,6 +586,7 @@ impl Batcher {
                 id,
                 schema: self.schema,
                 items,
+                lines,
             },
             positions: open.positions,
             reason,
@@ -702,7 +727,9 @@ mod tests {
     }
 
     /// What a send hands back: the batch's buffers, emptied.
-    fn send_and_return(cut: CutBatch) -> Option<Spare> {
+    fn send_and_return(mut cut: CutBatch) -> Option<Spare> {
+        // As the sender does: the batch's view of the arena goes before the arena is reclaimed.
+        cut.batch.lines = None;
         super::super::spare_buffers::Returned {
             items: cut.batch.items,
             positions: cut.positions,
@@ -715,6 +742,41 @@ mod tests {
         let items = cut.batch.items.iter();
         let items = items.map(|i| (i.event_id.to_string(), i.payload.to_vec()));
         (cut.start, cut.end, cut.batch.id.clone(), items.collect())
+    }
+
+    #[test]
+    fn a_cut_batch_carries_its_ndjson_text_on_a_block_boundary() {
+        let mut batcher = Batcher::new("d", Schema::LaunchDarkly, limits(3, 40), pos(0, 0), None);
+        let mut cuts = 0;
+        for (seq, record) in sample_log().iter().enumerate() {
+            feed_record(&mut batcher, seq as u64, record);
+            for cut in drain(&mut batcher) {
+                assert_laid_out(&cut);
+                cuts += usize::from(!cut.batch.items.is_empty());
+                // Arenas come back and are reused: their rows start on a boundary again.
+                if let Some(spare) = send_and_return(cut) {
+                    batcher.recycle(spare);
+                }
+            }
+        }
+        assert!(cuts > 5);
+    }
+
+    /// `cut`'s lines are its payloads, each followed by a newline, from a block boundary.
+    fn assert_laid_out(cut: &CutBatch) {
+        let items = &cut.batch.items;
+        if items.is_empty() {
+            assert_eq!(cut.batch.lines, None);
+            return;
+        }
+        let mut expected = Vec::new();
+        for item in items {
+            expected.extend_from_slice(&item.payload);
+            expected.push(b'\n');
+        }
+        let lines = cut.batch.lines(0..items.len()).expect("laid out");
+        assert_eq!(&lines[..], &expected[..], "{}", cut.batch.id);
+        assert_eq!(lines.as_ptr() as usize % LINES_ALIGN, 0, "{}", cut.batch.id);
     }
 
     #[test]

@@ -313,6 +313,7 @@ impl RedriveSource {
                 id,
                 schema: self.schema,
                 items,
+                lines: None,
             },
             positions,
         })

@@ -292,16 +292,21 @@ fn finished(
     delivered: usize,
     dead: Vec<DeadItems>,
 ) -> SendReport {
-    // Emptied here, on the send task, rather than on the worker's.
+    // Emptied here, on the send task, rather than on the worker's. The batch's view of the
+    // arena goes first: the arena is reused only when nothing else refers to it.
+    let Batch {
+        id, items, lines, ..
+    } = batch;
+    drop(lines);
     let spare = Returned {
-        items: batch.items,
+        items,
         positions,
         arena,
     }
     .into_spare();
     SendReport::Finished {
         ticket,
-        batch_id: batch.id,
+        batch_id: id,
         delivered,
         dead,
         spare,
@@ -419,6 +424,7 @@ mod tests {
                 id: "b".into(),
                 schema: Schema::LaunchDarkly,
                 items,
+                lines: None,
             },
             positions,
         )

@@ -145,18 +145,70 @@ impl BatchItem {
 }
 
 /// A batch cut deterministically by the delivery engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Batch {
     /// Stable id derived from (destination, first position, last position): the same batch
     /// re-sent after a crash or retry has the same id.
     pub id: String,
     pub schema: Schema,
     pub items: Vec<BatchItem>,
+    /// The batcher's arena, when the items' payloads were laid out in it back to back, each
+    /// followed by `\n` (the NDJSON text of the batch, starting on a 4 KiB boundary where the
+    /// allocation allowed). A view of `items`, not part of the batch's identity: equality
+    /// ignores it. Read it through [`Batch::lines`], which checks the items still are those
+    /// rows; `None` for batches built any other way.
+    pub lines: Option<Bytes>,
 }
 
+/// Equal ids, schemas and items ([`Batch::lines`] is a view of the items).
+impl PartialEq for Batch {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.schema == other.schema && self.items == other.items
+    }
+}
+
+impl Eq for Batch {}
+
 impl Batch {
+    /// A batch of `items` without a laid-out text ([`Batch::lines`] is `None`).
+    pub fn new(id: impl Into<String>, schema: Schema, items: Vec<BatchItem>) -> Self {
+        Batch {
+            id: id.into(),
+            schema,
+            items,
+            lines: None,
+        }
+    }
+
     pub fn payload_bytes(&self) -> usize {
         self.items.iter().map(|item| item.payload.len()).sum()
+    }
+
+    /// The NDJSON text of `items[range]` (each payload followed by `\n`) as a slice of the
+    /// batcher's arena, without copying; `None` when the batch has no arena or those items
+    /// are not back to back in it (a batch rebuilt from some of its items, an empty
+    /// payload). Checked, not trusted: every item of the run must start in the arena exactly
+    /// one byte after the previous one ends, and the byte after each must be `\n`. An item's
+    /// payload at an address in the arena *is* those arena bytes (memory a `Bytes` points to
+    /// never changes), so the slice is exactly the payloads joined by newlines.
+    pub fn lines(&self, range: std::ops::Range<usize>) -> Option<Bytes> {
+        let lines = self.lines.as_ref()?;
+        let items = self.items.get(range)?;
+        let base = lines.as_ptr() as usize;
+        let first = (items.first()?.payload.as_ptr() as usize).checked_sub(base)?;
+        let mut end = first;
+        for item in items {
+            let at = (item.payload.as_ptr() as usize).checked_sub(base)?;
+            if at != end || item.payload.is_empty() {
+                return None;
+            }
+            let newline = at + item.payload.len();
+            if lines.get(newline) != Some(&b'\n') {
+                return None;
+            }
+            end = newline + 1;
+        }
+        Some(lines.slice(first..end))
     }
 }
 
@@ -264,4 +316,85 @@ pub trait Destination: Send + Sync + fmt::Debug {
     /// Probe the target (stream exists, credentials work, directory writable) without sending
     /// events. Used at startup and by `flagstream test-destination`.
     fn check(&self) -> BoxFuture<'_, Result<(), DestError>>;
+}
+
+#[cfg(test)]
+mod lines_tests {
+    use super::*;
+
+    /// A batch whose items are laid out in `arena` as the batcher lays them out.
+    fn laid_out(rows: &[&str]) -> Batch {
+        let mut arena = Vec::new();
+        let mut ranges = Vec::new();
+        for row in rows {
+            ranges.push(arena.len()..arena.len() + row.len());
+            arena.extend_from_slice(row.as_bytes());
+            arena.push(b'\n');
+        }
+        let arena = Bytes::from(arena);
+        let items = ranges
+            .into_iter()
+            .map(|range| BatchItem::with_payload(arena.slice(range)))
+            .collect();
+        Batch {
+            lines: Some(arena),
+            ..Batch::new("b", Schema::LaunchDarkly, items)
+        }
+    }
+
+    #[test]
+    fn lines_are_the_arena_slice_of_a_run_of_items() {
+        let batch = laid_out(&["{\"a\":1}", "{}", "[2]"]);
+        let whole = batch.lines(0..3).unwrap();
+        assert_eq!(&whole[..], b"{\"a\":1}\n{}\n[2]\n");
+        assert_eq!(
+            whole.as_ptr(),
+            batch.lines.as_ref().unwrap().as_ptr(),
+            "no copy"
+        );
+        assert_eq!(&batch.lines(1..3).unwrap()[..], b"{}\n[2]\n");
+        assert_eq!(&batch.lines(1..2).unwrap()[..], b"{}\n");
+        assert_eq!(batch.lines(2..4), None, "out of range");
+        assert_eq!(
+            Batch::new("b", Schema::LaunchDarkly, batch.items.clone()).lines(0..3),
+            None
+        );
+    }
+
+    #[test]
+    fn items_that_are_not_the_laid_out_rows_get_no_lines() {
+        let mut reordered = laid_out(&["{\"a\":1}", "{}", "[2]"]);
+        reordered.items.swap(0, 1);
+        assert_eq!(reordered.lines(0..3), None);
+
+        let mut copied = laid_out(&["{\"a\":1}", "{}"]);
+        copied.items[1].payload = Bytes::copy_from_slice(b"{}");
+        assert_eq!(copied.lines(0..2), None, "same text at another address");
+        assert!(copied.lines(0..1).is_some());
+
+        // A payload shortened in place: the byte after it is not a newline.
+        let mut shortened = laid_out(&["{\"a\":1}", "{}"]);
+        shortened.items[0].payload = shortened.items[0].payload.slice(0..3);
+        assert_eq!(shortened.lines(0..1), None);
+
+        let mut dropped = laid_out(&["{\"a\":1}", "{}", "[2]"]);
+        dropped.items.remove(1);
+        assert_eq!(dropped.lines(0..2), None, "a gap in the run");
+
+        let empty = laid_out(&["{}", ""]);
+        assert_eq!(
+            empty.lines(0..2),
+            None,
+            "an empty payload has no address in the arena"
+        );
+    }
+
+    #[test]
+    fn equality_ignores_the_laid_out_view() {
+        let batch = laid_out(&["{}", "[1]"]);
+        let plain = Batch::new("b", Schema::LaunchDarkly, batch.items.clone());
+        assert_eq!(batch, plain);
+        let other = Batch::new("c", Schema::LaunchDarkly, batch.items.clone());
+        assert_ne!(batch, other);
+    }
 }

@@ -78,6 +78,7 @@ async fn compression_setting_is_honoured_on_the_wire() {
         items: (0..20)
             .map(|i| item(&format!("z-{i}"), Some("user-1"), 20_000))
             .collect(),
+        lines: None,
     };
     let mut wire = BTreeMap::new();
     for codec in ["none", "zstd", "gzip", "lz4", "snappy"] {
@@ -118,6 +119,7 @@ async fn an_oversized_message_fails_alone_and_permanently() {
             item("big-1", Some("u"), 100_000),
             item("big-2", Some("u"), 10),
         ],
+        lines: None,
     };
     match dest.send(&sent).await {
         SendOutcome::Partial { failures } => {

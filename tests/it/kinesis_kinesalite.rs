@@ -36,6 +36,7 @@ async fn record_at_the_size_limit_is_accepted() {
         id: "edge".into(),
         schema: Schema::LaunchDarkly,
         items: vec![exact, over],
+        lines: None,
     };
     match destination.send(&batch).await {
         SendOutcome::Partial { failures, .. } => {

@@ -102,6 +102,7 @@ fn batch(count: usize) -> Batch {
                 received_at_ms: 0,
             })
             .collect(),
+        lines: None,
     }
 }
 

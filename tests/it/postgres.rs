@@ -83,6 +83,7 @@ pub(crate) fn batch(id: &str, rows: &[Value]) -> Batch {
         id: id.into(),
         schema: Schema::Warehouse,
         items: rows.iter().map(item).collect(),
+        lines: None,
     }
 }
 

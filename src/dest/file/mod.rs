@@ -284,6 +284,7 @@ mod tests {
                     received_at_ms: 0,
                 })
                 .collect(),
+            lines: None,
         }
     }
 

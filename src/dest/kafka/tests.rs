@@ -228,6 +228,7 @@ fn headers_carry_the_event_metadata() {
         id: "b-7".into(),
         schema: Schema::LaunchDarkly,
         items: vec![item(0, Some("u"), Some("flag-a")), item(1, Some("u"), None)],
+        lines: None,
     };
     let read = |headers: &rdkafka::message::OwnedHeaders| -> Vec<(String, String)> {
         headers

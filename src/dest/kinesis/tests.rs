@@ -21,6 +21,7 @@ fn batch(items: Vec<BatchItem>) -> Batch {
         id: "b-1".into(),
         schema: Schema::default(),
         items,
+        lines: None,
     }
 }
 

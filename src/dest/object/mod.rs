@@ -44,7 +44,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 
-pub use body_pool::BodyPool;
+pub use body_pool::{BodyPool, BODY_ALIGN};
 pub use format::{CsvColumn, EncodeError, Format, FormatKind, GOFF_CSV_COLUMNS};
 pub use layout::{Layout, Partition, PartitionTime, Partitions, MAX_KEY_BYTES};
 pub use parquet::{ParquetCompression, ParquetSettings};
@@ -314,19 +314,10 @@ impl ObjectWriter {
                     key.len()
                 )));
             }
-            let size_hint: usize = items
-                .iter()
-                .map(|&i| batch.items[i].payload.len() + 1)
-                .sum();
-            let body = self
-                .format
-                .encode(
-                    table,
-                    items.iter().map(|&i| &batch.items[i]),
-                    size_hint,
-                    bodies,
-                )
-                .map_err(|err| Failure::permanent(format!("encoding {key}: {err}")))?;
+            let body = match self.laid_out_ndjson(batch, &items) {
+                Some(lines) => lines,
+                None => self.encode_group(batch, table, &items, bodies, &key)?,
+            };
             objects.push(EncodedObject {
                 key,
                 body,
@@ -336,6 +327,41 @@ impl ObjectWriter {
             });
         }
         Ok(objects)
+    }
+
+    /// The NDJSON body of `items` without encoding it: the batcher's arena holds every
+    /// payload followed by `\n` ([`Batch::lines`]), so a group that is a run of consecutive
+    /// items is that slice of it (for the flat layout, the whole batch).
+    fn laid_out_ndjson(&self, batch: &Batch, items: &[usize]) -> Option<Bytes> {
+        if !matches!(self.format, Format::Ndjson) {
+            return None;
+        }
+        let (&first, &last) = (items.first()?, items.last()?);
+        let consecutive = items.windows(2).all(|pair| pair[1] == pair[0] + 1);
+        consecutive.then(|| batch.lines(first..last + 1)).flatten()
+    }
+
+    /// Encode the payloads of `items` into a fresh body (the format's own encoder).
+    fn encode_group(
+        &self,
+        batch: &Batch,
+        table: Option<Table>,
+        items: &[usize],
+        bodies: &BodyPool,
+        key: &str,
+    ) -> Result<Bytes, Failure> {
+        let size_hint: usize = items
+            .iter()
+            .map(|&i| batch.items[i].payload.len() + 1)
+            .sum();
+        self.format
+            .encode(
+                table,
+                items.iter().map(|&i| &batch.items[i]),
+                size_hint,
+                bodies,
+            )
+            .map_err(|err| Failure::permanent(format!("encoding {key}: {err}")))
     }
 
     /// The batch's items grouped by partition path and, when the format splits tables, by

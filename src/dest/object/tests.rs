@@ -23,6 +23,7 @@ fn batch(items: Vec<BatchItem>) -> Batch {
         id: "s3-10-12".into(),
         schema: Schema::GoFeatureFlag,
         items,
+        lines: None,
     }
 }
 
@@ -199,6 +200,74 @@ fn ndjson_bodies_start_on_a_block_boundary_for_direct_io() {
         assert_eq!(address % super::body_pool::BODY_ALIGN, 0, "{}", object.key);
     }
     assert_eq!(&objects[1].body[..], b"{\"n\":1}\n");
+}
+
+/// `items` laid out as the batcher lays them out: back to back in one arena, each followed by
+/// a newline, the arena starting on a block boundary.
+fn laid_out(items: Vec<BatchItem>) -> Batch {
+    let mut arena = Vec::with_capacity(1 << 16);
+    let pad = (BODY_ALIGN - arena.as_ptr() as usize % BODY_ALIGN) % BODY_ALIGN;
+    arena.resize(pad, 0);
+    let mut ranges = Vec::new();
+    for item in &items {
+        ranges.push(arena.len()..arena.len() + item.payload.len());
+        arena.extend_from_slice(&item.payload);
+        arena.push(b'\n');
+    }
+    let arena = Bytes::from(arena);
+    let items = items
+        .into_iter()
+        .zip(ranges)
+        .map(|(item, range)| BatchItem {
+            payload: arena.slice(range),
+            ..item
+        })
+        .collect();
+    Batch {
+        lines: Some(arena.slice(pad..)),
+        ..batch(items)
+    }
+}
+
+#[test]
+fn ndjson_of_laid_out_items_is_the_arena_itself_and_the_same_text() {
+    let rows = |n: usize| (0..n).map(|i| item(i, &format!("{{\"n\":{i}}}"), "p", 0));
+    let w = writer(ObjectOptions::default(), &[Partition::Hour]);
+    let mut items: Vec<BatchItem> = rows(300).collect();
+    items[299].received_at_ms = 3_600_000; // the last item in the next hour: a second object
+    let laid = laid_out(items.clone());
+    let copied = w.encode(&batch(items)).unwrap();
+    let objects = w.encode(&laid).unwrap();
+    assert_eq!(objects.len(), 2);
+    let arena = laid.lines.as_ref().unwrap();
+    assert_eq!(
+        objects[0].body.as_ptr(),
+        arena.as_ptr(),
+        "the arena, not a copy"
+    );
+    assert_eq!(
+        objects[0].body.as_ptr() as usize % BODY_ALIGN,
+        0,
+        "direct I/O from it"
+    );
+    for (sent, encoded) in objects.iter().zip(&copied) {
+        assert_eq!(sent.key, encoded.key);
+        assert_eq!(sent.items, encoded.items);
+        assert_eq!(sent.body, encoded.body, "{}", sent.key);
+    }
+
+    // Interleaved partitions are not runs of the arena: encoded as before.
+    let mut alternating: Vec<BatchItem> = rows(10).collect();
+    for (i, item) in alternating.iter_mut().enumerate() {
+        item.received_at_ms = (i as u64 % 2) * 3_600_000;
+    }
+    let laid = laid_out(alternating.clone());
+    let objects = w.encode(&laid).unwrap();
+    let arena = laid.lines.as_ref().unwrap().as_ptr_range();
+    for (sent, encoded) in objects.iter().zip(w.encode(&batch(alternating)).unwrap()) {
+        assert!(!arena.contains(&sent.body.as_ptr()), "{}", sent.key);
+        assert_eq!(sent.body, encoded.body);
+    }
 }
 
 #[test]

@@ -31,6 +31,7 @@ fn messages_carry_identity_attributes_and_ordering_key() {
         id: "batch-7".into(),
         schema: Schema::LaunchDarkly,
         items: vec![],
+        lines: None,
     };
     let message = message_for(
         &batch,

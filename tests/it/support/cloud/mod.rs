@@ -377,6 +377,7 @@ pub fn batch(prefix: &str, count: usize, contexts: usize) -> Batch {
         id: format!("batch-{prefix}"),
         schema: Schema::LaunchDarkly,
         items,
+        lines: None,
     }
 }
 
