@@ -1,4 +1,5 @@
-//! Fault injection through the `WalIo` trait: fsync failure is fatal, ENOSPC during
+//! Fault injection through the `WalIo` trait: fsync failure is fatal, a failed record write
+//! is fatal, ENOSPC during
 //! preallocation is `Full`, and a crash at every I/O step of a workload (appends with rolls,
 //! cursor persists, garbage collection) never loses an acknowledged record.
 
@@ -50,6 +51,38 @@ async fn a_failed_fdatasync_is_fatal_and_never_retried() {
     for (key, record) in records.iter().take(5).enumerate() {
         assert_intact(record, key as u64, 100);
     }
+}
+
+#[tokio::test]
+async fn a_failed_record_write_is_fatal_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultyIo::new());
+    let wal = Wal::open_with_io(options(dir.path()), io.clone()).unwrap();
+    for key in 0..5 {
+        append(&wal, key, 100).await.unwrap();
+    }
+    io.fail_appends(true);
+    match append(&wal, 5, 100).await {
+        Err(WalError::Fatal(message)) => assert!(message.contains("writing a record"), "{message}"),
+        other => panic!("expected Fatal, got {other:?}"),
+    }
+    io.fail_appends(false);
+    assert!(
+        matches!(append(&wal, 6, 100).await, Err(WalError::Fatal(_))),
+        "fatal is a latch"
+    );
+    // Readers never see the half-written record: it was never committed.
+    assert_eq!(read_all(&wal, 1).len(), 5);
+    drop(wal);
+    // Restart: the five acknowledged records, and the torn one cut as a torn tail.
+    let wal = Wal::open(options(dir.path())).unwrap();
+    let records = read_all(&wal, 1);
+    assert_eq!(records.len(), 5);
+    for (key, record) in records.iter().enumerate() {
+        assert_intact(record, key as u64, 100);
+    }
+    append(&wal, 7, 100).await.unwrap();
+    assert_eq!(read_all(&wal, 1).len(), 6);
 }
 
 #[tokio::test]

@@ -100,6 +100,8 @@ pub fn segment_path(dir: &Path, id: u64) -> PathBuf {
 ///   written through the mapping stay in the page cache, like after a real kill -9).
 /// * `fail_syncs_of(substring)`: fdatasync of matching paths fails with EIO.
 /// * `no_space(true)`: preallocation fails with ENOSPC.
+/// * `fail_appends(true)`: record writes fail with EIO after writing half their bytes (a
+///   record write is not a counted step, so crash points stay where they were).
 #[derive(Debug, Default)]
 pub struct FaultyIo {
     operations: AtomicU64,
@@ -107,6 +109,7 @@ pub struct FaultyIo {
     crash_armed: AtomicBool,
     fail_sync_path: Mutex<Option<String>>,
     no_space: AtomicBool,
+    fail_appends: AtomicBool,
     pub log: Mutex<Vec<String>>,
 }
 
@@ -126,6 +129,9 @@ impl FaultyIo {
     }
     pub fn no_space(&self, on: bool) {
         self.no_space.store(on, Ordering::SeqCst);
+    }
+    pub fn fail_appends(&self, on: bool) {
+        self.fail_appends.store(on, Ordering::SeqCst);
     }
 
     fn step(&self, what: &str, path: &Path) -> io::Result<()> {
@@ -179,6 +185,21 @@ impl WalIo for FaultyIo {
     fn write_at(&self, file: &File, path: &Path, buf: &[u8], offset: u64) -> io::Result<()> {
         self.step("write_at", path)?;
         OsIo.write_at(file, path, buf, offset)
+    }
+    fn write_vectored_at(
+        &self,
+        file: &File,
+        path: &Path,
+        parts: &[&[u8]],
+        offset: u64,
+    ) -> io::Result<()> {
+        if !self.fail_appends.load(Ordering::SeqCst) {
+            return OsIo.write_vectored_at(file, path, parts, offset);
+        }
+        // A torn write: the first half of the record reaches the page cache, then EIO.
+        let bytes: Vec<u8> = parts.concat();
+        OsIo.write_at(file, path, &bytes[..bytes.len() / 2], offset)?;
+        Err(io::Error::from_raw_os_error(libc::EIO))
     }
     fn available_bytes(&self, dir: &Path) -> io::Result<u64> {
         OsIo.available_bytes(dir)
