@@ -134,11 +134,15 @@ impl Destination for LogDestination {
     }
 
     fn send<'a>(&'a self, batch: &'a Batch) -> BoxFuture<'a, SendOutcome> {
-        let mut lines = Vec::with_capacity(batch.payload_bytes() + batch.items.len());
-        for item in &batch.items {
-            lines.extend_from_slice(&item.payload);
-            lines.push(b'\n');
-        }
+        // The batcher's arena already is this text when the items are its rows.
+        let lines = batch.lines(0..batch.items.len()).unwrap_or_else(|| {
+            let mut lines = Vec::with_capacity(batch.payload_bytes() + batch.items.len());
+            for item in &batch.items {
+                lines.extend_from_slice(&item.payload);
+                lines.push(b'\n');
+            }
+            lines.into()
+        });
         let target = self.target.clone();
         let file = self.file.clone();
         async move {
