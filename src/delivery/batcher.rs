@@ -28,6 +28,14 @@
 //! `<destination>-<first seq:020>.<first event>-<last seq:020>.<last event>`. It sorts in log
 //! order and is safe as a file name.
 //!
+//! ## The arena
+//!
+//! An open batch copies each row into one byte arena, followed by `\n`, from a 4 KiB
+//! boundary; items' payloads are slices of it (the newline excluded). The arena is therefore
+//! the batch's NDJSON text, which NDJSON writers send as it is ([`Batch::lines`]); the newlines
+//! are not counted against `max_bytes`. Arenas of sent batches come back and are reused
+//! (`spare_buffers.rs`), which needs every slice of them, [`Batch::lines`] included, dropped.
+//!
 //! ## Positions
 //!
 //! Positions are kept normalised: after the last event of record `seq` the position is
