@@ -18,6 +18,7 @@
 //!   fails with [`WalError::Full`] at once.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -222,12 +223,12 @@ impl Core {
             RECORD_HEADER_BYTES + align_up(payload_len)
         );
         let mut parts = Vec::with_capacity(request.parts.len() + 2);
-        parts.push(&header[..]);
-        parts.extend_from_slice(request.parts);
-        parts.push(&ZERO_PADDING[..padding as usize]);
+        parts.push(IoSlice::new(&header));
+        parts.extend(request.parts.iter().map(|part| IoSlice::new(part)));
+        parts.push(IoSlice::new(&ZERO_PADDING[..padding as usize]));
         let written = active
             .writer
-            .write(&*self.io, &active.segment.path, offset, &parts);
+            .write(&*self.io, &active.segment.path, offset, &mut parts);
         if let Err(error) = written {
             // Part of the record may be in the page cache (unfrozen, unseen by readers); the
             // file is in a state we did not choose, as after a failed sync: stop appending.

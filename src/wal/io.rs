@@ -41,14 +41,14 @@ pub trait WalIo: Send + Sync + fmt::Debug + 'static {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Write all of `buf` at `offset` (pwrite).
     fn write_at(&self, file: &File, path: &Path, buf: &[u8], offset: u64) -> io::Result<()>;
-    /// Write `parts` back to back at `offset` (pwritev, continued after short writes): every
-    /// record append. Defaults to the real write, so fault-injecting implementations count
+    /// Write `parts` back to back at `offset` (pwritev, continued after short writes, which
+    /// advance `parts`): every record append. Defaults to the real write, so fault-injecting implementations count
     /// and fail only the operations they choose.
     fn write_vectored_at(
         &self,
         file: &File,
         _path: &Path,
-        parts: &[&[u8]],
+        parts: &mut [io::IoSlice<'_>],
         offset: u64,
     ) -> io::Result<()> {
         write_all_vectored_at(file, parts, offset)
@@ -190,14 +190,14 @@ const MAX_IOVECS: usize = 1024;
 
 /// `pwritev` of every byte of `parts` at `offset`, resumed where a short write stopped (a
 /// signal or a full pipe of dirty pages may cut one short; each call advances the offset).
-fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> io::Result<()> {
-    let mut parts: Vec<io::IoSlice<'_>> = parts
-        .iter()
-        .filter(|part| !part.is_empty())
-        .map(|part| io::IoSlice::new(part))
-        .collect();
-    let mut remaining = &mut parts[..];
-    while !remaining.is_empty() {
+fn write_all_vectored_at(
+    file: &File,
+    parts: &mut [io::IoSlice<'_>],
+    mut offset: u64,
+) -> io::Result<()> {
+    let mut remaining = parts;
+    // Empty slices (a record without padding) need no call of their own.
+    while remaining.iter().any(|part| !part.is_empty()) {
         let batch = &remaining[..remaining.len().min(MAX_IOVECS)];
         match rustix::io::pwritev(file, batch, offset) {
             Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),

@@ -212,7 +212,7 @@ impl MapWriter {
         io: &dyn WalIo,
         path: &Path,
         offset: u64,
-        parts: &[&[u8]],
+        parts: &mut [io::IoSlice<'_>],
     ) -> io::Result<()> {
         let total: u64 = parts.iter().map(|part| part.len() as u64).sum();
         self.check_unfrozen(offset, total);
@@ -315,8 +315,9 @@ mod tests {
 
     /// Write through the file as the append path does.
     fn write(writer: &mut MapWriter, offset: u64, parts: &[&[u8]]) {
+        let mut slices: Vec<_> = parts.iter().map(|part| io::IoSlice::new(part)).collect();
         writer
-            .write(&OsIo, Path::new("m"), offset, parts)
+            .write(&OsIo, Path::new("m"), offset, &mut slices)
             .expect("write into the page cache");
     }
 

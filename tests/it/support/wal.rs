@@ -190,14 +190,14 @@ impl WalIo for FaultyIo {
         &self,
         file: &File,
         path: &Path,
-        parts: &[&[u8]],
+        parts: &mut [io::IoSlice<'_>],
         offset: u64,
     ) -> io::Result<()> {
         if !self.fail_appends.load(Ordering::SeqCst) {
             return OsIo.write_vectored_at(file, path, parts, offset);
         }
         // A torn write: the first half of the record reaches the page cache, then EIO.
-        let bytes: Vec<u8> = parts.concat();
+        let bytes: Vec<u8> = parts.iter().flat_map(|part| part.iter().copied()).collect();
         OsIo.write_at(file, path, &bytes[..bytes.len() / 2], offset)?;
         Err(io::Error::from_raw_os_error(libc::EIO))
     }
