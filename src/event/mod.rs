@@ -50,6 +50,7 @@ mod id;
 mod json;
 mod number;
 pub mod schema;
+mod syntax;
 mod validate;
 mod verbatim;
 
