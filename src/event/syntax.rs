@@ -33,30 +33,164 @@ pub const MAX_DEPTH: usize = 100;
 
 /// The number of events of a LaunchDarkly array body when the full validator would accept it
 /// as is (see the module docs); `None` when unsure.
+///
+/// Every function below takes the body and a position and answers the position after what it
+/// read, or `None` at the first byte it does not accept. Positions are passed by value (not
+/// kept in a struct) so they stay in registers: this loop runs over every byte ingest stores.
 pub fn ld_event_count(body: &[u8]) -> Option<u32> {
     simdutf8::basic::from_utf8(body).ok()?;
-    let mut scan = Scanner { bytes: body, at: 0 };
-    scan.skip_whitespace();
-    scan.expect(b'[')?;
+    let mut at = expect(body, whitespace(body, 0), b'[')?;
     let mut count: u32 = 0;
-    scan.skip_whitespace();
-    if scan.peek() == Some(b']') {
-        scan.at += 1;
+    at = whitespace(body, at);
+    if body.get(at) == Some(&b']') {
+        at += 1;
     } else {
         loop {
-            scan.skip_whitespace();
-            scan.event()?;
+            at = whitespace(body, event(body, at)?);
             count = count.checked_add(1)?;
-            scan.skip_whitespace();
-            match scan.next()? {
-                b',' => continue,
-                b']' => break,
+            match *body.get(at)? {
+                b',' => at = whitespace(body, at + 1),
+                b']' => break at += 1,
                 _ => return None,
             }
         }
     }
-    scan.skip_whitespace();
-    (scan.at == body.len()).then_some(count)
+    (whitespace(body, at) == body.len()).then_some(count)
+}
+
+/// One element of the top-level array at `at`: an object whose first `kind` member is a
+/// string. Its other members' keys must have no escapes (one could spell `kind`).
+fn event(body: &[u8], at: usize) -> Option<usize> {
+    let mut at = whitespace(body, expect(body, at, b'{')?);
+    let mut kind_is_string = None;
+    if body.get(at) != Some(&b'}') {
+        loop {
+            let (value_at, key, plain) = key(body, at)?;
+            if !plain {
+                return None;
+            }
+            if key == b"kind" && kind_is_string.is_none() {
+                kind_is_string = Some(body.get(value_at) == Some(&b'"'));
+            }
+            at = whitespace(body, value(body, value_at, 2)?);
+            match *body.get(at)? {
+                b',' => at = whitespace(body, at + 1),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    kind_is_string.filter(|&is_string| is_string)?;
+    Some(at + 1)
+}
+
+/// A member's key at `at` and its colon: the position of its value, the key's raw bytes and
+/// whether it had no escapes.
+#[inline(always)]
+fn key(body: &[u8], at: usize) -> Option<(usize, &[u8], bool)> {
+    let (end, plain) = string(body, at)?;
+    let colon = expect(body, whitespace(body, end), b':')?;
+    Some((whitespace(body, colon), &body[at + 1..end - 1], plain))
+}
+
+/// Any JSON value at `at`, nested in `depth` containers. Containers inside it are tracked on
+/// a bit stack (1 = object), not by recursion.
+fn value(body: &[u8], mut at: usize, depth: usize) -> Option<usize> {
+    let mut objects: u128 = 0;
+    let mut open = 0;
+    loop {
+        // A value starts at `at`.
+        match *body.get(at)? {
+            b'"' => at = string(body, at)?.0,
+            container @ (b'{' | b'[') => {
+                at = whitespace(body, at + 1);
+                let close = if container == b'{' { b'}' } else { b']' };
+                if body.get(at) == Some(&close) {
+                    at += 1;
+                } else {
+                    open += 1;
+                    if depth + open >= MAX_DEPTH {
+                        return None;
+                    }
+                    objects = objects << 1 | u128::from(container == b'{');
+                    if container == b'{' {
+                        at = key(body, at)?.0;
+                    }
+                    continue;
+                }
+            }
+            b't' => at = literal(body, at, b"true")?,
+            b'f' => at = literal(body, at, b"false")?,
+            b'n' => at = literal(body, at, b"null")?,
+            _ => at = number(body, at)?,
+        }
+        // After a value: close containers until a comma leads to the next value.
+        loop {
+            if open == 0 {
+                return Some(at);
+            }
+            at = whitespace(body, at);
+            let in_object = objects & 1 == 1;
+            match (*body.get(at)?, in_object) {
+                (b',', true) => {
+                    at = key(body, whitespace(body, at + 1))?.0;
+                    break;
+                }
+                (b',', false) => {
+                    at = whitespace(body, at + 1);
+                    break;
+                }
+                (b'}', true) | (b']', false) => {
+                    at += 1;
+                    open -= 1;
+                    objects >>= 1;
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn expect(body: &[u8], at: usize, wanted: u8) -> Option<usize> {
+    (body.get(at) == Some(&wanted)).then_some(at + 1)
+}
+
+#[inline(always)]
+fn whitespace(body: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = body.get(at) {
+        at += 1;
+    }
+    at
+}
+
+fn literal(body: &[u8], at: usize, word: &[u8]) -> Option<usize> {
+    let end = at + word.len();
+    (body.get(at..end)? == word).then_some(end)
+}
+
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+#[inline]
+fn number(body: &[u8], mut at: usize) -> Option<usize> {
+    if body.get(at) == Some(&b'-') {
+        at += 1;
+    }
+    match *body.get(at)? {
+        b'0' => at += 1,
+        b'1'..=b'9' => at = digits(body, at + 1),
+        _ => return None,
+    }
+    if body.get(at) == Some(&b'.') {
+        at = some_digits(body, at + 1)?;
+    }
+    if let Some(b'e' | b'E') = body.get(at) {
+        at += 1;
+        if let Some(b'+' | b'-') = body.get(at) {
+            at += 1;
+        }
+        at = some_digits(body, at)?;
+    }
+    Some(at)
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -64,234 +198,77 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 const HIGH_NIBBLES: u64 = 0xF0F0_F0F0_F0F0_F0F0;
 const DIGIT_NIBBLES: u64 = 0x3030_3030_3030_3030;
 
-/// A position in the body. Every method answers `None` at the first byte it does not accept.
-struct Scanner<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// Past a run of ASCII digits, eight bytes at a time (timestamps have thirteen).
+#[inline(always)]
+fn digits(body: &[u8], mut at: usize) -> usize {
+    while let Some(chunk) = body.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        // A byte is a digit when its high nibble is 3 both as is and plus 6; the carry out of
+        // a byte >= 0xFA only disturbs the bytes after it, so the lowest mark is exact.
+        let not_digit = ((word & HIGH_NIBBLES) ^ DIGIT_NIBBLES)
+            | ((word.wrapping_add(ONES * 6) & HIGH_NIBBLES) ^ DIGIT_NIBBLES);
+        if not_digit != 0 {
+            return at + not_digit.trailing_zeros() as usize / 8;
+        }
+        at += 8;
+    }
+    while let Some(b'0'..=b'9') = body.get(at) {
+        at += 1;
+    }
+    at
 }
 
-impl Scanner<'_> {
-    #[inline]
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
-    }
+#[inline(always)]
+fn some_digits(body: &[u8], at: usize) -> Option<usize> {
+    let end = digits(body, at);
+    (end > at).then_some(end)
+}
 
-    #[inline]
-    fn next(&mut self) -> Option<u8> {
-        let byte = self.peek()?;
-        self.at += 1;
-        Some(byte)
+/// A string at its opening quote `at`: the position after its closing quote, and whether it
+/// had no escapes.
+#[inline(always)]
+fn string(body: &[u8], at: usize) -> Option<(usize, bool)> {
+    let at = expect(body, at, b'"')?;
+    let stop = at + special_offset(body.get(at..)?)?;
+    if body[stop] == b'"' {
+        return Some((stop + 1, true));
     }
+    string_with_escapes(body, stop)
+}
 
-    #[inline]
-    fn expect(&mut self, wanted: u8) -> Option<()> {
-        (self.next()? == wanted).then_some(())
-    }
-
-    #[inline]
-    fn skip_whitespace(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
-            self.at += 1;
+/// The rest of a string from its first backslash (or control character) at `at` on.
+#[cold]
+fn string_with_escapes(body: &[u8], mut at: usize) -> Option<(usize, bool)> {
+    loop {
+        match *body.get(at)? {
+            b'"' => return Some((at + 1, false)),
+            b'\\' => at = escape(body, at + 1)?,
+            _control => return None,
         }
+        at += special_offset(body.get(at..)?)?;
     }
+}
 
-    /// One element of the top-level array: an object whose first `kind` member is a string.
-    fn event(&mut self) -> Option<()> {
-        self.expect(b'{')?;
-        let mut kind_is_string = None;
-        self.members(|scan, key_plain, key| {
-            if !key_plain {
+/// The rest of an escape whose backslash is just before `at`. `\u` escapes of surrogates are
+/// left to the full validator (pairing rules differ between parsers).
+fn escape(body: &[u8], at: usize) -> Option<usize> {
+    match *body.get(at)? {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(at + 1),
+        b'u' => {
+            let hex = body.get(at + 1..at + 5)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
                 return None;
             }
-            if key == b"kind" && kind_is_string.is_none() {
-                let is_string = scan.peek() == Some(b'"');
-                kind_is_string = Some(is_string);
-            }
-            scan.value(1)
-        })?;
-        kind_is_string.filter(|&is_string| is_string).map(drop)
-    }
-
-    /// The members of an object whose `{` was just read, through its `}`; `value` reads each
-    /// member's value, given whether its key had no escapes and the key's raw bytes.
-    fn members(
-        &mut self,
-        mut value: impl FnMut(&mut Self, bool, &[u8]) -> Option<()>,
-    ) -> Option<()> {
-        self.skip_whitespace();
-        if self.peek() == Some(b'}') {
-            self.at += 1;
-            return Some(());
+            let unit = u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            (!(0xD800..=0xDFFF).contains(&unit)).then_some(at + 5)
         }
-        loop {
-            self.skip_whitespace();
-            let bytes = self.bytes;
-            let start = self.at + 1;
-            let plain = self.string()?;
-            let key = &bytes[start..self.at - 1];
-            self.skip_whitespace();
-            self.expect(b':')?;
-            self.skip_whitespace();
-            value(self, plain, key)?;
-            self.skip_whitespace();
-            match self.next()? {
-                b',' => continue,
-                b'}' => return Some(()),
-                _ => return None,
-            }
-        }
-    }
-
-    /// Any JSON value at nesting `depth` (the containers around it).
-    fn value(&mut self, depth: usize) -> Option<()> {
-        match self.peek()? {
-            b'"' => self.string().map(drop),
-            b'{' => {
-                self.at += 1;
-                self.nested(depth)?;
-                self.members(|scan, _, _| scan.value(depth + 1))
-            }
-            b'[' => {
-                self.at += 1;
-                self.nested(depth)?;
-                self.elements(depth + 1)
-            }
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            _ => self.number(),
-        }
-    }
-
-    #[inline]
-    fn nested(&self, depth: usize) -> Option<()> {
-        (depth < MAX_DEPTH).then_some(())
-    }
-
-    /// The elements of an array whose `[` was just read, through its `]`.
-    fn elements(&mut self, depth: usize) -> Option<()> {
-        self.skip_whitespace();
-        if self.peek() == Some(b']') {
-            self.at += 1;
-            return Some(());
-        }
-        loop {
-            self.skip_whitespace();
-            self.value(depth)?;
-            self.skip_whitespace();
-            match self.next()? {
-                b',' => continue,
-                b']' => return Some(()),
-                _ => return None,
-            }
-        }
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        let end = self.at + word.len();
-        (self.bytes.get(self.at..end)? == word).then_some(())?;
-        self.at = end;
-        Some(())
-    }
-
-    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
-    fn number(&mut self) -> Option<()> {
-        if self.peek() == Some(b'-') {
-            self.at += 1;
-        }
-        match self.next()? {
-            b'0' => {}
-            b'1'..=b'9' => self.digits(),
-            _ => return None,
-        }
-        if self.peek() == Some(b'.') {
-            self.at += 1;
-            self.some_digits()?;
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.at += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.at += 1;
-            }
-            self.some_digits()?;
-        }
-        Some(())
-    }
-
-    /// Past a run of ASCII digits, eight bytes at a time (timestamps have thirteen).
-    #[inline]
-    fn digits(&mut self) {
-        while let Some(chunk) = self.bytes.get(self.at..self.at + 8) {
-            let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-            // A byte is a digit when its high nibble is 3 both as is and plus 6; the carry out
-            // of a byte >= 0xFA only disturbs the bytes after it, so the lowest mark is exact.
-            let not_digit = ((word & HIGH_NIBBLES) ^ DIGIT_NIBBLES)
-                | ((word.wrapping_add(ONES * 6) & HIGH_NIBBLES) ^ DIGIT_NIBBLES);
-            if not_digit != 0 {
-                self.at += not_digit.trailing_zeros() as usize / 8;
-                return;
-            }
-            self.at += 8;
-        }
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.at += 1;
-        }
-    }
-
-    #[inline]
-    fn some_digits(&mut self) -> Option<()> {
-        let start = self.at;
-        self.digits();
-        (self.at > start).then_some(())
-    }
-
-    /// A string at its opening quote, through its closing quote; whether it had no escapes.
-    #[inline]
-    fn string(&mut self) -> Option<bool> {
-        self.expect(b'"')?;
-        self.at += special_offset(&self.bytes[self.at..])?;
-        if self.next()? == b'"' {
-            return Some(true);
-        }
-        self.at -= 1;
-        self.string_with_escapes()
-    }
-
-    /// The rest of a string from its first backslash (or control character) on.
-    #[cold]
-    fn string_with_escapes(&mut self) -> Option<bool> {
-        loop {
-            match self.next()? {
-                b'"' => return Some(false),
-                b'\\' => self.escape()?,
-                _control => return None,
-            }
-            self.at += special_offset(&self.bytes[self.at..])?;
-        }
-    }
-
-    /// The rest of an escape whose backslash was just read. `\u` escapes of surrogates are
-    /// left to the full validator (pairing rules differ between parsers).
-    fn escape(&mut self) -> Option<()> {
-        match self.next()? {
-            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(()),
-            b'u' => {
-                let hex = self.bytes.get(self.at..self.at + 4)?;
-                if !hex.iter().all(u8::is_ascii_hexdigit) {
-                    return None;
-                }
-                let unit = u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
-                self.at += 4;
-                (!(0xD800..=0xDFFF).contains(&unit)).then_some(())
-            }
-            _ => None,
-        }
+        _ => None,
     }
 }
 
 /// Offset of the first byte in `rest` that ends a run of plain string bytes: `"`, `\` or a
 /// control character (which JSON forbids unescaped); `None` when there is none.
-#[inline]
+#[inline(always)]
 fn special_offset(rest: &[u8]) -> Option<usize> {
     let mut offset = 0;
     // Eight bytes at a time: a zero byte of `word ^ pattern` (or a byte below 0x20) sets its
@@ -343,6 +320,9 @@ mod tests {
             b"[{}]",
             b"[{\"kind\":1}]",
             b"[{\"kind\":\"a\"},]",
+            b"[{\"kind\":\"a\",\"x\":[1}}]",
+            b"[{\"kind\":\"a\",\"x\":{\"y\":1]}]",
+            b"[{\"kind\":\"a\"}}",
             b"[{\"kind\":\"a\"}] x",
             b"[{\"k\\u0069nd\":\"a\"}]",
             b"[{\"kind\":\"\\ud83d\\ude00\"}]",
@@ -390,20 +370,10 @@ mod tests {
                 let mut text = b"0123456789".repeat(2)[..len].to_vec();
                 text.push(stop);
                 text.extend_from_slice(b"123456789");
-                let mut scan = Scanner {
-                    bytes: &text,
-                    at: 0,
-                };
-                scan.digits();
-                assert_eq!(scan.at, len, "{len} {stop}");
+                assert_eq!(digits(&text, 0), len, "{len} {stop}");
             }
             let text = b"9".repeat(len);
-            let mut scan = Scanner {
-                bytes: &text,
-                at: 0,
-            };
-            scan.digits();
-            assert_eq!(scan.at, len);
+            assert_eq!(digits(&text, 0), len);
         }
     }
 
@@ -584,21 +554,34 @@ mod agrees_with_the_full_validator {
         })
     }
 
-    /// A fast-path body with a few bytes deleted, inserted or replaced.
+    /// A fast-path body with a few bytes deleted, inserted or replaced, or brackets swapped
+    /// for the other kind (`]` for `}`, …).
     fn damaged_body() -> impl Strategy<Value = Vec<u8>> {
         let edit = (
             any::<prop::sample::Index>(),
-            0u8..3,
+            0u8..4,
             prop::sample::select(&b"{}[]\":,\\ 0e-.tx\xc3\x01"[..]),
         );
         (kinded_body(true), prop::collection::vec(edit, 1..4)).prop_map(|((mut body, _), edits)| {
             for (at, how, byte) in edits {
+                let brackets: Vec<usize> = (0..body.len())
+                    .filter(|&i| b"{}[]".contains(&body[i]))
+                    .collect();
                 let at = at.index(body.len() + 1);
                 match how {
                     0 if at < body.len() => {
                         body.remove(at);
                     }
                     1 if at < body.len() => body[at] = byte,
+                    3 if !brackets.is_empty() => {
+                        let i = brackets[at % brackets.len()];
+                        body[i] = match body[i] {
+                            b'{' => b'[',
+                            b'[' => b'{',
+                            b'}' => b']',
+                            _ => b'}',
+                        };
+                    }
                     _ => body.insert(at, byte),
                 }
             }
