@@ -15,6 +15,7 @@
 //! |---|---|
 //! | [`stored`] | the WAL record payload codec (metadata header + raw body) |
 //! | `validate` | ingest-time shape checks per route (array of objects, collector envelope, NDJSON) |
+//! | `syntax` | the one-pass fast accept of LaunchDarkly arrays `validate` tries first (no copy, no tape) |
 //! | `decode` | simd-json tape → [`Event`]s, normalisation of legacy/go-feature-flag forms |
 //! | `id` | stable event ids ([`event_id`]) |
 //! | `filter` | [`FilterConfig`] / [`Filter`]: kinds, environments, flags, experiments, contexts, metrics, sampling |
@@ -27,7 +28,8 @@
 //!
 //! 1. Nothing here panics on any input: bodies, stored payloads and tapes from arbitrary bytes
 //!    produce errors or invalid-event reports, never panics (fuzzed by `fuzz/event_decode`).
-//! 2. A stored body is never modified: validation and decoding parse private copies.
+//! 2. A stored body is never modified: validation reads it in place or parses a private copy,
+//!    decoding parses private copies.
 //! 3. [`event_id`] is a pure function of the record (environment, payload id — or instance id
 //!    and WAL seq — and index): the same accepted event gets the same id on every delivery,
 //!    forever, and events accepted by different instances or data dirs never share an id.

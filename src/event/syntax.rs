@@ -19,7 +19,8 @@
 //! [`MAX_DEPTH`], more than `u32::MAX` elements) answers `None`, and the caller runs the full
 //! validator, which also writes the error message. So this pass can only ever make a verdict
 //! faster, never different, provided it never accepts what the full validator refuses: the
-//! property tests in `validate.rs` compare the two on generated and mutated bodies.
+//! property tests below (`agrees_with_the_full_validator`) compare the two on generated valid,
+//! near-valid and damaged bodies.
 //!
 //! Details that keep the two in step:
 //! * UTF-8: the whole body is checked once ([`simdutf8`]); outside strings the grammar admits

@@ -448,6 +448,8 @@ mod tests {
         let body = format!("[{}]", events.join(","));
         assert!(body.len() > PARTS_FROM_BYTES);
         assert_eq!(code(InboundFormat::LdBulk, &body), Ok(n as u32));
+        // The fast accept (`syntax.rs`) took that; the full validator's parts agree.
+        assert_eq!(ld_events_in_full(body.as_bytes()), Ok(n as u32));
 
         let mut shaped = events.clone();
         shaped[5000] = "42";
