@@ -1,4 +1,5 @@
-//! A one-pass check of a LaunchDarkly event array, without a tape and without a copy.
+//! A one-pass check of an event array (LaunchDarkly, go-feature-flag collector, generic),
+//! without a tape and without a copy.
 //!
 //! Ingest must know that a body is JSON of the promised shape before it stores it, but it keeps
 //! nothing of the parse: the body is stored as received. The full validator
@@ -13,7 +14,8 @@
 //! # Contract: a fast accept, never a verdict of its own
 //!
 //! [`ld_event_count`] answers `Some(n)` only for a body the full validator accepts with `n`
-//! events and no event without a string `kind`. Everything else (malformed text, another
+//! events and no event without a string `kind`; [`goff_event_count`] (a go-feature-flag
+//! collector envelope) and [`object_array_count`] (a generic array of objects) likewise. Everything else (malformed text, another
 //! shape, kindless events, and anything this pass does not bother to decide: surrogate
 //! `\u` escapes, an escaped key at an event's top level, nesting deeper than
 //! [`MAX_DEPTH`], more than `u32::MAX` elements) answers `None`, and the caller runs the full
@@ -57,6 +59,77 @@ pub fn ld_event_count(body: &[u8]) -> Option<u32> {
         }
     }
     (whitespace(body, at) == body.len()).then_some(count)
+}
+
+/// The number of events of a go-feature-flag collector body (`{"meta": {…}, "events": […]}`)
+/// when the full validator would accept it as is; `None` when unsure. As there, the first
+/// `events` member must be an array of objects and the first `meta` and `metadata` members
+/// objects or `null`; the root's keys must have no escapes (one could spell those names).
+pub fn goff_event_count(body: &[u8]) -> Option<u32> {
+    simdutf8::basic::from_utf8(body).ok()?;
+    let mut at = whitespace(body, expect(body, whitespace(body, 0), b'{')?);
+    let mut events = None;
+    let (mut meta_seen, mut metadata_seen) = (false, false);
+    if body.get(at) != Some(&b'}') {
+        loop {
+            let (value_at, key, plain) = key(body, at)?;
+            if !plain {
+                return None;
+            }
+            let first = match key {
+                b"meta" => !std::mem::replace(&mut meta_seen, true),
+                b"metadata" => !std::mem::replace(&mut metadata_seen, true),
+                _ => false,
+            };
+            let end = if key == b"events" && events.is_none() {
+                let (end, count) = object_array(body, value_at, 1)?;
+                events = Some(count);
+                end
+            } else {
+                if first && !matches!(body.get(value_at), Some(b'{' | b'n')) {
+                    return None;
+                }
+                value(body, value_at, 1)?
+            };
+            at = whitespace(body, end);
+            match *body.get(at)? {
+                b',' => at = whitespace(body, at + 1),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    (whitespace(body, at + 1) == body.len()).then_some(events?)
+}
+
+/// The number of events of a generic body that is a JSON array of objects, when the full
+/// validator would accept it as is; `None` when unsure (NDJSON bodies included).
+pub fn object_array_count(body: &[u8]) -> Option<u32> {
+    simdutf8::basic::from_utf8(body).ok()?;
+    let (end, count) = object_array(body, whitespace(body, 0), 0)?;
+    (whitespace(body, end) == body.len()).then_some(count)
+}
+
+/// An array of objects at `at`, nested in `depth` containers: the position after it and the
+/// number of objects.
+fn object_array(body: &[u8], at: usize, depth: usize) -> Option<(usize, u32)> {
+    let mut at = whitespace(body, expect(body, at, b'[')?);
+    let mut count: u32 = 0;
+    if body.get(at) == Some(&b']') {
+        return Some((at + 1, 0));
+    }
+    loop {
+        if body.get(at) != Some(&b'{') {
+            return None;
+        }
+        at = whitespace(body, value(body, at, depth + 1)?);
+        count = count.checked_add(1)?;
+        match *body.get(at)? {
+            b',' => at = whitespace(body, at + 1),
+            b']' => return Some((at + 1, count)),
+            _ => return None,
+        }
+    }
 }
 
 /// One element of the top-level array at `at`: an object whose first `kind` member is a
@@ -346,6 +419,37 @@ mod tests {
     }
 
     #[test]
+    fn collector_envelopes_and_generic_arrays() {
+        let goff = |body: &str| goff_event_count(body.as_bytes());
+        assert_eq!(
+            goff(r#" {"meta":null,"events":[{"a":1},{}],"x":[1]} "#),
+            Some(2)
+        );
+        assert_eq!(goff(r#"{"events":[],"metadata":{"sdk":"go"}}"#), Some(0));
+        assert_eq!(
+            goff(r#"{"events":[{}],"events":1,"meta":{},"meta":2}"#),
+            Some(1)
+        );
+        for refused in [
+            r#"{"meta":1,"events":[]}"#,
+            r#"{"metadata":[],"events":[]}"#,
+            r#"{"events":{}}"#,
+            r#"{"meta":{}}"#,
+            r#"{"events":[{},"x"]}"#,
+            r#"{"ev\u0065nts":[{}]}"#,
+            r#"{"events":[{}]} {}"#,
+            r#"[{"kind":"a"}]"#,
+        ] {
+            assert_eq!(goff(refused), None, "{refused}");
+        }
+        let generic = |body: &str| object_array_count(body.as_bytes());
+        assert_eq!(generic(r#"[{"a":1},{}]"#), Some(2));
+        assert_eq!(generic("[]"), Some(0));
+        assert_eq!(generic("[1]"), None);
+        assert_eq!(generic("{\"a\":1}\n{\"b\":2}\n"), None);
+    }
+
+    #[test]
     fn the_first_kind_member_decides() {
         assert_eq!(ld_event_count(br#"[{"kind":"a","kind":1}]"#), Some(1));
         assert_eq!(ld_event_count(br#"[{"kind":1,"kind":"a"}]"#), None);
@@ -402,8 +506,13 @@ mod tests {
 mod agrees_with_the_full_validator {
     use proptest::prelude::*;
 
-    use super::ld_event_count;
-    use crate::event::validate::ld_events_in_full;
+    use super::{goff_event_count, ld_event_count, object_array_count};
+    use crate::event::validate::validate_in_full;
+    use crate::event::InboundFormat;
+
+    fn ld_events_in_full(body: &[u8]) -> Result<u32, crate::event::ValidationError> {
+        validate_in_full(InboundFormat::LdBulk, body)
+    }
 
     /// Pieces of JSON text: (text, whether it is valid where a value or string content goes).
     const NUMBERS: &[(&str, bool)] = &[
@@ -537,33 +646,76 @@ mod agrees_with_the_full_validator {
     /// fast path decides it: with `plain` values it must accept, otherwise some values are
     /// invalid pieces it must not let through.
     fn kinded_body(plain: bool) -> impl Strategy<Value = (Vec<u8>, u32)> {
-        let event = (
-            string(true),
-            prop::collection::vec((plain_key(), value(plain)), 0..3),
-        );
-        prop::collection::vec(event, 0..6).prop_map(|events| {
-            let texts: Vec<String> = events
-                .iter()
-                .map(|(kind, members)| {
-                    let mut parts = vec![format!("\"kind\":{}", kind.0)];
-                    parts.extend(members.iter().map(|((k, _), (v, _))| format!("{k}:{v}")));
-                    format!("{{{}}}", parts.join(","))
-                })
-                .collect();
-            let body = format!("[{}]", texts.join(","));
+        prop::collection::vec(event_text(plain), 0..6).prop_map(|events| {
+            let body = format!("[{}]", events.join(","));
             (body.into_bytes(), events.len() as u32)
         })
     }
 
-    /// A fast-path body with a few bytes deleted, inserted or replaced, or brackets swapped
+    /// An event object starting with a plain string `kind`, with plain keys.
+    fn event_text(plain: bool) -> impl Strategy<Value = String> {
+        (
+            string(true),
+            prop::collection::vec((plain_key(), value(plain)), 0..3),
+        )
+            .prop_map(|(kind, members)| {
+                let mut parts = vec![format!("\"kind\":{}", kind.0)];
+                parts.extend(members.iter().map(|((k, _), (v, _))| format!("{k}:{v}")));
+                format!("{{{}}}", parts.join(","))
+            })
+    }
+
+    /// A plain key of a collector envelope; unless `plain`, maybe one of the names the
+    /// envelope rules are about (a duplicate: the first one counts).
+    fn envelope_key(plain: bool) -> impl Strategy<Value = (String, bool)> {
+        let names: &[&str] = if plain {
+            &["a", "kind", "é"]
+        } else {
+            &["a", "events", "meta", "metadata"]
+        };
+        prop::sample::select(names).prop_map(|k| (format!("\"{k}\""), true))
+    }
+
+    /// A go-feature-flag collector body and its event count: `events` somewhere among plain
+    /// members, maybe `meta` and `metadata`; with `plain` every part is valid.
+    fn goff_body(plain: bool) -> impl Strategy<Value = (Vec<u8>, u32)> {
+        let events = prop::collection::vec(event_text(plain), 0..4)
+            .prop_map(|objects| (format!("[{}]", objects.join(",")), objects.len() as u32));
+        let good_meta = prop::sample::select(&["null", "{}", "{\"sdk\":\"go\",\"n\":[1]}"][..])
+            .prop_map(str::to_string);
+        let meta = if plain {
+            good_meta.boxed()
+        } else {
+            prop_oneof![good_meta, value(false).prop_map(|(v, _)| v)].boxed()
+        };
+        (
+            events,
+            prop::option::of(meta.clone()),
+            prop::option::of(meta),
+            prop::collection::vec((envelope_key(plain), value(plain)), 0..3),
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(|((events, count), meta, metadata, others, at)| {
+                let mut members: Vec<String> = others
+                    .iter()
+                    .map(|((k, _), (v, _))| format!("{k}:{v}"))
+                    .collect();
+                members.extend(meta.map(|m| format!("\"meta\":{m}")));
+                members.extend(metadata.map(|m| format!("\"metadata\":{m}")));
+                members.insert(at.index(members.len() + 1), format!("\"events\":{events}"));
+                (format!("{{{}}}", members.join(",")).into_bytes(), count)
+            })
+    }
+
+    /// A body with a few bytes deleted, inserted or replaced, or brackets swapped
     /// for the other kind (`]` for `}`, …).
-    fn damaged_body() -> impl Strategy<Value = Vec<u8>> {
+    fn damaged(source: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
         let edit = (
             any::<prop::sample::Index>(),
             0u8..4,
             prop::sample::select(&b"{}[]\":,\\ 0e-.tx\xc3\x01"[..]),
         );
-        (kinded_body(true), prop::collection::vec(edit, 1..4)).prop_map(|((mut body, _), edits)| {
+        (source, prop::collection::vec(edit, 1..4)).prop_map(|(mut body, edits)| {
             for (at, how, byte) in edits {
                 let brackets: Vec<usize> = (0..body.len())
                     .filter(|&i| b"{}[]".contains(&body[i]))
@@ -595,10 +747,31 @@ mod agrees_with_the_full_validator {
 
         #[test]
         fn every_fast_accept_is_a_full_accept(
-            body in prop_oneof![body(), kinded_body(false).prop_map(|(body, _)| body), damaged_body()]
+            body in prop_oneof![
+                body(),
+                kinded_body(false).prop_map(|(body, _)| body),
+                damaged(kinded_body(true).prop_map(|(body, _)| body)),
+            ]
         ) {
+            let text = String::from_utf8_lossy(&body);
             if let Some(count) = ld_event_count(&body) {
-                prop_assert_eq!(ld_events_in_full(&body), Ok(count), "{}", String::from_utf8_lossy(&body));
+                prop_assert_eq!(ld_events_in_full(&body), Ok(count), "{}", text);
+            }
+            if let Some(count) = object_array_count(&body) {
+                prop_assert_eq!(validate_in_full(InboundFormat::Generic, &body), Ok(count), "{}", text);
+            }
+        }
+
+        #[test]
+        fn every_fast_collector_accept_is_a_full_accept(
+            body in prop_oneof![
+                goff_body(false).prop_map(|(body, _)| body),
+                damaged(goff_body(true).prop_map(|(body, _)| body)),
+            ]
+        ) {
+            if let Some(count) = goff_event_count(&body) {
+                let full = validate_in_full(InboundFormat::GoffCollector, &body);
+                prop_assert_eq!(full, Ok(count), "{}", String::from_utf8_lossy(&body));
             }
         }
 
@@ -607,6 +780,14 @@ mod agrees_with_the_full_validator {
             let text = String::from_utf8_lossy(&body);
             prop_assert_eq!(ld_event_count(&body), Some(count), "{}", text);
             prop_assert_eq!(ld_events_in_full(&body), Ok(count));
+            prop_assert_eq!(object_array_count(&body), Some(count), "{}", text);
+        }
+
+        #[test]
+        fn plain_collector_bodies_take_the_fast_path((body, count) in goff_body(true)) {
+            let text = String::from_utf8_lossy(&body);
+            prop_assert_eq!(goff_event_count(&body), Some(count), "{}", text);
+            prop_assert_eq!(validate_in_full(InboundFormat::GoffCollector, &body), Ok(count));
         }
     }
 }

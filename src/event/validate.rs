@@ -74,14 +74,31 @@ fn validate_with_fresh_scratch(format: InboundFormat, body: &[u8]) -> Result<u32
 }
 
 fn run(format: InboundFormat, body: &[u8], scratch: &mut Scratch) -> Result<u32, ValidationError> {
+    // The common bodies are accepted in one pass over their bytes; anything else gets the full
+    // parse, which also explains what is wrong (`syntax.rs`).
+    let accepted = match format {
+        InboundFormat::LdBulk | InboundFormat::LdMobile | InboundFormat::LdBrowser => {
+            super::syntax::ld_event_count(body)
+        }
+        InboundFormat::GoffCollector => super::syntax::goff_event_count(body),
+        InboundFormat::Generic => super::syntax::object_array_count(body),
+        InboundFormat::LdDiagnostic => None,
+    };
+    match accepted {
+        Some(count) => Ok(count),
+        None => run_in_full(format, body, scratch),
+    }
+}
+
+/// The full validator: parses with simd-json and names what is wrong.
+fn run_in_full(
+    format: InboundFormat,
+    body: &[u8],
+    scratch: &mut Scratch,
+) -> Result<u32, ValidationError> {
     match format {
         InboundFormat::LdBulk | InboundFormat::LdMobile | InboundFormat::LdBrowser => {
-            // The common body is accepted in one pass over its bytes; anything else gets the
-            // full parse, which also explains what is wrong (`syntax.rs`).
-            match super::syntax::ld_event_count(body) {
-                Some(count) => Ok(count),
-                None => ld_events(body, scratch),
-            }
+            ld_events(body, scratch)
         }
         InboundFormat::LdDiagnostic => parse(body, scratch, |nodes| {
             if json::is_object(nodes, 0) {
@@ -393,10 +410,10 @@ fn generic(body: &[u8], scratch: &mut Scratch) -> Result<u32, ValidationError> {
     Ok(count)
 }
 
-/// The full validator of LaunchDarkly arrays alone, without the fast accept of `syntax.rs`
-/// (the oracle of its property tests).
+/// The full validator alone, without the fast accepts of `syntax.rs` (the oracle of their
+/// property tests).
 #[cfg(test)]
-pub(super) fn ld_events_in_full(body: &[u8]) -> Result<u32, ValidationError> {
+pub(super) fn validate_in_full(format: InboundFormat, body: &[u8]) -> Result<u32, ValidationError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(err("empty_body", "the request body is empty"));
     }
@@ -405,7 +422,7 @@ pub(super) fn ld_events_in_full(body: &[u8]) -> Result<u32, ValidationError> {
         buffers: Buffers::default(),
         tape: Tape::null(),
     };
-    ld_events(body, &mut scratch)
+    run_in_full(format, body, &mut scratch)
 }
 
 #[cfg(test)]
@@ -449,7 +466,10 @@ mod tests {
         assert!(body.len() > PARTS_FROM_BYTES);
         assert_eq!(code(InboundFormat::LdBulk, &body), Ok(n as u32));
         // The fast accept (`syntax.rs`) took that; the full validator's parts agree.
-        assert_eq!(ld_events_in_full(body.as_bytes()), Ok(n as u32));
+        assert_eq!(
+            validate_in_full(InboundFormat::LdBulk, body.as_bytes()),
+            Ok(n as u32)
+        );
 
         let mut shaped = events.clone();
         shaped[5000] = "42";
