@@ -15,7 +15,7 @@
 //! |---|---|
 //! | [`stored`] | the WAL record payload codec (metadata header + raw body) |
 //! | `validate` | ingest-time shape checks per route (array of objects, collector envelope, NDJSON) |
-//! | `syntax` | the one-pass fast accept of LaunchDarkly arrays `validate` tries first (no copy, no tape) |
+//! | `syntax` | the one-pass fast accept `validate` tries first on event arrays (no copy, no tape) |
 //! | `decode` | simd-json tape → [`Event`]s, normalisation of legacy/go-feature-flag forms |
 //! | `id` | stable event ids ([`event_id`]) |
 //! | `filter` | [`FilterConfig`] / [`Filter`]: kinds, environments, flags, experiments, contexts, metrics, sampling |

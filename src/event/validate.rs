@@ -5,6 +5,10 @@
 //! (a missing `kind`, an odd timestamp): those are reported per event at delivery time as dead
 //! letters, so one bad event never costs its neighbours their acceptance.
 //!
+//! The common bodies (event arrays of every route but NDJSON and diagnostics) are first offered
+//! to a one-pass check over the bytes (`syntax.rs`) that can only accept; whatever it does not
+//! accept is validated as below, which also names what is wrong.
+//!
 //! simd-json parses in place, and the body must be stored exactly as received, so we parse a
 //! copy held in a thread-local scratch buffer (reused across requests: no allocation per request
 //! once warm). The scratch is shrunk after an unusually large body so one 50 MB request does not
