@@ -31,12 +31,18 @@ struct Scratch {
     tape: Tape<'static>,
 }
 
+impl Scratch {
+    fn new() -> Self {
+        Scratch {
+            bytes: Vec::new(),
+            buffers: Buffers::default(),
+            tape: Tape::null(),
+        }
+    }
+}
+
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
-        bytes: Vec::new(),
-        buffers: Buffers::default(),
-        tape: Tape::null(),
-    });
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::new());
 }
 
 fn err(code: &'static str, detail: impl Into<String>) -> ValidationError {
@@ -60,20 +66,14 @@ pub(crate) fn validate(format: InboundFormat, body: &[u8]) -> Result<u32, Valida
         let scratch = &mut *guard;
         let result = run(format, body, scratch);
         if scratch.bytes.capacity() > KEEP_SCRATCH_BYTES {
-            scratch.bytes = Vec::new();
-            scratch.buffers = Buffers::default();
-            scratch.tape = Tape::null();
+            *scratch = Scratch::new();
         }
         result
     })
 }
 
 fn validate_with_fresh_scratch(format: InboundFormat, body: &[u8]) -> Result<u32, ValidationError> {
-    let mut scratch = Scratch {
-        bytes: Vec::new(),
-        buffers: Buffers::default(),
-        tape: Tape::null(),
-    };
+    let mut scratch = Scratch::new();
     run(format, body, &mut scratch)
 }
 
@@ -421,11 +421,7 @@ pub(super) fn validate_in_full(format: InboundFormat, body: &[u8]) -> Result<u32
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(err("empty_body", "the request body is empty"));
     }
-    let mut scratch = Scratch {
-        bytes: Vec::new(),
-        buffers: Buffers::default(),
-        tape: Tape::null(),
-    };
+    let mut scratch = Scratch::new();
     run_in_full(format, body, &mut scratch)
 }
 
