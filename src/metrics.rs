@@ -49,6 +49,9 @@ pub const WAL_REJECTED_APPENDS_TOTAL: &str = "flagstream_wal_rejected_appends_to
 pub const WAL_ORPHAN_CURSORS: &str = "flagstream_wal_orphan_cursors";
 /// Counter: bytes of mapped WAL pages dropped from the process once their readers passed.
 pub const WAL_RELEASED_BYTES_TOTAL: &str = "flagstream_wal_released_bytes_total";
+/// Counter: durable WAL bytes dropped from the OS page cache beyond `--wal-page-cache-bytes`.
+pub const WAL_PAGE_CACHE_DROPPED_BYTES_TOTAL: &str =
+    "flagstream_wal_page_cache_dropped_bytes_total";
 /// Gauge: resident anonymous memory (heap: request bodies, batches), from /proc/self/status.
 pub const PROCESS_RESIDENT_ANON_BYTES: &str = "flagstream_process_resident_anon_bytes";
 /// Gauge: resident file-backed memory (mostly mapped WAL pages), from /proc/self/status.
@@ -221,6 +224,7 @@ fn register_zeroes() {
         WAL_CORRUPT_RECORDS_TOTAL,
         WAL_SEGMENTS_FREED_TOTAL,
         WAL_RELEASED_BYTES_TOTAL,
+        WAL_PAGE_CACHE_DROPPED_BYTES_TOTAL,
         WAL_RETENTION_EVICTED_BYTES_TOTAL,
     ] {
         metrics::counter!(name).increment(0);
@@ -331,6 +335,11 @@ fn describe() {
         WAL_RELEASED_BYTES_TOTAL,
         Unit::Bytes,
         "Mapped WAL bytes dropped from resident memory once readers passed them"
+    );
+    describe_counter!(
+        WAL_PAGE_CACHE_DROPPED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Durable WAL bytes dropped from the OS page cache beyond --wal-page-cache-bytes"
     );
     describe_gauge!(
         PROCESS_RESIDENT_ANON_BYTES,

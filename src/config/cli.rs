@@ -194,6 +194,24 @@ pub fn parse_size(text: &str) -> Result<ByteSize, String> {
     Ok(size)
 }
 
+/// `--wal-page-cache-bytes`: a size of at least [`MIN_PAGE_CACHE_BYTES`], or `unlimited`.
+///
+/// [`MIN_PAGE_CACHE_BYTES`]: crate::wal::MIN_PAGE_CACHE_BYTES
+pub fn parse_page_cache(text: &str) -> Result<Limit<ByteSize>, String> {
+    if text.trim().eq_ignore_ascii_case("unlimited") {
+        return Ok(Limit::Unlimited);
+    }
+    let size = parse_size(text.trim())?;
+    let floor = crate::wal::MIN_PAGE_CACHE_BYTES;
+    if size.as_u64() < floor {
+        return Err(format!(
+            "`{text}` is below the {}MiB the log's recent records need; give a larger size or `unlimited`",
+            floor >> 20
+        ));
+    }
+    Ok(Limit::Finite(size))
+}
+
 /// `--wal-retention`: `off`, a duration, a size, or a duration and a size separated by `,`.
 pub fn parse_retention(text: &str) -> Result<crate::wal::Retention, String> {
     let mut retention = crate::wal::Retention::default();
@@ -392,6 +410,13 @@ pub struct ServeArgs {
     /// Never allocate a segment when the filesystem's free space would drop below this.
     #[arg(long, env = "FLAGSTREAM_WAL_MIN_FREE_BYTES", value_parser = parse_size, default_value = "1GiB")]
     pub wal_min_free_bytes: ByteSize,
+
+    /// OS page cache the WAL may fill: durable bytes more than this far behind the newest
+    /// record are dropped from it (a destination further behind reads them back from disk),
+    /// so a long backlog does not grow the page cache, which counts in the container's
+    /// memory. `unlimited` leaves it to the kernel. At least 16MiB.
+    #[arg(long, env = "FLAGSTREAM_WAL_PAGE_CACHE_BYTES", value_parser = parse_page_cache, default_value = "256MiB")]
+    pub wal_page_cache_bytes: Limit<ByteSize>,
 
     /// When an accepted body counts as durable (the 202 waits for it).
     #[arg(

@@ -175,6 +175,7 @@ impl ServeConfig {
         wal.max_bytes = args.wal_max_bytes.as_u64();
         wal.min_free_bytes = args.wal_min_free_bytes.as_u64();
         wal.retention = args.wal_retention;
+        wal.page_cache_bytes = args.wal_page_cache_bytes.finite().map(|size| size.as_u64());
         wal.sync = match args.wal_sync {
             WalSyncArg::Always => SyncMode::Always,
             WalSyncArg::Interval => SyncMode::Interval(args.wal_sync_interval.into()),
@@ -597,6 +598,27 @@ mod tests {
         let config = ServeConfig::from_args(&guarded, None).unwrap();
         assert!(config.admin_auth.requires_token());
         assert!(!format!("{config:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn the_wal_page_cache_budget_is_a_size_above_the_floor_or_unlimited() {
+        let config = |extra: &[&str]| ServeConfig::from_args(&serve_args(extra), None).unwrap();
+        assert_eq!(
+            config(&[]).wal.page_cache_bytes,
+            Some(crate::wal::DEFAULT_PAGE_CACHE_BYTES)
+        );
+        let set = config(&["--wal-page-cache-bytes", "1GiB"]);
+        assert_eq!(set.wal.page_cache_bytes, Some(1 << 30));
+        let off = config(&["--wal-page-cache-bytes", "unlimited"]);
+        assert_eq!(off.wal.page_cache_bytes, None);
+        let argv = ["flagstream", "serve", "--wal-page-cache-bytes", "1MiB"];
+        let err = <Cli as clap::Parser>::try_parse_from(argv)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--wal-page-cache-bytes") && err.contains("16MiB"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::core::{Core, MAX_SPARES};
+use super::format::HEADER_PAGE_BYTES;
 use super::mapping::SegmentMap;
 use super::retention::{self, Passed};
 use super::segment::{now_unix_ms, spare_file_name, Segment, Spare};
@@ -201,25 +202,34 @@ fn recycle(core: &Core, segment: Segment) -> Result<(), WalError> {
         Ok(writer) => writer,
         Err(_still_mapped) => return delete(core, &path, file_bytes),
     };
-    let mut state = core.writer.lock();
-    let spare_path = core.wal_dir.join(spare_file_name(state.next_spare_number));
-    match core.io.rename(&path, &spare_path) {
-        Ok(()) => {
-            state.next_spare_number += 1;
-            state.dir_dirty = true;
-            state.spares.push(Spare {
-                path: spare_path,
-                file,
-                writer,
-            });
-            Ok(())
-        }
-        Err(error) => {
+    let spare_path = {
+        let mut state = core.writer.lock();
+        let spare_path = core.wal_dir.join(spare_file_name(state.next_spare_number));
+        if let Err(error) = core.io.rename(&path, &spare_path) {
             drop(state);
             tracing::warn!(segment = id, %error, "Could not recycle a segment; deleting it instead.");
-            delete(core, &path, file_bytes)
+            return delete(core, &path, file_bytes);
         }
+        state.next_spare_number += 1;
+        state.dir_dirty = true;
+        spare_path
+    };
+    // Its old records' pages may be gone from the page cache (`page_cache.rs`): zero them
+    // on disk so appends into the spare never read a block back. Renamed first, so a crash
+    // meanwhile leaves a spare (whose contents never matter), not a damaged segment.
+    if let Err(error) = core
+        .io
+        .zero_range(&file, &spare_path, HEADER_PAGE_BYTES, file_bytes)
+    {
+        tracing::warn!(segment = id, %error, "Could not clear a recycled segment; deleting it instead.");
+        return delete(core, &spare_path, file_bytes);
     }
+    core.writer.lock().spares.push(Spare {
+        path: spare_path,
+        file,
+        writer,
+    });
+    Ok(())
 }
 
 fn delete(core: &Core, path: &std::path::Path, file_bytes: u64) -> Result<(), WalError> {

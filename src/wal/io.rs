@@ -55,6 +55,14 @@ pub trait WalIo: Send + Sync + fmt::Debug + 'static {
     }
     /// Bytes available to unprivileged users on the filesystem holding `dir` (statvfs).
     fn available_bytes(&self, dir: &Path) -> io::Result<u64>;
+    /// Make `[from, to)` of `file` read as zeros while keeping its storage allocated
+    /// (`FALLOC_FL_ZERO_RANGE`; punch and re-allocate where that is unsupported): a reused
+    /// segment file's old blocks become unwritten, so an append ending inside one never reads
+    /// it back from disk (`page_cache.rs`). Defaults to the real operation, like
+    /// [`WalIo::write_vectored_at`].
+    fn zero_range(&self, file: &File, _path: &Path, from: u64, to: u64) -> io::Result<()> {
+        zero_range(file, from, to)
+    }
 }
 
 /// The real operating system.
@@ -210,6 +218,35 @@ fn write_all_vectored_at(
         }
     }
     Ok(())
+}
+
+fn zero_range(file: &File, from: u64, to: u64) -> io::Result<()> {
+    use rustix::fs::FallocateFlags;
+    let len = to.saturating_sub(from);
+    if len == 0 {
+        return Ok(());
+    }
+    match rustix::fs::fallocate(
+        file,
+        FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
+        from,
+        len,
+    ) {
+        Ok(()) => Ok(()),
+        Err(errno) if errno == rustix::io::Errno::OPNOTSUPP => {
+            // tmpfs and a few others: a hole reads as zeros; re-allocating it keeps the file
+            // non-sparse (a sparse mapped file turns ENOSPC into SIGBUS).
+            rustix::fs::fallocate(
+                file,
+                FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+                from,
+                len,
+            )
+            .map_err(io::Error::from)?;
+            preallocate(file, from, to)
+        }
+        Err(errno) => Err(io::Error::from(errno)),
+    }
 }
 
 /// Give `file` real blocks for `[from, to)`, growing it to at least `to` bytes.

@@ -308,6 +308,27 @@ impl MapWriter {
     }
 }
 
+/// Pages of the first `len` bytes of `file` that are in the page cache (`mincore` over a
+/// fresh read-only mapping): tests of `page_cache.rs` check the advice took effect.
+#[cfg(test)]
+pub(crate) fn cached_pages(file: &File, len: u64) -> u64 {
+    let page = rustix::param::page_size();
+    // SAFETY: a read-only mapping of a file this test owns, only handed to mincore (no byte
+    // is read through it), unmapped when `map` drops at the end of this function.
+    let map = unsafe { memmap2::MmapOptions::new().len(len as usize).map(file) }.unwrap();
+    let mut residency = vec![0u8; (len as usize).div_ceil(page)];
+    // SAFETY: `map` is a live mapping of `len` bytes and `residency` has a byte per page of it.
+    let status = unsafe {
+        libc::mincore(
+            map.as_ptr() as *mut libc::c_void,
+            len as usize,
+            residency.as_mut_ptr(),
+        )
+    };
+    assert_eq!(status, 0, "mincore: {}", std::io::Error::last_os_error());
+    residency.iter().filter(|&&byte| byte & 1 == 1).count() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

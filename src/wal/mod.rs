@@ -143,6 +143,7 @@ pub mod inspect;
 pub mod io;
 pub mod layout;
 mod mapping;
+mod page_cache;
 mod reader;
 mod recovery;
 mod residency;
@@ -163,6 +164,7 @@ pub use self::ack::{AckWindow, Ticket};
 use self::core::Core;
 pub use self::cursor::{Cursor, CursorBlob, LEGACY_V1_BLOB_TAG, MAX_CURSOR_BLOB_BYTES};
 use self::io::{OsIo, WalIo};
+pub use self::page_cache::{DEFAULT_PAGE_CACHE_BYTES, MIN_PAGE_CACHE_BYTES};
 pub use self::reader::WalReader;
 use crate::metrics as names;
 
@@ -206,6 +208,10 @@ pub struct WalOptions {
     /// Keep sealed segments every cursor has passed (for replays), within `max_bytes`.
     /// Default off.
     pub retention: Retention,
+    /// Durable bytes behind the newest record kept in the OS page cache; older ones are
+    /// dropped from it (`page_cache.rs`). `None` leaves the page cache to the kernel.
+    /// Default [`DEFAULT_PAGE_CACHE_BYTES`].
+    pub page_cache_bytes: Option<u64>,
 }
 
 /// How much of the log to keep after every cursor has passed it (`--wal-retention`): sealed
@@ -248,6 +254,7 @@ impl WalOptions {
             sync: SyncMode::Always,
             recovery: RecoveryMode::TolerateTail,
             retention: Retention::default(),
+            page_cache_bytes: Some(DEFAULT_PAGE_CACHE_BYTES),
         }
     }
 

@@ -235,6 +235,16 @@ impl Recovery<'_> {
             self.dir_dirty = true;
             return Ok(());
         }
+        // A recycled segment's old records: zeroed so appends never read a block back from
+        // disk (`page_cache.rs`); a spare that cannot be cleared is not worth keeping.
+        if let Err(error) = self.io.zero_range(&file, &path, HEADER_PAGE_BYTES, len) {
+            tracing::warn!(file = %path.display(), %error, "Could not clear a spare segment; deleting it.");
+            self.io
+                .remove_file(&path)
+                .map_err(io_error(format!("deleting {}", path.display())))?;
+            self.dir_dirty = true;
+            return Ok(());
+        }
         let (_, writer) =
             SegmentMap::map(&file, len).map_err(io_error(format!("mapping {}", path.display())))?;
         self.bytes_on_disk += len;

@@ -10,6 +10,8 @@
 //!    Appends keep going meanwhile and are covered by the next round: that is group commit.
 //! 3. Outside the mutex, fdatasync each segment, then the directory if files changed.
 //! 4. Publish `durable_next = target` (Release) and wake the appenders waiting for it.
+//! 5. Drop what it synced from the process (`residency.rs`) and, beyond the budget, from
+//!    the page cache (`page_cache.rs`).
 //!
 //! Any sync error is fatal: after a failed fdatasync the kernel may have dropped the dirty
 //! pages and a retry could falsely succeed (fsyncgate), so the thread records the error, wakes
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::core::{Core, MAX_SPARES};
+use super::page_cache::PageCacheBudget;
 use super::residency::Released;
 use super::segment::{spare_file_name, Segment, Spare};
 use super::SyncMode;
@@ -37,6 +40,8 @@ struct SyncJob {
 pub(crate) fn run(core: Arc<Core>) {
     // Pages of the active segment already durable and released (see `residency.rs`).
     let mut released = Released::new();
+    // Durable pages dropped from the OS page cache beyond the budget (see `page_cache.rs`).
+    let mut page_cache = PageCacheBudget::new(core.options.page_cache_bytes);
     let mut next_tick = match core.options.sync {
         SyncMode::Interval(every) => Some(Instant::now() + every),
         _ => None,
@@ -98,6 +103,7 @@ pub(crate) fn run(core: Arc<Core>) {
             break;
         }
         release_synced(&mut released, &synced);
+        page_cache.synced(&synced);
         if shutting_down {
             break;
         }

@@ -667,3 +667,107 @@ async fn finding_a_seq_deep_in_a_recovered_segment_leaves_no_backlog_resident() 
     );
     reopened.close().await.unwrap();
 }
+
+/// Bytes of `dir`'s segment files (spares excluded) in the page cache.
+fn cached_segment_bytes(dir: &Path) -> u64 {
+    let page = rustix::param::page_size() as u64;
+    std::fs::read_dir(dir.join(layout::SEGMENT_DIR))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| !path.to_string_lossy().contains("spare"))
+        .map(|path| {
+            let file = std::fs::File::open(path).unwrap();
+            let len = file.metadata().unwrap().len();
+            mapping::cached_pages(&file, len) * page
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn durable_bytes_beyond_the_page_cache_budget_leave_the_cache_and_read_back() {
+    const MIB: u64 = 1 << 20;
+    // Beside the test binary: a real filesystem (tmpfs keeps its pages whatever we advise).
+    let exe = std::env::current_exe().unwrap();
+    let dir = tempfile::tempdir_in(exe.parent().unwrap()).unwrap();
+    let mut options = WalOptions::new(dir.path());
+    options.segment_bytes = 4 * MIB;
+    options.max_bytes = 256 * MIB;
+    options.min_free_bytes = 0;
+    options.page_cache_bytes = Some(MIN_PAGE_CACHE_BYTES);
+    let wal = Wal::open(options).unwrap();
+    let mut payloads = Vec::new();
+    for index in 0..160u64 {
+        let payload = payload_for(index, 256 * 1024);
+        append(&wal, &payload).await;
+        payloads.push(payload);
+    }
+    // The budget, the segment it crosses (less than a step beyond it stays), and slack for
+    // the large folios holding the ends of the kept segments.
+    let bound = MIN_PAGE_CACHE_BYTES + 4 * MIB + MIB;
+    let mut cached = cached_segment_bytes(dir.path());
+    for _ in 0..1_000 {
+        if cached <= bound {
+            break;
+        }
+        // The sync thread drops after it wakes the appenders: wait for its round.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        cached = cached_segment_bytes(dir.path());
+    }
+    assert!(
+        (MIN_PAGE_CACHE_BYTES - 4 * MIB..=bound).contains(&cached),
+        "{} KiB of 40 MiB written stayed cached, budget 16 MiB",
+        cached / 1024
+    );
+    let records = read_all(&wal, 0);
+    assert_eq!(records.len(), payloads.len());
+    for (record, payload) in records.iter().zip(&payloads) {
+        assert_eq!(&record.payload[..], &payload[..], "read back from disk");
+    }
+}
+
+#[tokio::test]
+async fn a_recycled_segment_keeps_its_header_and_is_zeroed_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(small_options(dir.path())).unwrap();
+    let mut cursor = wal.open_cursor("dest").unwrap();
+    for index in 0..40u64 {
+        append(&wal, &payload_for(index, 8_000)).await;
+    }
+    let acked = Position {
+        seq: wal.next_seq(),
+        event: 0,
+    };
+    cursor
+        .persist(CursorState {
+            acked,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(wal.collect_garbage().unwrap() > 0, "segments freed");
+    // A recycled spare still has its old header page; a freshly prepared one is all zeros.
+    let recycled: Vec<Vec<u8>> = std::fs::read_dir(dir.path().join(layout::SEGMENT_DIR))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().contains("spare"))
+        .map(|path| std::fs::read(path).unwrap())
+        .filter(|bytes| {
+            bytes[..format::HEADER_PAGE_BYTES as usize]
+                .iter()
+                .any(|&byte| byte != 0)
+        })
+        .collect();
+    assert!(!recycled.is_empty(), "a freed segment became a spare");
+    for bytes in &recycled {
+        let records = &bytes[format::HEADER_PAGE_BYTES as usize..];
+        assert!(records.iter().all(|&byte| byte == 0), "old records zeroed");
+    }
+    for index in 40..80u64 {
+        append(&wal, &payload_for(index, 8_000)).await;
+    }
+    let records = read_all(&wal, acked.seq);
+    assert_eq!(
+        records.len(),
+        40,
+        "appends into recycled segments read back"
+    );
+}

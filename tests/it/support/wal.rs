@@ -204,4 +204,8 @@ impl WalIo for FaultyIo {
     fn available_bytes(&self, dir: &Path) -> io::Result<u64> {
         OsIo.available_bytes(dir)
     }
+    fn zero_range(&self, file: &File, path: &Path, from: u64, to: u64) -> io::Result<()> {
+        self.step("zero_range", path)?;
+        OsIo.zero_range(file, path, from, to)
+    }
 }
