@@ -187,6 +187,7 @@ fn free_segment(core: &Core, segment: Arc<Segment>) -> Result<(), WalError> {
 /// Rename a freed segment to a spare and keep its mapping for the next roll; fall back to
 /// deleting it when its mapping is still referenced or the rename fails.
 fn recycle(core: &Core, segment: Segment) -> Result<(), WalError> {
+    let uncached = segment.may_be_uncached();
     let Segment {
         id,
         path,
@@ -217,12 +218,14 @@ fn recycle(core: &Core, segment: Segment) -> Result<(), WalError> {
     // Its old records' pages may be gone from the page cache (`page_cache.rs`): zero them
     // on disk so appends into the spare never read a block back. Renamed first, so a crash
     // meanwhile leaves a spare (whose contents never matter), not a damaged segment.
-    if let Err(error) = core
-        .io
-        .zero_range(&file, &spare_path, HEADER_PAGE_BYTES, file_bytes)
-    {
-        tracing::warn!(segment = id, %error, "Could not clear a recycled segment; deleting it instead.");
-        return delete(core, &spare_path, file_bytes);
+    if uncached {
+        if let Err(error) = core
+            .io
+            .zero_range(&file, &spare_path, HEADER_PAGE_BYTES, file_bytes)
+        {
+            tracing::warn!(segment = id, %error, "Could not clear a recycled segment; deleting it instead.");
+            return delete(core, &spare_path, file_bytes);
+        }
     }
     core.writer.lock().spares.push(Spare {
         path: spare_path,

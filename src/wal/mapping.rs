@@ -79,6 +79,13 @@ impl SegmentMap {
         // `map_raw` is safe: it only hands out raw pointers; every dereference below is
         // bounds-checked and justified.
         let raw = MmapOptions::new().len(len as usize).map_raw(file)?;
+        // Everyone reads a segment front to back (readers, recovery's scan): a fault on a page
+        // not in the page cache (a destination behind `--wal-page-cache-bytes`, or after a
+        // restart) then reads ahead of it instead of around it, and pages read through the
+        // mapping are not promoted to the active list. Advice only: refusing it changes nothing.
+        if let Err(error) = raw.advise(memmap2::Advice::Sequential) {
+            tracing::debug!(%error, "madvise(MADV_SEQUENTIAL) refused");
+        }
         let map = Arc::new(SegmentMap {
             raw,
             file: file.try_clone()?,

@@ -124,6 +124,7 @@
 //! | `sync.rs` | the sync thread: group commit, durable watermark, spare preparation |
 //! | `reader.rs` | [`WalReader`]: zero-copy reads, tailing, corruption skipping |
 //! | `residency.rs` | dropping mapped pages behind the writer and readers (RSS independent of the backlog) |
+//! | `page_cache.rs` | dropping durable pages beyond `--wal-page-cache-bytes` from the OS page cache |
 //! | `cursor.rs` | [`Cursor`] files (A/B slots) and the cursor registry |
 //! | `ack.rs` | [`AckWindow`]: out-of-order acks, contiguous prefix |
 //! | `gc.rs` | garbage collection and orphan-cursor reporting |

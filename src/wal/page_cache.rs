@@ -29,10 +29,12 @@
 //!   append writes into) stay cached: readers following closely never touch the disk.
 //! * **Never pins a segment.** Segments are held weakly; one freed by garbage collection is
 //!   forgotten (deleting it freed its pages), so the budget never delays freeing disk space.
-//! * **A recycled segment is zeroed first** (`gc.rs`): its old pages may have been dropped, and
-//!   an append ending inside a block that is written on disk but absent from the cache would
-//!   read that block back from disk first, on the acknowledgement path. Blocks of a zeroed
-//!   range are unwritten, so the kernel zero-fills them in memory instead.
+//! * **A recycled segment whose pages were dropped is zeroed first** (`gc.rs`): an append
+//!   ending inside a block that is written on disk but absent from the cache would read that
+//!   block back from disk first, on the acknowledgement path. Blocks of a zeroed range are
+//!   unwritten, so the kernel zero-fills them in memory instead. A segment still wholly
+//!   cached (the usual case: freed soon after its readers passed it) is reused as it is, its
+//!   warm pages overwritten in place.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU64;
@@ -124,6 +126,7 @@ impl PageCacheBudget {
             .collect();
         for ((tracked, segment), to) in live.iter_mut().zip(plan(budget, &views)) {
             if let Some(to) = to {
+                segment.mark_uncached();
                 drop_pages(&segment.file, segment.id, tracked.dropped_to..to);
                 tracked.dropped_to = to;
             }

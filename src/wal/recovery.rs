@@ -350,6 +350,8 @@ impl Recovery<'_> {
         let (map, mut writer) =
             SegmentMap::map(&file, len).map_err(io_error(format!("mapping {}", path.display())))?;
         let segment = Arc::new(Segment::new(id, header.base_seq, path.clone(), file, map));
+        // Written by an earlier process: its pages may be anywhere but the page cache.
+        segment.mark_uncached();
         if let Some((from, to)) = gap {
             // Counted here; readers crossing the gap must not count it again.
             segment.note_damaged(from, to);

@@ -73,6 +73,10 @@ pub(crate) struct Segment {
     index: Mutex<SeqIndex>,
     /// Disjoint seq ranges `[from, to)` known to be unreadable (already counted).
     damaged: Mutex<Vec<(u64, u64)>>,
+    /// Some of its written pages may be missing from the page cache (dropped beyond
+    /// `--wal-page-cache-bytes`, or written before this process started): recycling it
+    /// zeroes it first (`gc.rs`, `page_cache.rs`).
+    uncached: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -163,7 +167,17 @@ impl Segment {
                 hopped_from: None,
             }),
             damaged: Mutex::new(Vec::new()),
+            uncached: AtomicBool::new(false),
         }
+    }
+
+    /// Some of its pages may have left the page cache (see the field).
+    pub(crate) fn mark_uncached(&self) {
+        self.uncached.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn may_be_uncached(&self) -> bool {
+        self.uncached.load(Ordering::Acquire)
     }
 
     /// Seq just past the last committed record (Acquire).

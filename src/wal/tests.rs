@@ -723,16 +723,9 @@ async fn durable_bytes_beyond_the_page_cache_budget_leave_the_cache_and_read_bac
     for (record, payload) in records.iter().zip(&payloads) {
         assert_eq!(&record.payload[..], &payload[..], "read back from disk");
     }
-}
-
-#[tokio::test]
-async fn a_recycled_segment_keeps_its_header_and_is_zeroed_behind_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let wal = Wal::open(small_options(dir.path())).unwrap();
+    drop(records);
+    // Segments whose pages were dropped are zeroed when recycled (the oldest two are).
     let mut cursor = wal.open_cursor("dest").unwrap();
-    for index in 0..40u64 {
-        append(&wal, &payload_for(index, 8_000)).await;
-    }
     let acked = Position {
         seq: wal.next_seq(),
         event: 0,
@@ -744,8 +737,18 @@ async fn a_recycled_segment_keeps_its_header_and_is_zeroed_behind_it() {
         })
         .unwrap();
     assert!(wal.collect_garbage().unwrap() > 0, "segments freed");
-    // A recycled spare still has its old header page; a freshly prepared one is all zeros.
-    let recycled: Vec<Vec<u8>> = std::fs::read_dir(dir.path().join(layout::SEGMENT_DIR))
+    let recycled = recycled_spares(dir.path());
+    assert!(!recycled.is_empty(), "freed segments became spares");
+    for bytes in &recycled {
+        let records = &bytes[format::HEADER_PAGE_BYTES as usize..];
+        assert!(records.iter().all(|&byte| byte == 0), "old records zeroed");
+    }
+}
+
+/// Spare files that were segments (their old header page is still there; a freshly prepared
+/// spare is all zeros), read whole.
+fn recycled_spares(dir: &Path) -> Vec<Vec<u8>> {
+    std::fs::read_dir(dir.join(layout::SEGMENT_DIR))
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.to_string_lossy().contains("spare"))
@@ -755,7 +758,56 @@ async fn a_recycled_segment_keeps_its_header_and_is_zeroed_behind_it() {
                 .iter()
                 .any(|&byte| byte != 0)
         })
-        .collect();
+        .collect()
+}
+
+/// Fill a few segments, close and reopen the log if `reopen`, pass them with a cursor and
+/// collect them; returns the recycled spares and the reopened log.
+async fn recycle_after(dir: &Path, reopen: bool) -> (Vec<Vec<u8>>, Wal, u64) {
+    let wal = Wal::open(small_options(dir)).unwrap();
+    for index in 0..40u64 {
+        append(&wal, &payload_for(index, 8_000)).await;
+    }
+    let wal = if reopen {
+        wal.close().await.unwrap();
+        drop(wal);
+        Wal::open(small_options(dir)).unwrap()
+    } else {
+        wal
+    };
+    let mut cursor = wal.open_cursor("dest").unwrap();
+    let next = wal.next_seq();
+    let acked = Position {
+        seq: next,
+        event: 0,
+    };
+    cursor
+        .persist(CursorState {
+            acked,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(wal.collect_garbage().unwrap() > 0, "segments freed");
+    (recycled_spares(dir), wal, next)
+}
+
+#[tokio::test]
+async fn a_recycled_segment_is_zeroed_behind_its_header_only_when_it_may_be_uncached() {
+    // Written by this process and never dropped from the page cache: reused as it is.
+    let dir = tempfile::tempdir().unwrap();
+    let (recycled, _wal, _) = recycle_after(dir.path(), false).await;
+    assert!(!recycled.is_empty(), "a freed segment became a spare");
+    for bytes in &recycled {
+        let records = &bytes[format::HEADER_PAGE_BYTES as usize..];
+        assert!(
+            records.iter().any(|&byte| byte != 0),
+            "cached: not rewritten"
+        );
+    }
+
+    // Written before a restart, so maybe not cached: zeroed.
+    let dir = tempfile::tempdir().unwrap();
+    let (recycled, wal, next) = recycle_after(dir.path(), true).await;
     assert!(!recycled.is_empty(), "a freed segment became a spare");
     for bytes in &recycled {
         let records = &bytes[format::HEADER_PAGE_BYTES as usize..];
@@ -764,9 +816,8 @@ async fn a_recycled_segment_keeps_its_header_and_is_zeroed_behind_it() {
     for index in 40..80u64 {
         append(&wal, &payload_for(index, 8_000)).await;
     }
-    let records = read_all(&wal, acked.seq);
     assert_eq!(
-        records.len(),
+        read_all(&wal, next).len(),
         40,
         "appends into recycled segments read back"
     );
