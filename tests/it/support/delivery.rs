@@ -28,6 +28,7 @@ pub fn open_wal(dir: &Path) -> Wal {
         sync: SyncMode::Never,
         recovery: RecoveryMode::TolerateTail,
         retention: Default::default(),
+        page_cache_bytes: Some(flagstream::wal::DEFAULT_PAGE_CACHE_BYTES),
     })
     .expect("open WAL")
 }
