@@ -725,6 +725,11 @@ async fn durable_bytes_beyond_the_page_cache_budget_leave_the_cache_and_read_bac
     }
     drop(records);
     // Segments whose pages were dropped are zeroed when recycled (the oldest two are).
+    assert_zeroed_behind_their_headers(&pass_and_collect(&wal, dir.path()));
+}
+
+/// Persist a cursor past every record, collect garbage, and read the recycled spares.
+fn pass_and_collect(wal: &Wal, dir: &Path) -> Vec<Vec<u8>> {
     let mut cursor = wal.open_cursor("dest").unwrap();
     let acked = Position {
         seq: wal.next_seq(),
@@ -737,9 +742,12 @@ async fn durable_bytes_beyond_the_page_cache_budget_leave_the_cache_and_read_bac
         })
         .unwrap();
     assert!(wal.collect_garbage().unwrap() > 0, "segments freed");
-    let recycled = recycled_spares(dir.path());
+    recycled_spares(dir)
+}
+
+fn assert_zeroed_behind_their_headers(recycled: &[Vec<u8>]) {
     assert!(!recycled.is_empty(), "freed segments became spares");
-    for bytes in &recycled {
+    for bytes in recycled {
         let records = &bytes[format::HEADER_PAGE_BYTES as usize..];
         assert!(records.iter().all(|&byte| byte == 0), "old records zeroed");
     }
@@ -762,7 +770,7 @@ fn recycled_spares(dir: &Path) -> Vec<Vec<u8>> {
 }
 
 /// Fill a few segments, close and reopen the log if `reopen`, pass them with a cursor and
-/// collect them; returns the recycled spares and the reopened log.
+/// collect them; returns the recycled spares, the (reopened) log and the next seq.
 async fn recycle_after(dir: &Path, reopen: bool) -> (Vec<Vec<u8>>, Wal, u64) {
     let wal = Wal::open(small_options(dir)).unwrap();
     for index in 0..40u64 {
@@ -775,20 +783,8 @@ async fn recycle_after(dir: &Path, reopen: bool) -> (Vec<Vec<u8>>, Wal, u64) {
     } else {
         wal
     };
-    let mut cursor = wal.open_cursor("dest").unwrap();
     let next = wal.next_seq();
-    let acked = Position {
-        seq: next,
-        event: 0,
-    };
-    cursor
-        .persist(CursorState {
-            acked,
-            ..Default::default()
-        })
-        .unwrap();
-    assert!(wal.collect_garbage().unwrap() > 0, "segments freed");
-    (recycled_spares(dir), wal, next)
+    (pass_and_collect(&wal, dir), wal, next)
 }
 
 #[tokio::test]
@@ -808,11 +804,7 @@ async fn a_recycled_segment_is_zeroed_behind_its_header_only_when_it_may_be_unca
     // Written before a restart, so maybe not cached: zeroed.
     let dir = tempfile::tempdir().unwrap();
     let (recycled, wal, next) = recycle_after(dir.path(), true).await;
-    assert!(!recycled.is_empty(), "a freed segment became a spare");
-    for bytes in &recycled {
-        let records = &bytes[format::HEADER_PAGE_BYTES as usize..];
-        assert!(records.iter().all(|&byte| byte == 0), "old records zeroed");
-    }
+    assert_zeroed_behind_their_headers(&recycled);
     for index in 40..80u64 {
         append(&wal, &payload_for(index, 8_000)).await;
     }
