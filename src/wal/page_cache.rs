@@ -42,6 +42,7 @@ use std::num::NonZeroU64;
 use std::ops::Range;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
 
 use super::format::HEADER_PAGE_BYTES;
 use super::segment::Segment;
@@ -91,9 +92,20 @@ pub(crate) struct PageCacheBudget {
     /// The dropping thread, started at the first drop. The advice takes ~1 ms per MiB here
     /// (every page is unlinked and freed), and on the sync thread it would delay the next
     /// group commit, hence every acknowledgement waiting for it, by as much. `None` when it
-    /// could not be started: the sync thread then drops itself.
-    dropper: Option<Sender<DropRequest>>,
+    /// could not be started: the sync thread then drops itself. Joined when the budget is
+    /// dropped (the sync thread's exit), so a closed WAL has finished its drops.
+    dropper: Option<(Sender<DropRequest>, JoinHandle<()>)>,
     dropper_started: bool,
+}
+
+impl Drop for PageCacheBudget {
+    fn drop(&mut self) {
+        if let Some((sender, thread)) = self.dropper.take() {
+            drop(sender);
+            // It only ends by its channel closing; a panic in it was already reported.
+            let _ = thread.join();
+        }
+    }
 }
 
 impl PageCacheBudget {
@@ -107,7 +119,7 @@ impl PageCacheBudget {
     }
 
     /// Drop `range` of `segment` on the dropping thread (started on first use; it ends when
-    /// this budget, hence the channel's sender, is dropped).
+    /// this budget, hence the channel's sender, is dropped, and the budget waits for it).
     fn drop_later(&mut self, segment: &Arc<Segment>, range: Range<u64>) {
         if !self.dropper_started {
             self.dropper_started = true;
@@ -123,14 +135,14 @@ impl PageCacheBudget {
                     }
                 });
             match spawned {
-                Ok(_) => self.dropper = Some(sender),
+                Ok(thread) => self.dropper = Some((sender, thread)),
                 Err(error) => tracing::warn!(%error,
                     "Could not start the WAL's page-cache thread; the sync thread drops pages itself."),
             }
         }
         let request = (Arc::downgrade(segment), range);
         let unsent = match &self.dropper {
-            Some(dropper) => dropper.send(request).err().map(|failed| failed.0),
+            Some((dropper, _)) => dropper.send(request).err().map(|failed| failed.0),
             None => Some(request),
         };
         if let Some((_, range)) = unsent {

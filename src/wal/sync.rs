@@ -111,6 +111,8 @@ pub(crate) fn run(core: Arc<Core>) {
             prepare_one_spare(&core);
         }
     }
+    // Finish the page-cache drops still queued before `close` sees the thread stopped.
+    drop(page_cache);
     core.sync_stopped.store(true, Ordering::Release);
     core.durable.notify_waiters();
 }
