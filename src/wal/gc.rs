@@ -227,7 +227,14 @@ fn recycle(core: &Core, segment: Segment) -> Result<(), WalError> {
             return delete(core, &spare_path, file_bytes);
         }
     }
-    core.writer.lock().spares.push(Spare {
+    let mut state = core.writer.lock();
+    // Checked again: the sync thread may have prepared a spare since `free_segment` looked
+    // (`sync.rs` re-checks the same way), and `MAX_SPARES` bounds the disk spares pin.
+    if state.spares.len() >= MAX_SPARES {
+        drop(state);
+        return delete(core, &spare_path, file_bytes);
+    }
+    state.spares.push(Spare {
         path: spare_path,
         file,
         writer,

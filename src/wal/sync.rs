@@ -158,7 +158,7 @@ fn sync(core: &Core, job: SyncJob) -> Result<(), String> {
 
 /// Allocate one spare outside the writer mutex, so rolls find one ready. Failures (budget,
 /// free space, I/O) are logged; the append path will report `Full` if it really needs one.
-fn prepare_one_spare(core: &Core) {
+pub(super) fn prepare_one_spare(core: &Core) {
     let (path, budget_left) = {
         let mut state = core.writer.lock();
         let number = state.next_spare_number;

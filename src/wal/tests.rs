@@ -813,3 +813,118 @@ async fn a_recycled_segment_is_zeroed_behind_its_header_only_when_it_may_be_unca
         "appends into recycled segments read back"
     );
 }
+
+/// [`OsIo`] that, when a recycled segment is about to be zeroed, first has the sync thread's
+/// spare preparation fill the spare list: the window between `free_segment`'s look at the
+/// spare count and `recycle`'s push.
+#[derive(Debug, Default)]
+struct PreparesSparesWhileRecycling {
+    core: std::sync::OnceLock<std::sync::Weak<core::Core>>,
+    hooked: std::sync::atomic::AtomicBool,
+}
+
+impl WalIo for PreparesSparesWhileRecycling {
+    fn allocate(&self, path: &Path, len: u64) -> std::io::Result<std::fs::File> {
+        OsIo.allocate(path, len)
+    }
+    fn extend(&self, file: &std::fs::File, path: &Path, len: u64) -> std::io::Result<()> {
+        OsIo.extend(file, path, len)
+    }
+    fn sync_data(&self, file: &std::fs::File, path: &Path) -> std::io::Result<()> {
+        OsIo.sync_data(file, path)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        OsIo.sync_dir(dir)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        OsIo.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        OsIo.remove_file(path)
+    }
+    fn write_at(
+        &self,
+        file: &std::fs::File,
+        path: &Path,
+        buf: &[u8],
+        offset: u64,
+    ) -> std::io::Result<()> {
+        OsIo.write_at(file, path, buf, offset)
+    }
+    fn available_bytes(&self, dir: &Path) -> std::io::Result<u64> {
+        OsIo.available_bytes(dir)
+    }
+    fn zero_range(
+        &self,
+        file: &std::fs::File,
+        path: &Path,
+        from: u64,
+        to: u64,
+    ) -> std::io::Result<()> {
+        if let Some(core) = self.core.get().and_then(std::sync::Weak::upgrade) {
+            for _ in 0..core::MAX_SPARES {
+                sync::prepare_one_spare(&core);
+            }
+            self.hooked.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        OsIo.zero_range(file, path, from, to)
+    }
+}
+
+#[tokio::test]
+async fn spares_prepared_while_a_segment_is_recycled_never_exceed_the_spare_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(small_options(dir.path())).unwrap();
+    for index in 0..40u64 {
+        append(&wal, &payload_for(index, 8_000)).await;
+    }
+    wal.close().await.unwrap();
+    drop(wal);
+    // Exactly one spare at the restart: below the limit, so GC recycles, and not none, so
+    // the sync thread has no spare of its own to prepare meanwhile.
+    let segments = dir.path().join(layout::SEGMENT_DIR);
+    for entry in std::fs::read_dir(&segments).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("spare") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let spare = std::fs::File::create(segments.join(segment::spare_file_name(0))).unwrap();
+    spare.set_len(SMALL_SEGMENT).unwrap();
+    // Reopened, its segments may be uncached, so recycling one zeroes it (the hook's moment).
+    let io = Arc::new(PreparesSparesWhileRecycling::default());
+    let wal = Wal::open_with_io(small_options(dir.path()), io.clone()).unwrap();
+    assert_eq!(wal.inner.core.writer.lock().spares.len(), 1);
+    let _ = io.core.set(Arc::downgrade(&wal.inner.core));
+    let next = wal.next_seq();
+    let mut cursor = wal.open_cursor("dest").unwrap();
+    let acked = Position {
+        seq: next,
+        event: 0,
+    };
+    cursor
+        .persist(CursorState {
+            acked,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(wal.collect_garbage().unwrap() > 1, "segments freed");
+
+    assert!(
+        io.hooked.load(std::sync::atomic::Ordering::SeqCst),
+        "a spare was prepared while a segment was being recycled"
+    );
+    assert_eq!(wal.inner.core.writer.lock().spares.len(), core::MAX_SPARES);
+    let spare_files = std::fs::read_dir(&segments)
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            name.to_string_lossy().contains("spare")
+        })
+        .count();
+    assert_eq!(
+        spare_files,
+        core::MAX_SPARES,
+        "no spare file beyond the limit"
+    );
+}
