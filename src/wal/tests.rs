@@ -896,19 +896,7 @@ async fn spares_prepared_while_a_segment_is_recycled_never_exceed_the_spare_limi
     let wal = Wal::open_with_io(small_options(dir.path()), io.clone()).unwrap();
     assert_eq!(wal.inner.core.writer.lock().spares.len(), 1);
     let _ = io.core.set(Arc::downgrade(&wal.inner.core));
-    let next = wal.next_seq();
-    let mut cursor = wal.open_cursor("dest").unwrap();
-    let acked = Position {
-        seq: next,
-        event: 0,
-    };
-    cursor
-        .persist(CursorState {
-            acked,
-            ..Default::default()
-        })
-        .unwrap();
-    assert!(wal.collect_garbage().unwrap() > 1, "segments freed");
+    pass_and_collect(&wal, dir.path(), wal.next_seq());
 
     assert!(
         io.hooked.load(std::sync::atomic::Ordering::SeqCst),
