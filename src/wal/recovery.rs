@@ -6,7 +6,8 @@
 //! 1. Take an exclusive `flock` on `LOCK` (a second process gets [`WalError::Locked`]),
 //!    rename a 0.1 `wal/` segment directory to `segments/` (`layout.rs`), create `segments/`
 //!    and `cursors/` if needed.
-//! 2. List `segments/`: `<id:020>.seg` segments in id order, `spare-<n>.seg` spares.
+//! 2. List `segments/`: `<id:020>.seg` segments in id order, `spare-<n>.seg` spares (at
+//!    most `MAX_SPARES` kept, the rest deleted: spares pin disk for nothing).
 //! 3. For each segment: read its header page. A missing/invalid header on the *newest*
 //!    file is a roll that crashed before its header was durable — nothing in it was ever
 //!    acknowledged — so it becomes a spare again. On an older file it is corruption: the file
@@ -32,7 +33,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::core::{Active, WriterState};
+use super::core::{Active, WriterState, MAX_SPARES};
 use super::format::{
     scan_tail_noting, DamageKind, DamagedSpan, Seal, SegmentHeader, TailScan, Window,
     HEADER_PAGE_BYTES, RECORD_HEADER_BYTES,
@@ -221,14 +222,15 @@ impl Recovery<'_> {
             .map_err(io_error(format!("opening {}", path.display())))
     }
 
-    /// Keep a spare left by a previous run if it has the configured size, else delete it.
+    /// Keep a spare left by a previous run if it has the configured size and there is room
+    /// for it (`MAX_SPARES`, as while running), else delete it.
     fn adopt_spare(&mut self, path: PathBuf) -> Result<(), WalError> {
         let file = Self::open_rw(&path)?;
         let len = file
             .metadata()
             .map_err(io_error(format!("reading {}", path.display())))?
             .len();
-        if len != self.options.segment_bytes {
+        if len != self.options.segment_bytes || self.spares.len() >= MAX_SPARES {
             self.io
                 .remove_file(&path)
                 .map_err(io_error(format!("deleting {}", path.display())))?;
@@ -259,7 +261,7 @@ impl Recovery<'_> {
             .map_err(io_error(format!("reading {}", path.display())))?
             .len();
         self.dir_dirty = true;
-        if len != self.options.segment_bytes {
+        if len != self.options.segment_bytes || self.spares.len() >= MAX_SPARES {
             return self
                 .io
                 .remove_file(&path)

@@ -903,16 +903,38 @@ async fn spares_prepared_while_a_segment_is_recycled_never_exceed_the_spare_limi
         "a spare was prepared while a segment was being recycled"
     );
     assert_eq!(wal.inner.core.writer.lock().spares.len(), core::MAX_SPARES);
-    let spare_files = std::fs::read_dir(&segments)
+    assert_eq!(
+        spare_file_count(&segments),
+        core::MAX_SPARES,
+        "no spare file beyond the limit"
+    );
+}
+
+fn spare_file_count(segments: &Path) -> usize {
+    std::fs::read_dir(segments)
         .unwrap()
         .filter(|entry| {
             let name = entry.as_ref().unwrap().file_name();
             name.to_string_lossy().contains("spare")
         })
-        .count();
-    assert_eq!(
-        spare_files,
-        core::MAX_SPARES,
-        "no spare file beyond the limit"
-    );
+        .count()
+}
+
+#[tokio::test]
+async fn spares_beyond_the_limit_left_by_an_earlier_run_are_deleted_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(small_options(dir.path())).unwrap();
+    append(&wal, &payload_for(1, 1_000)).await;
+    wal.close().await.unwrap();
+    drop(wal);
+    let segments = dir.path().join(layout::SEGMENT_DIR);
+    for number in 100..100 + 2 * core::MAX_SPARES as u64 {
+        let spare = std::fs::File::create(segments.join(segment::spare_file_name(number)));
+        spare.unwrap().set_len(SMALL_SEGMENT).unwrap();
+    }
+
+    let wal = Wal::open(small_options(dir.path())).unwrap();
+    assert_eq!(wal.inner.core.writer.lock().spares.len(), core::MAX_SPARES);
+    assert_eq!(spare_file_count(&segments), core::MAX_SPARES);
+    assert_eq!(read_all(&wal, 1).len(), 1, "the log itself is untouched");
 }
