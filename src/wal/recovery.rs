@@ -261,7 +261,7 @@ impl Recovery<'_> {
             .map_err(io_error(format!("reading {}", path.display())))?
             .len();
         self.dir_dirty = true;
-        if len != self.options.segment_bytes || self.spares.len() >= MAX_SPARES {
+        if len != self.options.segment_bytes {
             return self
                 .io
                 .remove_file(&path)
