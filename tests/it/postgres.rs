@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::support::cloud::destination;
 use crate::support::postgres::Cluster;
+use crate::support::slow_link::SlowLink;
 
 /// A complete `evaluation_events` row (every column, as the warehouse schema emits it).
 pub(crate) fn evaluation(event_id: &str, context_kind: Option<&str>) -> Value {
@@ -426,11 +427,17 @@ async fn a_kill_9_loop_loses_nothing_and_duplicates_nothing() {
 
 /// A load blocked past `timeout` (another session holds the table locked) is cancelled by the
 /// server and retriable; once the lock is gone the same batch lands, once.
+///
+/// Over a link where the server's replies take 100 ms: the refused `COPY` leaves its
+/// connection out of step (a spare `ReadyForQuery` still on its way), and a connection
+/// handed out again before that arrives fails the next load; the destination closes it
+/// instead.
 #[tokio::test]
 async fn a_statement_past_its_timeout_is_retriable() {
     let cluster = Cluster::start();
     let mut db = cluster.create_database("slow").await;
-    let dest = destination(&cluster.url("slow", "timeout=500ms")).await;
+    let link = SlowLink::start(cluster.addr(), Duration::from_millis(100)).await;
+    let dest = destination(&cluster.url_via(link.port, "slow", "timeout=1s")).await;
     dest.check().await.unwrap();
     let locker = db.transaction().await.unwrap();
     locker

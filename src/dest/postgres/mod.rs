@@ -206,12 +206,14 @@ impl PostgresDestination {
     async fn send_batch(&self, batch: &Batch) -> SendOutcome {
         let grouped = warehouse::rows_for(self.schema, &batch.items, &self.tables);
         let load = async {
-            let mut client = self.client().await?;
-            self.ensure_tables(&mut client).await?;
+            let mut lease = Lease(Some(self.client().await?));
+            let client = lease.client();
+            self.ensure_tables(client).await?;
             let mut refused = Vec::new();
             for (table, rows) in self.tables.iter().zip(&grouped.rows) {
-                refused.extend(load::load_isolating(&mut client, table, rows, self.flavor).await?);
+                refused.extend(load::load_isolating(client, table, rows, self.flavor).await?);
             }
+            lease.release();
             Ok(refused)
         };
         // The server's statement_timeout normally fires first; this bounds a hung connection.
@@ -234,6 +236,40 @@ impl PostgresDestination {
         self.ensure_tables(&mut client)
             .await
             .map_err(|failure| DestError::Check(failure.reason))
+    }
+}
+
+/// A pooled connection that goes back to the pool only when a load ended cleanly: one whose
+/// load failed or was abandoned is closed instead.
+///
+/// Why not trust the pool's verification: tokio-postgres sends `Bind, Execute, Sync` for a
+/// `COPY … FROM STDIN` and a second `Sync` with its `CopyDone`/`CopyFail`. When the server
+/// refuses the `COPY` before entering copy mode (a statement timeout while waiting for a lock,
+/// a missing table), both `Sync`s are answered, and the spare `ReadyForQuery` is taken as the
+/// answer to whatever the connection sends next, or, when nothing is pending, closes it
+/// (rust-postgres issue 789). A verification round trip sent before it arrives passes, and the
+/// next load then fails with "connection closed".
+struct Lease(Option<deadpool_postgres::Object>);
+
+impl Lease {
+    fn client(&mut self) -> &mut deadpool_postgres::Object {
+        self.0
+            .as_mut()
+            .expect("a lease holds its connection until released")
+    }
+
+    /// The load ended cleanly: the connection goes back to the pool.
+    fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            // Out of the pool for good; dropping the client closes the connection.
+            drop(deadpool_postgres::Object::take(connection));
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! * [`readers`]: DuckDB and pyarrow reading what the object destinations wrote.
 //! * [`ld_events`]: LaunchDarkly's events service (in-process) and a recording proxy.
 //! * [`delivery`]: a real WAL plus simulated remote targets for the delivery engine tests.
+//! * [`slow_link`]: a TCP proxy that delays what the server sends (a distant database).
 //! * [`wal`]: a fault-injecting `WalIo`, deterministic payloads, small options.
 //! * [`wal_fuzz`], [`event_fuzz`], [`ingest_fuzz`], [`cursor_fuzz`]: the fuzz targets' bodies, shared with `fuzz/` so the same
 //!   properties also run under proptest on stable Rust.
@@ -32,6 +33,7 @@ pub mod ld_events;
 pub mod postgres;
 pub mod readers;
 pub mod serve;
+pub mod slow_link;
 pub mod snowflake;
 pub mod wal;
 pub mod wal_fuzz;

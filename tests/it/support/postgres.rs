@@ -130,11 +130,20 @@ impl Cluster {
 
     /// A `--dest` URL for database `db` (options appended after `?`).
     pub fn url(&self, db: &str, options: &str) -> String {
+        self.url_via(self.port, db, options)
+    }
+
+    /// [`Cluster::url`] through a proxy listening on 127.0.0.1:`port`.
+    pub fn url_via(&self, port: u16, db: &str, options: &str) -> String {
         format!(
-            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable{}{options}",
-            self.port,
+            "postgres://postgres@127.0.0.1:{port}/{db}?sslmode=disable{}{options}",
             if options.is_empty() { "" } else { "&" }
         )
+    }
+
+    /// Where the server listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        (Ipv4Addr::LOCALHOST, self.port).into()
     }
 
     /// Stop the server (fast shutdown: clients disconnected, data kept).
