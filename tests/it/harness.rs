@@ -138,6 +138,16 @@ fn bench_reports_cpu_memory_split_and_every_destination() {
         report["cpu"]["ingest_per_million_events"].is_null(),
         "split needs a pause"
     );
+    // The WAL alone writes every accepted body to storage.
+    assert!(
+        number(&report, "/storage/server_write_mib_per_second")
+            >= number(&report, "/accepted_mib_per_second"),
+        "{report:#}"
+    );
+    let share = |part: &str| number(&report, &format!("/storage/machine_cpu/{part}"));
+    let (busy, iowait, idle) = (share("busy"), share("iowait"), share("idle"));
+    assert!(busy > 0.0 && iowait >= 0.0 && idle >= 0.0, "{report:#}");
+    assert!((busy + iowait + idle - 1.0).abs() < 1e-9, "{report:#}");
     // One reading: RSS = RssAnon + RssFile (+ RssShmem, ~0 here).
     let (rss, anon, file) = (
         number(&report, "/memory/end_rss_mib"),

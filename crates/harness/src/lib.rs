@@ -8,6 +8,7 @@
 //! | [`client`] | a minimal HTTP/1.1 client (no pooling; TLS trusting a given CA) for admin polling and the load generator's connections |
 //! | [`load`] | `flagstream bench`: the end-to-end load generator and its report |
 //! | [`procstat`] | CPU time and the resident-memory split of a process, from `/proc` |
+//! | [`storage`] | a process' storage writes and the machine's busy / iowait / idle split, from `/proc` (was a run bound by the disk?) |
 //! | [`top`] | `flagstream top`: a live (or one-shot) view of a server from its admin API |
 //! | [`dead_letters`] | `flagstream dead-letters list/show/redrive` over the admin API |
 //!
@@ -20,6 +21,7 @@ pub mod dead_letters;
 pub mod load;
 pub mod procstat;
 pub mod serve;
+pub mod storage;
 pub mod top;
 
 pub use serve::{ServeOptions, Server, StartError};

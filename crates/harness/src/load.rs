@@ -27,6 +27,9 @@
 //!   delivery keeps pace;
 //! * CPU (see below), the server's `VmHWM`, and its `VmRSS` / `RssAnon` / `RssFile` sampled
 //!   every 100 ms ([`crate::procstat`]): peaks, end of run, and peaks during the drain;
+//! * during the load, the server's storage writes (MiB/s and bytes per accepted event) and
+//!   how this machine's cores were spent (busy / iowait / idle, [`crate::storage`]): a run
+//!   with cores waiting on I/O was bound by the disk, not by CPU;
 //! * with `--recovery`, the restart after SIGKILL (see below).
 //!
 //! ## CPU per million events
@@ -67,12 +70,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-pub use report::{BenchReport, CpuReport, DestinationReport, DrainReport};
+pub use report::{BenchReport, CpuReport, DestinationReport, DrainReport, StorageReport};
 pub use target::{file_destinations, RecoveryReport};
 
 use crate::client::{self, Endpoint};
 use crate::procstat::{self, MemorySampler};
 use crate::serve::StartError;
+use crate::storage;
 use report::per_million;
 use target::Target;
 
@@ -389,6 +393,11 @@ struct Load {
     seconds: f64,
     server_cpu: Option<f64>,
     generator_cpu: Option<f64>,
+    /// Bytes the server sent to storage during the load (started servers only).
+    server_write_bytes: Option<u64>,
+    /// How this machine's cores spent the load (started servers only: otherwise the server
+    /// runs elsewhere and this machine's split says nothing of it).
+    machine: Option<storage::MachineShare>,
 }
 
 async fn load_phase(
@@ -398,6 +407,8 @@ async fn load_phase(
 ) -> Load {
     let own_pid = std::process::id();
     let (server_cpu, own_cpu) = (target.cpu_seconds(), procstat::cpu_seconds(own_pid));
+    let server_written = target.write_bytes();
+    let machine = target.pid().and_then(|_| storage::machine_ticks());
     let started = Instant::now();
     let accepted_so_far = Arc::new(AtomicU64::new(0));
     let half_way = async {
@@ -416,6 +427,10 @@ async fn load_phase(
         seconds: started.elapsed().as_secs_f64(),
         server_cpu: elapsed_cpu(server_cpu, target.cpu_seconds()),
         generator_cpu: elapsed_cpu(own_cpu, procstat::cpu_seconds(own_pid)),
+        server_write_bytes: target
+            .write_bytes()
+            .and_then(|after| after.checked_sub(server_written?)),
+        machine: machine.and_then(|before| storage::machine_ticks()?.since(&before)),
     }
 }
 
@@ -494,6 +509,18 @@ fn cpu_report(load: &Load, drained: &Drained, drain: Option<&DrainReport>) -> Cp
     }
 }
 
+fn storage_report(load: &Load) -> StorageReport {
+    let written = load.server_write_bytes;
+    StorageReport {
+        server_write_mib_per_second: written
+            .map(|bytes| bytes as f64 / load.seconds / (1024.0 * 1024.0)),
+        server_write_bytes_per_accepted_event: written
+            .filter(|_| load.totals.accepted_events > 0)
+            .map(|bytes| bytes as f64 / load.totals.accepted_events as f64),
+        machine_cpu: load.machine,
+    }
+}
+
 fn report(
     options: &BenchOptions,
     load: Load,
@@ -517,6 +544,7 @@ fn report(
         }
     });
     let cpu = cpu_report(&load, &drained, drain.as_ref());
+    let storage = storage_report(&load);
     let caught_up_seconds = drained
         .caught_up
         .map(|at| (at - load.started).as_secs_f64());
@@ -554,6 +582,7 @@ fn report(
             .collect(),
         drain,
         cpu,
+        storage,
         server_peak_rss_mib,
         memory,
         recovery: drained.recovery,

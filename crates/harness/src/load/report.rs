@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::target::RecoveryReport;
 use crate::procstat::MemoryReport;
+use crate::storage::MachineShare;
 
 /// The measured numbers.
 #[derive(Debug, Clone, Serialize)]
@@ -34,6 +35,8 @@ pub struct BenchReport {
     /// `--pause-delivery`: from the resume until caught up.
     pub drain: Option<DrainReport>,
     pub cpu: CpuReport,
+    /// During the load: was it bound by the disk?
+    pub storage: StorageReport,
     /// The server's `VmHWM` (kernel's exact peak of the total) at the end.
     pub server_peak_rss_mib: Option<f64>,
     /// Sampled every 100 ms; the phase peaks are those of the drain.
@@ -72,6 +75,17 @@ pub struct CpuReport {
     /// `--pause-delivery` only: the server's drain CPU per million delivered events.
     pub delivery_per_million_events: Option<f64>,
     pub generator_per_million_events: Option<f64>,
+}
+
+/// The server's storage writes and this machine's cores during the load ([`crate::storage`]).
+/// A run with cores in iowait and the disk near its sequential rate was bound by the disk.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StorageReport {
+    /// WAL appends and what destinations wrote (files), MiB per second of the load.
+    pub server_write_mib_per_second: Option<f64>,
+    pub server_write_bytes_per_accepted_event: Option<f64>,
+    /// Fractions of all cores' time: busy, waiting for I/O with nothing to run, idle.
+    pub machine_cpu: Option<MachineShare>,
 }
 
 /// The drain of the backlog after `--pause-delivery`.
@@ -143,6 +157,7 @@ impl BenchReport {
         rows.extend(self.destination_rows());
         rows.extend(self.drain_rows());
         rows.extend(self.cpu_rows());
+        rows.extend(self.storage_rows());
         rows.extend(self.memory_rows());
         rows.extend(self.recovery_rows());
         let mut out = String::from("| measure | value |\n|---|---|\n");
@@ -220,6 +235,35 @@ impl BenchReport {
                     cpu.generator_seconds,
                     opt(cpu.generator_per_million_events, 2)
                 ),
+            ),
+        ]
+    }
+
+    fn storage_rows(&self) -> Vec<(String, String)> {
+        let storage = &self.storage;
+        let machine = storage.machine_cpu.map_or_else(
+            || "n/a".to_string(),
+            |share| {
+                format!(
+                    "{:.0} / {:.0} / {:.0} %",
+                    share.busy * 100.0,
+                    share.iowait * 100.0,
+                    share.idle * 100.0
+                )
+            },
+        );
+        vec![
+            (
+                "server storage writes during the load: MiB/s (bytes per event)".into(),
+                format!(
+                    "{} ({})",
+                    opt(storage.server_write_mib_per_second, 1),
+                    opt(storage.server_write_bytes_per_accepted_event, 0)
+                ),
+            ),
+            (
+                "this machine's cores during the load: busy / iowait / idle".into(),
+                machine,
             ),
         ]
     }

@@ -22,6 +22,7 @@ use super::{BenchError, BenchOptions, DELIVERED_EVENTS_METRIC};
 use crate::client::{self, Endpoint, Tls};
 use crate::procstat::{self, MemorySource};
 use crate::serve::{ServeOptions, Server};
+use crate::storage;
 
 /// How long a (re)started server may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -120,6 +121,11 @@ impl Target {
     /// The server's CPU seconds so far (started servers only).
     pub fn cpu_seconds(&self) -> Option<f64> {
         procstat::cpu_seconds(self.pid()?)
+    }
+
+    /// Bytes the server has sent to storage so far (started servers only).
+    pub fn write_bytes(&self) -> Option<u64> {
+        storage::write_bytes(self.pid()?)
     }
 
     pub fn peak_rss_mib(&self) -> Option<f64> {
