@@ -70,6 +70,20 @@ pub struct MachineShare {
     pub idle: f64,
 }
 
+impl std::fmt::Display for MachineShare {
+    /// `busy / iowait / idle %`, whole percents.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let percent = |fraction: f64| (fraction * 100.0).round();
+        write!(
+            f,
+            "{} / {} / {} %",
+            percent(self.busy),
+            percent(self.iowait),
+            percent(self.idle)
+        )
+    }
+}
+
 impl MachineTicks {
     /// The split from `earlier` to `self`; `None` when no tick passed.
     pub fn since(&self, earlier: &MachineTicks) -> Option<MachineShare> {
@@ -111,6 +125,7 @@ mod tests {
             (share.busy, share.iowait, share.idle),
             (130.0 / 330.0, 100.0 / 330.0, 100.0 / 330.0)
         );
+        assert_eq!(share.to_string(), "39 / 30 / 30 %");
         assert_eq!(before.since(&before), None, "no time passed");
         assert_eq!(before.since(&after), None, "counters went backwards");
         assert_eq!(parse_machine_ticks("cpu  1 2 3\n"), None);

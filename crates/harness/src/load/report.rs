@@ -241,25 +241,18 @@ impl BenchReport {
 
     fn storage_rows(&self) -> Vec<(String, String)> {
         let storage = &self.storage;
-        let machine = storage.machine_cpu.map_or_else(
-            || "n/a".to_string(),
-            |share| {
-                format!(
-                    "{:.0} / {:.0} / {:.0} %",
-                    share.busy * 100.0,
-                    share.iowait * 100.0,
-                    share.idle * 100.0
-                )
-            },
+        let written = format!(
+            "{} ({})",
+            opt(storage.server_write_mib_per_second, 1),
+            opt(storage.server_write_bytes_per_accepted_event, 0)
         );
+        let machine = storage
+            .machine_cpu
+            .map_or_else(|| "n/a".to_string(), |share| share.to_string());
         vec![
             (
                 "server storage writes during the load: MiB/s (bytes per event)".into(),
-                format!(
-                    "{} ({})",
-                    opt(storage.server_write_mib_per_second, 1),
-                    opt(storage.server_write_bytes_per_accepted_event, 0)
-                ),
+                written,
             ),
             (
                 "this machine's cores during the load: busy / iowait / idle".into(),
