@@ -13,12 +13,13 @@
 #![allow(dead_code)] // benches include this module and use only part of it
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::cloud::{free_port, kill_process_group, test_deps, wait_listening, Gate};
+use super::cloud::{free_port, kill_process_group, test_deps, Gate};
 
 /// The shared access policy the stand-in knows.
 pub const POLICY: &str = "send";
@@ -84,51 +85,34 @@ impl EventHubsStandIn {
 
     pub async fn start_with(options: StandInOptions) -> EventHubsStandIn {
         let python = locate();
-        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let record = dir.path().join("received.jsonl");
         let log = dir.path().join("standin.log");
-        let output = std::fs::File::create(&log).unwrap();
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/it/support/eventhubs_standin.py"
-        );
-        let child = Command::new(python)
-            .arg(script)
-            .args(["--port", &port.to_string(), "--hub", &options.hub])
-            .args(["--partitions", &options.partitions.to_string()])
-            .args(["--policy", POLICY, "--key", KEY])
-            .args(["--max-message-size", &options.max_message_size.to_string()])
-            .arg("--record")
-            .arg(&record)
-            .stdin(Stdio::null())
-            .stdout(output.try_clone().unwrap())
-            .stderr(output)
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start the Event Hubs stand-in: {err}"));
+        let (child, port) = (1..=START_ATTEMPTS)
+            .find_map(|attempt| {
+                let port = free_port();
+                let mut child = spawn(&python, &options, port, &record, &log);
+                match wait_bound(&mut child, port, &log) {
+                    Ok(()) => Some((child, port)),
+                    // Another process took the port between `free_port` and the bind.
+                    Err(_) if attempt < START_ATTEMPTS => None,
+                    Err(text) => panic!("the Event Hubs stand-in did not start; log:\n{text}"),
+                }
+            })
+            .expect("the last attempt panics");
         let gate = if options.gated {
             Some(Gate::new(port).await)
         } else {
             None
         };
-        let mut stand_in = EventHubsStandIn {
+        EventHubsStandIn {
             child: Some(child),
             port,
             gate,
             record,
             log,
             _dir: dir,
-        };
-        stand_in.wait_ready();
-        stand_in
-    }
-
-    fn wait_ready(&mut self) {
-        let path = self.log.clone();
-        let log = move || std::fs::read_to_string(&path).unwrap_or_default();
-        let child = self.child.as_mut().expect("a started stand-in");
-        wait_listening(self.port, child, "the Event Hubs stand-in", log);
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -201,6 +185,52 @@ impl Drop for EventHubsStandIn {
             let _ = child.wait();
         }
     }
+}
+
+/// Starts tried before giving up: each picks a free port, which another test may bind before
+/// the stand-in does.
+const START_ATTEMPTS: usize = 5;
+
+fn spawn(python: &Path, options: &StandInOptions, port: u16, record: &Path, log: &Path) -> Child {
+    let output = std::fs::File::create(log).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/support/eventhubs_standin.py"
+    );
+    Command::new(python)
+        .arg(script)
+        .args(["--port", &port.to_string(), "--hub", &options.hub])
+        .args(["--partitions", &options.partitions.to_string()])
+        .args(["--policy", POLICY, "--key", KEY])
+        .args(["--max-message-size", &options.max_message_size.to_string()])
+        .arg("--record")
+        .arg(record)
+        .stdin(Stdio::null())
+        .stdout(output.try_clone().unwrap())
+        .stderr(output)
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start the Event Hubs stand-in: {err}"))
+}
+
+/// Wait until the stand-in says it holds `port` (it says so only after binding it: a port
+/// that merely accepts connections may be another test's server). `Err(log)` when it exited.
+fn wait_bound(child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
+    let ready = format!("eventhubs-standin listening on 127.0.0.1:{port}");
+    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !read_log().contains(&ready) {
+        if child.try_wait().ok().flatten().is_some() {
+            return Err(read_log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Event Hubs stand-in did not listen on {port} within 30s; log:\n{}",
+            read_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// The stand-in's Python (with Proton), or fail with the command that installs it.

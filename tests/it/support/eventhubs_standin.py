@@ -115,7 +115,10 @@ class EventHubsStandIn(MessagingHandler):
 
     def on_start(self, event):
         self.container = event.container
+        # Raises (and the process exits) when the port is taken; the harness starts another
+        # stand-in on another port. Only a stand-in that holds its port says it is listening.
         event.container.listen("127.0.0.1:%d" % self.args.port)
+        print(READY % self.args.port, flush=True)
 
     def on_connection_bound(self, event):
         sasl = event.transport.sasl()
@@ -312,6 +315,9 @@ class EventHubsStandIn(MessagingHandler):
         )
 
 
+READY = "eventhubs-standin listening on 127.0.0.1:%d"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
@@ -323,7 +329,6 @@ def main():
     parser.add_argument("--record", required=True)
     parser.add_argument("--settle-delay-ms", type=float, default=5)
     args = parser.parse_args()
-    print("eventhubs-standin listening on 127.0.0.1:%d" % args.port, flush=True)
     Container(EventHubsStandIn(args)).run()
 
 
