@@ -49,13 +49,15 @@ const CSV_COLUMNS: &str = "table,event_id,flag_key,metric_key,context_kind,conte
                            variation_index,variation_value,metric_value,count,timestamp";
 
 /// `(name, URL query)` of every format.
-const FORMATS: [(&str, &str); 9] = [
+const FORMATS: [(&str, &str); 11] = [
     ("ndjson", "format=ndjson"),
     ("ndjson.gz", "format=ndjson.gz"),
     ("ndjson.gz-2", "format=ndjson.gz&gzip_level=2"),
     ("ndjson.gz-4", "format=ndjson.gz&gzip_level=4"),
     ("ndjson.gz-6", "format=ndjson.gz&gzip_level=6"),
     ("ndjson.gz-9", "format=ndjson.gz&gzip_level=9"),
+    ("ndjson.zst", "format=ndjson.zst"),
+    ("ndjson.zst-3", "format=ndjson.zst&zstd_level=3"),
     ("csv", "format=csv"),
     ("parquet", "format=parquet"),
     ("parquet-zstd", "format=parquet&parquet_compression=zstd"),
@@ -150,6 +152,7 @@ fn object_options(format: &str) -> ObjectOptions {
             }
             "csv_columns" => options.csv_columns = Some(value.to_string()),
             "gzip_level" => options.gzip_level = Some(value.parse().unwrap()),
+            "zstd_level" => options.zstd_level = Some(value.parse().unwrap()),
             _ => unreachable!("{key}"),
         }
     }

@@ -8,7 +8,7 @@
 //! | `rotate` | longest time events wait before their file is written (the batch linger) | `5s` |
 //! | `max_bytes` | largest batch of mapped events (the batch byte limit; a compressed file is smaller) | `8MiB` |
 //! | `direct_io` | write files past the page cache (`O_DIRECT`) where the filesystem allows; `false` writes through it | `true` |
-//! | `format`, `partitions`, `partition_time`, `file_name`, `csv_*`, `parquet_*`, `gzip_level` | format and layout, shared with the bucket destinations ([`super::object`]) | `ndjson`, no partitions, `{batch_id}.{ext}` |
+//! | `format`, `partitions`, `partition_time`, `file_name`, `csv_*`, `parquet_*`, `gzip_level`, `zstd_level` | format and layout, shared with the bucket destinations ([`super::object`]) | `ndjson`, no partitions, `{batch_id}.{ext}` |
 //!
 //! The defaults keep the layout of earlier versions: a flat directory of `<batch id>.ndjson`.
 //! With `partitions=dt,hour` files go to Hive-style subdirectories

@@ -24,7 +24,8 @@
 //!
 //! `Content-Type` is the format's (`application/x-ndjson`, `text/csv; charset=utf-8`), and
 //! `ndjson.gz` objects carry `Content-Encoding: gzip` (Cloud Storage then serves them
-//! decompressed to clients that do not accept gzip: "decompressive transcoding").
+//! decompressed to clients that do not accept gzip: "decompressive transcoding");
+//! `ndjson.zst` objects carry `Content-Encoding: zstd` and are always served as stored.
 //!
 //! ## Uploads and their size
 //!

@@ -5,7 +5,8 @@
 //! the kernel as soon as they are freed), so every object paid for zeroing and mapping its
 //! pages again: 6.5 % of a draining file destination's CPU in `perf`
 //! (`docs/performance.md`). Formats whose output is a fraction of the batch (gzip, Parquet)
-//! do not use the pool.
+//! do not use the pool for it; `ndjson.zst` takes its uncompressed text from the pool and
+//! hands it back once compressed.
 //!
 //! Invariants: a body is reused only when the put left no other reference to it
 //! (`Bytes::try_into_mut`), it is emptied before reuse, and the pool keeps at most

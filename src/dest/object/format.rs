@@ -4,6 +4,7 @@
 //! |---|---|---|---|
 //! | `ndjson` (default) | one mapped event per line, `\n`-terminated | `application/x-ndjson` | — |
 //! | `ndjson.gz` | the same, gzip (one member; `gzip_level`, default 1) | `application/x-ndjson` | `gzip` |
+//! | `ndjson.zst` | the same, Zstandard (one frame with its content size and checksum; `zstd_level`, default 1) | `application/x-ndjson` | `zstd` |
 //! | `csv` | RFC 4180 CSV, optional header row, one row per event | `text/csv` | — |
 //! | `parquet` | typed `schema=warehouse` tables, one object per table ([`super::parquet`]) | `application/vnd.apache.parquet` | — |
 //!
@@ -36,12 +37,16 @@ pub const GOFF_CSV_COLUMNS: &str =
 pub const DEFAULT_GZIP_LEVEL: u32 = 1;
 /// Bytes of NDJSON handed to the compressor at once.
 const GZIP_CHUNK_BYTES: usize = 256 * 1024;
+/// Default `zstd_level`: zstd's fastest regular level. On the SDK rows it compresses smaller
+/// than gzip level 1 for less CPU (measured in `docs/performance.md`).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 /// The `format` option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FormatKind {
     Ndjson,
     NdjsonGz,
+    NdjsonZst,
     Csv,
     Parquet,
 }
@@ -53,10 +58,11 @@ impl std::str::FromStr for FormatKind {
         match text {
             "ndjson" => Ok(FormatKind::Ndjson),
             "ndjson.gz" => Ok(FormatKind::NdjsonGz),
+            "ndjson.zst" => Ok(FormatKind::NdjsonZst),
             "csv" => Ok(FormatKind::Csv),
             "parquet" => Ok(FormatKind::Parquet),
             other => Err(format!(
-                "unknown format `{other}` (use ndjson, ndjson.gz, csv or parquet)"
+                "unknown format `{other}` (use ndjson, ndjson.gz, ndjson.zst, csv or parquet)"
             )),
         }
     }
@@ -103,6 +109,10 @@ pub enum Format {
     NdjsonGz {
         level: u32,
     },
+    /// Zstandard at `level` (1 fastest … 19 smallest).
+    NdjsonZst {
+        level: i32,
+    },
     Csv {
         columns: Vec<CsvColumn>,
         header: bool,
@@ -129,6 +139,7 @@ impl Format {
         match self {
             Format::Ndjson => "ndjson",
             Format::NdjsonGz { .. } => "ndjson.gz",
+            Format::NdjsonZst { .. } => "ndjson.zst",
             Format::Csv { .. } => "csv",
             Format::Parquet(_) => "parquet",
         }
@@ -136,7 +147,9 @@ impl Format {
 
     pub fn content_type(&self) -> &'static str {
         match self {
-            Format::Ndjson | Format::NdjsonGz { .. } => "application/x-ndjson",
+            Format::Ndjson | Format::NdjsonGz { .. } | Format::NdjsonZst { .. } => {
+                "application/x-ndjson"
+            }
             Format::Csv { .. } => "text/csv; charset=utf-8",
             // IANA-registered in 2024.
             Format::Parquet(_) => "application/vnd.apache.parquet",
@@ -146,6 +159,8 @@ impl Format {
     pub fn content_encoding(&self) -> Option<&'static str> {
         match self {
             Format::NdjsonGz { .. } => Some("gzip"),
+            // RFC 8878's content coding.
+            Format::NdjsonZst { .. } => Some("zstd"),
             Format::Ndjson | Format::Csv { .. } | Format::Parquet(_) => None,
         }
     }
@@ -181,6 +196,7 @@ impl Format {
                 let gz = chunks.into_inner().map_err(|err| err.into_error())?;
                 Ok(gz.finish()?.into())
             }
+            Format::NdjsonZst { level } => Ok(encode_zstd(items, *level, size_hint, bodies)?),
             Format::Csv {
                 columns,
                 header,
@@ -192,6 +208,27 @@ impl Format {
             }
         }
     }
+}
+
+/// The NDJSON text in one buffer (a pooled one, handed back after), compressed in one call:
+/// zstd then sees the whole object (the best ratio for its level) and the frame records its
+/// size, so readers can allocate once. The checksum lets a reader tell a damaged object from
+/// a short one.
+fn encode_zstd<'a>(
+    items: impl Iterator<Item = &'a BatchItem>,
+    level: i32,
+    size_hint: usize,
+    bodies: &BodyPool,
+) -> std::io::Result<Bytes> {
+    let mut text = bodies.take();
+    text.reserve(size_hint);
+    write_ndjson(&mut text, items)?;
+    let mut compressor = zstd::bulk::Compressor::new(level)?;
+    compressor.include_checksum(true)?;
+    compressor.include_contentsize(true)?;
+    let compressed = compressor.compress(&text);
+    bodies.give_back(Bytes::from(text));
+    Ok(compressed?.into())
 }
 
 fn write_ndjson<'a>(

@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `rotate` | longest time events wait before their object is written (the batch linger) | `file`: `5s`; buckets: `60s` |
 //! | `max_bytes` | largest batch of mapped events per object (before compression) | `file`: `8MiB`; buckets: `64MiB` |
-//! | `format` | `ndjson`, `ndjson.gz`, `csv`, `parquet` ([`format`]; `parquet` needs `schema=warehouse`, see [`parquet`]) | `ndjson` |
+//! | `format` | `ndjson`, `ndjson.gz`, `ndjson.zst`, `csv`, `parquet` ([`format`]; `parquet` needs `schema=warehouse`, see [`parquet`]) | `ndjson` |
 //! | `partitions` | Hive partitions in path order: `dt`, `hour`, `environment`, `kind` (comma-separated), or `none` | `file`: `none`; buckets: `dt,hour` |
 //! | `partition_time` | `received` (when flagstream accepted the event) or `event` (the event's creation time) | `received` |
 //! | `file_name` | file name template; must contain `{batch_id}`, may contain `{ext}` | `{batch_id}.{ext}` |
@@ -21,6 +21,7 @@
 //! | `parquet_compression` | `snappy`, `zstd` or `none` | `snappy` |
 //! | `parquet_row_group_rows` | most rows per Parquet row group | `122880` |
 //! | `gzip_level` | `ndjson.gz` compression level, 1 (fastest) to 9 (smallest) | `1` |
+//! | `zstd_level` | `ndjson.zst` compression level, 1 (fastest) to 19 (smallest) | `1` |
 //!
 //! With `format=parquet` the table name is a directory before the partitions
 //! (`<prefix>/<table>/dt=…/hour=…/<batch id>.parquet`): one object per (table, partition).
@@ -122,6 +123,7 @@ pub struct ObjectOptions {
     pub parquet_compression: Option<Parsed<ParquetCompression>>,
     pub parquet_row_group_rows: Option<usize>,
     pub gzip_level: Option<u32>,
+    pub zstd_level: Option<i32>,
 }
 
 impl ObjectOptions {
@@ -144,6 +146,9 @@ impl ObjectOptions {
         if kind != FormatKind::NdjsonGz && self.gzip_level.is_some() {
             return Err("option `gzip_level` needs `format=ndjson.gz`".into());
         }
+        if kind != FormatKind::NdjsonZst && self.zstd_level.is_some() {
+            return Err("option `zstd_level` needs `format=ndjson.zst`".into());
+        }
         let format = match kind {
             FormatKind::Parquet => Format::Parquet(self.parquet_settings(schema)?),
             _ if self.parquet_compression.is_some() || self.parquet_row_group_rows.is_some() => {
@@ -152,6 +157,9 @@ impl ObjectOptions {
             FormatKind::Ndjson => Format::Ndjson,
             FormatKind::NdjsonGz => Format::NdjsonGz {
                 level: gzip_level(self.gzip_level)?,
+            },
+            FormatKind::NdjsonZst => Format::NdjsonZst {
+                level: zstd_level(self.zstd_level)?,
             },
             FormatKind::Csv => Format::Csv {
                 columns: format::parse_csv_columns(
@@ -447,3 +455,14 @@ impl ObjectWriter {
 
 #[cfg(test)]
 mod tests;
+
+/// zstd's regular levels; its negative "fast" levels and 20–22 ("ultra", with windows of up
+/// to 128 MiB a reader must be told to accept) are left out.
+fn zstd_level(level: Option<i32>) -> Result<i32, String> {
+    match level.unwrap_or(format::DEFAULT_ZSTD_LEVEL) {
+        level @ 1..=19 => Ok(level),
+        other => Err(format!(
+            "option `zstd_level` must be 1 (fastest) to 19 (smallest) (got {other})"
+        )),
+    }
+}

@@ -294,6 +294,42 @@ fn ndjson_gz_is_gzip_of_the_ndjson_and_says_so() {
 }
 
 #[test]
+fn ndjson_zst_is_one_checksummed_zstd_frame_of_the_ndjson_and_says_so() {
+    let options = ObjectOptions {
+        format: parsed("ndjson.zst"),
+        file_name: Some("flags-{batch_id}.{ext}".into()),
+        ..ObjectOptions::default()
+    };
+    let w = writer(options, &[]);
+    let objects = w
+        .encode(&batch(vec![
+            item(0, "{\"a\":1}", "p", 0),
+            item(1, "{\"b\":2}", "p", 0),
+        ]))
+        .unwrap();
+    assert_eq!(objects[0].key, "exports/flags/flags-s3-10-12.ndjson.zst");
+    assert_eq!(objects[0].content_type, "application/x-ndjson");
+    assert_eq!(objects[0].content_encoding, Some("zstd"));
+    let text = "{\"a\":1}\n{\"b\":2}\n";
+    let body = &objects[0].body[..];
+    assert_eq!(zstd::decode_all(body).unwrap(), text.as_bytes());
+    assert_eq!(
+        zstd::zstd_safe::get_frame_content_size(body).ok(),
+        Some(Some(text.len() as u64)),
+        "the frame records the object's size"
+    );
+    // A flipped bit in the compressed data is caught by the frame's checksum, not read as
+    // other text.
+    let mut damaged = body.to_vec();
+    let last = damaged.len() - 5;
+    damaged[last] ^= 0x01;
+    assert_ne!(
+        zstd::decode_all(&damaged[..]).ok().as_deref(),
+        Some(text.as_bytes())
+    );
+}
+
+#[test]
 fn gzip_level_trades_cpu_for_size() {
     let rows: Vec<BatchItem> = (0..2_000)
         .map(|i| {
@@ -373,7 +409,7 @@ fn csv_columns_template_header_and_delimiter_are_configurable() {
 
 #[test]
 fn bad_options_are_refused_with_the_option_named() {
-    let cases: [(ObjectOptions, &str); 9] = [
+    let cases: [(ObjectOptions, &str); 12] = [
         (
             ObjectOptions {
                 gzip_level: Some(6),
@@ -388,6 +424,30 @@ fn bad_options_are_refused_with_the_option_named() {
                 ..ObjectOptions::default()
             },
             "gzip_level",
+        ),
+        (
+            ObjectOptions {
+                format: parsed("ndjson.gz"),
+                zstd_level: Some(3),
+                ..ObjectOptions::default()
+            },
+            "format=ndjson.zst",
+        ),
+        (
+            ObjectOptions {
+                format: parsed("ndjson.zst"),
+                zstd_level: Some(20),
+                ..ObjectOptions::default()
+            },
+            "zstd_level",
+        ),
+        (
+            ObjectOptions {
+                format: parsed("ndjson.zst"),
+                zstd_level: Some(0),
+                ..ObjectOptions::default()
+            },
+            "zstd_level",
         ),
         (
             ObjectOptions {

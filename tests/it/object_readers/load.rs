@@ -1,5 +1,5 @@
 //! The real SDK payload plus a 100k-event load through `flagstream serve` into one destination
-//! per format — Parquet, CSV, NDJSON and NDJSON.gz files, Parquet on S3 (moto) — read back by
+//! per format — Parquet, CSV, NDJSON, NDJSON.gz and NDJSON.zst files, Parquet on S3 (moto) — read back by
 //! DuckDB and pyarrow. The NDJSON rows are the reference (checked against what was sent);
 //! every reader must see each of them exactly once, with the same values, the documented
 //! Parquet types, the right partition columns, and working equality filters.
@@ -59,9 +59,9 @@ async fn parquet_files_and_s3_objects_read_back_exactly_once_with_the_documented
     run(&[parquet], true).await;
 }
 
-/// CSV, NDJSON and NDJSON.gz files (Hive-partitioned), read by DuckDB and pyarrow.
+/// CSV, NDJSON, NDJSON.gz and NDJSON.zst files (Hive-partitioned), read by DuckDB and pyarrow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn csv_ndjson_and_ndjson_gz_files_read_back_exactly_once() {
+async fn csv_ndjson_ndjson_gz_and_ndjson_zst_files_read_back_exactly_once() {
     let csv = Target {
         name: "csv",
         format: "csv",
@@ -73,7 +73,12 @@ async fn csv_ndjson_and_ndjson_gz_files_read_back_exactly_once() {
         format: "ndjson.gz",
         options: "format=ndjson.gz&partitions=kind,dt,hour",
     };
-    run(&[csv, NDJSON, gz], false).await;
+    let zst = Target {
+        name: "ndjson_zst",
+        format: "ndjson.zst",
+        options: "format=ndjson.zst&zstd_level=3&partitions=dt,hour",
+    };
+    run(&[csv, NDJSON, gz, zst], false).await;
 }
 
 /// Deliver the SDK payload and the load to `targets` (plus the NDJSON reference, and

@@ -8,7 +8,7 @@ Usage: object_reader.py '<request JSON>'; prints one JSON document on stdout:
 
 Request fields:
   reader   "duckdb" or "pyarrow"
-  format   "parquet", "csv", "ndjson" or "ndjson.gz"
+  format   "parquet", "csv", "ndjson", "ndjson.gz" or "ndjson.zst"
   source   a directory, or "s3://bucket/prefix" (with "s3": {"endpoint": "host:port"})
   tables   {table: {"columns": [...], "filters": [[column, value], ...]}}: the warehouse
            tables to read (for Parquet its directory, for the row formats a filter on the
@@ -26,7 +26,14 @@ import json
 import os
 import sys
 
-EXTENSION = {"parquet": "parquet", "csv": "csv", "ndjson": "ndjson", "ndjson.gz": "ndjson.gz"}
+EXTENSION = {
+    "parquet": "parquet",
+    "csv": "csv",
+    "ndjson": "ndjson",
+    "ndjson.gz": "ndjson.gz",
+    "ndjson.zst": "ndjson.zst",
+}
+COMPRESSION = {"ndjson.gz": "gzip", "ndjson.zst": "zstd"}
 PARTITIONS = ["dt", "hour"]
 
 
@@ -155,8 +162,7 @@ def read_row_file(fmt, path):
         return pacsv.read_csv(path, convert_options=options)
     import pyarrow.json as pajson
 
-    compression = "gzip" if fmt == "ndjson.gz" else None
-    with pa.input_stream(path, compression=compression) as stream:
+    with pa.input_stream(path, compression=COMPRESSION.get(fmt)) as stream:
         return pajson.read_json(stream)
 
 
