@@ -4,9 +4,8 @@
 //! object came from the allocator as untouched pages (jemalloc returns buffers of that size to
 //! the kernel as soon as they are freed), so every object paid for zeroing and mapping its
 //! pages again: 6.5 % of a draining file destination's CPU in `perf`
-//! (`docs/performance.md`). Formats whose output is a fraction of the batch (gzip, Parquet)
-//! do not use the pool for it; `ndjson.zst` takes its uncompressed text from the pool and
-//! hands it back once compressed.
+//! (`docs/performance.md`). Formats whose output is a fraction of the batch (gzip, zstd,
+//! Parquet) do not use the pool.
 //!
 //! Invariants: a body is reused only when the put left no other reference to it
 //! (`Bytes::try_into_mut`), it is emptied before reuse, and the pool keeps at most
