@@ -156,10 +156,10 @@ impl ObjectOptions {
             }
             FormatKind::Ndjson => Format::Ndjson,
             FormatKind::NdjsonGz => Format::NdjsonGz {
-                level: gzip_level(self.gzip_level)?,
+                level: GZIP_LEVELS.pick(self.gzip_level)?,
             },
             FormatKind::NdjsonZst => Format::NdjsonZst {
-                level: zstd_level(self.zstd_level)?,
+                level: ZSTD_LEVELS.pick(self.zstd_level)?,
             },
             FormatKind::Csv => Format::Csv {
                 columns: format::parse_csv_columns(
@@ -213,12 +213,39 @@ impl ObjectOptions {
     }
 }
 
-fn gzip_level(level: Option<u32>) -> Result<u32, String> {
-    match level.unwrap_or(format::DEFAULT_GZIP_LEVEL) {
-        level @ 1..=9 => Ok(level),
-        other => Err(format!(
-            "option `gzip_level` must be 1 (fastest) to 9 (smallest) (got {other})"
-        )),
+/// A compression level option: its name, its default and its levels, fastest first.
+struct Levels<T> {
+    option: &'static str,
+    default: T,
+    levels: std::ops::RangeInclusive<T>,
+}
+
+const GZIP_LEVELS: Levels<u32> = Levels {
+    option: "gzip_level",
+    default: format::DEFAULT_GZIP_LEVEL,
+    levels: 1..=9,
+};
+
+/// zstd's regular levels; its negative "fast" levels and 20–22 ("ultra", with windows a
+/// reader must be told to accept) are left out.
+const ZSTD_LEVELS: Levels<i32> = Levels {
+    option: "zstd_level",
+    default: format::DEFAULT_ZSTD_LEVEL,
+    levels: 1..=19,
+};
+
+impl<T: Copy + PartialOrd + std::fmt::Display> Levels<T> {
+    /// The default when unset, else `level` if it is one of the levels.
+    fn pick(&self, level: Option<T>) -> Result<T, String> {
+        match level.unwrap_or(self.default) {
+            level if self.levels.contains(&level) => Ok(level),
+            other => Err(format!(
+                "option `{}` must be {} (fastest) to {} (smallest) (got {other})",
+                self.option,
+                self.levels.start(),
+                self.levels.end()
+            )),
+        }
     }
 }
 
@@ -455,14 +482,3 @@ impl ObjectWriter {
 
 #[cfg(test)]
 mod tests;
-
-/// zstd's regular levels; its negative "fast" levels and 20–22 ("ultra", with windows of up
-/// to 128 MiB a reader must be told to accept) are left out.
-fn zstd_level(level: Option<i32>) -> Result<i32, String> {
-    match level.unwrap_or(format::DEFAULT_ZSTD_LEVEL) {
-        level @ 1..=19 => Ok(level),
-        other => Err(format!(
-            "option `zstd_level` must be 1 (fastest) to 19 (smallest) (got {other})"
-        )),
-    }
-}

@@ -270,49 +270,46 @@ fn ndjson_of_laid_out_items_is_the_arena_itself_and_the_same_text() {
     }
 }
 
-#[test]
-fn ndjson_gz_is_gzip_of_the_ndjson_and_says_so() {
+/// The NDJSON of [`two_rows_as`].
+const TWO_ROWS: &str = "{\"a\":1}\n{\"b\":2}\n";
+
+/// The one object two rows make in `format`.
+fn two_rows_as(format: &str) -> EncodedObject {
     let options = ObjectOptions {
-        format: parsed("ndjson.gz"),
+        format: parsed(format),
         file_name: Some("flags-{batch_id}.{ext}".into()),
         ..ObjectOptions::default()
     };
-    let w = writer(options, &[]);
-    let objects = w
+    let mut objects = writer(options, &[])
         .encode(&batch(vec![
             item(0, "{\"a\":1}", "p", 0),
             item(1, "{\"b\":2}", "p", 0),
         ]))
         .unwrap();
-    assert_eq!(objects[0].key, "exports/flags/flags-s3-10-12.ndjson.gz");
-    assert_eq!(objects[0].content_encoding, Some("gzip"));
+    assert_eq!(objects.len(), 1);
+    objects.remove(0)
+}
+
+#[test]
+fn ndjson_gz_is_gzip_of_the_ndjson_and_says_so() {
+    let object = two_rows_as("ndjson.gz");
+    assert_eq!(object.key, "exports/flags/flags-s3-10-12.ndjson.gz");
+    assert_eq!(object.content_encoding, Some("gzip"));
     let mut text = String::new();
-    flate2::read::GzDecoder::new(&objects[0].body[..])
+    flate2::read::GzDecoder::new(&object.body[..])
         .read_to_string(&mut text)
         .unwrap();
-    assert_eq!(text, "{\"a\":1}\n{\"b\":2}\n");
+    assert_eq!(text, TWO_ROWS);
 }
 
 #[test]
 fn ndjson_zst_is_one_checksummed_zstd_frame_of_the_ndjson_and_says_so() {
-    let options = ObjectOptions {
-        format: parsed("ndjson.zst"),
-        file_name: Some("flags-{batch_id}.{ext}".into()),
-        ..ObjectOptions::default()
-    };
-    let w = writer(options, &[]);
-    let objects = w
-        .encode(&batch(vec![
-            item(0, "{\"a\":1}", "p", 0),
-            item(1, "{\"b\":2}", "p", 0),
-        ]))
-        .unwrap();
-    assert_eq!(objects[0].key, "exports/flags/flags-s3-10-12.ndjson.zst");
-    assert_eq!(objects[0].content_type, "application/x-ndjson");
-    assert_eq!(objects[0].content_encoding, Some("zstd"));
-    let text = "{\"a\":1}\n{\"b\":2}\n";
-    let body = &objects[0].body[..];
-    assert_eq!(zstd::decode_all(body).unwrap(), text.as_bytes());
+    let object = two_rows_as("ndjson.zst");
+    assert_eq!(object.key, "exports/flags/flags-s3-10-12.ndjson.zst");
+    assert_eq!(object.content_type, "application/x-ndjson");
+    assert_eq!(object.content_encoding, Some("zstd"));
+    let body = &object.body[..];
+    assert_eq!(zstd::decode_all(body).unwrap(), TWO_ROWS.as_bytes());
     assert_eq!(
         zstd::zstd_safe::find_frame_compressed_size(body).ok(),
         Some(body.len()),
@@ -403,6 +400,11 @@ fn csv_columns_template_header_and_delimiter_are_configurable() {
 
 #[test]
 fn bad_options_are_refused_with_the_option_named() {
+    let zstd_at = |level| ObjectOptions {
+        format: parsed("ndjson.zst"),
+        zstd_level: Some(level),
+        ..ObjectOptions::default()
+    };
     let cases: [(ObjectOptions, &str); 12] = [
         (
             ObjectOptions {
@@ -427,22 +429,8 @@ fn bad_options_are_refused_with_the_option_named() {
             },
             "format=ndjson.zst",
         ),
-        (
-            ObjectOptions {
-                format: parsed("ndjson.zst"),
-                zstd_level: Some(20),
-                ..ObjectOptions::default()
-            },
-            "zstd_level",
-        ),
-        (
-            ObjectOptions {
-                format: parsed("ndjson.zst"),
-                zstd_level: Some(0),
-                ..ObjectOptions::default()
-            },
-            "zstd_level",
-        ),
+        (zstd_at(20), "zstd_level"),
+        (zstd_at(0), "zstd_level"),
         (
             ObjectOptions {
                 file_name: Some("fixed.ndjson".into()),
