@@ -12,10 +12,12 @@
 
 #![allow(dead_code)] // benches include this module and use only part of it
 
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -95,7 +97,10 @@ impl EventHubsStandIn {
                 match wait_bound(&mut child, port, &log) {
                     Ok(()) => Some((child, port)),
                     // Another process took the port between `free_port` and the bind.
-                    Err(_) if attempt < START_ATTEMPTS => None,
+                    Err(_) if attempt < START_ATTEMPTS => {
+                        let _ = child.wait();
+                        None
+                    }
                     Err(text) => panic!("the Event Hubs stand-in did not start; log:\n{text}"),
                 }
             })
@@ -206,7 +211,8 @@ fn spawn(python: &Path, options: &StandInOptions, port: u16, record: &Path, log:
         .arg("--record")
         .arg(record)
         .stdin(Stdio::null())
-        .stdout(output.try_clone().unwrap())
+        // Read by `wait_bound` for its ready line and copied into the log.
+        .stdout(Stdio::piped())
         .stderr(output)
         .process_group(0)
         .spawn()
@@ -214,23 +220,31 @@ fn spawn(python: &Path, options: &StandInOptions, port: u16, record: &Path, log:
 }
 
 /// Wait until the stand-in says it holds `port` (it says so only after binding it: a port
-/// that merely accepts connections may be another test's server). `Err(log)` when it exited.
+/// that merely accepts connections may be another test's server). `Err(log)` when its output
+/// ended first: it exited. Its standard output is copied into `log` by a thread meanwhile
+/// and afterwards, which signals the ready line as it passes.
 fn wait_bound(child: &mut Child, port: u16, log: &Path) -> Result<(), String> {
     let ready = format!("eventhubs-standin listening on 127.0.0.1:{port}");
-    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !read_log().contains(&ready) {
-        if child.try_wait().ok().flatten().is_some() {
-            return Err(read_log());
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut copy = std::fs::OpenOptions::new().append(true).open(log).unwrap();
+    let (said_ready, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = writeln!(copy, "{line}");
+            if line == ready {
+                let _ = said_ready.send(());
+            }
         }
-        assert!(
-            Instant::now() < deadline,
+    });
+    let read_log = || std::fs::read_to_string(log).unwrap_or_default();
+    match heard.recv_timeout(Duration::from_secs(30)) {
+        Ok(()) => Ok(()),
+        Err(RecvTimeoutError::Disconnected) => Err(read_log()),
+        Err(RecvTimeoutError::Timeout) => panic!(
             "the Event Hubs stand-in did not listen on {port} within 30s; log:\n{}",
             read_log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
+        ),
     }
-    Ok(())
 }
 
 /// The stand-in's Python (with Proton), or fail with the command that installs it.
